@@ -1,0 +1,323 @@
+//! A scripted payment terminal.
+//!
+//! Each call to `authorize` or `refund` takes the next [`Script`] step from a queue
+//! (or the default step when the queue is empty). The terminal answers `status`
+//! truthfully from what it actually did, whatever it told the caller, which is what
+//! lets tests prove that an in-doubt payment is resolved without a second charge.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use outpost_peripherals::payment::{
+    Approval, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
+};
+
+/// One scripted behaviour for the next money-moving call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    /// Charge and answer approved.
+    Approve,
+    /// Do not charge; answer declined with this reason.
+    Decline(String),
+    /// Do not charge; answer that the outcome is unknown (the request timed out before
+    /// the terminal acted on it).
+    Timeout,
+    /// Charge, then lose the response: the caller hears "outcome unknown".
+    LostResponse,
+    /// Refuse as offline without charging.
+    Offline,
+    /// Wait, then run the inner step.
+    Delay(Duration, Box<Script>),
+    /// Charge, then never answer (a crash of the caller while waiting).
+    ChargeAndHang,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Record {
+    Charged { amount: i64, approval: Approval },
+    Declined(String),
+    Reversed { amount: i64 },
+    Refunded { amount: i64, approval: Approval },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    script: VecDeque<Script>,
+    default: Option<Script>,
+    records: HashMap<PaymentKey, Record>,
+    /// How many times money actually moved under each key; more than one is a bug.
+    charge_counts: HashMap<PaymentKey, u32>,
+    status_offline: bool,
+    next_auth: u32,
+}
+
+/// A scripted payment terminal. Clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct MockTerminal {
+    state: Arc<Mutex<State>>,
+}
+
+impl MockTerminal {
+    /// A terminal that approves every request unless scripted otherwise.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock is a test bug; the state is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queue steps for the next money-moving calls, in order.
+    pub fn script(&self, steps: impl IntoIterator<Item = Script>) -> &Self {
+        self.lock().script.extend(steps);
+        self
+    }
+
+    /// The step used when the queue is empty (default: approve).
+    pub fn set_default(&self, step: Script) -> &Self {
+        self.lock().default = Some(step);
+        self
+    }
+
+    /// Make status queries fail as offline (the terminal is unreachable).
+    pub fn set_status_offline(&self, offline: bool) {
+        self.lock().status_offline = offline;
+    }
+
+    /// Scripted steps not yet used. A test that scripted a step it expected to be
+    /// used asserts this is zero, so an unmet expectation fails the test.
+    pub fn pending_steps(&self) -> usize {
+        self.lock().script.len()
+    }
+
+    /// Number of times money actually moved under `key` (charges and refunds).
+    pub fn charge_count(&self, key: &str) -> u32 {
+        self.lock()
+            .charge_counts
+            .get(&PaymentKey(key.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Number of keys charged more than once: always zero unless Outpost has a bug.
+    pub fn double_charges(&self) -> usize {
+        self.lock()
+            .charge_counts
+            .values()
+            .filter(|n| **n > 1)
+            .count()
+    }
+
+    /// Net amount charged and not reversed or refunded, in minor units.
+    pub fn net_charged(&self) -> i64 {
+        self.lock()
+            .records
+            .values()
+            .map(|r| match r {
+                Record::Charged { amount, .. } => *amount,
+                Record::Refunded { amount, .. } => -*amount,
+                Record::Declined(_) | Record::Reversed { .. } => 0,
+            })
+            .sum()
+    }
+
+    /// Number of approved charges still standing (not reversed).
+    pub fn standing_charges(&self) -> usize {
+        self.lock()
+            .records
+            .values()
+            .filter(|r| matches!(r, Record::Charged { .. }))
+            .count()
+    }
+
+    fn next_step(&self) -> Script {
+        let mut st = self.lock();
+        st.script
+            .pop_front()
+            .or_else(|| st.default.clone())
+            .unwrap_or(Script::Approve)
+    }
+
+    async fn run(&self, req: &PaymentRequest, refund: bool) -> Result<Outcome, PaymentError> {
+        let mut step = self.next_step();
+        while let Script::Delay(d, inner) = step {
+            tokio::time::sleep(d).await;
+            step = *inner;
+        }
+        // The lock is a std mutex held only for bookkeeping, never across an await.
+        let (result, hang) = self.act(req, refund, step);
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        result
+    }
+
+    fn act(
+        &self,
+        req: &PaymentRequest,
+        refund: bool,
+        step: Script,
+    ) -> (Result<Outcome, PaymentError>, bool) {
+        let mut st = self.lock();
+        if let Some(existing) = st.records.get(&req.key) {
+            // A terminal refuses a second operation under a key it already used.
+            let err = PaymentError::Illegal(format!("key {} already used ({existing:?})", req.key));
+            return (Err(err), false);
+        }
+        let charge = |st: &mut State| {
+            st.next_auth += 1;
+            let approval = Approval {
+                auth_code: format!("A{:05}", st.next_auth),
+                brand: Some("VISA".into()),
+                last4: Some("4242".into()),
+            };
+            let record = if refund {
+                Record::Refunded {
+                    amount: req.amount_minor,
+                    approval: approval.clone(),
+                }
+            } else {
+                Record::Charged {
+                    amount: req.amount_minor,
+                    approval: approval.clone(),
+                }
+            };
+            st.records.insert(req.key.clone(), record);
+            *st.charge_counts.entry(req.key.clone()).or_default() += 1;
+            approval
+        };
+        match step {
+            Script::Approve => (Ok(Outcome::Approved(charge(&mut st))), false),
+            Script::Decline(reason) => {
+                st.records
+                    .insert(req.key.clone(), Record::Declined(reason.clone()));
+                (Ok(Outcome::Declined { reason }), false)
+            }
+            Script::Timeout => (Err(PaymentError::OutcomeUnknown("timed out".into())), false),
+            Script::LostResponse => {
+                charge(&mut st);
+                (
+                    Err(PaymentError::OutcomeUnknown("response lost".into())),
+                    false,
+                )
+            }
+            Script::Offline => (
+                Err(PaymentError::Offline("terminal unreachable".into())),
+                false,
+            ),
+            Script::ChargeAndHang => {
+                charge(&mut st);
+                (Err(PaymentError::OutcomeUnknown("no answer".into())), true)
+            }
+            Script::Delay(..) => (
+                Err(PaymentError::Failure("nested delay in script".into())),
+                false,
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl PaymentTerminal for MockTerminal {
+    async fn authorize(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError> {
+        self.run(req, false).await
+    }
+
+    async fn void(&self, key: &PaymentKey) -> Result<(), PaymentError> {
+        let mut st = self.lock();
+        match st.records.get(key).cloned() {
+            Some(Record::Charged { amount, .. }) => {
+                st.records.insert(key.clone(), Record::Reversed { amount });
+                Ok(())
+            }
+            Some(Record::Reversed { .. }) => Ok(()),
+            other => Err(PaymentError::Illegal(format!(
+                "nothing to reverse under {key}: {other:?}"
+            ))),
+        }
+    }
+
+    async fn refund(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError> {
+        self.run(req, true).await
+    }
+
+    async fn status(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
+        let st = self.lock();
+        if st.status_offline {
+            return Err(PaymentError::Offline("terminal unreachable".into()));
+        }
+        Ok(match st.records.get(key) {
+            None => KeyStatus::Unknown,
+            Some(Record::Charged { approval, .. } | Record::Refunded { approval, .. }) => {
+                KeyStatus::Done(Outcome::Approved(approval.clone()))
+            }
+            Some(Record::Declined(reason)) => KeyStatus::Done(Outcome::Declined {
+                reason: reason.clone(),
+            }),
+            Some(Record::Reversed { .. }) => KeyStatus::Reversed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(key: &str) -> PaymentRequest {
+        PaymentRequest {
+            key: PaymentKey(key.into()),
+            amount_minor: 500,
+            currency: "EUR".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn lost_response_charges_once_and_status_tells_the_truth() {
+        let t = MockTerminal::new();
+        t.script([Script::LostResponse]);
+        let err = t.authorize(&req("k1")).await.unwrap_err();
+        assert!(matches!(err, PaymentError::OutcomeUnknown(_)));
+        assert_eq!(t.charge_count("k1"), 1);
+        let st = t.status(&PaymentKey("k1".into())).await.unwrap();
+        assert!(matches!(st, KeyStatus::Done(Outcome::Approved(_))));
+        assert_eq!(t.pending_steps(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reused_key_is_refused_not_charged_again() {
+        let t = MockTerminal::new();
+        t.authorize(&req("k1")).await.unwrap();
+        assert!(t.authorize(&req("k1")).await.is_err());
+        assert_eq!(t.charge_count("k1"), 1);
+        assert_eq!(t.double_charges(), 0);
+    }
+
+    #[tokio::test]
+    async fn timeout_does_not_charge_and_void_reverses() {
+        let t = MockTerminal::new();
+        t.script([
+            Script::Timeout,
+            Script::Decline("insufficient funds".into()),
+        ]);
+        assert!(t.authorize(&req("a")).await.is_err());
+        assert_eq!(
+            t.status(&PaymentKey("a".into())).await.unwrap(),
+            KeyStatus::Unknown
+        );
+        let out = t.authorize(&req("b")).await.unwrap();
+        assert!(matches!(out, Outcome::Declined { .. }));
+        t.authorize(&req("c")).await.unwrap();
+        assert_eq!(t.net_charged(), 500);
+        t.void(&PaymentKey("c".into())).await.unwrap();
+        assert_eq!(t.net_charged(), 0);
+        assert_eq!(
+            t.status(&PaymentKey("c".into())).await.unwrap(),
+            KeyStatus::Reversed
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The payment terminal.
+//!
+//! Every command that moves money carries the caller's [`PaymentKey`]. A terminal
+//! remembers what it did under each key, so when a response is lost the caller asks
+//! [`PaymentTerminal::status`] about the same key instead of charging again (nexo's
+//! TransactionStatus). Card data never reaches the caller: only a token-free summary
+//! (brand, last four digits, authorization code).
+
+use async_trait::async_trait;
+
+use crate::{DeviceError, ErrorKind};
+
+/// The caller's key for one payment operation. The terminal records its outcome under
+/// this key; the same key is never used for two different operations.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct PaymentKey(pub String);
+
+impl std::fmt::Display for PaymentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A request to charge or refund an amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRequest {
+    /// The caller's key for this operation.
+    pub key: PaymentKey,
+    /// Amount in minor units of `currency`; always positive.
+    pub amount_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+/// What the terminal says an approved operation was, with no card data beyond what a
+/// receipt may show.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Approval {
+    /// Authorization code from the acquirer.
+    pub auth_code: String,
+    /// Card brand, e.g. "VISA".
+    pub brand: Option<String>,
+    /// Last four digits of the card number.
+    pub last4: Option<String>,
+}
+
+/// The definite outcome of a payment operation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The money moved.
+    Approved(Approval),
+    /// The money did not move.
+    Declined {
+        /// The terminal's reason, for the cashier.
+        reason: String,
+    },
+}
+
+/// What the terminal knows about a key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// The operation under the key finished with this outcome.
+    Done(Outcome),
+    /// The terminal is still working on it.
+    InProgress,
+    /// The terminal never saw this key: nothing was charged.
+    Unknown,
+    /// The operation was reversed (voided) after approval.
+    Reversed,
+}
+
+/// Why a terminal command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PaymentError {
+    /// The terminal could not be reached; the command was not delivered.
+    #[error("payment terminal offline: {0}")]
+    Offline(String),
+    /// The command may have been executed but no answer came back.
+    #[error("payment outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The terminal is busy with another operation.
+    #[error("payment terminal busy")]
+    Busy,
+    /// The command is not valid now (e.g. voiding an unknown key).
+    #[error("payment command refused: {0}")]
+    Illegal(String),
+    /// The terminal reported a failure.
+    #[error("payment terminal failure: {0}")]
+    Failure(String),
+}
+
+impl DeviceError for PaymentError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PaymentError::Offline(_) => ErrorKind::Offline,
+            PaymentError::OutcomeUnknown(_) => ErrorKind::OutcomeUnknown,
+            PaymentError::Busy => ErrorKind::Busy,
+            PaymentError::Illegal(_) => ErrorKind::Illegal,
+            PaymentError::Failure(_) => ErrorKind::Failure,
+        }
+    }
+}
+
+/// A payment terminal. Implementations must be safe to call from many tasks; they
+/// serialize access to the device themselves.
+#[async_trait]
+pub trait PaymentTerminal: Send + Sync {
+    /// Charge `req.amount_minor` under `req.key` (nexo Payment).
+    async fn authorize(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError>;
+    /// Reverse an approved charge made under `key` (nexo Reversal). Reversing a key
+    /// that is already reversed succeeds.
+    async fn void(&self, key: &PaymentKey) -> Result<(), PaymentError>;
+    /// Refund `req.amount_minor` to the card under `req.key` (nexo Refund).
+    async fn refund(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError>;
+    /// What happened under `key` (nexo TransactionStatus).
+    async fn status(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError>;
+}

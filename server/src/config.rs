@@ -1,0 +1,391 @@
+//! Settings: the config file, then `OUTPOST_*` environment variables, then flags.
+//!
+//! What describes the store lives in the file (`[store]`, `[payment]`); what only
+//! changes one run (`listen`, `data_dir`) may also come from the environment or flags.
+//! Unknown keys in the file are refused, so a typo never silently does nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::money::Currency;
+use crate::domain::pricing::TaxConfig;
+
+/// All settings of one Outpost run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address of the REST API. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Where the data lives. Default `./outpost-data`.
+    pub data_dir: PathBuf,
+    /// The store itself.
+    pub store: StoreSettings,
+    /// The payment terminal.
+    pub payment: PaymentSettings,
+    /// HTTP limits.
+    pub http: HttpSettings,
+    /// Storage tuning.
+    pub storage: StorageSettings,
+    /// Log level filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./outpost-data"),
+            store: StoreSettings::default(),
+            payment: PaymentSettings::default(),
+            http: HttpSettings::default(),
+            storage: StorageSettings::default(),
+            log: "info".into(),
+        }
+    }
+}
+
+/// What the store is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Store id, as HQ knows it.
+    pub id: String,
+    /// Name printed on receipts.
+    pub name: String,
+    /// ISO 4217 currency the store sells in.
+    pub currency: String,
+    /// Whether shelf prices include tax (most of Europe) or tax is added at the till.
+    pub prices_include_tax: bool,
+    /// Tax rate per tax class, in basis points (1900 = 19 %).
+    pub tax_rates_bp: BTreeMap<String, u32>,
+    /// Receipt width in characters.
+    pub receipt_width: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            id: "store-1".into(),
+            name: "Outpost Store".into(),
+            currency: "EUR".into(),
+            prices_include_tax: true,
+            tax_rates_bp: BTreeMap::from([
+                ("standard".into(), 1900),
+                ("reduced".into(), 700),
+                ("zero".into(), 0),
+            ]),
+            receipt_width: 42,
+        }
+    }
+}
+
+/// Which payment terminal to use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// `none` (cash only) or `mock` (a simulated terminal that approves; for demos and
+    /// tests; needs the `demo` feature).
+    pub terminal: String,
+    /// Seconds to wait for the terminal before its outcome counts as unknown.
+    pub timeout_secs: u64,
+    /// Seconds between recovery passes over payments in doubt.
+    pub recovery_interval_secs: u64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            terminal: "none".into(),
+            timeout_secs: 60,
+            recovery_interval_secs: 30,
+        }
+    }
+}
+
+/// HTTP limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// Seconds to let requests finish at shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            max_body_bytes: 256 * 1024,
+            workers: 0,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+/// Storage tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Most writes flushed together by one fsync.
+    pub max_group: usize,
+    /// sled cache size in MiB.
+    pub cache_mib: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            max_group: 512,
+            cache_mib: 256,
+        }
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// An environment variable is not valid.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is not valid.
+    #[error("setting {field}: {message}")]
+    Invalid {
+        /// The setting.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Load: defaults, then `file`, then `env` (`OUTPOST_*` pairs), then `flags`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut s = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+            None => Settings::default(),
+        };
+        for (name, value) in env {
+            match name.as_str() {
+                "OUTPOST_LISTEN" => {
+                    s.listen = value.parse().map_err(|e| ConfigError::Env {
+                        name,
+                        message: format!("not an address ({e}): {value}"),
+                    })?;
+                }
+                "OUTPOST_DATA_DIR" => s.data_dir = PathBuf::from(value),
+                "OUTPOST_LOG" => s.log = value,
+                "OUTPOST_PAYMENT_TERMINAL" => s.payment.terminal = value,
+                _ => {}
+            }
+        }
+        if let Some(l) = flags.listen {
+            s.listen = l;
+        }
+        if let Some(d) = &flags.data_dir {
+            s.data_dir = d.clone();
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Parse a config file's text.
+    pub fn from_toml(text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Check values the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.into(),
+            message,
+        };
+        Currency::parse(&self.store.currency)
+            .map_err(|e| invalid("store.currency", e.to_string()))?;
+        if self.store.name.trim().is_empty() {
+            return Err(invalid("store.name", "must not be empty".into()));
+        }
+        for (class, bp) in &self.store.tax_rates_bp {
+            if *bp > 10_000 {
+                return Err(invalid(
+                    &format!("store.tax_rates_bp.{class}"),
+                    format!("{bp} is over 100 %"),
+                ));
+            }
+        }
+        if !(24..=80).contains(&self.store.receipt_width) {
+            return Err(invalid(
+                "store.receipt_width",
+                "must be between 24 and 80".into(),
+            ));
+        }
+        if !["none", "mock"].contains(&self.payment.terminal.as_str()) {
+            return Err(invalid(
+                "payment.terminal",
+                format!(
+                    "unknown terminal {:?}: use none or mock",
+                    self.payment.terminal
+                ),
+            ));
+        }
+        if self.payment.timeout_secs == 0 || self.payment.recovery_interval_secs == 0 {
+            return Err(invalid(
+                "payment",
+                "timeouts must be at least one second".into(),
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid(
+                "http.max_body_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.storage.max_group == 0 {
+            return Err(invalid("storage.max_group", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The store's currency (validated by [`validate`](Self::validate)).
+    pub fn currency(&self) -> Currency {
+        Currency::parse(&self.store.currency).unwrap_or_else(|_| unreachable!("validated at load"))
+    }
+
+    /// The tax configuration.
+    pub fn tax(&self) -> TaxConfig {
+        TaxConfig {
+            prices_include_tax: self.store.prices_include_tax,
+            rates_bp: self.store.tax_rates_bp.clone(),
+        }
+    }
+
+    /// How long to wait for the payment terminal.
+    pub fn payment_timeout(&self) -> Duration {
+        Duration::from_secs(self.payment.timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("outpost.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[store]\nname = \"Corner\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.store.name, "Corner");
+        let s = Settings::load(
+            Some(&f),
+            env(&[
+                ("OUTPOST_LISTEN", "127.0.0.1:9001"),
+                ("OUTPOST_DATA_DIR", "/from/env"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.listen.port(), s.data_dir.to_str().unwrap()),
+            (9001, "/from/env")
+        );
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9002".parse().unwrap()),
+            data_dir: None,
+        };
+        let s = Settings::load(
+            Some(&f),
+            env(&[("OUTPOST_LISTEN", "127.0.0.1:9001")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9002);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_a_clear_error() {
+        let e = Settings::from_toml("lisen = \"x\"").unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+        assert!(Settings::from_toml("listen = 5").is_err());
+        let mut s = Settings::default();
+        s.store.currency = "EURO".into();
+        assert!(
+            matches!(s.validate(), Err(ConfigError::Invalid { field, .. }) if field == "store.currency")
+        );
+        let err = Settings::load(
+            None,
+            env(&[("OUTPOST_LISTEN", "nope")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("OUTPOST_LISTEN"));
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = Settings::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.data_dir, PathBuf::from("./outpost-data"));
+    }
+}

@@ -1,0 +1,767 @@
+//! Sales, tenders, refunds, inventory movements and the payment state machine.
+//!
+//! These are the records the sales journal keeps. They are append-only: a sale is
+//! never edited; refunds are their own records that point at it.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::money::{Money, div_round_half_up};
+use super::pricing::{PricedCart, Quantity, TaxConfig, TaxLine};
+use super::receipt::Receipt;
+
+/// How a customer pays part of a sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenderMethod {
+    /// Notes and coins; may give change.
+    Cash,
+    /// A card through the payment terminal.
+    Card,
+}
+
+/// A tender as a terminal asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TenderRequest {
+    /// Cash handed over; the change is computed.
+    Cash {
+        /// Amount the customer handed over, in minor units.
+        tendered: Money,
+    },
+    /// A card payment; without `amount` it covers what is left after the other tenders.
+    Card {
+        /// Amount to charge, in minor units.
+        #[serde(default)]
+        amount: Option<Money>,
+    },
+}
+
+/// Card details a receipt may show. Never a card number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CardSummary {
+    /// Authorization code.
+    pub auth_code: String,
+    /// Card brand.
+    pub brand: Option<String>,
+    /// Last four digits.
+    pub last4: Option<String>,
+}
+
+/// A tender applied to a sale or a refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tender {
+    /// Cash or card.
+    pub method: TenderMethod,
+    /// The part of the total this tender pays, in minor units.
+    pub amount: Money,
+    /// For cash: what the customer handed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tendered: Option<Money>,
+    /// For card: the key the terminal knows this payment by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_key: Option<String>,
+    /// For card: what the terminal approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardSummary>,
+    /// For a refund to a card: the payment key of the sale's card tender it pays back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_of: Option<String>,
+}
+
+/// Why a set of tenders cannot pay a total.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenderError {
+    /// No tender was given for a sale with something to pay.
+    #[error("a payment is required")]
+    Missing,
+    /// More tenders than a sale may have.
+    #[error("at most {max} tenders are allowed")]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// The tenders do not cover the total.
+    #[error("tenders cover {covered} of {total} minor units")]
+    Insufficient {
+        /// What the tenders cover.
+        covered: i64,
+        /// What is due.
+        total: i64,
+    },
+    /// Card amounts exceed what is due.
+    #[error("card amounts exceed the total by {excess} minor units")]
+    Overpaid {
+        /// By how much.
+        excess: i64,
+    },
+    /// A tender has nothing left to pay.
+    #[error("tender {index} is not needed: the others already cover the total")]
+    NotNeeded {
+        /// Index of the tender in the request.
+        index: usize,
+    },
+    /// At most one card may omit its amount.
+    #[error("only one card tender may leave out its amount")]
+    AmbiguousCard,
+    /// An amount is zero or negative.
+    #[error("tender {index} has a non-positive amount")]
+    NonPositive {
+        /// Index of the tender in the request.
+        index: usize,
+    },
+}
+
+/// The most tenders one sale may have.
+pub const MAX_TENDERS: usize = 8;
+
+/// Decide how much each tender pays. Explicit card amounts come first, then cash
+/// (cash beyond what is due becomes change), then a card without an amount takes what
+/// is left. Returns the tenders in request order and the change.
+pub fn allocate_tenders(
+    total: Money,
+    requested: &[TenderRequest],
+) -> Result<(Vec<Tender>, Money), TenderError> {
+    if requested.len() > MAX_TENDERS {
+        return Err(TenderError::TooMany { max: MAX_TENDERS });
+    }
+    if requested.is_empty() {
+        return if total.0 == 0 {
+            Ok((Vec::new(), Money(0)))
+        } else {
+            Err(TenderError::Missing)
+        };
+    }
+    let mut amounts = vec![0i64; requested.len()];
+    let mut remaining = total.0;
+    let mut open_card = None;
+    for (i, t) in requested.iter().enumerate() {
+        match t {
+            TenderRequest::Card { amount: Some(a) } => {
+                if a.0 <= 0 {
+                    return Err(TenderError::NonPositive { index: i });
+                }
+                amounts[i] = a.0;
+                remaining -= a.0;
+            }
+            TenderRequest::Card { amount: None } => {
+                if open_card.replace(i).is_some() {
+                    return Err(TenderError::AmbiguousCard);
+                }
+            }
+            TenderRequest::Cash { tendered } if tendered.0 < 0 => {
+                return Err(TenderError::NonPositive { index: i });
+            }
+            TenderRequest::Cash { .. } => {}
+        }
+    }
+    if remaining < 0 {
+        return Err(TenderError::Overpaid { excess: -remaining });
+    }
+    let mut change = 0i64;
+    for (i, t) in requested.iter().enumerate() {
+        if let TenderRequest::Cash { tendered } = t {
+            if remaining == 0 && tendered.0 > 0 && open_card.is_none() {
+                return Err(TenderError::NotNeeded { index: i });
+            }
+            let used = tendered.0.min(remaining);
+            amounts[i] = used;
+            remaining -= used;
+            change += tendered.0 - used;
+        }
+    }
+    if let Some(i) = open_card {
+        if remaining == 0 {
+            return Err(TenderError::NotNeeded { index: i });
+        }
+        amounts[i] = remaining;
+        remaining = 0;
+    }
+    if remaining > 0 {
+        return Err(TenderError::Insufficient {
+            covered: total.0 - remaining,
+            total: total.0,
+        });
+    }
+    let tenders = requested
+        .iter()
+        .zip(amounts)
+        .map(|(t, amount)| match t {
+            TenderRequest::Cash { tendered } => Tender {
+                method: TenderMethod::Cash,
+                amount: Money(amount),
+                tendered: Some(*tendered),
+                payment_key: None,
+                card: None,
+                refund_of: None,
+            },
+            TenderRequest::Card { .. } => Tender {
+                method: TenderMethod::Card,
+                amount: Money(amount),
+                tendered: None,
+                payment_key: None,
+                card: None,
+                refund_of: None,
+            },
+        })
+        .collect();
+    Ok((tenders, Money(change)))
+}
+
+/// A completed sale, as the journal keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Sale {
+    /// Time-ordered id (UUIDv7).
+    pub id: Uuid,
+    /// The terminal's `Idempotency-Key` for the checkout.
+    pub idempotency_key: String,
+    /// Which terminal sold it.
+    pub terminal_id: String,
+    /// Always `completed` for a journaled sale; refunds are separate records.
+    pub status: SaleStatus,
+    /// When the checkout began.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the sale was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub completed_at: OffsetDateTime,
+    /// Lines, discounts, taxes and totals.
+    pub cart: PricedCart,
+    /// How it was paid.
+    pub tenders: Vec<Tender>,
+    /// Cash given back.
+    pub change: Money,
+    /// The receipt.
+    pub receipt: Receipt,
+}
+
+/// State of a journaled sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleStatus {
+    /// Paid and recorded.
+    Completed,
+}
+
+/// One refunded line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RefundLine {
+    /// 1-based line number in the sale.
+    pub line: usize,
+    /// SKU of the line.
+    pub sku: String,
+    /// How much of the line is refunded.
+    pub quantity: Quantity,
+    /// Amount refunded for it, in minor units.
+    pub amount: Money,
+}
+
+/// A refund of some or all of a sale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Refund {
+    /// Time-ordered id.
+    pub id: Uuid,
+    /// The sale refunded.
+    pub sale_id: Uuid,
+    /// The terminal's `Idempotency-Key` for the refund.
+    pub idempotency_key: String,
+    /// Which terminal refunded it.
+    pub terminal_id: String,
+    /// When it was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Why (free text from the terminal).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Refunded lines.
+    pub lines: Vec<RefundLine>,
+    /// Tax contained in the refund, per class.
+    pub taxes: Vec<TaxLine>,
+    /// Total paid back.
+    pub total: Money,
+    /// How it was paid back.
+    pub tenders: Vec<Tender>,
+}
+
+/// Which part of a sale to refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundLineRequest {
+    /// 1-based line number in the sale.
+    pub line: usize,
+    /// Units to refund (each-items). Omit both to refund what is left of the line.
+    #[serde(default)]
+    pub quantity: Option<u32>,
+    /// Grams to refund (weight items).
+    #[serde(default)]
+    pub weight_grams: Option<u32>,
+}
+
+/// Why a refund cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefundError {
+    /// The line number does not exist in the sale.
+    #[error("line {line} does not exist in the sale")]
+    NoSuchLine {
+        /// The line asked for.
+        line: usize,
+    },
+    /// More than what was sold and not yet refunded.
+    #[error("line {line}: only {left} left to refund")]
+    Exceeds {
+        /// The line asked for.
+        line: usize,
+        /// What is left, in units or grams.
+        left: u32,
+    },
+    /// The quantity does not fit the line (units for a weight line, or zero).
+    #[error("line {line}: invalid refund quantity")]
+    BadQuantity {
+        /// The line asked for.
+        line: usize,
+    },
+    /// Nothing is left to refund.
+    #[error("nothing left to refund")]
+    NothingLeft,
+}
+
+/// What a refund will pay back, before tenders are chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundPlan {
+    /// Refunded lines.
+    pub lines: Vec<RefundLine>,
+    /// Tax contained, per class.
+    pub taxes: Vec<TaxLine>,
+    /// Total paid back.
+    pub total: Money,
+}
+
+fn qty_value(q: &Quantity) -> u32 {
+    match q {
+        Quantity::Units(n) | Quantity::Grams(n) => *n,
+    }
+}
+
+/// Plan a refund of `requested` lines (all that is left when empty) of `sale`, given the
+/// refunds already made. A line refunded in part pays back its share of the line total
+/// (discount included), rounded half-up; the refund that empties a line pays back
+/// exactly what is left of it, so the refunds of a line always add up to its total.
+pub fn plan_refund(
+    sale: &Sale,
+    previous: &[Refund],
+    requested: &[RefundLineRequest],
+    tax: &TaxConfig,
+) -> Result<RefundPlan, RefundError> {
+    let n = sale.cart.lines.len();
+    let mut refunded_qty = vec![0u32; n];
+    let mut refunded_amt = vec![0i64; n];
+    for r in previous {
+        for l in &r.lines {
+            if let Some(i) = l.line.checked_sub(1).filter(|i| *i < n) {
+                refunded_qty[i] += qty_value(&l.quantity);
+                refunded_amt[i] += l.amount.0;
+            }
+        }
+    }
+    let wanted: Vec<(usize, u32)> = if requested.is_empty() {
+        (0..n)
+            .filter_map(|i| {
+                let left = qty_value(&sale.cart.lines[i].quantity) - refunded_qty[i];
+                (left > 0).then_some((i, left))
+            })
+            .collect()
+    } else {
+        let mut out = Vec::with_capacity(requested.len());
+        for r in requested {
+            let i = r
+                .line
+                .checked_sub(1)
+                .filter(|i| *i < n)
+                .ok_or(RefundError::NoSuchLine { line: r.line })?;
+            let line = &sale.cart.lines[i];
+            let left = qty_value(&line.quantity) - refunded_qty[i];
+            let q = match (&line.quantity, r.quantity, r.weight_grams) {
+                (_, None, None) => left,
+                (Quantity::Units(_), Some(q), None) | (Quantity::Grams(_), None, Some(q)) => q,
+                _ => return Err(RefundError::BadQuantity { line: r.line }),
+            };
+            if q == 0 {
+                return Err(RefundError::BadQuantity { line: r.line });
+            }
+            if q > left {
+                return Err(RefundError::Exceeds { line: r.line, left });
+            }
+            // The same line twice in one request counts against the same remainder.
+            refunded_qty[i] += q;
+            out.push((i, q));
+        }
+        for (i, q) in &out {
+            refunded_qty[*i] -= q;
+        }
+        out
+    };
+    if wanted.is_empty() || wanted.iter().all(|(_, q)| *q == 0) {
+        return Err(RefundError::NothingLeft);
+    }
+    let mut lines = Vec::with_capacity(wanted.len());
+    let mut by_class: std::collections::BTreeMap<String, i64> = Default::default();
+    for (i, q) in wanted {
+        let line = &sale.cart.lines[i];
+        let sold = qty_value(&line.quantity);
+        let amount = if refunded_qty[i] + q == sold {
+            line.total.0 - refunded_amt[i]
+        } else {
+            div_round_half_up(i128::from(line.total.0) * i128::from(q), i128::from(sold)) as i64
+        };
+        refunded_qty[i] += q;
+        refunded_amt[i] += amount;
+        *by_class.entry(line.tax_class.clone()).or_default() += amount;
+        lines.push(RefundLine {
+            line: i + 1,
+            sku: line.sku.as_str().to_owned(),
+            quantity: match line.quantity {
+                Quantity::Units(_) => Quantity::Units(q),
+                Quantity::Grams(_) => Quantity::Grams(q),
+            },
+            amount: Money(amount),
+        });
+    }
+    let mut taxes = Vec::new();
+    let mut tax_total = 0i64;
+    for (class, base) in by_class {
+        // The sale priced with this class, so the rate is known; a class removed from
+        // the configuration since falls back to the rate recorded on the sale.
+        let rate = tax.rates_bp.get(&class).copied().or_else(|| {
+            sale.cart
+                .taxes
+                .iter()
+                .find(|t| t.tax_class == class)
+                .map(|t| t.rate_bp)
+        });
+        let rate = rate.unwrap_or(0);
+        let r = i128::from(rate);
+        let t = if sale.cart.prices_include_tax {
+            div_round_half_up(i128::from(base) * r, 10_000 + r)
+        } else {
+            div_round_half_up(i128::from(base) * r, 10_000)
+        } as i64;
+        tax_total += t;
+        taxes.push(TaxLine {
+            tax_class: class,
+            rate_bp: rate,
+            base: Money(base),
+            tax: Money(t),
+        });
+    }
+    let lines_total: i64 = lines.iter().map(|l| l.amount.0).sum();
+    let total = if sale.cart.prices_include_tax {
+        lines_total
+    } else {
+        lines_total + tax_total
+    };
+    Ok(RefundPlan {
+        lines,
+        taxes,
+        total: Money(total),
+    })
+}
+
+/// Split a refund over the sale's tenders: back to the cards first (never more than
+/// each card paid, minus what earlier refunds already returned to it), the rest in cash.
+pub fn refund_tenders(sale: &Sale, previous: &[Refund], total: Money) -> Vec<Tender> {
+    let mut left = total.0;
+    let mut out = Vec::new();
+    for t in sale
+        .tenders
+        .iter()
+        .filter(|t| t.method == TenderMethod::Card)
+    {
+        if left == 0 {
+            break;
+        }
+        let already: i64 = previous
+            .iter()
+            .flat_map(|r| &r.tenders)
+            .filter(|rt| rt.refund_of.is_some() && rt.refund_of == t.payment_key)
+            .map(|rt| rt.amount.0)
+            .sum();
+        let room = (t.amount.0 - already).max(0);
+        let take = room.min(left);
+        if take > 0 {
+            out.push(Tender {
+                method: TenderMethod::Card,
+                amount: Money(take),
+                tendered: None,
+                // Filled with the refund's own key when the refund is planned.
+                payment_key: None,
+                card: t.card.clone(),
+                refund_of: t.payment_key.clone(),
+            });
+            left -= take;
+        }
+    }
+    if left > 0 {
+        out.push(Tender {
+            method: TenderMethod::Cash,
+            amount: Money(left),
+            tendered: None,
+            payment_key: None,
+            card: None,
+            refund_of: None,
+        });
+    }
+    out
+}
+
+/// Why stock changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MovementKind {
+    /// Sold.
+    Sale,
+    /// Came back with a refund.
+    Refund,
+    /// Corrected by hand (damaged, lost, found...).
+    Adjustment,
+    /// Delivered.
+    Receipt,
+    /// Set by a stock count.
+    Count,
+}
+
+/// One entry of the append-only inventory journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Movement {
+    /// Time-ordered id.
+    pub id: Uuid,
+    /// The item.
+    pub sku: String,
+    /// Change in units, or grams for weight items.
+    pub delta: i64,
+    /// Why.
+    pub kind: MovementKind,
+    /// Free text reason, for adjustments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The sale or refund that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Uuid>,
+    /// Stock after the movement. May be negative: the shelf is the truth, the count
+    /// catches up.
+    pub stock_after: i64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The states of one payment operation with the terminal.
+///
+/// The state is written to disk *before* each call to the terminal, so after a crash
+/// the recovery task knows which keys to ask the terminal about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// Planned; the terminal has not been called.
+    Pending,
+    /// The terminal is being asked to move money under this key.
+    Authorizing,
+    /// The terminal approved.
+    Authorized,
+    /// The sale or refund that uses it is recorded.
+    Completed,
+    /// The terminal declined, or never saw the key: no money moved.
+    Declined,
+    /// The outcome is unknown; resolved only by asking the terminal about the key.
+    InDoubt,
+    /// Approved, then reversed because the sale could not complete.
+    Voided,
+}
+
+impl PaymentState {
+    /// Whether moving from `self` to `to` is a legal step of the state machine.
+    pub fn can_become(self, to: PaymentState) -> bool {
+        use PaymentState::*;
+        matches!(
+            (self, to),
+            (Pending, Authorizing)
+                | (Pending, Declined)
+                | (Authorizing, Authorized)
+                | (Authorizing, Declined)
+                | (Authorizing, InDoubt)
+                | (InDoubt, Authorized)
+                | (InDoubt, Declined)
+                | (InDoubt, InDoubt)
+                | (Authorized, Completed)
+                | (Authorized, Voided)
+        )
+    }
+
+    /// Whether nothing more will happen to this payment.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            PaymentState::Completed | PaymentState::Declined | PaymentState::Voided
+        )
+    }
+}
+
+/// Whether a payment operation charges or refunds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    /// Money from the customer.
+    Charge,
+    /// Money back to the customer.
+    Refund,
+}
+
+/// One payment operation with the terminal and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PaymentRecord {
+    /// The key the terminal knows it by.
+    pub key: String,
+    /// Charge or refund.
+    pub kind: PaymentKind,
+    /// Amount in minor units.
+    pub amount: Money,
+    /// Where it stands.
+    pub state: PaymentState,
+    /// What the terminal approved.
+    #[serde(default)]
+    pub card: Option<CardSummary>,
+    /// Why it was declined.
+    #[serde(default)]
+    pub decline_reason: Option<String>,
+}
+
+impl PaymentRecord {
+    /// Move to `to`, refusing illegal steps.
+    pub fn transition(&mut self, to: PaymentState) -> Result<(), IllegalTransition> {
+        if self.state.can_become(to) {
+            self.state = to;
+            Ok(())
+        } else {
+            Err(IllegalTransition {
+                from: self.state,
+                to,
+            })
+        }
+    }
+}
+
+/// A step the payment state machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("payment cannot go from {from:?} to {to:?}")]
+pub struct IllegalTransition {
+    /// Current state.
+    pub from: PaymentState,
+    /// Requested state.
+    pub to: PaymentState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cash(t: i64) -> TenderRequest {
+        TenderRequest::Cash { tendered: Money(t) }
+    }
+    fn card(a: Option<i64>) -> TenderRequest {
+        TenderRequest::Card {
+            amount: a.map(Money),
+        }
+    }
+
+    #[test]
+    fn cash_gives_change() {
+        let (t, change) = allocate_tenders(Money(1234), &[cash(2000)]).unwrap();
+        assert_eq!(t[0].amount, Money(1234));
+        assert_eq!(change, Money(766));
+    }
+
+    #[test]
+    fn split_card_amount_then_cash() {
+        let (t, change) = allocate_tenders(Money(1000), &[card(Some(600)), cash(500)]).unwrap();
+        assert_eq!(
+            (t[0].amount, t[1].amount, change),
+            (Money(600), Money(400), Money(100))
+        );
+    }
+
+    #[test]
+    fn open_card_takes_what_cash_leaves() {
+        let (t, change) = allocate_tenders(Money(1000), &[cash(300), card(None)]).unwrap();
+        assert_eq!(
+            (t[0].amount, t[1].amount, change),
+            (Money(300), Money(700), Money(0))
+        );
+    }
+
+    #[test]
+    fn tender_errors() {
+        assert_eq!(
+            allocate_tenders(Money(1000), &[cash(500)]),
+            Err(TenderError::Insufficient {
+                covered: 500,
+                total: 1000
+            })
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[card(Some(1500))]),
+            Err(TenderError::Overpaid { excess: 500 })
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[card(None), card(None)]),
+            Err(TenderError::AmbiguousCard)
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[cash(2000), card(None)]),
+            Err(TenderError::NotNeeded { index: 1 })
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[card(Some(0))]),
+            Err(TenderError::NonPositive { index: 0 })
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[]),
+            Err(TenderError::Missing)
+        );
+        assert!(allocate_tenders(Money(0), &[]).is_ok());
+        let many = vec![cash(1); MAX_TENDERS + 1];
+        assert_eq!(
+            allocate_tenders(Money(1000), &many),
+            Err(TenderError::TooMany { max: MAX_TENDERS })
+        );
+    }
+
+    #[test]
+    fn payment_state_machine_refuses_skips() {
+        use PaymentState::*;
+        assert!(Pending.can_become(Authorizing));
+        assert!(
+            !Pending.can_become(Authorized),
+            "must persist Authorizing before calling"
+        );
+        assert!(
+            !Declined.can_become(Authorizing),
+            "a declined key is never charged again"
+        );
+        assert!(!Completed.can_become(Voided));
+        assert!(InDoubt.can_become(Authorized));
+        let mut p = PaymentRecord {
+            key: "k".into(),
+            kind: PaymentKind::Charge,
+            amount: Money(1),
+            state: Authorized,
+            card: None,
+            decline_reason: None,
+        };
+        assert!(p.transition(Authorizing).is_err());
+        assert!(p.transition(Completed).is_ok());
+        assert!(p.state.is_final());
+    }
+}

@@ -1,0 +1,173 @@
+//! Products and promotions.
+
+use actix_web::{HttpResponse, get, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use utoipa::IntoParams;
+
+use super::{ApiError, AppState};
+use crate::domain::gtin::Gtin;
+use crate::domain::product::Product;
+use crate::domain::promotion::Promotion;
+
+/// Most items one page may have.
+pub const MAX_LIMIT: usize = 200;
+/// Index entries one search request may read (see `Catalog::search`).
+const MAX_SCAN: usize = 20_000;
+
+/// A product by SKU.
+#[utoipa::path(
+    tag = "catalog",
+    params(("sku" = String, Path, description = "The product's SKU")),
+    responses((status = 200, body = Product), (status = 404, body = super::ErrorBody))
+)]
+#[get("/api/v1/products/{sku}")]
+pub async fn get_product(
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    match state.sales.store().catalog().product_json(&sku)? {
+        // The stored bytes are the API's JSON: serve them as they are.
+        Some(json) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json.to_vec())),
+        None => Err(ApiError::not_found(
+            "product_not_found",
+            format!("no product with SKU {sku}"),
+        )),
+    }
+}
+
+/// Filters for listing products.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProductQuery {
+    /// Exact barcode (GTIN-8/12/13/14); other filters are ignored when given.
+    pub barcode: Option<String>,
+    /// Words that start words of the product name.
+    pub q: Option<String>,
+    /// Exact category.
+    pub category: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of products: `{"items":[…],"next_cursor":…}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProductPage {
+    /// Products.
+    pub items: Vec<Product>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Find products by barcode, or search by name and category.
+#[utoipa::path(tag = "catalog", params(ProductQuery), responses((status = 200, body = ProductPage), (status = 400, body = super::ErrorBody)))]
+#[get("/api/v1/products")]
+pub async fn list_products(
+    state: web::Data<AppState>,
+    query: web::Query<ProductQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let catalog = state.sales.store().catalog();
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )
+        .field("limit"));
+    }
+    let (items, next) = if let Some(code) = q.barcode {
+        let gtin = Gtin::parse(&code).map_err(|e| {
+            ApiError::bad_request("invalid_barcode", e.to_string()).field("barcode")
+        })?;
+        let item = match catalog.sku_by_gtin14(&gtin.to_gtin14())? {
+            Some(sku) => catalog.product_json(&sku)?,
+            None => None,
+        };
+        (item.into_iter().collect(), None)
+    } else {
+        let cursor = q
+            .cursor
+            .map(|c| URL_SAFE_NO_PAD.decode(c.as_bytes()))
+            .transpose()
+            .map_err(|_| {
+                ApiError::bad_request("invalid_cursor", "cursor is not one this server gave")
+                    .field("cursor")
+            })?;
+        for (name, v) in [("q", &q.q), ("category", &q.category)] {
+            if v.as_ref().is_some_and(|s| s.len() > 200) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("{name} is longer than 200 bytes"),
+                )
+                .field(name));
+            }
+        }
+        catalog.search(
+            q.q.as_deref().filter(|s| !s.trim().is_empty()),
+            q.category.as_deref(),
+            limit,
+            cursor.as_deref(),
+            MAX_SCAN,
+        )?
+    };
+    // Assemble the page from the stored JSON without decoding the products.
+    let mut body = Vec::with_capacity(64 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+    body.extend_from_slice(b"{\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"],\"next_cursor\":");
+    match next {
+        Some(c) => body.extend_from_slice(format!("\"{}\"", URL_SAFE_NO_PAD.encode(c)).as_bytes()),
+        None => body.extend_from_slice(b"null"),
+    }
+    body.push(b'}');
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+/// When to look at promotions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionQuery {
+    /// RFC 3339 time (default: now).
+    pub at: Option<String>,
+}
+
+/// Promotions active at a time.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PromotionList {
+    /// The promotions, by id.
+    pub items: Vec<Promotion>,
+}
+
+/// Promotions active now, or at `?at=`.
+#[utoipa::path(tag = "catalog", params(PromotionQuery), responses((status = 200, body = PromotionList), (status = 400, body = super::ErrorBody)))]
+#[get("/api/v1/promotions")]
+pub async fn list_promotions(
+    state: web::Data<AppState>,
+    query: web::Query<PromotionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let at = match &query.at {
+        Some(s) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| {
+                ApiError::bad_request("invalid_time", format!("at is not an RFC 3339 time: {e}"))
+                    .field("at")
+            })?,
+        None => OffsetDateTime::now_utc(),
+    };
+    let set = state.sales.store().promotions();
+    let items = set.active_at(at).into_iter().cloned().collect();
+    Ok(HttpResponse::Ok().json(PromotionList { items }))
+}

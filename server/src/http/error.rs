@@ -1,0 +1,228 @@
+//! API errors: a status, a stable `code`, a message for people, and the field at fault.
+
+use std::borrow::Cow;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::pricing::PricingError;
+use crate::domain::sale::{RefundError, TenderError};
+use crate::sales::SellError;
+
+/// The JSON body of every error.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable code (e.g. `unknown_product`).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The request field at fault, when there is one (e.g. `lines[2].quantity`).
+    pub field: Option<String>,
+}
+
+/// An error answer.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code.
+    pub code: Cow<'static, str>,
+    /// Message.
+    pub message: String,
+    /// Field at fault.
+    pub field: Option<String>,
+    /// Extra headers (e.g. `Idempotent-Replayed`, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    /// An error with no field.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            field: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Name the field at fault.
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 422.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status);
+        for (name, value) in &self.headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                r.insert_header((HeaderName::from_static(name), v));
+            }
+        }
+        r.json(ErrorBody {
+            code: self.code.to_string(),
+            message: self.message.clone(),
+            field: self.field.clone(),
+        })
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "Storage failed while answering a request");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage is unavailable; retry with the same Idempotency-Key",
+        )
+        .header("retry-after", "5")
+    }
+}
+
+fn line_field(line: Option<usize>) -> Option<String> {
+    line.map(|l| format!("lines[{l}]"))
+}
+
+impl From<SellError> for ApiError {
+    fn from(e: SellError) -> Self {
+        let msg = e.to_string();
+        match e {
+            SellError::Invalid { code, field, .. } => {
+                let status = if code == "invalid_idempotency_key" {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                ApiError {
+                    field,
+                    ..ApiError::new(status, code, msg)
+                }
+            }
+            SellError::UnknownProduct { line, .. } => {
+                ApiError::unprocessable("unknown_product", msg).field(format!("lines[{line}]"))
+            }
+            SellError::Pricing(p) => {
+                let code = match &p {
+                    PricingError::EmptyCart => "empty_cart",
+                    PricingError::TooManyLines { .. } => "too_many_lines",
+                    PricingError::Quantity { .. } | PricingError::QuantityKind { .. } => {
+                        "invalid_quantity"
+                    }
+                    PricingError::Inactive { .. } => "product_inactive",
+                    PricingError::UnknownTaxClass { .. } => "unknown_tax_class",
+                    PricingError::MixedCurrency { .. } => "currency_mismatch",
+                    PricingError::Overflow { .. } => "amount_too_large",
+                    _ => "pricing_failed",
+                };
+                ApiError {
+                    field: line_field(p.line()),
+                    ..ApiError::unprocessable(code, msg)
+                }
+            }
+            SellError::Tender(t) => {
+                let code = match t {
+                    TenderError::Insufficient { .. } | TenderError::Missing => {
+                        "insufficient_payment"
+                    }
+                    TenderError::Overpaid { .. } => "overpayment",
+                    _ => "invalid_payment",
+                };
+                ApiError::unprocessable(code, msg).field("payment")
+            }
+            SellError::Refund(r) => {
+                let code = match r {
+                    RefundError::NoSuchLine { .. } => "no_such_line",
+                    RefundError::Exceeds { .. } => "refund_exceeds_sale",
+                    RefundError::BadQuantity { .. } => "invalid_quantity",
+                    _ => "nothing_to_refund",
+                };
+                ApiError::unprocessable(code, msg).field("lines")
+            }
+            SellError::KeyReused => {
+                ApiError::unprocessable("idempotency_key_reused", msg).field("Idempotency-Key")
+            }
+            SellError::InProgress => {
+                ApiError::new(StatusCode::CONFLICT, "in_progress", msg).header("retry-after", "1")
+            }
+            SellError::SaleNotFound(_) => ApiError::not_found("sale_not_found", msg),
+            SellError::Declined(_) => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "payment_declined", msg)
+            }
+            SellError::OutcomeUnknown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payment_outcome_unknown",
+                msg,
+            )
+            .header("retry-after", "5"),
+            SellError::TerminalUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payment_terminal_unavailable",
+                msg,
+            )
+            .header("retry-after", "5"),
+            SellError::Replayed {
+                status,
+                code,
+                message,
+            } => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+                ApiError::new(status, code, message).header("idempotent-replayed", "true")
+            }
+            SellError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<TenderError> for ApiError {
+    fn from(e: TenderError) -> Self {
+        SellError::Tender(e).into()
+    }
+}
+
+impl From<RefundError> for ApiError {
+    fn from(e: RefundError) -> Self {
+        SellError::Refund(e).into()
+    }
+}

@@ -1,0 +1,215 @@
+//! Stock levels: counts and adjustments, each journaled as a movement.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, put, web};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::body::JsonBody;
+use super::{ApiError, AppState, idempotency_key};
+use crate::domain::sale::{Movement, MovementKind};
+use crate::sales::SellError;
+use crate::sales::idempotency::{IdemOutcome, IdemRecord, IdemState, fingerprint};
+use crate::sales::journal;
+
+/// Stock of one product and its latest movements.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockView {
+    /// The product.
+    pub sku: String,
+    /// Units, or grams for weight items. May be negative until the next count.
+    pub stock: i64,
+    /// Latest movements, oldest first (at most 50).
+    pub movements: Vec<Movement>,
+}
+
+/// A stock count.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockCount {
+    /// The counted stock (units, or grams for weight items), 0 to 1,000,000,000.
+    pub stock: i64,
+}
+
+/// A correction of stock.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adjustment {
+    /// Change, non-zero, at most 1,000,000,000 either way.
+    pub delta: i64,
+    /// Why (damaged, expired, found, delivery...): 1 to 200 characters.
+    pub reason: String,
+    /// A delivery rather than a correction.
+    #[serde(default)]
+    pub receipt: bool,
+}
+
+const MAX_STOCK: i64 = 1_000_000_000;
+
+fn known(state: &AppState, sku: &str) -> Result<(), ApiError> {
+    if state.sales.store().catalog().product_json(sku)?.is_none() {
+        return Err(ApiError::not_found(
+            "product_not_found",
+            format!("no product with SKU {sku}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stock of a product.
+#[utoipa::path(tag = "inventory", params(("sku" = String, Path)), responses((status = 200, body = StockView), (status = 404, body = super::ErrorBody)))]
+#[get("/api/v1/inventory/{sku}")]
+pub async fn get_inventory(
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    known(&state, &sku)?;
+    stock_view(&state, sku.into_inner())
+}
+
+fn stock_view(state: &AppState, sku: String) -> Result<HttpResponse, ApiError> {
+    let store = state.sales.store();
+    Ok(HttpResponse::Ok().json(StockView {
+        stock: store.stock(&sku)?,
+        movements: store.movements(Some(&sku), 50)?,
+        sku,
+    }))
+}
+
+/// Set stock after a count. Setting the same count again records no movement.
+#[utoipa::path(
+    tag = "inventory",
+    params(("sku" = String, Path)),
+    request_body = StockCount,
+    responses((status = 200, body = StockView), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody))
+)]
+#[put("/api/v1/inventory/{sku}")]
+pub async fn put_inventory(
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+    body: JsonBody<StockCount>,
+) -> Result<HttpResponse, ApiError> {
+    let count = body.0.stock;
+    if !(0..=MAX_STOCK).contains(&count) {
+        return Err(ApiError::unprocessable(
+            "invalid_stock",
+            format!("stock must be between 0 and {MAX_STOCK}"),
+        )
+        .field("stock"));
+    }
+    known(&state, &sku)?;
+    let s = sku.clone();
+    state
+        .sales
+        .store()
+        .write(move |tx| {
+            let current = match tx.get(&crate::store::keys::stock(&s))? {
+                Some(v) => crate::store::keys::decode_i64(&v)?,
+                None => 0,
+            };
+            if current != count {
+                journal::move_stock(
+                    tx,
+                    &s,
+                    count - current,
+                    MovementKind::Count,
+                    None,
+                    None,
+                    OffsetDateTime::now_utc(),
+                )?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .await??;
+    stock_view(&state, sku.into_inner())
+}
+
+/// Adjust stock by a delta with a reason. Needs an `Idempotency-Key`.
+#[utoipa::path(
+    tag = "inventory",
+    params(("sku" = String, Path), ("Idempotency-Key" = String, Header)),
+    request_body = Adjustment,
+    responses((status = 201, body = Movement), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody))
+)]
+#[post("/api/v1/inventory/{sku}/adjustments")]
+pub async fn post_adjustment(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+    body: JsonBody<Adjustment>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let adj = body.0;
+    if adj.delta == 0 || adj.delta.abs() > MAX_STOCK {
+        return Err(ApiError::unprocessable(
+            "invalid_delta",
+            format!("delta must be non-zero and at most {MAX_STOCK} either way"),
+        )
+        .field("delta"));
+    }
+    let reason = adj.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(ApiError::unprocessable(
+            "invalid_reason",
+            "reason must be 1 to 200 characters",
+        )
+        .field("reason"));
+    }
+    known(&state, &sku)?;
+    let fp = fingerprint(&sku, &adj);
+    let scope = "adjustment";
+    let s = sku.into_inner();
+    let written = state
+        .sales
+        .store()
+        .write(move |tx| -> Result<(Movement, bool), SellError> {
+            if let Some(rec) = journal::idem_get(tx, scope, &key)? {
+                if rec.fingerprint != fp {
+                    return Err(SellError::KeyReused);
+                }
+                if let IdemState::Done {
+                    outcome: IdemOutcome::Movement { id },
+                } = rec.state
+                {
+                    let raw = tx
+                        .get(&crate::store::keys::movement(id))?
+                        .ok_or(SellError::InProgress)?;
+                    return Ok((crate::store::from_json(&raw, "movement")?, true));
+                }
+                return Err(SellError::InProgress);
+            }
+            let kind = if adj.receipt {
+                MovementKind::Receipt
+            } else {
+                MovementKind::Adjustment
+            };
+            let m = journal::move_stock(
+                tx,
+                &s,
+                adj.delta,
+                kind,
+                Some(reason),
+                None,
+                OffsetDateTime::now_utc(),
+            )?;
+            journal::idem_put(
+                tx,
+                scope,
+                &key,
+                &IdemRecord {
+                    fingerprint: fp,
+                    state: IdemState::Done {
+                        outcome: IdemOutcome::Movement { id: m.id },
+                    },
+                },
+            );
+            Ok((m, false))
+        })
+        .await??;
+    let (movement, replayed) = written;
+    let mut r = HttpResponse::Created();
+    if replayed {
+        r.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(r.json(movement))
+}

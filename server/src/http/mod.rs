@@ -1,0 +1,136 @@
+//! The REST API v1 (actix-web), described by `/api/v1/openapi.json`.
+//!
+//! # Layout
+//! - [`error`]: API errors and their JSON body.
+//! - [`body`]: the JSON body extractor (content type, size limit, field-level errors).
+//! - [`catalog`]: products and promotions.
+//! - [`inventory`]: stock levels, counts and adjustments.
+//! - [`selling`]: cart pricing, checkout, sales and refunds.
+//! - [`ops`]: health, metrics and the OpenAPI document.
+//!
+//! Every route is listed once, in [`api!`]: the same list registers the handlers and
+//! builds the OpenAPI document, so the two cannot drift apart.
+
+pub mod body;
+pub mod catalog;
+pub mod error;
+pub mod inventory;
+pub mod ops;
+pub mod selling;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::config::Settings;
+use crate::sales::Sales;
+pub use error::{ApiError, ErrorBody};
+
+/// What handlers share.
+pub struct AppState {
+    /// The selling service (and through it, the store).
+    pub sales: Sales,
+    /// The settings this run started with.
+    pub settings: Arc<Settings>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// The terminal that sent a request: the `X-Terminal-Id` header (until terminals
+/// authenticate with their own tokens).
+pub fn terminal_id(req: &HttpRequest) -> Result<String, ApiError> {
+    match req.headers().get("x-terminal-id") {
+        None => Ok("unknown".into()),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_terminal_id",
+                    "X-Terminal-Id must be 1 to 64 visible ASCII characters",
+                )
+                .field("X-Terminal-Id")
+            }),
+    }
+}
+
+/// The request's `Idempotency-Key`, which state-changing routes require.
+pub fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::bad_request("idempotency_key_required", "this request needs an Idempotency-Key header: a unique value per operation, reused on retry")
+            .field("Idempotency-Key")
+    };
+    let v = req.headers().get("idempotency-key").ok_or_else(missing)?;
+    let s = v.to_str().map_err(|_| missing())?;
+    if !crate::sales::idempotency::valid_key(s) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+        .field("Idempotency-Key"));
+    }
+    Ok(s.to_owned())
+}
+
+macro_rules! api {
+    ($($handler:path),* $(,)?) => {
+        /// Register every route.
+        pub fn register(cfg: &mut web::ServiceConfig) {
+            $( cfg.service($handler); )*
+        }
+
+        /// The OpenAPI document of every route.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(
+            info(title = "Outpost store API", description = "Sell, price, count stock and look up the catalog of one store, with no WAN needed."),
+            paths($($handler),*),
+            components(schemas(ErrorBody))
+        )]
+        pub struct ApiDoc;
+
+        /// How many handlers [`register`] registers.
+        pub const ROUTE_COUNT: usize = [$(stringify!($handler)),*].len();
+    };
+}
+
+api!(
+    ops::healthz,
+    ops::metrics,
+    ops::openapi,
+    catalog::get_product,
+    catalog::list_products,
+    catalog::list_promotions,
+    inventory::get_inventory,
+    inventory::put_inventory,
+    inventory::post_adjustment,
+    selling::price_cart,
+    selling::checkout,
+    selling::get_sale,
+    selling::list_sales,
+    selling::post_refund,
+);
+
+/// The answer to a path no route serves.
+pub async fn no_such_route(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::not_found(
+        "no_such_route",
+        format!("no route serves {} {}", req.method(), req.path()),
+    )
+    .error_response()
+}
+
+/// App-wide handlers for query and path extraction errors, so they too answer JSON.
+pub fn extractor_config(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::bad_request("invalid_query", e.to_string()).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::bad_request("invalid_path", e.to_string()).into()),
+    );
+}

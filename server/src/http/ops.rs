@@ -1,0 +1,110 @@
+//! Health, metrics and the OpenAPI document.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use actix_web::{HttpResponse, get, web};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use super::{ApiDoc, ApiError, AppState};
+
+/// Liveness and what is running.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: &'static str,
+    /// Outpost version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Products in the live catalog.
+    pub catalog_products: u64,
+}
+
+/// Is the server up.
+#[utoipa::path(tag = "ops", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started.elapsed().as_secs(),
+        catalog_products: state.sales.store().catalog().len,
+    })
+}
+
+/// Prometheus metrics.
+#[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let store = state.sales.store();
+    let w = store.writer_stats();
+    let backlog = store.outbox_backlog()?;
+    let pending = store.pending_ids()?.len();
+    let mut out = String::with_capacity(1024);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "outpost_storage_flushes_total",
+        "counter",
+        "Group commits flushed to disk (one fsync each).",
+        w.flushes.load(Ordering::Relaxed),
+    );
+    metric(
+        "outpost_storage_jobs_total",
+        "counter",
+        "Writer jobs run.",
+        w.jobs.load(Ordering::Relaxed),
+    );
+    metric(
+        "outpost_storage_committed_jobs_total",
+        "counter",
+        "Writer jobs whose writes were kept.",
+        w.committed_jobs.load(Ordering::Relaxed),
+    );
+    metric(
+        "outpost_outbox_pending",
+        "gauge",
+        "Outbox entries waiting for HQ.",
+        backlog.count,
+    );
+    metric(
+        "outpost_outbox_bytes",
+        "gauge",
+        "Size of the outbox entries waiting for HQ.",
+        backlog.bytes,
+    );
+    metric(
+        "outpost_payments_pending",
+        "gauge",
+        "Checkouts and refunds waiting on the payment terminal.",
+        pending as u64,
+    );
+    metric(
+        "outpost_catalog_products",
+        "gauge",
+        "Products in the live catalog.",
+        store.catalog().len,
+    );
+    metric(
+        "outpost_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        state.started.elapsed().as_secs(),
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out))
+}
+
+/// This document.
+#[utoipa::path(tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[get("/api/v1/openapi.json")]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

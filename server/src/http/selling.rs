@@ -1,0 +1,283 @@
+//! Pricing carts, checkout, sales and refunds.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::body::JsonBody;
+use super::{ApiError, AppState, idempotency_key, terminal_id};
+use crate::domain::money::Money;
+use crate::domain::pricing::{PricedCart, PricedLine, TaxLine};
+use crate::domain::receipt::Receipt;
+use crate::domain::sale::{Refund, Sale, Tender};
+use crate::sales::RefundSummary;
+use crate::sales::checkout::{CartRequest, CheckoutRequest};
+use crate::sales::refund::RefundRequest;
+
+/// Price a cart without selling it.
+#[utoipa::path(tag = "selling", request_body = CartRequest, responses((status = 200, body = PricedCart), (status = 422, body = super::ErrorBody)))]
+#[post("/api/v1/carts/price")]
+pub async fn price_cart(
+    state: web::Data<AppState>,
+    body: JsonBody<CartRequest>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.sales.price(&body.0.lines)?))
+}
+
+/// A sale as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SaleView {
+    /// Time-ordered sale id.
+    pub sale_id: Uuid,
+    /// `completed`, `partially_refunded` or `refunded`.
+    pub status: &'static str,
+    /// Which terminal sold it.
+    pub terminal_id: String,
+    /// The checkout's `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// When the checkout started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the sale was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub completed_at: OffsetDateTime,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// Lines with their discounts.
+    pub lines: Vec<PricedLine>,
+    /// Sum of line prices before discounts.
+    pub subtotal: Money,
+    /// Sum of discounts.
+    pub discount_total: Money,
+    /// Tax per class.
+    pub taxes: Vec<TaxLine>,
+    /// Sum of taxes.
+    pub tax_total: Money,
+    /// Whether shelf prices included tax.
+    pub prices_include_tax: bool,
+    /// What the customer paid.
+    pub total: Money,
+    /// How.
+    pub tenders: Vec<Tender>,
+    /// Cash given back.
+    pub change: Money,
+    /// Structured receipt.
+    pub receipt: Receipt,
+    /// The receipt as printed.
+    pub receipt_text: String,
+    /// Refunds made against it.
+    pub refunds: Vec<RefundSummary>,
+}
+
+impl SaleView {
+    fn new(sale: Sale, refunds: &[Refund], width: usize) -> Self {
+        let refunded: i64 = refunds.iter().map(|r| r.total.0).sum();
+        let status = match refunded {
+            0 => "completed",
+            n if n >= sale.cart.total.0 => "refunded",
+            _ => "partially_refunded",
+        };
+        let cart = sale.cart;
+        SaleView {
+            sale_id: sale.id,
+            status,
+            terminal_id: sale.terminal_id,
+            idempotency_key: sale.idempotency_key,
+            created_at: sale.created_at,
+            completed_at: sale.completed_at,
+            currency: cart.currency.code().to_owned(),
+            lines: cart.lines,
+            subtotal: cart.subtotal,
+            discount_total: cart.discount_total,
+            taxes: cart.taxes,
+            tax_total: cart.tax_total,
+            prices_include_tax: cart.prices_include_tax,
+            total: cart.total,
+            tenders: sale.tenders,
+            change: sale.change,
+            receipt_text: sale.receipt.render_text(width),
+            receipt: sale.receipt,
+            refunds: refunds
+                .iter()
+                .map(|r| RefundSummary {
+                    id: r.id,
+                    total: r.total,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
+    let refunds = state.sales.store().refunds_of(sale.id)?;
+    Ok(SaleView::new(
+        sale,
+        &refunds,
+        state.settings.store.receipt_width,
+    ))
+}
+
+/// Sell a cart. Needs an `Idempotency-Key`: a retry with the same key and body returns
+/// the first sale with `Idempotent-Replayed: true`.
+#[utoipa::path(
+    tag = "selling",
+    params(("Idempotency-Key" = String, Header), ("X-Terminal-Id" = Option<String>, Header)),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 201, body = SaleView),
+        (status = 400, body = super::ErrorBody),
+        (status = 402, body = super::ErrorBody, description = "card declined"),
+        (status = 409, body = super::ErrorBody, description = "a request with this key is in progress"),
+        (status = 422, body = super::ErrorBody),
+        (status = 503, body = super::ErrorBody, description = "payment outcome not known yet, or no terminal"),
+    )
+)]
+#[post("/api/v1/checkout")]
+pub async fn checkout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: JsonBody<CheckoutRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let terminal = terminal_id(&req)?;
+    let result = state.sales.checkout(&key, &terminal, body.0).await?;
+    let mut r = HttpResponse::Created();
+    if result.replayed {
+        r.insert_header(("Idempotent-Replayed", "true"));
+    }
+    r.insert_header(("Location", format!("/api/v1/sales/{}", result.sale.id)));
+    Ok(r.json(sale_view(&state, result.sale)?))
+}
+
+fn parse_id(s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s)
+        .map_err(|_| ApiError::not_found("sale_not_found", format!("no sale with id {s}")))
+}
+
+/// A sale by id.
+#[utoipa::path(tag = "selling", params(("id" = String, Path)), responses((status = 200, body = SaleView), (status = 404, body = super::ErrorBody)))]
+#[get("/api/v1/sales/{id}")]
+pub async fn get_sale(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let sale =
+        state.sales.store().sale(id)?.ok_or_else(|| {
+            ApiError::not_found("sale_not_found", format!("no sale with id {id}"))
+        })?;
+    Ok(HttpResponse::Ok().json(sale_view(&state, sale)?))
+}
+
+/// Which sales to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SalesQuery {
+    /// Sales recorded at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of sales.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SalePage {
+    /// Sales, oldest first.
+    pub items: Vec<SaleView>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Sales, oldest first, from `since` or a cursor.
+#[utoipa::path(tag = "selling", params(SalesQuery), responses((status = 200, body = SalePage), (status = 400, body = super::ErrorBody)))]
+#[get("/api/v1/sales")]
+pub async fn list_sales(
+    state: web::Data<AppState>,
+    query: web::Query<SalesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=super::catalog::MAX_LIMIT).contains(&limit) {
+        return Err(
+            ApiError::bad_request("invalid_limit", "limit must be between 1 and 200")
+                .field("limit"),
+        );
+    }
+    let after = match (&q.cursor, &q.since) {
+        (Some(c), _) => {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| Uuid::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_cursor", "cursor is not one this server gave")
+                        .field("cursor")
+                })?;
+            Some(raw)
+        }
+        (None, Some(s)) => {
+            let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_time",
+                        format!("since is not an RFC 3339 time: {e}"),
+                    )
+                    .field("since")
+                })?;
+            // The largest UUIDv7 of the millisecond before `since`: the scan starts
+            // with the first sale at or after it.
+            let ms = (t.unix_timestamp_nanos() / 1_000_000).max(1) as u64 - 1;
+            Some(Uuid::from_u128(((ms as u128) << 80) | ((1u128 << 80) - 1)))
+        }
+        (None, None) => None,
+    };
+    let sales = state.sales.store().sales_after(after, limit + 1)?;
+    let more = sales.len() > limit;
+    let mut items = Vec::with_capacity(limit);
+    for s in sales.into_iter().take(limit) {
+        items.push(sale_view(&state, s)?);
+    }
+    let next_cursor = if more {
+        items
+            .last()
+            .map(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s.sale_id.as_bytes()))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(SalePage { items, next_cursor }))
+}
+
+/// Refund some lines of a sale, or all of what is left. Needs an `Idempotency-Key`.
+#[utoipa::path(
+    tag = "selling",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header), ("X-Terminal-Id" = Option<String>, Header)),
+    request_body = RefundRequest,
+    responses(
+        (status = 201, body = Refund),
+        (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody),
+    )
+)]
+#[post("/api/v1/sales/{id}/refunds")]
+pub async fn post_refund(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: JsonBody<RefundRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let terminal = terminal_id(&req)?;
+    let id = parse_id(&id)?;
+    let result = state.sales.refund(id, &key, &terminal, body.0).await?;
+    let mut r = HttpResponse::Created();
+    if result.replayed {
+        r.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(r.json(result.refund))
+}

@@ -1,0 +1,23 @@
+//! Outpost store server: terminals on the store's LAN sell through it with no WAN at
+//! all; an acknowledged sale is never lost and never recorded twice.
+//!
+//! # Layout
+//! - [`domain`]: catalog, pricing and promotions, tenders, sales, refunds, the payment
+//!   state machine. Pure: no I/O, no actix, no sled.
+//! - [`store`]: sled trees, the single writer with group commit, catalog generations.
+//! - [`sales`]: checkout, refunds, idempotency and payment recovery.
+//! - [`http`]: the REST API v1 and its OpenAPI document.
+//! - [`config`]: settings from file, environment and flags.
+//! - [`startup`]: `Application::build` and `run_until`.
+//! - [`import`], [`seed`]: the catalog importer and the demo store.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod import;
+pub mod sales;
+pub mod seed;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,294 @@
+//! Writer jobs: everything a sale, refund or stock change writes, in one atomic group.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::SellError;
+use super::idempotency::{IdemOutcome, IdemRecord, IdemState};
+use crate::domain::pricing::Quantity;
+use crate::domain::sale::{Movement, MovementKind, PaymentRecord, Refund, Sale};
+use crate::store::{StoreError, Tx, from_json, keys, to_json};
+
+/// A checkout with card tenders, waiting on the terminal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutPending {
+    /// The sale as it will be recorded (card details filled in as they come).
+    pub sale: Sale,
+    /// Fingerprint of the request.
+    pub fingerprint: String,
+    /// One record per card tender, in tender order.
+    pub payments: Vec<PaymentRecord>,
+    /// Set when the checkout is being unwound (a decline, or a terminal that could
+    /// not be reached): approved payments are voided first, then this happens.
+    pub aborting: Option<Abort>,
+}
+
+/// A refund with card tenders, waiting on the terminal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundPending {
+    /// The refund as it will be recorded.
+    pub refund: Refund,
+    /// Fingerprint of the request.
+    pub fingerprint: String,
+    /// One record per card tender, in tender order.
+    pub payments: Vec<PaymentRecord>,
+}
+
+/// A checkout or refund waiting on the payment terminal, persisted before each call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+// Short-lived and few (one per card payment in flight): boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Pending {
+    /// A checkout with card tenders.
+    Checkout(CheckoutPending),
+    /// A refund with card tenders.
+    Refund(RefundPending),
+}
+
+/// How an unwound checkout ends once its approved payments are voided.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "then", rename_all = "snake_case")]
+pub enum Abort {
+    /// Record this answer under the key (e.g. a decline: a retry gets the decline).
+    Answer {
+        /// The answer.
+        outcome: IdemOutcome,
+    },
+    /// Forget the key: nothing was charged, so a retry may run the checkout again.
+    Release,
+}
+
+impl Pending {
+    /// The sale or refund id the record is stored under.
+    pub fn id(&self) -> Uuid {
+        match self {
+            Pending::Checkout(c) => c.sale.id,
+            Pending::Refund(r) => r.refund.id,
+        }
+    }
+}
+
+/// One entry for HQ.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutboxEntry {
+    /// This unit's sequence number: contiguous, never reused.
+    pub seq: u64,
+    /// `sale`, `refund` or `inventory_movement`.
+    pub kind: String,
+    /// Id of the record.
+    pub id: Uuid,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The record itself.
+    pub payload: serde_json::Value,
+}
+
+/// Read an idempotency record.
+pub fn idem_get(tx: &Tx<'_>, scope: &str, key: &str) -> Result<Option<IdemRecord>, StoreError> {
+    tx.get(&keys::idem(scope, key))?
+        .map(|v| from_json(&v, "idempotency record"))
+        .transpose()
+}
+
+/// Write an idempotency record.
+pub fn idem_put(tx: &mut Tx<'_>, scope: &str, key: &str, rec: &IdemRecord) {
+    tx.put(keys::idem(scope, key), to_json(rec));
+}
+
+/// Refuse a key already used: the stored answer when it is done with the same
+/// fingerprint, `KeyReused` for another request, `InProgress` when unfinished.
+pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> SellError {
+    if rec.fingerprint != fingerprint {
+        return SellError::KeyReused;
+    }
+    match &rec.state {
+        IdemState::InProgress { .. } => SellError::InProgress,
+        IdemState::Done { outcome } => replay(outcome),
+    }
+}
+
+/// The error that replays a stored outcome (callers turn sale and refund outcomes into
+/// the recorded sale or refund).
+pub fn replay(outcome: &IdemOutcome) -> SellError {
+    match outcome {
+        IdemOutcome::Failed {
+            status,
+            code,
+            message,
+        } => SellError::Replayed {
+            status: *status,
+            code: code.clone(),
+            message: message.clone(),
+        },
+        // Sale and refund outcomes are served by the caller; this value only carries
+        // them through the writer.
+        IdemOutcome::Sale { id } | IdemOutcome::Refund { id } | IdemOutcome::Movement { id } => {
+            SellError::Replayed {
+                status: 201,
+                code: "replayed".into(),
+                message: id.to_string(),
+            }
+        }
+    }
+}
+
+fn put_outbox<T: Serialize>(
+    tx: &mut Tx<'_>,
+    kind: &str,
+    id: Uuid,
+    at: OffsetDateTime,
+    payload: &T,
+) {
+    let seq = tx.next_outbox_seq();
+    let entry = OutboxEntry {
+        seq,
+        kind: kind.to_owned(),
+        id,
+        at,
+        payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+    };
+    tx.put(keys::outbox(seq), to_json(&entry));
+}
+
+/// Change stock and journal the movement (with its outbox entry).
+pub fn move_stock(
+    tx: &mut Tx<'_>,
+    sku: &str,
+    delta: i64,
+    kind: MovementKind,
+    reason: Option<String>,
+    reference: Option<Uuid>,
+    at: OffsetDateTime,
+) -> Result<Movement, StoreError> {
+    let key = keys::stock(sku);
+    let before = match tx.get(&key)? {
+        Some(v) => keys::decode_i64(&v)?,
+        None => 0,
+    };
+    let after = before.saturating_add(delta);
+    tx.put(key, after.to_be_bytes().to_vec());
+    let m = Movement {
+        id: Uuid::now_v7(),
+        sku: sku.to_owned(),
+        delta,
+        kind,
+        reason,
+        reference,
+        stock_after: after,
+        at,
+    };
+    tx.put(keys::movement(m.id), to_json(&m));
+    put_outbox(tx, "inventory_movement", m.id, at, &m);
+    Ok(m)
+}
+
+fn qty(q: &Quantity) -> i64 {
+    match q {
+        Quantity::Units(n) | Quantity::Grams(n) => i64::from(*n),
+    }
+}
+
+/// Record a sale: the sale, its stock movements, its outbox entries and its
+/// idempotency answer. The caller has checked the key.
+pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<(), StoreError> {
+    tx.put(keys::sale(sale.id), to_json(sale));
+    for line in &sale.cart.lines {
+        // A sale is never refused for stock: the shelf is the truth; the count may go
+        // negative until the next stock count corrects it.
+        move_stock(
+            tx,
+            line.sku.as_str(),
+            -qty(&line.quantity),
+            MovementKind::Sale,
+            None,
+            Some(sale.id),
+            sale.completed_at,
+        )?;
+    }
+    put_outbox(tx, "sale", sale.id, sale.completed_at, sale);
+    idem_put(
+        tx,
+        "checkout",
+        &sale.idempotency_key,
+        &IdemRecord {
+            fingerprint: fingerprint.to_owned(),
+            state: IdemState::Done {
+                outcome: IdemOutcome::Sale { id: sale.id },
+            },
+        },
+    );
+    tx.remove(keys::pending(sale.id));
+    Ok(())
+}
+
+/// Record a refund with its stock movements and outbox entries.
+pub fn record_refund(
+    tx: &mut Tx<'_>,
+    refund: &Refund,
+    scope: &str,
+    fingerprint: &str,
+) -> Result<(), StoreError> {
+    tx.put(keys::refund(refund.id), to_json(refund));
+    tx.put(keys::sale_refund(refund.sale_id, refund.id), Vec::new());
+    for line in &refund.lines {
+        move_stock(
+            tx,
+            &line.sku,
+            qty(&line.quantity),
+            MovementKind::Refund,
+            None,
+            Some(refund.id),
+            refund.created_at,
+        )?;
+    }
+    put_outbox(tx, "refund", refund.id, refund.created_at, refund);
+    let fp = fingerprint.to_owned();
+    idem_put(
+        tx,
+        scope,
+        &refund.idempotency_key,
+        &IdemRecord {
+            fingerprint: fp,
+            state: IdemState::Done {
+                outcome: IdemOutcome::Refund { id: refund.id },
+            },
+        },
+    );
+    tx.remove(keys::pending(refund.id));
+    Ok(())
+}
+
+/// Read a pending record.
+pub fn pending_get(tx: &Tx<'_>, id: Uuid) -> Result<Option<Pending>, StoreError> {
+    tx.get(&keys::pending(id))?
+        .map(|v| from_json(&v, "pending payment"))
+        .transpose()
+}
+
+/// Write a pending record.
+pub fn pending_put(tx: &mut Tx<'_>, p: &Pending) {
+    tx.put(keys::pending(p.id()), to_json(p));
+}
+
+/// Every pending record, as the writer sees them.
+pub fn pending_all(tx: &Tx<'_>) -> Result<Vec<Pending>, StoreError> {
+    tx.scan_prefix(keys::PENDING)?
+        .iter()
+        .map(|(_, v)| from_json(v, "pending payment"))
+        .collect()
+}
+
+/// Refunds of a sale, as the writer sees them.
+pub fn refunds_of(tx: &Tx<'_>, sale: Uuid) -> Result<Vec<Refund>, StoreError> {
+    let mut out = Vec::new();
+    for (k, _) in tx.scan_prefix(&keys::sale_refunds(sale))? {
+        let id = keys::uuid_suffix(&k)?;
+        if let Some(v) = tx.get(&keys::refund(id))? {
+            out.push(from_json(&v, "refund")?);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,202 @@
+//! Selling: checkout, refunds, and the payment state machine around the terminal.
+//!
+//! # Layout
+//! - [`idempotency`]: idempotency records and request fingerprints.
+//! - [`checkout`]: turning a terminal's request into a durable sale.
+//! - [`refund`]: refunds of whole sales or chosen lines.
+//! - [`recovery`]: resolving every payment left unfinished (in doubt, or cut short by
+//!   a crash) by asking the terminal about its key.
+//! - [`journal`]: the writer jobs that record sales, refunds and stock movements with
+//!   their outbox entries in one atomic group.
+//!
+//! The payment rule (invariant 3): a payment's state is written to disk *before* each
+//! call to the terminal, and an unknown outcome is only ever resolved by asking the
+//! terminal for the status of the same key, never by charging again.
+
+pub mod checkout;
+pub mod idempotency;
+pub mod journal;
+pub mod recovery;
+pub mod refund;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use outpost_peripherals::payment::PaymentTerminal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::money::Currency;
+use crate::domain::pricing::{PricingError, TaxConfig};
+use crate::domain::sale::{RefundError, TenderError};
+use crate::store::{Store, StoreError};
+
+/// What selling needs to know about the store.
+#[derive(Debug, Clone)]
+pub struct SalesConfig {
+    /// Shown on receipts.
+    pub store_name: String,
+    /// The store's currency; every product must be in it.
+    pub currency: Currency,
+    /// Tax classes and whether prices include tax.
+    pub tax: TaxConfig,
+    /// How long to wait for the terminal before the outcome counts as unknown.
+    pub payment_timeout: Duration,
+    /// Receipt width in characters.
+    pub receipt_width: usize,
+}
+
+/// Why a sale or refund could not be made. Each maps to an HTTP status and a stable
+/// code in the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SellError {
+    /// The request is not valid (the field says where).
+    #[error("{message}")]
+    Invalid {
+        /// Stable code.
+        code: &'static str,
+        /// Message for people.
+        message: String,
+        /// The field at fault.
+        field: Option<String>,
+    },
+    /// A line names a product the catalog does not have.
+    #[error("line {line}: no product with {what}")]
+    UnknownProduct {
+        /// 0-based line index.
+        line: usize,
+        /// "SKU X" or "barcode Y".
+        what: String,
+    },
+    /// Pricing refused the cart.
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
+    /// The tenders do not pay the total.
+    #[error(transparent)]
+    Tender(#[from] TenderError),
+    /// The refund asks for more than is left.
+    #[error(transparent)]
+    Refund(#[from] RefundError),
+    /// The key was used before for a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    KeyReused,
+    /// A request with this key is still being processed.
+    #[error(
+        "a request with this Idempotency-Key is still in progress; retry later with the same key"
+    )]
+    InProgress,
+    /// The sale does not exist.
+    #[error("no sale with id {0}")]
+    SaleNotFound(String),
+    /// The card was declined (final for this key).
+    #[error("payment declined: {0}")]
+    Declined(String),
+    /// The terminal's answer was lost and it could not be asked yet. The payment stays
+    /// in doubt until the terminal answers; retry with the same key.
+    #[error("the payment outcome is not known yet; retry with the same Idempotency-Key")]
+    OutcomeUnknown,
+    /// No terminal, or it could not be reached: nothing was charged.
+    #[error("payment terminal unavailable: {0}")]
+    TerminalUnavailable(String),
+    /// A stored answer replayed as it was first given.
+    #[error("{message}")]
+    Replayed {
+        /// HTTP status.
+        status: u16,
+        /// Stable code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// Storage failed; the request had no effect unless a retry with the key says so.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SellError {
+    /// Shorthand for an invalid request.
+    pub fn invalid(
+        code: &'static str,
+        message: impl Into<String>,
+        field: impl Into<Option<String>>,
+    ) -> Self {
+        SellError::Invalid {
+            code,
+            message: message.into(),
+            field: field.into(),
+        }
+    }
+}
+
+/// The selling service. Cheap to clone.
+#[derive(Clone)]
+pub struct Sales {
+    pub(crate) store: Arc<Store>,
+    pub(crate) terminal: Option<Arc<dyn PaymentTerminal>>,
+    pub(crate) config: Arc<SalesConfig>,
+    /// Keys (and sale ids, for refunds) being processed by this process right now.
+    /// A std mutex: held for a set insert or remove, never across an await.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Removes a key from the in-flight set when the request is done, however it ends.
+pub(crate) struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+impl Sales {
+    /// A selling service over `store`, with an optional payment terminal.
+    pub fn new(
+        store: Arc<Store>,
+        terminal: Option<Arc<dyn PaymentTerminal>>,
+        config: SalesConfig,
+    ) -> Self {
+        Sales {
+            store,
+            terminal,
+            config: Arc::new(config),
+            in_flight: Default::default(),
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Selling configuration.
+    pub fn config(&self) -> &SalesConfig {
+        &self.config
+    }
+
+    pub(crate) fn claim(&self, key: String) -> Result<InFlight, SellError> {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(key.clone()) {
+            return Err(SellError::InProgress);
+        }
+        Ok(InFlight {
+            set: self.in_flight.clone(),
+            key,
+        })
+    }
+}
+
+/// Summary of a sale's refunds, for the API.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RefundSummary {
+    /// Refund id.
+    pub id: uuid::Uuid,
+    /// Amount paid back.
+    pub total: crate::domain::money::Money,
+}

@@ -1,0 +1,163 @@
+//! Recovery: finishing every payment that a crash, a lost response or an unreachable
+//! terminal left unfinished.
+//!
+//! At start-up, and then periodically, each pending record is resolved by asking the
+//! terminal about the keys it used: approved payments complete their sale (so the
+//! terminal's retry with its key gets the sale), declined or never-received ones end
+//! the checkout, and keys the terminal still cannot answer for stay in doubt until it
+//! can. Recovery never starts a new charge.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::checkout::Asked;
+use super::journal::{Abort, CheckoutPending, Pending};
+use super::{Sales, SellError};
+use crate::domain::sale::PaymentState;
+use crate::sales::idempotency::IdemOutcome;
+use outpost_peripherals::payment::PaymentKey;
+
+/// What one recovery pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecoveryReport {
+    /// Sales recorded because their payments turned out approved.
+    pub completed: u32,
+    /// Checkouts ended because a payment was declined or never made.
+    pub aborted: u32,
+    /// Refunds recorded.
+    pub refunds: u32,
+    /// Records still waiting for the terminal.
+    pub still_in_doubt: u32,
+}
+
+impl Sales {
+    /// Resolve every pending payment once.
+    pub async fn recover(&self) -> Result<RecoveryReport, SellError> {
+        let mut report = RecoveryReport::default();
+        for id in self.store.pending_ids()? {
+            let Some(raw) = self.store.journal_get(&crate::store::keys::pending(id))? else {
+                continue;
+            };
+            let p: Pending = crate::store::from_json(&raw, "pending payment")?;
+            let claim_key = match &p {
+                Pending::Checkout(c) => format!("checkout\0{}", c.sale.idempotency_key),
+                Pending::Refund(r) => format!("refund\0{}", r.refund.sale_id),
+            };
+            // A live request is driving it right now.
+            let Ok(_claim) = self.claim(claim_key) else {
+                continue;
+            };
+            // Re-read under the claim: the live request may have finished meanwhile.
+            let Some(raw) = self.store.journal_get(&crate::store::keys::pending(id))? else {
+                continue;
+            };
+            let p: Pending = crate::store::from_json(&raw, "pending payment")?;
+            match p {
+                Pending::Refund(r) => match self.drive_card_refund(r, false).await {
+                    Ok(_) => report.refunds += 1,
+                    Err(SellError::OutcomeUnknown) => report.still_in_doubt += 1,
+                    Err(e) => tracing::info!(refund = %id, error = %e, "Recovery ended a refund"),
+                },
+                Pending::Checkout(c) => match self.recover_checkout(c).await? {
+                    Resolved::Completed => report.completed += 1,
+                    Resolved::Aborted => report.aborted += 1,
+                    Resolved::InDoubt => report.still_in_doubt += 1,
+                },
+            }
+        }
+        if report != RecoveryReport::default() {
+            tracing::info!(?report, "Recovered unfinished payments");
+        }
+        Ok(report)
+    }
+
+    async fn recover_checkout(&self, mut c: CheckoutPending) -> Result<Resolved, SellError> {
+        let mut unknown = false;
+        let CheckoutPending {
+            sale,
+            payments,
+            aborting,
+            ..
+        } = &mut c;
+        for pay in payments.iter_mut() {
+            if matches!(pay.state, PaymentState::Authorizing | PaymentState::InDoubt) {
+                match self.ask(&PaymentKey(pay.key.clone())).await {
+                    Some(Asked::Approved(a)) => {
+                        let card = crate::domain::sale::CardSummary {
+                            auth_code: a.auth_code,
+                            brand: a.brand,
+                            last4: a.last4,
+                        };
+                        super::checkout::approve(sale, pay, card);
+                    }
+                    Some(Asked::Declined(reason)) => {
+                        pay.state = PaymentState::Declined;
+                        pay.decline_reason = Some(reason);
+                    }
+                    Some(Asked::NotCharged(reason)) => {
+                        // Never charged: like a payment that was never started.
+                        pay.state = PaymentState::Pending;
+                        pay.decline_reason = Some(reason);
+                    }
+                    None => {
+                        pay.state = PaymentState::InDoubt;
+                        unknown = true;
+                    }
+                }
+            }
+        }
+        if unknown {
+            self.persist(Pending::Checkout(c)).await?;
+            return Ok(Resolved::InDoubt);
+        }
+        let declined = payments
+            .iter()
+            .find(|x| x.state == PaymentState::Declined)
+            .map(|x| x.decline_reason.clone().unwrap_or_default());
+        let unstarted = payments.iter().any(|x| x.state == PaymentState::Pending);
+        let abort = match (aborting.clone(), declined, unstarted) {
+            (Some(a), _, _) => Some(a),
+            (None, Some(reason), _) => Some(Abort::Answer {
+                outcome: IdemOutcome::Failed {
+                    status: 402,
+                    code: "payment_declined".into(),
+                    message: format!("payment declined: {reason}"),
+                },
+            }),
+            // Cut short between two cards: never charge the rest without the customer.
+            (None, None, true) => Some(Abort::Release),
+            (None, None, false) => None,
+        };
+        match abort {
+            Some(a) => {
+                self.unwind(c, a).await?;
+                Ok(Resolved::Aborted)
+            }
+            None => {
+                self.finish_checkout(c).await?;
+                Ok(Resolved::Completed)
+            }
+        }
+    }
+
+    /// Run [`recover`](Self::recover) now and then every `every` until the returned
+    /// task is aborted.
+    pub fn spawn_recovery(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.recover().await {
+                    tracing::error!(error = %e, "Payment recovery pass failed");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+}
+
+enum Resolved {
+    Completed,
+    Aborted,
+    InDoubt,
+}

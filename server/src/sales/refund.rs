@@ -1,0 +1,361 @@
+//! Refunds of a whole sale or chosen lines, idempotent like checkouts.
+//!
+//! A refund is planned inside the writer, against the refunds already recorded, so
+//! two refunds of one sale can never pay back the same line twice. Money goes back to
+//! the sale's cards first (through the terminal, with the same persisted payment
+//! states as a checkout) and the rest in cash. If a later card refund fails after an
+//! earlier one was approved, what could not go back to a card is paid in cash.
+
+use outpost_peripherals::payment::{Outcome, PaymentKey, PaymentRequest};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::checkout::not_delivered;
+use super::idempotency::{self, IdemOutcome, IdemRecord, IdemState};
+use super::journal::{self, Pending, RefundPending};
+use super::{Sales, SellError};
+use crate::domain::sale::{
+    CardSummary, PaymentKind, PaymentRecord, PaymentState, Refund, RefundLineRequest, Tender,
+    TenderMethod, plan_refund, refund_tenders,
+};
+
+/// A refund as a terminal sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Lines to refund; empty or absent refunds everything not yet refunded.
+    #[serde(default)]
+    pub lines: Vec<RefundLineRequest>,
+    /// Why, for the journal (at most 500 characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A finished refund.
+#[derive(Debug, Clone)]
+pub struct RefundResult {
+    /// The recorded refund.
+    pub refund: Refund,
+    /// True when this answers an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// The idempotency scope of a sale's refunds.
+pub fn scope(sale: Uuid) -> String {
+    format!("refund:{sale}")
+}
+
+impl Sales {
+    /// Refund part or all of `sale_id`.
+    pub async fn refund(
+        &self,
+        sale_id: Uuid,
+        key: &str,
+        terminal: &str,
+        req: RefundRequest,
+    ) -> Result<RefundResult, SellError> {
+        if !idempotency::valid_key(key) {
+            return Err(SellError::invalid(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                Some("Idempotency-Key".into()),
+            ));
+        }
+        if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(SellError::invalid(
+                "invalid_reason",
+                "reason is longer than 500 characters",
+                Some("reason".into()),
+            ));
+        }
+        // One refund of a sale at a time in this process: planning reads the refunds
+        // already made, and card refunds take a while.
+        let _claim = self.claim(format!("refund\0{sale_id}"))?;
+        let sale = self
+            .store
+            .sale(sale_id)?
+            .ok_or_else(|| SellError::SaleNotFound(sale_id.to_string()))?;
+        let fingerprint = idempotency::fingerprint(terminal, &req);
+        let scope = scope(sale_id);
+        let id = Uuid::now_v7();
+        let tax = self.config.tax.clone();
+        let (fp, sc, k, t) = (
+            fingerprint.clone(),
+            scope.clone(),
+            key.to_owned(),
+            terminal.to_owned(),
+        );
+        let has_terminal = self.terminal.is_some();
+        let planned = self
+            .store
+            .write(
+                move |tx| -> Result<Result<Refund, RefundPending>, SellError> {
+                    if let Some(rec) = journal::idem_get(tx, &sc, &k)? {
+                        return Err(journal::idem_existing(&rec, &fp));
+                    }
+                    let busy = journal::pending_all(tx)?
+                        .iter()
+                        .any(|p| matches!(p, Pending::Refund(r) if r.refund.sale_id == sale.id));
+                    if busy {
+                        return Err(SellError::InProgress);
+                    }
+                    let previous = journal::refunds_of(tx, sale.id)?;
+                    let plan = plan_refund(&sale, &previous, &req.lines, &tax)?;
+                    let mut tenders = refund_tenders(&sale, &previous, plan.total);
+                    if !has_terminal {
+                        cash_instead_of_cards(&mut tenders);
+                    }
+                    let mut payments = Vec::new();
+                    for (i, t) in tenders
+                        .iter_mut()
+                        .enumerate()
+                        .filter(|(_, t)| t.method == TenderMethod::Card)
+                    {
+                        let pk = format!("{id}-{i}");
+                        t.payment_key = Some(pk.clone());
+                        payments.push(PaymentRecord {
+                            key: pk,
+                            kind: PaymentKind::Refund,
+                            amount: t.amount,
+                            state: PaymentState::Pending,
+                            card: None,
+                            decline_reason: None,
+                        });
+                    }
+                    let refund = Refund {
+                        id,
+                        sale_id: sale.id,
+                        idempotency_key: k.clone(),
+                        terminal_id: t,
+                        created_at: OffsetDateTime::now_utc(),
+                        reason: req.reason,
+                        lines: plan.lines,
+                        taxes: plan.taxes,
+                        total: plan.total,
+                        tenders,
+                    };
+                    if payments.is_empty() {
+                        journal::record_refund(tx, &refund, &sc, &fp)?;
+                        return Ok(Ok(refund));
+                    }
+                    payments[0].state = PaymentState::Authorizing;
+                    let p = RefundPending {
+                        refund,
+                        fingerprint: fp.clone(),
+                        payments,
+                    };
+                    journal::idem_put(
+                        tx,
+                        &sc,
+                        &k,
+                        &IdemRecord {
+                            fingerprint: fp,
+                            state: IdemState::InProgress { id },
+                        },
+                    );
+                    journal::pending_put(tx, &Pending::Refund(p.clone()));
+                    Ok(Err(p))
+                },
+            )
+            .await?;
+        let pending = match planned {
+            Ok(Ok(refund)) => {
+                return Ok(RefundResult {
+                    refund,
+                    replayed: false,
+                });
+            }
+            Ok(Err(p)) => p,
+            Err(SellError::Replayed {
+                status: 201,
+                message,
+                ..
+            }) => {
+                let rid: Uuid = message.parse().map_err(|_| SellError::InProgress)?;
+                let refund = self.store.refund(rid)?.ok_or(SellError::InProgress)?;
+                return Ok(RefundResult {
+                    refund,
+                    replayed: true,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let this = self.clone();
+        let refund = tokio::spawn(async move { this.drive_card_refund(pending, true).await })
+            .await
+            .map_err(|e| SellError::TerminalUnavailable(format!("refund task failed: {e}")))??;
+        Ok(RefundResult {
+            refund,
+            replayed: false,
+        })
+    }
+
+    /// Drive the card refunds of a pending refund. `live`: may start new terminal
+    /// calls; recovery only resolves calls already made.
+    pub(crate) async fn drive_card_refund(
+        &self,
+        mut r: RefundPending,
+        live: bool,
+    ) -> Result<Refund, SellError> {
+        let Some(terminal) = self.terminal.clone() else {
+            return Err(SellError::TerminalUnavailable(
+                "no payment terminal is configured".into(),
+            ));
+        };
+        for i in 0..r.payments.len() {
+            let key = PaymentKey(r.payments[i].key.clone());
+            let outcome = match r.payments[i].state {
+                PaymentState::Pending if live => {
+                    r.payments[i].state = PaymentState::Authorizing;
+                    self.persist(Pending::Refund(r.clone())).await?;
+                    self.refund_call(&terminal, &mut r, i).await?
+                }
+                PaymentState::Authorizing if live => self.refund_call(&terminal, &mut r, i).await?,
+                PaymentState::Authorizing | PaymentState::InDoubt => match self.ask(&key).await {
+                    Some(a) => a.into_outcome(),
+                    None => return Err(SellError::OutcomeUnknown),
+                },
+                // Recovery never starts a refund the customer is no longer there for.
+                PaymentState::Pending => Outcome::Declined {
+                    reason: "not started before a restart".into(),
+                },
+                _ => continue,
+            };
+            match outcome {
+                Outcome::Approved(a) => {
+                    r.payments[i].state = PaymentState::Authorized;
+                    let card = CardSummary {
+                        auth_code: a.auth_code,
+                        brand: a.brand,
+                        last4: a.last4,
+                    };
+                    r.payments[i].card = Some(card.clone());
+                    if let Some(t) = r
+                        .refund
+                        .tenders
+                        .iter_mut()
+                        .find(|t| t.payment_key.as_deref() == Some(key.0.as_str()))
+                    {
+                        t.card = Some(card);
+                    }
+                }
+                Outcome::Declined { reason } => {
+                    r.payments[i].state = PaymentState::Declined;
+                    r.payments[i].decline_reason = Some(reason);
+                }
+            }
+        }
+        let RefundPending {
+            mut refund,
+            fingerprint,
+            payments,
+        } = r;
+        let scope = scope(refund.sale_id);
+        let (id, key) = (refund.id, refund.idempotency_key.clone());
+        if payments.iter().all(|x| x.state == PaymentState::Declined) {
+            let reason = payments
+                .iter()
+                .find_map(|x| x.decline_reason.clone())
+                .unwrap_or_default();
+            // Nothing went back to a card. Live: the terminal's answer is the answer
+            // for this key. After a restart: forget the key so the cashier can simply
+            // refund again.
+            let outcome = live.then(|| IdemOutcome::Failed {
+                status: 402,
+                code: "refund_declined".into(),
+                message: format!("card refund declined: {reason}"),
+            });
+            self.store
+                .write(move |tx| {
+                    match outcome {
+                        Some(outcome) => journal::idem_put(
+                            tx,
+                            &scope,
+                            &key,
+                            &IdemRecord {
+                                fingerprint,
+                                state: IdemState::Done { outcome },
+                            },
+                        ),
+                        None => tx.remove(crate::store::keys::idem(&scope, &key)),
+                    }
+                    tx.remove(crate::store::keys::pending(id));
+                    Ok::<(), SellError>(())
+                })
+                .await??;
+            return Err(SellError::Declined(reason));
+        }
+        // Card refunds that did not happen are paid in cash.
+        for pay in payments
+            .iter()
+            .filter(|x| x.state == PaymentState::Declined)
+        {
+            if let Some(t) = refund
+                .tenders
+                .iter_mut()
+                .find(|t| t.payment_key.as_deref() == Some(pay.key.as_str()))
+            {
+                tracing::warn!(refund_id = %refund.id, payment_key = %pay.key, "Card refund not possible; the amount is paid in cash");
+                *t = cash(t.amount);
+            }
+        }
+        let recorded = refund.clone();
+        self.store
+            .write(move |tx| {
+                journal::record_refund(tx, &refund, &scope, &fingerprint).map_err(SellError::Store)
+            })
+            .await??;
+        Ok(recorded)
+    }
+
+    /// Call the terminal to refund payment `i`, resolving an unknown outcome by asking.
+    async fn refund_call(
+        &self,
+        terminal: &std::sync::Arc<dyn outpost_peripherals::payment::PaymentTerminal>,
+        r: &mut RefundPending,
+        i: usize,
+    ) -> Result<Outcome, SellError> {
+        let req = PaymentRequest {
+            key: PaymentKey(r.payments[i].key.clone()),
+            amount_minor: r.payments[i].amount.0,
+            currency: self.config.currency.code().to_owned(),
+        };
+        match tokio::time::timeout(self.config.payment_timeout, terminal.refund(&req)).await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(e)) if not_delivered(&e) => Ok(Outcome::Declined {
+                reason: e.to_string(),
+            }),
+            _ => {
+                r.payments[i].state = PaymentState::InDoubt;
+                self.persist(Pending::Refund(r.clone())).await?;
+                match self.ask(&req.key).await {
+                    Some(a) => Ok(a.into_outcome()),
+                    None => Err(SellError::OutcomeUnknown),
+                }
+            }
+        }
+    }
+}
+
+fn cash(amount: crate::domain::money::Money) -> Tender {
+    Tender {
+        method: TenderMethod::Cash,
+        amount,
+        tendered: None,
+        payment_key: None,
+        card: None,
+        refund_of: None,
+    }
+}
+
+/// Without a terminal, card refunds are paid in cash.
+fn cash_instead_of_cards(tenders: &mut [Tender]) {
+    for t in tenders
+        .iter_mut()
+        .filter(|t| t.method == TenderMethod::Card)
+    {
+        *t = cash(t.amount);
+    }
+}

@@ -1,0 +1,141 @@
+//! Building and running the server: `Application::build(settings)` binds the listener
+//! and exposes the bound port; `run_until(shutdown)` serves until the future resolves.
+//! Tests start the app through this very path on port 0.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use outpost_peripherals::payment::PaymentTerminal;
+
+use crate::config::Settings;
+use crate::http::{self, AppState, body::BodyLimit};
+use crate::sales::{Sales, SalesConfig};
+use crate::store::{Store, StoreOptions};
+
+/// What the server is built with besides its settings: devices tests may replace.
+#[derive(Default, Clone)]
+pub struct Devices {
+    /// The payment terminal; `None` takes it from the settings.
+    pub terminal: Option<Arc<dyn PaymentTerminal>>,
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    addr: SocketAddr,
+    server: actix_web::dev::Server,
+    sales: Sales,
+    sales_recovery_secs: u64,
+}
+
+impl Application {
+    /// Open the store, bind the listener, and prepare the server.
+    pub async fn build(settings: Settings, devices: Devices) -> anyhow::Result<Application> {
+        let store = Store::open(
+            &settings.data_dir,
+            &StoreOptions {
+                max_group: settings.storage.max_group,
+                cache_bytes: settings.storage.cache_mib * 1024 * 1024,
+                ..StoreOptions::default()
+            },
+        )
+        .with_context(|| {
+            format!(
+                "Failed to open the data dir {}",
+                settings.data_dir.display()
+            )
+        })?;
+        let terminal = match devices.terminal {
+            Some(t) => Some(t),
+            None => terminal_from_settings(&settings)?,
+        };
+        let sales = Sales::new(
+            store,
+            terminal,
+            SalesConfig {
+                store_name: settings.store.name.clone(),
+                currency: settings.currency(),
+                tax: settings.tax(),
+                payment_timeout: settings.payment_timeout(),
+                receipt_width: settings.store.receipt_width,
+            },
+        );
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("Failed to bind {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let workers = match settings.http.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let settings = Arc::new(settings);
+        let state = web::Data::new(AppState {
+            sales: sales.clone(),
+            settings: settings.clone(),
+            started: Instant::now(),
+        });
+        let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(limit.clone())
+                .configure(http::extractor_config)
+                .configure(http::register)
+                .default_service(web::to(http::no_such_route))
+        })
+        .workers(workers)
+        .backlog(1024)
+        .max_connections(10_000)
+        .disable_signals()
+        .shutdown_timeout(settings.http.shutdown_timeout_secs)
+        .listen(listener)?
+        .run();
+        tracing::info!(%addr, catalog_products = sales.store().catalog().len, "Outpost is listening");
+        let sales_recovery_secs = settings.payment.recovery_interval_secs;
+        Ok(Application {
+            addr,
+            server,
+            sales,
+            sales_recovery_secs,
+        })
+    }
+
+    /// The bound address (port 0 in the settings becomes a real port here).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The selling service, for tests and the CLI.
+    pub fn sales(&self) -> &Sales {
+        &self.sales
+    }
+
+    /// Serve until `shutdown` resolves, then stop gracefully. Resolves pending
+    /// payments at start and periodically meanwhile.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let every = Duration::from_secs(self.sales_recovery_secs);
+        let recovery = self.sales.spawn_recovery(every);
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        shutdown.await;
+        tracing::info!("Shutting down");
+        handle.stop(true).await;
+        recovery.abort();
+        server.await.context("Failed to join the HTTP server")??;
+        Ok(())
+    }
+}
+
+fn terminal_from_settings(settings: &Settings) -> anyhow::Result<Option<Arc<dyn PaymentTerminal>>> {
+    match settings.payment.terminal.as_str() {
+        "none" => Ok(None),
+        #[cfg(feature = "demo")]
+        "mock" => {
+            tracing::warn!("Using the simulated payment terminal: card payments are not real");
+            Ok(Some(Arc::new(outpost_mocks::MockTerminal::new())))
+        }
+        other => anyhow::bail!("payment terminal {other:?} is not available in this build"),
+    }
+}

@@ -1,0 +1,121 @@
+//! Key layout of the journal tree.
+//!
+//! Everything a sale writes lives in one sled tree under short prefixes, so one atomic
+//! `Batch` covers a whole group of sales:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `i/` | idempotency scope and key | [`IdemRecord`](super::IdemRecord) |
+//! | `s/` | sale id (16 bytes, UUIDv7: time order) | sale |
+//! | `r/` | refund id | refund |
+//! | `x/` | sale id + refund id | empty: refunds of a sale |
+//! | `p/` | sale or refund id | a checkout or refund waiting on the payment terminal |
+//! | `k/` | SKU | stock level, i64 big-endian |
+//! | `m/` | movement id | inventory movement |
+//! | `o/` | outbox sequence, u64 big-endian | outbox entry for HQ |
+//! | `meta/outbox_next` | | next outbox sequence |
+
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// The next outbox sequence number.
+pub const OUTBOX_NEXT: &[u8] = b"meta/outbox_next";
+/// Idempotency records.
+pub const IDEM: &[u8] = b"i/";
+/// Sales.
+pub const SALE: &[u8] = b"s/";
+/// Refunds.
+pub const REFUND: &[u8] = b"r/";
+/// Refunds by sale.
+pub const SALE_REFUNDS: &[u8] = b"x/";
+/// Pending payments.
+pub const PENDING: &[u8] = b"p/";
+/// Stock levels.
+pub const STOCK: &[u8] = b"k/";
+/// Inventory movements.
+pub const MOVEMENT: &[u8] = b"m/";
+/// Outbox entries.
+pub const OUTBOX: &[u8] = b"o/";
+
+fn join(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + rest.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Key of an idempotency record in `scope` (e.g. `checkout`).
+pub fn idem(scope: &str, key: &str) -> Vec<u8> {
+    join(IDEM, format!("{scope}\0{key}").as_bytes())
+}
+/// Key of a sale.
+pub fn sale(id: Uuid) -> Vec<u8> {
+    join(SALE, id.as_bytes())
+}
+/// Key of a refund.
+pub fn refund(id: Uuid) -> Vec<u8> {
+    join(REFUND, id.as_bytes())
+}
+/// Index key linking a refund to its sale.
+pub fn sale_refund(sale: Uuid, refund: Uuid) -> Vec<u8> {
+    let mut k = join(SALE_REFUNDS, sale.as_bytes());
+    k.extend_from_slice(refund.as_bytes());
+    k
+}
+/// Prefix of the refunds of a sale.
+pub fn sale_refunds(sale: Uuid) -> Vec<u8> {
+    join(SALE_REFUNDS, sale.as_bytes())
+}
+/// Key of a pending payment operation.
+pub fn pending(id: Uuid) -> Vec<u8> {
+    join(PENDING, id.as_bytes())
+}
+/// Key of a stock level.
+pub fn stock(sku: &str) -> Vec<u8> {
+    join(STOCK, sku.as_bytes())
+}
+/// Key of an inventory movement.
+pub fn movement(id: Uuid) -> Vec<u8> {
+    join(MOVEMENT, id.as_bytes())
+}
+/// Key of an outbox entry.
+pub fn outbox(seq: u64) -> Vec<u8> {
+    join(OUTBOX, &seq.to_be_bytes())
+}
+
+/// Decode a big-endian u64 value.
+pub fn decode_u64(v: &[u8]) -> Result<u64, StoreError> {
+    let b: [u8; 8] = v
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("u64 value".into()))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// Decode a big-endian i64 value.
+pub fn decode_i64(v: &[u8]) -> Result<i64, StoreError> {
+    let b: [u8; 8] = v
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("i64 value".into()))?;
+    Ok(i64::from_be_bytes(b))
+}
+
+/// The id at the end of a key with a 2-byte prefix.
+pub fn uuid_suffix(key: &[u8]) -> Result<Uuid, StoreError> {
+    let tail = key.get(key.len().saturating_sub(16)..).unwrap_or_default();
+    Uuid::from_slice(tail).map_err(|_| StoreError::Corrupt("id in key".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sale_keys_sort_by_time() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        assert!(sale(a) < sale(b));
+        assert_eq!(uuid_suffix(&sale(b)).unwrap(), b);
+        assert!(outbox(2) < outbox(256), "big-endian keeps numeric order");
+    }
+}

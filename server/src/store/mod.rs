@@ -1,0 +1,379 @@
+//! Storage: sled trees, key encoding, group commit and the schema version.
+//!
+//! # Layout
+//! - [`writer`]: the single writer thread and its group commit.
+//! - [`keys`]: the key layout of the journal tree (sales, refunds, stock, movements,
+//!   outbox, idempotency records, pending payments).
+//! - [`catalog`]: products and their indexes, switched atomically by generation.
+//!
+//! Values are JSON: the stored product is the API's product, so a lookup serves the
+//! stored bytes without decoding them.
+
+pub mod catalog;
+pub mod keys;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::domain::promotion::{Promotion, PromotionSet};
+use crate::domain::sale::{Movement, Refund, Sale};
+pub use catalog::{Catalog, CatalogImport, ImportMode, ImportSummary};
+pub use writer::{Tx, WriterStats};
+use writer::{Writer, WriterThread};
+
+/// The schema this build reads and writes. Bump it with a migration when a stored
+/// format changes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Why storage failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// sled failed.
+    #[error("storage engine error: {0}")]
+    Sled(Arc<sled::Error>),
+    /// The file system failed.
+    #[error("I/O error: {0}")]
+    Io(Arc<std::io::Error>),
+    /// A stored value does not decode.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The data dir was written by a newer Outpost.
+    #[error(
+        "the data dir has schema version {found}; this Outpost reads version {supported}: upgrade Outpost or restore a matching backup"
+    )]
+    SchemaTooNew {
+        /// Version on disk.
+        found: u64,
+        /// Version this build supports.
+        supported: u64,
+    },
+    /// Another process has the data dir open.
+    #[error("the data dir {0} is in use by another Outpost process; stop it first")]
+    Locked(String),
+    /// The writer thread stopped.
+    #[error("the storage writer has stopped")]
+    WriterGone,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(Arc::new(e))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(Arc::new(e))
+    }
+}
+
+/// Options for opening the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most jobs flushed together.
+    pub max_group: usize,
+    /// Jobs that may wait for the writer before callers wait to enqueue.
+    pub queue: usize,
+    /// sled page cache size.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_group: 512,
+            queue: 4096,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Encode a value as stored JSON.
+pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing our own plain data types to a Vec cannot fail (no maps with
+    // non-string keys, no I/O); an error here is a programming mistake.
+    serde_json::to_vec(v).unwrap_or_else(|e| panic!("stored types always serialize: {e}"))
+}
+
+/// Decode stored JSON.
+pub fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// The open data dir.
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    journal: sled::Tree,
+    promotions_tree: sled::Tree,
+    catalog: ArcSwap<Catalog>,
+    promotions: ArcSwap<PromotionSet>,
+    writer: Writer,
+    writer_thread: WriterThread,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.writer_thread.close(&mut self.writer);
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("catalog_generation", &self.catalog().generation)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Open (or create) the data dir.
+    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Arc<Store>, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        // Another process may be releasing the dir (a restart): wait a moment for it.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir.join("db"))
+                .cache_capacity(opts.cache_bytes)
+                .open()
+            {
+                Err(sled::Error::Io(io)) if tries < 20 && is_lock_error(&io) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    let _ = io;
+                }
+                other => break other,
+            }
+        }
+        .map_err(|e| match e {
+            sled::Error::Io(io) if is_lock_error(&io) => {
+                StoreError::Locked(dir.display().to_string())
+            }
+            other => StoreError::from(other),
+        })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema_version")? {
+            None => {
+                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = keys::decode_u64(&v)?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::SchemaTooNew {
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        let journal = db.open_tree("journal")?;
+        let promotions_tree = db.open_tree("promotions")?;
+        let catalog = Catalog::open_current(&db, &meta)?;
+        let mut promos = Vec::new();
+        for kv in promotions_tree.iter() {
+            let (_, v) = kv?;
+            promos.push(from_json::<Promotion>(&v, "promotion")?);
+        }
+        let (writer, writer_thread) =
+            Writer::start(db.clone(), journal.clone(), opts.max_group, opts.queue)?;
+        db.flush()?;
+        Ok(Arc::new(Store {
+            db,
+            meta,
+            journal,
+            promotions_tree,
+            catalog: ArcSwap::from_pointee(catalog),
+            promotions: ArcSwap::from_pointee(PromotionSet::new(promos)),
+            writer,
+            writer_thread,
+        }))
+    }
+
+    /// The catalog readers should use now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// The promotions now loaded.
+    pub fn promotions(&self) -> Arc<PromotionSet> {
+        self.promotions.load_full()
+    }
+
+    /// Replace all promotions.
+    pub fn replace_promotions(&self, promos: Vec<Promotion>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for kv in self.promotions_tree.iter() {
+            batch.remove(kv?.0);
+        }
+        for p in &promos {
+            batch.insert(p.id.as_bytes(), to_json(p));
+        }
+        self.promotions_tree.apply_batch(batch)?;
+        self.db.flush()?;
+        self.promotions.store(Arc::new(PromotionSet::new(promos)));
+        Ok(())
+    }
+
+    /// Start importing a catalog. Nothing is visible until [`CatalogImport::finish`].
+    pub fn begin_catalog_import(
+        self: &Arc<Self>,
+        mode: ImportMode,
+    ) -> Result<CatalogImport, StoreError> {
+        CatalogImport::begin(self.clone(), mode)
+    }
+
+    pub(crate) fn switch_catalog(&self, next: Catalog) -> Result<(), StoreError> {
+        catalog::commit_generation(&self.db, &self.meta, &next)?;
+        let old = self.catalog.swap(Arc::new(next));
+        catalog::drop_generation(&self.db, old.generation)?;
+        Ok(())
+    }
+
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Run `f` in the writer and return once its writes are on disk. See
+    /// [`Tx`] for what `f` sees; `Err` from `f` discards its writes.
+    pub async fn write<R, E, F>(&self, f: F) -> Result<Result<R, E>, StoreError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    /// Group commit counters.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.writer.stats
+    }
+
+    /// A sale by id.
+    pub fn sale(&self, id: Uuid) -> Result<Option<Sale>, StoreError> {
+        self.journal
+            .get(keys::sale(id))?
+            .map(|v| from_json(&v, "sale"))
+            .transpose()
+    }
+
+    /// Sales with ids after `after` (or from the first), oldest first.
+    pub fn sales_after(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Sale>, StoreError> {
+        let start = match after {
+            Some(id) => {
+                let mut k = keys::sale(id);
+                k.push(0);
+                k
+            }
+            None => keys::SALE.to_vec(),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for kv in self.journal.range(start..) {
+            let (k, v) = kv?;
+            if !k.starts_with(keys::SALE) || out.len() >= limit {
+                break;
+            }
+            out.push(from_json(&v, "sale")?);
+        }
+        Ok(out)
+    }
+
+    /// Refunds of a sale, oldest first.
+    pub fn refunds_of(&self, sale: Uuid) -> Result<Vec<Refund>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.journal.scan_prefix(keys::sale_refunds(sale)) {
+            let (k, _) = kv?;
+            let id = keys::uuid_suffix(&k)?;
+            if let Some(v) = self.journal.get(keys::refund(id))? {
+                out.push(from_json(&v, "refund")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A refund by id.
+    pub fn refund(&self, id: Uuid) -> Result<Option<Refund>, StoreError> {
+        self.journal
+            .get(keys::refund(id))?
+            .map(|v| from_json(&v, "refund"))
+            .transpose()
+    }
+
+    /// Stock of a SKU (0 when never counted).
+    pub fn stock(&self, sku: &str) -> Result<i64, StoreError> {
+        Ok(match self.journal.get(keys::stock(sku))? {
+            Some(v) => keys::decode_i64(&v)?,
+            None => 0,
+        })
+    }
+
+    /// Inventory movements of a SKU, newest last, at most `limit`.
+    pub fn movements(&self, sku: Option<&str>, limit: usize) -> Result<Vec<Movement>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.journal.scan_prefix(keys::MOVEMENT).rev() {
+            let (_, v) = kv?;
+            let m: Movement = from_json(&v, "movement")?;
+            if sku.is_none_or(|s| s == m.sku) {
+                out.push(m);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Outbox entries waiting for HQ: count, bytes, and the oldest entry's raw value.
+    pub fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let mut b = OutboxBacklog::default();
+        for kv in self.journal.scan_prefix(keys::OUTBOX) {
+            let (k, v) = kv?;
+            if b.count == 0 {
+                b.oldest_seq = Some(keys::decode_u64(&k[keys::OUTBOX.len()..])?);
+            }
+            b.count += 1;
+            b.bytes += v.len() as u64;
+        }
+        Ok(b)
+    }
+
+    /// Every pending payment record (checkouts and refunds waiting on the terminal).
+    pub fn pending_ids(&self) -> Result<Vec<Uuid>, StoreError> {
+        self.journal
+            .scan_prefix(keys::PENDING)
+            .map(|kv| {
+                kv.map_err(StoreError::from)
+                    .and_then(|(k, _)| keys::uuid_suffix(&k))
+            })
+            .collect()
+    }
+
+    /// Raw read of a journal key (for records the service layer owns).
+    pub fn journal_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.journal.get(key)?.map(|v| v.to_vec()))
+    }
+}
+
+fn is_lock_error(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
+}
+
+/// What waits in the outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxBacklog {
+    /// Entries not yet acknowledged by HQ.
+    pub count: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Sequence of the oldest.
+    pub oldest_seq: Option<u64>,
+}

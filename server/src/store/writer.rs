@@ -1,0 +1,260 @@
+//! The single writer: group commit for everything a sale writes.
+//!
+//! All writes to the journal tree go through one thread. It takes every job that is
+//! waiting (up to a bound), runs each against the tree plus the writes of the jobs
+//! before it in the same group, applies the whole group as one atomic sled `Batch`,
+//! calls `fsync` once, and only then answers each job. So a 2xx is sent only after
+//! its sale is on disk, many concurrent checkouts share one flush, and a crash leaves
+//! either all of a sale's records or none of them.
+//!
+//! Being the only writer also makes read-modify-write safe without locks (stock
+//! levels, outbox sequence numbers), and it keeps outbox sequences contiguous.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use super::keys;
+
+/// What a job hands back to the writer: whether to keep its writes, and how to answer
+/// its caller once the group's flush is done.
+pub(crate) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+pub(crate) type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Reply) + Send>;
+
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Counters the metrics endpoint and the benchmarks read.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Groups flushed to disk (one fsync each).
+    pub flushes: AtomicU64,
+    /// Jobs that kept their writes.
+    pub committed_jobs: AtomicU64,
+    /// Jobs run (committed or not).
+    pub jobs: AtomicU64,
+}
+
+/// A job's view of the journal: the tree as of the last group, plus the writes of
+/// earlier jobs in this group, plus its own writes.
+pub struct Tx<'a> {
+    tree: &'a sled::Tree,
+    group: &'a mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+    op: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    next_seq: &'a mut u64,
+    op_next_seq: u64,
+}
+
+impl Tx<'_> {
+    /// The current value of `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.op.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.group.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Set `key` to `value` when the job commits.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.op.insert(key, Some(value));
+    }
+
+    /// Remove `key` when the job commits.
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.op.insert(key, None);
+    }
+
+    /// Every key and value under `prefix`, in key order, as this job sees them.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let mut out: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        for (k, v) in self.group.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            out.insert(k.clone(), v.clone());
+        }
+        for (k, v) in self
+            .op
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            out.insert(k.clone(), v.clone());
+        }
+        Ok(out
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// The next outbox sequence number. Sequences of committed jobs are contiguous:
+    /// a job that does not commit gives its numbers back.
+    pub fn next_outbox_seq(&mut self) -> u64 {
+        let s = self.op_next_seq;
+        self.op_next_seq += 1;
+        s
+    }
+}
+
+/// Handle to the writer thread.
+pub(crate) struct Writer {
+    /// `None` once the store is closing.
+    jobs: Option<mpsc::Sender<Job>>,
+    pub(crate) stats: Arc<WriterStats>,
+}
+
+/// Closes the writer: ends the job channel and waits for the thread, so the data dir
+/// is released when the store is dropped.
+pub(crate) struct WriterThread(Option<std::thread::JoinHandle<()>>);
+
+impl WriterThread {
+    pub(crate) fn close(&mut self, writer: &mut Writer) {
+        writer.jobs = None;
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Writer {
+    /// Start the writer thread. It stops when every `Writer` clone is dropped.
+    pub(crate) fn start(
+        db: sled::Db,
+        tree: sled::Tree,
+        max_group: usize,
+        queue: usize,
+    ) -> Result<(Writer, WriterThread), StoreError> {
+        let next_seq = match tree.get(keys::OUTBOX_NEXT)? {
+            Some(v) => keys::decode_u64(&v)?,
+            None => 1,
+        };
+        let (tx, rx) = mpsc::channel::<Job>(queue);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("outpost-writer".into())
+            .spawn(move || run(db, tree, rx, max_group.max(1), next_seq, thread_stats))?;
+        Ok((
+            Writer {
+                jobs: Some(tx),
+                stats,
+            },
+            WriterThread(Some(thread)),
+        ))
+    }
+
+    /// Run `f` in the writer, durably. `Ok(Ok(r))` means its writes are on disk;
+    /// `Ok(Err(e))` means `f` refused and nothing it wrote was kept.
+    ///
+    /// Cancel safety: if the caller is dropped, the job still runs and its writes are
+    /// kept; only the answer is lost. Callers that must know the outcome look it up by
+    /// their idempotency key.
+    pub(crate) async fn write<R, E, F>(&self, f: F) -> Result<Result<R, E>, StoreError>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |t: &mut Tx<'_>| {
+            let r = f(t);
+            let keep = r.is_ok();
+            let reply: Reply = Box::new(move |flushed| {
+                let _ = tx.send(flushed.map(|()| r));
+            });
+            (keep, reply)
+        });
+        let jobs = self.jobs.as_ref().ok_or(StoreError::WriterGone)?;
+        jobs.send(job).await.map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn run(
+    db: sled::Db,
+    tree: sled::Tree,
+    mut rx: mpsc::Receiver<Job>,
+    max_group: usize,
+    mut next_seq: u64,
+    stats: Arc<WriterStats>,
+) {
+    let mut jobs = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < max_group {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut group: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut replies = Vec::with_capacity(jobs.len());
+        let seq_before = next_seq;
+        for job in jobs.drain(..) {
+            let mut t = Tx {
+                tree: &tree,
+                group: &mut group,
+                op: BTreeMap::new(),
+                next_seq: &mut next_seq,
+                op_next_seq: 0,
+            };
+            t.op_next_seq = *t.next_seq;
+            let (keep, reply) = job(&mut t);
+            stats.jobs.fetch_add(1, Ordering::Relaxed);
+            if keep {
+                stats.committed_jobs.fetch_add(1, Ordering::Relaxed);
+                let Tx {
+                    op,
+                    op_next_seq,
+                    next_seq,
+                    group,
+                    ..
+                } = t;
+                *next_seq = op_next_seq;
+                group.extend(op);
+            }
+            replies.push(reply);
+        }
+        let result = if group.is_empty() {
+            Ok(())
+        } else {
+            if next_seq != seq_before {
+                group.insert(
+                    keys::OUTBOX_NEXT.to_vec(),
+                    Some(next_seq.to_be_bytes().to_vec()),
+                );
+            }
+            let mut batch = sled::Batch::default();
+            for (k, v) in group {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)
+                .and_then(|()| db.flush().map(|_| ()))
+                .map_err(StoreError::from)
+        };
+        if result.is_ok() {
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
+            // The batch may be in memory but not on disk: take the sequence numbers
+            // from what the tree says, so they stay contiguous with what is durable.
+            if let Ok(Some(v)) = tree.get(keys::OUTBOX_NEXT)
+                && let Ok(n) = keys::decode_u64(&v)
+            {
+                next_seq = n;
+            }
+        }
+        for reply in replies {
+            reply(result.clone());
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Selling: pricing with promotions and taxes, checkout, idempotency.
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+fn cart() -> serde_json::Value {
+    json!({"lines":[{"sku":"MILK","quantity":2},{"barcode":"96385074","quantity":3},{"sku":"SOAP"}],
+           "payment":{"method":"cash","tendered":2000}})
+}
+
+#[tokio::test]
+async fn pricing_applies_promotions_and_taxes_per_class() {
+    let app = spawn_app().await;
+    let (s, v, _) = app
+        .post(
+            "/api/v1/carts/price",
+            None,
+            &json!({"lines": cart()["lines"]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["subtotal"], 1407);
+    assert_eq!(
+        v["discount_total"], 290,
+        "3-for-2 on bread (250) + 10 % on soap (40)"
+    );
+    assert_eq!(v["total"], 1117);
+    let taxes = v["taxes"].as_array().unwrap();
+    let reduced = taxes.iter().find(|t| t["tax_class"] == "reduced").unwrap();
+    let standard = taxes.iter().find(|t| t["tax_class"] == "standard").unwrap();
+    assert_eq!(
+        (reduced["base"].as_i64(), reduced["tax"].as_i64()),
+        (Some(758), Some(50))
+    );
+    assert_eq!(
+        (standard["base"].as_i64(), standard["tax"].as_i64()),
+        (Some(359), Some(57))
+    );
+    assert_eq!(v["lines"][1]["promotion_id"], "bread-3for2");
+}
+
+#[tokio::test]
+async fn cash_checkout_records_sale_stock_and_receipt() {
+    let app = spawn_app().await;
+    let before = app.stock("MILK").await;
+    let (s, v, h) = app.checkout("k-1", &cart()).await;
+    assert_eq!(s, 201, "{v}");
+    assert!(h.get("idempotent-replayed").is_none());
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["total"], 1117);
+    assert_eq!(v["change"], 883);
+    assert!(
+        v["receipt_text"].as_str().unwrap().contains("Whole Milk"),
+        "{}",
+        v["receipt_text"]
+    );
+    assert_eq!(app.stock("MILK").await, before - 2);
+    let id = v["sale_id"].as_str().unwrap();
+    let (s, got) = app.get(&format!("/api/v1/sales/{id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(got["total"], 1117);
+    let (_, list) = app.get("/api/v1/sales?limit=10").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn weight_items_sell_by_grams() {
+    let app = spawn_app().await;
+    let body = json!({"lines":[{"sku":"APPLES","weight_grams":350}],"payment":{"method":"cash","tendered":500}});
+    let (s, v, _) = app.checkout("w-1", &body).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["total"], 122, "349/kg x 0.350 kg = 122.15 -> 122");
+    let (s, v, _) = app.checkout("w-2", &json!({"lines":[{"sku":"APPLES","quantity":2}],"payment":{"method":"cash","tendered":500}})).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("weight_required")));
+}
+
+#[tokio::test]
+async fn a_retry_returns_the_first_sale() {
+    let app = spawn_app().await;
+    let (s1, v1, _) = app.checkout("same", &cart()).await;
+    let (s2, v2, h2) = app.checkout("same", &cart()).await;
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(v1["sale_id"], v2["sale_id"]);
+    assert_eq!(h2.get("idempotent-replayed").unwrap(), "true");
+    let (_, list) = app.get("/api/v1/sales").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_refused() {
+    let app = spawn_app().await;
+    app.checkout("k", &cart()).await;
+    let mut other = cart();
+    other["lines"][0]["quantity"] = json!(5);
+    let (s, v, _) = app.checkout("k", &other).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_with_one_key_make_one_sale() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let before = app.stock("MILK").await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.checkout("one-key", &cart()).await
+        }));
+    }
+    let mut created = 0;
+    let mut sale_ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (s, v, _) = t.await.unwrap();
+        match s {
+            201 => {
+                created += 1;
+                sale_ids.insert(v["sale_id"].as_str().unwrap().to_owned());
+            }
+            409 => assert_eq!(v["code"], "in_progress"),
+            other => panic!("unexpected status {other}: {v}"),
+        }
+    }
+    assert!(created >= 1);
+    assert_eq!(sale_ids.len(), 1, "every 201 names the same sale");
+    let (_, list) = app.get("/api/v1/sales").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(app.stock("MILK").await, before - 2, "stock moved once");
+}
+
+#[tokio::test]
+async fn zero_stock_never_blocks_a_sale() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .put(app.url("/api/v1/inventory/SOAP"))
+        .json(&json!({"stock":1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, v, _) = app.checkout("z", &json!({"lines":[{"sku":"SOAP","quantity":2}],"payment":{"method":"cash","tendered":1000}})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(app.stock("SOAP").await, -1);
+    let (_, inv) = app.get("/api/v1/inventory/SOAP").await;
+    let kinds: Vec<_> = inv["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["count", "sale"]);
+}
+
+#[tokio::test]
+async fn adjustments_are_idempotent_and_journaled() {
+    let app = spawn_app().await;
+    let body = json!({"delta":-2,"reason":"damaged"});
+    let (s1, m1, _) = app
+        .post("/api/v1/inventory/MILK/adjustments", Some("adj-1"), &body)
+        .await;
+    let (s2, m2, h2) = app
+        .post("/api/v1/inventory/MILK/adjustments", Some("adj-1"), &body)
+        .await;
+    assert_eq!((s1, s2), (201, 201), "{m1} {m2}");
+    assert_eq!(m1["id"], m2["id"]);
+    assert_eq!(h2.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(app.stock("MILK").await, -2);
+    let (s, v, _) = app
+        .post("/api/v1/inventory/MILK/adjustments", None, &body)
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("idempotency_key_required"))
+    );
+}
+
+#[tokio::test]
+async fn age_restricted_products_need_a_check() {
+    let app = spawn_app().await;
+    let mut body = json!({"lines":[{"sku":"BEER"}],"payment":{"method":"cash","tendered":500}});
+    let (s, v, _) = app.checkout("age-1", &body).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("age_verification_required"))
+    );
+    body["age_verified"] = json!(true);
+    let (s, _, _) = app.checkout("age-2", &body).await;
+    assert_eq!(s, 201);
+}
+
+#[tokio::test]
+async fn every_sale_writes_an_outbox_entry_for_hq() {
+    let app = spawn_app().await;
+    app.checkout("o-1", &cart()).await;
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // One sale and three stock movements.
+    assert!(r.contains("outpost_outbox_pending 4"), "{r}");
+}

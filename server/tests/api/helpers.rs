@@ -1,0 +1,166 @@
+//! Shared test fixtures: an app on port 0 with its own data dir and a scripted terminal.
+
+use std::sync::Arc;
+
+use outpost_mocks::MockTerminal;
+use outpost_server::config::Settings;
+use outpost_server::domain::product::parse_product_json;
+use outpost_server::domain::promotion::Promotion;
+use outpost_server::startup::{Application, Devices};
+use outpost_server::store::ImportMode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Products of the test store (prices in EUR cents, tax-inclusive, 19 % / 7 %).
+pub const PRODUCTS: &[&str] = &[
+    r#"{"sku":"MILK","barcodes":["4006381333931"],"name":"Whole Milk 1 L","category":"dairy","price":129,"currency":"EUR","tax_class":"reduced"}"#,
+    r#"{"sku":"BREAD","barcodes":["96385074"],"name":"Rye Bread 500 g","category":"bakery","price":250,"currency":"EUR","tax_class":"reduced"}"#,
+    r#"{"sku":"BEER","barcodes":["036000291452"],"name":"Pilsner Beer 0.5 L","category":"beer_wine","price":199,"currency":"EUR","tax_class":"standard","age_restricted":true}"#,
+    r#"{"sku":"APPLES","name":"Gala Apples","category":"produce","price":349,"currency":"EUR","tax_class":"reduced","sold_by":"weight"}"#,
+    r#"{"sku":"SOAP","name":"Lavender Soap","category":"household","price":399,"currency":"EUR","tax_class":"standard"}"#,
+    r#"{"sku":"OLD","name":"Discontinued Thing","category":"household","price":100,"currency":"EUR","tax_class":"standard","active":false}"#,
+];
+
+/// A running test app.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub terminal: MockTerminal,
+    _dir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for a test app: port 0, the given data dir, quick timeouts.
+pub fn test_settings(dir: &std::path::Path) -> Settings {
+    let mut s = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        ..Settings::default()
+    };
+    s.store.name = "Test Store".into();
+    s.payment.timeout_secs = 2;
+    s.payment.recovery_interval_secs = 1;
+    s.http.workers = 2;
+    s.http.max_body_bytes = 64 * 1024;
+    s.http.shutdown_timeout_secs = 1;
+    s
+}
+
+/// The promotions of the test store: buy 2 bread get 1 free; 10 % off household.
+pub fn test_promotions() -> Vec<Promotion> {
+    serde_json::from_value(json!([
+        {"id":"bread-3for2","name":"Bread 3 for 2","kind":{"type":"buy_x_get_y","buy":2,"get":1},
+         "target":{"skus":["BREAD"]},"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z"},
+        {"id":"household-10","name":"Household 10% off","kind":{"type":"percent_off","percent_bp":1000},
+         "target":{"categories":["household"]},"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z"}
+    ]))
+    .unwrap()
+}
+
+/// Start an app on a fresh data dir with the test catalog.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let mut app = spawn_app_at(&path, MockTerminal::new(), true).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Start an app on `dir` with `terminal`; seed the test catalog when `seed`.
+pub async fn spawn_app_at(dir: &std::path::Path, terminal: MockTerminal, seed: bool) -> TestApp {
+    let app = Application::build(
+        test_settings(dir),
+        Devices {
+            terminal: Some(Arc::new(terminal.clone())),
+        },
+    )
+    .await
+    .expect("app builds");
+    if seed {
+        let store = app.sales().store();
+        let mut import = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        for (i, p) in PRODUCTS.iter().enumerate() {
+            import
+                .add(&parse_product_json(p.as_bytes()).unwrap(), i as u64 + 1)
+                .unwrap()
+                .unwrap();
+        }
+        import.finish("test-1").unwrap();
+        store.replace_promotions(test_promotions()).unwrap();
+    }
+    let base = format!("http://{}", app.addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        terminal,
+        _dir: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// Stop the app and wait until its data dir is released; keeps the temp dir.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+        self._dir.take()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, r.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    pub async fn checkout(
+        &self,
+        key: &str,
+        body: &Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.post("/api/v1/checkout", Some(key), body).await
+    }
+
+    pub async fn stock(&self, sku: &str) -> i64 {
+        let (s, v) = self.get(&format!("/api/v1/inventory/{sku}")).await;
+        assert_eq!(s, 200, "{v}");
+        v["stock"].as_i64().unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! API integration tests: the real app on port 0 with a temp data dir.
+
+mod catalog;
+mod checkout;
+mod errors;
+mod helpers;
+mod openapi;
+mod payments;
+mod refunds;
