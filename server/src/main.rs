@@ -1,6 +1,6 @@
 //! `outpost`: the store server's command line. Parses arguments and calls the library.
 
-use std::io::{BufReader, IsTerminal};
+use std::io::{BufReader, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -52,6 +52,22 @@ enum Command {
     Import {
         #[command(subcommand)]
         what: ImportWhat,
+    },
+    /// Export data.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// Write the live catalog as JSON lines (the import format), in SKU order.
+    Catalog {
+        /// The file ("-" for standard output).
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -142,6 +158,34 @@ async fn main() -> anyhow::Result<()> {
                 app.addr()
             );
             app.run_until(shutdown_signal()).await
+        }
+        Command::Export {
+            what: ExportWhat::Catalog { file, common },
+        } => {
+            let s = settings(&common)?;
+            outpost_server::telemetry::init("warn");
+            let store = Store::open(&s.data_dir, &StoreOptions::default())
+                .with_context(|| format!("Failed to open the data dir {}", s.data_dir.display()))?;
+            let mut out: Box<dyn Write> = if file.as_os_str() == "-" {
+                Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+            } else {
+                let f = std::fs::File::create(&file)
+                    .with_context(|| format!("Failed to create {}", file.display()))?;
+                Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
+            };
+            let catalog = store.catalog();
+            let mut n = 0u64;
+            for json in catalog.products_json() {
+                out.write_all(&json?)?;
+                out.write_all(b"\n")?;
+                n += 1;
+            }
+            out.flush().context("Failed to write the export")?;
+            eprintln!(
+                "Exported {n} products of catalog version {}",
+                catalog.version
+            );
+            Ok(())
         }
         Command::Import {
             what:

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::domain::demo;
-use crate::domain::sale::MovementKind;
-use crate::sales::journal;
-use crate::store::{ImportMode, Store, StoreError};
+use crate::store::{ImportMode, Store, StoreError, keys};
 
 /// What the demo seeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +30,8 @@ pub async fn seed_demo(store: &Arc<Store>, n: usize) -> Result<Option<Seeded>, S
             .map_err(|c| StoreError::Corrupt(format!("demo catalog conflict: {c}")))?;
     }
     let summary = import.finish("demo-1")?;
-    // Initial stock, journaled as counts so the movement history starts from them.
+    // Opening stock is set as plain levels: the movement journal (and HQ's outbox)
+    // starts empty, as in a store that just went live.
     let skus: Vec<(String, i64)> = demo::demo_products(n, SEED)
         .enumerate()
         .map(|(i, p)| (p.sku.as_str().to_owned(), demo::demo_stock(i, SEED)))
@@ -41,17 +40,8 @@ pub async fn seed_demo(store: &Arc<Store>, n: usize) -> Result<Option<Seeded>, S
         let chunk = chunk.to_vec();
         store
             .write(move |tx| {
-                let now = OffsetDateTime::now_utc();
                 for (sku, stock) in chunk {
-                    journal::move_stock(
-                        tx,
-                        &sku,
-                        stock,
-                        MovementKind::Count,
-                        Some("demo opening stock".into()),
-                        None,
-                        now,
-                    )?;
+                    tx.put(keys::stock(&sku), stock.to_be_bytes().to_vec());
                 }
                 Ok::<(), StoreError>(())
             })

@@ -464,9 +464,10 @@ impl Shared {
     /// Keeps a transport error message if fewer than [`DIAGNOSTIC_SAMPLES`] are kept.
     fn keep_transport_error(&self, err: &anyhow::Error) {
         if let Ok(mut samples) = self.transport_samples.lock()
-            && samples.len() < DIAGNOSTIC_SAMPLES {
-                samples.push(format!("{err:#}"));
-            }
+            && samples.len() < DIAGNOSTIC_SAMPLES
+        {
+            samples.push(format!("{err:#}"));
+        }
     }
 
     /// Marks one connection as done with the warm-up.

@@ -107,8 +107,8 @@ pub enum TenderError {
     /// At most one card may omit its amount.
     #[error("only one card tender may leave out its amount")]
     AmbiguousCard,
-    /// An amount is zero or negative.
-    #[error("tender {index} has a non-positive amount")]
+    /// An amount is zero, negative, or absurdly large.
+    #[error("tender {index} has an amount out of range")]
     NonPositive {
         /// Index of the tender in the request.
         index: usize,
@@ -135,13 +135,15 @@ pub fn allocate_tenders(
             Err(TenderError::Missing)
         };
     }
+    // Amounts are bounded well below i64::MAX / MAX_TENDERS so no sum can overflow.
+    const MAX_AMOUNT: i64 = 1_000_000_000_000;
     let mut amounts = vec![0i64; requested.len()];
     let mut remaining = total.0;
     let mut open_card = None;
     for (i, t) in requested.iter().enumerate() {
         match t {
             TenderRequest::Card { amount: Some(a) } => {
-                if a.0 <= 0 {
+                if a.0 <= 0 || a.0 > MAX_AMOUNT {
                     return Err(TenderError::NonPositive { index: i });
                 }
                 amounts[i] = a.0;
@@ -152,7 +154,7 @@ pub fn allocate_tenders(
                     return Err(TenderError::AmbiguousCard);
                 }
             }
-            TenderRequest::Cash { tendered } if tendered.0 < 0 => {
+            TenderRequest::Cash { tendered } if tendered.0 < 0 || tendered.0 > MAX_AMOUNT => {
                 return Err(TenderError::NonPositive { index: i });
             }
             TenderRequest::Cash { .. } => {}
@@ -435,14 +437,16 @@ pub fn plan_refund(
     for (class, base) in by_class {
         // The sale priced with this class, so the rate is known; a class removed from
         // the configuration since falls back to the rate recorded on the sale.
-        let rate = tax.rates_bp.get(&class).copied().or_else(|| {
-            sale.cart
-                .taxes
-                .iter()
-                .find(|t| t.tax_class == class)
-                .map(|t| t.rate_bp)
-        });
-        let rate = rate.unwrap_or(0);
+        // The rate the sale was taxed at; the store's current rate only for a class the
+        // sale did not record (which cannot happen for a line it sold).
+        let rate = sale
+            .cart
+            .taxes
+            .iter()
+            .find(|t| t.tax_class == class)
+            .map(|t| t.rate_bp)
+            .or_else(|| tax.rates_bp.get(&class).copied())
+            .unwrap_or(0);
         let r = i128::from(rate);
         let t = if sale.cart.prices_include_tax {
             div_round_half_up(i128::from(base) * r, 10_000 + r)
@@ -458,11 +462,32 @@ pub fn plan_refund(
         });
     }
     let lines_total: i64 = lines.iter().map(|l| l.amount.0).sum();
-    let total = if sale.cart.prices_include_tax {
+    let mut total = if sale.cart.prices_include_tax {
         lines_total
     } else {
         lines_total + tax_total
     };
+    let emptied = (0..n).all(|i| refunded_qty[i] == qty_value(&sale.cart.lines[i].quantity));
+    if emptied {
+        // The refund that empties the sale pays back exactly what is left of it, tax
+        // per class included, so a sale's refunds always add up to the sale.
+        for t in &mut taxes {
+            let sold = sale
+                .cart
+                .taxes
+                .iter()
+                .find(|s| s.tax_class == t.tax_class)
+                .map_or(0, |s| s.tax.0);
+            let before: i64 = previous
+                .iter()
+                .flat_map(|r| &r.taxes)
+                .filter(|p| p.tax_class == t.tax_class)
+                .map(|p| p.tax.0)
+                .sum();
+            t.tax = Money(sold - before);
+        }
+        total = sale.cart.total.0 - previous.iter().map(|r| r.total.0).sum::<i64>();
+    }
     Ok(RefundPlan {
         lines,
         taxes,
@@ -731,11 +756,105 @@ mod tests {
             Err(TenderError::Missing)
         );
         assert!(allocate_tenders(Money(0), &[]).is_ok());
+        // Huge amounts are refused rather than overflowing into a valid-looking sum.
+        assert_eq!(
+            allocate_tenders(
+                Money(1000),
+                &[card(Some(i64::MAX)), card(Some(i64::MAX)), card(Some(1002))]
+            ),
+            Err(TenderError::NonPositive { index: 0 })
+        );
         let many = vec![cash(1); MAX_TENDERS + 1];
         assert_eq!(
             allocate_tenders(Money(1000), &many),
             Err(TenderError::TooMany { max: MAX_TENDERS })
         );
+    }
+
+    fn sale_of(prices_include_tax: bool) -> Sale {
+        use crate::domain::pricing::{CartItem, price_cart};
+        use crate::domain::product::parse_product_json;
+        use crate::domain::promotion::PromotionSet;
+        let p = parse_product_json(br#"{"sku":"A","name":"Item","category":"c","price":333,"currency":"EUR","tax_class":"standard"}"#).unwrap();
+        let tax = TaxConfig {
+            prices_include_tax,
+            rates_bp: [("standard".to_owned(), 1900)].into(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let cart = price_cart(
+            &[CartItem {
+                product: p,
+                quantity: Quantity::Units(3),
+            }],
+            &PromotionSet::new(vec![]),
+            &tax,
+            now,
+        )
+        .unwrap();
+        let receipt = Receipt::from_priced("s", "id", "t", now, &cart, vec![], Money(0));
+        Sale {
+            id: Uuid::now_v7(),
+            idempotency_key: "k".into(),
+            terminal_id: "t".into(),
+            status: SaleStatus::Completed,
+            created_at: now,
+            completed_at: now,
+            tenders: vec![Tender {
+                method: TenderMethod::Cash,
+                amount: cart.total,
+                tendered: Some(cart.total),
+                payment_key: None,
+                card: None,
+                refund_of: None,
+            }],
+            change: Money(0),
+            cart,
+            receipt,
+        }
+    }
+
+    fn as_refund(sale: &Sale, plan: RefundPlan) -> Refund {
+        Refund {
+            id: Uuid::now_v7(),
+            sale_id: sale.id,
+            idempotency_key: "r".into(),
+            terminal_id: "t".into(),
+            created_at: sale.created_at,
+            reason: None,
+            lines: plan.lines,
+            taxes: plan.taxes,
+            total: plan.total,
+            tenders: vec![],
+        }
+    }
+
+    #[test]
+    fn refunds_one_unit_at_a_time_add_up_to_the_sale_in_both_tax_modes() {
+        for inclusive in [true, false] {
+            let sale = sale_of(inclusive);
+            let tax = TaxConfig {
+                prices_include_tax: inclusive,
+                rates_bp: Default::default(),
+            };
+            let mut done = Vec::new();
+            for _ in 0..3 {
+                let req = [RefundLineRequest {
+                    line: 1,
+                    quantity: Some(1),
+                    weight_grams: None,
+                }];
+                let plan = plan_refund(&sale, &done, &req, &tax).unwrap();
+                done.push(as_refund(&sale, plan));
+            }
+            let total: i64 = done.iter().map(|r| r.total.0).sum();
+            let taxed: i64 = done.iter().flat_map(|r| &r.taxes).map(|t| t.tax.0).sum();
+            assert_eq!(total, sale.cart.total.0, "inclusive={inclusive}");
+            assert_eq!(taxed, sale.cart.tax_total.0, "inclusive={inclusive}");
+            assert_eq!(
+                plan_refund(&sale, &done, &[], &tax),
+                Err(RefundError::NothingLeft)
+            );
+        }
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub async fn post_adjustment(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let adj = body.0;
-    if adj.delta == 0 || adj.delta.abs() > MAX_STOCK {
+    if adj.delta == 0 || adj.delta.unsigned_abs() > MAX_STOCK as u64 {
         return Err(ApiError::unprocessable(
             "invalid_delta",
             format!("delta must be non-zero and at most {MAX_STOCK} either way"),

@@ -40,7 +40,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = state.sales.store();
     let w = store.writer_stats();
-    let backlog = store.outbox_backlog()?;
+    let outbox = store.outbox_pending()?;
     let pending = store.pending_ids()?.len();
     let mut out = String::with_capacity(1024);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -71,13 +71,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         "outpost_outbox_pending",
         "gauge",
         "Outbox entries waiting for HQ.",
-        backlog.count,
-    );
-    metric(
-        "outpost_outbox_bytes",
-        "gauge",
-        "Size of the outbox entries waiting for HQ.",
-        backlog.bytes,
+        outbox,
     );
     metric(
         "outpost_payments_pending",

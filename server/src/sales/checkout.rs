@@ -208,7 +208,7 @@ impl Sales {
                 Some("Idempotency-Key".into()),
             ));
         }
-        let _claim = self.claim(format!("{SCOPE}\0{key}"))?;
+        let claim = self.claim(format!("{SCOPE}\0{key}"))?;
         let fingerprint = idempotency::fingerprint(terminal, &req);
         if let Some(res) = self.existing_checkout(key, &fingerprint).await? {
             return Ok(res);
@@ -328,9 +328,13 @@ impl Sales {
         // Drive the terminal in its own task: if the HTTP request is dropped, the state
         // machine still runs to a recorded state.
         let this = self.clone();
-        let sale = tokio::spawn(async move { this.drive_card_checkout(pending).await })
-            .await
-            .map_err(|e| SellError::TerminalUnavailable(format!("payment task failed: {e}")))??;
+        // The claim moves into the task: recovery must not drive this payment while it runs.
+        let sale = tokio::spawn(async move {
+            let _claim = claim;
+            this.drive_card_checkout(pending).await
+        })
+        .await
+        .map_err(|e| SellError::TerminalUnavailable(format!("payment task failed: {e}")))??;
         Ok(CheckoutResult {
             sale,
             replayed: false,
@@ -574,7 +578,11 @@ impl Sales {
     ) -> Result<(), SellError> {
         let then = c.aborting.get_or_insert(then).clone();
         self.persist(Pending::Checkout(c.clone())).await?;
-        let mut all_void = true;
+        // Without a terminal nothing can be voided: the record stays for recovery.
+        let mut all_void = self.terminal.is_some()
+            || c.payments
+                .iter()
+                .all(|x| x.state != PaymentState::Authorized);
         if let Some(terminal) = self.terminal.clone() {
             for pay in c
                 .payments

@@ -181,6 +181,7 @@ pub fn move_stock(
         at,
     };
     tx.put(keys::movement(m.id), to_json(&m));
+    tx.put(keys::sku_movement(sku, m.id), Vec::new());
     put_outbox(tx, "inventory_movement", m.id, at, &m);
     Ok(m)
 }

@@ -29,6 +29,8 @@ pub struct RecoveryReport {
     pub refunds: u32,
     /// Records still waiting for the terminal.
     pub still_in_doubt: u32,
+    /// Records that failed to resolve (logged; retried next pass).
+    pub errors: u32,
 }
 
 impl Sales {
@@ -36,40 +38,52 @@ impl Sales {
     pub async fn recover(&self) -> Result<RecoveryReport, SellError> {
         let mut report = RecoveryReport::default();
         for id in self.store.pending_ids()? {
-            let Some(raw) = self.store.journal_get(&crate::store::keys::pending(id))? else {
-                continue;
-            };
-            let p: Pending = crate::store::from_json(&raw, "pending payment")?;
-            let claim_key = match &p {
-                Pending::Checkout(c) => format!("checkout\0{}", c.sale.idempotency_key),
-                Pending::Refund(r) => format!("refund\0{}", r.refund.sale_id),
-            };
-            // A live request is driving it right now.
-            let Ok(_claim) = self.claim(claim_key) else {
-                continue;
-            };
-            // Re-read under the claim: the live request may have finished meanwhile.
-            let Some(raw) = self.store.journal_get(&crate::store::keys::pending(id))? else {
-                continue;
-            };
-            let p: Pending = crate::store::from_json(&raw, "pending payment")?;
-            match p {
-                Pending::Refund(r) => match self.drive_card_refund(r, false).await {
-                    Ok(_) => report.refunds += 1,
-                    Err(SellError::OutcomeUnknown) => report.still_in_doubt += 1,
-                    Err(e) => tracing::info!(refund = %id, error = %e, "Recovery ended a refund"),
-                },
-                Pending::Checkout(c) => match self.recover_checkout(c).await? {
-                    Resolved::Completed => report.completed += 1,
-                    Resolved::Aborted => report.aborted += 1,
-                    Resolved::InDoubt => report.still_in_doubt += 1,
-                },
+            // One record that cannot be resolved must not stop the others.
+            if let Err(e) = self.recover_one(id, &mut report).await {
+                tracing::error!(pending = %id, error = %e, "Failed to recover a pending payment; will retry");
+                report.errors += 1;
             }
         }
         if report != RecoveryReport::default() {
             tracing::info!(?report, "Recovered unfinished payments");
         }
         Ok(report)
+    }
+
+    async fn recover_one(
+        &self,
+        id: uuid::Uuid,
+        report: &mut RecoveryReport,
+    ) -> Result<(), SellError> {
+        let Some(raw) = self.store.journal_get(&crate::store::keys::pending(id))? else {
+            return Ok(());
+        };
+        let p: Pending = crate::store::from_json(&raw, "pending payment")?;
+        let claim_key = match &p {
+            Pending::Checkout(c) => format!("checkout\0{}", c.sale.idempotency_key),
+            Pending::Refund(r) => format!("refund\0{}", r.refund.sale_id),
+        };
+        // A live request is driving it right now.
+        let Ok(_claim) = self.claim(claim_key) else {
+            return Ok(());
+        };
+        // Re-read under the claim: the live request may have finished meanwhile.
+        let Some(raw) = self.store.journal_get(&crate::store::keys::pending(id))? else {
+            return Ok(());
+        };
+        match crate::store::from_json::<Pending>(&raw, "pending payment")? {
+            Pending::Refund(r) => match self.drive_card_refund(r, false).await {
+                Ok(_) => report.refunds += 1,
+                Err(SellError::OutcomeUnknown) => report.still_in_doubt += 1,
+                Err(e) => tracing::info!(refund = %id, error = %e, "Recovery ended a refund"),
+            },
+            Pending::Checkout(c) => match self.recover_checkout(c).await? {
+                Resolved::Completed => report.completed += 1,
+                Resolved::Aborted => report.aborted += 1,
+                Resolved::InDoubt => report.still_in_doubt += 1,
+            },
+        }
+        Ok(())
     }
 
     async fn recover_checkout(&self, mut c: CheckoutPending) -> Result<Resolved, SellError> {

@@ -72,7 +72,7 @@ impl Sales {
         }
         // One refund of a sale at a time in this process: planning reads the refunds
         // already made, and card refunds take a while.
-        let _claim = self.claim(format!("refund\0{sale_id}"))?;
+        let claim = self.claim(format!("refund\0{sale_id}"))?;
         let sale = self
             .store
             .sale(sale_id)?
@@ -183,9 +183,12 @@ impl Sales {
             Err(e) => return Err(e),
         };
         let this = self.clone();
-        let refund = tokio::spawn(async move { this.drive_card_refund(pending, true).await })
-            .await
-            .map_err(|e| SellError::TerminalUnavailable(format!("refund task failed: {e}")))??;
+        let refund = tokio::spawn(async move {
+            let _claim = claim;
+            this.drive_card_refund(pending, true).await
+        })
+        .await
+        .map_err(|e| SellError::TerminalUnavailable(format!("refund task failed: {e}")))??;
         Ok(RefundResult {
             refund,
             replayed: false,

@@ -12,6 +12,7 @@
 //! | `p/` | sale or refund id | a checkout or refund waiting on the payment terminal |
 //! | `k/` | SKU | stock level, i64 big-endian |
 //! | `m/` | movement id | inventory movement |
+//! | `n/` | SKU, 0, movement id | empty: movements of a SKU |
 //! | `o/` | outbox sequence, u64 big-endian | outbox entry for HQ |
 //! | `meta/outbox_next` | | next outbox sequence |
 
@@ -37,6 +38,8 @@ pub const STOCK: &[u8] = b"k/";
 pub const MOVEMENT: &[u8] = b"m/";
 /// Outbox entries.
 pub const OUTBOX: &[u8] = b"o/";
+/// Movements by SKU.
+pub const SKU_MOVEMENTS: &[u8] = b"n/";
 
 fn join(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + rest.len());
@@ -78,6 +81,18 @@ pub fn stock(sku: &str) -> Vec<u8> {
 /// Key of an inventory movement.
 pub fn movement(id: Uuid) -> Vec<u8> {
     join(MOVEMENT, id.as_bytes())
+}
+/// Prefix of the movements of a SKU.
+pub fn sku_movements(sku: &str) -> Vec<u8> {
+    let mut k = join(SKU_MOVEMENTS, sku.as_bytes());
+    k.push(0);
+    k
+}
+/// Index key linking a movement to its SKU.
+pub fn sku_movement(sku: &str, id: Uuid) -> Vec<u8> {
+    let mut k = sku_movements(sku);
+    k.extend_from_slice(id.as_bytes());
+    k
 }
 /// Key of an outbox entry.
 pub fn outbox(seq: u64) -> Vec<u8> {

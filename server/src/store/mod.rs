@@ -315,16 +315,27 @@ impl Store {
         })
     }
 
-    /// Inventory movements of a SKU, newest last, at most `limit`.
+    /// The latest inventory movements (of one SKU, or of all), oldest first, at most
+    /// `limit`.
     pub fn movements(&self, sku: Option<&str>, limit: usize) -> Result<Vec<Movement>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.journal.scan_prefix(keys::MOVEMENT).rev() {
-            let (_, v) = kv?;
-            let m: Movement = from_json(&v, "movement")?;
-            if sku.is_none_or(|s| s == m.sku) {
-                out.push(m);
-                if out.len() >= limit {
-                    break;
+        match sku {
+            Some(sku) => {
+                for kv in self
+                    .journal
+                    .scan_prefix(keys::sku_movements(sku))
+                    .rev()
+                    .take(limit)
+                {
+                    let (k, _) = kv?;
+                    if let Some(v) = self.journal.get(keys::movement(keys::uuid_suffix(&k)?))? {
+                        out.push(from_json(&v, "movement")?);
+                    }
+                }
+            }
+            None => {
+                for kv in self.journal.scan_prefix(keys::MOVEMENT).rev().take(limit) {
+                    out.push(from_json(&kv?.1, "movement")?);
                 }
             }
         }
@@ -332,18 +343,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Outbox entries waiting for HQ: count, bytes, and the oldest entry's raw value.
-    pub fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
-        let mut b = OutboxBacklog::default();
-        for kv in self.journal.scan_prefix(keys::OUTBOX) {
-            let (k, v) = kv?;
-            if b.count == 0 {
-                b.oldest_seq = Some(keys::decode_u64(&k[keys::OUTBOX.len()..])?);
-            }
-            b.count += 1;
-            b.bytes += v.len() as u64;
+    /// Number of outbox entries waiting for HQ, without reading them: sequences are
+    /// contiguous, so it is the next sequence minus the oldest waiting one.
+    pub fn outbox_pending(&self) -> Result<u64, StoreError> {
+        let next = match self.journal.get(keys::OUTBOX_NEXT)? {
+            Some(v) => keys::decode_u64(&v)?,
+            None => return Ok(0),
+        };
+        match self.journal.scan_prefix(keys::OUTBOX).next() {
+            Some(kv) => Ok(next - keys::decode_u64(&kv?.0[keys::OUTBOX.len()..])?),
+            None => Ok(0),
         }
-        Ok(b)
     }
 
     /// Every pending payment record (checkouts and refunds waiting on the terminal).
@@ -365,15 +375,4 @@ impl Store {
 
 fn is_lock_error(io: &std::io::Error) -> bool {
     io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
-}
-
-/// What waits in the outbox.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct OutboxBacklog {
-    /// Entries not yet acknowledged by HQ.
-    pub count: u64,
-    /// Their total size.
-    pub bytes: u64,
-    /// Sequence of the oldest.
-    pub oldest_seq: Option<u64>,
 }

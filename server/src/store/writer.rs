@@ -24,6 +24,9 @@ use super::keys;
 pub(crate) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 pub(crate) type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Reply) + Send>;
 
+/// A group stops taking jobs once its writes reach this size.
+const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -185,8 +188,13 @@ fn run(
     stats: Arc<WriterStats>,
 ) {
     let mut jobs = Vec::with_capacity(max_group);
-    while let Some(first) = rx.blocking_recv() {
-        jobs.push(first);
+    loop {
+        if jobs.is_empty() {
+            match rx.blocking_recv() {
+                Some(first) => jobs.push(first),
+                None => break,
+            }
+        }
         while jobs.len() < max_group {
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
@@ -194,9 +202,11 @@ fn run(
             }
         }
         let mut group: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut group_bytes = 0usize;
         let mut replies = Vec::with_capacity(jobs.len());
         let seq_before = next_seq;
-        for job in jobs.drain(..) {
+        let mut jobs_iter = jobs.drain(..);
+        while let Some(job) = jobs_iter.next() {
             let mut t = Tx {
                 tree: &tree,
                 group: &mut group,
@@ -205,7 +215,14 @@ fn run(
                 op_next_seq: 0,
             };
             t.op_next_seq = *t.next_seq;
-            let (keep, reply) = job(&mut t);
+            // A panicking job is a bug; it must not take the writer (and every later
+            // sale) down with it. Its caller sees the writer as gone for that job.
+            let Ok((keep, reply)) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut t)))
+            else {
+                tracing::error!("A storage job panicked; its writes are discarded");
+                continue;
+            };
             stats.jobs.fetch_add(1, Ordering::Relaxed);
             if keep {
                 stats.committed_jobs.fetch_add(1, Ordering::Relaxed);
@@ -217,10 +234,20 @@ fn run(
                     ..
                 } = t;
                 *next_seq = op_next_seq;
+                group_bytes += op
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>();
                 group.extend(op);
             }
             replies.push(reply);
+            if group_bytes >= MAX_GROUP_BYTES {
+                // Bounded memory: the jobs left wait for the next group.
+                break;
+            }
         }
+        let rest: Vec<Job> = jobs_iter.collect();
+        let flushed = !group.is_empty();
         let result = if group.is_empty() {
             Ok(())
         } else {
@@ -242,7 +269,9 @@ fn run(
                 .map_err(StoreError::from)
         };
         if result.is_ok() {
-            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            if flushed {
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
+            }
         } else {
             tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
             // The batch may be in memory but not on disk: take the sequence numbers
@@ -256,5 +285,6 @@ fn run(
         for reply in replies {
             reply(result.clone());
         }
+        jobs.extend(rest);
     }
 }

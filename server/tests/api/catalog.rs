@@ -19,8 +19,26 @@ async fn products_by_sku_barcode_and_search() {
     }
     let (s, v) = app.get("/api/v1/products?barcode=4006381333932").await;
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_barcode")));
+    // "Milk Milkshake" matches "milk" twice but is listed once.
     let (_, v) = app.get("/api/v1/products?q=milk").await;
+    let skus: Vec<&str> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(skus, ["MILK", "SHAKE"]);
+    let (_, v) = app
+        .get("/api/v1/products?q=milk&category=dairy&limit=1")
+        .await;
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    let (_, v2) = app
+        .get(&format!(
+            "/api/v1/products?q=milk&category=dairy&limit=1&cursor={}",
+            v["next_cursor"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(v2["items"][0]["sku"], "SHAKE");
     let (_, v) = app.get("/api/v1/products?q=lav%20so").await;
     assert_eq!(v["items"][0]["sku"], "SOAP");
     let (_, v) = app.get("/api/v1/products?category=household").await;
@@ -57,7 +75,10 @@ async fn listing_pages_with_a_cursor_visit_every_product_once() {
             _ => break,
         }
     }
-    assert_eq!(seen, ["APPLES", "BEER", "BREAD", "MILK", "OLD", "SOAP"]);
+    assert_eq!(
+        seen,
+        ["APPLES", "BEER", "BREAD", "MILK", "OLD", "SHAKE", "SOAP"]
+    );
 }
 
 #[tokio::test]

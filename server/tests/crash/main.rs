@@ -27,6 +27,14 @@ struct Server {
     base: String,
 }
 
+impl Drop for Server {
+    // A failing assertion must not leave the server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
