@@ -206,7 +206,7 @@ fn run(
         let mut replies = Vec::with_capacity(jobs.len());
         let seq_before = next_seq;
         let mut jobs_iter = jobs.drain(..);
-        while let Some(job) = jobs_iter.next() {
+        for job in jobs_iter.by_ref() {
             let mut t = Tx {
                 tree: &tree,
                 group: &mut group,
