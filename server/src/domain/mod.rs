@@ -12,7 +12,8 @@
 //! - [`product`]: [`Sku`], [`Product`] and its validation, product JSON parsing, search
 //!   terms.
 //! - [`promotion`]: [`Promotion`] kinds, the indexed [`PromotionSet`] and
-//!   [`apply_promotions`], the best-for-customer, no-stacking assignment.
+//!   [`apply_promotions`], a no-stacking assignment that takes the better of two greedy
+//!   heuristics for the customer (not a proven optimum).
 //! - [`pricing`]: [`price_cart`]: line amounts, promotions and per-class taxes into a
 //!   [`PricedCart`].
 //! - [`receipt`]: [`Receipt`] and its plain-text rendering for receipt printers.

@@ -70,20 +70,32 @@ impl Pending {
     }
 }
 
-/// One entry for HQ.
+/// What an outbox entry points at.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxKind {
+    /// A sale (`s/` record).
+    Sale,
+    /// A refund (`r/` record).
+    Refund,
+    /// An inventory movement (`m/` record).
+    InventoryMovement,
+}
+
+/// One entry for HQ. It names its record rather than copying it: the journal is
+/// append-only, so the uplink reads the record when it sends the entry, and a sale is
+/// stored once, not twice.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OutboxEntry {
     /// This unit's sequence number: contiguous, never reused.
     pub seq: u64,
-    /// `sale`, `refund` or `inventory_movement`.
-    pub kind: String,
+    /// What the record is.
+    pub kind: OutboxKind,
     /// Id of the record.
     pub id: Uuid,
     /// When it was written.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-    /// The record itself.
-    pub payload: serde_json::Value,
 }
 
 /// Read an idempotency record.
@@ -135,21 +147,9 @@ pub fn replay(outcome: &IdemOutcome) -> SellError {
     }
 }
 
-fn put_outbox<T: Serialize>(
-    tx: &mut Tx<'_>,
-    kind: &str,
-    id: Uuid,
-    at: OffsetDateTime,
-    payload: &T,
-) {
+fn put_outbox(tx: &mut Tx<'_>, kind: OutboxKind, id: Uuid, at: OffsetDateTime) {
     let seq = tx.next_outbox_seq();
-    let entry = OutboxEntry {
-        seq,
-        kind: kind.to_owned(),
-        id,
-        at,
-        payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
-    };
+    let entry = OutboxEntry { seq, kind, id, at };
     tx.put(keys::outbox(seq), to_json(&entry));
 }
 
@@ -182,7 +182,7 @@ pub fn move_stock(
     };
     tx.put(keys::movement(m.id), to_json(&m));
     tx.put(keys::sku_movement(sku, m.id), Vec::new());
-    put_outbox(tx, "inventory_movement", m.id, at, &m);
+    put_outbox(tx, OutboxKind::InventoryMovement, m.id, at);
     Ok(m)
 }
 
@@ -209,7 +209,7 @@ pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<()
             sale.completed_at,
         )?;
     }
-    put_outbox(tx, "sale", sale.id, sale.completed_at, sale);
+    put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at);
     idem_put(
         tx,
         "checkout",
@@ -245,7 +245,7 @@ pub fn record_refund(
             refund.created_at,
         )?;
     }
-    put_outbox(tx, "refund", refund.id, refund.created_at, refund);
+    put_outbox(tx, OutboxKind::Refund, refund.id, refund.created_at);
     let fp = fingerprint.to_owned();
     idem_put(
         tx,

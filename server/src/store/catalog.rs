@@ -34,6 +34,9 @@ const POSTING_BLOCK: usize = 512;
 /// Blocks written per sled batch.
 const BLOCKS_PER_BATCH: usize = 64;
 
+/// A page of product JSON and the cursor of the next page.
+pub type Page = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
 /// The live catalog generation.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -310,7 +313,7 @@ impl Catalog {
         limit: usize,
         cursor: Option<&[u8]>,
         max_scan: usize,
-    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+    ) -> Result<Page, StoreError> {
         let words = q.map(search_terms).unwrap_or_default();
         // Drive the scan with the longest word (the most selective); check the rest.
         let driver = words.iter().max_by_key(|w| w.len()).cloned();
@@ -395,11 +398,7 @@ impl Catalog {
     }
 
     /// Every product in SKU order, from after the SKU in `cursor`.
-    fn list(
-        &self,
-        limit: usize,
-        cursor: Option<&[u8]>,
-    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+    fn list(&self, limit: usize, cursor: Option<&[u8]>) -> Result<Page, StoreError> {
         let after = cursor.map(<[u8]>::to_vec);
         // Start at the block that holds the cursor's SKU.
         let start = match &after {
