@@ -210,6 +210,10 @@ impl From<SellError> for ApiError {
                     StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
                 ApiError::new(status, code, message).header("idempotent-replayed", "true")
             }
+            SellError::Internal(m) => {
+                tracing::error!(error = %m, "Internal error while selling");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", msg)
+            }
             SellError::Store(s) => s.into(),
         }
     }

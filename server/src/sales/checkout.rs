@@ -636,7 +636,7 @@ impl Sales {
 }
 
 fn internal(e: impl std::fmt::Display) -> SellError {
-    SellError::invalid("internal", e.to_string(), None)
+    SellError::Internal(e.to_string())
 }
 
 /// What the terminal says about a key once asked.

@@ -109,6 +109,9 @@ pub enum SellError {
         /// Message.
         message: String,
     },
+    /// A bug: a step the payment state machine does not allow. Nothing more was done.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Storage failed; the request had no effect unless a retry with the key says so.
     #[error(transparent)]
     Store(#[from] StoreError),
