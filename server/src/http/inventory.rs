@@ -164,19 +164,11 @@ pub async fn post_adjustment(
         .store()
         .write(move |tx| -> Result<(Movement, bool), SellError> {
             if let Some(rec) = journal::idem_get(tx, scope, &key)? {
-                if rec.fingerprint != fp {
-                    return Err(SellError::KeyReused);
-                }
-                if let IdemState::Done {
-                    outcome: IdemOutcome::Movement { id },
-                } = rec.state
-                {
-                    let raw = tx
-                        .get(&crate::store::keys::movement(id))?
-                        .ok_or(SellError::InProgress)?;
-                    return Ok((crate::store::from_json(&raw, "movement")?, true));
-                }
-                return Err(SellError::InProgress);
+                let id = journal::idem_existing(&rec, &fp)?;
+                let raw = tx
+                    .get(&crate::store::keys::movement(id))?
+                    .ok_or(SellError::InProgress)?;
+                return Ok((crate::store::from_json(&raw, "movement")?, true));
             }
             let kind = if adj.receipt {
                 MovementKind::Receipt

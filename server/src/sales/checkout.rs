@@ -364,26 +364,16 @@ impl Sales {
         rec: &IdemRecord,
         fingerprint: &str,
     ) -> Result<CheckoutResult, SellError> {
-        if rec.fingerprint != fingerprint {
-            return Err(SellError::KeyReused);
-        }
-        match &rec.state {
-            IdemState::InProgress { .. } => Err(SellError::InProgress),
-            IdemState::Done {
-                outcome: IdemOutcome::Sale { id },
-            } => {
-                let sale = self.store.sale(*id)?.ok_or_else(|| {
-                    SellError::Store(crate::store::StoreError::Corrupt(format!(
-                        "sale {id} named by a key is missing"
-                    )))
-                })?;
-                Ok(CheckoutResult {
-                    sale,
-                    replayed: true,
-                })
-            }
-            IdemState::Done { outcome } => Err(journal::replay(outcome)),
-        }
+        let id = journal::idem_existing(rec, fingerprint)?;
+        let sale = self.store.sale(id)?.ok_or_else(|| {
+            SellError::Store(crate::store::StoreError::Corrupt(format!(
+                "sale {id} named by a key is missing"
+            )))
+        })?;
+        Ok(CheckoutResult {
+            sale,
+            replayed: true,
+        })
     }
 
     pub(crate) fn receipt(

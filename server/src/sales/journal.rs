@@ -110,40 +110,32 @@ pub fn idem_put(tx: &mut Tx<'_>, scope: &str, key: &str, rec: &IdemRecord) {
     tx.put(keys::idem(scope, key), to_json(rec));
 }
 
-/// Refuse a key already used: the stored answer when it is done with the same
-/// fingerprint, `KeyReused` for another request, `InProgress` when unfinished.
-pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> SellError {
+/// What an already-used key means for a request with `fingerprint`: the id of the
+/// record it made (the caller serves that record as a replay), or the error to answer:
+/// `KeyReused` for another request, `InProgress` when unfinished, or the stored
+/// failure, replayed.
+pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellError> {
     if rec.fingerprint != fingerprint {
-        return SellError::KeyReused;
+        return Err(SellError::KeyReused);
     }
     match &rec.state {
-        IdemState::InProgress { .. } => SellError::InProgress,
-        IdemState::Done { outcome } => replay(outcome),
-    }
-}
-
-/// The error that replays a stored outcome (callers turn sale and refund outcomes into
-/// the recorded sale or refund).
-pub fn replay(outcome: &IdemOutcome) -> SellError {
-    match outcome {
-        IdemOutcome::Failed {
-            status,
-            code,
-            message,
-        } => SellError::Replayed {
+        IdemState::InProgress { .. } => Err(SellError::InProgress),
+        IdemState::Done {
+            outcome:
+                IdemOutcome::Failed {
+                    status,
+                    code,
+                    message,
+                },
+        } => Err(SellError::Replayed {
             status: *status,
             code: code.clone(),
             message: message.clone(),
-        },
-        // Sale and refund outcomes are served by the caller; this value only carries
-        // them through the writer.
-        IdemOutcome::Sale { id } | IdemOutcome::Refund { id } | IdemOutcome::Movement { id } => {
-            SellError::Replayed {
-                status: 201,
-                code: "replayed".into(),
-                message: id.to_string(),
-            }
-        }
+        }),
+        IdemState::Done {
+            outcome:
+                IdemOutcome::Sale { id } | IdemOutcome::Refund { id } | IdemOutcome::Movement { id },
+        } => Ok(*id),
     }
 }
 

@@ -42,6 +42,16 @@ pub struct RefundResult {
     pub replayed: bool,
 }
 
+/// What planning a refund in the writer came to.
+enum Planned {
+    /// Cash only: recorded.
+    Recorded(Refund),
+    /// The key already made this refund.
+    Replay(Uuid),
+    /// Card refunds to make; the pending record is written.
+    Card(RefundPending),
+}
+
 /// The idempotency scope of a sale's refunds.
 pub fn scope(sale: Uuid) -> String {
     format!("refund:{sale}")
@@ -90,97 +100,93 @@ impl Sales {
         let has_terminal = self.terminal.is_some();
         let planned = self
             .store
-            .write(
-                move |tx| -> Result<Result<Refund, RefundPending>, SellError> {
-                    if let Some(rec) = journal::idem_get(tx, &sc, &k)? {
-                        return Err(journal::idem_existing(&rec, &fp));
-                    }
-                    let busy = journal::pending_all(tx)?
-                        .iter()
-                        .any(|p| matches!(p, Pending::Refund(r) if r.refund.sale_id == sale.id));
-                    if busy {
-                        return Err(SellError::InProgress);
-                    }
-                    let previous = journal::refunds_of(tx, sale.id)?;
-                    let plan = plan_refund(&sale, &previous, &req.lines, &tax)?;
-                    let mut tenders = refund_tenders(&sale, &previous, plan.total);
-                    if !has_terminal {
-                        cash_instead_of_cards(&mut tenders);
-                    }
-                    let mut payments = Vec::new();
-                    for (i, t) in tenders
-                        .iter_mut()
-                        .enumerate()
-                        .filter(|(_, t)| t.method == TenderMethod::Card)
-                    {
-                        let pk = format!("{id}-{i}");
-                        t.payment_key = Some(pk.clone());
-                        payments.push(PaymentRecord {
-                            key: pk,
-                            kind: PaymentKind::Refund,
-                            amount: t.amount,
-                            state: PaymentState::Pending,
-                            card: None,
-                            decline_reason: None,
-                        });
-                    }
-                    let refund = Refund {
-                        id,
-                        sale_id: sale.id,
-                        idempotency_key: k.clone(),
-                        terminal_id: t,
-                        created_at: OffsetDateTime::now_utc(),
-                        reason: req.reason,
-                        lines: plan.lines,
-                        taxes: plan.taxes,
-                        total: plan.total,
-                        tenders,
-                    };
-                    if payments.is_empty() {
-                        journal::record_refund(tx, &refund, &sc, &fp)?;
-                        return Ok(Ok(refund));
-                    }
-                    payments[0].state = PaymentState::Authorizing;
-                    let p = RefundPending {
-                        refund,
-                        fingerprint: fp.clone(),
-                        payments,
-                    };
-                    journal::idem_put(
-                        tx,
-                        &sc,
-                        &k,
-                        &IdemRecord {
-                            fingerprint: fp,
-                            state: IdemState::InProgress { id },
-                        },
-                    );
-                    journal::pending_put(tx, &Pending::Refund(p.clone()));
-                    Ok(Err(p))
-                },
-            )
+            .write(move |tx| -> Result<Planned, SellError> {
+                if let Some(rec) = journal::idem_get(tx, &sc, &k)? {
+                    return journal::idem_existing(&rec, &fp).map(Planned::Replay);
+                }
+                let busy = journal::pending_all(tx)?
+                    .iter()
+                    .any(|p| matches!(p, Pending::Refund(r) if r.refund.sale_id == sale.id));
+                if busy {
+                    return Err(SellError::InProgress);
+                }
+                let previous = journal::refunds_of(tx, sale.id)?;
+                let plan = plan_refund(&sale, &previous, &req.lines, &tax)?;
+                let mut tenders = refund_tenders(&sale, &previous, plan.total);
+                if !has_terminal {
+                    cash_instead_of_cards(&mut tenders);
+                }
+                let mut payments = Vec::new();
+                for (i, t) in tenders
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, t)| t.method == TenderMethod::Card)
+                {
+                    let pk = format!("{id}-{i}");
+                    t.payment_key = Some(pk.clone());
+                    payments.push(PaymentRecord {
+                        key: pk,
+                        kind: PaymentKind::Refund,
+                        amount: t.amount,
+                        state: PaymentState::Pending,
+                        card: None,
+                        decline_reason: None,
+                    });
+                }
+                let refund = Refund {
+                    id,
+                    sale_id: sale.id,
+                    idempotency_key: k.clone(),
+                    terminal_id: t,
+                    created_at: OffsetDateTime::now_utc(),
+                    reason: req.reason,
+                    lines: plan.lines,
+                    taxes: plan.taxes,
+                    total: plan.total,
+                    tenders,
+                };
+                if payments.is_empty() {
+                    journal::record_refund(tx, &refund, &sc, &fp)?;
+                    return Ok(Planned::Recorded(refund));
+                }
+                payments[0].state = PaymentState::Authorizing;
+                let p = RefundPending {
+                    refund,
+                    fingerprint: fp.clone(),
+                    payments,
+                };
+                journal::idem_put(
+                    tx,
+                    &sc,
+                    &k,
+                    &IdemRecord {
+                        fingerprint: fp,
+                        state: IdemState::InProgress { id },
+                    },
+                );
+                journal::pending_put(tx, &Pending::Refund(p.clone()));
+                Ok(Planned::Card(p))
+            })
             .await?;
-        let pending = match planned {
-            Ok(Ok(refund)) => {
+        let pending = match planned? {
+            Planned::Recorded(refund) => {
                 return Ok(RefundResult {
                     refund,
                     replayed: false,
                 });
             }
-            Ok(Err(p)) => p,
-            Err(SellError::Replayed {
-                status: 201,
-                message,
-                ..
-            }) => {
-                let rid: Uuid = message.parse().map_err(|_| SellError::InProgress)?;
-                let refund = self.store.refund(rid)?.ok_or(SellError::InProgress)?;
+            Planned::Replay(id) => {
+                let refund = self.store.refund(id)?.ok_or_else(|| {
+                    SellError::Store(crate::store::StoreError::Corrupt(format!(
+                        "refund {id} named by a key is missing"
+                    )))
+                })?;
                 return Ok(RefundResult {
                     refund,
                     replayed: true,
                 });
             }
-            Err(e) => return Err(e),
+            Planned::Card(p) => p,
         };
         let this = self.clone();
         let refund = tokio::spawn(async move {
