@@ -58,10 +58,8 @@ pub fn import_catalog(
         }
         let p = parse_product_json(text).map_err(|e| ImportError::Line {
             line: n,
-            message: match e.field() {
-                Some(f) => format!("{f}: {e}"),
-                None => e.to_string(),
-            },
+            // The error's text already names the field.
+            message: e.to_string(),
         })?;
         if &p.currency != currency {
             return Err(ImportError::Line {
