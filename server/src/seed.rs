@@ -23,13 +23,8 @@ pub async fn seed_demo(store: &Arc<Store>, n: usize) -> Result<Option<Seeded>, S
         return Ok(None);
     }
     const SEED: u64 = 7;
-    let mut import = store.begin_catalog_import(ImportMode::Replace)?;
-    for (i, p) in demo::demo_products(n, SEED).enumerate() {
-        import
-            .add(&p, i as u64 + 1)?
-            .map_err(|c| StoreError::Corrupt(format!("demo catalog conflict: {c}")))?;
-    }
-    let summary = import.finish("demo-1")?;
+    // Stock and promotions first, the catalog last: the catalog switch is what marks
+    // the store as seeded, so a demo killed half-way seeds again from the start.
     // Opening stock is set as plain levels: the movement journal (and HQ's outbox)
     // starts empty, as in a store that just went live.
     let skus: Vec<(String, i64)> = demo::demo_products(n, SEED)
@@ -50,6 +45,13 @@ pub async fn seed_demo(store: &Arc<Store>, n: usize) -> Result<Option<Seeded>, S
     let promos = demo::demo_promotions(OffsetDateTime::now_utc());
     let count = promos.len();
     store.replace_promotions(promos)?;
+    let mut import = store.begin_catalog_import(ImportMode::Replace)?;
+    for (i, p) in demo::demo_products(n, SEED).enumerate() {
+        import
+            .add(&p, i as u64 + 1)?
+            .map_err(|c| StoreError::Corrupt(format!("demo catalog conflict: {c}")))?;
+    }
+    let summary = import.finish("demo-1")?;
     Ok(Some(Seeded {
         products: summary.imported,
         promotions: count,
