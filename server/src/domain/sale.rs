@@ -663,6 +663,29 @@ pub struct PaymentRecord {
     pub decline_reason: Option<String>,
 }
 
+/// Give each card tender its terminal key (`<id>-<tender index>`, unique to this sale
+/// or refund) and a `Pending` payment record, in tender order.
+pub fn card_payments(id: Uuid, tenders: &mut [Tender], kind: PaymentKind) -> Vec<PaymentRecord> {
+    let mut payments = Vec::new();
+    for (i, t) in tenders
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, t)| t.method == TenderMethod::Card)
+    {
+        let key = format!("{id}-{i}");
+        t.payment_key = Some(key.clone());
+        payments.push(PaymentRecord {
+            key,
+            kind,
+            amount: t.amount,
+            state: PaymentState::Pending,
+            card: None,
+            decline_reason: None,
+        });
+    }
+    payments
+}
+
 impl PaymentRecord {
     /// Move to `to`, refusing illegal steps.
     pub fn transition(&mut self, to: PaymentState) -> Result<(), IllegalTransition> {

@@ -24,7 +24,7 @@ use crate::domain::product::SoldBy;
 use crate::domain::receipt::{Receipt, ReceiptTender};
 use crate::domain::sale::{
     CardSummary, PaymentKind, PaymentRecord, PaymentState, Sale, SaleStatus, Tender, TenderMethod,
-    TenderRequest, allocate_tenders,
+    TenderRequest, allocate_tenders, card_payments,
 };
 
 /// Most lines one cart may have.
@@ -236,21 +236,7 @@ impl Sales {
         let (mut tenders, change) = allocate_tenders(cart.total, &tenders_req)?;
         let id = Uuid::now_v7();
         let now = OffsetDateTime::now_utc();
-        let mut payments = Vec::new();
-        for (i, t) in tenders.iter_mut().enumerate() {
-            if t.method == TenderMethod::Card {
-                let pk = format!("{id}-{i}");
-                t.payment_key = Some(pk.clone());
-                payments.push(PaymentRecord {
-                    key: pk,
-                    kind: PaymentKind::Charge,
-                    amount: t.amount,
-                    state: PaymentState::Pending,
-                    card: None,
-                    decline_reason: None,
-                });
-            }
-        }
+        let mut payments = card_payments(id, &mut tenders, PaymentKind::Charge);
         let sale = Sale {
             id,
             idempotency_key: key.to_owned(),

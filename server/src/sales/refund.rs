@@ -17,8 +17,8 @@ use super::idempotency::{self, IdemOutcome, IdemRecord, IdemState};
 use super::journal::{self, Pending, RefundPending};
 use super::{Sales, SellError};
 use crate::domain::sale::{
-    CardSummary, PaymentKind, PaymentRecord, PaymentState, Refund, RefundLineRequest, Tender,
-    TenderMethod, plan_refund, refund_tenders,
+    CardSummary, PaymentKind, PaymentState, Refund, RefundLineRequest, Tender, TenderMethod,
+    card_payments, plan_refund, refund_tenders,
 };
 
 /// A refund as a terminal sends it.
@@ -116,23 +116,7 @@ impl Sales {
                 if !has_terminal {
                     cash_instead_of_cards(&mut tenders);
                 }
-                let mut payments = Vec::new();
-                for (i, t) in tenders
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(_, t)| t.method == TenderMethod::Card)
-                {
-                    let pk = format!("{id}-{i}");
-                    t.payment_key = Some(pk.clone());
-                    payments.push(PaymentRecord {
-                        key: pk,
-                        kind: PaymentKind::Refund,
-                        amount: t.amount,
-                        state: PaymentState::Pending,
-                        card: None,
-                        decline_reason: None,
-                    });
-                }
+                let mut payments = card_payments(id, &mut tenders, PaymentKind::Refund);
                 let refund = Refund {
                     id,
                     sale_id: sale.id,
