@@ -254,13 +254,6 @@ pub fn record_refund(
     Ok(())
 }
 
-/// Read a pending record.
-pub fn pending_get(tx: &Tx<'_>, id: Uuid) -> Result<Option<Pending>, StoreError> {
-    tx.get(&keys::pending(id))?
-        .map(|v| from_json(&v, "pending payment"))
-        .transpose()
-}
-
 /// Write a pending record.
 pub fn pending_put(tx: &mut Tx<'_>, p: &Pending) {
     tx.put(keys::pending(p.id()), to_json(p));

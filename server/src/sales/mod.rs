@@ -178,11 +178,6 @@ impl Sales {
         &self.store
     }
 
-    /// Selling configuration.
-    pub fn config(&self) -> &SalesConfig {
-        &self.config
-    }
-
     pub(crate) fn claim(&self, key: String) -> Result<InFlight, SellError> {
         let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(key.clone()) {

@@ -4,6 +4,16 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
+/// The SKUs of a page of products, in order.
+fn skus(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["sku"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn products_by_sku_barcode_and_search() {
     let app = spawn_app().await;
@@ -21,13 +31,7 @@ async fn products_by_sku_barcode_and_search() {
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_barcode")));
     // "Milk Milkshake" matches "milk" twice but is listed once.
     let (_, v) = app.get("/api/v1/products?q=milk").await;
-    let skus: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["sku"].as_str().unwrap())
-        .collect();
-    assert_eq!(skus, ["MILK", "SHAKE"]);
+    assert_eq!(skus(&v), ["MILK", "SHAKE"]);
     let (_, v) = app
         .get("/api/v1/products?q=milk&category=dairy&limit=1")
         .await;
@@ -42,13 +46,7 @@ async fn products_by_sku_barcode_and_search() {
     let (_, v) = app.get("/api/v1/products?q=lav%20so").await;
     assert_eq!(v["items"][0]["sku"], "SOAP");
     let (_, v) = app.get("/api/v1/products?category=household").await;
-    let skus: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["sku"].as_str().unwrap())
-        .collect();
-    assert_eq!(skus, ["OLD", "SOAP"]);
+    assert_eq!(skus(&v), ["OLD", "SOAP"]);
 }
 
 #[tokio::test]
@@ -63,13 +61,7 @@ async fn listing_pages_with_a_cursor_visit_every_product_once() {
         };
         let (s, v) = app.get(&path).await;
         assert_eq!(s, 200, "{v}");
-        seen.extend(
-            v["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["sku"].as_str().unwrap().to_owned()),
-        );
+        seen.extend(skus(&v));
         match &v["next_cursor"] {
             Value::String(c) => cursor = Some(c.clone()),
             _ => break,
