@@ -13,6 +13,9 @@ use async_trait::async_trait;
 use outpost_peripherals::payment::{
     Approval, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
 };
+use outpost_peripherals::{
+    Device, DeviceCore, DeviceFault, DeviceInfo, DeviceKind, Health, HealthLevel, HealthReport,
+};
 
 /// One scripted behaviour for the next money-moving call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,7 @@ pub enum Script {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Record {
     Charged { amount: i64, approval: Approval },
+    Completed { amount: i64, approval: Approval },
     Declined(String),
     Reversed { amount: i64 },
     Refunded { amount: i64, approval: Approval },
@@ -54,15 +58,51 @@ struct State {
 }
 
 /// A scripted payment terminal. Clones share state.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MockTerminal {
     state: Arc<Mutex<State>>,
+    core: Arc<DeviceCore>,
+}
+
+impl Default for MockTerminal {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MockTerminal {
-    /// A terminal that approves every request unless scripted otherwise.
+    /// A terminal that approves every request unless scripted otherwise, already
+    /// opened, claimed and enabled.
     pub fn new() -> Self {
-        Self::default()
+        let t = Self::closed("payment-mock");
+        t.core.mark_opened();
+        // A fresh core is unclaimed, so neither call can fail.
+        let _ = t.core.claim();
+        let _ = t.core.enable();
+        t
+    }
+
+    /// A closed, unclaimed terminal with this id, for lifecycle tests.
+    pub fn closed(id: &str) -> Self {
+        Self {
+            state: Arc::default(),
+            core: Arc::new(DeviceCore::new(DeviceInfo::new(
+                id,
+                DeviceKind::PaymentTerminal,
+                "mock",
+                "virtual",
+            ))),
+        }
+    }
+
+    /// Fail the test if a scripted step was never used.
+    ///
+    /// # Panics
+    /// When steps are left.
+    #[track_caller]
+    pub fn done(&self) {
+        let left = self.pending_steps();
+        assert!(left == 0, "{left} scripted payment step(s) never used");
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -119,7 +159,7 @@ impl MockTerminal {
             .records
             .values()
             .map(|r| match r {
-                Record::Charged { amount, .. } => *amount,
+                Record::Charged { amount, .. } | Record::Completed { amount, .. } => *amount,
                 Record::Refunded { amount, .. } => -*amount,
                 Record::Declined(_) | Record::Reversed { .. } => 0,
             })
@@ -131,7 +171,7 @@ impl MockTerminal {
         self.lock()
             .records
             .values()
-            .filter(|r| matches!(r, Record::Charged { .. }))
+            .filter(|r| matches!(r, Record::Charged { .. } | Record::Completed { .. }))
             .count()
     }
 
@@ -144,6 +184,7 @@ impl MockTerminal {
     }
 
     async fn run(&self, req: &PaymentRequest, refund: bool) -> Result<Outcome, PaymentError> {
+        self.core.ensure_ready()?;
         let mut step = self.next_step();
         while let Script::Delay(d, inner) = step {
             tokio::time::sleep(d).await;
@@ -223,15 +264,65 @@ impl MockTerminal {
 }
 
 #[async_trait]
+impl Device for MockTerminal {
+    fn core(&self) -> &DeviceCore {
+        &self.core
+    }
+
+    async fn open(&self) -> Result<(), DeviceFault> {
+        self.core.mark_opened();
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.core
+            .mark_closed(outpost_peripherals::PowerState::Unknown);
+    }
+
+    async fn check_health(&self, _level: HealthLevel) -> HealthReport {
+        let report = if self.lock().status_offline {
+            HealthReport::now(Health::Failed, "mock terminal set unreachable")
+        } else {
+            HealthReport::now(Health::Ok, "mock terminal answers")
+        };
+        self.core.set_health(report.clone());
+        report
+    }
+}
+
+#[async_trait]
 impl PaymentTerminal for MockTerminal {
     async fn authorize(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError> {
         self.run(req, false).await
     }
 
-    async fn void(&self, key: &PaymentKey) -> Result<(), PaymentError> {
+    async fn complete(&self, key: &PaymentKey) -> Result<(), PaymentError> {
+        self.core.ensure_ready()?;
         let mut st = self.lock();
         match st.records.get(key).cloned() {
-            Some(Record::Charged { amount, .. }) => {
+            Some(Record::Charged { amount, approval }) => {
+                st.records
+                    .insert(key.clone(), Record::Completed { amount, approval });
+                Ok(())
+            }
+            Some(Record::Completed { .. }) => Ok(()),
+            other => Err(PaymentError::Illegal(format!(
+                "nothing to complete under {key}: {other:?}"
+            ))),
+        }
+    }
+
+    async fn abort(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
+        // The mock answers at once, so there is never a card wait to cancel: abort
+        // only reports what happened under the key.
+        self.status(key).await
+    }
+
+    async fn void(&self, key: &PaymentKey) -> Result<(), PaymentError> {
+        self.core.ensure_ready()?;
+        let mut st = self.lock();
+        match st.records.get(key).cloned() {
+            Some(Record::Charged { amount, .. } | Record::Completed { amount, .. }) => {
                 st.records.insert(key.clone(), Record::Reversed { amount });
                 Ok(())
             }
@@ -253,9 +344,11 @@ impl PaymentTerminal for MockTerminal {
         }
         Ok(match st.records.get(key) {
             None => KeyStatus::Unknown,
-            Some(Record::Charged { approval, .. } | Record::Refunded { approval, .. }) => {
-                KeyStatus::Done(Outcome::Approved(approval.clone()))
-            }
+            Some(
+                Record::Charged { approval, .. }
+                | Record::Completed { approval, .. }
+                | Record::Refunded { approval, .. },
+            ) => KeyStatus::Done(Outcome::Approved(approval.clone())),
             Some(Record::Declined(reason)) => KeyStatus::Done(Outcome::Declined {
                 reason: reason.clone(),
             }),

@@ -1,16 +1,45 @@
-//! Outpost's device traits: what the server asks of store hardware.
+//! Outpost's unified peripheral layer: every store device behind one family of small
+//! capability traits.
 //!
-//! Every device family is a small capability trait whose errors carry a
-//! [`ErrorKind`] that generic code acts on (the embedded-hal pattern), while each
-//! backend keeps its own rich error type.
+//! Every device embeds a [`DeviceCore`] (identity, UnifiedPOS lifecycle of open,
+//! claim, enable, release; health; statistics; a numbered, bounded event stream) and
+//! implements [`Device`] plus the capability trait of its kind. Every error carries an
+//! [`ErrorKind`] that generic code acts on (the embedded-hal pattern), including
+//! [`ErrorKind::OutcomeUnknown`] for a command that may or may not have happened.
+//! Every command that moves money or goods takes the caller's key, so its outcome
+//! can be asked about later instead of repeating it.
 //!
 //! # Layout
-//! - [`error`]: the shared [`ErrorKind`] and the [`DeviceError`] trait.
-//! - [`payment`]: the payment terminal: authorize, void, refund and the status of a
-//!   caller's key, so an in-doubt outcome is resolved by asking, never by charging again.
+//! - [`error`]: [`ErrorKind`] and the [`DeviceError`] trait.
+//! - [`fault`]: [`DeviceFault`], the error of the capability traits, and
+//!   [`Condition`] for device-specific states.
+//! - [`device`]: [`Device`], [`DeviceCore`], kinds, states, health and statistics.
+//! - [`event`]: [`DeviceEvent`]s and the per-device [`EventBus`].
+//! - [`key`]: [`CommandKey`], the caller's key for vends and deposits.
+//! - Capability traits, one module each: [`printer`], [`drawer`], [`scanner`],
+//!   [`scale`], [`display`], [`payment`], [`cash`], [`vend`], [`sensor`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cash;
+pub mod device;
+pub mod display;
+pub mod drawer;
 pub mod error;
+pub mod event;
+pub mod fault;
+pub mod key;
 pub mod payment;
+pub mod printer;
+pub mod scale;
+pub mod scanner;
+pub mod sensor;
+pub mod vend;
 
+pub use device::{
+    Device, DeviceCore, DeviceInfo, DeviceKind, DeviceState, Health, HealthLevel, HealthReport,
+    PowerState, Statistics,
+};
 pub use error::{DeviceError, ErrorKind};
+pub use event::{DataEvent, DeviceEvent, EventBody, EventBus};
+pub use fault::{Condition, DeviceFault};
+pub use key::CommandKey;

@@ -8,6 +8,8 @@
 
 use async_trait::async_trait;
 
+use crate::device::Device;
+use crate::fault::DeviceFault;
 use crate::{DeviceError, ErrorKind};
 
 /// The caller's key for one payment operation. The terminal records its outcome under
@@ -95,6 +97,19 @@ pub enum PaymentError {
     Failure(String),
 }
 
+impl From<DeviceFault> for PaymentError {
+    fn from(f: DeviceFault) -> Self {
+        let msg = f.message().to_owned();
+        match f.kind() {
+            ErrorKind::Offline | ErrorKind::NoHardware => PaymentError::Offline(msg),
+            ErrorKind::OutcomeUnknown | ErrorKind::Timeout => PaymentError::OutcomeUnknown(msg),
+            ErrorKind::Busy => PaymentError::Busy,
+            ErrorKind::Illegal => PaymentError::Illegal(msg),
+            _ => PaymentError::Failure(msg),
+        }
+    }
+}
+
 impl DeviceError for PaymentError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -109,10 +124,21 @@ impl DeviceError for PaymentError {
 
 /// A payment terminal. Implementations must be safe to call from many tasks; they
 /// serialize access to the device themselves.
+///
+/// A timeout after the request was sent is [`PaymentError::OutcomeUnknown`], never
+/// `Offline`: only a request that certainly never reached the terminal is offline.
 #[async_trait]
-pub trait PaymentTerminal: Send + Sync {
+pub trait PaymentTerminal: Device {
     /// Charge `req.amount_minor` under `req.key` (nexo Payment).
     async fn authorize(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError>;
+    /// Confirm an approved charge under `key` once the sale is recorded (nexo
+    /// Payment completion / capture). Completing a completed key succeeds; a key that
+    /// was not approved is refused as illegal.
+    async fn complete(&self, key: &PaymentKey) -> Result<(), PaymentError>;
+    /// Cancel the operation under `key` while the terminal is still waiting for the
+    /// card (nexo Abort). Afterwards the key's status is declined or unknown; aborting
+    /// a finished operation changes nothing and returns its status.
+    async fn abort(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError>;
     /// Reverse an approved charge made under `key` (nexo Reversal). Reversing a key
     /// that is already reversed succeeds.
     async fn void(&self, key: &PaymentKey) -> Result<(), PaymentError>;
