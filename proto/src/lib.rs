@@ -1,0 +1,16 @@
+//! The HQ contract: `hq.proto` and its generated tonic code.
+//!
+//! # Layout
+//! - [`hq`]: the messages, the `StoreService` (served by the store for HQ) and the
+//!   `HqService` (served by HQ for the store's uplink), clients and servers.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
+
+/// Generated from `proto/hq.proto` (package `outpost.hq.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod hq {
+    tonic::include_proto!("outpost.hq.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `hq.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hq_descriptor.bin"));
