@@ -30,6 +30,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Storage tuning.
     pub storage: StorageSettings,
+    /// The HQ link: the gRPC port HQ pushes to and the uplink to HQ.
+    pub sync: SyncSettings,
     /// Log level filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -43,6 +45,7 @@ impl Default for Settings {
             payment: PaymentSettings::default(),
             http: HttpSettings::default(),
             storage: StorageSettings::default(),
+            sync: SyncSettings::default(),
             log: "info".into(),
         }
     }
@@ -147,6 +150,72 @@ impl Default for StorageSettings {
     }
 }
 
+/// The HQ link.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// Address of the store's gRPC port (HQ's pushes, health, reflection); off when
+    /// unset. Plaintext, so only a loopback address is accepted until mutual TLS.
+    pub grpc_listen: Option<SocketAddr>,
+    /// HQ's gRPC URL (`http://127.0.0.1:50051`); the uplink is off when unset.
+    /// Plaintext, so only a loopback host is accepted until mutual TLS.
+    pub hq_url: Option<String>,
+    /// This unit's id, as HQ knows it. Outbox sequences are per unit.
+    pub unit_id: String,
+    /// Most envelopes per upload batch.
+    pub batch_max: usize,
+    /// Batches sent and not yet acknowledged, at most.
+    pub window: usize,
+    /// First retry delay after a failure, in milliseconds (doubles, with jitter).
+    pub backoff_min_ms: u64,
+    /// Longest retry delay, in seconds.
+    pub backoff_max_secs: u64,
+    /// Seconds to wait for an acknowledgment before reconnecting.
+    pub ack_timeout_secs: u64,
+    /// Raise the backlog alert when the oldest unsent entry is older than this.
+    pub alert_after_secs: u64,
+    /// Largest catalog push accepted, in products.
+    pub max_push_products: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings {
+            grpc_listen: None,
+            hq_url: None,
+            unit_id: "unit-1".into(),
+            batch_max: 500,
+            window: 8,
+            backoff_min_ms: 200,
+            backoff_max_secs: 30,
+            ack_timeout_secs: 30,
+            alert_after_secs: 3600,
+            max_push_products: 5_000_000,
+        }
+    }
+}
+
+/// Whether `url`'s host is a loopback address (`localhost` or 127.0.0.0/8, `::1`).
+fn url_is_loopback(url: &str) -> Result<bool, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("{url:?} must start with http:// (TLS comes with the security issue)")
+    })?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_owned(),
+    };
+    if host == "localhost" {
+        return Ok(true);
+    }
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .map_err(|_| format!("{url:?} has no valid host"))
+}
+
 /// Why settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -192,6 +261,10 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--grpc-listen`.
+    pub grpc_listen: Option<SocketAddr>,
+    /// `--hq-url`.
+    pub hq_url: Option<String>,
 }
 
 impl Settings {
@@ -225,6 +298,13 @@ impl Settings {
                 "OUTPOST_DATA_DIR" => s.data_dir = PathBuf::from(value),
                 "OUTPOST_LOG" => s.log = value,
                 "OUTPOST_PAYMENT_TERMINAL" => s.payment.terminal = value,
+                "OUTPOST_GRPC_LISTEN" => {
+                    s.sync.grpc_listen = Some(value.parse().map_err(|e| ConfigError::Env {
+                        name,
+                        message: format!("not an address ({e}): {value}"),
+                    })?);
+                }
+                "OUTPOST_HQ_URL" => s.sync.hq_url = Some(value),
                 _ => {}
             }
         }
@@ -233,6 +313,12 @@ impl Settings {
         }
         if let Some(d) = &flags.data_dir {
             s.data_dir = d.clone();
+        }
+        if let Some(g) = flags.grpc_listen {
+            s.sync.grpc_listen = Some(g);
+        }
+        if let Some(u) = &flags.hq_url {
+            s.sync.hq_url = Some(u.clone());
         }
         s.validate()?;
         Ok(s)
@@ -291,6 +377,52 @@ impl Settings {
         }
         if self.storage.max_group == 0 {
             return Err(invalid("storage.max_group", "must be at least 1".into()));
+        }
+        if let Some(addr) = self.sync.grpc_listen
+            && !addr.ip().is_loopback()
+        {
+            return Err(invalid(
+                "sync.grpc_listen",
+                format!(
+                    "{addr} is not loopback: plaintext gRPC is only allowed on loopback until mutual TLS is configured"
+                ),
+            ));
+        }
+        if let Some(url) = &self.sync.hq_url {
+            match url_is_loopback(url) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(invalid(
+                        "sync.hq_url",
+                        format!(
+                            "{url} is not loopback: plaintext gRPC is only allowed on loopback until mutual TLS is configured"
+                        ),
+                    ));
+                }
+                Err(message) => return Err(invalid("sync.hq_url", message)),
+            }
+        }
+        if self.sync.unit_id.trim().is_empty() || self.sync.unit_id.len() > 64 {
+            return Err(invalid("sync.unit_id", "must be 1 to 64 characters".into()));
+        }
+        if self.sync.batch_max == 0
+            || self.sync.batch_max > 10_000
+            || self.sync.window == 0
+            || self.sync.window > 64
+        {
+            return Err(invalid(
+                "sync",
+                "batch_max must be 1..=10000 and window 1..=64".into(),
+            ));
+        }
+        if self.sync.backoff_min_ms == 0
+            || self.sync.backoff_max_secs == 0
+            || self.sync.ack_timeout_secs == 0
+        {
+            return Err(invalid(
+                "sync",
+                "backoff and timeouts must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -352,7 +484,7 @@ mod tests {
         );
         let flags = Overrides {
             listen: Some("127.0.0.1:9002".parse().unwrap()),
-            data_dir: None,
+            ..Overrides::default()
         };
         let s = Settings::load(
             Some(&f),
@@ -387,5 +519,41 @@ mod tests {
         let s = Settings::load(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./outpost-data"));
+    }
+
+    #[test]
+    fn plaintext_grpc_is_refused_off_loopback() {
+        let ok = Settings::load(
+            None,
+            env(&[
+                ("OUTPOST_GRPC_LISTEN", "127.0.0.1:50051"),
+                ("OUTPOST_HQ_URL", "http://localhost:50052"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(ok.sync.hq_url.as_deref(), Some("http://localhost:50052"));
+        for (name, value, field) in [
+            ("OUTPOST_GRPC_LISTEN", "0.0.0.0:50051", "sync.grpc_listen"),
+            ("OUTPOST_HQ_URL", "http://10.0.0.1:50051", "sync.hq_url"),
+            ("OUTPOST_HQ_URL", "https://127.0.0.1:1", "sync.hq_url"),
+            ("OUTPOST_HQ_URL", "http://:1", "sync.hq_url"),
+        ] {
+            let err = Settings::load(None, env(&[(name, value)]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{value}: {err}");
+        }
+        let flags = Overrides {
+            hq_url: Some("http://[::1]:7".into()),
+            ..Overrides::default()
+        };
+        let s = Settings::load(
+            None,
+            env(&[("OUTPOST_HQ_URL", "http://127.0.0.1:1")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(s.sync.hq_url.as_deref(), Some("http://[::1]:7"));
     }
 }

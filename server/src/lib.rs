@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod grpc;
 pub mod http;
 pub mod import;
 pub mod sales;

@@ -33,6 +33,12 @@ struct Common {
     /// Data directory (overrides OUTPOST_DATA_DIR and the file).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Address of the gRPC port HQ pushes to (overrides OUTPOST_GRPC_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// HQ's gRPC URL for the uplink (overrides OUTPOST_HQ_URL).
+    #[arg(long, value_name = "URL")]
+    hq_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -93,6 +99,8 @@ fn settings(common: &Common) -> anyhow::Result<Settings> {
     let flags = Overrides {
         listen: common.listen,
         data_dir: common.data_dir.clone(),
+        grpc_listen: common.grpc_listen,
+        hq_url: common.hq_url.clone(),
     };
     Ok(Settings::load(
         common.config.as_deref(),

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use outpost_peripherals::payment::PaymentTerminal;
 
 use crate::config::Settings;
+use crate::grpc::uplink::{SyncState, UplinkConfig};
 use crate::http::{self, AppState, body::BodyLimit};
 use crate::sales::{Sales, SalesConfig};
 use crate::store::{Store, StoreOptions};
@@ -29,6 +30,9 @@ pub struct Application {
     server: actix_web::dev::Server,
     sales: Sales,
     sales_recovery_secs: u64,
+    settings: Arc<Settings>,
+    sync: Arc<SyncState>,
+    grpc: Option<(SocketAddr, tokio::net::TcpListener)>,
 }
 
 impl Application {
@@ -65,6 +69,16 @@ impl Application {
         );
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;
+        let grpc = match settings.sync.grpc_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("Failed to bind the gRPC port {at}"))?;
+                Some((l.local_addr()?, l))
+            }
+            None => None,
+        };
+        let sync = Arc::new(SyncState::default());
         let addr = listener.local_addr()?;
         let workers = match settings.http.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -75,6 +89,7 @@ impl Application {
             sales: sales.clone(),
             settings: settings.clone(),
             started: Instant::now(),
+            sync: sync.clone(),
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -92,14 +107,27 @@ impl Application {
         .shutdown_timeout(settings.http.shutdown_timeout_secs)
         .listen(listener)?
         .run();
-        tracing::info!(%addr, catalog_products = sales.store().catalog().len, "Outpost is listening");
+        tracing::info!(%addr, grpc = ?grpc.as_ref().map(|g| g.0), catalog_products = sales.store().catalog().len, "Outpost is listening");
         let sales_recovery_secs = settings.payment.recovery_interval_secs;
         Ok(Application {
             addr,
             server,
             sales,
             sales_recovery_secs,
+            settings,
+            sync,
+            grpc,
         })
+    }
+
+    /// The bound gRPC address, when the gRPC port is configured.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|g| g.0)
+    }
+
+    /// The uplink's state.
+    pub fn sync_state(&self) -> Arc<SyncState> {
+        self.sync.clone()
     }
 
     /// The bound address (port 0 in the settings becomes a real port here).
@@ -117,12 +145,56 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let every = Duration::from_secs(self.sales_recovery_secs);
         let recovery = self.sales.spawn_recovery(every);
+        let store = self.sales.store().clone();
+        let uplink =
+            UplinkConfig::from_settings(&self.settings.sync, &self.settings.store.id).map(|cfg| {
+                tracing::info!(hq = %cfg.hq_url, unit = %cfg.unit_id, "Starting the HQ uplink");
+                tokio::spawn(crate::grpc::uplink::run(
+                    store.clone(),
+                    cfg,
+                    self.sync.clone(),
+                ))
+            });
+        let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        let grpc = self.grpc.map(|(_, listener)| {
+            tokio::spawn(crate::grpc::serve(
+                listener,
+                store.clone(),
+                self.settings.clone(),
+                self.sync.clone(),
+                async {
+                    let _ = grpc_stopped.await;
+                },
+            ))
+        });
+        let sweeper = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store.sweep_retired_catalogs() {
+                        tracing::warn!(error = %e, "Failed to drop a replaced catalog generation");
+                    }
+                }
+            })
+        };
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         shutdown.await;
         tracing::info!("Shutting down");
+        let _ = grpc_stop.send(());
         handle.stop(true).await;
         recovery.abort();
+        sweeper.abort();
+        if let Some(u) = uplink {
+            u.abort();
+        }
+        if let Some(g) = grpc {
+            g.await
+                .context("Failed to join the gRPC server")?
+                .context("The gRPC server failed")?;
+        }
         server.await.context("Failed to join the HTTP server")??;
         Ok(())
     }

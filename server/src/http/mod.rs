@@ -35,6 +35,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// When the server started.
     pub started: Instant,
+    /// The HQ uplink's state.
+    pub sync: Arc<crate::grpc::uplink::SyncState>,
 }
 
 /// The terminal that sent a request: the `X-Terminal-Id` header (until terminals
@@ -100,6 +102,7 @@ api!(
     ops::healthz,
     ops::metrics,
     ops::openapi,
+    ops::sync_status,
     catalog::get_product,
     catalog::list_products,
     catalog::list_promotions,

@@ -34,13 +34,23 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
+/// What is waiting for HQ, and how the link to HQ is doing.
+#[utoipa::path(tag = "ops", responses((status = 200, body = crate::grpc::store_service::SyncStatus)))]
+#[get("/api/v1/sync/status")]
+pub async fn sync_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let status =
+        crate::grpc::store_service::sync_status(state.sales.store(), &state.settings, &state.sync)?;
+    Ok(HttpResponse::Ok().json(status))
+}
+
 /// Prometheus metrics.
 #[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let store = state.sales.store();
     let w = store.writer_stats();
-    let outbox = store.outbox_pending()?;
+    let sync = crate::grpc::store_service::sync_status(store, &state.settings, &state.sync)?;
+    let outbox = sync.outbox_pending;
     let pending = store.pending_ids()?.len();
     let mut out = String::with_capacity(1024);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -72,6 +82,48 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         "gauge",
         "Outbox entries waiting for HQ.",
         outbox,
+    );
+    metric(
+        "outpost_outbox_bytes",
+        "gauge",
+        "Bytes of the records waiting for HQ.",
+        sync.outbox_bytes,
+    );
+    metric(
+        "outpost_outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest entry waiting for HQ.",
+        sync.outbox_oldest_age_secs,
+    );
+    metric(
+        "outpost_outbox_alert",
+        "gauge",
+        "1 when the oldest entry waiting for HQ is older than sync.alert_after_secs.",
+        u64::from(sync.alert),
+    );
+    metric(
+        "outpost_uplink_connected",
+        "gauge",
+        "1 while a session with HQ is up.",
+        u64::from(sync.connected),
+    );
+    metric(
+        "outpost_uplink_acked_seq",
+        "gauge",
+        "Highest outbox sequence HQ acknowledged this run.",
+        sync.acked_seq,
+    );
+    metric(
+        "outpost_uplink_sent_total",
+        "counter",
+        "Envelopes sent to HQ, resends included.",
+        sync.sent,
+    );
+    metric(
+        "outpost_uplink_sessions_total",
+        "counter",
+        "Uplink sessions started.",
+        sync.sessions,
     );
     metric(
         "outpost_payments_pending",

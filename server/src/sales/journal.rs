@@ -96,6 +96,9 @@ pub struct OutboxEntry {
     /// When it was written.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// Size of the record, for the backlog's byte count.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// Read an idempotency record.
@@ -139,9 +142,17 @@ pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellEr
     }
 }
 
-fn put_outbox(tx: &mut Tx<'_>, kind: OutboxKind, id: Uuid, at: OffsetDateTime) {
+/// Name a record of `bytes` bytes in the outbox.
+fn put_outbox(tx: &mut Tx<'_>, kind: OutboxKind, id: Uuid, at: OffsetDateTime, bytes: usize) {
     let seq = tx.next_outbox_seq();
-    let entry = OutboxEntry { seq, kind, id, at };
+    let entry = OutboxEntry {
+        seq,
+        kind,
+        id,
+        at,
+        bytes: bytes as u64,
+    };
+    tx.add_outbox_bytes(bytes as i64);
     tx.put(keys::outbox(seq), to_json(&entry));
 }
 
@@ -172,9 +183,11 @@ pub fn move_stock(
         stock_after: after,
         at,
     };
-    tx.put(keys::movement(m.id), to_json(&m));
+    let json = to_json(&m);
+    let bytes = json.len();
+    tx.put(keys::movement(m.id), json);
     tx.put(keys::sku_movement(sku, m.id), Vec::new());
-    put_outbox(tx, OutboxKind::InventoryMovement, m.id, at);
+    put_outbox(tx, OutboxKind::InventoryMovement, m.id, at, bytes);
     Ok(m)
 }
 
@@ -187,7 +200,9 @@ fn qty(q: &Quantity) -> i64 {
 /// Record a sale: the sale, its stock movements, its outbox entries and its
 /// idempotency answer. The caller has checked the key.
 pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<(), StoreError> {
-    tx.put(keys::sale(sale.id), to_json(sale));
+    let json = to_json(sale);
+    let bytes = json.len();
+    tx.put(keys::sale(sale.id), json);
     for line in &sale.cart.lines {
         // A sale is never refused for stock: the shelf is the truth; the count may go
         // negative until the next stock count corrects it.
@@ -201,7 +216,7 @@ pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<()
             sale.completed_at,
         )?;
     }
-    put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at);
+    put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at, bytes);
     idem_put(
         tx,
         "checkout",
@@ -224,7 +239,9 @@ pub fn record_refund(
     scope: &str,
     fingerprint: &str,
 ) -> Result<(), StoreError> {
-    tx.put(keys::refund(refund.id), to_json(refund));
+    let json = to_json(refund);
+    let bytes = json.len();
+    tx.put(keys::refund(refund.id), json);
     tx.put(keys::sale_refund(refund.sale_id, refund.id), Vec::new());
     for line in &refund.lines {
         move_stock(
@@ -237,7 +254,7 @@ pub fn record_refund(
             refund.created_at,
         )?;
     }
-    put_outbox(tx, OutboxKind::Refund, refund.id, refund.created_at);
+    put_outbox(tx, OutboxKind::Refund, refund.id, refund.created_at, bytes);
     let fp = fingerprint.to_owned();
     idem_put(
         tx,

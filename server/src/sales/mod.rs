@@ -6,6 +6,7 @@
 //! - [`refund`]: refunds of whole sales or chosen lines.
 //! - [`recovery`]: resolving every payment left unfinished (in doubt, or cut short by
 //!   a crash) by asking the terminal about its key.
+//! - [`outbox`]: reading the outbox for the uplink; deleting what HQ acknowledged.
 //! - [`journal`]: the writer jobs that record sales, refunds and stock movements with
 //!   their outbox entries in one atomic group.
 //!
@@ -16,6 +17,7 @@
 pub mod checkout;
 pub mod idempotency;
 pub mod journal;
+pub mod outbox;
 pub mod recovery;
 pub mod refund;
 

@@ -498,13 +498,21 @@ pub struct CatalogImport {
     store: Arc<Store>,
     next: Option<Catalog>,
     mode: ImportMode,
+    /// SKUs a merge removes from the previous catalog.
+    removed: std::collections::HashSet<String>,
+    /// The one-change-at-a-time guard, released when the import ends.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
     entries: Vec<Entry>,
     skus: HashMap<String, u64>,
     barcodes: HashMap<String, String>,
 }
 
 impl CatalogImport {
-    pub(crate) fn begin(store: Arc<Store>, mode: ImportMode) -> Result<Self, StoreError> {
+    pub(crate) fn begin(
+        store: Arc<Store>,
+        mode: ImportMode,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<Self, StoreError> {
         let generation = store.catalog().generation + 1;
         // A crashed import may have left this generation's trees behind.
         drop_generation(store.db(), generation)?;
@@ -513,6 +521,8 @@ impl CatalogImport {
             store,
             next: Some(next),
             mode,
+            removed: std::collections::HashSet::new(),
+            _guard: guard,
             entries: Vec::new(),
             skus: HashMap::new(),
             barcodes: HashMap::new(),
@@ -548,6 +558,17 @@ impl CatalogImport {
         Ok(Ok(()))
     }
 
+    /// Remove `sku` from the previous catalog (merge only; a SKU also added by the
+    /// import stays, as added).
+    pub fn remove(&mut self, sku: &str) {
+        self.removed.insert(sku.to_owned());
+    }
+
+    /// The catalog this import replaces or updates.
+    pub fn base(&self) -> Arc<Catalog> {
+        self.store.catalog()
+    }
+
     /// Products added so far.
     pub fn imported(&self) -> u64 {
         self.entries.len() as u64
@@ -562,7 +583,7 @@ impl CatalogImport {
             for json in old.products_json() {
                 let json = json?;
                 let p: Product = from_json(&json, "product")?;
-                if self.skus.contains_key(p.sku.as_str()) {
+                if self.skus.contains_key(p.sku.as_str()) || self.removed.contains(p.sku.as_str()) {
                     continue;
                 }
                 let mut e = Entry::of(&p, json);

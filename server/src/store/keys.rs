@@ -15,6 +15,7 @@
 //! | `n/` | SKU, 0, movement id | empty: movements of a SKU |
 //! | `o/` | outbox sequence, u64 big-endian | outbox entry for HQ |
 //! | `meta/outbox_next` | | next outbox sequence |
+//! | `meta/outbox_bytes` | | bytes of the records waiting for HQ |
 
 use uuid::Uuid;
 
@@ -22,6 +23,8 @@ use super::StoreError;
 
 /// The next outbox sequence number.
 pub const OUTBOX_NEXT: &[u8] = b"meta/outbox_next";
+/// Bytes of the records the outbox names (see `WriterStats::outbox_bytes`).
+pub const OUTBOX_BYTES: &[u8] = b"meta/outbox_bytes";
 /// Idempotency records.
 pub const IDEM: &[u8] = b"i/";
 /// Sales.

@@ -60,6 +60,9 @@ pub enum StoreError {
     /// The writer thread stopped.
     #[error("the storage writer has stopped")]
     WriterGone,
+    /// Something that runs one at a time is already running.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -117,6 +120,11 @@ pub struct Store {
     promotions: ArcSwap<PromotionSet>,
     writer: Writer,
     writer_thread: WriterThread,
+    /// Catalog generations replaced but maybe still read by a request that loaded
+    /// them before the switch; their trees are dropped once nobody holds them.
+    retired: std::sync::Mutex<Vec<Arc<Catalog>>>,
+    /// Held by the one catalog change (import or push) allowed at a time.
+    catalog_change: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Drop for Store {
@@ -194,6 +202,8 @@ impl Store {
             promotions: ArcSwap::from_pointee(PromotionSet::new(promos)),
             writer,
             writer_thread,
+            retired: std::sync::Mutex::new(Vec::new()),
+            catalog_change: Arc::new(tokio::sync::Mutex::new(())),
         }))
     }
 
@@ -223,17 +233,56 @@ impl Store {
     }
 
     /// Start importing a catalog. Nothing is visible until [`CatalogImport::finish`].
+    /// One catalog change runs at a time: a second is refused with
+    /// [`StoreError::Busy`] until the first finishes or is dropped.
     pub fn begin_catalog_import(
         self: &Arc<Self>,
         mode: ImportMode,
     ) -> Result<CatalogImport, StoreError> {
-        CatalogImport::begin(self.clone(), mode)
+        let guard =
+            self.catalog_change.clone().try_lock_owned().map_err(|_| {
+                StoreError::Busy("another catalog import or push is running".into())
+            })?;
+        CatalogImport::begin(self.clone(), mode, guard)
     }
 
     pub(crate) fn switch_catalog(&self, next: Catalog) -> Result<(), StoreError> {
         catalog::commit_generation(&self.db, &self.meta, &next)?;
         let old = self.catalog.swap(Arc::new(next));
-        catalog::drop_generation(&self.db, old.generation)?;
+        // A request that loaded the old generation just before the swap may still be
+        // reading it: drop its trees only once nobody holds it.
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(old);
+        self.sweep_retired_catalogs()
+    }
+
+    /// Drop the trees of replaced catalog generations nobody reads any more. Called
+    /// at every switch and periodically by the server.
+    pub fn sweep_retired_catalogs(&self) -> Result<(), StoreError> {
+        let done: Vec<Arc<Catalog>> = {
+            // Held only to split the list; no I/O under the lock.
+            let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            let (done, keep) = retired.drain(..).partition(|c| Arc::strong_count(c) == 1);
+            *retired = keep;
+            done
+        };
+        for old in done {
+            catalog::drop_generation(&self.db, old.generation)?;
+        }
+        Ok(())
+    }
+
+    /// A small value of the `meta` tree (versions of what HQ pushed).
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Set a small value of the `meta` tree, durably.
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key, value)?;
+        self.db.flush()?;
         Ok(())
     }
 
@@ -365,6 +414,23 @@ impl Store {
                     .and_then(|(k, _)| keys::uuid_suffix(&k))
             })
             .collect()
+    }
+
+    /// Raw scan of journal keys under `prefix`, starting at `from` (inclusive), in key
+    /// order (for records the service layer owns).
+    pub fn journal_scan_from(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        let prefix = prefix.to_vec();
+        self.journal
+            .range(from.to_vec()..)
+            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
     }
 
     /// Raw read of a journal key (for records the service layer owns).

@@ -39,6 +39,9 @@ pub struct WriterStats {
     pub committed_jobs: AtomicU64,
     /// Jobs run (committed or not).
     pub jobs: AtomicU64,
+    /// Bytes of the records the outbox names, not yet acknowledged by HQ (kept in
+    /// `meta/outbox_bytes` beside the sequence, so it survives restarts).
+    pub outbox_bytes: AtomicU64,
 }
 
 /// A job's view of the journal: the tree as of the last group, plus the writes of
@@ -49,6 +52,7 @@ pub struct Tx<'a> {
     op: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     next_seq: &'a mut u64,
     op_next_seq: u64,
+    op_outbox_bytes: i64,
 }
 
 impl Tx<'_> {
@@ -103,6 +107,11 @@ impl Tx<'_> {
         self.op_next_seq += 1;
         s
     }
+
+    /// Count bytes added to (positive) or acknowledged out of (negative) the outbox.
+    pub fn add_outbox_bytes(&mut self, delta: i64) {
+        self.op_outbox_bytes += delta;
+    }
 }
 
 /// Handle to the writer thread.
@@ -139,6 +148,11 @@ impl Writer {
         };
         let (tx, rx) = mpsc::channel::<Job>(queue);
         let stats = Arc::new(WriterStats::default());
+        if let Some(v) = tree.get(keys::OUTBOX_BYTES)? {
+            stats
+                .outbox_bytes
+                .store(keys::decode_u64(&v)?, Ordering::Relaxed);
+        }
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("outpost-writer".into())
@@ -205,6 +219,8 @@ fn run(
         let mut group_bytes = 0usize;
         let mut replies = Vec::with_capacity(jobs.len());
         let seq_before = next_seq;
+        let bytes_before = stats.outbox_bytes.load(Ordering::Relaxed);
+        let mut outbox_bytes = bytes_before;
         let mut jobs_iter = jobs.drain(..);
         for job in jobs_iter.by_ref() {
             let mut t = Tx {
@@ -213,6 +229,7 @@ fn run(
                 op: BTreeMap::new(),
                 next_seq: &mut next_seq,
                 op_next_seq: 0,
+                op_outbox_bytes: 0,
             };
             t.op_next_seq = *t.next_seq;
             // A panicking job is a bug; it must not take the writer (and every later
@@ -231,9 +248,11 @@ fn run(
                     op_next_seq,
                     next_seq,
                     group,
+                    op_outbox_bytes,
                     ..
                 } = t;
                 *next_seq = op_next_seq;
+                outbox_bytes = outbox_bytes.saturating_add_signed(op_outbox_bytes);
                 group_bytes += op
                     .iter()
                     .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
@@ -257,6 +276,12 @@ fn run(
                     Some(next_seq.to_be_bytes().to_vec()),
                 );
             }
+            if outbox_bytes != bytes_before {
+                group.insert(
+                    keys::OUTBOX_BYTES.to_vec(),
+                    Some(outbox_bytes.to_be_bytes().to_vec()),
+                );
+            }
             let mut batch = sled::Batch::default();
             for (k, v) in group {
                 match v {
@@ -272,6 +297,7 @@ fn run(
             if flushed {
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
             }
+            stats.outbox_bytes.store(outbox_bytes, Ordering::Relaxed);
         } else {
             tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
             // The batch may be in memory but not on disk: take the sequence numbers

@@ -1,0 +1,64 @@
+//! The HQ link over gRPC.
+//!
+//! # Layout
+//! - [`store_service`]: `StoreService`, which HQ calls to push catalogs, promotions,
+//!   stock counts and commands, and to ask the store's status.
+//! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
+//! - [`convert`]: HQ's messages into domain types.
+//!
+//! The gRPC port also serves the standard health service and server reflection, so
+//! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench.
+
+pub mod convert;
+pub mod store_service;
+pub mod uplink;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use outpost_proto::hq::store_service_server::StoreServiceServer;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Settings;
+use crate::store::Store;
+use store_service::StoreGrpc;
+use uplink::SyncState;
+
+/// Largest gRPC message the store accepts (one catalog chunk).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Serve the store's gRPC port on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    settings: Arc<Settings>,
+    sync: Arc<SyncState>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<StoreServiceServer<StoreGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(outpost_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            // The descriptors are compiled in; failing here is a build defect.
+            tracing::error!(error = %e, "gRPC reflection could not load its descriptors");
+            e
+        });
+    let service = StoreServiceServer::new(StoreGrpc::new(store, settings, sync))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut router = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(64)
+        .add_service(health)
+        .add_service(service);
+    if let Ok(reflection) = reflection {
+        router = router.add_service(reflection);
+    }
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

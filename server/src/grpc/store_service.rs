@@ -1,0 +1,656 @@
+//! `StoreService`: what HQ pushes to the store, applied atomically or not at all.
+//!
+//! A catalog push streams chunks into a [`CatalogImport`], which builds a new catalog
+//! generation beside the live one; only the last chunk switches readers over, so a
+//! push that fails, is malformed, or is cut short changes nothing that is served. A
+//! push cut short stays parked in memory (holding its products) so HQ can resume it
+//! from the offset `GetPushState` reports; a newer push replaces a parked one. Parked
+//! pushes do not survive a restart: HQ then starts again from offset 0.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use outpost_proto::hq::{self, store_service_server::StoreService};
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use super::uplink::SyncState;
+use crate::config::Settings;
+use crate::domain::promotion::Promotion;
+use crate::domain::sale::MovementKind;
+use crate::sales::journal;
+use crate::sales::outbox;
+use crate::store::{CatalogImport, ImportMode, Store, StoreError, keys};
+
+/// Most products in one chunk.
+pub const MAX_CHUNK_PRODUCTS: usize = 100_000;
+/// Commands remembered for answering a repeated command id.
+const COMMANDS_REMEMBERED: usize = 256;
+
+/// A push that has not received its last chunk yet.
+struct Parked {
+    header: hq::CatalogPushHeader,
+    import: CatalogImport,
+    received: u64,
+}
+
+/// The store's gRPC service for HQ.
+pub struct StoreGrpc {
+    store: Arc<Store>,
+    settings: Arc<Settings>,
+    sync: Arc<SyncState>,
+    /// The push in progress, if any. A tokio mutex: a push holds it for its whole
+    /// stream, across awaits, so two pushes never interleave.
+    push: Arc<Mutex<Option<Parked>>>,
+    /// Answers to recent commands, by command id.
+    commands: Arc<std::sync::Mutex<VecDeque<hq::CommandReply>>>,
+}
+
+impl StoreGrpc {
+    /// A service over the store.
+    pub fn new(store: Arc<Store>, settings: Arc<Settings>, sync: Arc<SyncState>) -> Self {
+        Self {
+            store,
+            settings,
+            sync,
+            push: Arc::new(Mutex::new(None)),
+            commands: Arc::default(),
+        }
+    }
+}
+
+fn internal(e: StoreError) -> Status {
+    match e {
+        StoreError::Busy(m) => Status::unavailable(m),
+        other => {
+            tracing::error!(error = %other, "A push failed in storage");
+            Status::internal(format!("storage failed: {other}"))
+        }
+    }
+}
+
+/// The live catalog's version as HQ numbers it, if it came from HQ.
+fn live_version(store: &Store) -> Option<u64> {
+    store.catalog().version.parse().ok()
+}
+
+fn meta_version(store: &Store, key: &str) -> Result<u64, Status> {
+    match store.meta_get(key).map_err(internal)? {
+        Some(v) => keys::decode_u64(&v).map_err(internal),
+        None => Ok(0),
+    }
+}
+
+fn check_header(
+    h: &hq::CatalogPushHeader,
+    live: Option<u64>,
+    max_products: u64,
+) -> Result<ImportMode, Status> {
+    if h.push_id.is_empty() || h.push_id.len() > 128 {
+        return Err(Status::invalid_argument(
+            "header.push_id must be 1 to 128 characters",
+        ));
+    }
+    if h.total_products > max_products {
+        return Err(Status::resource_exhausted(format!(
+            "push of {} products is over this store's limit of {max_products}",
+            h.total_products
+        )));
+    }
+    match hq::CatalogPushKind::try_from(h.kind) {
+        Ok(hq::CatalogPushKind::Snapshot) => {
+            if h.total_removals != 0 {
+                return Err(Status::invalid_argument(
+                    "a snapshot has no removals: products not in it are removed",
+                ));
+            }
+            if let Some(live) = live
+                && h.version <= live
+            {
+                return Err(Status::failed_precondition(format!(
+                    "snapshot version {} is not newer than the live version {live}",
+                    h.version
+                )));
+            }
+            Ok(ImportMode::Replace)
+        }
+        Ok(hq::CatalogPushKind::Delta) => {
+            match live {
+                Some(live) if live == h.base_version => {}
+                Some(live) => {
+                    return Err(Status::failed_precondition(format!(
+                        "delta applies to version {} but the live version is {live}",
+                        h.base_version
+                    )));
+                }
+                None => {
+                    return Err(Status::failed_precondition(format!(
+                        "delta applies to version {} but the live catalog did not come from HQ (version {:?}): push a snapshot first",
+                        h.base_version, ""
+                    )));
+                }
+            }
+            if h.version <= h.base_version {
+                return Err(Status::invalid_argument(format!(
+                    "delta version {} must be newer than its base {}",
+                    h.version, h.base_version
+                )));
+            }
+            Ok(ImportMode::Merge)
+        }
+        _ => Err(Status::invalid_argument(
+            "header.kind must be SNAPSHOT or DELTA",
+        )),
+    }
+}
+
+impl StoreGrpc {
+    /// Take in one chunk. Errors leave the live catalog as it was; `Ok(true)` means
+    /// the chunk was the last.
+    fn take_chunk(parked: &mut Parked, chunk: hq::CatalogChunk) -> Result<bool, Status> {
+        if chunk.offset != parked.received {
+            return Err(Status::out_of_range(format!(
+                "chunk offset {} but the store expects offset {}",
+                chunk.offset, parked.received
+            )));
+        }
+        if chunk.products.len() > MAX_CHUNK_PRODUCTS {
+            return Err(Status::resource_exhausted(format!(
+                "chunk of {} products is over the limit of {MAX_CHUNK_PRODUCTS}",
+                chunk.products.len()
+            )));
+        }
+        let end = parked.received + chunk.products.len() as u64;
+        if end > parked.header.total_products {
+            return Err(Status::invalid_argument(format!(
+                "chunk ends at product {end} but the header announced {}",
+                parked.header.total_products
+            )));
+        }
+        for (i, p) in chunk.products.into_iter().enumerate() {
+            let at = parked.received + i as u64;
+            let sku = p.sku.clone();
+            let product = convert::product(p).map_err(|e| {
+                Status::invalid_argument(format!("product {at} (sku {sku:?}): {e}"))
+            })?;
+            if let Err(conflict) = parked.import.add(&product, at).map_err(internal)? {
+                return Err(Status::invalid_argument(format!(
+                    "product {at}: {conflict}"
+                )));
+            }
+        }
+        parked.received = end;
+        if !chunk.removed_skus.is_empty() {
+            if parked.header.kind != hq::CatalogPushKind::Delta as i32 {
+                return Err(Status::invalid_argument("removed_skus in a snapshot"));
+            }
+            if chunk.removed_skus.len() as u64 > parked.header.total_removals {
+                return Err(Status::invalid_argument(format!(
+                    "{} removals but the header announced {}",
+                    chunk.removed_skus.len(),
+                    parked.header.total_removals
+                )));
+            }
+            for sku in &chunk.removed_skus {
+                parked.import.remove(sku);
+            }
+        }
+        if chunk.last && parked.received != parked.header.total_products {
+            return Err(Status::invalid_argument(format!(
+                "last chunk after {} products but the header announced {}",
+                parked.received, parked.header.total_products
+            )));
+        }
+        Ok(chunk.last)
+    }
+}
+
+#[tonic::async_trait]
+impl StoreService for StoreGrpc {
+    async fn push_catalog(
+        &self,
+        request: Request<Streaming<hq::CatalogChunk>>,
+    ) -> Result<Response<hq::PushCatalogReply>, Status> {
+        let mut stream = request.into_inner();
+        let mut slot = self.push.lock().await;
+        let first = match stream.message().await? {
+            Some(c) => c,
+            None => return Err(Status::invalid_argument("empty push: no chunks")),
+        };
+        let Some(header) = first.header.clone() else {
+            return Err(Status::invalid_argument(
+                "the first chunk of a push must carry the header",
+            ));
+        };
+        let mut parked = match slot.take() {
+            Some(p) if p.header.push_id == header.push_id => {
+                if p.header != header {
+                    let msg = "header differs from the one this push started with";
+                    *slot = Some(p);
+                    return Err(Status::invalid_argument(msg));
+                }
+                p
+            }
+            other => {
+                // A newer push replaces a parked one (and frees its catalog lock).
+                if let Some(old) = &other {
+                    tracing::warn!(push = %old.header.push_id, received = old.received, "Dropping an unfinished catalog push for a new one");
+                }
+                drop(other);
+                let mode = check_header(
+                    &header,
+                    live_version(&self.store),
+                    self.settings.sync.max_push_products,
+                )?;
+                let import = self.store.begin_catalog_import(mode).map_err(internal)?;
+                Parked {
+                    header,
+                    import,
+                    received: 0,
+                }
+            }
+        };
+        let mut chunk = first;
+        loop {
+            let last = match Self::take_chunk(&mut parked, chunk) {
+                Ok(last) => last,
+                Err(status) if status.code() == tonic::Code::OutOfRange => {
+                    // Nothing of the chunk was taken: the push can still resume.
+                    *slot = Some(parked);
+                    return Err(status);
+                }
+                // A malformed product or count: this push can never apply.
+                Err(status) => return Err(status),
+            };
+            if last {
+                break;
+            }
+            chunk = match stream.message().await {
+                Ok(Some(c)) => {
+                    if c.header.is_some() {
+                        return Err(Status::invalid_argument(
+                            "only the first chunk of a stream carries the header",
+                        ));
+                    }
+                    c
+                }
+                Ok(None) => {
+                    let msg = format!(
+                        "push {} incomplete: {} of {} products received; resume from offset {}",
+                        parked.header.push_id,
+                        parked.received,
+                        parked.header.total_products,
+                        parked.received
+                    );
+                    *slot = Some(parked);
+                    return Err(Status::aborted(msg));
+                }
+                Err(status) => {
+                    // A cut connection or an undecodable message: keep what arrived.
+                    *slot = Some(parked);
+                    return Err(status);
+                }
+            };
+        }
+        let started = Instant::now();
+        let version = parked.header.version;
+        let products = parked.received;
+        let kind = parked.header.kind;
+        let push_id = parked.header.push_id.clone();
+        let summary =
+            tokio::task::spawn_blocking(move || parked.import.finish(&version.to_string()))
+                .await
+                .map_err(|e| Status::internal(format!("apply task failed: {e}")))?
+                .map_err(internal)?;
+        let apply_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(push = %push_id, version, products, kind, apply_ms, generation = summary.generation, "Applied a catalog push");
+        Ok(Response::new(hq::PushCatalogReply {
+            version,
+            products: self.store.catalog().len,
+            apply_ms,
+        }))
+    }
+
+    async fn get_push_state(
+        &self,
+        request: Request<hq::GetPushStateRequest>,
+    ) -> Result<Response<hq::PushState>, Status> {
+        let id = request.into_inner().push_id;
+        // A push being received holds the lock: it is not resumable until it stops.
+        let slot = self
+            .push
+            .try_lock()
+            .map_err(|_| Status::unavailable("a catalog push is being received right now"))?;
+        let (received, header) = match slot.as_ref() {
+            Some(p) if p.header.push_id == id => (p.received, Some(p.header.clone())),
+            _ => (0, None),
+        };
+        Ok(Response::new(hq::PushState {
+            push_id: id,
+            received,
+            header,
+        }))
+    }
+
+    async fn push_promotions(
+        &self,
+        request: Request<hq::PromotionsPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        let push = request.into_inner();
+        let current = meta_version(&self.store, "promotions_version")?;
+        if push.version <= current {
+            return Err(Status::failed_precondition(format!(
+                "promotions version {} is not newer than the live version {current}",
+                push.version
+            )));
+        }
+        let mut promos = Vec::with_capacity(push.promotions.len());
+        let mut ids = std::collections::HashSet::new();
+        for (i, p) in push.promotions.iter().enumerate() {
+            let promo: Promotion = serde_json::from_str(&p.json)
+                .map_err(|e| Status::invalid_argument(format!("promotions[{i}]: {e}")))?;
+            promo.validate().map_err(|e| {
+                Status::invalid_argument(format!("promotions[{i}].{}: {e}", e.field()))
+            })?;
+            if !ids.insert(promo.id.clone()) {
+                return Err(Status::invalid_argument(format!(
+                    "promotions[{i}]: id {} appears twice",
+                    promo.id
+                )));
+            }
+            promos.push(promo);
+        }
+        self.store.replace_promotions(promos).map_err(internal)?;
+        self.store
+            .meta_put("promotions_version", &push.version.to_be_bytes())
+            .map_err(internal)?;
+        Ok(Response::new(hq::PushReply {
+            version: push.version,
+        }))
+    }
+
+    async fn push_tax_rates(
+        &self,
+        _request: Request<hq::TaxRatesPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        Err(Status::unimplemented(
+            "tax rates are read from the config file in this version; pushing them is not supported yet",
+        ))
+    }
+
+    async fn push_planogram(
+        &self,
+        _request: Request<hq::PlanogramPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        Err(Status::unimplemented(
+            "planograms are not supported by this version yet",
+        ))
+    }
+
+    async fn push_store_config(
+        &self,
+        _request: Request<hq::StoreConfigPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        Err(Status::unimplemented(
+            "store configuration is read from the config file in this version; pushing it is not supported yet",
+        ))
+    }
+
+    async fn push_device_config(
+        &self,
+        _request: Request<hq::DeviceConfigPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        Err(Status::unimplemented(
+            "device configuration is read from the config file in this version; pushing it is not supported yet",
+        ))
+    }
+
+    async fn push_stock_counts(
+        &self,
+        request: Request<hq::StockCountsPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        let push = request.into_inner();
+        let current = meta_version(&self.store, "stock_counts_version")?;
+        if push.version <= current {
+            return Err(Status::failed_precondition(format!(
+                "stock counts version {} is not newer than the live version {current}",
+                push.version
+            )));
+        }
+        if push.counts.len() > 1_000_000 {
+            return Err(Status::resource_exhausted(
+                "more than 1,000,000 counts in one push",
+            ));
+        }
+        let as_of =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(push.as_of_unix_ms) * 1_000_000)
+                .map_err(|e| Status::invalid_argument(format!("as_of_unix_ms: {e}")))?;
+        let mut counts = Vec::with_capacity(push.counts.len());
+        for (i, c) in push.counts.into_iter().enumerate() {
+            crate::domain::product::Sku::parse(&c.sku)
+                .map_err(|e| Status::invalid_argument(format!("counts[{i}].sku: {e}")))?;
+            if !(0..=1_000_000_000).contains(&c.quantity) {
+                return Err(Status::invalid_argument(format!(
+                    "counts[{i}].quantity must be between 0 and 1000000000"
+                )));
+            }
+            counts.push((c.sku, c.quantity));
+        }
+        let since = store_movements_since(as_of);
+        let store = self.store.clone();
+        store
+            .write(move |tx| {
+                for (sku, counted) in &counts {
+                    // HQ's count is the truth as of `as_of`; this store's own movements
+                    // after that moment happened on top of it.
+                    let mut later = 0i64;
+                    for (k, _) in tx.scan_prefix(&keys::sku_movements(sku))? {
+                        let id = keys::uuid_suffix(&k)?;
+                        if id < since {
+                            continue;
+                        }
+                        if let Some(v) = tx.get(&keys::movement(id))? {
+                            let m: crate::domain::sale::Movement =
+                                crate::store::from_json(&v, "movement")?;
+                            if m.at > as_of && m.kind != MovementKind::Count {
+                                later += m.delta;
+                            }
+                        }
+                    }
+                    let target = counted + later;
+                    let current = match tx.get(&keys::stock(sku))? {
+                        Some(v) => keys::decode_i64(&v)?,
+                        None => 0,
+                    };
+                    if current != target {
+                        journal::move_stock(
+                            tx,
+                            sku,
+                            target - current,
+                            MovementKind::Count,
+                            Some(format!("HQ count as of {as_of}")),
+                            None,
+                            OffsetDateTime::now_utc(),
+                        )?;
+                    }
+                }
+                Ok::<(), StoreError>(())
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        self.store
+            .meta_put("stock_counts_version", &push.version.to_be_bytes())
+            .map_err(internal)?;
+        Ok(Response::new(hq::PushReply {
+            version: push.version,
+        }))
+    }
+
+    async fn send_command(
+        &self,
+        request: Request<hq::Command>,
+    ) -> Result<Response<hq::CommandReply>, Status> {
+        let cmd = request.into_inner();
+        if cmd.command_id.is_empty() || cmd.command_id.len() > 128 {
+            return Err(Status::invalid_argument(
+                "command_id must be 1 to 128 characters",
+            ));
+        }
+        if let Some(done) = self
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| r.command_id == cmd.command_id)
+        {
+            return Ok(Response::new(done.clone()));
+        }
+        let mut reply = hq::CommandReply {
+            command_id: cmd.command_id.clone(),
+            ..Default::default()
+        };
+        match cmd.kind {
+            Some(hq::command::Kind::Resync(_)) => {
+                self.sync.wake.notify_one();
+                reply.result = "uplink woken: it reconnects now if it was waiting".into();
+            }
+            Some(hq::command::Kind::CollectLogs(c)) => {
+                let max = (c.max_lines as usize).clamp(1, crate::telemetry::RING_LINES);
+                let lines = crate::telemetry::recent_lines(max);
+                reply.result = format!("{} log lines", lines.len());
+                reply.logs = lines.join("\n").into_bytes();
+            }
+            Some(hq::command::Kind::SetLogLevel(c)) => {
+                crate::telemetry::set_filter(&c.filter).map_err(|e| match e {
+                    crate::telemetry::LogError::BadFilter { .. } => {
+                        Status::invalid_argument(e.to_string())
+                    }
+                    _ => Status::failed_precondition(e.to_string()),
+                })?;
+                reply.result = format!("log filter set to {:?}", c.filter);
+            }
+            None => return Err(Status::invalid_argument("command has no kind")),
+        }
+        let mut done = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        if done.len() == COMMANDS_REMEMBERED {
+            done.pop_front();
+        }
+        done.push_back(reply.clone());
+        Ok(Response::new(reply))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<hq::GetStatusRequest>,
+    ) -> Result<Response<hq::StoreStatus>, Status> {
+        let status = sync_status(&self.store, &self.settings, &self.sync).map_err(internal)?;
+        let catalog = self.store.catalog();
+        Ok(Response::new(hq::StoreStatus {
+            unit_id: self.settings.sync.unit_id.clone(),
+            store_id: self.settings.store.id.clone(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            catalog_version: catalog.version.parse().unwrap_or(0),
+            catalog_products: catalog.len,
+            promotions_version: meta_version(&self.store, "promotions_version")?,
+            tax_rates_version: 0,
+            outbox_pending: status.outbox_pending,
+            outbox_oldest_age_secs: status.outbox_oldest_age_secs,
+            outbox_bytes: status.outbox_bytes,
+            acked_seq: status.acked_seq,
+            last_sync_unix_ms: status.last_sync_unix_ms,
+            health: status.health.to_owned(),
+            health_reasons: status.reasons,
+        }))
+    }
+}
+
+/// The first UUIDv7 a movement recorded at or after `t` can have.
+fn store_movements_since(t: OffsetDateTime) -> uuid::Uuid {
+    let ms = (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    uuid::Uuid::from_bytes(bytes)
+}
+
+/// The sync status the REST API, gRPC `GetStatus` and the metrics share.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SyncStatus {
+    /// Whether an uplink to HQ is configured.
+    pub uplink_enabled: bool,
+    /// Whether a session with HQ is up now.
+    pub connected: bool,
+    /// Outbox entries not yet acknowledged by HQ.
+    pub outbox_pending: u64,
+    /// Bytes of their records.
+    pub outbox_bytes: u64,
+    /// Age of the oldest, in seconds (0 when none).
+    pub outbox_oldest_age_secs: u64,
+    /// Highest sequence HQ acknowledged this run (0: none yet).
+    pub acked_seq: u64,
+    /// Unix milliseconds of the last acknowledgment (0: never this run).
+    pub last_sync_unix_ms: i64,
+    /// Whether the backlog alert is raised (oldest entry older than the limit).
+    pub alert: bool,
+    /// `ok` or `degraded`.
+    pub health: &'static str,
+    /// Why not ok.
+    pub reasons: Vec<String>,
+    /// Why the last uplink session failed, if it did.
+    pub last_error: Option<String>,
+    /// Envelopes sent this run (including resends after reconnects).
+    pub sent: u64,
+    /// Uplink sessions started this run.
+    pub sessions: u64,
+}
+
+/// Compute the sync status now.
+pub fn sync_status(
+    store: &Store,
+    settings: &Settings,
+    sync: &SyncState,
+) -> Result<SyncStatus, StoreError> {
+    let backlog = outbox::backlog(store)?;
+    let age = backlog
+        .oldest_at
+        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds().max(0) as u64)
+        .unwrap_or(0);
+    let enabled = sync.enabled.load(Ordering::Relaxed);
+    let alert = backlog.pending > 0 && age > settings.sync.alert_after_secs;
+    let mut reasons = Vec::new();
+    if alert {
+        reasons.push(format!(
+            "the oldest of {} entries waiting for HQ is {age} s old (limit {} s)",
+            backlog.pending, settings.sync.alert_after_secs
+        ));
+    }
+    if !enabled && backlog.pending > 0 {
+        reasons.push("no HQ URL is configured: sales are kept here until one is".into());
+    }
+    let last_error = sync.last_error();
+    if enabled && !sync.connected.load(Ordering::Relaxed) {
+        reasons.push(match &last_error {
+            Some(e) => format!("not connected to HQ: {e}"),
+            None => "not connected to HQ yet".into(),
+        });
+    }
+    Ok(SyncStatus {
+        uplink_enabled: enabled,
+        connected: sync.connected.load(Ordering::Relaxed),
+        outbox_pending: backlog.pending,
+        outbox_bytes: backlog.bytes,
+        outbox_oldest_age_secs: age,
+        acked_seq: sync.acked_seq.load(Ordering::Relaxed),
+        last_sync_unix_ms: sync.last_sync_ms.load(Ordering::Relaxed),
+        alert,
+        health: if reasons.is_empty() { "ok" } else { "degraded" },
+        reasons,
+        last_error,
+        sent: sync.sent.load(Ordering::Relaxed),
+        sessions: sync.sessions.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,190 @@
+//! An app with its gRPC port on 127.0.0.1:0, and a client of its StoreService.
+
+use std::sync::Arc;
+
+use outpost_mocks::MockTerminal;
+use outpost_proto::hq;
+use outpost_proto::hq::store_service_client::StoreServiceClient;
+use outpost_server::config::Settings;
+use outpost_server::startup::{Application, Devices};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+pub struct HqTestApp {
+    pub base: String,
+    pub grpc: String,
+    pub http: reqwest::Client,
+    #[allow(dead_code)]
+    pub dir: std::path::PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn settings(dir: &std::path::Path, hq_url: Option<String>) -> Settings {
+    let mut s = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        ..Settings::default()
+    };
+    s.http.workers = 2;
+    s.http.shutdown_timeout_secs = 1;
+    s.sync.grpc_listen = Some("127.0.0.1:0".parse().unwrap());
+    s.sync.hq_url = hq_url;
+    s.sync.backoff_min_ms = 20;
+    s.sync.backoff_max_secs = 1;
+    s.sync.ack_timeout_secs = 5;
+    s
+}
+
+pub async fn spawn(hq_url: Option<String>) -> HqTestApp {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut app = spawn_at(tmp.path(), hq_url).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+pub async fn spawn_at(dir: &std::path::Path, hq_url: Option<String>) -> HqTestApp {
+    spawn_with(settings(dir, hq_url)).await
+}
+
+pub async fn spawn_with(s: Settings) -> HqTestApp {
+    let dir = s.data_dir.clone();
+    let app = Application::build(
+        s,
+        Devices {
+            terminal: Some(Arc::new(MockTerminal::new())),
+        },
+    )
+    .await
+    .expect("app builds");
+    let base = format!("http://{}", app.addr());
+    let grpc = format!("http://{}", app.grpc_addr().expect("grpc configured"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    HqTestApp {
+        base,
+        grpc,
+        http: reqwest::Client::new(),
+        dir,
+        _tmp: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl HqTestApp {
+    pub async fn client(&self) -> StoreServiceClient<Channel> {
+        StoreServiceClient::connect(self.grpc.clone())
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn product(i: u64, price: i64) -> hq::Product {
+    hq::Product {
+        sku: format!("P{i:07}"),
+        barcodes: vec![gtin13(2_900_000_000_000 / 10 + i)],
+        name: format!("Product {i}"),
+        description: String::new(),
+        category: if i.is_multiple_of(2) { "even" } else { "odd" }.into(),
+        price_minor: price,
+        currency: "EUR".into(),
+        tax_class: "standard".into(),
+        sold_by: hq::SoldBy::Each as i32,
+        active: true,
+        age_restricted: false,
+    }
+}
+
+/// A valid GTIN-13 from 12 digits.
+pub fn gtin13(body: u64) -> String {
+    let digits = format!("{body:012}");
+    let sum: u32 = digits
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| u32::from(b - b'0') * if i.is_multiple_of(2) { 1 } else { 3 })
+        .sum();
+    format!("{digits}{}", (10 - sum % 10) % 10)
+}
+
+pub fn header(
+    id: &str,
+    kind: hq::CatalogPushKind,
+    version: u64,
+    base: u64,
+    total: u64,
+    removals: u64,
+) -> hq::CatalogPushHeader {
+    hq::CatalogPushHeader {
+        push_id: id.into(),
+        kind: kind as i32,
+        version,
+        base_version: base,
+        total_products: total,
+        total_removals: removals,
+    }
+}
+
+/// Chunks of `per` products, header on the first, `last` on the final one.
+pub fn chunks(
+    h: hq::CatalogPushHeader,
+    products: Vec<hq::Product>,
+    per: usize,
+    removed: Vec<String>,
+) -> Vec<hq::CatalogChunk> {
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    let n = products.len();
+    let mut it = products.into_iter().peekable();
+    loop {
+        let batch: Vec<_> = it.by_ref().take(per).collect();
+        let last = it.peek().is_none();
+        out.push(hq::CatalogChunk {
+            header: if offset == 0 { Some(h.clone()) } else { None },
+            offset,
+            products: batch,
+            removed_skus: if last { removed.clone() } else { vec![] },
+            last,
+        });
+        offset += per as u64;
+        if last {
+            break;
+        }
+    }
+    let _ = n;
+    out
+}
+
+pub async fn push(
+    client: &mut StoreServiceClient<Channel>,
+    chunks: Vec<hq::CatalogChunk>,
+) -> Result<hq::PushCatalogReply, tonic::Status> {
+    client
+        .push_catalog(tokio_stream::iter(chunks))
+        .await
+        .map(|r| r.into_inner())
+}

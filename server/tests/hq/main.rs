@@ -1,0 +1,4 @@
+//! The HQ link: pushes HQ makes to the store, and the uplink of sales to HQ.
+
+mod helpers;
+mod pushes;
