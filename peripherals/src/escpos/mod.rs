@@ -2,7 +2,7 @@
 //! drawer on their kick port.
 //!
 //! # Layout
-//! - [`encode`]: a [`PrintJob`](crate::printer::PrintJob) to ESC/POS bytes.
+//! - [`encode`](mod@encode): a [`PrintJob`](crate::printer::PrintJob) to ESC/POS bytes.
 //! - [`codepage`]: PC858, the code page the encoder selects, and Unicode to it.
 //! - [`status`]: `DLE EOT` real-time status answers and their parser
 //!   ([`parse_status_bytes`] is the fuzz entry point).
