@@ -26,7 +26,7 @@ use std::time::Duration;
 use outpost_peripherals::escpos::codepage;
 use outpost_peripherals::escpos::decode::{Command, Decoded, MAX_COMMAND_BYTES, decode_one};
 use outpost_peripherals::escpos::status::{OfflineByte, PaperByte, PrinterByte};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
@@ -446,9 +446,18 @@ impl EscPosSim {
     }
 }
 
-/// Serve one connection. Holds only a weak reference, so dropping the handle ends it.
-async fn connection(inner: std::sync::Weak<Inner>, mut stream: TcpStream) {
+/// Serve one TCP connection.
+async fn connection(inner: std::sync::Weak<Inner>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    serve_stream(inner, stream).await;
+}
+
+/// Serve one byte stream. Holds only a weak reference to the printer, so dropping
+/// the handle ends it at its next read.
+async fn serve_stream<S>(inner: std::sync::Weak<Inner>, mut stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if let Some(i) = inner.upgrade() {
         lock(&i).counters.connections += 1;
     }
@@ -547,6 +556,17 @@ impl SimHandle {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.addr
+    }
+
+    /// Serve one more byte stream as this printer, e.g. the master side of a
+    /// pseudo-terminal to test the serial transport. It ends when the stream closes
+    /// or, after the handle is gone, at its next read; it is not counted against
+    /// [`MAX_CONNECTIONS`].
+    pub fn attach<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        tokio::spawn(serve_stream(Arc::downgrade(&self.inner), stream));
     }
 
     /// Stop accepting and close every connection.

@@ -432,6 +432,17 @@ impl Exchange<'_> {
     }
 }
 
+/// Puts a printer that is still `Busy` back to `Idle` when dropped.
+struct BusyGuard<'a>(&'a DeviceCore);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.state() == DeviceState::Busy {
+            self.0.set_state(DeviceState::Idle);
+        }
+    }
+}
+
 /// The same fault with more said about it.
 fn reword(f: &DeviceFault, context: &str) -> DeviceFault {
     let g = DeviceFault::new(crate::DeviceError::kind(f), format!("{f}: {context}"));
@@ -507,11 +518,11 @@ impl EscPosPrinter {
             .map_err(|e| DeviceFault::illegal(format!("job {}: {e}", job.id)))?;
         let mut ex = self.shared.exchange().await.map_err(|e| e.fault())?;
         core.set_state(DeviceState::Busy);
+        // Leaves `Busy` however the job ends, a cancelled future included.
+        let busy = BusyGuard(core);
         let result = ex.print(&bytes).await;
         drop(ex);
-        if core.state() == DeviceState::Busy {
-            core.set_state(DeviceState::Idle);
-        }
+        drop(busy);
         result?;
         let cuts = job
             .ops
@@ -594,14 +605,17 @@ impl Device for EscPosPrinter {
     /// printer is one that answers. Cancel-safe.
     async fn open(&self) -> Result<(), DeviceFault> {
         let fresh = self.shared.connect().await?;
+        let status = match self.shared.exchange().await {
+            Ok(mut ex) => ex.printer_status().await.map_err(|e| e.fault())?,
+            Err(e) => return Err(e.fault()),
+        };
+        // Marked open only once it answered, so a printer that does not answer
+        // never looks open.
         if fresh || self.shared.printer.state() == DeviceState::Closed {
             self.shared.printer.mark_opened();
         }
-        let status = match self.shared.exchange().await {
-            Ok(mut ex) => ex.printer_status().await.map_err(|e| e.fault()),
-            Err(e) => Err(e.fault()),
-        };
-        status.map(|_| ())
+        self.shared.note_status(&status);
+        Ok(())
     }
 
     async fn close(&self) {
@@ -667,11 +681,12 @@ impl Device for EscPosDrawer {
         // Reconnects the shared link if it is down. The printer stays closed until it
         // is opened itself, which then finds the link up.
         self.shared.connect().await?;
+        let mut ex = self.shared.exchange().await.map_err(|e| e.fault())?;
+        ex.printer_status().await.map_err(|e| e.fault())?;
+        drop(ex);
         if self.core.state() == DeviceState::Closed {
             self.core.mark_opened();
         }
-        let mut ex = self.shared.exchange().await.map_err(|e| e.fault())?;
-        ex.printer_status().await.map_err(|e| e.fault())?;
         Ok(())
     }
 
@@ -805,5 +820,18 @@ mod tests {
         assert_eq!(p.core().state(), DeviceState::Closed);
         // Reconnecting fails cleanly when the transport cannot be opened again.
         assert!(p.open().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_serial_port_fails_to_open_without_panicking() {
+        let p = EscPosPrinter::serial(
+            "p",
+            "/dev/outpost-no-such-tty",
+            19200,
+            EscPosConfig::default(),
+        );
+        let f = p.open().await.unwrap_err();
+        assert!(f.message().contains("/dev/outpost-no-such-tty"), "{f}");
+        assert_eq!(p.core().state(), DeviceState::Closed);
     }
 }
