@@ -758,6 +758,22 @@ mod tests {
     }
 
     #[test]
+    fn the_cli_arguments_parse() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let cli = Cli::parse_from(["outpost-sim", "--listen", "0.0.0.0:9200", "--split-replies"]);
+        let opts = cli.args.options();
+        assert_eq!(cli.args.listen, "0.0.0.0:9200".parse().unwrap());
+        assert!(opts.split_replies && !opts.silent);
+        assert_eq!(opts.columns, 48);
+        assert!(Cli::try_parse_from(["outpost-sim", "--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
     fn endless_lines_are_bounded() {
         let mut p = printer(SimOptions::default());
         feed(&mut p, &vec![b'x'; 5 * MAX_LINE_CHARS]);

@@ -249,6 +249,40 @@ async fn a_cancelled_print_never_corrupts_the_next_command() {
 }
 
 #[tokio::test]
+async fn the_simulator_parses_a_job_that_arrives_one_byte_at_a_time() {
+    use outpost_peripherals::escpos::{EncodeOptions, encode};
+    let sim = sim(SimOptions::default()).await;
+    let job = sample_job("bytes", "Byte by byte");
+    let bytes = encode(&job, &EncodeOptions::default()).unwrap();
+    let mut s = tokio::net::TcpStream::connect(sim.local_addr())
+        .await
+        .unwrap();
+    s.set_nodelay(true).unwrap();
+    for b in &bytes {
+        s.write_all(&[*b]).await.unwrap();
+    }
+    // The status answer arrives only after every byte before it was handled.
+    s.write_all(&[0x10, 0x04, 0x01]).await.unwrap();
+    let mut answer = [0u8; 1];
+    timeout(LIMIT, s.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer[0] & 0x93, 0x12);
+    let receipt = sim.last_receipt().unwrap();
+    for want in [
+        "OUTPOST",
+        "Byte by byte",
+        "Total 1,50 €",
+        "[EAN13 4006381333931]",
+        "[QR https://receipt.invalid/bytes]",
+    ] {
+        assert!(receipt.contains(want), "{want:?} missing from:\n{receipt}");
+    }
+    assert_eq!(sim.counters().skipped, 0);
+}
+
+#[tokio::test]
 async fn an_unreachable_printer_fails_to_open_as_offline() {
     // Bind then close a port, so nothing listens there.
     let l = TcpListener::bind(local()).await.unwrap();

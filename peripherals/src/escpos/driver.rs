@@ -286,7 +286,7 @@ impl Shared {
             .clone()
     }
 
-    /// Query status, then turn a printer that cannot print into a refusal.
+    /// The refusal a printer in this status gives a job, if it cannot print.
     fn refusal(&self, status: &PrinterStatus) -> Option<DeviceFault> {
         if status.cover_open {
             Some(DeviceFault::condition(
