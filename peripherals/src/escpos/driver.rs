@@ -409,7 +409,9 @@ impl Exchange<'_> {
     }
 
     /// Status check, the job, and a status check after it: the second answer proves
-    /// the whole job crossed the link and says whether the paper ran out on the way.
+    /// the whole job crossed the link and says whether the paper ran out on the way
+    /// (as far as the printer has got: it answers on receipt, maybe before it has
+    /// printed all it buffered).
     async fn print(&mut self, bytes: &[u8]) -> Result<(), DeviceFault> {
         let before = self.printer_status().await.map_err(|e| e.fault())?;
         if let Some(refusal) = self.shared.refusal(&before) {
