@@ -5,10 +5,16 @@
 //! - [`payment`]: [`MockTerminal`], a scripted payment terminal that keeps the truth
 //!   about every key (what it charged, declined, reversed) so tests can check that
 //!   nothing was charged twice.
+//! - [`mock`]: trait-level mocks of the printer, drawer and customer display.
+//! - [`sim`]: wire-level simulators (the ESC/POS printer) real drivers run against.
+//! - [`compliance`]: the checks every backend of a trait must pass.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod compliance;
 pub mod expect;
+pub mod mock;
 pub mod payment;
+pub mod sim;
 
 pub use expect::Expectations;
 

@@ -16,6 +16,7 @@
 //! - [`device`]: [`Device`], [`DeviceCore`], kinds, states, health and statistics.
 //! - [`event`]: [`DeviceEvent`]s and the per-device [`EventBus`].
 //! - [`key`]: [`CommandKey`], the caller's key for vends and deposits.
+//! - [`escpos`] (feature `escpos`): the ESC/POS receipt printer driver and its drawer.
 //! - Capability traits, one module each: [`printer`], [`drawer`], [`scanner`],
 //!   [`scale`], [`display`], [`payment`], [`cash`], [`vend`], [`sensor`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -25,6 +26,8 @@ pub mod device;
 pub mod display;
 pub mod drawer;
 pub mod error;
+#[cfg(feature = "escpos")]
+pub mod escpos;
 pub mod event;
 pub mod fault;
 pub mod key;

@@ -1,0 +1,4 @@
+//! Device integration tests: the compliance suite against every backend, and faults
+//! in the middle of a sale, real drivers against their wire-level simulators.
+
+mod printer;
