@@ -188,3 +188,82 @@ pub async fn push(
         .await
         .map(|r| r.into_inner())
 }
+
+/// Push a snapshot of `n` products (`P0000000`.., price 100 + i) as `version`.
+pub async fn snapshot(app: &HqTestApp, version: u64, n: u64) {
+    let mut c = app.client().await;
+    let products = (0..n).map(|i| product(i, 100 + i as i64)).collect();
+    let reply = push(
+        &mut c,
+        chunks(
+            header(&format!("s{version}"), Snapshot, version, 0, n, 0),
+            products,
+            7,
+            vec![],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!((reply.version, reply.products), (version, n));
+}
+
+
+/// Sell `n` cash sales of one `sku` through the REST API, `concurrency` at a time;
+/// returns the sale ids the store acknowledged.
+pub async fn sell(base: &str, sku: &str, n: usize, concurrency: usize, key_prefix: &str) -> Vec<String> {
+    use futures::StreamExt as _;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ids: Vec<String> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/api/v1/checkout");
+            let body = serde_json::json!({"lines":[{"sku": sku, "quantity": 1}],"payment":{"method":"cash","tendered":100000}});
+            let key = format!("{key_prefix}-{i}");
+            async move {
+                let r = client
+                    .post(url)
+                    .header("Idempotency-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 201);
+                let v: serde_json::Value = r.json().await.unwrap();
+                v["id"].as_str().unwrap().to_owned()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    ids
+}
+
+/// Poll `f` every 50 ms until it is true, for at most `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+/// The outbox backlog the store reports.
+pub async fn outbox_pending(base: &str) -> u64 {
+    let v: serde_json::Value = reqwest::get(format!("{base}/api/v1/sync/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["outbox_pending"].as_u64().unwrap()
+}

@@ -2,3 +2,5 @@
 
 mod helpers;
 mod pushes;
+mod snapshot_load;
+mod uplink;

@@ -6,23 +6,6 @@ use tonic::Code;
 
 use crate::helpers::*;
 
-async fn snapshot(app: &HqTestApp, version: u64, n: u64) {
-    let mut c = app.client().await;
-    let products = (0..n).map(|i| product(i, 100 + i as i64)).collect();
-    let reply = push(
-        &mut c,
-        chunks(
-            header(&format!("s{version}"), Snapshot, version, 0, n, 0),
-            products,
-            7,
-            vec![],
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!((reply.version, reply.products), (version, n));
-}
-
 async fn price_of(app: &HqTestApp, sku: &str) -> Option<i64> {
     let (status, body) = app.get_json(&format!("/api/v1/products/{sku}")).await;
     (status == 200).then(|| body["price"].as_i64().unwrap())
