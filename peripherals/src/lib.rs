@@ -18,6 +18,8 @@
 //! - [`key`]: [`CommandKey`], the caller's key for vends and deposits.
 //! - Capability traits, one module each: [`printer`], [`drawer`], [`scanner`],
 //!   [`scale`], [`display`], [`payment`], [`cash`], [`vend`], [`sensor`].
+//! - Drivers, one module each behind a cargo feature: `nexo` (feature `nexo`), the
+//!   nexo-style payment terminal over TCP.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cash;
@@ -28,6 +30,8 @@ pub mod error;
 pub mod event;
 pub mod fault;
 pub mod key;
+#[cfg(feature = "nexo")]
+pub mod nexo;
 pub mod payment;
 pub mod printer;
 pub mod scale;
