@@ -1,0 +1,3 @@
+//! Device backends against their simulators and the compliance suites.
+
+mod payment;
