@@ -78,7 +78,7 @@ pub fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Every message in a byte string of back-to-back frames, stopping at the first
-/// error: the parser entry point for fuzzing (`cargo fuzz` target `nexo_frames`).
+/// error: the parser entry point for a fuzz target (`cargo fuzz`: feed it the raw input).
 /// A trailing partial frame is [`FrameError::Truncated`].
 pub fn parse_frames(mut bytes: &[u8]) -> Result<Vec<Message>, FrameError> {
     let mut out = Vec::new();
