@@ -327,6 +327,29 @@ async fn abort_cancels_a_payment_waiting_for_the_card() {
     assert_eq!(sim.recorded("abort-1"), Some(Recorded::Declined));
 }
 
+// Symptom to guard against: a caller that gave up on a payment left its connection
+// in the pool, and the late answer was read by the next payment.
+#[tokio::test]
+async fn a_cancelled_payment_discards_its_connection() {
+    let sim = sim().await;
+    let t = ready_terminal(config(sim.local_addr())).await;
+    sim.next([Mode::Late(Duration::from_millis(400))]);
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(100), t.authorize(&req("cancel-1"))).await;
+    assert!(cancelled.is_err(), "the caller gave up first");
+    let out = t.authorize(&req("cancel-2")).await.unwrap();
+    let Outcome::Approved(a) = out else {
+        panic!("{out:?}")
+    };
+    let st = status_until(&t, "cancel-1", |s| !matches!(s, Ok(KeyStatus::InProgress))).await;
+    let Ok(KeyStatus::Done(Outcome::Approved(first))) = st else {
+        panic!("{st:?}")
+    };
+    assert_ne!(a.auth_code, first.auth_code);
+    assert_eq!(sim.charge_count("cancel-1"), 1);
+    assert_eq!(sim.charge_count("cancel-2"), 1);
+}
+
 #[tokio::test]
 async fn concurrent_payments_are_serialized_and_each_charged_once() {
     let sim = sim().await;

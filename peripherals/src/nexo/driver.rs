@@ -376,12 +376,18 @@ impl NexoTerminal {
     }
 }
 
-/// Whether a pooled connection still looks open: the peer has not closed it and has
-/// not sent anything unasked. Best effort (it reads tokio's readiness); a connection
-/// that dies unnoticed makes the next exchange `OutcomeUnknown`, the safe side.
+/// Whether a pooled connection is still open: the peer has not closed it and has
+/// sent nothing unasked. A real non-blocking `MSG_PEEK` (not tokio's cached
+/// readiness), so a terminal that hung up while idle is noticed before anything is
+/// written to it and the request is `Offline`, not `OutcomeUnknown`. Were a close
+/// still missed (it races with the peek), the exchange is `OutcomeUnknown`, the safe
+/// side.
 fn still_open(stream: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 fn check_key(key: &PaymentKey) -> Result<(), PaymentError> {
@@ -789,6 +795,72 @@ mod tests {
         ready(&t);
         let err = t.authorize(&charge("k1")).await.unwrap_err();
         assert!(matches!(err, PaymentError::OutcomeUnknown(_)), "{err}");
+    }
+
+    /// Answers each request on its own connection, then hangs up, as a terminal
+    /// that closes idle connections does.
+    fn answer(m: Message) -> Message {
+        let Message::Request(req) = m else { panic!() };
+        let body = match req.body {
+            RequestBody::DiagnosisRequest(_) => {
+                ResponseBody::DiagnosisResponse(DiagnosisResponse {
+                    response: ResponseResult::success(),
+                    poi_status: PoiStatus {
+                        global_status: GlobalStatus::Ok,
+                    },
+                })
+            }
+            RequestBody::PaymentRequest(p) => ResponseBody::PaymentResponse(PaymentResponse {
+                response: ResponseResult::success(),
+                payment_result: Some(PaymentResult {
+                    payment_brand: Some("MC".into()),
+                    masked_pan: Some("5555********4444".into()),
+                    approval_code: "OK1".into(),
+                    authorized_amount: p.amounts_req.requested_amount,
+                    currency: p.amounts_req.currency,
+                }),
+            }),
+            other => panic!("unexpected {other:?}"),
+        };
+        Message::Response(Response {
+            header: req.header.response(),
+            body,
+        })
+    }
+
+    // Symptom: a terminal that closed an idle connection made the next payment
+    // "outcome unknown" although it never received it.
+    #[tokio::test]
+    async fn a_connection_the_terminal_closed_while_idle_is_replaced_before_sending() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            // Diagnosis (status connection), then two payments (payment connection).
+            for _ in 0..3 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let m = read_message(&mut s).await.unwrap().unwrap();
+                write_message(&mut s, &answer(m)).await.unwrap();
+            }
+        });
+        let mut c = config(addr);
+        c.poi_id = "p1".into();
+        let t = NexoTerminal::new(c);
+        t.open().await.unwrap();
+        t.core.claim().unwrap();
+        t.core.enable().unwrap();
+        t.authorize(&charge("k1")).await.unwrap();
+        // Let the terminal's close of the payment connection reach us.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let out = t.authorize(&charge("k2")).await.unwrap();
+        assert_eq!(
+            out,
+            Outcome::Approved(Approval {
+                auth_code: "OK1".into(),
+                brand: Some("MC".into()),
+                last4: Some("4444".into()),
+            })
+        );
+        server.await.unwrap();
     }
 
     #[tokio::test]
