@@ -264,9 +264,27 @@ pub async fn abort(h: &dyn PaymentHarness) {
     assert_eq!(h.charge_count(&n.0), 0);
 }
 
+/// A key the terminal never saw has status unknown (nothing charged), and cannot be
+/// completed.
+pub async fn unknown_key(h: &dyn PaymentHarness) {
+    let t = h.terminal();
+    let k = key(h, "never-used");
+    assert_eq!(
+        t.status(&k).await,
+        Ok(KeyStatus::Unknown),
+        "status of a key never used"
+    );
+    assert!(
+        matches!(t.complete(&k).await, Err(PaymentError::Illegal(_))),
+        "completing a key never used must be illegal"
+    );
+    assert_eq!(h.charge_count(&k.0), 0);
+}
+
 /// Every check, in order.
 pub async fn run_all(h: &dyn PaymentHarness) {
     refuses_before_ready(h).await;
+    unknown_key(h).await;
     approve(h).await;
     decline(h).await;
     lost_response_is_resolved_by_status(h).await;

@@ -132,6 +132,9 @@ pub struct SimOptions {
     pub power_off_for: Duration,
     /// At most this many connections at once; more are closed on accept.
     pub max_connections: usize,
+    /// At most this many keys in the journal. A full journal refuses new payments
+    /// (`Failure` / `UnavailableService`) rather than forget what it did.
+    pub journal_capacity: usize,
 }
 
 impl Default for SimOptions {
@@ -147,6 +150,7 @@ impl Default for SimOptions {
             power_loss_every: None,
             power_off_for: Duration::from_secs(5),
             max_connections: 64,
+            journal_capacity: 1_000_000,
         }
     }
 }
@@ -599,6 +603,12 @@ fn begin(shared: &Shared, key: &str) -> Result<Mode, ResponseResult> {
         return Err(ResponseResult::failure(
             ErrorCondition::NotAllowed,
             "ServiceID already used",
+        ));
+    }
+    if st.journal.len() >= shared.options.journal_capacity {
+        return Err(ResponseResult::failure(
+            ErrorCondition::UnavailableService,
+            "journal full",
         ));
     }
     st.payments_seen += 1;

@@ -400,6 +400,27 @@ async fn every_n_rules_decline_and_lose_responses() {
 }
 
 #[tokio::test]
+async fn a_full_journal_refuses_new_payments_without_charging() {
+    let options = SimOptions {
+        journal_capacity: 2,
+        ..SimOptions::default()
+    };
+    let sim = PaymentSim::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let t = ready_terminal(config(sim.local_addr())).await;
+    t.authorize(&req("full-1")).await.unwrap();
+    t.authorize(&req("full-2")).await.unwrap();
+    let err = t.authorize(&req("full-3")).await.unwrap_err();
+    assert!(
+        matches!(&err, PaymentError::Failure(m) if m.contains("journal full")),
+        "{err}"
+    );
+    assert_eq!(t.status(&pk("full-3")).await, Ok(KeyStatus::Unknown));
+    assert_eq!(sim.total_charges(), 2);
+}
+
+#[tokio::test]
 async fn the_simulator_hangs_up_on_garbage_and_keeps_serving() {
     let sim = sim().await;
     for garbage in [

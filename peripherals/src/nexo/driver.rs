@@ -207,10 +207,11 @@ impl NexoTerminal {
         answered: bool,
         timeout: Duration,
     ) -> Result<Option<Response>, Exchange> {
-        let start = Instant::now();
         let mut guard = tokio::time::timeout(timeout, slot.lock())
             .await
             .map_err(|_| Exchange::Busy)?;
+        // The exchange gets the whole timeout, however long it queued for the lock.
+        let start = Instant::now();
         let mut conn = match guard.take() {
             Some(c) if still_open(&c) => c,
             _ => self.connect().await?,
@@ -254,6 +255,12 @@ impl NexoTerminal {
                     return Ok(Some(r));
                 }
                 other => {
+                    tracing::warn!(
+                        device = %self.config.id,
+                        expected = %want.service_id,
+                        got = %other.header().service_id,
+                        "Skipped a terminal message that is not the answer"
+                    );
                     strays += 1;
                     if strays > MAX_STRAY_FRAMES {
                         return Err(Exchange::Sent(format!(
@@ -334,7 +341,11 @@ impl NexoTerminal {
         match &result {
             Ok(Outcome::Approved(_)) => self.core.count("approvals", 1),
             Ok(Outcome::Declined { .. }) => self.core.count("declines", 1),
-            Err(PaymentError::OutcomeUnknown(_)) => self.core.count("outcome_unknown", 1),
+            Err(PaymentError::OutcomeUnknown(why)) => {
+                tracing::warn!(device = %self.config.id, key = %req.key, refund, reason = %why,
+                    "Payment outcome unknown; ask the terminal its status");
+                self.core.count("outcome_unknown", 1);
+            }
             Err(_) => {}
         }
         self.record(&result);
