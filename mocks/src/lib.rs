@@ -6,8 +6,9 @@
 //!   about every key (what it charged, declined, reversed) so tests can check that
 //!   nothing was charged twice.
 //! - [`mock`]: trait-level mocks of the printer, drawer and customer display.
-//! - [`sim`]: wire-level simulators (the ESC/POS printer) real drivers run against.
-//! - [`compliance`]: the checks every backend of a trait must pass.
+//! - [`sim`]: wire-level simulators real drivers are tested against (the ESC/POS
+//!   printer, [`sim::PaymentSim`] a nexo payment terminal).
+//! - [`compliance`]: the suites every backend of a capability trait must pass.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod compliance;

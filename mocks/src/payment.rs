@@ -95,6 +95,15 @@ impl MockTerminal {
         }
     }
 
+    /// A closed, unclaimed terminal with this id that shares this one's script and
+    /// journal: the same terminal seen through a second, unready connection.
+    pub fn twin(&self, id: &str) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            core: Self::closed(id).core,
+        }
+    }
+
     /// Fail the test if a scripted step was never used.
     ///
     /// # Panics

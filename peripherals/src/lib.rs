@@ -19,6 +19,8 @@
 //! - [`escpos`] (feature `escpos`): the ESC/POS receipt printer driver and its drawer.
 //! - Capability traits, one module each: [`printer`], [`drawer`], [`scanner`],
 //!   [`scale`], [`display`], [`payment`], [`cash`], [`vend`], [`sensor`].
+//! - Drivers, one module each behind a cargo feature: `nexo` (feature `nexo`), the
+//!   nexo-style payment terminal over TCP.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cash;
@@ -31,6 +33,8 @@ pub mod escpos;
 pub mod event;
 pub mod fault;
 pub mod key;
+#[cfg(feature = "nexo")]
+pub mod nexo;
 pub mod payment;
 pub mod printer;
 pub mod scale;

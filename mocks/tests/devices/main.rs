@@ -1,4 +1,5 @@
-//! Device integration tests: the compliance suite against every backend, and faults
+//! Device integration tests: the compliance suites against every backend, and faults
 //! in the middle of a sale, real drivers against their wire-level simulators.
 
+mod payment;
 mod printer;
