@@ -207,10 +207,15 @@ pub async fn snapshot(app: &HqTestApp, version: u64, n: u64) {
     assert_eq!((reply.version, reply.products), (version, n));
 }
 
-
 /// Sell `n` cash sales of one `sku` through the REST API, `concurrency` at a time;
 /// returns the sale ids the store acknowledged.
-pub async fn sell(base: &str, sku: &str, n: usize, concurrency: usize, key_prefix: &str) -> Vec<String> {
+pub async fn sell(
+    base: &str,
+    sku: &str,
+    n: usize,
+    concurrency: usize,
+    key_prefix: &str,
+) -> Vec<String> {
     use futures::StreamExt as _;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))

@@ -45,7 +45,9 @@ async fn lookups_answer_from_the_old_catalog_while_a_big_snapshot_applies() {
     let n = products_from_env(50_000);
     let app = spawn(None).await;
     let mut c = app.client().await;
-    c.push_catalog(lazy_snapshot("v1", 1, 1_000, 100)).await.unwrap();
+    c.push_catalog(lazy_snapshot("v1", 1, 1_000, 100))
+        .await
+        .unwrap();
     let url = format!("{}/api/v1/products/P0000500", app.base);
     let http = app.http.clone();
     // One lookup before the push starts: the old catalog answers.

@@ -70,7 +70,11 @@ async fn sales_reach_hq_exactly_once_in_order_while_hq_cuts_connections() {
     let got = hq.received("unit-1");
     assert_eq!(got.len(), 2 * n);
     assert_exactly_once(&got, &sold);
-    assert!(hq.stats().cuts > 10, "HQ should have cut the stream many times: {:?}", hq.stats());
+    assert!(
+        hq.stats().cuts > 10,
+        "HQ should have cut the stream many times: {:?}",
+        hq.stats()
+    );
     let (_, status) = app.get_json("/api/v1/sync/status").await;
     assert_eq!(status["acked_seq"], 2 * n as u64, "{status}");
     assert_eq!(status["outbox_bytes"], 0, "{status}");
@@ -93,9 +97,17 @@ async fn an_hq_that_fails_keeps_everything_queued_and_visible() {
     assert_eq!(status["outbox_pending"], 40, "{status}");
     assert_eq!(status["alert"], true, "{status}");
     assert_eq!(status["health"], "degraded");
-    assert!(status["outbox_bytes"].as_u64().unwrap() > 40 * 100, "{status}");
+    assert!(
+        status["outbox_bytes"].as_u64().unwrap() > 40 * 100,
+        "{status}"
+    );
     assert!(status["last_error"].as_str().is_some(), "{status}");
-    let metrics = reqwest::get(format!("{}/metrics", app.base)).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("outpost_outbox_alert 1"), "{metrics}");
     assert!(hq.received("unit-1").is_empty());
     // HQ recovers: everything drains, once.
@@ -185,7 +197,11 @@ async fn a_long_outage_drains_exactly_once_across_a_sigkill_of_the_store() {
         .arg(&data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let store = start_store(&config, &data);
     let sold = sell(&store.base, "OUT-1", n, 64, "outage").await;
