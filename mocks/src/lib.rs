@@ -9,10 +9,14 @@
 //! - [`sim`]: wire-level simulators real drivers are tested against (the ESC/POS
 //!   printer, [`sim::PaymentSim`] a nexo payment terminal).
 //! - [`compliance`]: the suites every backend of a capability trait must pass.
+//! - [`hq`] (feature `hq`): the mock HQ, a tonic `HqService` server with fault
+//!   injection, and HQ's catalog push client; the `outpost-hq` binary wraps it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod compliance;
 pub mod expect;
+#[cfg(feature = "hq")]
+pub mod hq;
 pub mod mock;
 pub mod payment;
 pub mod sim;

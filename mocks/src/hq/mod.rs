@@ -1,0 +1,24 @@
+//! The mock HQ: a real tonic server of `HqService` that stores what stores upload, and
+//! HQ's client side of `StoreService` (catalog pushes, status). Behind the `hq` feature.
+//!
+//! # Layout
+//! - [`server`]: [`MockHq`] / [`MockHqHandle`]: `Upload` (Hello, batches, acks of the
+//!   highest contiguous sequence, dedup by (unit, seq)), fault injection ([`Faults`]),
+//!   stop/start on the same port, counters ([`HqStats`]).
+//! - [`storage`]: the sled store under the data dir, mirrored in memory for tests.
+//! - [`product`]: JSON-lines products (the REST product's fields) to `hq.Product`, with
+//!   line numbers on every error.
+//! - [`push`]: [`push_catalog`] (checked, chunked, resumable through `GetPushState`),
+//!   [`store_status`].
+//!
+//! The binary `outpost-hq` (`src/bin/outpost-hq.rs`) is a thin CLI over these; see
+//! `docs/mock-hq.md`.
+
+pub mod product;
+pub mod push;
+pub mod server;
+pub mod storage;
+
+pub use product::{LineError, parse_product_line};
+pub use push::{CatalogSource, PushError, PushKind, PushOptions, push_catalog, store_status};
+pub use server::{Faults, HqError, HqStats, MockHq, MockHqHandle};
