@@ -196,7 +196,14 @@ pub async fn snapshot(app: &HqTestApp, version: u64, n: u64) {
     let reply = push(
         &mut c,
         chunks(
-            header(&format!("s{version}"), Snapshot, version, 0, n, 0),
+            header(
+                &format!("s{version}"),
+                hq::CatalogPushKind::Snapshot,
+                version,
+                0,
+                n,
+                0,
+            ),
             products,
             7,
             vec![],
@@ -228,16 +235,28 @@ pub async fn sell(
             let body = serde_json::json!({"lines":[{"sku": sku, "quantity": 1}],"payment":{"method":"cash","tendered":100000}});
             let key = format!("{key_prefix}-{i}");
             async move {
-                let r = client
-                    .post(url)
-                    .header("Idempotency-Key", key)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
+                // A terminal whose connection drops mid-request retries with the
+                // same key: the store answers the first sale again, never a second.
+                let mut tries = 0;
+                let r = loop {
+                    match client
+                        .post(&url)
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => break r,
+                        Err(e) if tries < 3 => {
+                            tries += 1;
+                            eprintln!("checkout {key}: {e}; retrying with the same key");
+                        }
+                        Err(e) => panic!("checkout {key}: {e}"),
+                    }
+                };
                 assert_eq!(r.status().as_u16(), 201);
                 let v: serde_json::Value = r.json().await.unwrap();
-                v["id"].as_str().unwrap().to_owned()
+                v["sale_id"].as_str().unwrap().to_owned()
             }
         })
         .buffer_unordered(concurrency)

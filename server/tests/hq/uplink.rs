@@ -92,7 +92,8 @@ async fn an_hq_that_fails_keeps_everything_queued_and_visible() {
     let app = spawn_with(s).await;
     snapshot(&app, 1, 3).await;
     let sold = sell(&app.base, "P0000002", 20, 4, "fail").await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The age is counted in whole seconds and the alert is "older than" the limit.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let (_, status) = app.get_json("/api/v1/sync/status").await;
     assert_eq!(status["outbox_pending"], 40, "{status}");
     assert_eq!(status["alert"], true, "{status}");
