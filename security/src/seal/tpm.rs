@@ -99,6 +99,10 @@ impl TpmConfig {
     }
 }
 
+/// Test-only hook run between PolicyPCR and Unseal with the attempt number.
+#[cfg(test)]
+type TestHook = Box<dyn FnMut(&mut Context, u32) + Send>;
+
 /// Seals the data key to this TPM and a PCR policy.
 ///
 /// Holds only its configuration: each seal or unseal opens its own TPM context, so the
@@ -107,7 +111,7 @@ pub struct TpmSealer {
     config: TpmConfig,
     pcr_bitmap: u32,
     #[cfg(test)]
-    between_policy_and_unseal: Option<Box<dyn FnMut(&mut Context, u32) + Send>>,
+    between_policy_and_unseal: Option<TestHook>,
 }
 
 impl fmt::Debug for TpmSealer {
