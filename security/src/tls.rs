@@ -8,8 +8,9 @@
 //!
 //! The device certificate is either provisioned at enrollment (signed by HQ's CA, so HQ
 //! can authenticate the device) or, on first start without one, generated here as a
-//! self-signed ECDSA P-256 certificate for the configured names. Both files live in the
-//! data dir: `device-cert.pem` and `device-key.pem` (mode 0600).
+//! ECDSA P-256 certificate for the configured names, signed by a one-off device CA whose
+//! key is discarded at once. The files live in the data dir: `device-cert.pem`,
+//! `device-key.pem` (mode 0600) and `device-ca.pem` (what terminals pin).
 //!
 //! All configurations use rustls' *ring* provider explicitly, so nothing depends on a
 //! process-wide default provider.
@@ -18,7 +19,10 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -32,6 +36,8 @@ use crate::fsutil::{self, FsError};
 pub const CERT_FILE: &str = "device-cert.pem";
 /// File name of the device private key in the data dir.
 pub const KEY_FILE: &str = "device-key.pem";
+/// File name of the generated device CA certificate (public; terminals pin it).
+pub const CA_FILE: &str = "device-ca.pem";
 /// Largest PEM file accepted.
 pub const MAX_PEM_LEN: u64 = 64 * 1024;
 
@@ -88,6 +94,26 @@ impl fmt::Debug for DeviceIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeviceIdentity")
             .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly generated identity and its PEM texts.
+pub struct GeneratedIdentity {
+    /// The identity.
+    pub identity: DeviceIdentity,
+    /// The leaf certificate.
+    pub cert_pem: String,
+    /// The one-off CA that signed it (its key is already gone).
+    pub ca_pem: String,
+    /// The leaf's private key.
+    pub key_pem: zeroize::Zeroizing<String>,
+}
+
+impl fmt::Debug for GeneratedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeneratedIdentity")
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }
@@ -157,28 +183,47 @@ impl DeviceIdentity {
         Self::from_pem(&cert, &zeroize::Zeroizing::new(key))
     }
 
-    /// A fresh self-signed identity for `names` (DNS names or IP addresses), valid
-    /// from a day ago (clock skew) for five years. Returns the PEM texts too.
-    pub fn generate(
-        names: &[String],
-    ) -> Result<(Self, String, zeroize::Zeroizing<String>), TlsError> {
+    /// A fresh identity for `names` (DNS names or IP addresses): a one-off device CA
+    /// signs the leaf and its key is then thrown away, so terminals can pin
+    /// `device-ca.pem` with ordinary WebPKI verification and no CA key lies around.
+    /// Valid from a day ago (clock skew) for five years.
+    pub fn generate(names: &[String]) -> Result<GeneratedIdentity, TlsError> {
+        let first = names.first().map(String::as_str).unwrap_or("outpost");
+        let now = OffsetDateTime::now_utc();
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("Outpost device CA {first}"));
+        ca.distinguished_name = dn;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.not_before = now - Duration::days(1);
+        ca.not_after = now + Duration::days(5 * 365);
+        let ca_cert = ca.self_signed(&ca_key)?;
+
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            names.first().map(String::as_str).unwrap_or("outpost"),
-        );
+        dn.push(DnType::CommonName, first);
         dn.push(DnType::OrganizationName, "Outpost store server");
         params.distinguished_name = dn;
-        let now = OffsetDateTime::now_utc();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.not_before = now - Duration::days(1);
         params.not_after = now + Duration::days(5 * 365);
-        let cert = params.self_signed(&key)?;
+        let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
         let cert_pem = cert.pem();
         let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
         let identity = Self::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
-        Ok((identity, cert_pem, key_pem))
+        Ok(GeneratedIdentity {
+            identity,
+            cert_pem,
+            ca_pem: ca_cert.pem(),
+            key_pem,
+        })
     }
 
     /// Loads `device-cert.pem` / `device-key.pem` from `dir`, or generates and writes
@@ -192,11 +237,12 @@ impl DeviceIdentity {
         match (cert_path.exists(), key_path.exists()) {
             (true, true) => Ok((Self::load(&cert_path, &key_path)?, IdentityOrigin::Loaded)),
             (false, false) => {
-                let (identity, cert_pem, key_pem) = Self::generate(names)?;
-                fsutil::write_private(&key_path, key_pem.as_bytes())?;
-                fsutil::write_private(&cert_path, cert_pem.as_bytes())?;
-                tracing::info!(cert = %cert_path.display(), "Generated a self-signed device certificate");
-                Ok((identity, IdentityOrigin::Generated))
+                let generated = Self::generate(names)?;
+                fsutil::write_private(&key_path, generated.key_pem.as_bytes())?;
+                fsutil::write_private(&dir.join(CA_FILE), generated.ca_pem.as_bytes())?;
+                fsutil::write_private(&cert_path, generated.cert_pem.as_bytes())?;
+                tracing::info!(cert = %cert_path.display(), "Generated the device certificate");
+                Ok((generated.identity, IdentityOrigin::Generated))
             }
             _ => Err(TlsError::Incomplete {
                 cert: cert_path.display().to_string(),
@@ -277,8 +323,11 @@ mod tests {
 
     #[test]
     fn bad_cert_and_key_files_are_refused() {
-        let (_, cert_pem, key_pem) = DeviceIdentity::generate(&["a.test".into()]).unwrap();
-        let (_, _, other_key) = DeviceIdentity::generate(&["b.test".into()]).unwrap();
+        let a = DeviceIdentity::generate(&["a.test".into()]).unwrap();
+        let (cert_pem, key_pem) = (a.cert_pem, a.key_pem);
+        let other_key = DeviceIdentity::generate(&["b.test".into()])
+            .unwrap()
+            .key_pem;
         assert!(matches!(
             DeviceIdentity::from_pem(b"", key_pem.as_bytes()),
             Err(TlsError::NoCertificate(_))

@@ -1,1 +1,9 @@
-fn main() {}
+//! Integration tests of outpost-security: each test gets its own temp dir, loopback
+//! sockets on port 0, and (with `--features tpm`) its own swtpm.
+
+mod at_rest;
+mod helpers;
+mod logs;
+mod tls;
+#[cfg(feature = "tpm")]
+mod tpm;
