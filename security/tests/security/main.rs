@@ -2,6 +2,7 @@
 //! sockets on port 0, and (with `--features tpm`) its own swtpm.
 
 mod at_rest;
+mod bench;
 mod helpers;
 mod logs;
 mod tls;
