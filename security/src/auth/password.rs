@@ -3,8 +3,8 @@
 //! Hashes are PHC strings (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`), so the
 //! parameters travel with each hash: raising them later applies to new hashes while old
 //! ones still verify. Production parameters are [`PasswordParams::PRODUCTION`]
-//! (OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane; about 30-60 ms per verify on
-//! the reference 2-core box, see BENCHMARKS.md). Tests use [`PasswordParams::FAST`].
+//! (OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane; about 50 ms per verify on a
+//! quiet 2-core box, about 100 ms on the shared one, see BENCHMARKS.md). Tests use [`PasswordParams::FAST`].
 
 use std::collections::BTreeMap;
 
