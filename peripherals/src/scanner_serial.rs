@@ -126,9 +126,8 @@ fn symbology_of(code: u8, modifier: u8) -> Symbology {
 /// the bytes.
 pub fn parse_scan(frame: &[u8], require_identifier: bool) -> Result<Scan, ScanError> {
     let (symbology, gs_allowed, unicode, body) = if frame.first() == Some(&b']') {
-        let ok = frame.len() >= 3
-            && frame[1].is_ascii_alphabetic()
-            && frame[2].is_ascii_alphanumeric();
+        let ok =
+            frame.len() >= 3 && frame[1].is_ascii_alphabetic() && frame[2].is_ascii_alphanumeric();
         if !ok {
             let shown = String::from_utf8_lossy(&frame[..frame.len().min(3)]).into_owned();
             return Err(ScanError::BadIdentifier(shown));
@@ -201,7 +200,11 @@ pub fn parse_scan(frame: &[u8], require_identifier: bool) -> Result<Scan, ScanEr
 
 /// Frame `bytes` into lines of at most `max` bytes and parse each; a trailing
 /// unterminated line is reported as truncated. The fuzz entry point.
-pub fn parse_stream(bytes: &[u8], max: usize, require_identifier: bool) -> Vec<Result<Scan, ScanError>> {
+pub fn parse_stream(
+    bytes: &[u8],
+    max: usize,
+    require_identifier: bool,
+) -> Vec<Result<Scan, ScanError>> {
     let mut framer = LineFramer::new(max);
     let mut out: Vec<_> = framer
         .feed(bytes)
@@ -337,7 +340,8 @@ impl Shared {
             q.connected = false;
         }
         tracing::warn!(device = %self.core.id(), reason = why, "Scanner link lost.");
-        self.core.raise_error(&DeviceFault::offline(format!("scanner link lost: {why}")));
+        self.core
+            .raise_error(&DeviceFault::offline(format!("scanner link lost: {why}")));
         self.core.mark_closed(PowerState::Offline);
         self.arrived.notify_waiters();
     }
@@ -354,10 +358,7 @@ async fn read_loop(shared: Weak<Shared>, mut stream: Box<dyn Stream>, generation
     let mut buf = [0u8; 256];
     loop {
         let read = if framer.pending() > 0 {
-            match timeout(gap, stream.read(&mut buf)).await {
-                Ok(r) => Some(r),
-                Err(_) => None,
-            }
+            timeout(gap, stream.read(&mut buf)).await.ok()
         } else {
             Some(stream.read(&mut buf).await)
         };
@@ -561,8 +562,14 @@ mod tests {
         assert_eq!(ok(b"]E0036000291452").symbology, Symbology::UpcA);
         assert_eq!(ok(b"]A0CODE-39 X").symbology, Symbology::Code39);
         assert_eq!(ok(b"]C0ABC123").symbology, Symbology::Code128);
-        assert_eq!(ok(b"]C101095011010209\x1d10ABC").symbology, Symbology::Code128);
-        assert_eq!(ok(b"]Q1https://ex.invalid/\xc3\xa9").symbology, Symbology::Qr);
+        assert_eq!(
+            ok(b"]C101095011010209\x1d10ABC").symbology,
+            Symbology::Code128
+        );
+        assert_eq!(
+            ok(b"]Q1https://ex.invalid/\xc3\xa9").symbology,
+            Symbology::Qr
+        );
         assert_eq!(ok(b"]d1DM").symbology, Symbology::DataMatrix);
         assert_eq!(ok(b"]I01234").symbology, Symbology::Itf);
         assert_eq!(ok(b"]Z0anything").symbology, Symbology::Unknown);
@@ -572,19 +579,37 @@ mod tests {
     #[test]
     fn garbage_is_rejected_with_the_reason() {
         let bad = |f: &[u8]| parse_scan(f, false).unwrap_err();
-        assert!(matches!(bad(b"]E04006381333932"), ScanError::BadData { .. }));
+        assert!(matches!(
+            bad(b"]E04006381333932"),
+            ScanError::BadData { .. }
+        ));
         assert!(matches!(bad(b"]E0400638133393"), ScanError::BadData { .. }));
-        assert!(matches!(bad(b"]E0ABCDEFGHIJKLM"), ScanError::BadData { .. }));
+        assert!(matches!(
+            bad(b"]E0ABCDEFGHIJKLM"),
+            ScanError::BadData { .. }
+        ));
         assert!(matches!(bad(b"]E412345678"), ScanError::BadData { .. }));
         assert!(matches!(bad(b"]I0123"), ScanError::BadData { .. }));
         assert!(matches!(bad(b"]E0"), ScanError::Empty));
         assert!(matches!(bad(b"]"), ScanError::BadIdentifier(_)));
         assert!(matches!(bad(b"]1x"), ScanError::BadIdentifier(_)));
         assert!(matches!(bad(b"\xff\xfe"), ScanError::NotUtf8 { at: 0 }));
-        assert!(matches!(bad(b"]C0ab\x00c"), ScanError::Control { at: 5, byte: 0 }));
-        assert!(matches!(bad(b"]C0a\x1dc"), ScanError::Control { byte: 0x1d, .. }));
-        assert!(matches!(bad(b"caf\xc3\xa9"), ScanError::Control { byte: 0xc3, .. }));
-        assert_eq!(parse_scan(b"123", true).unwrap_err(), ScanError::NoIdentifier);
+        assert!(matches!(
+            bad(b"]C0ab\x00c"),
+            ScanError::Control { at: 5, byte: 0 }
+        ));
+        assert!(matches!(
+            bad(b"]C0a\x1dc"),
+            ScanError::Control { byte: 0x1d, .. }
+        ));
+        assert!(matches!(
+            bad(b"caf\xc3\xa9"),
+            ScanError::Control { byte: 0xc3, .. }
+        ));
+        assert_eq!(
+            parse_scan(b"123", true).unwrap_err(),
+            ScanError::NoIdentifier
+        );
     }
 
     #[test]

@@ -185,7 +185,9 @@ pub fn parse_reply(line: &[u8]) -> Result<SicsReply, SicsError> {
     match (cmd, status) {
         ("S", "S" | "D") => {
             let value = parts.next().ok_or_else(unknown)?;
-            let unit = parts.next().ok_or_else(|| SicsError::BadUnit(String::new()))?;
+            let unit = parts
+                .next()
+                .ok_or_else(|| SicsError::BadUnit(String::new()))?;
             if parts.next().is_some() {
                 return Err(unknown());
             }
@@ -488,18 +490,19 @@ impl SicsScale {
         self.shared.core.ensure_ready()?;
         let deadline = Instant::now() + limit;
         loop {
-            match self.shared.reading().await? {
-                Some(WeightReading { grams, stable: true }) => {
-                    if grams <= 0 {
-                        return Err(DeviceFault::condition(
-                            Condition::UnderWeight,
-                            format!("stable weight is {grams} g: nothing to sell"),
-                        ));
-                    }
-                    self.shared.core.count("stable_weighings", 1);
-                    return Ok(u32::try_from(grams).unwrap_or(u32::MAX));
+            if let Some(WeightReading {
+                grams,
+                stable: true,
+            }) = self.shared.reading().await?
+            {
+                if grams <= 0 {
+                    return Err(DeviceFault::condition(
+                        Condition::UnderWeight,
+                        format!("stable weight is {grams} g: nothing to sell"),
+                    ));
                 }
-                Some(_) | None => {}
+                self.shared.core.count("stable_weighings", 1);
+                return Ok(u32::try_from(grams).unwrap_or(u32::MAX));
             }
             let now = Instant::now();
             if now + self.shared.config.poll_interval > deadline {
@@ -674,8 +677,14 @@ mod tests {
         assert_eq!(parse_reply(b"S -"), Ok(SicsReply::Underload));
         assert_eq!(parse_reply(b"S I"), Ok(SicsReply::WeightNotExecutable));
         assert_eq!(parse_reply(b"Z A"), Ok(SicsReply::Zeroed));
-        assert_eq!(parse_reply(b"Z -"), Ok(SicsReply::ZeroOutOfRange { above: false }));
-        assert_eq!(parse_reply(b"EL"), Ok(SicsReply::Error(SicsErrorCode::Logical)));
+        assert_eq!(
+            parse_reply(b"Z -"),
+            Ok(SicsReply::ZeroOutOfRange { above: false })
+        );
+        assert_eq!(
+            parse_reply(b"EL"),
+            Ok(SicsReply::Error(SicsErrorCode::Logical))
+        );
         assert_eq!(
             parse_reply(b"I4 A \"B021002593\""),
             Ok(SicsReply::Info {
@@ -687,24 +696,61 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_rejected() {
-        assert!(matches!(parse_reply(b"S S 12,5 g"), Err(SicsError::BadWeight(_))));
-        assert!(matches!(parse_reply(b"S S 12.5 lb"), Err(SicsError::BadUnit(_))));
-        assert!(matches!(parse_reply(b"S S 12.5"), Err(SicsError::BadUnit(_))));
-        assert!(matches!(parse_reply(b"S S . g"), Err(SicsError::BadWeight(_))));
-        assert!(matches!(parse_reply(b"S S 99999999999999 kg"), Err(SicsError::BadWeight(_))));
-        assert!(matches!(parse_reply(b"S X 1 g"), Err(SicsError::Unknown(_))));
-        assert!(matches!(parse_reply(b"S + extra"), Err(SicsError::Unknown(_))));
-        assert!(matches!(parse_reply(b"S S 1 g g"), Err(SicsError::Unknown(_))));
+        assert!(matches!(
+            parse_reply(b"S S 12,5 g"),
+            Err(SicsError::BadWeight(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S S 12.5 lb"),
+            Err(SicsError::BadUnit(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S S 12.5"),
+            Err(SicsError::BadUnit(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S S . g"),
+            Err(SicsError::BadWeight(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S S 99999999999999 kg"),
+            Err(SicsError::BadWeight(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S X 1 g"),
+            Err(SicsError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S + extra"),
+            Err(SicsError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S S 1 g g"),
+            Err(SicsError::Unknown(_))
+        ));
         assert!(matches!(parse_reply(b""), Err(SicsError::Unknown(_))));
         assert!(matches!(parse_reply(b"ES x"), Err(SicsError::Unknown(_))));
-        assert!(matches!(parse_reply(b"I4 A B02"), Err(SicsError::Unknown(_))));
-        assert!(matches!(parse_reply(b"S S 1\x00 g"), Err(SicsError::NotAscii { at: 5, .. })));
-        assert!(matches!(parse_reply(b"S S \xff g"), Err(SicsError::NotAscii { .. })));
+        assert!(matches!(
+            parse_reply(b"I4 A B02"),
+            Err(SicsError::Unknown(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"S S 1\x00 g"),
+            Err(SicsError::NotAscii { at: 5, .. })
+        ));
+        assert!(matches!(
+            parse_reply(b"S S \xff g"),
+            Err(SicsError::NotAscii { .. })
+        ));
     }
 
     #[test]
     fn truncated_and_random_replies_never_panic() {
-        let good: &[&[u8]] = &[b"S S      100.00 g\r\n", b"I4 A \"B021002593\"\r\n", b"Z A\r\n"];
+        let good: &[&[u8]] = &[
+            b"S S      100.00 g\r\n",
+            b"I4 A \"B021002593\"\r\n",
+            b"Z A\r\n",
+        ];
         for line in good {
             for cut in 0..line.len() {
                 let _ = parse_replies(&line[..cut]);

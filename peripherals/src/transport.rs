@@ -261,9 +261,18 @@ mod tests {
 
     #[test]
     fn a_bare_host_gets_the_default_port() {
-        assert_eq!(TcpConnector::new("10.0.0.5", 9100).address(), "10.0.0.5:9100");
-        assert_eq!(TcpConnector::new("10.0.0.5:4001", 9100).address(), "10.0.0.5:4001");
-        assert_eq!(TcpConnector::new("scale.lan", 4001).address(), "scale.lan:4001");
+        assert_eq!(
+            TcpConnector::new("10.0.0.5", 9100).address(),
+            "10.0.0.5:9100"
+        );
+        assert_eq!(
+            TcpConnector::new("10.0.0.5:4001", 9100).address(),
+            "10.0.0.5:4001"
+        );
+        assert_eq!(
+            TcpConnector::new("scale.lan", 4001).address(),
+            "scale.lan:4001"
+        );
         assert_eq!(TcpConnector::new("[::1]:9100", 1).address(), "[::1]:9100");
     }
 
@@ -295,7 +304,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            let b = (x % 40) as u8 + if x % 7 == 0 { 0 } else { 60 };
+            let b = (x % 40) as u8 + if x.is_multiple_of(7) { 0 } else { 60 };
             if let Some(Ok(line)) = f.push(b) {
                 assert!(!line.is_empty() && line.len() <= 16);
             }

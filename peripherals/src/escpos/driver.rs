@@ -382,7 +382,11 @@ pub struct EscPosPrinter {
 impl EscPosPrinter {
     /// A network printer at `address` (`host` means port 9100).
     pub fn tcp(id: &str, address: &str, config: EscPosConfig) -> Self {
-        Self::with_connector(id, Arc::new(TcpConnector::new(address, DEFAULT_PORT)), config)
+        Self::with_connector(
+            id,
+            Arc::new(TcpConnector::new(address, DEFAULT_PORT)),
+            config,
+        )
     }
 
     /// A serial printer on `path` at `baud`.
