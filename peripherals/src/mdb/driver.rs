@@ -250,15 +250,21 @@ fn lock<T>(m: &StdMutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn status_of(state: &State) -> KeyStatus {
+/// The approval the driver reports for vend number `item` (MDB level 1 has no
+/// authorization code, so the vend sequence number stands in for it).
+fn approval(item: u16) -> Approval {
+    Approval {
+        auth_code: format!("MDB{item:05}"),
+        brand: None,
+        last4: None,
+    }
+}
+
+fn status_of(state: &State, item: u16) -> KeyStatus {
     match state {
         State::WaitingCard | State::Requested { .. } => KeyStatus::InProgress,
         State::Approved { .. } | State::Settled { .. } => {
-            KeyStatus::Done(Outcome::Approved(Approval {
-                auth_code: String::new(),
-                brand: None,
-                last4: None,
-            }))
+            KeyStatus::Done(Outcome::Approved(approval(item)))
         }
         State::Declined(reason) => KeyStatus::Done(Outcome::Declined {
             reason: reason.clone(),
@@ -550,7 +556,7 @@ impl Shared {
             {
                 // Aborted by the caller.
                 self.end_session().await;
-                return Ok(match status_of(&e.state) {
+                return Ok(match status_of(&e.state, e.item) {
                     KeyStatus::Done(o) => o,
                     _ => Outcome::Declined {
                         reason: "aborted".into(),
@@ -625,11 +631,7 @@ impl Shared {
         match self.state_of(&key).map(|e| e.state) {
             Some(State::Approved { .. }) => {
                 self.core.count("vends_approved", 1);
-                Ok(Outcome::Approved(Approval {
-                    auth_code: format!("MDB{item:05}"),
-                    brand: None,
-                    last4: None,
-                }))
+                Ok(Outcome::Approved(approval(item)))
             }
             Some(State::Declined(reason)) => {
                 self.finish(&key, State::Declined(reason.clone()));
@@ -661,7 +663,7 @@ impl Shared {
             (other, _) => {
                 return Err(PaymentError::Illegal(format!(
                     "payment under {key} is not approved ({:?})",
-                    status_of(other)
+                    status_of(other, entry.item)
                 )));
             }
         }
@@ -710,7 +712,7 @@ impl Shared {
             return Ok(KeyStatus::Unknown);
         };
         let State::Requested { since } = entry.state else {
-            return Ok(status_of(&entry.state));
+            return Ok(status_of(&entry.state, entry.item));
         };
         // The answer was lost: ask the reader.
         let resolved = async {
@@ -730,7 +732,8 @@ impl Shared {
                 "cannot ask the reader yet: {e}"
             )));
         }
-        let state = self.state_of(key).map(|e| e.state);
+        let entry = self.state_of(key);
+        let state = entry.as_ref().map(|e| e.state.clone());
         if let Some(State::Declined(_)) = &state {
             let current = lock(&self.book).current.clone();
             if current.as_ref() == Some(key) {
@@ -738,7 +741,7 @@ impl Shared {
                 self.end_session().await;
             }
         }
-        Ok(state.map_or(KeyStatus::Unknown, |s| status_of(&s)))
+        Ok(entry.map_or(KeyStatus::Unknown, |e| status_of(&e.state, e.item)))
     }
 }
 
@@ -987,14 +990,14 @@ impl PaymentTerminal for MdbCashless {
     async fn abort(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
         let r = async {
             let mut book = lock(&self.shared.book);
-            match book.entries.get(key).map(|e| e.state.clone()) {
-                Some(State::WaitingCard) => {
+            match book.entries.get(key).map(|e| (e.state.clone(), e.item)) {
+                Some((State::WaitingCard, _)) => {
                     let reason = "aborted by the caller".to_owned();
                     book.set(key, State::Declined(reason.clone()));
                     book.current = None;
                     Ok(KeyStatus::Done(Outcome::Declined { reason }))
                 }
-                Some(s) => Ok(status_of(&s)),
+                Some((s, item)) => Ok(status_of(&s, item)),
                 None => Ok(KeyStatus::Unknown),
             }
         }
