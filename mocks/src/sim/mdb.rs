@@ -444,13 +444,10 @@ impl MdbSim {
         self.r().ledger.clone()
     }
 
-    /// Approvals under `item` whose money is held or moved.
+    /// Approvals under `item`: each moved (or held) money once, whatever happened to
+    /// it after (see [`ledger`](Self::ledger) for that).
     pub fn charge_count(&self, item: u16) -> u32 {
-        self.r()
-            .ledger
-            .iter()
-            .filter(|e| e.item == item && matches!(e.charge, Charge::Held | Charge::Settled))
-            .count() as u32
+        self.r().ledger.iter().filter(|e| e.item == item).count() as u32
     }
 
     /// Commands received.
