@@ -543,3 +543,70 @@ mod tests {
         );
     }
 }
+
+/// `outpost-sim mdb`: an MDB cashless reader behind a serial MDB bridge.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on for the driver.
+    #[arg(long, default_value = "127.0.0.1:4003")]
+    pub listen: SocketAddr,
+    /// Where to listen for control commands (`card <funds>|none`, `approve`, `deny`,
+    /// `lose-vend`, `swallow-vend`, `noresponse-vend`, `nak-vend`, `silent on|off`,
+    /// `ledger`).
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+}
+
+/// Run one control command and return its answer line.
+pub fn control_command(sim: &MdbSim, line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("");
+    let arg = words.next();
+    match (verb, arg) {
+        ("card", Some("none")) => sim.present_card(None),
+        ("card", Some(f)) => match f.parse::<u16>() {
+            Ok(f) => sim.present_card(Some(f)),
+            Err(_) => return "err card <funds in scaled units>|none".into(),
+        },
+        ("approve", None) => sim.decide_next([Decision::Approve]),
+        ("deny", None) => sim.decide_next([Decision::Deny]),
+        ("lose-vend", None) => sim.fault_next_vend([MdbFault::LoseReply]),
+        ("swallow-vend", None) => sim.fault_next_vend([MdbFault::Swallow]),
+        ("noresponse-vend", None) => sim.fault_next_vend([MdbFault::NoResponse]),
+        ("nak-vend", None) => sim.fault_next_vend([MdbFault::Nak]),
+        ("silent", Some("on")) => sim.set_silent(true),
+        ("silent", Some("off")) => sim.set_silent(false),
+        ("ledger", None) => return format!("ok {:?}", sim.ledger()),
+        _ => return format!("err unknown command {line:?}"),
+    }
+    "ok".into()
+}
+
+/// Run the simulator until Ctrl-C.
+pub async fn run(args: Args) -> std::io::Result<()> {
+    let sim = MdbSim::start(args.listen, MdbOptions::default()).await?;
+    println!(
+        "MDB cashless reader simulator listening on {}",
+        sim.local_addr().unwrap_or(args.listen)
+    );
+    let s = sim.clone();
+    super::run_until_ctrl_c(args.control, move |l| control_command(&s, l)).await
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_commands_script_the_reader() {
+        let sim = MdbSim::new(MdbOptions::default());
+        assert_eq!(control_command(&sim, "card 250"), "ok");
+        assert_eq!(sim.r().opts.card_funds, Some(250));
+        assert_eq!(control_command(&sim, "deny"), "ok");
+        assert_eq!(control_command(&sim, "lose-vend"), "ok");
+        assert_eq!(sim.r().vend_faults.len(), 1);
+        assert!(control_command(&sim, "card lots").starts_with("err"));
+        assert!(control_command(&sim, "explode").starts_with("err"));
+        assert_eq!(control_command(&sim, "ledger"), "ok []");
+    }
+}

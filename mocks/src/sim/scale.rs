@@ -385,3 +385,113 @@ mod tests {
         assert_eq!(s.answer(b"XYZ"), "ES");
     }
 }
+
+/// `outpost-sim scale`: an MT-SICS scale behind a serial-to-IP converter.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on for the driver.
+    #[arg(long, default_value = "127.0.0.1:4002")]
+    pub listen: SocketAddr,
+    /// Where to listen for control commands (`place 1234 5`, `unstable 10`, `lose`,
+    /// `garbage <text>`, `drop`, `silent on|off`, `counters`).
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+    /// Capacity in grams.
+    #[arg(long, default_value_t = 6_000)]
+    pub capacity_g: i64,
+}
+
+/// Run one control command and return its answer line.
+pub fn control_command(sim: &ScaleSim, line: &str) -> String {
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("");
+    let num = |w: Option<&str>| w.and_then(|s| s.parse::<i64>().ok());
+    match verb {
+        "place" => match (num(words.next()), words.next()) {
+            (Some(g), None) => {
+                sim.place(g, 0);
+                "ok".into()
+            }
+            (Some(g), Some(n)) => match n.parse::<u32>() {
+                Ok(n) => {
+                    sim.place(g, n);
+                    "ok".into()
+                }
+                Err(_) => "err settle readings must be a count".into(),
+            },
+            _ => "err place <grams> [settle readings]".into(),
+        },
+        "unstable" => match words.next().and_then(|s| s.parse::<u32>().ok()) {
+            Some(n) => {
+                sim.set_unstable(n);
+                "ok".into()
+            }
+            None => "err unstable <readings>".into(),
+        },
+        "lose" => {
+            sim.fault_next([ScaleFault::LoseReply]);
+            "ok".into()
+        }
+        "garbage" => {
+            let text = line.strip_prefix("garbage").unwrap_or("").trim();
+            sim.fault_next([ScaleFault::Garbage(format!("{text}\r\n").into_bytes())]);
+            "ok".into()
+        }
+        "drop" => {
+            sim.fault_next([ScaleFault::Drop]);
+            "ok".into()
+        }
+        "silent" => match words.next() {
+            Some("on") => {
+                sim.set_silent(true);
+                "ok".into()
+            }
+            Some("off") => {
+                sim.set_silent(false);
+                "ok".into()
+            }
+            _ => "err silent on|off".into(),
+        },
+        "counters" => format!("ok {:?}", sim.counters()),
+        _ => format!("err unknown command {line:?}"),
+    }
+}
+
+/// Run the simulator until Ctrl-C.
+pub async fn run(args: Args) -> std::io::Result<()> {
+    let sim = ScaleSim::start(
+        args.listen,
+        ScaleOptions {
+            capacity_g: args.capacity_g,
+            ..ScaleOptions::default()
+        },
+    )
+    .await?;
+    println!(
+        "MT-SICS scale simulator listening on {}",
+        sim.local_addr().unwrap_or(args.listen)
+    );
+    let s = sim.clone();
+    super::run_until_ctrl_c(args.control, move |l| control_command(&s, l)).await
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_commands_drive_the_scale() {
+        let sim = ScaleSim::new(ScaleOptions::default());
+        assert_eq!(control_command(&sim, "place 1234 3"), "ok");
+        assert_eq!(lock(&sim.inner).moving, 3);
+        assert_eq!(control_command(&sim, "unstable 9"), "ok");
+        assert_eq!(control_command(&sim, "garbage S S 1,0 g"), "ok");
+        assert_eq!(
+            lock(&sim.inner).faults.back(),
+            Some(&ScaleFault::Garbage(b"S S 1,0 g\r\n".to_vec()))
+        );
+        assert!(control_command(&sim, "place heavy").starts_with("err"));
+        assert!(control_command(&sim, "silent maybe").starts_with("err"));
+        assert!(control_command(&sim, "counters").starts_with("ok"));
+    }
+}

@@ -192,3 +192,78 @@ where
         i.connected.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
+
+/// `outpost-sim scanner`: a serial barcode scanner behind a serial-to-IP converter.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on for the driver.
+    #[arg(long, default_value = "127.0.0.1:4001")]
+    pub listen: SocketAddr,
+    /// Where to listen for control commands (`scan ]E04006381333931`, `raw <hex>`,
+    /// `drop`; see `docs/devices-serial.md`).
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+}
+
+/// Run one control command and return its answer line.
+pub fn control_command(sim: &ScannerSim, line: &str) -> String {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "scan" if !rest.is_empty() => {
+            sim.send_raw(format!("{rest}\r\n").as_bytes());
+            "ok".into()
+        }
+        "raw" => match hex_bytes(rest.trim()) {
+            Some(b) => {
+                sim.send_raw(&b);
+                "ok".into()
+            }
+            None => "err raw needs hex bytes".into(),
+        },
+        "drop" => {
+            sim.drop_connections();
+            "ok".into()
+        }
+        "status" => format!("ok connected={} sent={}", sim.connected(), sim.sent()),
+        _ => format!("err unknown command {line:?}"),
+    }
+}
+
+/// Hex digits (spaces allowed) to bytes.
+pub(crate) fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if s.is_empty() || !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// Run the simulator until Ctrl-C.
+pub async fn run(args: Args) -> std::io::Result<()> {
+    let sim = ScannerSim::start(args.listen).await?;
+    println!(
+        "Barcode scanner simulator listening on {}",
+        sim.local_addr().unwrap_or(args.listen)
+    );
+    let s = sim.clone();
+    super::run_until_ctrl_c(args.control, move |l| control_command(&s, l)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_commands_drive_the_scanner() {
+        let sim = ScannerSim::new();
+        assert_eq!(control_command(&sim, "scan ]E04006381333931"), "ok");
+        assert_eq!(control_command(&sim, "raw ff 00 0d 0a"), "ok");
+        assert!(control_command(&sim, "raw f").starts_with("err"));
+        assert!(control_command(&sim, "jump").starts_with("err"));
+        assert_eq!(control_command(&sim, "status"), "ok connected=0 sent=2");
+        assert_eq!(hex_bytes("0D0a"), Some(vec![13, 10]));
+    }
+}
