@@ -262,7 +262,13 @@ async fn no_card_declines_and_an_abort_while_waiting_declines() {
         let d2 = d2.clone();
         tokio::spawn(async move { d2.authorize(&req("n2", 100)).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Until the payment is waiting for a card (bounded).
+    for _ in 0..500 {
+        if d2.status(&PaymentKey("n2".into())).await == Ok(KeyStatus::InProgress) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let st = d2.abort(&PaymentKey("n2".into())).await.unwrap();
     assert!(
         matches!(st, KeyStatus::Done(Outcome::Declined { .. })),

@@ -59,7 +59,16 @@ async fn scanner_over_tcp_reads_scans_split_across_writes() {
         .await
         .expect("start");
     let addr = sim.local_addr().expect("address").to_string();
-    let s = SerialScanner::tcp("scanner-tcp", &addr, config());
+    // A generous gap: the two halves of a scan must not look truncated on a busy
+    // machine.
+    let s = SerialScanner::tcp(
+        "scanner-tcp",
+        &addr,
+        ScannerConfig {
+            frame_timeout: Duration::from_secs(2),
+            ..config()
+        },
+    );
     s.open().await.expect("open");
     s.core().claim().unwrap();
     s.core().enable().unwrap();
@@ -151,6 +160,24 @@ async fn a_dropped_link_fails_waiting_callers_as_offline_and_reopens() {
     assert_eq!(s.core().statistics().reconnects, 1);
 }
 
+/// Wait (bounded) until the driver's counter `name` reaches `n`.
+async fn wait_for(s: &SerialScanner, name: &str, n: u64) {
+    for _ in 0..500 {
+        if s.core()
+            .statistics()
+            .counters
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+            >= n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("counter {name} never reached {n}");
+}
+
 #[tokio::test]
 async fn scans_while_disabled_are_discarded_and_a_full_queue_drops_the_oldest() {
     let sim = ScannerSim::new();
@@ -165,12 +192,12 @@ async fn scans_while_disabled_are_discarded_and_a_full_queue_drops_the_oldest() 
     s.open().await.unwrap();
     s.core().claim().unwrap();
     sim.scan("]A0", "WHILE-DISABLED");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for(&s, "scans_discarded", 1).await;
     s.core().enable().unwrap();
     for i in 0..3 {
         sim.scan("]A0", &format!("S{i}"));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for(&s, "scans", 3).await;
     let a = s.next_scan().await.unwrap();
     let b = s.next_scan().await.unwrap();
     assert_eq!((a.data.as_str(), b.data.as_str()), ("S1", "S2"));
