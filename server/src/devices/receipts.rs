@@ -353,6 +353,9 @@ impl Spooler {
 
     /// Why the last print failed, while the spooler is stopped by it.
     pub fn last_error(&self) -> Option<String> {
+        if self.printer.is_none() {
+            return Some("no receipt printer is configured".into());
+        }
         if self.blocked.load(Ordering::Acquire) {
             lock(&self.last_error).clone()
         } else {

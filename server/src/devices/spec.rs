@@ -203,7 +203,7 @@ impl DeviceSpec {
             return Err(err(
                 "kind",
                 format!(
-                    "no driver for {kind} is available yet in this build; remove the entry until one is"
+                    "a driver for {kind} is not available yet in this build; remove the entry until one is"
                 ),
             ));
         };
