@@ -545,6 +545,23 @@ impl Registry {
     pub fn sims(&self) -> &Sims {
         &self.sims
     }
+
+    /// What the simulated printer `id` printed last: `None` when `id` is not a
+    /// simulated printer, `Some(None)` when it printed nothing yet.
+    pub fn simulated_last_receipt(&self, id: &str) -> Option<Option<String>> {
+        let e = self.entry(id)?;
+        if e.kind != DeviceKind::ReceiptPrinter || e.driver != "sim" {
+            return None;
+        }
+        #[cfg(feature = "demo")]
+        {
+            self.sims.printer.as_ref().map(|p| p.last_receipt())
+        }
+        #[cfg(not(feature = "demo"))]
+        {
+            None
+        }
+    }
 }
 
 fn nexo(s: &DeviceSpec, address: &str) -> outpost_peripherals::nexo::NexoTerminal {
@@ -652,4 +669,31 @@ impl Registry {
             device_errors: [e1, e2, e3].into_iter().flatten().collect(),
         }
     }
+}
+
+/// The devices `outpost demo` runs with when the config names none: an ESC/POS
+/// printer simulator with the drawer on its kick port, a customer display mock, and
+/// (when `with_payment`) a nexo terminal simulator, each reached through the real
+/// driver over loopback TCP. (Without the `demo` feature, validation refuses these
+/// drivers with an error saying so.)
+pub fn demo_devices(with_payment: bool) -> Vec<crate::config::DeviceSettings> {
+    use crate::config::DeviceSettings;
+    let dev = |id: &str, kind: &str, driver: &str| DeviceSettings {
+        id: id.into(),
+        kind: kind.into(),
+        driver: driver.into(),
+        ..DeviceSettings::default()
+    };
+    let mut v = vec![
+        dev("printer-1", "printer", "sim"),
+        DeviceSettings {
+            printer: Some("printer-1".into()),
+            ..dev("drawer-1", "drawer", "escpos-kick")
+        },
+        dev("display-1", "display", "mock"),
+    ];
+    if with_payment {
+        v.push(dev("payment-1", "payment", "sim"));
+    }
+    v
 }

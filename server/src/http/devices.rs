@@ -136,3 +136,36 @@ pub async fn receipt_queue(state: web::Data<AppState>) -> Result<HttpResponse, A
         printer_error: spooler.last_error(),
     }))
 }
+
+/// What a simulated printer printed last.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LastReceipt {
+    /// The printer.
+    pub device: String,
+    /// The receipt as the simulator rendered it from the ESC/POS bytes it received.
+    pub text: String,
+}
+
+/// The last receipt a simulated printer (`driver = "sim"`, as in `outpost demo`)
+/// printed, rendered from the bytes it received. Real printers keep no copy.
+#[utoipa::path(tag = "devices", params(("id" = String, Path)), responses((status = 200, body = LastReceipt), (status = 404, body = super::ErrorBody)))]
+#[get("/api/v1/devices/{id}/last-receipt")]
+pub async fn last_receipt(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    match state.devices.simulated_last_receipt(&id) {
+        Some(Some(text)) => Ok(HttpResponse::Ok().json(LastReceipt {
+            device: id.into_inner(),
+            text,
+        })),
+        Some(None) => Err(ApiError::not_found(
+            "no_receipt_yet",
+            format!("printer {id} has printed nothing yet"),
+        )),
+        None => Err(ApiError::not_found(
+            "not_a_simulated_printer",
+            format!("{id} is not a simulated printer; only those keep what they printed"),
+        )),
+    }
+}

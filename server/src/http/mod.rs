@@ -122,6 +122,7 @@ api!(
     devices::health_check,
     devices::reprint,
     devices::receipt_queue,
+    devices::last_receipt,
 );
 
 /// The answer to a path no route serves.

@@ -362,10 +362,13 @@ impl Drop for Child {
 }
 
 fn start_outpost(config: &std::path::Path) -> Child {
+    start_child(&["serve".as_ref(), "--config".as_ref(), config.as_os_str()])
+}
+
+fn start_child(args: &[&std::ffi::OsStr]) -> Child {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["serve", "--config"])
-        .arg(config)
+        .args(args)
         .env("OUTPOST_LOG", "info")
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
@@ -526,4 +529,99 @@ async fn bad_device_entries_stop_the_server_with_the_entry_named() {
         assert!(!out.status.success(), "{entry}: started");
         assert!(err.contains(expect), "{entry}: {err}");
     }
+}
+
+#[tokio::test]
+async fn the_demo_sells_through_simulated_devices_on_the_real_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let server = start_child(&[
+        "demo".as_ref(),
+        "--products".as_ref(),
+        "300".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let (client, url) = (client.clone(), format!("{}{path}", server.base));
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let devices = get("/api/v1/devices").await;
+    let kinds: Vec<_> = devices["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap().to_owned(), d["usable"].clone()))
+        .collect();
+    for kind in [
+        "receipt_printer",
+        "cash_drawer",
+        "customer_display",
+        "payment_terminal",
+    ] {
+        assert!(
+            kinds.contains(&(kind.to_owned(), json!(true))),
+            "{kind} missing or unusable: {devices}"
+        );
+    }
+    let printer = device_view(&devices, "printer-1");
+    assert!(
+        printer["transport"]
+            .as_str()
+            .unwrap()
+            .starts_with("tcp://127.0.0.1:")
+    );
+    let payment = device_view(&devices, "payment-1");
+    assert_eq!(payment["statistics"]["commands_failed"], 0);
+    let products = get("/api/v1/products?limit=50").await;
+    let sku = products["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sold_by"] == "each")
+        .expect("a product sold by the piece")["sku"]
+        .clone();
+    for (key, payment) in [
+        ("demo-cash", json!({"method":"cash","tendered":10_000_000})),
+        ("demo-card", json!({"method":"card"})),
+    ] {
+        let r = client
+            .post(format!("{}/api/v1/checkout", server.base))
+            .header("Idempotency-Key", key)
+            .json(&json!({"lines":[{"sku": sku, "quantity": 1}], "payment": payment}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["receipt_status"], "printed", "{v}");
+        assert_eq!(v["display_status"], "shown", "{v}");
+        let last = get("/api/v1/devices/printer-1/last-receipt").await;
+        assert!(
+            last["text"]
+                .as_str()
+                .unwrap()
+                .contains(v["sale_id"].as_str().unwrap()),
+            "{last}"
+        );
+    }
+    let devices = get("/api/v1/devices").await;
+    let printer = device_view(&devices, "printer-1");
+    assert_eq!(printer["statistics"]["counters"]["receipts_printed"], 2);
+    assert_eq!(
+        device_view(&devices, "drawer-1")["statistics"]["counters"]["kicks"],
+        1
+    );
 }
