@@ -604,7 +604,7 @@ impl Sales {
         if !matches!(recorded, Ok(Ok(_))) {
             self.release_receipt(place.as_ref());
         }
-        Ok(recorded??)
+        recorded?
     }
 
     /// Confirm every approved payment with the terminal (nexo completion) before the
