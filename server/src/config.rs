@@ -603,6 +603,24 @@ mod tests {
     }
 
     #[test]
+    fn device_entries_load_from_the_file_and_bad_ones_name_the_entry() {
+        let ok = "[[devices]]\nid = \"printer-1\"\nkind = \"printer\"\ndriver = \"escpos-tcp\"\naddress = \"10.0.0.5:9100\"\n";
+        let s = Settings::from_toml(ok).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.devices[0].address.as_deref(), Some("10.0.0.5:9100"));
+        // A typo in an entry's key is a parse error naming the key.
+        let e = Settings::from_toml(&ok.replace("address", "adress")).unwrap_err();
+        assert!(e.contains("adress"), "{e}");
+        // A missing address is named with its entry.
+        let s = Settings::from_toml(&ok.replace("address = \"10.0.0.5:9100\"\n", "")).unwrap();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("devices[0] (id \"printer-1\").address"), "{e}");
+        let mut s = Settings::default();
+        s.receipts.backoff_max_ms = 1;
+        assert!(s.validate().unwrap_err().to_string().contains("receipts"));
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let s = Settings::load(None, env(&[]), &Overrides::default()).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
