@@ -93,6 +93,9 @@ pub struct ReceiptQueue {
     store: Arc<Store>,
     max: usize,
     index: Mutex<Index>,
+    /// Set while full, so a store selling on with a dead printer logs "full" once,
+    /// not once per sale.
+    full: AtomicBool,
 }
 
 /// A place in the queue taken before the write that fills it; given back if the
@@ -116,6 +119,7 @@ impl ReceiptQueue {
             store,
             max,
             index: Mutex::new(Index { by_sale }),
+            full: AtomicBool::new(false),
         })
     }
 
@@ -137,7 +141,17 @@ impl ReceiptQueue {
     /// Take a place for `sale_id` unless the queue is full or already holds it.
     pub fn reserve(&self, sale_id: Uuid) -> Option<Reservation> {
         let mut ix = self.lock();
-        if ix.by_sale.contains_key(&sale_id) || ix.by_sale.len() >= self.max {
+        if ix.by_sale.len() >= self.max {
+            if !self.full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    queued = ix.by_sale.len(),
+                    "The receipt queue is full; new receipts are not queued until the printer catches up."
+                );
+            }
+            return None;
+        }
+        self.full.store(false, Ordering::Relaxed);
+        if ix.by_sale.contains_key(&sale_id) {
             return None;
         }
         let key = key(QUEUE, Uuid::now_v7());

@@ -405,14 +405,9 @@ impl Sales {
     }
 
     /// A place in the receipt queue for a sale about to be recorded (none when the
-    /// queue is full or there is no queue).
+    /// queue is full, logged once by the queue, or there is no queue).
     fn reserve_receipt(&self, id: Uuid) -> Option<Reservation> {
-        let queue = self.receipts.as_ref()?;
-        let place = queue.reserve(id);
-        if place.is_none() {
-            tracing::warn!(sale_id = %id, queued = queue.len(), "The receipt queue is full; this receipt is not queued.");
-        }
-        place
+        self.receipts.as_ref()?.reserve(id)
     }
 
     fn release_receipt(&self, place: Option<&Reservation>) {
