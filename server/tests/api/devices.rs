@@ -625,3 +625,50 @@ async fn the_demo_sells_through_simulated_devices_on_the_real_protocols() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_payment_still_waiting_for_the_card_at_our_timeout_is_aborted_not_left_to_charge() {
+    let pay = PaymentSim::start(loopback(), PaySimOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = nexo_settings(dir.path(), pay.local_addr());
+    // Our bound (1 s) runs out long before the card holder (10 s) or the driver (20 s).
+    s.payment.timeout_secs = 1;
+    s.devices[0].request_timeout_secs = Some(20);
+    let app = spawn_configured(s, None, true).await;
+    pay.next([Mode::Late(Duration::from_secs(10))]);
+    let card = json!({"lines":[{"sku":"MILK","quantity":1}],"payment":{"method":"card"}});
+    let started = Instant::now();
+    let (s, v, _) = app.checkout("abort-1", &card).await;
+    // Aborted, then asked: a final answer (no charge), not an outcome left in doubt.
+    assert_eq!((s, &v["code"]), (402, &json!("payment_declined")), "{v}");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(pay.total_charges(), 0);
+    let (_, list) = app.get("/api/v1/sales").await;
+    assert!(list["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_full_receipt_queue_lets_the_sale_complete_unqueued() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = test_settings(dir.path());
+    quick(&mut s);
+    s.receipts.queue_max = 1;
+    let app = spawn_configured(s, None, true).await;
+    let (s, v, _) = app.checkout("full-1", &cash_cart()).await;
+    assert_eq!((s, &v["receipt_status"]), (201, &json!("queued")), "{v}");
+    let (s, v, _) = app.checkout("full-2", &cash_cart()).await;
+    assert_eq!(
+        (s, &v["receipt_status"]),
+        (201, &json!("not_queued")),
+        "{v}"
+    );
+    let id = v["sale_id"].as_str().unwrap();
+    let (s, e, _) = app
+        .post(&format!("/api/v1/sales/{id}/reprint"), None, &json!({}))
+        .await;
+    assert_eq!((s, &e["code"]), (503, &json!("receipt_queue_full")), "{e}");
+    let (_, q) = app.get("/api/v1/receipts/queue").await;
+    assert_eq!(q["total"], 1);
+}
