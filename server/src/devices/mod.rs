@@ -287,6 +287,8 @@ impl Registry {
         let mut printer: Option<Arc<dyn ReceiptPrinter>> = None;
         let mut escpos: Option<(String, outpost_peripherals::escpos::EscPosPrinter)> = None;
         let mut drawer: Option<Arc<dyn CashDrawer>> = None;
+        // Only the `demo` feature has a display backend (the mock) so far.
+        #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
         let mut display: Option<Arc<dyn CustomerDisplay>> = None;
         let mut payment: Option<Arc<dyn PaymentTerminal>> = None;
         #[allow(unused_mut)]
