@@ -20,7 +20,13 @@
 //! - Capability traits, one module each: [`printer`], [`drawer`], [`scanner`],
 //!   [`scale`], [`display`], [`payment`], [`cash`], [`vend`], [`sensor`].
 //! - Drivers, one module each behind a cargo feature: `nexo` (feature `nexo`), the
-//!   nexo-style payment terminal over TCP.
+//!   nexo-style payment terminal over TCP; `scanner_serial` (feature
+//!   `scanner-serial`), line-framed scanners with AIM symbology identifiers; `sics`
+//!   (feature `scale-serial`), Mettler-Toledo MT-SICS scales; `mdb` (feature `mdb`),
+//!   MDB cashless readers through a serial MDB bridge. `docs/devices-serial.md`
+//!   describes the last three.
+//! - `transport` (any driver feature): TCP, serial and in-memory byte streams, and
+//!   the bounded line framer the line-based protocols share.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cash;
@@ -33,13 +39,21 @@ pub mod escpos;
 pub mod event;
 pub mod fault;
 pub mod key;
+#[cfg(feature = "mdb")]
+pub mod mdb;
 #[cfg(feature = "nexo")]
 pub mod nexo;
 pub mod payment;
 pub mod printer;
 pub mod scale;
 pub mod scanner;
+#[cfg(feature = "scanner-serial")]
+pub mod scanner_serial;
 pub mod sensor;
+#[cfg(feature = "scale-serial")]
+pub mod sics;
+#[cfg(feature = "transport")]
+pub mod transport;
 pub mod vend;
 
 pub use device::{

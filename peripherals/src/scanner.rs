@@ -37,7 +37,8 @@ pub enum Symbology {
 /// One scan.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scan {
-    /// The decoded data, printable ASCII.
+    /// The decoded data without its symbology identifier: printable ASCII, plus GS
+    /// (0x1D) separators in GS1 data and any non-control Unicode in QR and Data Matrix.
     pub data: String,
     /// What it was read from.
     pub symbology: Symbology,

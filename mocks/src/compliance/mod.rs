@@ -11,7 +11,13 @@
 //! - [`drawer`]: the cash drawer check, [`drawer::cash_drawer`], and its
 //!   [`drawer::DrawerHarness`].
 //! - [`payment`]: every [`PaymentTerminal`](outpost_peripherals::payment::PaymentTerminal).
+//! - [`scanner`]: the barcode scanner check, [`scanner::barcode_scanner`].
+//! - [`scale`]: the scale check, [`scale::scale`].
+//! - [`vend`]: the vend dispenser check, [`vend::vend_dispenser`].
 
 pub mod drawer;
 pub mod payment;
 pub mod printer;
+pub mod scale;
+pub mod scanner;
+pub mod vend;

@@ -6,14 +6,24 @@
 //! - [`printer`]: the receipt printer, [`printer::MockPrinter`].
 //! - [`drawer`]: the cash drawer, [`drawer::MockDrawer`].
 //! - [`display`]: the customer display, [`display::MockDisplay`].
+//! - [`scanner`]: the barcode scanner, [`scanner::MockScanner`].
+//! - [`scale`]: the scale, [`scale::MockScale`].
+//! - [`cash`]: the coin and note acceptor, [`cash::MockCashAcceptor`].
+//! - [`vend`]: the vend dispenser, [`vend::MockVend`].
+//! - [`sensor`]: temperature, door and tamper sensors, [`sensor::MockSensor`].
 
 use std::sync::Arc;
 
 use outpost_peripherals::{DeviceCore, DeviceFault, DeviceInfo, DeviceKind};
 
+pub mod cash;
 pub mod display;
 pub mod drawer;
 pub mod printer;
+pub mod scale;
+pub mod scanner;
+pub mod sensor;
+pub mod vend;
 
 /// What the next command of a mock does.
 #[derive(Debug, Clone, PartialEq, Eq)]

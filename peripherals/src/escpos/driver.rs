@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::time::{Instant, timeout};
 
@@ -40,91 +40,7 @@ use super::status::{QUERIES, RealTimeStatus, StatusError, StatusReader};
 /// The raw TCP port of network receipt printers.
 pub const DEFAULT_PORT: u16 = 9100;
 
-/// A byte stream to a printer.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// Opens a new stream to the printer; called at every (re)connect.
-#[async_trait]
-pub trait Connector: Send + Sync + std::fmt::Debug {
-    /// Open the stream. The driver bounds this with its connect timeout.
-    async fn connect(&self) -> std::io::Result<Box<dyn Stream>>;
-
-    /// The transport, as shown in [`DeviceInfo::transport`].
-    fn describe(&self) -> String;
-}
-
-/// A printer on the network, raw TCP (port 9100 unless the address says otherwise).
-#[derive(Debug, Clone)]
-pub struct TcpConnector {
-    address: String,
-}
-
-impl TcpConnector {
-    /// `address` is `host:port` or just `host`, which means port 9100.
-    pub fn new(address: &str) -> Self {
-        let has_port = address
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.ends_with(':') && port.parse::<u16>().is_ok());
-        let address = if has_port {
-            address.to_owned()
-        } else {
-            format!("{address}:{DEFAULT_PORT}")
-        };
-        Self { address }
-    }
-}
-
-#[async_trait]
-impl Connector for TcpConnector {
-    async fn connect(&self) -> std::io::Result<Box<dyn Stream>> {
-        let s = tokio::net::TcpStream::connect(&self.address).await?;
-        // Status queries are three bytes: send them now, not after Nagle's delay.
-        s.set_nodelay(true)?;
-        Ok(Box::new(s))
-    }
-
-    fn describe(&self) -> String {
-        format!("tcp://{}", self.address)
-    }
-}
-
-/// A printer on a serial port, 8N1 at the given baud rate, no flow control, through
-/// `tokio-serial` built without libudev (no system library needed).
-#[derive(Debug, Clone)]
-pub struct SerialConnector {
-    path: String,
-    baud: u32,
-}
-
-impl SerialConnector {
-    /// A port such as `/dev/ttyUSB0` at `baud` (19200 and 38400 are common).
-    pub fn new(path: &str, baud: u32) -> Self {
-        Self {
-            path: path.to_owned(),
-            baud,
-        }
-    }
-}
-
-#[async_trait]
-impl Connector for SerialConnector {
-    async fn connect(&self) -> std::io::Result<Box<dyn Stream>> {
-        use tokio_serial::SerialPortBuilderExt;
-        let port = tokio_serial::new(&self.path, self.baud)
-            .data_bits(tokio_serial::DataBits::Eight)
-            .parity(tokio_serial::Parity::None)
-            .stop_bits(tokio_serial::StopBits::One)
-            .flow_control(tokio_serial::FlowControl::None)
-            .open_native_async()
-            .map_err(std::io::Error::from)?;
-        Ok(Box::new(port))
-    }
-
-    fn describe(&self) -> String {
-        format!("serial://{}?baud={}", self.path, self.baud)
-    }
-}
+pub use crate::transport::{Connector, SerialConnector, Stream, TcpConnector};
 
 /// Settings of one printer.
 #[derive(Debug, Clone)]
@@ -466,7 +382,11 @@ pub struct EscPosPrinter {
 impl EscPosPrinter {
     /// A network printer at `address` (`host` means port 9100).
     pub fn tcp(id: &str, address: &str, config: EscPosConfig) -> Self {
-        Self::with_connector(id, Arc::new(TcpConnector::new(address)), config)
+        Self::with_connector(
+            id,
+            Arc::new(TcpConnector::new(address, DEFAULT_PORT)),
+            config,
+        )
     }
 
     /// A serial printer on `path` at `baud`.
@@ -762,14 +682,6 @@ impl CashDrawer for EscPosDrawer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_bare_host_gets_port_9100() {
-        assert_eq!(TcpConnector::new("10.0.0.5").address, "10.0.0.5:9100");
-        assert_eq!(TcpConnector::new("10.0.0.5:9101").address, "10.0.0.5:9101");
-        assert_eq!(TcpConnector::new("printer.lan").address, "printer.lan:9100");
-        assert_eq!(TcpConnector::new("[::1]:9100").address, "[::1]:9100");
-    }
 
     #[derive(Debug)]
     struct Duplex(StdMutex<Option<tokio::io::DuplexStream>>);

@@ -17,6 +17,14 @@
 //! - `barcodes`: GTIN-14 -> SKU.
 //! - `postings`: `c\0<category>\0<first sku>` and `t\0<name word>\0<first sku>` ->
 //!   up to 512 SKUs, sorted, `\0`-separated: the search index.
+//! - `overlay`: SKU -> product JSON that replaces the block's. A merge that changes
+//!   nothing any index is built from (prices, descriptions, flags of existing products:
+//!   the everyday price delta) is written here instead of a new generation, so its
+//!   cost grows with the delta, not with the catalog. The overlay is also held in
+//!   memory, swapped with the catalog handle, so readers still see the old catalog or
+//!   the new one. It is bounded ([`OVERLAY_MAX`]); a merge that would outgrow it, or
+//!   that adds, removes or re-indexes products, builds a new generation, which folds
+//!   the overlay in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +32,9 @@ use std::sync::Arc;
 use super::{Store, StoreError, from_json, to_json};
 use crate::domain::product::{Product, search_terms};
 
-const PARTS: [&str; 3] = ["products", "barcodes", "postings"];
+const PARTS: [&str; 4] = ["products", "barcodes", "postings", "overlay"];
+/// Most products the overlay of one generation holds before a merge rebuilds.
+pub const OVERLAY_MAX: usize = 65_536;
 /// A block is closed once it holds this many bytes...
 const BLOCK_BYTES: usize = 16 * 1024;
 /// ...or this many records.
@@ -49,6 +59,9 @@ pub struct Catalog {
     products: sled::Tree,
     barcodes: sled::Tree,
     postings: sled::Tree,
+    overlay_tree: sled::Tree,
+    /// The overlay's content, as of this handle (see the module doc).
+    overlay: Arc<HashMap<String, Vec<u8>>>,
 }
 
 fn tree_name(generation: u64, part: &str) -> String {
@@ -68,7 +81,48 @@ fn open_generation(
         products: db.open_tree(tree_name(generation, "products"))?,
         barcodes: db.open_tree(tree_name(generation, "barcodes"))?,
         postings: db.open_tree(tree_name(generation, "postings"))?,
+        overlay_tree: db.open_tree(tree_name(generation, "overlay"))?,
+        overlay: Arc::new(HashMap::new()),
     })
+}
+
+/// A product of the overlay: SKU and JSON.
+type OverlayEntry = (String, Vec<u8>);
+
+/// Write `entries` to the overlay of `live` and make them visible under `version`:
+/// the overlay entries and the version change in one sled transaction, flushed
+/// before the new handle is returned.
+pub(crate) fn commit_overlay(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    live: &Catalog,
+    entries: &[OverlayEntry],
+    version: &str,
+) -> Result<Catalog, StoreError> {
+    use sled::Transactional as _;
+    (&live.overlay_tree, meta)
+        .transaction(|(o, m)| {
+            for (sku, json) in entries {
+                o.insert(sku.as_bytes(), json.as_slice())?;
+            }
+            m.insert("catalog_version", version.as_bytes())?;
+            Ok(())
+        })
+        .map_err(|e: sled::transaction::TransactionError<()>| match e {
+            sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+            sled::transaction::TransactionError::Abort(()) => {
+                StoreError::Corrupt("overlay transaction aborted".into())
+            }
+        })?;
+    db.flush()?;
+    let mut overlay = (*live.overlay).clone();
+    for (sku, json) in entries {
+        overlay.insert(sku.clone(), json.clone());
+    }
+    let mut next = live.clone();
+    next.version = version.to_owned();
+    next.overlay = Arc::new(overlay);
+    Ok(next)
 }
 
 /// Drop every tree of a generation.
@@ -267,12 +321,38 @@ impl Catalog {
                 db.drop_tree(name.as_bytes())?;
             }
         }
-        open_generation(db, generation, version, len)
+        let mut catalog = open_generation(db, generation, version, len)?;
+        let mut overlay = HashMap::new();
+        for kv in catalog.overlay_tree.iter() {
+            let (k, v) = kv?;
+            overlay.insert(String::from_utf8_lossy(&k).into_owned(), v.to_vec());
+        }
+        catalog.overlay = Arc::new(overlay);
+        Ok(catalog)
+    }
+
+    /// Products served from the overlay rather than the blocks.
+    pub fn overlay_len(&self) -> usize {
+        self.overlay.len()
     }
 
     /// The stored JSON of a product: what the API serves, without decoding.
     pub fn product_json(&self, sku: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(json) = self.overlay.get(sku) {
+            return Ok(Some(json.clone()));
+        }
         block_get(&self.products, sku.as_bytes())
+    }
+
+    /// A record of `products` as served: the overlay's JSON when it has the SKU.
+    fn served<'a>(&'a self, sku: &[u8], json: &'a [u8]) -> &'a [u8] {
+        if self.overlay.is_empty() {
+            return json;
+        }
+        std::str::from_utf8(sku)
+            .ok()
+            .and_then(|s| self.overlay.get(s))
+            .map_or(json, Vec::as_slice)
     }
 
     /// Every product's stored JSON, in SKU order.
@@ -280,7 +360,7 @@ impl Catalog {
         self.products.iter().values().flat_map(|block| {
             let out: Vec<Result<Vec<u8>, StoreError>> = match block {
                 Ok(block) => records(&block)
-                    .map(|r| r.map(|(_, v)| v.to_vec()))
+                    .map(|r| r.map(|(k, v)| self.served(k, v).to_vec()))
                     .collect(),
                 Err(e) => vec![Err(e.into())],
             };
@@ -365,8 +445,15 @@ impl Catalog {
                 }
                 scanned += 1;
                 last_scanned = Some((term.to_vec(), sku.to_vec()));
-                let Some(json) = block_get(&self.products, sku)? else {
-                    continue;
+                let json = match std::str::from_utf8(sku)
+                    .ok()
+                    .and_then(|s| self.overlay.get(s))
+                {
+                    Some(json) => json.clone(),
+                    None => match block_get(&self.products, sku)? {
+                        Some(json) => json,
+                        None => continue,
+                    },
                 };
                 if let Some(w) = &driver {
                     let p: Product = from_json(&json, "product")?;
@@ -420,7 +507,7 @@ impl Catalog {
                     let next = items.last().map(|(s, _)| s.clone());
                     return Ok((items.into_iter().map(|(_, j)| j).collect(), next));
                 }
-                items.push((sku.to_vec(), json.to_vec()));
+                items.push((sku.to_vec(), self.served(sku, json).to_vec()));
             }
         }
         Ok((items.into_iter().map(|(_, j)| j).collect(), None))
@@ -443,8 +530,11 @@ pub struct ImportSummary {
     pub imported: u64,
     /// Products carried over from the previous catalog (merge).
     pub kept: u64,
-    /// The new generation.
+    /// The live generation after the import.
     pub generation: u64,
+    /// Whether the change went to the live generation's overlay (a merge that changes
+    /// no index) instead of a new generation.
+    pub overlay: bool,
 }
 
 /// Why a product was refused by an import.
@@ -574,9 +664,60 @@ impl CatalogImport {
         self.entries.len() as u64
     }
 
+    /// The overlay entries of this merge, if it changes no index and fits the
+    /// overlay: every product already exists in `live` with the same category, name
+    /// words and barcodes, and nothing is removed.
+    fn overlay_entries(&self, live: &Catalog) -> Result<Option<Vec<OverlayEntry>>, StoreError> {
+        if self.mode != ImportMode::Merge
+            || !self.removed.is_empty()
+            || live.generation == 0
+            || self.entries.len() + live.overlay.len() > OVERLAY_MAX
+        {
+            return Ok(None);
+        }
+        let sorted = |g: &[String]| {
+            let mut g = g.to_vec();
+            g.sort_unstable();
+            g
+        };
+        for e in &self.entries {
+            let Some(json) = live.product_json(&e.sku)? else {
+                return Ok(None);
+            };
+            let old = Entry::of(&from_json::<Product>(&json, "product")?, Vec::new());
+            if old.category != e.category
+                || old.terms != e.terms
+                || sorted(&old.gtins) != sorted(&e.gtins)
+            {
+                return Ok(None);
+            }
+        }
+        Ok(Some(
+            self.entries
+                .iter()
+                .map(|e| (e.sku.clone(), e.json.clone()))
+                .collect(),
+        ))
+    }
+
     /// Make the import the live catalog under `version`.
     pub fn finish(mut self, version: &str) -> Result<ImportSummary, StoreError> {
         let imported = self.entries.len() as u64;
+        let live = self.store.catalog();
+        if let Some(entries) = self.overlay_entries(&live)? {
+            if let Some(next) = self.next.take() {
+                drop_generation(self.store.db(), next.generation)?;
+            }
+            let next = commit_overlay(self.store.db(), &self.store.meta, &live, &entries, version)?;
+            self.store.switch_overlay(next);
+            return Ok(ImportSummary {
+                imported,
+                kept: live.len.saturating_sub(imported),
+                generation: live.generation,
+                overlay: true,
+            });
+        }
+        drop(live);
         let mut kept = 0;
         if self.mode == ImportMode::Merge {
             let old = self.store.catalog();
@@ -611,6 +752,7 @@ impl CatalogImport {
             imported,
             kept,
             generation,
+            overlay: false,
         })
     }
 }
@@ -814,6 +956,100 @@ mod tests {
         assert_eq!(
             store.catalog().product("S00009").unwrap().unwrap().name,
             "Old 9"
+        );
+    }
+
+    fn priced(i: usize, name: &str, price: i64) -> Product {
+        let mut p = product(i, "tea", name);
+        p.price = crate::domain::money::Money(price);
+        p
+    }
+
+    #[test]
+    fn a_price_only_merge_goes_to_the_overlay_atomically_and_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        import(
+            &store,
+            ImportMode::Replace,
+            (0..2000).map(|i| priced(i, "Leaf", 100)),
+        );
+        let before = store.catalog();
+        let s = import(
+            &store,
+            ImportMode::Merge,
+            (0..2000).step_by(10).map(|i| priced(i, "Leaf", 250)),
+        );
+        assert!(s.overlay, "{s:?}");
+        assert_eq!(
+            (s.imported, s.kept, s.generation),
+            (200, 1800, before.generation)
+        );
+        let c = store.catalog();
+        assert_eq!(c.overlay_len(), 200);
+        assert_eq!(c.len, 2000);
+        assert_eq!(c.product("S00010").unwrap().unwrap().price.0, 250);
+        assert_eq!(c.product("S00011").unwrap().unwrap().price.0, 100);
+        // A reader that loaded the catalog before still sees the old prices.
+        assert_eq!(before.product("S00010").unwrap().unwrap().price.0, 100);
+        // Search, listing and export serve the overlay too.
+        let (page, _) = c.search(Some("leaf"), None, 20, None, 1000).unwrap();
+        let first: Product = from_json(&page[0], "p").unwrap();
+        assert_eq!((first.sku.as_str(), first.price.0), ("S00000", 250));
+        let (page, _) = c.search(None, None, 20, None, 1000).unwrap();
+        let first: Product = from_json(&page[0], "p").unwrap();
+        assert_eq!(first.price.0, 250);
+        let exported: Vec<Product> = c
+            .products_json()
+            .map(|j| from_json(&j.unwrap(), "p").unwrap())
+            .collect();
+        assert_eq!(exported.iter().filter(|p| p.price.0 == 250).count(), 200);
+        drop((c, before, store));
+
+        // After a restart the overlay is still there, with its version.
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let c = store.catalog();
+        assert_eq!((c.overlay_len(), c.version.as_str()), (200, "v"));
+        assert_eq!(c.product("S00020").unwrap().unwrap().price.0, 250);
+
+        // A merge that renames a product rebuilds, folding the overlay in.
+        let s = import(
+            &store,
+            ImportMode::Merge,
+            std::iter::once(priced(5, "Bark", 300)),
+        );
+        assert!(!s.overlay);
+        let c2 = store.catalog();
+        assert_eq!(c2.generation, c.generation + 1);
+        assert_eq!(c2.overlay_len(), 0);
+        assert_eq!(c2.product("S00010").unwrap().unwrap().price.0, 250);
+        assert_eq!(c2.product("S00005").unwrap().unwrap().name, "Bark 5");
+        let (page, _) = c2.search(Some("bark"), None, 20, None, 1000).unwrap();
+        assert_eq!(page.len(), 1);
+        // A merge that adds a product rebuilds too.
+        let s = import(
+            &store,
+            ImportMode::Merge,
+            std::iter::once(priced(5000, "New", 1)),
+        );
+        assert!(!s.overlay);
+        assert_eq!(store.catalog().len, 2001);
+        // Once nobody reads the old generations, their trees (overlay too) are gone.
+        drop((c, c2));
+        store.sweep_retired_catalogs().unwrap();
+        let live = store.catalog().generation;
+        let names: Vec<String> = store
+            .db()
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .filter(|n| n.starts_with("catalog."))
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with(&format!("catalog.{live}."))),
+            "{names:?}"
         );
     }
 

@@ -258,6 +258,18 @@ impl Store {
         self.sweep_retired_catalogs()
     }
 
+    /// Serve `next`, a new handle on the live generation with a grown overlay. The
+    /// generation's trees stay: only a later switch to another generation drops them.
+    pub(crate) fn switch_overlay(&self, next: Catalog) {
+        let old = self.catalog.swap(Arc::new(next));
+        // Kept with the retired so a later switch does not drop the generation's trees
+        // while a request still reads them through this handle.
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(old);
+    }
+
     /// Drop the trees of replaced catalog generations nobody reads any more. Called
     /// at every switch and periodically by the server.
     pub fn sweep_retired_catalogs(&self) -> Result<(), StoreError> {
@@ -268,8 +280,19 @@ impl Store {
             *retired = keep;
             done
         };
+        let live = self.catalog().generation;
+        let mut dropped = std::collections::HashSet::new();
         for old in done {
-            catalog::drop_generation(&self.db, old.generation)?;
+            let g = old.generation;
+            let still_read = self
+                .retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|c| c.generation == g);
+            if g != live && !still_read && dropped.insert(g) {
+                catalog::drop_generation(&self.db, g)?;
+            }
         }
         Ok(())
     }

@@ -246,6 +246,12 @@ pub async fn sell(
                         .send()
                         .await
                     {
+                        // 408: the server gave up waiting for the request (a loaded
+                        // machine); nothing was processed, so the terminal resends.
+                        Ok(r) if r.status().as_u16() == 408 && tries < 3 => {
+                            tries += 1;
+                            eprintln!("checkout {key}: 408; retrying with the same key");
+                        }
                         Ok(r) => break r,
                         Err(e) if tries < 3 => {
                             tries += 1;

@@ -94,5 +94,55 @@ async fn lookups_answer_from_the_old_catalog_while_a_big_snapshot_applies() {
         reply.apply_ms,
         seen.len()
     );
+
+    // A 1,000-price delta on top of it: measured from the push to the first lookup
+    // that serves the new price.
+    let changed: Vec<u64> = (0..1_000).map(|k| k * (n / 1_000).max(1) % n).collect();
+    let delta = chunks(
+        header(
+            "d3",
+            hq::CatalogPushKind::Delta,
+            3,
+            2,
+            changed.len() as u64,
+            0,
+        ),
+        changed.iter().map(|i| product(*i, 9)).collect(),
+        500,
+        vec![],
+    );
+    let probe = format!(
+        "{}/api/v1/products/P{:07}",
+        app.base,
+        changed[changed.len() - 1]
+    );
+    let started = Instant::now();
+    let reply = push(&mut c, delta).await.unwrap();
+    assert_eq!((reply.version, reply.products), (3, n));
+    let mut served = false;
+    for _ in 0..1_000 {
+        let body: serde_json::Value = app
+            .http
+            .get(&probe)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["price"] == 9 {
+            served = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(served, "the delta's price is never served");
+    let (_, body) = app.get_json("/api/v1/products/P0000001").await;
+    assert_eq!(body["price"], 7, "a product outside the delta changed");
+    eprintln!(
+        "1,000-price delta on {n} products: push to served in {:.1} ms (apply {} ms)",
+        took.as_secs_f64() * 1000.0,
+        reply.apply_ms
+    );
     app.stop().await;
 }

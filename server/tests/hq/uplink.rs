@@ -234,3 +234,40 @@ async fn a_long_outage_drains_exactly_once_across_a_sigkill_of_the_store() {
     drop(store);
     hq.shutdown().await.unwrap();
 }
+
+/// The drain rate after an outage, for BENCHMARKS.md:
+/// `OUTPOST_DRAIN_SALES=100000 cargo test --release -p outpost-server --test hq -- --ignored --nocapture drain_rate`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn drain_rate_after_an_outage() {
+    let n = count_from_env("OUTPOST_DRAIN_SALES", 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let hq = start_hq(&dir.path().join("hq"), Faults::none()).await;
+    hq.stop().await;
+    let mut s = settings(&dir.path().join("store"), Some(hq.url()));
+    s.http.workers = 0;
+    s.sync.batch_max = 1_000;
+    s.sync.window = 8;
+    let app = spawn_with(s).await;
+    snapshot(&app, 1, 10).await;
+    let sold = sell(&app.base, "P0000003", n, 64, "drain").await;
+    assert_eq!(outbox_pending(&app.base).await, 2 * n as u64);
+    let started = std::time::Instant::now();
+    hq.start().await.unwrap();
+    let base = app.base.clone();
+    eventually(600, "the outbox to drain", || {
+        let base = base.clone();
+        async move { outbox_pending(&base).await == 0 }
+    })
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    assert_exactly_once(&hq.received("unit-1"), &sold);
+    eprintln!(
+        "drained {n} sales ({} envelopes) in {took:.2} s: {:.0} sales/s, {:.0} envelopes/s",
+        2 * n,
+        n as f64 / took,
+        2.0 * n as f64 / took
+    );
+    app.stop().await;
+    hq.shutdown().await.unwrap();
+}

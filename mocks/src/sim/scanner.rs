@@ -1,0 +1,269 @@
+//! A wire-level serial barcode scanner: sends scans as terminated lines with AIM
+//! symbology identifiers to every connected driver, over TCP or an in-memory pipe,
+//! and can be told to send garbage, over-long or cut-off frames, or drop the link.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use outpost_peripherals::transport::DuplexConnector;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+/// What the scanner sends to its links.
+#[derive(Debug, Clone)]
+enum Out {
+    Bytes(Vec<u8>),
+    Drop,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: broadcast::Sender<Out>,
+    connected: watch::Sender<usize>,
+    frames: AtomicU64,
+    addr: Option<SocketAddr>,
+    accept: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(a) = &self.accept {
+            a.abort();
+        }
+        // Ends every link task at its next select.
+        let _ = self.tx.send(Out::Drop);
+    }
+}
+
+/// A simulated scanner. Clones share it; it stops when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct ScannerSim {
+    inner: Arc<Inner>,
+}
+
+impl Default for ScannerSim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScannerSim {
+    /// A scanner with no listener: links come through [`attach`](Self::attach) or
+    /// [`connector`](Self::connector).
+    pub fn new() -> Self {
+        Self::build(None, None)
+    }
+
+    fn build(addr: Option<SocketAddr>, accept: Option<tokio::task::JoinHandle<()>>) -> Self {
+        let (tx, _) = broadcast::channel(256);
+        Self {
+            inner: Arc::new(Inner {
+                tx,
+                connected: watch::channel(0).0,
+                frames: AtomicU64::new(0),
+                addr,
+                accept,
+            }),
+        }
+    }
+
+    /// Bind `addr` (use `127.0.0.1:0` in tests) and serve every connection.
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let sim = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let weak = weak.clone();
+            let accept = tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let Some(inner) = weak.upgrade() else { return };
+                    ScannerSim { inner }.attach(stream);
+                }
+            });
+            let (tx, _) = broadcast::channel(256);
+            Inner {
+                tx,
+                connected: watch::channel(0).0,
+                frames: AtomicU64::new(0),
+                addr: Some(addr),
+                accept: Some(accept),
+            }
+        });
+        Ok(Self { inner: sim })
+    }
+
+    /// Where it listens, when started with [`start`](Self::start).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.addr
+    }
+
+    /// Serve one link (a duplex pipe end, a pseudo-terminal).
+    pub fn attach<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let rx = self.inner.tx.subscribe();
+        self.inner.connected.send_modify(|n| *n += 1);
+        tokio::spawn(link(Arc::downgrade(&self.inner), rx, stream));
+    }
+
+    /// An in-memory connector whose every connect is a new link to this scanner.
+    pub fn connector(&self, name: &str) -> DuplexConnector {
+        let weak = Arc::downgrade(&self.inner);
+        DuplexConnector::new(
+            name,
+            4096,
+            Arc::new(move |far| match weak.upgrade() {
+                Some(inner) => {
+                    ScannerSim { inner }.attach(far);
+                    Ok(())
+                }
+                None => Err(std::io::ErrorKind::ConnectionRefused.into()),
+            }),
+        )
+    }
+
+    /// Wait until at least `n` links are up, at most `limit`.
+    pub async fn wait_connected(&self, n: usize, limit: Duration) -> bool {
+        let mut rx = self.inner.connected.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|c| *c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Links up now.
+    pub fn connected(&self) -> usize {
+        *self.inner.connected.borrow()
+    }
+
+    /// Send a scan: `aim` is the identifier (`]E0`, or empty for none), then the
+    /// data and CR LF.
+    pub fn scan(&self, aim: &str, data: &str) {
+        self.send_raw(format!("{aim}{data}\r\n").as_bytes());
+    }
+
+    /// Send bytes as they are: garbage, a frame without terminator, half a frame.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        self.inner.frames.fetch_add(1, Ordering::Relaxed);
+        let _ = self.inner.tx.send(Out::Bytes(bytes.to_vec()));
+    }
+
+    /// Close every link, as if the cable were pulled.
+    pub fn drop_connections(&self) {
+        let _ = self.inner.tx.send(Out::Drop);
+    }
+
+    /// Sends made so far.
+    pub fn sent(&self) -> u64 {
+        self.inner.frames.load(Ordering::Relaxed)
+    }
+}
+
+async fn link<S>(inner: Weak<Inner>, mut rx: broadcast::Receiver<Out>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut sink = [0u8; 64];
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Ok(Out::Bytes(b)) => {
+                    if w.write_all(&b).await.is_err() || w.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Out::Drop) | Err(broadcast::error::RecvError::Closed) => break,
+                // A link that fell behind loses scans, as a real one would.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+            },
+            // A scanner ignores what it is sent; reading notices a closed link.
+            n = r.read(&mut sink) => if matches!(n, Ok(0) | Err(_)) { break },
+        }
+    }
+    if let Some(i) = inner.upgrade() {
+        i.connected.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// `outpost-sim scanner`: a serial barcode scanner behind a serial-to-IP converter.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on for the driver.
+    #[arg(long, default_value = "127.0.0.1:4001")]
+    pub listen: SocketAddr,
+    /// Where to listen for control commands (`scan ]E04006381333931`, `raw <hex>`,
+    /// `drop`; see `docs/devices-serial.md`).
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+}
+
+/// Run one control command and return its answer line.
+pub fn control_command(sim: &ScannerSim, line: &str) -> String {
+    let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match verb {
+        "scan" if !rest.is_empty() => {
+            sim.send_raw(format!("{rest}\r\n").as_bytes());
+            "ok".into()
+        }
+        "raw" => match hex_bytes(rest.trim()) {
+            Some(b) => {
+                sim.send_raw(&b);
+                "ok".into()
+            }
+            None => "err raw needs hex bytes".into(),
+        },
+        "drop" => {
+            sim.drop_connections();
+            "ok".into()
+        }
+        "status" => format!("ok connected={} sent={}", sim.connected(), sim.sent()),
+        _ => format!("err unknown command {line:?}"),
+    }
+}
+
+/// Hex digits (spaces allowed) to bytes.
+pub(crate) fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if s.is_empty() || !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// Run the simulator until Ctrl-C.
+pub async fn run(args: Args) -> std::io::Result<()> {
+    let sim = ScannerSim::start(args.listen).await?;
+    println!(
+        "Barcode scanner simulator listening on {}",
+        sim.local_addr().unwrap_or(args.listen)
+    );
+    let s = sim.clone();
+    super::run_until_ctrl_c(args.control, move |l| control_command(&s, l)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_commands_drive_the_scanner() {
+        let sim = ScannerSim::new();
+        assert_eq!(control_command(&sim, "scan ]E04006381333931"), "ok");
+        assert_eq!(control_command(&sim, "raw ff 00 0d 0a"), "ok");
+        assert!(control_command(&sim, "raw f").starts_with("err"));
+        assert!(control_command(&sim, "jump").starts_with("err"));
+        assert_eq!(control_command(&sim, "status"), "ok connected=0 sent=2");
+        assert_eq!(hex_bytes("0D0a"), Some(vec![13, 10]));
+    }
+}

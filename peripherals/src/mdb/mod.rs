@@ -1,0 +1,14 @@
+//! MDB (Multi-Drop Bus, NAMA/EVA MDB/ICP 4.x) cashless readers, level 1, through a
+//! serial MDB bridge: Outpost is the vending machine controller (VMC), the card
+//! reader is cashless device #1 (address `0x10`). The exact subset and the bridge's
+//! line framing are in `docs/devices-serial.md`.
+//!
+//! - [`protocol`]: VMC commands, reader responses, the bridge's lines, and their
+//!   parsers ([`protocol::parse_bridge_line`], [`protocol::parse_responses`] and
+//!   [`protocol::parse_command`] are the fuzz entry points).
+//! - [`driver`]: [`MdbCashless`], a [`PaymentTerminal`](crate::payment::PaymentTerminal).
+
+pub mod driver;
+pub mod protocol;
+
+pub use driver::{MdbCashless, MdbConfig};
