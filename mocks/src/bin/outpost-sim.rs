@@ -1,6 +1,6 @@
 //! `outpost-sim`: the wire-level device simulators, standalone, for a technician's
-//! bench: `outpost-sim printer --listen ADDR`, `outpost-sim payment --listen ADDR`.
-//! Point Outpost's real drivers at them (`driver = "escpos-tcp"` / `"nexo-tcp"`).
+//! bench: `outpost-sim printer --listen ADDR`, `outpost-sim payment --listen ADDR`,
+//! `outpost-sim scanner|scale|mdb ...`. Point Outpost's real drivers at them.
 
 use std::process::ExitCode;
 
@@ -20,6 +20,12 @@ enum Device {
     Printer(outpost_mocks::sim::escpos::Args),
     /// A nexo-style payment terminal on TCP, with fault modes and a control channel.
     Payment(outpost_mocks::sim::payment::Args),
+    /// A serial barcode scanner, over TCP.
+    Scanner(outpost_mocks::sim::scanner::Args),
+    /// An MT-SICS scale, over TCP.
+    Scale(outpost_mocks::sim::scale::Args),
+    /// An MDB cashless reader behind a serial bridge, over TCP.
+    Mdb(outpost_mocks::sim::mdb::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +41,9 @@ fn main() -> ExitCode {
         match cli.device {
             Device::Printer(args) => outpost_mocks::sim::escpos::run(args).await,
             Device::Payment(args) => outpost_mocks::sim::payment::run(args).await,
+            Device::Scanner(args) => outpost_mocks::sim::scanner::run(args).await,
+            Device::Scale(args) => outpost_mocks::sim::scale::run(args).await,
+            Device::Mdb(args) => outpost_mocks::sim::mdb::run(args).await,
         }
     });
     match result {

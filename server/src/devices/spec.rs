@@ -203,7 +203,7 @@ impl DeviceSpec {
             return Err(err(
                 "kind",
                 format!(
-                    "a driver for {kind} is not available yet in this build; remove the entry until one is"
+                    "a {kind} is not available yet in the server's device registry (its driver is not wired in); remove the entry until it is"
                 ),
             ));
         };
