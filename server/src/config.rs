@@ -32,6 +32,11 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// The HQ link: the gRPC port HQ pushes to and the uplink to HQ.
     pub sync: SyncSettings,
+    /// The store's devices (`[[devices]]` entries), opened and supervised by the
+    /// device registry. Validated as a whole by [`crate::devices::spec`].
+    pub devices: Vec<DeviceSettings>,
+    /// The receipt reprint queue and the supervisor's timings.
+    pub receipts: ReceiptSettings,
     /// Log level filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -46,6 +51,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             storage: StorageSettings::default(),
             sync: SyncSettings::default(),
+            devices: Vec::new(),
+            receipts: ReceiptSettings::default(),
             log: "info".into(),
         }
     }
@@ -90,8 +97,10 @@ impl Default for StoreSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentSettings {
-    /// `none` (cash only) or `mock` (a simulated terminal that approves; for demos and
-    /// tests; needs the `demo` feature).
+    /// `none` (cash only, unless a `[[devices]]` entry is a payment terminal) or `mock`
+    /// (a simulated terminal that approves; for demos and tests; needs the `demo`
+    /// feature). Kept for older config files: new ones configure the terminal as a
+    /// `[[devices]]` entry.
     pub terminal: String,
     /// Seconds to wait for the terminal before its outcome counts as unknown.
     pub timeout_secs: u64,
@@ -105,6 +114,74 @@ impl Default for PaymentSettings {
             terminal: "none".into(),
             timeout_secs: 60,
             recovery_interval_secs: 30,
+        }
+    }
+}
+
+/// One `[[devices]]` entry as written in the file. Which keys apply depends on the
+/// driver; [`crate::devices::spec::DeviceSpec::parse`] checks them and names the entry
+/// in every error.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// Unique id of the device in this unit (`printer-1`).
+    pub id: String,
+    /// What it is: `printer`, `drawer`, `display`, `payment`, `scanner`, `scale`, ...
+    /// (or the API names `receipt_printer`, `cash_drawer`, ...).
+    pub kind: String,
+    /// How Outpost talks to it: `escpos-tcp`, `escpos-serial`, `escpos-kick`,
+    /// `nexo-tcp`, `sim`, `mock`.
+    pub driver: String,
+    /// `host:port` of a network device.
+    pub address: Option<String>,
+    /// Serial port of a serial device (`/dev/ttyUSB0`).
+    pub port: Option<String>,
+    /// Baud rate of a serial device.
+    pub baud: Option<u32>,
+    /// For a drawer on a printer's kick port: the printer's id.
+    pub printer: Option<String>,
+    /// Bound on opening the transport, in milliseconds.
+    pub connect_timeout_ms: Option<u64>,
+    /// Bound on each read or write (printer) or status query (payment), in ms.
+    pub io_timeout_ms: Option<u64>,
+    /// Payment terminal: how long a payment may take, card holder included, in s.
+    pub request_timeout_secs: Option<u64>,
+    /// Payment terminal: the terminal's POIID (default: the device id).
+    pub poi_id: Option<String>,
+    /// Payment terminal: this unit's SaleID (default `outpost`).
+    pub sale_id: Option<String>,
+    /// Seconds between the supervisor's health checks of this device.
+    pub health_interval_secs: Option<u64>,
+}
+
+/// The receipt reprint queue and the device supervisor's timings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiptSettings {
+    /// Most receipts waiting in the reprint queue; further receipts are not queued
+    /// (the sale still completes, `receipt_status` says `not_queued`).
+    pub queue_max: usize,
+    /// How long a checkout waits for its receipt to print before answering `queued`.
+    pub print_wait_ms: u64,
+    /// How often the spooler retries the queue while the printer fails.
+    pub retry_ms: u64,
+    /// First reconnect delay of a device that failed, in ms (doubles, with jitter).
+    pub backoff_min_ms: u64,
+    /// Longest reconnect delay, in ms.
+    pub backoff_max_ms: u64,
+    /// Default seconds between health checks of an open device.
+    pub health_interval_secs: u64,
+}
+
+impl Default for ReceiptSettings {
+    fn default() -> Self {
+        ReceiptSettings {
+            queue_max: 10_000,
+            print_wait_ms: 5_000,
+            retry_ms: 5_000,
+            backoff_min_ms: 250,
+            backoff_max_ms: 30_000,
+            health_interval_secs: 10,
         }
     }
 }
@@ -354,13 +431,24 @@ impl Settings {
                 "must be between 24 and 80".into(),
             ));
         }
-        if !["none", "mock"].contains(&self.payment.terminal.as_str()) {
+        crate::devices::spec::DeviceSpec::parse_all(&self.devices, &self.payment.terminal)
+            .map_err(|e| invalid(&e.field, e.message))?;
+        let r = &self.receipts;
+        if r.queue_max == 0 || r.queue_max > 1_000_000 {
             return Err(invalid(
-                "payment.terminal",
-                format!(
-                    "unknown terminal {:?}: use none or mock",
-                    self.payment.terminal
-                ),
+                "receipts.queue_max",
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        if r.print_wait_ms == 0
+            || r.retry_ms == 0
+            || r.backoff_min_ms == 0
+            || r.backoff_max_ms < r.backoff_min_ms
+            || r.health_interval_secs == 0
+        {
+            return Err(invalid(
+                "receipts",
+                "timings must be positive and backoff_max_ms at least backoff_min_ms".into(),
             ));
         }
         if self.payment.timeout_secs == 0 || self.payment.recovery_interval_secs == 0 {
@@ -512,6 +600,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("OUTPOST_LISTEN"));
+    }
+
+    #[test]
+    fn device_entries_load_from_the_file_and_bad_ones_name_the_entry() {
+        let ok = "[[devices]]\nid = \"printer-1\"\nkind = \"printer\"\ndriver = \"escpos-tcp\"\naddress = \"10.0.0.5:9100\"\n";
+        let s = Settings::from_toml(ok).unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.devices[0].address.as_deref(), Some("10.0.0.5:9100"));
+        // A typo in an entry's key is a parse error naming the key.
+        let e = Settings::from_toml(&ok.replace("address", "adress")).unwrap_err();
+        assert!(e.contains("adress"), "{e}");
+        // A missing address is named with its entry.
+        let s = Settings::from_toml(&ok.replace("address = \"10.0.0.5:9100\"\n", "")).unwrap();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("devices[0] (id \"printer-1\").address"), "{e}");
+        let mut s = Settings::default();
+        s.receipts.backoff_max_ms = 1;
+        assert!(s.validate().unwrap_err().to_string().contains("receipts"));
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`store`]: sled trees, the single writer with group commit, catalog generations.
 //! - [`sales`]: checkout, refunds, idempotency and payment recovery.
 //! - [`http`]: the REST API v1 and its OpenAPI document.
+//! - [`devices`]: the device registry and supervisor, the receipt queue and spooler.
 //! - [`config`]: settings from file, environment and flags.
 //! - [`startup`]: `Application::build` and `run_until`.
 //! - [`import`], [`seed`]: the catalog importer and the demo store.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod devices;
 pub mod domain;
 pub mod grpc;
 pub mod http;

@@ -45,8 +45,9 @@ struct Common {
 enum Command {
     /// Serve the store.
     Serve(Common),
-    /// Fill an empty data dir with a demo store (catalog, stock, promotions, a simulated
-    /// payment terminal) and serve it.
+    /// Fill an empty data dir with a demo store (catalog, stock, promotions) and serve
+    /// it with simulated devices: an ESC/POS printer and drawer, a customer display and
+    /// a nexo payment terminal, reached through the real drivers on loopback.
     Demo {
         #[command(flatten)]
         common: Common,
@@ -154,8 +155,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { common, products } => {
             let mut s = settings(&common)?;
             outpost_server::telemetry::init(&s.log);
-            if s.payment.terminal == "none" {
-                s.payment.terminal = "mock".into();
+            if s.devices.is_empty() {
+                // Simulators speaking the real wire protocols, so the demo runs the
+                // ESC/POS and nexo drivers end to end.
+                s.devices = outpost_server::devices::demo_devices(s.payment.terminal == "none");
+                s.validate()?;
             }
             if s.store.name == outpost_server::config::StoreSettings::default().name {
                 s.store.name = "Outpost Demo Store".into();

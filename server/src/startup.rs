@@ -9,20 +9,18 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use outpost_peripherals::payment::PaymentTerminal;
 
 use crate::config::Settings;
+use crate::devices::spec::DeviceSpec;
+use crate::devices::supervisor::SupervisorConfig;
+use crate::devices::{Registry, RegistryConfig};
 use crate::grpc::uplink::{SyncState, UplinkConfig};
 use crate::http::{self, AppState, body::BodyLimit};
 use crate::sales::{Sales, SalesConfig};
 use crate::store::{Store, StoreOptions};
 
 /// What the server is built with besides its settings: devices tests may replace.
-#[derive(Default, Clone)]
-pub struct Devices {
-    /// The payment terminal; `None` takes it from the settings.
-    pub terminal: Option<Arc<dyn PaymentTerminal>>,
-}
+pub type Devices = crate::devices::Overrides;
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -33,6 +31,7 @@ pub struct Application {
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     grpc: Option<(SocketAddr, tokio::net::TcpListener)>,
+    registry: Arc<Registry>,
 }
 
 impl Application {
@@ -52,13 +51,32 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
-        let terminal = match devices.terminal {
-            Some(t) => Some(t),
-            None => terminal_from_settings(&settings)?,
-        };
+        let specs = DeviceSpec::parse_all(&settings.devices, &settings.payment.terminal)
+            .map_err(|e| anyhow::anyhow!("setting {e}"))?;
+        let r = &settings.receipts;
+        let registry = Registry::build(
+            &specs,
+            devices,
+            store.clone(),
+            RegistryConfig {
+                supervisor: SupervisorConfig {
+                    backoff_min: Duration::from_millis(r.backoff_min_ms),
+                    backoff_max: Duration::from_millis(r.backoff_max_ms),
+                    health_interval: Duration::from_secs(r.health_interval_secs),
+                    attempt_bound: Duration::from_secs(10),
+                },
+                queue_max: r.queue_max,
+                receipt_width: settings.store.receipt_width,
+                retry: Duration::from_millis(r.retry_ms),
+            },
+        )
+        .await
+        .context("Failed to set up the devices")?;
+        registry.open_all().await;
+        let registry = Arc::new(registry);
         let sales = Sales::new(
             store,
-            terminal,
+            registry.payment(),
             SalesConfig {
                 store_name: settings.store.name.clone(),
                 currency: settings.currency(),
@@ -66,7 +84,8 @@ impl Application {
                 payment_timeout: settings.payment_timeout(),
                 receipt_width: settings.store.receipt_width,
             },
-        );
+        )
+        .with_receipts(registry.spooler().queue().clone());
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;
         let grpc = match settings.sync.grpc_listen {
@@ -90,6 +109,7 @@ impl Application {
             settings: settings.clone(),
             started: Instant::now(),
             sync: sync.clone(),
+            devices: registry.clone(),
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -117,7 +137,13 @@ impl Application {
             settings,
             sync,
             grpc,
+            registry,
         })
+    }
+
+    /// The device registry.
+    pub fn devices(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// The bound gRPC address, when the gRPC port is configured.
@@ -145,6 +171,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let every = Duration::from_secs(self.sales_recovery_secs);
         let recovery = self.sales.spawn_recovery(every);
+        let device_tasks = self.registry.start();
         let store = self.sales.store().clone();
         let uplink =
             UplinkConfig::from_settings(&self.settings.sync, &self.settings.store.id).map(|cfg| {
@@ -187,6 +214,9 @@ impl Application {
         handle.stop(true).await;
         recovery.abort();
         sweeper.abort();
+        for t in device_tasks {
+            t.abort();
+        }
         if let Some(u) = uplink {
             u.abort();
         }
@@ -197,17 +227,5 @@ impl Application {
         }
         server.await.context("Failed to join the HTTP server")??;
         Ok(())
-    }
-}
-
-fn terminal_from_settings(settings: &Settings) -> anyhow::Result<Option<Arc<dyn PaymentTerminal>>> {
-    match settings.payment.terminal.as_str() {
-        "none" => Ok(None),
-        #[cfg(feature = "demo")]
-        "mock" => {
-            tracing::warn!("Using the simulated payment terminal: card payments are not real");
-            Ok(Some(Arc::new(outpost_mocks::MockTerminal::new())))
-        }
-        other => anyhow::bail!("payment terminal {other:?} is not available in this build"),
     }
 }

@@ -6,6 +6,7 @@
 //! - [`catalog`]: products and promotions.
 //! - [`inventory`]: stock levels, counts and adjustments.
 //! - [`selling`]: cart pricing, checkout, sales and refunds.
+//! - [`devices`]: the device list, health checks, receipt reprints and the queue.
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -13,6 +14,7 @@
 
 pub mod body;
 pub mod catalog;
+pub mod devices;
 pub mod error;
 pub mod inventory;
 pub mod ops;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub started: Instant,
     /// The HQ uplink's state.
     pub sync: Arc<crate::grpc::uplink::SyncState>,
+    /// The device registry: printer, drawer, display, payment terminal.
+    pub devices: Arc<crate::devices::Registry>,
 }
 
 /// The terminal that sent a request: the `X-Terminal-Id` header (until terminals
@@ -114,6 +118,11 @@ api!(
     selling::get_sale,
     selling::list_sales,
     selling::post_refund,
+    devices::list_devices,
+    devices::health_check,
+    devices::reprint,
+    devices::receipt_queue,
+    devices::last_receipt,
 );
 
 /// The answer to a path no route serves.

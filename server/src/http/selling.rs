@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::body::JsonBody;
 use super::{ApiError, AppState, idempotency_key, terminal_id};
+use crate::devices::receipts::ReceiptStatus;
 use crate::domain::money::Money;
 use crate::domain::pricing::{PricedCart, PricedLine, TaxLine};
 use crate::domain::receipt::Receipt;
@@ -70,6 +71,17 @@ pub struct SaleView {
     pub receipt_text: String,
     /// Refunds made against it.
     pub refunds: Vec<RefundSummary>,
+    /// Where its receipt is: `printed`, `queued` (reprint queue) or `not_queued`.
+    pub receipt_status: Option<ReceiptStatus>,
+    /// Checkout only: `opened`, `failed`, `not_configured` or `not_needed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drawer_status: Option<&'static str>,
+    /// Checkout only: `shown`, `failed` or `not_configured`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_status: Option<&'static str>,
+    /// Checkout only: why a device did not do its part.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_errors: Vec<String>,
 }
 
 impl SaleView {
@@ -107,17 +119,20 @@ impl SaleView {
                     total: r.total,
                 })
                 .collect(),
+            receipt_status: None,
+            drawer_status: None,
+            display_status: None,
+            device_errors: Vec::new(),
         }
     }
 }
 
 fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
     let refunds = state.sales.store().refunds_of(sale.id)?;
-    Ok(SaleView::new(
-        sale,
-        &refunds,
-        state.settings.store.receipt_width,
-    ))
+    let receipt = state.devices.spooler().queue().status(sale.id)?;
+    let mut view = SaleView::new(sale, &refunds, state.settings.store.receipt_width);
+    view.receipt_status = Some(receipt);
+    Ok(view)
 }
 
 /// Sell a cart. Needs an `Idempotency-Key`: a retry with the same key and body returns
@@ -149,7 +164,18 @@ pub async fn checkout(
         r.insert_header(("Idempotent-Replayed", "true"));
     }
     r.insert_header(("Location", format!("/api/v1/sales/{}", result.sale.id)));
-    Ok(r.json(sale_view(&state, result.sale)?))
+    if result.replayed {
+        return Ok(r.json(sale_view(&state, result.sale)?));
+    }
+    // The sale is durable: whatever the devices do now cannot undo it.
+    let wait = std::time::Duration::from_millis(state.settings.receipts.print_wait_ms);
+    let done = state.devices.after_sale(&result.sale, wait).await;
+    let mut view = sale_view(&state, result.sale)?;
+    view.receipt_status = Some(done.receipt_status);
+    view.drawer_status = Some(done.drawer_status);
+    view.display_status = Some(done.display_status);
+    view.device_errors = done.device_errors;
+    Ok(r.json(view))
 }
 
 fn parse_id(s: &str) -> Result<Uuid, ApiError> {

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::idempotency::{self, IdemOutcome, IdemRecord, IdemState};
 use super::journal::{self, Abort, CheckoutPending, Pending};
 use super::{Sales, SellError};
+use crate::devices::receipts::{ReceiptQueue, Reservation};
 use crate::domain::gtin::Gtin;
 use crate::domain::money::Money;
 use crate::domain::pricing::{CartItem, PricedCart, Quantity, price_cart};
@@ -252,6 +253,8 @@ impl Sales {
         if payments.is_empty() {
             let fp = fingerprint.clone();
             let k = key.to_owned();
+            let place = self.reserve_receipt(id);
+            let place2 = place.clone();
             let written = self
                 .store
                 .write(move |tx| {
@@ -259,10 +262,17 @@ impl Sales {
                         return Ok(Err(rec));
                     }
                     journal::record_sale(tx, &sale, &fp)?;
+                    if let Some(r) = &place2 {
+                        ReceiptQueue::put(tx, r, "sale");
+                    }
                     Ok(Ok(sale))
                 })
-                .await?;
-            return match written.map_err(SellError::Store)? {
+                .await;
+            let recorded = matches!(written, Ok(Ok(Ok(_))));
+            if !recorded {
+                self.release_receipt(place.as_ref());
+            }
+            return match written?.map_err(SellError::Store)? {
                 Ok(sale) => Ok(CheckoutResult {
                     sale,
                     replayed: false,
@@ -394,6 +404,18 @@ impl Sales {
         )
     }
 
+    /// A place in the receipt queue for a sale about to be recorded (none when the
+    /// queue is full, logged once by the queue, or there is no queue).
+    fn reserve_receipt(&self, id: Uuid) -> Option<Reservation> {
+        self.receipts.as_ref()?.reserve(id)
+    }
+
+    fn release_receipt(&self, place: Option<&Reservation>) {
+        if let (Some(q), Some(r)) = (&self.receipts, place) {
+            q.release(r);
+        }
+    }
+
     pub(crate) async fn persist(&self, p: Pending) -> Result<(), SellError> {
         self.store
             .write(move |tx| {
@@ -428,6 +450,8 @@ impl Sales {
             };
             let answer =
                 tokio::time::timeout(self.config.payment_timeout, terminal.authorize(&req)).await;
+            // Our own timeout: the terminal may still be waiting for the card.
+            let timed_out = answer.is_err();
             let asked = match answer {
                 Ok(Ok(Outcome::Approved(a))) => Some(Asked::Approved(a)),
                 Ok(Ok(Outcome::Declined { reason })) => Some(Asked::Declined(reason)),
@@ -438,7 +462,25 @@ impl Sales {
                         .transition(PaymentState::InDoubt)
                         .map_err(internal)?;
                     self.persist(Pending::Checkout(c.clone())).await?;
-                    self.ask_until_known(&req.key).await
+                    // Stop a payment still waiting for the card before asking about
+                    // it, so the answer is final (nexo Abort, then status).
+                    let aborted = if timed_out {
+                        match tokio::time::timeout(
+                            self.config.payment_timeout,
+                            terminal.abort(&req.key),
+                        )
+                        .await
+                        {
+                            Ok(Ok(status)) => asked_from(status),
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                    match aborted {
+                        Some(a) => Some(a),
+                        None => self.ask_until_known(&req.key).await,
+                    }
                 }
             };
             match asked {
@@ -492,20 +534,27 @@ impl Sales {
     pub(crate) async fn ask(&self, key: &PaymentKey) -> Option<Asked> {
         let terminal = self.terminal.as_ref()?;
         match tokio::time::timeout(self.config.payment_timeout, terminal.status(key)).await {
-            Ok(Ok(KeyStatus::Done(Outcome::Approved(a)))) => Some(Asked::Approved(a)),
-            Ok(Ok(KeyStatus::Done(Outcome::Declined { reason }))) => Some(Asked::Declined(reason)),
-            Ok(Ok(KeyStatus::Unknown)) => Some(Asked::NotCharged(
-                "the terminal never received the payment".into(),
-            )),
-            Ok(Ok(KeyStatus::Reversed)) => {
-                Some(Asked::NotCharged("the payment was reversed".into()))
-            }
-            Ok(Ok(KeyStatus::InProgress)) | Ok(Err(_)) | Err(_) => None,
+            Ok(Ok(status)) => asked_from(status),
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 
     /// Record the sale of a checkout whose card payments are all approved.
-    pub(crate) async fn finish_checkout(&self, c: CheckoutPending) -> Result<Sale, SellError> {
+    pub(crate) async fn finish_checkout(&self, mut c: CheckoutPending) -> Result<Sale, SellError> {
+        if !self.complete_payments(&mut c).await? {
+            let reason = c
+                .payments
+                .iter()
+                .find_map(|p| p.decline_reason.clone())
+                .unwrap_or_else(|| "the terminal did not confirm the payment".into());
+            let outcome = IdemOutcome::Failed {
+                status: 402,
+                code: "payment_declined".into(),
+                message: format!("payment declined: {reason}"),
+            };
+            self.unwind(c, Abort::Answer { outcome }).await?;
+            return Err(SellError::Declined(reason));
+        }
         let CheckoutPending {
             mut sale,
             fingerprint,
@@ -524,6 +573,8 @@ impl Sales {
             &sale.tenders,
             sale.change,
         );
+        let place = self.reserve_receipt(sale.id);
+        let place2 = place.clone();
         let recorded = self
             .store
             .write(move |tx| {
@@ -539,10 +590,60 @@ impl Sales {
                     }
                 }
                 journal::record_sale(tx, &sale, &fingerprint)?;
+                if let Some(r) = &place2 {
+                    ReceiptQueue::put(tx, r, "sale");
+                }
                 Ok(sale)
             })
-            .await??;
-        Ok(recorded)
+            .await;
+        if !matches!(recorded, Ok(Ok(_))) {
+            self.release_receipt(place.as_ref());
+        }
+        recorded?
+    }
+
+    /// Confirm every approved payment with the terminal (nexo completion) before the
+    /// sale is recorded. The `Authorized` state is persisted before the calls, so a
+    /// crash or a terminal that does not answer leaves the checkout pending for
+    /// recovery, which completes it later (`Err(OutcomeUnknown)` here). `Ok(false)`:
+    /// the terminal says a payment did not go through after all (marked declined).
+    async fn complete_payments(&self, c: &mut CheckoutPending) -> Result<bool, SellError> {
+        let Some(terminal) = self.terminal.clone() else {
+            return Ok(true);
+        };
+        if !c
+            .payments
+            .iter()
+            .any(|p| p.state == PaymentState::Authorized)
+        {
+            return Ok(true);
+        }
+        self.persist(Pending::Checkout(c.clone())).await?;
+        for i in 0..c.payments.len() {
+            if c.payments[i].state != PaymentState::Authorized {
+                continue;
+            }
+            let key = PaymentKey(c.payments[i].key.clone());
+            match tokio::time::timeout(self.config.payment_timeout, terminal.complete(&key)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(PaymentError::Illegal(why))) => match self.ask(&key).await {
+                    // Completed meanwhile, or the refusal was about something else.
+                    Some(Asked::Approved(_)) => {}
+                    Some(Asked::Declined(reason)) | Some(Asked::NotCharged(reason)) => {
+                        tracing::warn!(sale_id = %c.sale.id, payment_key = %key, %why, "The terminal refused to complete a payment it had approved.");
+                        c.payments[i].state = PaymentState::Declined;
+                        c.payments[i].decline_reason = Some(reason);
+                        return Ok(false);
+                    }
+                    None => return Err(SellError::OutcomeUnknown),
+                },
+                other => {
+                    tracing::warn!(sale_id = %c.sale.id, payment_key = %key, result = ?other, "Failed to complete a payment; recovery will retry.");
+                    return Err(SellError::OutcomeUnknown);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Void every approved payment of a checkout, then end it as `then` says. If a void
@@ -608,6 +709,19 @@ impl Sales {
             })
             .await??;
         Ok(())
+    }
+}
+
+/// What a key's status says, or `None` while the terminal is still at it.
+fn asked_from(status: KeyStatus) -> Option<Asked> {
+    match status {
+        KeyStatus::Done(Outcome::Approved(a)) => Some(Asked::Approved(a)),
+        KeyStatus::Done(Outcome::Declined { reason }) => Some(Asked::Declined(reason)),
+        KeyStatus::Unknown => Some(Asked::NotCharged(
+            "the terminal never received the payment".into(),
+        )),
+        KeyStatus::Reversed => Some(Asked::NotCharged("the payment was reversed".into())),
+        KeyStatus::InProgress => None,
     }
 }
 

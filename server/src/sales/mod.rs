@@ -140,6 +140,8 @@ pub struct Sales {
     pub(crate) store: Arc<Store>,
     pub(crate) terminal: Option<Arc<dyn PaymentTerminal>>,
     pub(crate) config: Arc<SalesConfig>,
+    /// The durable receipt queue every recorded sale puts its receipt in.
+    pub(crate) receipts: Option<Arc<crate::devices::receipts::ReceiptQueue>>,
     /// Keys (and sale ids, for refunds) being processed by this process right now.
     /// A std mutex: held for a set insert or remove, never across an await.
     in_flight: Arc<Mutex<HashSet<String>>>,
@@ -171,8 +173,16 @@ impl Sales {
             store,
             terminal,
             config: Arc::new(config),
+            receipts: None,
             in_flight: Default::default(),
         }
+    }
+
+    /// Put the receipt of every sale recorded from now on in `queue`, in the same
+    /// atomic write as the sale.
+    pub fn with_receipts(mut self, queue: Arc<crate::devices::receipts::ReceiptQueue>) -> Self {
+        self.receipts = Some(queue);
+        self
     }
 
     /// The store underneath.

@@ -14,6 +14,8 @@
 //! | `m/` | movement id | inventory movement |
 //! | `n/` | SKU, 0, movement id | empty: movements of a SKU |
 //! | `o/` | outbox sequence, u64 big-endian | outbox entry for HQ |
+//! | `q/` | enqueue id (UUIDv7) | receipt waiting for the printer (`devices::receipts`) |
+//! | `t/` | sale id | receipt printed: copies and time (`devices::receipts`) |
 //! | `meta/outbox_next` | | next outbox sequence |
 //! | `meta/outbox_bytes` | | bytes of the records waiting for HQ |
 

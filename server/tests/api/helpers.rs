@@ -70,25 +70,42 @@ pub async fn spawn_app() -> TestApp {
 
 /// Start an app on `dir` with `terminal`; seed the test catalog when `seed`.
 pub async fn spawn_app_at(dir: &std::path::Path, terminal: MockTerminal, seed: bool) -> TestApp {
+    spawn_configured(test_settings(dir), Some(terminal), seed).await
+}
+
+/// Put the test catalog and promotions in `store`.
+pub fn seed_store(store: &std::sync::Arc<outpost_server::store::Store>) {
+    let mut import = store.begin_catalog_import(ImportMode::Replace).unwrap();
+    for (i, p) in PRODUCTS.iter().enumerate() {
+        import
+            .add(&parse_product_json(p.as_bytes()).unwrap(), i as u64 + 1)
+            .unwrap()
+            .unwrap();
+    }
+    import.finish("test-1").unwrap();
+    store.replace_promotions(test_promotions()).unwrap();
+}
+
+/// Start an app with `settings`; the mock `terminal` replaces any configured payment
+/// device when given. Seeds the test catalog when `seed`.
+pub async fn spawn_configured(
+    settings: Settings,
+    terminal: Option<MockTerminal>,
+    seed: bool,
+) -> TestApp {
     let app = Application::build(
-        test_settings(dir),
+        settings,
         Devices {
-            terminal: Some(Arc::new(terminal.clone())),
+            terminal: terminal
+                .clone()
+                .map(|t| Arc::new(t) as Arc<dyn outpost_peripherals::payment::PaymentTerminal>),
         },
     )
     .await
     .expect("app builds");
+    let terminal = terminal.unwrap_or_default();
     if seed {
-        let store = app.sales().store();
-        let mut import = store.begin_catalog_import(ImportMode::Replace).unwrap();
-        for (i, p) in PRODUCTS.iter().enumerate() {
-            import
-                .add(&parse_product_json(p.as_bytes()).unwrap(), i as u64 + 1)
-                .unwrap()
-                .unwrap();
-        }
-        import.finish("test-1").unwrap();
-        store.replace_promotions(test_promotions()).unwrap();
+        seed_store(app.sales().store());
     }
     let base = format!("http://{}", app.addr());
     let (stop, stopped) = oneshot::channel::<()>();

@@ -2,6 +2,7 @@
 
 mod catalog;
 mod checkout;
+mod devices;
 mod errors;
 mod helpers;
 mod openapi;

@@ -1,0 +1,573 @@
+//! `[[devices]]` entries, checked: from the file's loose keys to a [`DeviceSpec`] per
+//! device. Every error names the entry (`devices[2] (id "printer-1")`) and says what
+//! to write instead, so a technician can fix the file without reading code.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use outpost_peripherals::DeviceKind;
+
+use crate::config::DeviceSettings;
+
+/// How Outpost reaches one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driver {
+    /// ESC/POS printer on raw TCP (`address`, port 9100 when not given).
+    EscPosTcp {
+        /// `host` or `host:port`.
+        address: String,
+    },
+    /// ESC/POS printer on a serial port.
+    EscPosSerial {
+        /// `/dev/ttyUSB0`.
+        port: String,
+        /// Baud rate.
+        baud: u32,
+    },
+    /// A cash drawer on an ESC/POS printer's kick port.
+    EscPosKick {
+        /// The printer's device id.
+        printer: String,
+    },
+    /// nexo payment terminal over TCP.
+    NexoTcp {
+        /// `host:port`.
+        address: String,
+    },
+    /// The real driver (ESC/POS or nexo) talking to an in-process wire simulator on a
+    /// loopback port. For demos and tests; needs the `demo` feature.
+    Sim,
+    /// A trait-level mock (payment terminal, customer display). For demos and tests;
+    /// needs the `demo` feature.
+    Mock,
+}
+
+impl Driver {
+    /// The name written in the config file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::EscPosTcp { .. } => "escpos-tcp",
+            Driver::EscPosSerial { .. } => "escpos-serial",
+            Driver::EscPosKick { .. } => "escpos-kick",
+            Driver::NexoTcp { .. } => "nexo-tcp",
+            Driver::Sim => "sim",
+            Driver::Mock => "mock",
+        }
+    }
+}
+
+/// One checked `[[devices]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Unique id.
+    pub id: String,
+    /// What it is.
+    pub kind: DeviceKind,
+    /// How it is reached.
+    pub driver: Driver,
+    /// Bound on opening the transport.
+    pub connect_timeout: Option<Duration>,
+    /// Bound on each read/write (printer) or status exchange (payment).
+    pub io_timeout: Option<Duration>,
+    /// Payment terminal: bound on a payment, card holder included.
+    pub request_timeout: Option<Duration>,
+    /// Payment terminal: POIID.
+    pub poi_id: Option<String>,
+    /// Payment terminal: SaleID.
+    pub sale_id: Option<String>,
+    /// Between health checks; the `[receipts]` default when unset.
+    pub health_interval: Option<Duration>,
+}
+
+/// A `[[devices]]` entry that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// The entry (and key) at fault, e.g. `devices[1].address`.
+    pub field: String,
+    /// What is wrong and what to write instead.
+    pub message: String,
+}
+
+/// Kinds a device may be configured as, and the drivers each accepts.
+const DRIVERS: &[(DeviceKind, &[&str])] = &[
+    (
+        DeviceKind::ReceiptPrinter,
+        &["escpos-tcp", "escpos-serial", "sim"],
+    ),
+    (DeviceKind::CashDrawer, &["escpos-kick"]),
+    (DeviceKind::CustomerDisplay, &["mock"]),
+    (DeviceKind::PaymentTerminal, &["nexo-tcp", "sim", "mock"]),
+];
+
+/// Kinds checkout uses "the" one of: a unit has at most one of each.
+const SINGLE: &[DeviceKind] = &[
+    DeviceKind::ReceiptPrinter,
+    DeviceKind::CashDrawer,
+    DeviceKind::CustomerDisplay,
+    DeviceKind::PaymentTerminal,
+];
+
+/// The config's kind names: the short ones and the API's.
+fn parse_kind(s: &str) -> Option<DeviceKind> {
+    Some(match s {
+        "printer" | "receipt_printer" => DeviceKind::ReceiptPrinter,
+        "drawer" | "cash_drawer" => DeviceKind::CashDrawer,
+        "display" | "customer_display" => DeviceKind::CustomerDisplay,
+        "payment" | "payment_terminal" => DeviceKind::PaymentTerminal,
+        "scanner" | "barcode_scanner" => DeviceKind::BarcodeScanner,
+        "scale" => DeviceKind::Scale,
+        "cash_acceptor" => DeviceKind::CashAcceptor,
+        "vend_dispenser" => DeviceKind::VendDispenser,
+        "sensor" | "environment_sensor" => DeviceKind::EnvironmentSensor,
+        _ => return None,
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `host` or `host:port`, no spaces or scheme; `need_port` requires the port.
+fn check_address(a: &str, need_port: bool) -> Result<(), String> {
+    if a.is_empty() || a.len() > 255 || a.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(format!(
+            "{a:?} is not an address: write host:port, e.g. \"10.0.0.5:9100\""
+        ));
+    }
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(()),
+                _ => Err(format!(
+                    "{a:?}: port {port:?} is not a port number (1-65535)"
+                )),
+            }
+        }
+        _ if need_port => Err(format!(
+            "{a:?} has no port: write host:port, e.g. \"10.0.0.7:4100\""
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn ms(v: Option<u64>, field: &str, at: &str) -> Result<Option<Duration>, SpecError> {
+    match v {
+        Some(0) => Err(SpecError {
+            field: format!("{at}.{field}"),
+            message: "must be at least 1".into(),
+        }),
+        Some(n) if n > 3_600_000 => Err(SpecError {
+            field: format!("{at}.{field}"),
+            message: "must be at most one hour".into(),
+        }),
+        other => Ok(other.map(Duration::from_millis)),
+    }
+}
+
+impl DeviceSpec {
+    /// Check one entry; `index` is its place in the file, for the error.
+    pub fn parse(index: usize, d: &DeviceSettings) -> Result<DeviceSpec, SpecError> {
+        let at = if d.id.is_empty() {
+            format!("devices[{index}]")
+        } else {
+            format!("devices[{index}] (id {:?})", d.id)
+        };
+        let err = |key: &str, message: String| SpecError {
+            field: if key.is_empty() {
+                at.clone()
+            } else {
+                format!("{at}.{key}")
+            },
+            message,
+        };
+        if !valid_id(&d.id) {
+            return Err(err(
+                "id",
+                "every device needs an id of 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        let kind = parse_kind(&d.kind).ok_or_else(|| {
+            err(
+                "kind",
+                format!(
+                    "unknown kind {:?}: use printer, drawer, display, payment, scanner or scale",
+                    d.kind
+                ),
+            )
+        })?;
+        let Some((_, drivers)) = DRIVERS.iter().find(|(k, _)| *k == kind) else {
+            return Err(err(
+                "kind",
+                format!(
+                    "a {kind} is not available yet in the server's device registry (its driver is not wired in); remove the entry until it is"
+                ),
+            ));
+        };
+        if !drivers.contains(&d.driver.as_str()) {
+            return Err(err(
+                "driver",
+                format!(
+                    "unknown driver {:?} for {kind}: use {}",
+                    d.driver,
+                    drivers.join(", ")
+                ),
+            ));
+        }
+        let unused = |key: &str, set: bool| -> Result<(), SpecError> {
+            if set {
+                Err(err(key, format!("not used by driver {}", d.driver)))
+            } else {
+                Ok(())
+            }
+        };
+        let required = |key: &str, v: &Option<String>| -> Result<String, SpecError> {
+            v.clone()
+                .ok_or_else(|| err(key, format!("driver {} needs {key}", d.driver)))
+        };
+        let driver = match d.driver.as_str() {
+            "escpos-tcp" | "nexo-tcp" => {
+                let address = required("address", &d.address)?;
+                check_address(&address, d.driver == "nexo-tcp").map_err(|m| err("address", m))?;
+                unused("port", d.port.is_some())?;
+                unused("baud", d.baud.is_some())?;
+                if d.driver == "escpos-tcp" {
+                    Driver::EscPosTcp { address }
+                } else {
+                    Driver::NexoTcp { address }
+                }
+            }
+            "escpos-serial" => {
+                let port = required("port", &d.port)?;
+                if port.trim().is_empty() {
+                    return Err(err("port", "must name a serial port".into()));
+                }
+                unused("address", d.address.is_some())?;
+                let baud = d.baud.unwrap_or(19_200);
+                if !(1_200..=921_600).contains(&baud) {
+                    return Err(err("baud", format!("{baud} is not a serial baud rate")));
+                }
+                Driver::EscPosSerial { port, baud }
+            }
+            "escpos-kick" => {
+                unused("address", d.address.is_some())?;
+                unused("port", d.port.is_some())?;
+                Driver::EscPosKick {
+                    printer: required("printer", &d.printer)?,
+                }
+            }
+            "sim" | "mock" => {
+                if !cfg!(feature = "demo") {
+                    return Err(err(
+                        "driver",
+                        format!(
+                            "driver {} needs the `demo` cargo feature, which this build lacks",
+                            d.driver
+                        ),
+                    ));
+                }
+                unused("address", d.address.is_some())?;
+                unused("port", d.port.is_some())?;
+                if d.driver == "sim" {
+                    Driver::Sim
+                } else {
+                    Driver::Mock
+                }
+            }
+            other => return Err(err("driver", format!("unknown driver {other:?}"))),
+        };
+        if !matches!(driver, Driver::EscPosKick { .. }) {
+            unused("printer", d.printer.is_some())?;
+        }
+        if kind != DeviceKind::PaymentTerminal {
+            unused("request_timeout_secs", d.request_timeout_secs.is_some())?;
+            unused("poi_id", d.poi_id.is_some())?;
+            unused("sale_id", d.sale_id.is_some())?;
+        }
+        let request_timeout = match d.request_timeout_secs {
+            Some(0) => return Err(err("request_timeout_secs", "must be at least 1".into())),
+            other => other.map(Duration::from_secs),
+        };
+        let health_interval = match d.health_interval_secs {
+            Some(0) => return Err(err("health_interval_secs", "must be at least 1".into())),
+            other => other.map(Duration::from_secs),
+        };
+        Ok(DeviceSpec {
+            id: d.id.clone(),
+            kind,
+            driver,
+            connect_timeout: ms(d.connect_timeout_ms, "connect_timeout_ms", &at)?,
+            io_timeout: ms(d.io_timeout_ms, "io_timeout_ms", &at)?,
+            request_timeout,
+            poi_id: d.poi_id.clone(),
+            sale_id: d.sale_id.clone(),
+            health_interval,
+        })
+    }
+
+    /// Check every entry and how they fit together: unique ids, one device of each
+    /// kind checkout uses, drawers naming an ESC/POS printer, and the older
+    /// `[payment] terminal` setting (`legacy_terminal`) not clashing with a payment
+    /// entry. `payment.terminal = "mock"` with no payment entry becomes one.
+    pub fn parse_all(
+        entries: &[DeviceSettings],
+        legacy_terminal: &str,
+    ) -> Result<Vec<DeviceSpec>, SpecError> {
+        let mut specs = Vec::with_capacity(entries.len());
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, d) in entries.iter().enumerate() {
+            let spec = DeviceSpec::parse(i, d)?;
+            if let Some(first) = seen.insert(d.id.as_str(), i) {
+                return Err(SpecError {
+                    field: format!("devices[{i}] (id {:?}).id", d.id),
+                    message: format!("duplicate id: devices[{first}] has it too"),
+                });
+            }
+            if SINGLE.contains(&spec.kind)
+                && let Some(other) = specs.iter().find(|s: &&DeviceSpec| s.kind == spec.kind)
+            {
+                return Err(SpecError {
+                    field: format!("devices[{i}] (id {:?}).kind", d.id),
+                    message: format!(
+                        "a unit has one {}; {:?} is already configured",
+                        spec.kind, other.id
+                    ),
+                });
+            }
+            specs.push(spec);
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if let Driver::EscPosKick { printer } = &s.driver {
+                let target = specs.iter().find(|p| &p.id == printer);
+                let ok = target.is_some_and(|p| {
+                    p.kind == DeviceKind::ReceiptPrinter
+                        && matches!(
+                            p.driver,
+                            Driver::EscPosTcp { .. } | Driver::EscPosSerial { .. } | Driver::Sim
+                        )
+                });
+                if !ok {
+                    return Err(SpecError {
+                        field: format!("devices[{i}] (id {:?}).printer", s.id),
+                        message: format!(
+                            "{printer:?} is not a configured ESC/POS printer; the drawer opens through its kick port"
+                        ),
+                    });
+                }
+            }
+        }
+        let has_payment = specs.iter().any(|s| s.kind == DeviceKind::PaymentTerminal);
+        match legacy_terminal {
+            "none" => {}
+            "mock" if has_payment => {
+                return Err(SpecError {
+                    field: "payment.terminal".into(),
+                    message: "a payment terminal is configured in [[devices]] too: keep one (set payment.terminal = \"none\" or remove the entry)".into(),
+                });
+            }
+            "mock" => {
+                if !cfg!(feature = "demo") {
+                    return Err(SpecError {
+                        field: "payment.terminal".into(),
+                        message: "mock needs the `demo` cargo feature, which this build lacks"
+                            .into(),
+                    });
+                }
+                specs.push(DeviceSpec {
+                    id: "payment".into(),
+                    kind: DeviceKind::PaymentTerminal,
+                    driver: Driver::Mock,
+                    connect_timeout: None,
+                    io_timeout: None,
+                    request_timeout: None,
+                    poi_id: None,
+                    sale_id: None,
+                    health_interval: None,
+                });
+            }
+            other => {
+                return Err(SpecError {
+                    field: "payment.terminal".into(),
+                    message: format!(
+                        "unknown terminal {other:?}: use none or mock, or configure one in [[devices]]"
+                    ),
+                });
+            }
+        }
+        Ok(specs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(id: &str, kind: &str, driver: &str) -> DeviceSettings {
+        DeviceSettings {
+            id: id.into(),
+            kind: kind.into(),
+            driver: driver.into(),
+            ..DeviceSettings::default()
+        }
+    }
+
+    fn with_address(mut d: DeviceSettings, a: &str) -> DeviceSettings {
+        d.address = Some(a.into());
+        d
+    }
+
+    fn error(entries: &[DeviceSettings]) -> SpecError {
+        DeviceSpec::parse_all(entries, "none").unwrap_err()
+    }
+
+    #[test]
+    fn a_whole_store_parses() {
+        let mut drawer = dev("drawer-1", "drawer", "escpos-kick");
+        drawer.printer = Some("printer-1".into());
+        let mut serial = dev("p2", "receipt_printer", "escpos-serial");
+        serial.port = Some("/dev/ttyUSB0".into());
+        let specs = DeviceSpec::parse_all(
+            &[
+                with_address(dev("printer-1", "printer", "escpos-tcp"), "10.0.0.5"),
+                drawer,
+                with_address(dev("pay", "payment", "nexo-tcp"), "10.0.0.7:4100"),
+            ],
+            "none",
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(
+            specs[0].driver,
+            Driver::EscPosTcp {
+                address: "10.0.0.5".into()
+            }
+        );
+        assert_eq!(specs[1].kind, DeviceKind::CashDrawer);
+        let s = DeviceSpec::parse(0, &serial).unwrap();
+        assert_eq!(
+            s.driver,
+            Driver::EscPosSerial {
+                port: "/dev/ttyUSB0".into(),
+                baud: 19_200
+            }
+        );
+    }
+
+    #[test]
+    fn each_bad_entry_is_named_with_what_is_wrong() {
+        let cases: Vec<(Vec<DeviceSettings>, &str, &str)> = vec![
+            (
+                vec![dev("x", "toaster", "mock")],
+                "devices[0] (id \"x\").kind",
+                "unknown kind",
+            ),
+            (
+                vec![dev("x", "printer", "laser")],
+                ".driver",
+                "unknown driver \"laser\"",
+            ),
+            (
+                vec![dev("x", "printer", "escpos-tcp")],
+                ".address",
+                "needs address",
+            ),
+            (
+                vec![dev("x", "payment", "nexo-tcp")],
+                ".address",
+                "needs address",
+            ),
+            (
+                vec![with_address(dev("x", "payment", "nexo-tcp"), "10.0.0.7")],
+                ".address",
+                "no port",
+            ),
+            (
+                vec![with_address(
+                    dev("x", "printer", "escpos-tcp"),
+                    "10.0.0.5:99999",
+                )],
+                ".address",
+                "not a port number",
+            ),
+            (
+                vec![dev("x", "printer", "escpos-serial")],
+                ".port",
+                "needs port",
+            ),
+            (
+                vec![dev("", "printer", "sim")],
+                "devices[0].id",
+                "needs an id",
+            ),
+            (
+                vec![dev("x", "scanner", "serial")],
+                ".kind",
+                "not available yet",
+            ),
+            (
+                vec![dev("x", "scale", "serial")],
+                ".kind",
+                "not available yet",
+            ),
+            (
+                vec![dev("x", "printer", "sim"), dev("x", "payment", "sim")],
+                "devices[1] (id \"x\").id",
+                "duplicate id",
+            ),
+            (
+                vec![dev("a", "printer", "sim"), dev("b", "printer", "sim")],
+                "devices[1] (id \"b\").kind",
+                "one receipt_printer",
+            ),
+            (
+                vec![dev("d", "drawer", "escpos-kick")],
+                ".printer",
+                "needs printer",
+            ),
+            (
+                vec![{
+                    let mut d = dev("d", "drawer", "escpos-kick");
+                    d.printer = Some("nope".into());
+                    d
+                }],
+                ".printer",
+                "not a configured ESC/POS printer",
+            ),
+            (
+                vec![with_address(dev("x", "display", "mock"), "1.2.3.4:1")],
+                ".address",
+                "not used",
+            ),
+            (
+                vec![{
+                    let mut d = dev("x", "printer", "sim");
+                    d.io_timeout_ms = Some(0);
+                    d
+                }],
+                ".io_timeout_ms",
+                "at least 1",
+            ),
+        ];
+        for (entries, field, message) in cases {
+            let e = error(&entries);
+            assert!(
+                e.field.contains(field) && e.message.contains(message),
+                "{entries:?}: got {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_older_payment_setting_still_works_and_cannot_clash() {
+        let specs = DeviceSpec::parse_all(&[], "mock").unwrap();
+        assert_eq!(specs[0].kind, DeviceKind::PaymentTerminal);
+        assert_eq!(specs[0].driver, Driver::Mock);
+        let e = DeviceSpec::parse_all(&[dev("p", "payment", "sim")], "mock").unwrap_err();
+        assert_eq!(e.field, "payment.terminal");
+        let e = DeviceSpec::parse_all(&[], "square").unwrap_err();
+        assert!(e.message.contains("unknown terminal"), "{e}");
+    }
+}
