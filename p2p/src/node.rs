@@ -1202,13 +1202,20 @@ impl Node {
             }
             OriginEvent::Failed(e) => {
                 tracing::error!(%root, error = %e, "Origin download gave up");
-                let members = self.roster().peers.len();
+                let live: Vec<PeerId> = self
+                    .peers
+                    .keys()
+                    .filter(|p| self.usable_peer(p))
+                    .copied()
+                    .collect();
+                let local = self.local;
                 if let Some(d) = self.downloads.get_mut(&root) {
                     d.origin = None;
                     d.dirty = true;
-                    // Pass our turn: the next unit tries (we stay a peer fetcher).
-                    d.excluded.insert(self.local);
-                    if d.excluded.len() > members {
+                    // Pass our turn: the next live unit tries (we stay a peer fetcher).
+                    d.excluded.insert(local);
+                    if live.iter().all(|p| d.excluded.contains(p)) {
+                        // Every live unit tried: the offer is bad or origin is down.
                         d.error = Some(e.clone());
                     }
                 }

@@ -9,6 +9,9 @@ use libp2p::PeerId;
 use libp2p::identity::ed25519;
 use serde::{Deserialize, Serialize};
 
+/// HQ's Ed25519 key pair type (for signing rosters in HQ, demos and tests).
+pub use libp2p::identity::ed25519::Keypair as HqKeypair;
+
 /// Why a roster was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
