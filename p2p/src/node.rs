@@ -960,6 +960,7 @@ impl Node {
     }
 
     fn serve(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
+        tracing::trace!(%peer, ?request, "Serving a request");
         if self.swarm.behaviour().admission.check(&peer).is_err() {
             let _ = self
                 .swarm

@@ -155,8 +155,9 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, body: &[u8]) -> std::io::Result<()> {
     io.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    // No close here: the request-response handler closes the stream itself.
     io.write_all(body).await?;
-    io.close().await
+    io.flush().await
 }
 
 fn invalid(e: WireError) -> std::io::Error {

@@ -54,6 +54,10 @@ pub async fn units(dirs: &[TempDir], tune: impl Fn(usize, &mut P2pConfig)) -> Ve
 }
 
 pub fn dirs(n: usize) -> Vec<TempDir> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     (0..n).map(|_| tempfile::tempdir().expect("tmp")).collect()
 }
 
