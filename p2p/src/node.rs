@@ -1137,11 +1137,16 @@ impl Node {
                 if let Response::Chunk { data, .. } = &response {
                     self.metrics.entry(root).or_default().served_bytes += data.len() as u64;
                 }
-                let _ = self
+                tracing::trace!(%root, "Sending a response");
+                if self
                     .swarm
                     .behaviour_mut()
                     .chunks
-                    .send_response(channel, response);
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%root, "The requester went away before the response");
+                }
             }
             Internal::PeerChunk {
                 peer,
@@ -1492,6 +1497,17 @@ impl Node {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
+        for (root, d) in &self.downloads {
+            tracing::trace!(
+                %root,
+                have = d.have.count(),
+                in_flight = d.in_flight.len(),
+                writes = d.pending_writes.len(),
+                list = d.list.is_some(),
+                holders = self.peers.values().filter(|r| r.have.contains_key(root)).count(),
+                "Download state"
+            );
+        }
         let roots: Vec<Root> = self.downloads.keys().copied().collect();
         for root in roots {
             // Requests older than the timeout are dropped by request-response itself

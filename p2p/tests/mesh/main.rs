@@ -283,3 +283,29 @@ async fn bad_inputs_are_refused() {
     let s = u.status(bad.root).await.expect("status").expect("known");
     assert_eq!(s.chunks_present, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_unit_fetches_everything_from_a_peer() {
+    let d = dirs(2);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let origin = origin(tmp.path(), 2 * MB).await;
+    let offer = origin.offer();
+    let ids = identities(&d);
+    let r = roster(&ids);
+    let a = start(config(d[0].path(), r.clone(), &[])).await.expect("start");
+    a.offer(offer.clone()).await.expect("offer");
+    complete(&a, offer.root, Duration::from_secs(10)).await;
+    let mut c = config(d[1].path(), r, &[addr(&a)]);
+    c.requests_per_peer = 4;
+    let b = start(c).await.expect("start");
+    until("connected", Duration::from_secs(5), || async {
+        b.peers().await.expect("peers").iter().any(|p| p.state == PeerState::Connected)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let sent = origin.bytes_sent();
+    b.offer(offer.clone()).await.expect("offer");
+    let path = complete(&b, offer.root, Duration::from_secs(15)).await;
+    assert_eq!(root_of(&path), offer.root);
+    assert_eq!(origin.bytes_sent(), sent);
+}
