@@ -273,6 +273,9 @@ struct PeerRecord {
     fetching: HashSet<Root>,
     rejected: bool,
     bad_chunks: u32,
+    /// Whether an announcement arrived since the connection came up: the election waits
+    /// for it so it does not decide on an empty view of a peer.
+    heard: bool,
 }
 
 impl PeerRecord {
@@ -284,6 +287,7 @@ impl PeerRecord {
             fetching: HashSet::new(),
             rejected: false,
             bad_chunks: 0,
+            heard: false,
         }
     }
 }
@@ -804,11 +808,17 @@ impl Node {
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                endpoint,
+                num_established,
+                ..
             } => {
                 tracing::debug!(peer = %peer_id, "Peer connected");
                 let r = self.peers.entry(peer_id).or_insert_with(PeerRecord::new);
                 r.last_seen = Some(Instant::now());
+                if num_established.get() == 1 {
+                    r.heard = false;
+                }
                 let addr = endpoint.get_remote_address().clone();
                 if endpoint.is_dialer() && !r.addrs.contains(&addr) && r.addrs.len() < 8 {
                     r.addrs.push(addr);
@@ -905,6 +915,7 @@ impl Node {
                 let Some(bits) = have.have_bits() else { return };
                 let r = self.peers.entry(source).or_insert_with(PeerRecord::new);
                 r.last_seen = Some(Instant::now());
+                r.heard = true;
                 for a in addrs.iter().take(8) {
                     if let Ok(a) = a.parse::<Multiaddr>()
                         && !r.addrs.contains(&a)
@@ -1431,6 +1442,12 @@ impl Node {
                     }
                 }
             }
+        }
+        // Decide only on a full view: every live peer has announced since it connected
+        // (bounded: after 4 election delays, decide anyway).
+        let unheard = live.iter().any(|p| !self.peers[p].heard);
+        if unheard && now.duration_since(d.started) < 4 * self.cfg.election_delay {
+            return;
         }
         let excluded = d.excluded.clone();
         let lower_fetcher = live

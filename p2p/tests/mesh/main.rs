@@ -167,8 +167,10 @@ async fn corrupt_and_wrong_size_chunks_are_refused_and_the_peers_banned() {
 async fn origin_fetcher_killed_mid_download_another_takes_over() {
     let d = dirs(4);
     let tmp = tempfile::tempdir().expect("tmp");
-    let origin = origin(tmp.path(), 8 * MB).await;
-    origin.set_rate(4 * MB);
+    // Big enough that the chunks lost with the fetcher (those no peer had copied yet,
+    // and bytes in flight) stay a small fraction of the artifact.
+    let origin = origin(tmp.path(), 24 * MB).await;
+    origin.set_rate(8 * MB);
     let offer = origin.offer();
     let units = units(&d, |_, _| {}).await;
     for u in &units {
@@ -193,6 +195,7 @@ async fn origin_fetcher_killed_mid_download_another_takes_over() {
     }
     let k = fetcher.expect("one unit fetches from origin");
     units[k].shutdown().await.expect("kill the fetcher");
+    origin.set_rate(0);
     for (i, u) in units.iter().enumerate().filter(|(i, _)| *i != k) {
         let path = complete(u, offer.root, Duration::from_secs(20)).await;
         assert_eq!(root_of(&path), offer.root, "unit {i}");
@@ -292,14 +295,20 @@ async fn a_late_unit_fetches_everything_from_a_peer() {
     let offer = origin.offer();
     let ids = identities(&d);
     let r = roster(&ids);
-    let a = start(config(d[0].path(), r.clone(), &[])).await.expect("start");
+    let a = start(config(d[0].path(), r.clone(), &[]))
+        .await
+        .expect("start");
     a.offer(offer.clone()).await.expect("offer");
     complete(&a, offer.root, Duration::from_secs(10)).await;
     let mut c = config(d[1].path(), r, &[addr(&a)]);
     c.requests_per_peer = 4;
     let b = start(c).await.expect("start");
     until("connected", Duration::from_secs(5), || async {
-        b.peers().await.expect("peers").iter().any(|p| p.state == PeerState::Connected)
+        b.peers()
+            .await
+            .expect("peers")
+            .iter()
+            .any(|p| p.state == PeerState::Connected)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
