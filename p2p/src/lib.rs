@@ -15,7 +15,7 @@
 //! - [`wire`]: the chunk request/response codec and the gossip messages.
 //! - `origin`: the HTTP origin download task.
 //! - `node`: the swarm owner task, the fetch scheduler and the origin election.
-//! - [`config`]: [`P2pConfig`].
+//! - [`config`]: the configuration, [`P2pConfig`].
 //! - `testing` (feature `test-utils`): a loopback HTTP origin for tests and the example.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

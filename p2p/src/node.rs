@@ -828,14 +828,12 @@ impl Node {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    tracing::info!(peer = %peer_id, "Peer disconnected");
-                    if let Some(r) = self.peers.get_mut(&peer_id) {
-                        r.fetching.clear();
-                    }
+                tracing::info!(peer = %peer_id, "Peer disconnected");
+                if let Some(r) = self.peers.get_mut(&peer_id) {
+                    r.fetching.clear();
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Admission(Rejected { peer, addr, reason })) => {
@@ -877,10 +875,8 @@ impl Node {
             })) => {
                 tracing::debug!(peer = %peer_id, agent = %info.agent_version, "Identified peer");
             }
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
-                }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address);
             }
             _ => {}
         }
