@@ -402,7 +402,11 @@ fn info(root: &Root, e: &Entry) -> EntryInfo {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
+    // A unique temp name: two writers of the same file (a chunk list arriving from two
+    // peers at once) must not rename each other's temp file away.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
@@ -526,6 +530,27 @@ mod tests {
         s.write_chunk(root, 2, chunk(&d, 2)).expect("w");
         assert!(s.is_complete(&root));
         assert_eq!(fs::read(s.data_path(&root)).expect("read"), d);
+    }
+
+    // Regression: two threads storing the same chunk list raced on one temp file and
+    // one failed with "No such file or directory".
+    #[test]
+    fn concurrent_chunk_list_writes_both_succeed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let s = Arc::new(Store::open(tmp.path()).expect("open"));
+        let (d, l) = artifact(5 * CHUNK_SIZE as usize);
+        s.ensure(l.root(), d.len() as u64, None, true).expect("e");
+        for _ in 0..20 {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    let (s, b, root) = (s.clone(), l.to_bytes(), l.root());
+                    std::thread::spawn(move || write_atomic(&s.art_dir(&root).join("chunks"), &b))
+                })
+                .collect();
+            for h in hs {
+                h.join().expect("join").expect("write succeeds");
+            }
+        }
     }
 
     #[test]
