@@ -36,7 +36,7 @@ pub use chunks::Root;
 pub use config::P2pConfig;
 #[cfg(feature = "test-utils")]
 pub use config::ServeFault;
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, identity};
 pub use node::{ArtifactStatus, Client, PeerInfo, PeerState, identity_for, start};
 pub use store::GcReport;
 

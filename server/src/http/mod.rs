@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod devices;
 pub mod error;
 pub mod inventory;
+pub mod mesh;
 pub mod ops;
 pub mod selling;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub sync: Arc<crate::grpc::uplink::SyncState>,
     /// The device registry: printer, drawer, display, payment terminal.
     pub devices: Arc<crate::devices::Registry>,
+    /// This unit's store-mesh node, when `[p2p] enabled`.
+    pub mesh: Option<outpost_p2p::Client>,
 }
 
 /// The terminal that sent a request: the `X-Terminal-Id` header (until terminals
@@ -123,6 +126,7 @@ api!(
     devices::reprint,
     devices::receipt_queue,
     devices::last_receipt,
+    mesh::peers,
 );
 
 /// The answer to a path no route serves.
