@@ -39,6 +39,8 @@ pub struct Settings {
     pub receipts: ReceiptSettings,
     /// Log level filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
+    /// Sealing, authentication and sessions (`[security]`).
+    pub security: SecuritySettings,
 }
 
 impl Default for Settings {
@@ -54,6 +56,41 @@ impl Default for Settings {
             devices: Vec::new(),
             receipts: ReceiptSettings::default(),
             log: "info".into(),
+            security: SecuritySettings::default(),
+        }
+    }
+}
+
+/// Sealing, authentication and sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// Which sealer protects the data key: `software` (development) or `tpm` (needs
+    /// the `tpm` cargo feature of `outpost-security`; not wired into the server yet).
+    pub sealer: String,
+    /// Allow the software sealer. Production configs leave this false, so a missing
+    /// TPM stops the server instead of silently downgrading. `OUTPOST_ALLOW_SOFTWARE_SEALER=1`.
+    pub allow_software: bool,
+    /// Lifetime of a staff login session, in seconds (default 8 hours).
+    pub session_ttl_secs: u64,
+    /// Failed logins per (username, client address) before the window locks.
+    pub login_max_failures: u32,
+    /// The login rate-limit window, in seconds.
+    pub login_window_secs: u64,
+    /// argon2id cost for new password hashes: `production` (m 19 MiB, t 2) or `fast`
+    /// (m 64 KiB, t 1: tests only).
+    pub password_hashing: String,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            sealer: "software".into(),
+            allow_software: false,
+            session_ttl_secs: 8 * 3600,
+            login_max_failures: 5,
+            login_window_secs: 15 * 60,
+            password_hashing: "production".into(),
         }
     }
 }
@@ -382,6 +419,18 @@ impl Settings {
                     })?);
                 }
                 "OUTPOST_HQ_URL" => s.sync.hq_url = Some(value),
+                "OUTPOST_ALLOW_SOFTWARE_SEALER" => {
+                    s.security.allow_software = match value.as_str() {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                name,
+                                message: format!("must be 1, 0, true or false, not {value:?}"),
+                            });
+                        }
+                    };
+                }
                 _ => {}
             }
         }
@@ -489,6 +538,32 @@ impl Settings {
                 }
                 Err(message) => return Err(invalid("sync.hq_url", message)),
             }
+        }
+        let sec = &self.security;
+        if sec.sealer != "software" {
+            return Err(invalid(
+                "security.sealer",
+                format!(
+                    "{:?} is not available: only \"software\" is wired into the server so far (the TPM sealer exists in outpost-security behind its `tpm` feature)",
+                    sec.sealer
+                ),
+            ));
+        }
+        if !matches!(sec.password_hashing.as_str(), "production" | "fast") {
+            return Err(invalid(
+                "security.password_hashing",
+                format!(
+                    "must be \"production\" or \"fast\", not {:?}",
+                    sec.password_hashing
+                ),
+            ));
+        }
+        if sec.session_ttl_secs == 0 || sec.login_max_failures == 0 || sec.login_window_secs == 0 {
+            return Err(invalid(
+                "security",
+                "session_ttl_secs, login_max_failures and login_window_secs must be positive"
+                    .into(),
+            ));
         }
         if self.sync.unit_id.trim().is_empty() || self.sync.unit_id.len() > 64 {
             return Err(invalid("sync.unit_id", "must be 1 to 64 characters".into()));

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod http;
 pub mod import;
 pub mod sales;
+pub mod security;
 pub mod seed;
 pub mod startup;
 pub mod store;

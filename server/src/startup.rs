@@ -32,6 +32,7 @@ pub struct Application {
     sync: Arc<SyncState>,
     grpc: Option<(SocketAddr, tokio::net::TcpListener)>,
     registry: Arc<Registry>,
+    security: Arc<crate::security::Security>,
 }
 
 impl Application {
@@ -51,6 +52,10 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        let security = Arc::new(
+            crate::security::Security::open(store.db(), &settings.data_dir, &settings.security)
+                .context("Failed to open the security layer")?,
+        );
         let specs = DeviceSpec::parse_all(&settings.devices, &settings.payment.terminal)
             .map_err(|e| anyhow::anyhow!("setting {e}"))?;
         let r = &settings.receipts;
@@ -110,6 +115,8 @@ impl Application {
             started: Instant::now(),
             sync: sync.clone(),
             devices: registry.clone(),
+            security: security.clone(),
+            tls: false,
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -138,7 +145,14 @@ impl Application {
             sync,
             grpc,
             registry,
+            security,
         })
+    }
+
+    /// Credentials, sessions and the audit log (the CLI and tests add terminals and
+    /// users through it).
+    pub fn security(&self) -> &Arc<crate::security::Security> {
+        &self.security
     }
 
     /// The device registry.

@@ -7,7 +7,9 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
+use super::auth::Caller;
 use super::{ApiDoc, ApiError, AppState};
+use outpost_security::auth::roles::Permission;
 
 /// Liveness and what is running.
 #[derive(Debug, Serialize, ToSchema)]
@@ -23,7 +25,7 @@ pub struct Health {
 }
 
 /// Is the server up.
-#[utoipa::path(tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(tag = "ops", security(()), responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
@@ -37,7 +39,11 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 /// What is waiting for HQ, and how the link to HQ is doing.
 #[utoipa::path(tag = "ops", responses((status = 200, body = crate::grpc::store_service::SyncStatus)))]
 #[get("/api/v1/sync/status")]
-pub async fn sync_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn sync_status(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadLogs)?;
     let status =
         crate::grpc::store_service::sync_status(state.sales.store(), &state.settings, &state.sync)?;
     Ok(HttpResponse::Ok().json(status))
@@ -46,7 +52,8 @@ pub async fn sync_status(state: web::Data<AppState>) -> Result<HttpResponse, Api
 /// Prometheus metrics.
 #[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadLogs)?;
     let store = state.sales.store();
     let w = store.writer_stats();
     let sync = crate::grpc::store_service::sync_status(store, &state.settings, &state.sync)?;
@@ -149,7 +156,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// This document.
-#[utoipa::path(tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(tag = "ops", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
 #[get("/api/v1/openapi.json")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
