@@ -80,6 +80,34 @@ pub struct SecuritySettings {
     /// argon2id cost for new password hashes: `production` (m 19 MiB, t 2) or `fast`
     /// (m 64 KiB, t 1: tests only).
     pub password_hashing: String,
+    /// HQ's Ed25519 public key (32 bytes, hex or base64) that signs presence leases and
+    /// lock / unlock / wipe commands. When set, the store transacts only while it holds
+    /// a valid lease (plus the offline grace); when unset, the presence lease is off.
+    pub hq_public_key: Option<String>,
+    /// How long the store keeps selling after its lease expired, in seconds (72 h).
+    pub offline_grace_secs: u64,
+}
+
+impl SecuritySettings {
+    /// The 32 bytes of `hq_public_key`, when set (hex or standard base64).
+    pub fn hq_key_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        use base64::Engine as _;
+        let Some(text) = self.hq_public_key.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|e| e.to_string())?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| "must be 32 bytes as 64 hex digits or base64".to_owned())?
+        };
+        outpost_security::lease::parse_hq_key(&bytes).map_err(|e| e.to_string())?;
+        Ok(Some(bytes))
+    }
 }
 
 impl Default for SecuritySettings {
@@ -91,6 +119,8 @@ impl Default for SecuritySettings {
             login_max_failures: 5,
             login_window_secs: 15 * 60,
             password_hashing: "production".into(),
+            hq_public_key: None,
+            offline_grace_secs: 72 * 3600,
         }
     }
 }
@@ -558,7 +588,13 @@ impl Settings {
                 ),
             ));
         }
-        if sec.session_ttl_secs == 0 || sec.login_max_failures == 0 || sec.login_window_secs == 0 {
+        sec.hq_key_bytes()
+            .map_err(|m| invalid("security.hq_public_key", m))?;
+        if sec.session_ttl_secs == 0
+            || sec.offline_grace_secs == 0
+            || sec.login_max_failures == 0
+            || sec.login_window_secs == 0
+        {
             return Err(invalid(
                 "security",
                 "session_ttl_secs, login_max_failures and login_window_secs must be positive"

@@ -18,12 +18,13 @@ use outpost_security::auth::password::{PasswordParams, UserDirectory};
 use outpost_security::auth::ratelimit::LoginRateLimiter;
 use outpost_security::auth::roles::{Principal, Role};
 use outpost_security::auth::token::{TerminalRecord, TerminalTokens};
+use outpost_security::lease::{
+    CommandOutcome, GuardConfig, GuardSnapshot, LeaseError, LeaseGuard, SystemClock, parse_hq_key,
+};
 use outpost_security::seal::{SealedKeyFile, SoftwareSealer};
 use outpost_security::vault::{Cipher, KeyVault};
 use secrecy::SecretString;
 use time::OffsetDateTime;
-
-use crate::config::SecuritySettings;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "outpost_session";
@@ -31,6 +32,7 @@ pub const SESSION_COOKIE: &str = "outpost_session";
 const TREE: &str = "security";
 const TERMINALS_KEY: &[u8] = b"terminals";
 const USERS_KEY: &[u8] = b"users";
+const GUARD_KEY: &[u8] = b"lease-guard";
 /// Most live sessions; the oldest is dropped beyond it.
 const MAX_SESSIONS: usize = 10_000;
 
@@ -55,6 +57,21 @@ pub enum SecurityError {
     Auth(#[from] AuthError),
 }
 
+/// Why a lease or HQ command was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    /// No HQ key is configured.
+    #[error("the presence lease is off: no [security] hq_public_key configured")]
+    Off,
+    /// Bad signature, wrong device, replayed counter, malformed bytes...
+    #[error("{0}")]
+    Refused(#[from] LeaseError),
+    /// The new state could not be saved (nothing was acknowledged).
+    #[error("{0}")]
+    Store(SecurityError),
+}
+
 struct Session {
     principal: Principal,
     expires: Instant,
@@ -71,7 +88,21 @@ pub struct Security {
     limiter: Mutex<LoginRateLimiter>,
     audit: Mutex<AuditLog<SledAuditStore>>,
     session_ttl: Duration,
+    guard: Option<Mutex<LeaseGuard>>,
+    sealer: Mutex<SoftwareSealer>,
+    key_file: SealedKeyFile,
     _vault: KeyVault,
+}
+
+/// The presence lease as status pages show it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct LeaseStatus {
+    /// `off` (no HQ key configured), `active`, `grace` or `locked`.
+    pub state: String,
+    /// Why, for people ("Locked: tamper signal at ...").
+    pub reason: String,
+    /// Whether checkout and refunds are allowed.
+    pub can_transact: bool,
 }
 
 impl std::fmt::Debug for Security {
@@ -90,12 +121,13 @@ impl Security {
     pub fn open(
         db: &sled::Db,
         data_dir: &Path,
-        settings: &SecuritySettings,
+        settings: &crate::config::Settings,
     ) -> Result<Security, SecurityError> {
+        let (all, settings) = (settings, &settings.security);
         let mut sealer =
             SoftwareSealer::open(&data_dir.join("software-kek"), settings.allow_software)?;
-        let (key, _) =
-            SealedKeyFile::new(data_dir.join("sealed-key")).load_or_create(&mut sealer)?;
+        let key_file = SealedKeyFile::new(data_dir.join("sealed-key"));
+        let (key, _) = key_file.load_or_create(&mut sealer)?;
         let vault = KeyVault::new(key);
         let crypto = |e: outpost_security::vault::CryptoError| SecurityError::Crypto(e.to_string());
         let cipher = vault.cipher(&format!("tree:{TREE}")).map_err(crypto)?;
@@ -131,6 +163,25 @@ impl Security {
                 .map_err(|e| SecurityError::Crypto(format!("users record: {e}")))?,
             None => UserDirectory::new(params),
         };
+        let guard = match settings.hq_key_bytes().map_err(SecurityError::Crypto)? {
+            None => None,
+            Some(bytes) => {
+                let key = parse_hq_key(&bytes).map_err(|e| SecurityError::Crypto(e.to_string()))?;
+                let mut config = GuardConfig::new(all.store.id.clone(), all.sync.unit_id.clone());
+                config.offline_grace = time::Duration::seconds(
+                    i64::try_from(settings.offline_grace_secs).unwrap_or(i64::MAX / 2),
+                );
+                let snapshot: GuardSnapshot = match load(GUARD_KEY)? {
+                    Some(b) => serde_json::from_slice(&b)
+                        .map_err(|e| SecurityError::Crypto(format!("lease guard record: {e}")))?,
+                    None => GuardSnapshot::default(),
+                };
+                let guard =
+                    LeaseGuard::restore(config, key, std::sync::Arc::new(SystemClock), &snapshot)
+                        .map_err(|e| SecurityError::Crypto(format!("lease guard record: {e}")))?;
+                Some(Mutex::new(guard))
+            }
+        };
         let audit_cipher = vault.cipher("tree:audit").map_err(crypto)?;
         let audit = AuditLog::open(
             SledAuditStore::new(db.open_tree("audit")?, audit_cipher),
@@ -149,6 +200,9 @@ impl Security {
             )),
             audit: Mutex::new(audit),
             session_ttl: Duration::from_secs(settings.session_ttl_secs),
+            guard,
+            sealer: Mutex::new(sealer),
+            key_file,
             _vault: vault,
         })
     }
@@ -159,7 +213,77 @@ impl Security {
         store: &crate::store::Store,
         settings: &crate::config::Settings,
     ) -> Result<Security, SecurityError> {
-        Self::open(store.db(), &settings.data_dir, &settings.security)
+        Self::open(store.db(), &settings.data_dir, settings)
+    }
+
+    /// The presence lease's state.
+    pub fn lease_status(&self) -> LeaseStatus {
+        match &self.guard {
+            None => LeaseStatus {
+                state: "off".into(),
+                reason:
+                    "no HQ key configured ([security] hq_public_key): the presence lease is off"
+                        .into(),
+                can_transact: true,
+            },
+            Some(g) => {
+                let g = g.lock().unwrap_or_else(|p| p.into_inner());
+                let state = g.state();
+                LeaseStatus {
+                    state: state.name().into(),
+                    reason: state.reason(),
+                    can_transact: state.can_transact(),
+                }
+            }
+        }
+    }
+
+    /// `Err(reason)` when the device is locked and must not transact.
+    pub fn check_transact(&self) -> Result<(), String> {
+        let s = self.lease_status();
+        if s.can_transact {
+            Ok(())
+        } else {
+            Err(s.reason)
+        }
+    }
+
+    fn persist_guard(&self, guard: &LeaseGuard) -> Result<(), SecurityError> {
+        self.save(GUARD_KEY, &guard.snapshot())
+    }
+
+    /// Accepts a lease signed by HQ; returns the new state's name.
+    pub fn accept_lease(&self, bytes: &[u8]) -> Result<String, GuardError> {
+        let g = self.guard.as_ref().ok_or(GuardError::Off)?;
+        let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
+        let state = g.accept_lease(bytes)?;
+        self.persist_guard(&g).map_err(GuardError::Store)?;
+        drop(g);
+        self.audit("hq", "lease.renew", state.name());
+        Ok(state.name().into())
+    }
+
+    /// Applies a signed lock / unlock / wipe; a wipe crypto-erases the sealed key.
+    pub fn apply_command(&self, bytes: &[u8]) -> Result<String, GuardError> {
+        let g = self.guard.as_ref().ok_or(GuardError::Off)?;
+        let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = g.apply_command(bytes)?;
+        self.persist_guard(&g).map_err(GuardError::Store)?;
+        drop(g);
+        let result = match outcome {
+            CommandOutcome::Locked => "locked".to_owned(),
+            CommandOutcome::Unlocked(state) => format!("unlocked: {}", state.name()),
+            CommandOutcome::Wipe => {
+                let mut sealer = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
+                self.key_file
+                    .crypto_erase(&mut *sealer)
+                    .map_err(|e| GuardError::Store(e.into()))?;
+                "wiped: the sealed data key is destroyed and the device is locked".to_owned()
+            }
+            other => format!("applied: {other:?}"),
+        };
+        self.audit("hq", "security.command", &result);
+        Ok(result)
     }
 
     fn save(&self, key: &[u8], value: &impl serde::Serialize) -> Result<(), SecurityError> {

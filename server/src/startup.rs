@@ -53,7 +53,7 @@ impl Application {
             )
         })?;
         let security = Arc::new(
-            crate::security::Security::open(store.db(), &settings.data_dir, &settings.security)
+            crate::security::Security::for_store(&store, &settings)
                 .context("Failed to open the security layer")?,
         );
         let specs = DeviceSpec::parse_all(&settings.devices, &settings.payment.terminal)
@@ -203,6 +203,7 @@ impl Application {
                 store.clone(),
                 self.settings.clone(),
                 self.sync.clone(),
+                self.security.clone(),
                 async {
                     let _ = grpc_stopped.await;
                 },

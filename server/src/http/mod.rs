@@ -71,6 +71,13 @@ pub fn terminal_id(req: &HttpRequest, caller: &auth::Caller) -> Result<String, A
     }
 }
 
+/// `423 device_locked` when the presence lease does not allow transacting.
+pub fn require_unlocked(state: &AppState) -> Result<(), ApiError> {
+    state.security.check_transact().map_err(|reason| {
+        ApiError::new(actix_web::http::StatusCode::LOCKED, "device_locked", reason)
+    })
+}
+
 /// The request's `Idempotency-Key`, which state-changing routes require.
 pub fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
     let missing = || {
@@ -117,6 +124,7 @@ api!(
     ops::metrics,
     ops::openapi,
     ops::sync_status,
+    ops::security_status,
     auth::login,
     auth::logout,
     auth::audit,

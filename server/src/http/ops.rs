@@ -49,6 +49,17 @@ pub async fn sync_status(
     Ok(HttpResponse::Ok().json(status))
 }
 
+/// The presence lease: `off`, `active`, `grace` or `locked`, and why.
+#[utoipa::path(tag = "ops", responses((status = 200, body = crate::security::LeaseStatus)))]
+#[get("/api/v1/security/status")]
+pub async fn security_status(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadLogs)?;
+    Ok(HttpResponse::Ok().json(state.security.lease_status()))
+}
+
 /// Prometheus metrics.
 #[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[get("/metrics")]
@@ -101,6 +112,19 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
         "gauge",
         "Age of the oldest entry waiting for HQ.",
         sync.outbox_oldest_age_secs,
+    );
+    let lease = state.security.lease_status();
+    metric(
+        "outpost_lease_grace",
+        "gauge",
+        "1 while the presence lease has expired and the offline grace runs.",
+        u64::from(lease.state == "grace"),
+    );
+    metric(
+        "outpost_locked",
+        "gauge",
+        "1 while the device is locked (no lease, lease and grace expired, HQ lock or tamper).",
+        u64::from(!lease.can_transact),
     );
     metric(
         "outpost_outbox_alert",

@@ -162,6 +162,7 @@ pub async fn checkout(
     body: JsonBody<CheckoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::Sell)?;
+    super::require_unlocked(&state)?;
     let key = idempotency_key(&req)?;
     let terminal = terminal_id(&req, &caller)?;
     let result = state.sales.checkout(&key, &terminal, body.0).await?;
@@ -309,6 +310,7 @@ pub async fn post_refund(
     body: JsonBody<RefundRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::Refund)?;
+    super::require_unlocked(&state)?;
     let key = idempotency_key(&req)?;
     let terminal = terminal_id(&req, &caller)?;
     let id = parse_id(&id)?;

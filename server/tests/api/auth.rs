@@ -70,6 +70,13 @@ fn matrix() -> Vec<Row> {
         row("GET", "/api/v1/audit", "/api/v1/audit", None, &[Admin]),
         row(
             "GET",
+            "/api/v1/security/status",
+            "/api/v1/security/status",
+            None,
+            tech_admin,
+        ),
+        row(
+            "GET",
             "/api/v1/products/{sku}",
             "/api/v1/products/MILK",
             None,
