@@ -151,6 +151,9 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     .unwrap();
     let (_, status) = app.get_json("/api/v1/security/status").await;
     assert_eq!(status["can_transact"], true, "{status}");
+    let (st, sale) = checkout(&app, "c3").await;
+    assert_eq!(st, 201, "{sale}");
+    let sale_id = sale["sale_id"].as_str().unwrap().to_owned();
 
     // Lock again, restart: still locked (the guard snapshot persists).
     send(
@@ -160,6 +163,17 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     )
     .await
     .unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/sales/{sale_id}/refunds", app.base))
+        .header("Idempotency-Key", "r3")
+        .json(&json!({"lines":[{"line":1,"quantity":1}],"reason":"test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 423, "refunds are locked too");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "device_locked");
     app.stop().await;
     let app = spawn_with(s).await;
     let mut client = app.client().await;
