@@ -41,6 +41,8 @@ pub struct Settings {
     pub p2p: crate::mesh::P2pSettings,
     /// Log level filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
+    /// Sealing, authentication and sessions (`[security]`).
+    pub security: SecuritySettings,
 }
 
 impl Default for Settings {
@@ -57,6 +59,71 @@ impl Default for Settings {
             receipts: ReceiptSettings::default(),
             p2p: crate::mesh::P2pSettings::default(),
             log: "info".into(),
+            security: SecuritySettings::default(),
+        }
+    }
+}
+
+/// Sealing, authentication and sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// Which sealer protects the data key: `software` (development) or `tpm` (needs
+    /// the `tpm` cargo feature of `outpost-security`; not wired into the server yet).
+    pub sealer: String,
+    /// Allow the software sealer. Production configs leave this false, so a missing
+    /// TPM stops the server instead of silently downgrading. `OUTPOST_ALLOW_SOFTWARE_SEALER=1`.
+    pub allow_software: bool,
+    /// Lifetime of a staff login session, in seconds (default 8 hours).
+    pub session_ttl_secs: u64,
+    /// Failed logins per (username, client address) before the window locks.
+    pub login_max_failures: u32,
+    /// The login rate-limit window, in seconds.
+    pub login_window_secs: u64,
+    /// argon2id cost for new password hashes: `production` (m 19 MiB, t 2) or `fast`
+    /// (m 64 KiB, t 1: tests only).
+    pub password_hashing: String,
+    /// HQ's Ed25519 public key (32 bytes, hex or base64) that signs presence leases and
+    /// lock / unlock / wipe commands. When set, the store transacts only while it holds
+    /// a valid lease (plus the offline grace); when unset, the presence lease is off.
+    pub hq_public_key: Option<String>,
+    /// How long the store keeps selling after its lease expired, in seconds (72 h).
+    pub offline_grace_secs: u64,
+}
+
+impl SecuritySettings {
+    /// The 32 bytes of `hq_public_key`, when set (hex or standard base64).
+    pub fn hq_key_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        use base64::Engine as _;
+        let Some(text) = self.hq_public_key.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|e| e.to_string())?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|_| "must be 32 bytes as 64 hex digits or base64".to_owned())?
+        };
+        outpost_security::lease::parse_hq_key(&bytes).map_err(|e| e.to_string())?;
+        Ok(Some(bytes))
+    }
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            sealer: "software".into(),
+            allow_software: false,
+            session_ttl_secs: 8 * 3600,
+            login_max_failures: 5,
+            login_window_secs: 15 * 60,
+            password_hashing: "production".into(),
+            hq_public_key: None,
+            offline_grace_secs: 72 * 3600,
         }
     }
 }
@@ -385,6 +452,18 @@ impl Settings {
                     })?);
                 }
                 "OUTPOST_HQ_URL" => s.sync.hq_url = Some(value),
+                "OUTPOST_ALLOW_SOFTWARE_SEALER" => {
+                    s.security.allow_software = match value.as_str() {
+                        "1" | "true" => true,
+                        "0" | "false" => false,
+                        _ => {
+                            return Err(ConfigError::Env {
+                                name,
+                                message: format!("must be 1, 0, true or false, not {value:?}"),
+                            });
+                        }
+                    };
+                }
                 _ => {}
             }
         }
@@ -496,6 +575,38 @@ impl Settings {
         self.p2p
             .validate()
             .map_err(|e| invalid(&e.field, e.message))?;
+        let sec = &self.security;
+        if sec.sealer != "software" {
+            return Err(invalid(
+                "security.sealer",
+                format!(
+                    "{:?} is not available: only \"software\" is wired into the server so far (the TPM sealer exists in outpost-security behind its `tpm` feature)",
+                    sec.sealer
+                ),
+            ));
+        }
+        if !matches!(sec.password_hashing.as_str(), "production" | "fast") {
+            return Err(invalid(
+                "security.password_hashing",
+                format!(
+                    "must be \"production\" or \"fast\", not {:?}",
+                    sec.password_hashing
+                ),
+            ));
+        }
+        sec.hq_key_bytes()
+            .map_err(|m| invalid("security.hq_public_key", m))?;
+        if sec.session_ttl_secs == 0
+            || sec.offline_grace_secs == 0
+            || sec.login_max_failures == 0
+            || sec.login_window_secs == 0
+        {
+            return Err(invalid(
+                "security",
+                "session_ttl_secs, login_max_failures and login_window_secs must be positive"
+                    .into(),
+            ));
+        }
         if self.sync.unit_id.trim().is_empty() || self.sync.unit_id.len() > 64 {
             return Err(invalid("sync.unit_id", "must be 1 to 64 characters".into()));
         }

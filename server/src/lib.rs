@@ -21,6 +21,7 @@ pub mod http;
 pub mod import;
 pub mod mesh;
 pub mod sales;
+pub mod security;
 pub mod seed;
 pub mod startup;
 pub mod store;

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use outpost_security::auth::password::generate_password;
+use outpost_security::auth::roles::Role;
 use outpost_server::config::{Overrides, Settings};
 use outpost_server::startup::{Application, Devices};
 use outpost_server::store::{ImportMode, Store, StoreOptions};
@@ -70,12 +72,75 @@ enum Command {
         #[command(subcommand)]
         what: P2pWhat,
     },
+    /// Terminal bearer tokens (run on a stopped server's data dir).
+    Terminals {
+        #[command(subcommand)]
+        what: TerminalsWhat,
+    },
+    /// Staff accounts (run on a stopped server's data dir).
+    Users {
+        #[command(subcommand)]
+        what: UsersWhat,
+    },
 }
 
 #[derive(Subcommand)]
 enum P2pWhat {
     /// Print this unit's peer id (created once in the data dir), for HQ's store roster.
     Id(Common),
+}
+
+#[derive(Subcommand)]
+enum TerminalsWhat {
+    /// Issue a token for terminal NAME; the token is printed once, only its hash is kept.
+    Add {
+        /// Terminal name (1 to 64 of A-Z a-z 0-9 - _ . @).
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List terminals (names, ids, issue and revocation times; never tokens).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke terminal NAME's token.
+    Revoke {
+        /// Terminal name.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersWhat {
+    /// Add (or replace) a staff account with a generated password, printed once.
+    Add {
+        /// Username (1 to 64 of A-Z a-z 0-9 - _ . @).
+        username: String,
+        /// Roles: supervisor, technician, admin (repeat or comma-separate).
+        #[arg(long = "role", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn open_security(
+    common: &Common,
+) -> anyhow::Result<(Settings, outpost_server::security::Security)> {
+    let s = settings(common)?;
+    outpost_server::telemetry::init("warn");
+    let store = Store::open(&s.data_dir, &StoreOptions::default()).with_context(|| {
+        format!(
+            "Failed to open the data dir {} (is the server running?)",
+            s.data_dir.display()
+        )
+    })?;
+    let security = outpost_server::security::Security::for_store(&store, &s)
+        .context("Failed to open the credentials")?;
+    Ok((s, security))
 }
 
 #[derive(Subcommand)]
@@ -155,6 +220,33 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Creates the demo's terminal token and technician login (fresh ones at every start:
+/// the previous demo terminal is revoked), writes them to
+/// `<data-dir>/demo-credentials.json` (0600) and returns what to print.
+fn demo_credentials(
+    security: &outpost_server::security::Security,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret as _;
+    security.revoke_terminal("demo", "demo-terminal")?;
+    let (_, token) = security.add_terminal("demo", "demo-terminal")?;
+    let password = generate_password();
+    security.set_user("demo", "demo-tech", &password, vec![Role::Technician])?;
+    let path = outpost_security::auth::demo::write_demo_credentials(
+        data_dir,
+        &token,
+        "demo-tech",
+        &password,
+    )
+    .context("Failed to write the demo credentials")?;
+    Ok(format!(
+        "Demo credentials (also in {}):\n  terminal token: {}\n  technician:     demo-tech / {}",
+        path.display(),
+        token.expose_secret(),
+        password.expose_secret()
+    ))
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(common) => {
@@ -172,6 +264,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.devices = outpost_server::devices::demo_devices(s.payment.terminal == "none");
                 s.validate()?;
             }
+            // The demo runs on the development sealer (with its warning) unless a config
+            // says otherwise.
+            s.security.allow_software = true;
             if s.store.name == outpost_server::config::StoreSettings::default().name {
                 s.store.name = "Outpost Demo Store".into();
             }
@@ -191,6 +286,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ),
                     None => eprintln!("Using the existing store in {}", s.data_dir.display()),
                 }
+                let security = outpost_server::security::Security::for_store(&store, &s)
+                    .context("Failed to open the credentials")?;
+                eprintln!("{}", demo_credentials(&security, &s.data_dir)?);
             }
             let app = Application::build(s, Devices::default()).await?;
             eprintln!(
@@ -204,6 +302,67 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = settings(&common)?;
             println!("{}", outpost_server::mesh::peer_id(&s.data_dir)?);
+            Ok(())
+        }
+        Command::Terminals { what } => match what {
+            TerminalsWhat::Add { name, common } => {
+                let (_, security) = open_security(&common)?;
+                let (record, token) = security.add_terminal("cli", &name)?;
+                eprintln!(
+                    "Terminal {} (id {}) added. Its token is shown once; configure the terminal with it:",
+                    record.name, record.id
+                );
+                println!("{}", secrecy::ExposeSecret::expose_secret(&token));
+                Ok(())
+            }
+            TerminalsWhat::List { common } => {
+                let (_, security) = open_security(&common)?;
+                for t in security.terminals() {
+                    let revoked = match t.revoked_at {
+                        Some(at) => format!("revoked at {at}"),
+                        None => "active".into(),
+                    };
+                    println!(
+                        "{}\t{}\tcreated at {}\t{revoked}",
+                        t.name, t.id, t.created_at
+                    );
+                }
+                Ok(())
+            }
+            TerminalsWhat::Revoke { name, common } => {
+                let (_, security) = open_security(&common)?;
+                if security.revoke_terminal("cli", &name)? {
+                    println!("Revoked the token of terminal {name}");
+                    Ok(())
+                } else {
+                    anyhow::bail!("terminal {name:?} has no active token")
+                }
+            }
+        },
+        Command::Users {
+            what:
+                UsersWhat::Add {
+                    username,
+                    roles,
+                    common,
+                },
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| match r.trim() {
+                    "supervisor" => Ok(Role::Supervisor),
+                    "technician" => Ok(Role::Technician),
+                    "admin" => Ok(Role::Admin),
+                    other => Err(anyhow::anyhow!(
+                        "unknown role {other:?}: use supervisor, technician or admin"
+                    )),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (_, security) = open_security(&common)?;
+            let password = generate_password();
+            security.set_user("cli", &username, &password, roles)?;
+            eprintln!("User {username} added. The password is shown once:");
+            println!("{}", secrecy::ExposeSecret::expose_secret(&password));
             Ok(())
         }
         Command::Export {

@@ -33,6 +33,7 @@ pub struct Application {
     grpc: Option<(SocketAddr, tokio::net::TcpListener)>,
     registry: Arc<Registry>,
     mesh: Option<outpost_p2p::Client>,
+    security: Arc<crate::security::Security>,
 }
 
 impl Application {
@@ -52,6 +53,10 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
+        let security = Arc::new(
+            crate::security::Security::for_store(&store, &settings)
+                .context("Failed to open the security layer")?,
+        );
         let specs = DeviceSpec::parse_all(&settings.devices, &settings.payment.terminal)
             .map_err(|e| anyhow::anyhow!("setting {e}"))?;
         let r = &settings.receipts;
@@ -115,6 +120,8 @@ impl Application {
             sync: sync.clone(),
             devices: registry.clone(),
             mesh: mesh.clone(),
+            security: security.clone(),
+            tls: false,
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -144,7 +151,14 @@ impl Application {
             grpc,
             registry,
             mesh,
+            security,
         })
+    }
+
+    /// Credentials, sessions and the audit log (the CLI and tests add terminals and
+    /// users through it).
+    pub fn security(&self) -> &Arc<crate::security::Security> {
+        &self.security
     }
 
     /// The device registry.
@@ -200,6 +214,7 @@ impl Application {
                 store.clone(),
                 self.settings.clone(),
                 self.sync.clone(),
+                self.security.clone(),
                 async {
                     let _ = grpc_stopped.await;
                 },

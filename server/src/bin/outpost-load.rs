@@ -22,6 +22,11 @@
 //! status and a transport error (connect, send, read or timeout) each count as an error.
 //! The run always ends by itself: each phase's requests are cut off a few seconds after the
 //! phase ends.
+//!
+//! The server needs credentials: set `OUTPOST_TOKEN` to a terminal token (`outpost
+//! terminals add NAME`); it is sent as `Authorization: Bearer` with every request. A
+//! terminal may not read `/metrics` (technician / admin), so the fsyncs-per-checkout
+//! figure of the checkout scenario is not available with a terminal token yet.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -199,11 +204,28 @@ async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-/// A plain GET request for `uri` with the `Host` header.
+/// `Authorization: Bearer $OUTPOST_TOKEN` (a terminal token from `outpost terminals
+/// add`), sent with every request when the variable is set: the server needs
+/// credentials on every route but `/healthz`.
+fn auth_header() -> Option<&'static HeaderValue> {
+    static AUTH: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
+    AUTH.get_or_init(|| {
+        std::env::var("OUTPOST_TOKEN")
+            .ok()
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {}", t.trim())).ok())
+    })
+    .as_ref()
+}
+
+/// A plain GET request for `uri` with the `Host` (and, when set, `Authorization`) header.
 fn get_request(uri: Uri, host: &HeaderValue) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(Bytes::new()));
     *req.uri_mut() = uri;
     req.headers_mut().insert(HOST, host.clone());
+    if let Some(a) = auth_header() {
+        req.headers_mut()
+            .insert(hyper::header::AUTHORIZATION, a.clone());
+    }
     req
 }
 
@@ -665,6 +687,9 @@ impl Worker {
                 *req.uri_mut() = checkout_uri(&self.shared.target)?;
                 let headers = req.headers_mut();
                 headers.insert(HOST, self.shared.target.host.clone());
+                if let Some(a) = auth_header() {
+                    headers.insert(hyper::header::AUTHORIZATION, a.clone());
+                }
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 headers.insert(
                     HeaderName::from_static("idempotency-key"),

@@ -48,6 +48,8 @@ pub struct StoreGrpc {
     push: Arc<Mutex<Option<Parked>>>,
     /// Answers to recent commands, by command id.
     commands: Arc<std::sync::Mutex<VecDeque<hq::CommandReply>>>,
+    /// The presence lease and signed commands (absent: refused as not configured).
+    security: Option<Arc<crate::security::Security>>,
 }
 
 impl StoreGrpc {
@@ -59,7 +61,30 @@ impl StoreGrpc {
             sync,
             push: Arc::new(Mutex::new(None)),
             commands: Arc::default(),
+            security: None,
         }
+    }
+
+    /// Route signed leases and lock / unlock / wipe commands to `security`.
+    pub fn with_security(mut self, security: Arc<crate::security::Security>) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    fn guard_call(
+        &self,
+        f: impl FnOnce(&crate::security::Security) -> Result<String, crate::security::GuardError>,
+    ) -> Result<String, Status> {
+        use crate::security::GuardError;
+        let security = self
+            .security
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("security is not wired to this service"))?;
+        f(security).map_err(|e| match e {
+            GuardError::Off => Status::failed_precondition(e.to_string()),
+            GuardError::Refused(r) => Status::permission_denied(format!("refused: {r}")),
+            other => Status::unavailable(other.to_string()),
+        })
     }
 }
 
@@ -533,6 +558,13 @@ impl StoreService for StoreGrpc {
                     _ => Status::failed_precondition(e.to_string()),
                 })?;
                 reply.result = format!("log filter set to {:?}", c.filter);
+            }
+            Some(hq::command::Kind::SignedLease(bytes)) => {
+                let state = self.guard_call(|s| s.accept_lease(&bytes))?;
+                reply.result = format!("lease accepted: {state}");
+            }
+            Some(hq::command::Kind::SignedCommand(bytes)) => {
+                reply.result = self.guard_call(|s| s.apply_command(&bytes))?;
             }
             None => return Err(Status::invalid_argument("command has no kind")),
         }

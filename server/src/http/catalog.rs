@@ -7,10 +7,12 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::domain::gtin::Gtin;
 use crate::domain::product::Product;
 use crate::domain::promotion::Promotion;
+use outpost_security::auth::roles::Permission;
 
 /// Most items one page may have.
 pub const MAX_LIMIT: usize = 200;
@@ -25,9 +27,11 @@ const MAX_SCAN: usize = 20_000;
 )]
 #[get("/api/v1/products/{sku}")]
 pub async fn get_product(
+    caller: Caller,
     state: web::Data<AppState>,
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadCatalog)?;
     match state.sales.store().catalog().product_json(&sku)? {
         // The stored bytes are the API's JSON: serve them as they are.
         Some(json) => Ok(HttpResponse::Ok()
@@ -69,9 +73,11 @@ pub struct ProductPage {
 #[utoipa::path(tag = "catalog", params(ProductQuery), responses((status = 200, body = ProductPage), (status = 400, body = super::ErrorBody)))]
 #[get("/api/v1/products")]
 pub async fn list_products(
+    caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<ProductQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadCatalog)?;
     let q = query.into_inner();
     let catalog = state.sales.store().catalog();
     let limit = q.limit.unwrap_or(50);
@@ -156,9 +162,11 @@ pub struct PromotionList {
 #[utoipa::path(tag = "catalog", params(PromotionQuery), responses((status = 200, body = PromotionList), (status = 400, body = super::ErrorBody)))]
 #[get("/api/v1/promotions")]
 pub async fn list_promotions(
+    caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<PromotionQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadCatalog)?;
     let at = match &query.at {
         Some(s) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map_err(|e| {

@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::devices::DeviceView;
 use crate::devices::receipts::{QueueError, QueuedReceipt, ReceiptStatus};
+use outpost_security::auth::roles::Permission;
 
 /// Every configured device.
 #[derive(Debug, Serialize, ToSchema)]
@@ -21,10 +23,14 @@ pub struct DeviceList {
 /// The devices with their state, health, last error and statistics.
 #[utoipa::path(tag = "devices", responses((status = 200, body = DeviceList)))]
 #[get("/api/v1/devices")]
-pub async fn list_devices(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(DeviceList {
+pub async fn list_devices(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ManageDevices)?;
+    Ok(HttpResponse::Ok().json(DeviceList {
         items: state.devices.views(),
-    })
+    }))
 }
 
 /// How far a health check goes.
@@ -40,10 +46,12 @@ pub struct HealthQuery {
 #[utoipa::path(tag = "devices", params(("id" = String, Path), HealthQuery), responses((status = 200, body = DeviceView), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
 #[post("/api/v1/devices/{id}/health-check")]
 pub async fn health_check(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
     query: web::Query<HealthQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ManageDevices)?;
     let level = match query.level.as_deref() {
         None | Some("internal") => HealthLevel::Internal,
         Some("external") => HealthLevel::External,
@@ -55,6 +63,11 @@ pub async fn health_check(
             .field("level"));
         }
     };
+    state.security.audit(
+        caller.name(),
+        "device.health_check",
+        &format!("device {id}"),
+    );
     let view = state
         .devices
         .health_check(&id, level)
@@ -81,14 +94,19 @@ pub struct ReprintView {
 #[utoipa::path(tag = "devices", params(("id" = String, Path)), responses((status = 202, body = ReprintView), (status = 404, body = super::ErrorBody), (status = 503, body = super::ErrorBody, description = "the receipt queue is full")))]
 #[post("/api/v1/sales/{id}/reprint")]
 pub async fn reprint(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Sell)?;
     let not_found = || ApiError::not_found("sale_not_found", format!("no sale with id {id}"));
     let sale_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     if state.sales.store().sale(sale_id)?.is_none() {
         return Err(not_found());
     }
+    state
+        .security
+        .audit(caller.name(), "device.reprint", &format!("sale {sale_id}"));
     let spooler = state.devices.spooler();
     match spooler.queue().enqueue_reprint(sale_id).await {
         Ok(_) => {}
@@ -128,7 +146,11 @@ pub struct ReceiptQueueView {
 /// Receipts waiting for the printer, oldest first.
 #[utoipa::path(tag = "devices", responses((status = 200, body = ReceiptQueueView)))]
 #[get("/api/v1/receipts/queue")]
-pub async fn receipt_queue(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn receipt_queue(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ManageDevices)?;
     let spooler = state.devices.spooler();
     Ok(HttpResponse::Ok().json(ReceiptQueueView {
         items: spooler.queue().list(500)?,
@@ -151,9 +173,11 @@ pub struct LastReceipt {
 #[utoipa::path(tag = "devices", params(("id" = String, Path)), responses((status = 200, body = LastReceipt), (status = 404, body = super::ErrorBody)))]
 #[get("/api/v1/devices/{id}/last-receipt")]
 pub async fn last_receipt(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ManageDevices)?;
     match state.devices.simulated_last_receipt(&id) {
         Some(Some(text)) => Ok(HttpResponse::Ok().json(LastReceipt {
             device: id.into_inner(),

@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use super::auth::Caller;
 use super::body::JsonBody;
 use super::{ApiError, AppState, idempotency_key};
 use crate::domain::sale::{Movement, MovementKind};
 use crate::sales::SellError;
 use crate::sales::idempotency::{IdemOutcome, IdemRecord, IdemState, fingerprint};
 use crate::sales::journal;
+use outpost_security::auth::roles::Permission;
 
 /// Stock of one product and its latest movements.
 #[derive(Debug, Serialize, ToSchema)]
@@ -60,9 +62,11 @@ fn known(state: &AppState, sku: &str) -> Result<(), ApiError> {
 #[utoipa::path(tag = "inventory", params(("sku" = String, Path)), responses((status = 200, body = StockView), (status = 404, body = super::ErrorBody)))]
 #[get("/api/v1/inventory/{sku}")]
 pub async fn get_inventory(
+    caller: Caller,
     state: web::Data<AppState>,
     sku: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadCatalog)?;
     known(&state, &sku)?;
     stock_view(&state, sku.into_inner())
 }
@@ -85,10 +89,12 @@ fn stock_view(state: &AppState, sku: String) -> Result<HttpResponse, ApiError> {
 )]
 #[put("/api/v1/inventory/{sku}")]
 pub async fn put_inventory(
+    caller: Caller,
     state: web::Data<AppState>,
     sku: web::Path<String>,
     body: JsonBody<StockCount>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Configure)?;
     let count = body.0.stock;
     if !(0..=MAX_STOCK).contains(&count) {
         return Err(ApiError::unprocessable(
@@ -98,6 +104,11 @@ pub async fn put_inventory(
         .field("stock"));
     }
     known(&state, &sku)?;
+    state.security.audit(
+        caller.name(),
+        "inventory.count",
+        &format!("sku {} stock {count}", *sku),
+    );
     let s = sku.clone();
     state
         .sales
@@ -133,11 +144,13 @@ pub async fn put_inventory(
 )]
 #[post("/api/v1/inventory/{sku}/adjustments")]
 pub async fn post_adjustment(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
     sku: web::Path<String>,
     body: JsonBody<Adjustment>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Configure)?;
     let key = idempotency_key(&req)?;
     let adj = body.0;
     if adj.delta == 0 || adj.delta.unsigned_abs() > MAX_STOCK as u64 {
@@ -156,6 +169,11 @@ pub async fn post_adjustment(
         .field("reason"));
     }
     known(&state, &sku)?;
+    state.security.audit(
+        caller.name(),
+        "inventory.adjust",
+        &format!("sku {} delta {}", *sku, adj.delta),
+    );
     let fp = fingerprint(&sku, &adj);
     let scope = "adjustment";
     let s = sku.into_inner();

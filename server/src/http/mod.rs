@@ -12,6 +12,7 @@
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
 //! builds the OpenAPI document, so the two cannot drift apart.
 
+pub mod auth;
 pub mod body;
 pub mod catalog;
 pub mod devices;
@@ -44,13 +45,20 @@ pub struct AppState {
     pub devices: Arc<crate::devices::Registry>,
     /// This unit's store-mesh node, when `[p2p] enabled`.
     pub mesh: Option<outpost_p2p::Client>,
+    /// Credentials, sessions and the audit log.
+    pub security: Arc<crate::security::Security>,
+    /// Whether the REST port serves TLS (session cookies are then `Secure`).
+    pub tls: bool,
 }
 
-/// The terminal that sent a request: the `X-Terminal-Id` header (until terminals
-/// authenticate with their own tokens).
-pub fn terminal_id(req: &HttpRequest) -> Result<String, ApiError> {
+/// The terminal that sent a request: the authenticated terminal's name; for staff
+/// sessions, the `X-Terminal-Id` header (the till they work at), else their username.
+pub fn terminal_id(req: &HttpRequest, caller: &auth::Caller) -> Result<String, ApiError> {
+    if caller.is_terminal {
+        return Ok(caller.name().to_owned());
+    }
     match req.headers().get("x-terminal-id") {
-        None => Ok("unknown".into()),
+        None => Ok(caller.name().to_owned()),
         Some(v) => v
             .to_str()
             .ok()
@@ -64,6 +72,13 @@ pub fn terminal_id(req: &HttpRequest) -> Result<String, ApiError> {
                 .field("X-Terminal-Id")
             }),
     }
+}
+
+/// `423 device_locked` when the presence lease does not allow transacting.
+pub fn require_unlocked(state: &AppState) -> Result<(), ApiError> {
+    state.security.check_transact().map_err(|reason| {
+        ApiError::new(actix_web::http::StatusCode::LOCKED, "device_locked", reason)
+    })
 }
 
 /// The request's `Idempotency-Key`, which state-changing routes require.
@@ -96,7 +111,9 @@ macro_rules! api {
         #[openapi(
             info(title = "Outpost store API", description = "Sell, price, count stock and look up the catalog of one store, with no WAN needed."),
             paths($($handler),*),
-            components(schemas(ErrorBody))
+            components(schemas(ErrorBody)),
+            modifiers(&SecurityAddon),
+            security(("terminal_token" = []), ("session_cookie" = []))
         )]
         pub struct ApiDoc;
 
@@ -110,6 +127,10 @@ api!(
     ops::metrics,
     ops::openapi,
     ops::sync_status,
+    ops::security_status,
+    auth::login,
+    auth::logout,
+    auth::audit,
     catalog::get_product,
     catalog::list_products,
     catalog::list_promotions,
@@ -128,6 +149,36 @@ api!(
     devices::last_receipt,
     mesh::peers,
 );
+
+/// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer
+/// token and a staff session cookie. `/healthz`, `/api/v1/openapi.json` and the login
+/// route override the document-wide requirement with none.
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "terminal_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("Per-terminal token from `outpost terminals add NAME`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::security::SESSION_COOKIE,
+                "Staff session from POST /api/v1/auth/login",
+            ))),
+        );
+    }
+}
 
 /// The answer to a path no route serves.
 pub async fn no_such_route(req: HttpRequest) -> HttpResponse {

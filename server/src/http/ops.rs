@@ -7,7 +7,9 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
+use super::auth::Caller;
 use super::{ApiDoc, ApiError, AppState};
+use outpost_security::auth::roles::Permission;
 
 /// Liveness and what is running.
 #[derive(Debug, Serialize, ToSchema)]
@@ -23,7 +25,7 @@ pub struct Health {
 }
 
 /// Is the server up.
-#[utoipa::path(tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(tag = "ops", security(()), responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
@@ -37,16 +39,32 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 /// What is waiting for HQ, and how the link to HQ is doing.
 #[utoipa::path(tag = "ops", responses((status = 200, body = crate::grpc::store_service::SyncStatus)))]
 #[get("/api/v1/sync/status")]
-pub async fn sync_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn sync_status(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadLogs)?;
     let status =
         crate::grpc::store_service::sync_status(state.sales.store(), &state.settings, &state.sync)?;
     Ok(HttpResponse::Ok().json(status))
 }
 
+/// The presence lease: `off`, `active`, `grace` or `locked`, and why.
+#[utoipa::path(tag = "ops", responses((status = 200, body = crate::security::LeaseStatus)))]
+#[get("/api/v1/security/status")]
+pub async fn security_status(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadLogs)?;
+    Ok(HttpResponse::Ok().json(state.security.lease_status()))
+}
+
 /// Prometheus metrics.
 #[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadLogs)?;
     let store = state.sales.store();
     let w = store.writer_stats();
     let sync = crate::grpc::store_service::sync_status(store, &state.settings, &state.sync)?;
@@ -94,6 +112,19 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         "gauge",
         "Age of the oldest entry waiting for HQ.",
         sync.outbox_oldest_age_secs,
+    );
+    let lease = state.security.lease_status();
+    metric(
+        "outpost_lease_grace",
+        "gauge",
+        "1 while the presence lease has expired and the offline grace runs.",
+        u64::from(lease.state == "grace"),
+    );
+    metric(
+        "outpost_locked",
+        "gauge",
+        "1 while the device is locked (no lease, lease and grace expired, HQ lock or tamper).",
+        u64::from(!lease.can_transact),
     );
     metric(
         "outpost_outbox_alert",
@@ -149,7 +180,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// This document.
-#[utoipa::path(tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(tag = "ops", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
 #[get("/api/v1/openapi.json")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())

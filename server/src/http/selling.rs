@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::body::JsonBody;
 use super::{ApiError, AppState, idempotency_key, terminal_id};
 use crate::devices::receipts::ReceiptStatus;
@@ -17,14 +18,17 @@ use crate::domain::sale::{Refund, Sale, Tender};
 use crate::sales::RefundSummary;
 use crate::sales::checkout::{CartRequest, CheckoutRequest};
 use crate::sales::refund::RefundRequest;
+use outpost_security::auth::roles::Permission;
 
 /// Price a cart without selling it.
 #[utoipa::path(tag = "selling", request_body = CartRequest, responses((status = 200, body = PricedCart), (status = 422, body = super::ErrorBody)))]
 #[post("/api/v1/carts/price")]
 pub async fn price_cart(
+    caller: Caller,
     state: web::Data<AppState>,
     body: JsonBody<CartRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Sell)?;
     Ok(HttpResponse::Ok().json(state.sales.price(&body.0.lines)?))
 }
 
@@ -152,12 +156,15 @@ fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
 )]
 #[post("/api/v1/checkout")]
 pub async fn checkout(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
     body: JsonBody<CheckoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Sell)?;
+    super::require_unlocked(&state)?;
     let key = idempotency_key(&req)?;
-    let terminal = terminal_id(&req)?;
+    let terminal = terminal_id(&req, &caller)?;
     let result = state.sales.checkout(&key, &terminal, body.0).await?;
     let mut r = HttpResponse::Created();
     if result.replayed {
@@ -187,9 +194,11 @@ fn parse_id(s: &str) -> Result<Uuid, ApiError> {
 #[utoipa::path(tag = "selling", params(("id" = String, Path)), responses((status = 200, body = SaleView), (status = 404, body = super::ErrorBody)))]
 #[get("/api/v1/sales/{id}")]
 pub async fn get_sale(
+    caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Sell)?;
     let id = parse_id(&id)?;
     let sale =
         state.sales.store().sale(id)?.ok_or_else(|| {
@@ -223,9 +232,11 @@ pub struct SalePage {
 #[utoipa::path(tag = "selling", params(SalesQuery), responses((status = 200, body = SalePage), (status = 400, body = super::ErrorBody)))]
 #[get("/api/v1/sales")]
 pub async fn list_sales(
+    caller: Caller,
     state: web::Data<AppState>,
     query: web::Query<SalesQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Sell)?;
     let q = query.into_inner();
     let limit = q.limit.unwrap_or(50);
     if !(1..=super::catalog::MAX_LIMIT).contains(&limit) {
@@ -292,15 +303,25 @@ pub async fn list_sales(
 )]
 #[post("/api/v1/sales/{id}/refunds")]
 pub async fn post_refund(
+    caller: Caller,
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
     body: JsonBody<RefundRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Refund)?;
+    super::require_unlocked(&state)?;
     let key = idempotency_key(&req)?;
-    let terminal = terminal_id(&req)?;
+    let terminal = terminal_id(&req, &caller)?;
     let id = parse_id(&id)?;
     let result = state.sales.refund(id, &key, &terminal, body.0).await?;
+    if !result.replayed {
+        state.security.audit(
+            caller.name(),
+            "refund",
+            &format!("sale {id} refund {} at {terminal}", result.refund.id),
+        );
+    }
     let mut r = HttpResponse::Created();
     if result.replayed {
         r.insert_header(("Idempotent-Replayed", "true"));

@@ -370,6 +370,7 @@ fn start_child(args: &[&std::ffi::OsStr]) -> Child {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
         .args(args)
         .env("OUTPOST_LOG", "info")
+        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -417,17 +418,18 @@ async fn sigkill_between_authorization_and_completion_leaves_one_outcome_and_one
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[payment]\ntimeout_secs = 5\nrecovery_interval_secs = 1\n[[devices]]\nid = \"pay-1\"\nkind = \"payment\"\ndriver = \"nexo-tcp\"\naddress = \"{}\"\nrequest_timeout_secs = 10\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[payment]\ntimeout_secs = 5\nrecovery_interval_secs = 1\n[[devices]]\nid = \"pay-1\"\nkind = \"payment\"\ndriver = \"nexo-tcp\"\naddress = \"{}\"\nrequest_timeout_secs = 10\n[security]\nallow_software = true\n",
             dir.path().join("data"),
             pay.local_addr()
         ),
     )
     .unwrap();
+    let token = crate::helpers::cli_terminal_token(&config, "till-1");
     // The card holder is slow: the terminal charges 1.5 s after the request.
     pay.next([Mode::Late(Duration::from_millis(1_500))]);
     let server = start_outpost(&config);
     let card = json!({"lines":[{"sku":"BREAD","quantity":1}],"payment":{"method":"card"}});
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client_with("authorization", &format!("Bearer {token}"));
     let url = format!("{}/api/v1/checkout", server.base);
     let inflight = {
         let (client, url, card) = (client.clone(), url.clone(), card.clone());
@@ -519,6 +521,7 @@ async fn bad_device_entries_stop_the_server_with_the_entry_named() {
         let config = dir.path().join("bad.toml");
         std::fs::write(&config, format!("[[devices]]\n{entry}")).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--data-dir")
@@ -544,9 +547,51 @@ async fn the_demo_sells_through_simulated_devices_on_the_real_protocols() {
         "--data-dir".as_ref(),
         data.as_os_str(),
     ]);
-    let client = reqwest::Client::new();
+    // The demo wrote its credentials: the terminal sells, the technician sees devices.
+    let creds: Value = serde_json::from_slice(
+        &std::fs::read(data.join("demo-credentials.json")).expect("demo credentials written"),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join("demo-credentials.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let client = crate::helpers::client_with(
+        "authorization",
+        &format!("Bearer {}", creds["terminal_token"].as_str().unwrap()),
+    );
+    let login = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&creds["technician"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let tech = crate::helpers::client_with("cookie", &cookie);
+    let products: Value = client
+        .get(format!("{}/api/v1/products?limit=50", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let get = |path: &str| {
-        let (client, url) = (client.clone(), format!("{}{path}", server.base));
+        let (client, url) = (tech.clone(), format!("{}{path}", server.base));
         async move {
             client
                 .get(url)
@@ -585,7 +630,6 @@ async fn the_demo_sells_through_simulated_devices_on_the_real_protocols() {
     );
     let payment = device_view(&devices, "payment-1");
     assert_eq!(payment["statistics"]["commands_failed"], 0);
-    let products = get("/api/v1/products?limit=50").await;
     let sku = products["items"]
         .as_array()
         .unwrap()

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use outpost_mocks::MockTerminal;
+use outpost_security::auth::roles::{Principal, Role};
 use outpost_server::config::Settings;
 use outpost_server::domain::product::parse_product_json;
 use outpost_server::domain::promotion::Promotion;
+use outpost_server::security::{SESSION_COOKIE, Security};
 use outpost_server::startup::{Application, Devices};
 use outpost_server::store::ImportMode;
 use serde_json::{Value, json};
@@ -27,6 +29,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub terminal: MockTerminal,
+    /// The app's credentials (tests add terminals, users and sessions through it).
+    pub security: Arc<Security>,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -45,7 +49,31 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s.http.workers = 2;
     s.http.max_body_bytes = 64 * 1024;
     s.http.shutdown_timeout_secs = 1;
+    s.security.allow_software = true;
+    s.security.password_hashing = "fast".into();
     s
+}
+
+/// A client that sends `header: value` with every request.
+pub fn client_with(header: &str, value: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+        reqwest::header::HeaderValue::from_str(value).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// The session cookie of a staff session for `principal`, opened directly.
+pub fn session_for(security: &Security, name: &str, roles: Vec<Role>) -> String {
+    let id = security.start_session(Principal {
+        name: name.into(),
+        roles,
+    });
+    format!("{SESSION_COOKIE}={id}")
 }
 
 /// The promotions of the test store: buy 2 bread get 1 free; 10 % off household.
@@ -108,14 +136,23 @@ pub async fn spawn_configured(
         seed_store(app.sales().store());
     }
     let base = format!("http://{}", app.addr());
+    let security = app.security().clone();
+    // Existing tests act as one staff member holding every staff role (which together
+    // grant every permission); the role matrix test covers each role on its own.
+    let cookie = session_for(
+        &security,
+        "tester",
+        vec![Role::Supervisor, Role::Technician, Role::Admin],
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: client_with("cookie", &cookie),
         terminal,
+        security,
         _dir: None,
         stop: Some(stop),
         task: Some(task),
@@ -181,4 +218,19 @@ impl Drop for TestApp {
             let _ = s.send(());
         }
     }
+}
+
+/// `outpost terminals add NAME --config CONFIG`: the printed token.
+pub fn cli_terminal_token(config: &std::path::Path, name: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["terminals", "add", name, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

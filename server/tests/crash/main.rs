@@ -40,6 +40,7 @@ fn start(dir: &Path) -> Server {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("OUTPOST_LOG", "info")
+        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -243,8 +244,38 @@ async fn acknowledged_sales_survive_sigkill_exactly_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The till sells with its token; a technician sets the opening stock.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let token = cli(&["terminals", "add", "crash-till"]);
+    let password = cli(&["users", "add", "crash-tech", "--role", "technician"]);
+    let headers = |name: reqwest::header::HeaderName, value: String| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            name,
+            reqwest::header::HeaderValue::from_str(&value).unwrap(),
+        );
+        h
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        .default_headers(headers(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}"),
+        ))
         .build()
         .unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -253,8 +284,26 @@ async fn acknowledged_sales_survive_sigkill_exactly_once() {
     for cycle in 0..cycles {
         let mut server = start(&data);
         if cycle == 0 {
+            let login = reqwest::Client::new()
+                .post(format!("{}/api/v1/auth/login", server.base))
+                .json(&json!({"username": "crash-tech", "password": password}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(login.status(), 200);
+            let cookie = login.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            let tech = reqwest::Client::builder()
+                .default_headers(headers(reqwest::header::COOKIE, cookie))
+                .build()
+                .unwrap();
             for i in 0..SKUS {
-                let r = client
+                let r = tech
                     .put(format!("{}/api/v1/inventory/CRASH-{i:02}", server.base))
                     .json(&json!({"stock": OPENING_STOCK}))
                     .send()

@@ -34,7 +34,55 @@ pub fn settings(dir: &std::path::Path, hq_url: Option<String>) -> Settings {
     s.sync.backoff_min_ms = 20;
     s.sync.backoff_max_secs = 1;
     s.sync.ack_timeout_secs = 5;
+    s.security.allow_software = true;
+    s.security.password_hashing = "fast".into();
     s
+}
+
+/// The session cookie of each running test app, by base URL, so helpers that only get
+/// the base URL can authenticate.
+static COOKIES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Logs in at the app at `base` (a separate process) and remembers the session for
+/// [`authed`].
+pub async fn log_in(base: &str, username: &str, password: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    COOKIES.lock().unwrap().push((base.to_owned(), cookie));
+}
+
+/// A client authenticated as a staff member holding every staff role, for the app at
+/// `base`.
+pub fn authed(base: &str) -> reqwest::Client {
+    let cookie = COOKIES
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(b, _)| b == base)
+        .map(|(_, c)| c.clone())
+        .expect("an app spawned by these helpers");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::COOKIE,
+        reqwest::header::HeaderValue::from_str(&cookie).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 pub async fn spawn(hq_url: Option<String>) -> HqTestApp {
@@ -59,15 +107,30 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
     .await
     .expect("app builds");
     let base = format!("http://{}", app.addr());
+    let session = app
+        .security()
+        .start_session(outpost_security::auth::roles::Principal {
+            name: "tester".into(),
+            roles: vec![
+                outpost_security::auth::roles::Role::Supervisor,
+                outpost_security::auth::roles::Role::Technician,
+                outpost_security::auth::roles::Role::Admin,
+            ],
+        });
+    COOKIES.lock().unwrap().push((
+        base.clone(),
+        format!("{}={session}", outpost_server::security::SESSION_COOKIE),
+    ));
     let grpc = format!("http://{}", app.grpc_addr().expect("grpc configured"));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
+    let http = authed(&base);
     HqTestApp {
         base,
         grpc,
-        http: reqwest::Client::new(),
+        http,
         dir,
         _tmp: None,
         stop: Some(stop),
@@ -224,10 +287,7 @@ pub async fn sell(
     key_prefix: &str,
 ) -> Vec<String> {
     use futures::StreamExt as _;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = authed(base);
     let ids: Vec<String> = futures::stream::iter(0..n)
         .map(|i| {
             let client = client.clone();
@@ -289,7 +349,9 @@ where
 
 /// The outbox backlog the store reports.
 pub async fn outbox_pending(base: &str) -> u64 {
-    let v: serde_json::Value = reqwest::get(format!("{base}/api/v1/sync/status"))
+    let v: serde_json::Value = authed(base)
+        .get(format!("{base}/api/v1/sync/status"))
+        .send()
         .await
         .unwrap()
         .json()

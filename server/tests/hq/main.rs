@@ -1,6 +1,7 @@
 //! The HQ link: pushes HQ makes to the store, and the uplink of sales to HQ.
 
 mod helpers;
+mod lease;
 mod pushes;
 mod snapshot_load;
 mod uplink;

@@ -103,7 +103,10 @@ async fn an_hq_that_fails_keeps_everything_queued_and_visible() {
         "{status}"
     );
     assert!(status["last_error"].as_str().is_some(), "{status}");
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
         .await
         .unwrap()
         .text()
@@ -144,6 +147,7 @@ fn start_store(config: &std::path::Path, data: &std::path::Path) -> Store {
         .arg("--data-dir")
         .arg(data)
         .env("OUTPOST_LOG", "info")
+        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -204,7 +208,23 @@ async fn a_long_outage_drains_exactly_once_across_a_sigkill_of_the_store() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A supervisor account (sells, and reads sync status through the helpers' client).
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["users", "add", "outage", "--role", "supervisor,technician"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let password = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
     let store = start_store(&config, &data);
+    crate::helpers::log_in(&store.base, "outage", &password).await;
     let sold = sell(&store.base, "OUT-1", n, 64, "outage").await;
     assert_eq!(outbox_pending(&store.base).await, 2 * n as u64);
 
@@ -224,6 +244,7 @@ async fn a_long_outage_drains_exactly_once_across_a_sigkill_of_the_store() {
 
     hq.set_faults(Faults::none()).unwrap();
     let store = start_store(&config, &data);
+    crate::helpers::log_in(&store.base, "outage", &password).await;
     let base = store.base.clone();
     eventually(120, "the outbox to drain after the restart", || {
         let base = base.clone();

@@ -1,0 +1,217 @@
+//! The presence lease and HQ's signed lock / unlock / wipe, through the gRPC
+//! StoreService: locked devices answer checkout and refund with `423 device_locked`.
+
+use outpost_proto::hq;
+use outpost_security::lease::{Action, Command, HqSigner, Lease};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::helpers::{settings, spawn_with};
+
+const HQ_SECRET: [u8; 32] = [7; 32];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn lease(signer: &HqSigner, hours: i64) -> Vec<u8> {
+    let now = OffsetDateTime::now_utc();
+    signer
+        .sign_lease(&Lease {
+            store: "store-1".into(),
+            unit: "unit-1".into(),
+            issued_at: now - time::Duration::seconds(1),
+            expires_at: now + time::Duration::hours(hours),
+            nonce: rand::random(),
+        })
+        .unwrap()
+}
+
+fn command(signer: &HqSigner, action: Action, counter: u64) -> Vec<u8> {
+    signer
+        .sign_command(&Command {
+            action,
+            store: "store-1".into(),
+            unit: "unit-1".into(),
+            counter,
+            issued_at: OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        })
+        .unwrap()
+}
+
+async fn send(
+    client: &mut outpost_proto::hq::store_service_client::StoreServiceClient<
+        tonic::transport::Channel,
+    >,
+    id: &str,
+    kind: hq::command::Kind,
+) -> Result<hq::CommandReply, tonic::Status> {
+    client
+        .send_command(hq::Command {
+            command_id: id.into(),
+            kind: Some(kind),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn checkout(app: &crate::helpers::HqTestApp, key: &str) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/v1/checkout", app.base))
+        .header("Idempotency-Key", key)
+        .json(&json!({"lines":[{"sku":"P0000000","quantity":1}],"payment":{"method":"cash","tendered":1000}}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn lease_lock_unlock_wipe_and_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = HqSigner::from_bytes(HQ_SECRET);
+    let mut s = settings(tmp.path(), None);
+    s.security.hq_public_key = Some(hex(signer.verifying_key().as_bytes()));
+    let app = spawn_with(s.clone()).await;
+    // One product (P0000000), pushed by HQ.
+    crate::helpers::snapshot(&app, 1, 1).await;
+    let mut client = app.client().await;
+
+    // No lease yet: locked.
+    let (st, v) = checkout(&app, "c0").await;
+    assert_eq!(st, 423, "{v}");
+    assert_eq!(v["code"], "device_locked");
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["state"], "locked", "{status}");
+
+    // A forged lease is refused; a real one activates.
+    let forged = lease(&HqSigner::generate(), 1);
+    let e = send(&mut client, "l0", hq::command::Kind::SignedLease(forged))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let ok = send(
+        &mut client,
+        "l1",
+        hq::command::Kind::SignedLease(lease(&signer, 1)),
+    )
+    .await
+    .unwrap();
+    assert!(ok.result.contains("active"), "{}", ok.result);
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["state"], "active", "{status}");
+
+    // Lock: 423; a replayed counter is refused; unlock lifts it.
+    send(
+        &mut client,
+        "k1",
+        hq::command::Kind::SignedCommand(command(&signer, Action::Lock, 1)),
+    )
+    .await
+    .unwrap();
+    let (st, v) = checkout(&app, "c1").await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (423, Some("device_locked")),
+        "{v}"
+    );
+    let e = send(
+        &mut client,
+        "k1-again",
+        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 1)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let e = send(
+        &mut client,
+        "k-forged",
+        hq::command::Kind::SignedCommand(command(&HqSigner::generate(), Action::Unlock, 9)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let e = send(
+        &mut client,
+        "k-garbage",
+        hq::command::Kind::SignedCommand(b"OPCMD001 nonsense".to_vec()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let (st, _) = checkout(&app, "c2").await;
+    assert_eq!(st, 423, "still locked after refusals");
+    send(
+        &mut client,
+        "k2",
+        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 2)),
+    )
+    .await
+    .unwrap();
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["can_transact"], true, "{status}");
+    let (st, sale) = checkout(&app, "c3").await;
+    assert_eq!(st, 201, "{sale}");
+    let sale_id = sale["sale_id"].as_str().unwrap().to_owned();
+
+    // Lock again, restart: still locked (the guard snapshot persists).
+    send(
+        &mut client,
+        "k3",
+        hq::command::Kind::SignedCommand(command(&signer, Action::Lock, 3)),
+    )
+    .await
+    .unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/sales/{sale_id}/refunds", app.base))
+        .header("Idempotency-Key", "r3")
+        .json(&json!({"lines":[{"line":1,"quantity":1}],"reason":"test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 423, "refunds are locked too");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "device_locked");
+    app.stop().await;
+    let app = spawn_with(s).await;
+    let mut client = app.client().await;
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["state"], "locked", "{status}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("outpost_locked 1"), "{metrics}");
+    // The replay protection survived the restart too.
+    let e = send(
+        &mut client,
+        "k2-replay",
+        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 2)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+
+    // Wipe: the sealed key is crypto-erased and the device stays locked.
+    assert!(tmp.path().join("sealed-key").exists());
+    let r = send(
+        &mut client,
+        "w4",
+        hq::command::Kind::SignedCommand(command(&signer, Action::Wipe, 4)),
+    )
+    .await
+    .unwrap();
+    assert!(r.result.contains("wiped"), "{}", r.result);
+    assert!(!tmp.path().join("sealed-key").exists());
+    assert!(!tmp.path().join("software-kek").exists());
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["state"], "locked", "{status}");
+    app.stop().await;
+}
