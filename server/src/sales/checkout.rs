@@ -99,6 +99,54 @@ pub struct CheckoutResult {
 const SCOPE: &str = "checkout";
 
 impl Sales {
+    /// The product line `i` names.
+    fn line_product(
+        &self,
+        catalog: &crate::store::catalog::Catalog,
+        i: usize,
+        l: &LineRequest,
+    ) -> Result<crate::domain::product::Product, SellError> {
+        let field = |f: &str| Some(format!("lines[{i}].{f}"));
+        Ok(match (&l.sku, &l.barcode) {
+            (Some(sku), None) => {
+                catalog
+                    .product(sku)?
+                    .ok_or_else(|| SellError::UnknownProduct {
+                        line: i,
+                        what: format!("SKU {sku}"),
+                    })?
+            }
+            (None, Some(code)) => {
+                let gtin = Gtin::parse(code).map_err(|e| {
+                    SellError::invalid(
+                        "invalid_barcode",
+                        format!("line {i}: {e}"),
+                        field("barcode"),
+                    )
+                })?;
+                let sku = catalog.sku_by_gtin14(&gtin.to_gtin14())?.ok_or_else(|| {
+                    SellError::UnknownProduct {
+                        line: i,
+                        what: format!("barcode {code}"),
+                    }
+                })?;
+                catalog
+                    .product(&sku)?
+                    .ok_or_else(|| SellError::UnknownProduct {
+                        line: i,
+                        what: format!("barcode {code}"),
+                    })?
+            }
+            _ => {
+                return Err(SellError::invalid(
+                    "invalid_line",
+                    format!("line {i}: give exactly one of sku or barcode"),
+                    Some(format!("lines[{i}]")),
+                ));
+            }
+        })
+    }
+
     /// Resolve lines to products and quantities.
     pub fn cart_items(&self, lines: &[LineRequest]) -> Result<Vec<CartItem>, SellError> {
         if lines.is_empty() {
@@ -128,44 +176,7 @@ impl Sales {
                     field("scale"),
                 ));
             }
-            let product = match (&l.sku, &l.barcode) {
-                (Some(sku), None) => {
-                    catalog
-                        .product(sku)?
-                        .ok_or_else(|| SellError::UnknownProduct {
-                            line: i,
-                            what: format!("SKU {sku}"),
-                        })?
-                }
-                (None, Some(code)) => {
-                    let gtin = Gtin::parse(code).map_err(|e| {
-                        SellError::invalid(
-                            "invalid_barcode",
-                            format!("line {i}: {e}"),
-                            field("barcode"),
-                        )
-                    })?;
-                    let sku = catalog.sku_by_gtin14(&gtin.to_gtin14())?.ok_or_else(|| {
-                        SellError::UnknownProduct {
-                            line: i,
-                            what: format!("barcode {code}"),
-                        }
-                    })?;
-                    catalog
-                        .product(&sku)?
-                        .ok_or_else(|| SellError::UnknownProduct {
-                            line: i,
-                            what: format!("barcode {code}"),
-                        })?
-                }
-                _ => {
-                    return Err(SellError::invalid(
-                        "invalid_line",
-                        format!("line {i}: give exactly one of sku or barcode"),
-                        Some(format!("lines[{i}]")),
-                    ));
-                }
-            };
+            let product = self.line_product(&catalog, i, l)?;
             if product.currency != self.config.currency {
                 return Err(SellError::invalid(
                     "currency_mismatch",
@@ -249,17 +260,7 @@ impl Sales {
                 ));
             }
             // The product must be sold by weight before anything is weighed.
-            let probe = LineRequest {
-                weight_grams: Some(1),
-                ..l.clone()
-            };
-            let product = match self.cart_items(std::slice::from_ref(&probe)) {
-                Ok(mut items) => items.remove(0).product,
-                Err(SellError::UnknownProduct { what, .. }) => {
-                    return Err(SellError::UnknownProduct { line: i, what });
-                }
-                Err(e) => return Err(e),
-            };
+            let product = self.line_product(&self.store.catalog(), i, &l)?;
             if product.sold_by != SoldBy::Weight {
                 return Err(SellError::invalid(
                     "not_sold_by_weight",

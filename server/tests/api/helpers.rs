@@ -27,6 +27,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub terminal: MockTerminal,
+    /// The app's device registry (its simulators and mocks).
+    pub devices: Arc<outpost_server::devices::Registry>,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -108,6 +110,7 @@ pub async fn spawn_configured(
         seed_store(app.sales().store());
     }
     let base = format!("http://{}", app.addr());
+    let devices = app.devices().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -116,6 +119,7 @@ pub async fn spawn_configured(
         base,
         client: reqwest::Client::new(),
         terminal,
+        devices,
         _dir: None,
         stop: Some(stop),
         task: Some(task),

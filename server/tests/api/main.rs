@@ -2,6 +2,7 @@
 
 mod catalog;
 mod checkout;
+mod device_inputs;
 mod devices;
 mod errors;
 mod helpers;
