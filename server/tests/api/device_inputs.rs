@@ -374,6 +374,14 @@ async fn a_card_checkout_goes_through_the_mdb_reader_and_a_lost_answer_charges_o
     let view = device_view(&list, "mdb-1");
     assert_eq!(view["kind"], "payment_terminal");
     assert_eq!(view["driver"], "mdb");
+    // The answer really was lost: the driver saw outcome unknown, then resolved it.
+    assert!(
+        view["last_event_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("outcome unknown")),
+        "{view}"
+    );
+    assert_eq!(view["statistics"]["commands_failed"], 1, "{view}");
 }
 
 #[tokio::test]
@@ -390,4 +398,55 @@ async fn a_mock_sensor_is_supervised_and_listed() {
     assert_eq!((s, v["code"].as_str()), (422, Some("not_a_scale")), "{v}");
     let (s, v) = app.get("/api/v1/devices/door-1/scans").await;
     assert_eq!((s, v["code"].as_str()), (422, Some("not_a_scanner")), "{v}");
+}
+
+#[tokio::test]
+async fn sim_scale_and_scanner_entries_run_the_real_drivers_against_in_process_simulators() {
+    let (app, _dir) = app_with(vec![
+        device("scale-1", "scale", "sim"),
+        device("scanner-1", "scanner", "sim"),
+    ])
+    .await;
+    let scale = app.devices.sims().scales[0].1.clone();
+    let scanner = app.devices.sims().scanners[0].1.clone();
+    assert!(scanner.wait_connected(1, Duration::from_secs(5)).await);
+    scale.place(1_250, 0);
+    let (s, v, _) = app.checkout("sim-1", &weighed_cart()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["lines"][0]["quantity"], json!({"grams": 1250}), "{v}");
+    scanner.scan("]E0", "4006381333931");
+    let (s, v) = app
+        .get("/api/v1/devices/scanner-1/scans?wait_ms=5000")
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["items"][0]["sku"], "MILK", "{v}");
+    let (_, list) = app.get("/api/v1/devices").await;
+    for id in ["scale-1", "scanner-1"] {
+        let d = device_view(&list, id);
+        assert_eq!(d["driver"], "sim", "{d}");
+        assert!(
+            d["transport"].as_str().unwrap().contains("127.0.0.1"),
+            "{d}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_mock_scanner_rejects_garbage_frames_through_the_drivers_parser() {
+    let (app, _dir) = app_with(vec![device("scanner-1", "scanner", "mock")]).await;
+    let scanner = app.devices.sims().mock_scanners[0].1.clone();
+    // Opened by the supervisor first: a disabled scanner delivers nothing.
+    wait_for(&app, "/api/v1/devices", |v| {
+        device_view(v, "scanner-1")["usable"] == true
+    })
+    .await;
+    scanner.feed_frame(b"\x00\x00\x00");
+    scanner.feed_frame(b"]E04006381333931");
+    let v = wait_for(&app, "/api/v1/devices/scanner-1/scans?wait_ms=2000", |v| {
+        v["items"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!(v["items"][0]["sku"], "MILK", "{v}");
+    assert_eq!(v["rejected"], 1, "{v}");
+    assert!(v["last_event_error"].is_string(), "{v}");
 }
