@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use outpost_mocks::sim::mdb::{Charge, MdbFault, MdbOptions, MdbSim};
-use outpost_mocks::sim::scale::{ScaleOptions, ScaleSim};
+use outpost_mocks::sim::scale::{ScaleFault, ScaleOptions, ScaleSim};
 use outpost_mocks::sim::scanner::ScannerSim;
 use outpost_server::config::{DeviceSettings, Settings};
 use serde_json::{Value, json};
@@ -449,4 +449,26 @@ async fn a_mock_scanner_rejects_garbage_frames_through_the_drivers_parser() {
     assert_eq!(v["items"][0]["sku"], "MILK", "{v}");
     assert_eq!(v["rejected"], 1, "{v}");
     assert!(v["last_event_error"].is_string(), "{v}");
+}
+
+#[tokio::test]
+async fn a_scale_whose_link_drops_is_reconnected_by_the_supervisor() {
+    let sim = ScaleSim::start(loopback(), ScaleOptions::default())
+        .await
+        .unwrap();
+    let (app, _dir) = app_with(vec![sics_scale(sim.local_addr().unwrap())]).await;
+    sim.place(400, 0);
+    // The next command (a health check or ours) is answered by closing the link.
+    sim.fault_next([ScaleFault::Drop]);
+    let list = wait_for(&app, "/api/v1/devices", |v| {
+        let d = device_view(v, "scale-1");
+        d["statistics"]["reconnects"].as_u64() >= Some(1) && d["usable"] == true
+    })
+    .await;
+    let d = device_view(&list, "scale-1");
+    assert!(d["statistics"]["reconnects"].as_u64() >= Some(1), "{d}");
+    assert_eq!(d["usable"], true, "{d}");
+    let (s, v, _) = app.checkout("after-drop", &weighed_cart()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["lines"][0]["quantity"], json!({"grams": 400}), "{v}");
 }
