@@ -37,6 +37,8 @@ pub struct Settings {
     pub devices: Vec<DeviceSettings>,
     /// The receipt reprint queue and the supervisor's timings.
     pub receipts: ReceiptSettings,
+    /// The store mesh (`[p2p]`): units of one store share artifacts over libp2p.
+    pub p2p: crate::mesh::P2pSettings,
     /// Log level filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -53,6 +55,7 @@ impl Default for Settings {
             sync: SyncSettings::default(),
             devices: Vec::new(),
             receipts: ReceiptSettings::default(),
+            p2p: crate::mesh::P2pSettings::default(),
             log: "info".into(),
         }
     }
@@ -493,6 +496,9 @@ impl Settings {
                 Err(message) => return Err(invalid("sync.hq_url", message)),
             }
         }
+        self.p2p
+            .validate()
+            .map_err(|e| invalid(&e.field, e.message))?;
         if self.sync.unit_id.trim().is_empty() || self.sync.unit_id.len() > 64 {
             return Err(invalid("sync.unit_id", "must be 1 to 64 characters".into()));
         }

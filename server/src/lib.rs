@@ -19,6 +19,7 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod import;
+pub mod mesh;
 pub mod sales;
 pub mod seed;
 pub mod startup;

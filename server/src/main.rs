@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         what: ExportWhat,
     },
+    /// The store mesh.
+    P2p {
+        #[command(subcommand)]
+        what: P2pWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum P2pWhat {
+    /// Print this unit's peer id (created once in the data dir), for HQ's store roster.
+    Id(Common),
 }
 
 #[derive(Subcommand)]
@@ -187,6 +198,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 app.addr()
             );
             app.run_until(shutdown_signal()).await
+        }
+        Command::P2p {
+            what: P2pWhat::Id(common),
+        } => {
+            let s = settings(&common)?;
+            println!("{}", outpost_server::mesh::peer_id(&s.data_dir)?);
+            Ok(())
         }
         Command::Export {
             what: ExportWhat::Catalog { file, common },

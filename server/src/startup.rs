@@ -32,6 +32,7 @@ pub struct Application {
     sync: Arc<SyncState>,
     grpc: Option<(SocketAddr, tokio::net::TcpListener)>,
     registry: Arc<Registry>,
+    mesh: Option<outpost_p2p::Client>,
 }
 
 impl Application {
@@ -75,6 +76,9 @@ impl Application {
         .context("Failed to set up the devices")?;
         registry.open_all().await;
         let registry = Arc::new(registry);
+        let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
+            .await
+            .context("Failed to join the store mesh")?;
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -111,6 +115,7 @@ impl Application {
             started: Instant::now(),
             sync: sync.clone(),
             devices: registry.clone(),
+            mesh: mesh.clone(),
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -139,12 +144,18 @@ impl Application {
             sync,
             grpc,
             registry,
+            mesh,
         })
     }
 
     /// The device registry.
     pub fn devices(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// This unit's store-mesh node, when `[p2p] enabled`.
+    pub fn mesh(&self) -> Option<&outpost_p2p::Client> {
+        self.mesh.as_ref()
     }
 
     /// The bound gRPC address, when the gRPC port is configured.
@@ -220,6 +231,11 @@ impl Application {
         }
         if let Some(u) = uplink {
             u.abort();
+        }
+        if let Some(m) = &self.mesh
+            && let Err(e) = m.shutdown().await
+        {
+            tracing::warn!(error = %e, "The store mesh node did not stop cleanly");
         }
         if let Some(g) = grpc {
             g.await

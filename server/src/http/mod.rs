@@ -19,6 +19,7 @@ pub mod device_inputs;
 pub mod devices;
 pub mod error;
 pub mod inventory;
+pub mod mesh;
 pub mod ops;
 pub mod selling;
 
@@ -43,6 +44,8 @@ pub struct AppState {
     pub sync: Arc<crate::grpc::uplink::SyncState>,
     /// The device registry: printer, drawer, display, payment terminal.
     pub devices: Arc<crate::devices::Registry>,
+    /// This unit's store-mesh node, when `[p2p] enabled`.
+    pub mesh: Option<outpost_p2p::Client>,
 }
 
 /// The terminal that sent a request: the `X-Terminal-Id` header (until terminals
@@ -127,6 +130,7 @@ api!(
     devices::last_receipt,
     device_inputs::get_weight,
     device_inputs::get_scans,
+    mesh::peers,
 );
 
 /// The answer to a path no route serves.

@@ -8,4 +8,5 @@ mod errors;
 mod helpers;
 mod openapi;
 mod payments;
+mod peers;
 mod refunds;
