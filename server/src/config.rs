@@ -200,7 +200,7 @@ pub struct DeviceSettings {
     /// (or the API names `receipt_printer`, `cash_drawer`, ...).
     pub kind: String,
     /// How Outpost talks to it: `escpos-tcp`, `escpos-serial`, `escpos-kick`,
-    /// `nexo-tcp`, `sim`, `mock`.
+    /// `nexo-tcp`, `mdb`, `scanner-serial`, `mt-sics`, `sim`, `mock`.
     pub driver: String,
     /// `host:port` of a network device.
     pub address: Option<String>,
@@ -222,6 +222,9 @@ pub struct DeviceSettings {
     pub sale_id: Option<String>,
     /// Seconds between the supervisor's health checks of this device.
     pub health_interval_secs: Option<u64>,
+    /// Scale: how long a checkout waits for the weight to settle, in ms (default 0:
+    /// one reading, the weight at that moment).
+    pub stable_wait_ms: Option<u64>,
 }
 
 /// The receipt reprint queue and the device supervisor's timings.

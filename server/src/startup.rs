@@ -74,6 +74,7 @@ impl Application {
                 queue_max: r.queue_max,
                 receipt_width: settings.store.receipt_width,
                 retry: Duration::from_millis(r.retry_ms),
+                currency: settings.currency(),
             },
         )
         .await

@@ -7,11 +7,14 @@
 //!   periodic health checks.
 //! - [`receipts`]: the durable reprint queue, the spooler that prints it, and the
 //!   receipt-to-ESC/POS-job rendering.
+//! - [`inputs`]: scanners' scans (resolved to products, kept for terminals) and
+//!   weighing checkout lines on a scale.
 //!
 //! Checkout asks the registry for "the" printer, drawer, display and payment
-//! terminal; each is optional, and a missing or failing one degrades only what needs
+//! terminal, and for a scale by id; each is optional, and a missing or failing one degrades only what needs
 //! it (`docs/devices.md` has the table).
 
+pub mod inputs;
 pub mod receipts;
 pub mod spec;
 pub mod supervisor;
@@ -21,14 +24,19 @@ use std::time::{Duration, SystemTime};
 
 use outpost_peripherals::display::CustomerDisplay;
 use outpost_peripherals::drawer::CashDrawer;
+use outpost_peripherals::event::EventBody;
 use outpost_peripherals::payment::PaymentTerminal;
 use outpost_peripherals::printer::ReceiptPrinter;
+use outpost_peripherals::scale::Scale;
+use outpost_peripherals::scanner::BarcodeScanner;
 use outpost_peripherals::{
-    Device, DeviceKind, DeviceState, Health, HealthLevel, HealthReport, PowerState, Statistics,
+    Device, DeviceCore, DeviceKind, DeviceState, Health, HealthLevel, HealthReport, PowerState,
+    Statistics,
 };
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use inputs::{ScanFeed, ScanPage, WeighError, WeightView};
 use receipts::{ReceiptQueue, Spooler};
 use spec::{DeviceSpec, Driver};
 use supervisor::SupervisorConfig;
@@ -37,6 +45,27 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The latest error event the device raised (rejected input, lost link, a
+/// condition), with its time in ms since the Unix epoch.
+pub fn last_event_error(core: &DeviceCore) -> Option<String> {
+    last_error_event(core).map(|(m, _)| m)
+}
+
+fn last_error_event(core: &DeviceCore) -> Option<(String, u64)> {
+    core.events()
+        .recent()
+        .into_iter()
+        .rev()
+        .find_map(|e| match e.body {
+            EventBody::Error { message, .. } => Some((
+                message,
+                e.at.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            )),
+            _ => None,
+        })
 }
 
 /// What the supervisor knows about a device beyond its core.
@@ -122,6 +151,7 @@ impl Entry {
         let core = self.device.core();
         let info = core.info();
         let w = self.watch().clone();
+        let event = last_error_event(core);
         DeviceView {
             id: self.id.clone(),
             kind: self.kind,
@@ -139,6 +169,8 @@ impl Entry {
             next_attempt_at_ms: w.next_attempt_at_ms,
             statistics: core.statistics(),
             queued_receipts,
+            last_event_error_at_ms: event.as_ref().map_or(0, |(_, at)| *at),
+            last_event_error: event.map(|(m, _)| m),
         }
     }
 }
@@ -179,6 +211,11 @@ pub struct DeviceView {
     pub statistics: Statistics,
     /// Receipt printers: receipts waiting in the reprint queue.
     pub queued_receipts: Option<usize>,
+    /// The latest error event the device raised, e.g. a scanner's rejected input
+    /// (garbage, a truncated frame) or a lost link. Does not make it unusable.
+    pub last_event_error: Option<String>,
+    /// When, ms since the Unix epoch (0: never).
+    pub last_event_error_at_ms: u64,
 }
 
 /// Simulators started for `driver = "sim"` entries; kept alive with the registry.
@@ -193,6 +230,21 @@ pub struct Sims {
     /// The customer display mock, when the display uses the `mock` driver.
     #[cfg(feature = "demo")]
     pub display: Option<outpost_mocks::mock::display::MockDisplay>,
+    /// MT-SICS scale simulators of `driver = "sim"` scales, by device id.
+    #[cfg(feature = "demo")]
+    pub scales: Vec<(String, outpost_mocks::sim::scale::ScaleSim)>,
+    /// Scanner simulators of `driver = "sim"` scanners, by device id.
+    #[cfg(feature = "demo")]
+    pub scanners: Vec<(String, outpost_mocks::sim::scanner::ScannerSim)>,
+    /// Scale mocks of `driver = "mock"` scales, by device id.
+    #[cfg(feature = "demo")]
+    pub mock_scales: Vec<(String, outpost_mocks::mock::scale::MockScale)>,
+    /// Scanner mocks of `driver = "mock"` scanners, by device id.
+    #[cfg(feature = "demo")]
+    pub mock_scanners: Vec<(String, outpost_mocks::mock::scanner::MockScanner)>,
+    /// Sensor mocks (there is no real sensor driver yet), by device id.
+    #[cfg(feature = "demo")]
+    pub sensors: Vec<(String, outpost_mocks::mock::sensor::MockSensor)>,
 }
 
 impl Drop for Sims {
@@ -223,6 +275,10 @@ pub struct Registry {
     drawer: Option<Arc<dyn CashDrawer>>,
     display: Option<Arc<dyn CustomerDisplay>>,
     payment: Option<Arc<dyn PaymentTerminal>>,
+    /// Scales by id, with how long a checkout waits for each to settle.
+    scales: Vec<(String, Arc<dyn Scale>, Duration)>,
+    scans: Vec<Arc<ScanFeed>>,
+    store: Arc<crate::store::Store>,
     spooler: Arc<Spooler>,
     supervisor: SupervisorConfig,
     sims: Sims,
@@ -272,6 +328,8 @@ pub struct RegistryConfig {
     pub receipt_width: usize,
     /// Spooler retry interval while the printer fails.
     pub retry: Duration,
+    /// The store's currency (an MDB reader is set up for it).
+    pub currency: crate::domain::money::Currency,
 }
 
 impl Registry {
@@ -291,6 +349,8 @@ impl Registry {
         #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
         let mut display: Option<Arc<dyn CustomerDisplay>> = None;
         let mut payment: Option<Arc<dyn PaymentTerminal>> = None;
+        let mut scales: Vec<(String, Arc<dyn Scale>, Duration)> = Vec::new();
+        let mut scans: Vec<Arc<ScanFeed>> = Vec::new();
         #[allow(unused_mut)]
         let mut sims = Sims::default();
         let unsupported = |s: &DeviceSpec| RegistryError::Unsupported {
@@ -371,6 +431,7 @@ impl Registry {
                 (DeviceKind::PaymentTerminal, d) if overrides.terminal.is_none() => {
                     let t: Arc<dyn PaymentTerminal> = match d {
                         Driver::NexoTcp { address } => Arc::new(nexo(s, address)),
+                        Driver::Mdb(transport) => Arc::new(mdb(s, transport, &cfg.currency)),
                         #[cfg(feature = "demo")]
                         Driver::Sim => {
                             let sim = outpost_mocks::sim::PaymentSim::start(
@@ -402,6 +463,111 @@ impl Registry {
                     entries.push(Arc::new(Entry::new(s, t)));
                 }
                 (DeviceKind::PaymentTerminal, _) => {}
+                (DeviceKind::Scale, d) => {
+                    let mut c = outpost_peripherals::sics::SicsConfig::default();
+                    if let Some(t) = s.connect_timeout {
+                        c.connect_timeout = t;
+                    }
+                    if let Some(t) = s.io_timeout {
+                        c.io_timeout = t;
+                    }
+                    let scale: Arc<dyn Scale> = match d {
+                        Driver::MtSics(transport) => {
+                            Arc::new(outpost_peripherals::sics::SicsScale::with_connector(
+                                &s.id,
+                                transport.connector(outpost_peripherals::sics::DEFAULT_PORT),
+                                c,
+                            ))
+                        }
+                        #[cfg(feature = "demo")]
+                        Driver::Sim => {
+                            let sim = outpost_mocks::sim::scale::ScaleSim::start(
+                                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                                outpost_mocks::sim::scale::ScaleOptions::default(),
+                            )
+                            .await
+                            .map_err(|source| {
+                                RegistryError::Simulator {
+                                    what: "MT-SICS scale",
+                                    source,
+                                }
+                            })?;
+                            let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                            tracing::info!(device = %s.id, %addr, "Started the MT-SICS scale simulator.");
+                            sims.scales.push((s.id.clone(), sim));
+                            Arc::new(outpost_peripherals::sics::SicsScale::tcp(&s.id, &addr, c))
+                        }
+                        #[cfg(feature = "demo")]
+                        Driver::Mock => {
+                            // Closed, so the supervisor opens it like any other.
+                            let m = outpost_mocks::mock::scale::MockScale::closed(&s.id, 6_000);
+                            sims.mock_scales.push((s.id.clone(), m.clone()));
+                            Arc::new(m)
+                        }
+                        _ => return Err(unsupported(s)),
+                    };
+                    scales.push((s.id.clone(), scale.clone(), s.stable_wait));
+                    entries.push(Arc::new(Entry::new(s, scale)));
+                }
+                (DeviceKind::BarcodeScanner, d) => {
+                    let c = outpost_peripherals::scanner_serial::ScannerConfig {
+                        connect_timeout: s
+                            .connect_timeout
+                            .unwrap_or(std::time::Duration::from_secs(3)),
+                        ..Default::default()
+                    };
+                    let scanner: Arc<dyn BarcodeScanner> = match d {
+                        Driver::ScannerSerial(transport) => Arc::new(
+                            outpost_peripherals::scanner_serial::SerialScanner::with_connector(
+                                &s.id,
+                                transport
+                                    .connector(outpost_peripherals::scanner_serial::DEFAULT_PORT),
+                                c,
+                            ),
+                        ),
+                        #[cfg(feature = "demo")]
+                        Driver::Sim => {
+                            let sim = outpost_mocks::sim::scanner::ScannerSim::start(
+                                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                            )
+                            .await
+                            .map_err(|source| {
+                                RegistryError::Simulator {
+                                    what: "barcode scanner",
+                                    source,
+                                }
+                            })?;
+                            let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                            tracing::info!(device = %s.id, %addr, "Started the barcode scanner simulator.");
+                            sims.scanners.push((s.id.clone(), sim));
+                            Arc::new(outpost_peripherals::scanner_serial::SerialScanner::tcp(
+                                &s.id, &addr, c,
+                            ))
+                        }
+                        #[cfg(feature = "demo")]
+                        Driver::Mock => {
+                            let m = outpost_mocks::mock::scanner::MockScanner::closed(&s.id);
+                            sims.mock_scanners.push((s.id.clone(), m.clone()));
+                            Arc::new(m)
+                        }
+                        _ => return Err(unsupported(s)),
+                    };
+                    scans.push(Arc::new(ScanFeed::new(&s.id, scanner.clone())));
+                    entries.push(Arc::new(Entry::new(s, scanner)));
+                }
+                #[cfg(feature = "demo")]
+                (DeviceKind::EnvironmentSensor, Driver::Mock) => {
+                    let m = outpost_mocks::mock::sensor::MockSensor::new(
+                        &s.id,
+                        outpost_peripherals::sensor::SensorReading {
+                            milli_celsius: Some(4_000),
+                            door_open: Some(false),
+                            case_open: Some(false),
+                        },
+                    );
+                    sims.sensors.push((s.id.clone(), m.clone()));
+                    entries.push(Arc::new(Entry::new(s, Arc::new(m))));
+                }
                 _ => return Err(unsupported(s)),
             }
         }
@@ -417,6 +583,7 @@ impl Registry {
                 poi_id: None,
                 sale_id: None,
                 health_interval: None,
+                stable_wait: Duration::ZERO,
             };
             let mut e = Entry::new(&spec, t.clone());
             e.driver = info.driver;
@@ -426,7 +593,7 @@ impl Registry {
         let queue = Arc::new(ReceiptQueue::open(store.clone(), cfg.queue_max)?);
         let spooler = Arc::new(Spooler::new(
             queue,
-            store,
+            store.clone(),
             printer.clone(),
             cfg.receipt_width,
             cfg.retry,
@@ -437,6 +604,9 @@ impl Registry {
             drawer,
             display,
             payment,
+            scales,
+            scans,
+            store,
             spooler,
             supervisor: cfg.supervisor,
             sims,
@@ -470,6 +640,9 @@ impl Registry {
             })
             .collect();
         tasks.push(tokio::spawn(self.spooler.clone().run()));
+        for feed in &self.scans {
+            tasks.push(tokio::spawn(feed.clone().pump(self.store.clone())));
+        }
         tasks
     }
 
@@ -538,6 +711,53 @@ impl Registry {
         self.payment.clone()
     }
 
+    /// The scale `id`, with how long a checkout waits for it to settle.
+    fn scale(&self, id: &str) -> Result<(&Arc<dyn Scale>, Duration), WeighError> {
+        if let Some((_, s, wait)) = self.scales.iter().find(|(sid, _, _)| sid == id) {
+            return Ok((s, *wait));
+        }
+        Err(match self.entry(id) {
+            Some(e) => WeighError {
+                status: 422,
+                code: "not_a_scale",
+                message: format!("device {id} is a {}, not a scale", e.kind),
+            },
+            None => WeighError {
+                status: 404,
+                code: "device_not_found",
+                message: format!("no device with id {id}"),
+            },
+        })
+    }
+
+    /// The stable weight on scale `id` now, to sell by: refused while it moves, is
+    /// over capacity or cannot be reached.
+    pub async fn weigh(&self, id: &str) -> Result<u32, WeighError> {
+        let (scale, wait) = self.scale(id)?;
+        inputs::stable_grams(id, scale.as_ref(), wait, self.supervisor.attempt_bound).await
+    }
+
+    /// The live and stable weight on scale `id`.
+    pub async fn weight(&self, id: &str) -> Result<WeightView, WeighError> {
+        let (scale, _) = self.scale(id)?;
+        inputs::read_weight(id, scale.as_ref(), self.supervisor.attempt_bound).await
+    }
+
+    /// Scans of scanner `id` after `after`; `None`: no such scanner (`Some(false)`
+    /// in the error: the device exists but is no scanner).
+    pub async fn scans(
+        &self,
+        id: &str,
+        after: u64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<ScanPage, bool> {
+        match self.scans.iter().find(|f| f.id == id) {
+            Some(f) => Ok(f.page(after, limit, wait).await),
+            None => Err(self.entry(id).is_some()),
+        }
+    }
+
     /// The receipt spooler and its queue.
     pub fn spooler(&self) -> &Arc<Spooler> {
         &self.spooler
@@ -584,6 +804,39 @@ fn nexo(s: &DeviceSpec, address: &str) -> outpost_peripherals::nexo::NexoTermina
         c.sale_id = id.clone();
     }
     outpost_peripherals::nexo::NexoTerminal::new(c)
+}
+
+fn mdb(
+    s: &DeviceSpec,
+    transport: &spec::Transport,
+    currency: &crate::domain::money::Currency,
+) -> outpost_peripherals::mdb::MdbCashless {
+    let mut c = outpost_peripherals::mdb::MdbConfig {
+        currency: currency.code().to_owned(),
+        decimal_places: currency.exponent(),
+        ..Default::default()
+    };
+    if let Some(t) = s.connect_timeout {
+        c.connect_timeout = t;
+    }
+    if let Some(t) = s.io_timeout {
+        c.io_timeout = t;
+    }
+    if let Some(t) = s.request_timeout {
+        c.session_wait = t;
+    }
+    outpost_peripherals::mdb::MdbCashless::with_connector(
+        &s.id,
+        transport.connector(outpost_peripherals::mdb::driver::DEFAULT_PORT),
+        c,
+    )
+}
+
+#[async_trait::async_trait]
+impl crate::sales::checkout::Weigher for Registry {
+    async fn stable_grams(&self, scale: &str) -> Result<u32, WeighError> {
+        self.weigh(scale).await
+    }
 }
 
 /// What the devices did for one new sale.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use outpost_peripherals::DeviceKind;
+pub use outpost_peripherals::transport::Transport;
 
 use crate::config::DeviceSettings;
 
@@ -34,10 +35,17 @@ pub enum Driver {
         /// `host:port`.
         address: String,
     },
-    /// The real driver (ESC/POS or nexo) talking to an in-process wire simulator on a
+    /// MDB cashless reader through a serial MDB bridge, as the payment terminal.
+    Mdb(Transport),
+    /// Line-framed serial barcode scanner (AIM symbology prefixes).
+    ScannerSerial(Transport),
+    /// Mettler-Toledo MT-SICS scale.
+    MtSics(Transport),
+    /// The real driver (ESC/POS, nexo, scanner or MT-SICS) talking to an in-process wire simulator on a
     /// loopback port. For demos and tests; needs the `demo` feature.
     Sim,
-    /// A trait-level mock (payment terminal, customer display). For demos and tests;
+    /// A trait-level mock (payment terminal, customer display, scanner, scale,
+    /// environment sensor). For demos and tests;
     /// needs the `demo` feature.
     Mock,
 }
@@ -50,6 +58,9 @@ impl Driver {
             Driver::EscPosSerial { .. } => "escpos-serial",
             Driver::EscPosKick { .. } => "escpos-kick",
             Driver::NexoTcp { .. } => "nexo-tcp",
+            Driver::Mdb(_) => "mdb",
+            Driver::ScannerSerial(_) => "scanner-serial",
+            Driver::MtSics(_) => "mt-sics",
             Driver::Sim => "sim",
             Driver::Mock => "mock",
         }
@@ -77,6 +88,8 @@ pub struct DeviceSpec {
     pub sale_id: Option<String>,
     /// Between health checks; the `[receipts]` default when unset.
     pub health_interval: Option<Duration>,
+    /// Scale: how long a checkout waits for the weight to settle (zero: one reading).
+    pub stable_wait: Duration,
 }
 
 /// A `[[devices]]` entry that cannot be used.
@@ -97,7 +110,17 @@ const DRIVERS: &[(DeviceKind, &[&str])] = &[
     ),
     (DeviceKind::CashDrawer, &["escpos-kick"]),
     (DeviceKind::CustomerDisplay, &["mock"]),
-    (DeviceKind::PaymentTerminal, &["nexo-tcp", "sim", "mock"]),
+    (
+        DeviceKind::PaymentTerminal,
+        &["nexo-tcp", "mdb", "sim", "mock"],
+    ),
+    (
+        DeviceKind::BarcodeScanner,
+        &["scanner-serial", "sim", "mock"],
+    ),
+    (DeviceKind::Scale, &["mt-sics", "sim", "mock"]),
+    // No real sensor driver exists yet: only the trait mock, for demos and tests.
+    (DeviceKind::EnvironmentSensor, &["mock"]),
 ];
 
 /// Kinds checkout uses "the" one of: a unit has at most one of each.
@@ -194,7 +217,7 @@ impl DeviceSpec {
             err(
                 "kind",
                 format!(
-                    "unknown kind {:?}: use printer, drawer, display, payment, scanner or scale",
+                    "unknown kind {:?}: use printer, drawer, display, payment, scanner, scale or sensor",
                     d.kind
                 ),
             )
@@ -252,6 +275,54 @@ impl DeviceSpec {
                 }
                 Driver::EscPosSerial { port, baud }
             }
+            "mdb" | "scanner-serial" | "mt-sics" => {
+                let transport = match (&d.address, &d.port) {
+                    (Some(address), None) => {
+                        check_address(address, false).map_err(|m| err("address", m))?;
+                        unused("baud", d.baud.is_some())?;
+                        Transport::Tcp {
+                            address: address.clone(),
+                        }
+                    }
+                    (None, Some(port)) => {
+                        if port.trim().is_empty() {
+                            return Err(err("port", "must name a serial port".into()));
+                        }
+                        let default_baud = if d.driver == "mdb" { 115_200 } else { 9_600 };
+                        let baud = d.baud.unwrap_or(default_baud);
+                        if !(1_200..=921_600).contains(&baud) {
+                            return Err(err("baud", format!("{baud} is not a serial baud rate")));
+                        }
+                        Transport::Serial {
+                            port: port.clone(),
+                            baud,
+                        }
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(err(
+                            "address",
+                            format!(
+                                "driver {} takes address (a serial-to-IP converter) or port (a serial port), not both",
+                                d.driver
+                            ),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(err(
+                            "",
+                            format!(
+                                "driver {} needs port = \"/dev/ttyUSB0\" (serial) or address = \"host:port\" (serial-to-IP converter)",
+                                d.driver
+                            ),
+                        ));
+                    }
+                };
+                match d.driver.as_str() {
+                    "mdb" => Driver::Mdb(transport),
+                    "scanner-serial" => Driver::ScannerSerial(transport),
+                    _ => Driver::MtSics(transport),
+                }
+            }
             "escpos-kick" => {
                 unused("address", d.address.is_some())?;
                 unused("port", d.port.is_some())?;
@@ -291,6 +362,22 @@ impl DeviceSpec {
             Some(0) => return Err(err("request_timeout_secs", "must be at least 1".into())),
             other => other.map(Duration::from_secs),
         };
+        if matches!(driver, Driver::Mdb(_)) {
+            unused("poi_id", d.poi_id.is_some())?;
+            unused("sale_id", d.sale_id.is_some())?;
+        }
+        if kind != DeviceKind::Scale {
+            unused("stable_wait_ms", d.stable_wait_ms.is_some())?;
+        }
+        let stable_wait = match d.stable_wait_ms {
+            Some(n) if n > 10_000 => {
+                return Err(err(
+                    "stable_wait_ms",
+                    "must be at most 10000 (a checkout waits this long)".into(),
+                ));
+            }
+            other => Duration::from_millis(other.unwrap_or(0)),
+        };
         let health_interval = match d.health_interval_secs {
             Some(0) => return Err(err("health_interval_secs", "must be at least 1".into())),
             other => other.map(Duration::from_secs),
@@ -305,6 +392,7 @@ impl DeviceSpec {
             poi_id: d.poi_id.clone(),
             sale_id: d.sale_id.clone(),
             health_interval,
+            stable_wait,
         })
     }
 
@@ -386,6 +474,7 @@ impl DeviceSpec {
                     poi_id: None,
                     sale_id: None,
                     health_interval: None,
+                    stable_wait: Duration::ZERO,
                 });
             }
             other => {
@@ -504,13 +593,84 @@ mod tests {
             ),
             (
                 vec![dev("x", "scanner", "serial")],
+                ".driver",
+                "use scanner-serial, sim, mock",
+            ),
+            (
+                vec![dev("x", "scale", "serial")],
+                ".driver",
+                "use mt-sics, sim, mock",
+            ),
+            (vec![dev("x", "sensor", "sim")], ".driver", "use mock"),
+            (
+                vec![dev("x", "cash_acceptor", "mock")],
                 ".kind",
                 "not available yet",
             ),
             (
-                vec![dev("x", "scale", "serial")],
-                ".kind",
-                "not available yet",
+                vec![dev("x", "scale", "mt-sics")],
+                "devices[0] (id \"x\")",
+                "needs port = \"/dev/ttyUSB0\" (serial) or address",
+            ),
+            (
+                vec![{
+                    let mut d =
+                        with_address(dev("x", "scanner", "scanner-serial"), "10.0.0.9:4001");
+                    d.port = Some("/dev/ttyS0".into());
+                    d
+                }],
+                ".address",
+                "not both",
+            ),
+            (
+                vec![{
+                    let mut d = dev("x", "payment", "mdb");
+                    d.port = Some("/dev/ttyACM0".into());
+                    d.baud = Some(7);
+                    d
+                }],
+                ".baud",
+                "not a serial baud rate",
+            ),
+            (
+                vec![{
+                    let mut d = with_address(dev("x", "payment", "mdb"), "10.0.0.9:4001");
+                    d.poi_id = Some("P1".into());
+                    d
+                }],
+                ".poi_id",
+                "not used by driver mdb",
+            ),
+            (
+                vec![with_address(dev("x", "scale", "mt-sics"), "10.0.0.9:99999")],
+                ".address",
+                "not a port number",
+            ),
+            (
+                vec![{
+                    let mut d = dev("x", "scanner", "mock");
+                    d.stable_wait_ms = Some(100);
+                    d
+                }],
+                ".stable_wait_ms",
+                "not used",
+            ),
+            (
+                vec![{
+                    let mut d = dev("x", "scale", "mock");
+                    d.stable_wait_ms = Some(60_000);
+                    d
+                }],
+                ".stable_wait_ms",
+                "at most 10000",
+            ),
+            (
+                vec![
+                    dev("p", "payment", "sim"),
+                    with_address(dev("m", "payment", "mdb"), "h:1"),
+                ],
+                "devices[1] (id \"m\").kind",
+                "one payment_terminal",
             ),
             (
                 vec![dev("x", "printer", "sim"), dev("x", "payment", "sim")],
@@ -558,6 +718,52 @@ mod tests {
                 "{entries:?}: got {e}"
             );
         }
+    }
+
+    #[test]
+    fn serial_devices_parse_with_either_transport() {
+        let mut scale = dev("scale-1", "scale", "mt-sics");
+        scale.port = Some("/dev/ttyUSB1".into());
+        scale.stable_wait_ms = Some(1500);
+        let mut mdb = dev("mdb-1", "payment", "mdb");
+        mdb.port = Some("/dev/ttyACM0".into());
+        let specs = DeviceSpec::parse_all(
+            &[
+                with_address(dev("scan-1", "scanner", "scanner-serial"), "10.0.0.9"),
+                with_address(
+                    dev("scan-2", "barcode_scanner", "scanner-serial"),
+                    "10.0.0.9:4002",
+                ),
+                scale,
+                mdb,
+                dev("door", "sensor", "mock"),
+            ],
+            "none",
+        )
+        .unwrap();
+        assert_eq!(
+            specs[0].driver,
+            Driver::ScannerSerial(Transport::Tcp {
+                address: "10.0.0.9".into()
+            })
+        );
+        assert_eq!(specs[1].kind, DeviceKind::BarcodeScanner);
+        assert_eq!(
+            specs[2].driver,
+            Driver::MtSics(Transport::Serial {
+                port: "/dev/ttyUSB1".into(),
+                baud: 9_600
+            })
+        );
+        assert_eq!(specs[2].stable_wait, Duration::from_millis(1500));
+        assert_eq!(
+            specs[3].driver,
+            Driver::Mdb(Transport::Serial {
+                port: "/dev/ttyACM0".into(),
+                baud: 115_200
+            })
+        );
+        assert_eq!(specs[4].kind, DeviceKind::EnvironmentSensor);
     }
 
     #[test]

@@ -210,6 +210,21 @@ impl From<SellError> for ApiError {
                     StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
                 ApiError::new(status, code, message).header("idempotent-replayed", "true")
             }
+            SellError::Device {
+                status,
+                code,
+                field,
+                ..
+            } => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let mut e = ApiError::new(status, code, msg);
+                e.field = field;
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    e = e.header("retry-after", "5");
+                }
+                e
+            }
             SellError::Internal(m) => {
                 tracing::error!(error = %m, "Internal error while selling");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", msg)

@@ -7,6 +7,7 @@
 //! - [`inventory`]: stock levels, counts and adjustments.
 //! - [`selling`]: cart pricing, checkout, sales and refunds.
 //! - [`devices`]: the device list, health checks, receipt reprints and the queue.
+//! - [`device_inputs`]: a scale's weight, a scanner's scans.
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod body;
 pub mod catalog;
+pub mod device_inputs;
 pub mod devices;
 pub mod error;
 pub mod inventory;
@@ -147,6 +149,8 @@ api!(
     devices::reprint,
     devices::receipt_queue,
     devices::last_receipt,
+    device_inputs::get_weight,
+    device_inputs::get_scans,
     mesh::peers,
 );
 

@@ -149,9 +149,9 @@ fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
         (status = 201, body = SaleView),
         (status = 400, body = super::ErrorBody),
         (status = 402, body = super::ErrorBody, description = "card declined"),
-        (status = 409, body = super::ErrorBody, description = "a request with this key is in progress"),
+        (status = 409, body = super::ErrorBody, description = "a request with this key is in progress, or a line's scale is unstable (`scale_unstable`) or over capacity (`scale_overload`)"),
         (status = 422, body = super::ErrorBody),
-        (status = 503, body = super::ErrorBody, description = "payment outcome not known yet, or no terminal"),
+        (status = 503, body = super::ErrorBody, description = "payment outcome not known yet, no terminal, or a line's scale cannot be reached (`device_unavailable`)"),
     )
 )]
 #[post("/api/v1/checkout")]
@@ -165,7 +165,11 @@ pub async fn checkout(
     super::require_unlocked(&state)?;
     let key = idempotency_key(&req)?;
     let terminal = terminal_id(&req, &caller)?;
-    let result = state.sales.checkout(&key, &terminal, body.0).await?;
+    let weigher: &dyn crate::sales::checkout::Weigher = state.devices.as_ref();
+    let result = state
+        .sales
+        .checkout_weighed(&key, &terminal, body.0, Some(weigher))
+        .await?;
     let mut r = HttpResponse::Created();
     if result.replayed {
         r.insert_header(("Idempotent-Replayed", "true"));

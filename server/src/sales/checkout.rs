@@ -47,6 +47,19 @@ pub struct LineRequest {
     /// Grams, for products sold by weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_grams: Option<u32>,
+    /// Checkout only: the id of the scale to weigh a product sold by weight on. The
+    /// checkout takes the scale's stable weight at that moment (instead of
+    /// `weight_grams`), and is refused while the weight moves or the scale cannot
+    /// weigh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<String>,
+}
+
+/// Where checkout weighs lines that name a scale (the device registry).
+#[async_trait::async_trait]
+pub trait Weigher: Send + Sync {
+    /// The stable weight on `scale` now, in grams.
+    async fn stable_grams(&self, scale: &str) -> Result<u32, crate::devices::inputs::WeighError>;
 }
 
 /// A cart to price.
@@ -86,6 +99,54 @@ pub struct CheckoutResult {
 const SCOPE: &str = "checkout";
 
 impl Sales {
+    /// The product line `i` names.
+    fn line_product(
+        &self,
+        catalog: &crate::store::catalog::Catalog,
+        i: usize,
+        l: &LineRequest,
+    ) -> Result<crate::domain::product::Product, SellError> {
+        let field = |f: &str| Some(format!("lines[{i}].{f}"));
+        Ok(match (&l.sku, &l.barcode) {
+            (Some(sku), None) => {
+                catalog
+                    .product(sku)?
+                    .ok_or_else(|| SellError::UnknownProduct {
+                        line: i,
+                        what: format!("SKU {sku}"),
+                    })?
+            }
+            (None, Some(code)) => {
+                let gtin = Gtin::parse(code).map_err(|e| {
+                    SellError::invalid(
+                        "invalid_barcode",
+                        format!("line {i}: {e}"),
+                        field("barcode"),
+                    )
+                })?;
+                let sku = catalog.sku_by_gtin14(&gtin.to_gtin14())?.ok_or_else(|| {
+                    SellError::UnknownProduct {
+                        line: i,
+                        what: format!("barcode {code}"),
+                    }
+                })?;
+                catalog
+                    .product(&sku)?
+                    .ok_or_else(|| SellError::UnknownProduct {
+                        line: i,
+                        what: format!("barcode {code}"),
+                    })?
+            }
+            _ => {
+                return Err(SellError::invalid(
+                    "invalid_line",
+                    format!("line {i}: give exactly one of sku or barcode"),
+                    Some(format!("lines[{i}]")),
+                ));
+            }
+        })
+    }
+
     /// Resolve lines to products and quantities.
     pub fn cart_items(&self, lines: &[LineRequest]) -> Result<Vec<CartItem>, SellError> {
         if lines.is_empty() {
@@ -106,44 +167,16 @@ impl Sales {
         let mut items = Vec::with_capacity(lines.len());
         for (i, l) in lines.iter().enumerate() {
             let field = |f: &str| Some(format!("lines[{i}].{f}"));
-            let product = match (&l.sku, &l.barcode) {
-                (Some(sku), None) => {
-                    catalog
-                        .product(sku)?
-                        .ok_or_else(|| SellError::UnknownProduct {
-                            line: i,
-                            what: format!("SKU {sku}"),
-                        })?
-                }
-                (None, Some(code)) => {
-                    let gtin = Gtin::parse(code).map_err(|e| {
-                        SellError::invalid(
-                            "invalid_barcode",
-                            format!("line {i}: {e}"),
-                            field("barcode"),
-                        )
-                    })?;
-                    let sku = catalog.sku_by_gtin14(&gtin.to_gtin14())?.ok_or_else(|| {
-                        SellError::UnknownProduct {
-                            line: i,
-                            what: format!("barcode {code}"),
-                        }
-                    })?;
-                    catalog
-                        .product(&sku)?
-                        .ok_or_else(|| SellError::UnknownProduct {
-                            line: i,
-                            what: format!("barcode {code}"),
-                        })?
-                }
-                _ => {
-                    return Err(SellError::invalid(
-                        "invalid_line",
-                        format!("line {i}: give exactly one of sku or barcode"),
-                        Some(format!("lines[{i}]")),
-                    ));
-                }
-            };
+            if l.scale.is_some() {
+                return Err(SellError::invalid(
+                    "scale_needs_checkout",
+                    format!(
+                        "line {i}: a line is weighed on its scale at checkout; to price it, give weight_grams"
+                    ),
+                    field("scale"),
+                ));
+            }
+            let product = self.line_product(&catalog, i, l)?;
             if product.currency != self.config.currency {
                 return Err(SellError::invalid(
                     "currency_mismatch",
@@ -202,6 +235,73 @@ impl Sales {
         terminal: &str,
         req: CheckoutRequest,
     ) -> Result<CheckoutResult, SellError> {
+        self.checkout_weighed(key, terminal, req, None).await
+    }
+
+    /// Lines naming a scale get the scale's stable weight now; the others are kept.
+    /// Refused (nothing recorded) when a scale cannot give one.
+    async fn weigh_lines(
+        &self,
+        lines: Vec<LineRequest>,
+        weigher: Option<&dyn Weigher>,
+    ) -> Result<Vec<LineRequest>, SellError> {
+        let mut out = Vec::with_capacity(lines.len());
+        for (i, mut l) in lines.into_iter().enumerate() {
+            let Some(scale) = l.scale.take() else {
+                out.push(l);
+                continue;
+            };
+            let field = Some(format!("lines[{i}].scale"));
+            if l.weight_grams.is_some() || l.quantity.is_some() {
+                return Err(SellError::invalid(
+                    "invalid_quantity",
+                    format!("line {i}: give scale or weight_grams/quantity, not both"),
+                    field,
+                ));
+            }
+            // The product must be sold by weight before anything is weighed.
+            let product = self.line_product(&self.store.catalog(), i, &l)?;
+            if product.sold_by != SoldBy::Weight {
+                return Err(SellError::invalid(
+                    "not_sold_by_weight",
+                    format!(
+                        "line {i}: {} is sold by the piece, not weighed on a scale",
+                        product.sku
+                    ),
+                    field,
+                ));
+            }
+            let Some(w) = weigher else {
+                return Err(SellError::Device {
+                    status: 503,
+                    code: "device_unavailable",
+                    message: format!("line {i}: no scale can be used here"),
+                    field,
+                });
+            };
+            let grams = w
+                .stable_grams(&scale)
+                .await
+                .map_err(|e| SellError::Device {
+                    status: e.status,
+                    code: e.code,
+                    message: format!("line {i}: {}", e.message),
+                    field: field.clone(),
+                })?;
+            l.weight_grams = Some(grams);
+            out.push(l);
+        }
+        Ok(out)
+    }
+
+    /// [`checkout`](Self::checkout), weighing lines that name a scale on `weigher`.
+    pub async fn checkout_weighed(
+        &self,
+        key: &str,
+        terminal: &str,
+        req: CheckoutRequest,
+        weigher: Option<&dyn Weigher>,
+    ) -> Result<CheckoutResult, SellError> {
         if !idempotency::valid_key(key) {
             return Err(SellError::invalid(
                 "invalid_idempotency_key",
@@ -214,6 +314,9 @@ impl Sales {
         if let Some(res) = self.existing_checkout(key, &fingerprint).await? {
             return Ok(res);
         }
+        // Weighed after the replay check: a retry returns the first sale's weights.
+        let mut req = req;
+        req.lines = self.weigh_lines(req.lines, weigher).await?;
         let tenders_req = match (&req.payment, &req.payments) {
             (Some(p), None) => vec![p.clone()],
             (None, Some(ps)) => ps.clone(),

@@ -111,6 +111,18 @@ pub enum SellError {
         /// Message.
         message: String,
     },
+    /// A device a line needs (a scale) cannot do its part now; nothing was recorded.
+    #[error("{message}")]
+    Device {
+        /// HTTP status (409: fix it at the device and retry; 503: device unusable).
+        status: u16,
+        /// Stable code (`scale_unstable`, `scale_overload`, `device_unavailable`, ...).
+        code: &'static str,
+        /// Message for the cashier.
+        message: String,
+        /// The field at fault.
+        field: Option<String>,
+    },
     /// A bug: a step the payment state machine does not allow. Nothing more was done.
     #[error("internal error: {0}")]
     Internal(String),

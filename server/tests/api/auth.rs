@@ -177,6 +177,20 @@ fn matrix() -> Vec<Row> {
         ),
         row(
             "GET",
+            "/api/v1/devices/{id}/weight",
+            "/api/v1/devices/none/weight",
+            None,
+            sellers,
+        ),
+        row(
+            "GET",
+            "/api/v1/devices/{id}/scans",
+            "/api/v1/devices/none/scans",
+            None,
+            sellers,
+        ),
+        row(
+            "GET",
             "/api/v1/devices/{id}/last-receipt",
             "/api/v1/devices/none/last-receipt",
             None,

@@ -511,6 +511,14 @@ async fn bad_device_entries_stop_the_server_with_the_entry_named() {
         ),
         (
             "id = \"s\"\nkind = \"scanner\"\ndriver = \"serial\"\nport = \"/dev/ttyUSB0\"\n",
+            "unknown driver \"serial\" for barcode_scanner: use scanner-serial, sim, mock",
+        ),
+        (
+            "id = \"s\"\nkind = \"scale\"\ndriver = \"mt-sics\"\n",
+            "needs port = \"/dev/ttyUSB0\" (serial) or address",
+        ),
+        (
+            "id = \"v\"\nkind = \"vend_dispenser\"\ndriver = \"mock\"\n",
             "not available yet",
         ),
         (

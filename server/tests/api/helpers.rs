@@ -31,6 +31,8 @@ pub struct TestApp {
     pub terminal: MockTerminal,
     /// The app's credentials (tests add terminals, users and sessions through it).
     pub security: Arc<Security>,
+    /// The app's device registry (its simulators and mocks).
+    pub devices: Arc<outpost_server::devices::Registry>,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -144,6 +146,7 @@ pub async fn spawn_configured(
         "tester",
         vec![Role::Supervisor, Role::Technician, Role::Admin],
     );
+    let devices = app.devices().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -153,6 +156,7 @@ pub async fn spawn_configured(
         client: client_with("cookie", &cookie),
         terminal,
         security,
+        devices,
         _dir: None,
         stop: Some(stop),
         task: Some(task),

@@ -3,6 +3,7 @@
 mod auth;
 mod catalog;
 mod checkout;
+mod device_inputs;
 mod devices;
 mod errors;
 mod helpers;
