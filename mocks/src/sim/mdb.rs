@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use outpost_peripherals::mdb::protocol::{
     BridgeReply, Command, MAX_LINE, ReaderConfig, Response, parse_command, parse_host_line,
@@ -359,17 +358,8 @@ impl MdbSim {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let weak = weak.clone();
-            let accept = tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let Some(inner) = weak.upgrade() else { return };
-                    MdbSim { inner }.attach(stream);
-                }
+            let accept = super::accept_links(listener, weak.clone(), |inner, stream| {
+                MdbSim { inner }.attach(stream)
             });
             Inner {
                 reader: Mutex::new(Reader::new(options)),
@@ -395,18 +385,9 @@ impl MdbSim {
 
     /// An in-memory connector whose every connect is a new link to this bridge.
     pub fn connector(&self, name: &str) -> DuplexConnector {
-        let weak = Arc::downgrade(&self.inner);
-        DuplexConnector::new(
-            name,
-            1024,
-            Arc::new(move |far| match weak.upgrade() {
-                Some(inner) => {
-                    MdbSim { inner }.attach(far);
-                    Ok(())
-                }
-                None => Err(std::io::ErrorKind::ConnectionRefused.into()),
-            }),
-        )
+        super::link_connector(name, 1024, Arc::downgrade(&self.inner), |inner, far| {
+            MdbSim { inner }.attach(far)
+        })
     }
 
     fn r(&self) -> MutexGuard<'_, Reader> {

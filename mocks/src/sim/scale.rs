@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use outpost_peripherals::sics::MAX_LINE;
 use outpost_peripherals::transport::{DuplexConnector, LineFramer};
@@ -193,17 +192,8 @@ impl ScaleSim {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let weak = weak.clone();
-            let accept = tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let Some(inner) = weak.upgrade() else { return };
-                    ScaleSim { inner }.attach(stream);
-                }
+            let accept = super::accept_links(listener, weak.clone(), |inner, stream| {
+                ScaleSim { inner }.attach(stream)
             });
             Inner {
                 state: Mutex::new(State::new(options)),
@@ -229,18 +219,9 @@ impl ScaleSim {
 
     /// An in-memory connector whose every connect is a new link to this scale.
     pub fn connector(&self, name: &str) -> DuplexConnector {
-        let weak = Arc::downgrade(&self.inner);
-        DuplexConnector::new(
-            name,
-            1024,
-            Arc::new(move |far| match weak.upgrade() {
-                Some(inner) => {
-                    ScaleSim { inner }.attach(far);
-                    Ok(())
-                }
-                None => Err(std::io::ErrorKind::ConnectionRefused.into()),
-            }),
-        )
+        super::link_connector(name, 1024, Arc::downgrade(&self.inner), |inner, far| {
+            ScaleSim { inner }.attach(far)
+        })
     }
 
     fn s(&self) -> MutexGuard<'_, State> {

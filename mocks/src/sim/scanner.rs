@@ -75,17 +75,8 @@ impl ScannerSim {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let sim = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let weak = weak.clone();
-            let accept = tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let Some(inner) = weak.upgrade() else { return };
-                    ScannerSim { inner }.attach(stream);
-                }
+            let accept = super::accept_links(listener, weak.clone(), |inner, stream| {
+                ScannerSim { inner }.attach(stream)
             });
             let (tx, _) = broadcast::channel(256);
             Inner {
@@ -116,18 +107,9 @@ impl ScannerSim {
 
     /// An in-memory connector whose every connect is a new link to this scanner.
     pub fn connector(&self, name: &str) -> DuplexConnector {
-        let weak = Arc::downgrade(&self.inner);
-        DuplexConnector::new(
-            name,
-            4096,
-            Arc::new(move |far| match weak.upgrade() {
-                Some(inner) => {
-                    ScannerSim { inner }.attach(far);
-                    Ok(())
-                }
-                None => Err(std::io::ErrorKind::ConnectionRefused.into()),
-            }),
-        )
+        super::link_connector(name, 4096, Arc::downgrade(&self.inner), |inner, far| {
+            ScannerSim { inner }.attach(far)
+        })
     }
 
     /// Wait until at least `n` links are up, at most `limit`.
