@@ -34,6 +34,7 @@ pub struct Application {
     registry: Arc<Registry>,
     mesh: Option<outpost_p2p::Client>,
     security: Arc<crate::security::Security>,
+    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
 }
 
 impl Application {
@@ -84,6 +85,9 @@ impl Application {
         let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
             .await
             .context("Failed to join the store mesh")?;
+        let artifacts = mesh
+            .clone()
+            .map(|m| crate::artifacts::Artifacts::new(store.clone(), m, settings.currency()));
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -153,6 +157,7 @@ impl Application {
             registry,
             mesh,
             security,
+            artifacts,
         })
     }
 
@@ -198,6 +203,18 @@ impl Application {
         let every = Duration::from_secs(self.sales_recovery_secs);
         let recovery = self.sales.spawn_recovery(every);
         let device_tasks = self.registry.start();
+        if let Some(a) = &self.artifacts {
+            match a.resume() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    artifacts = n,
+                    "Resuming catalog artifacts offered before the restart"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "Failed to read the catalog artifacts offered before the restart")
+                }
+            }
+        }
         let store = self.sales.store().clone();
         let uplink =
             UplinkConfig::from_settings(&self.settings.sync, &self.settings.store.id).map(|cfg| {
@@ -216,6 +233,7 @@ impl Application {
                 self.settings.clone(),
                 self.sync.clone(),
                 self.security.clone(),
+                self.artifacts.clone(),
                 async {
                     let _ = grpc_stopped.await;
                 },

@@ -34,6 +34,7 @@ pub async fn serve(
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     security: Arc<crate::security::Security>,
+    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -49,10 +50,13 @@ pub async fn serve(
             tracing::error!(error = %e, "gRPC reflection could not load its descriptors");
             e
         });
-    let service =
-        StoreServiceServer::new(StoreGrpc::new(store, settings, sync).with_security(security))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = StoreServiceServer::new(
+        StoreGrpc::new(store, settings, sync)
+            .with_security(security)
+            .with_artifacts(artifacts),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(64)
         .add_service(health)
