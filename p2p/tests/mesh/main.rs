@@ -2,6 +2,7 @@
 //! HTTP origin, every wait bounded.
 
 mod helpers;
+mod processes;
 
 use std::time::Duration;
 
