@@ -158,6 +158,14 @@ impl Storage {
         self.lock().get(unit).cloned().unwrap_or_default()
     }
 
+    /// The unit's envelopes of one kind (an `EnvelopeKind` value), in sequence order.
+    pub fn received_kind(&self, unit: &str, kind: i32) -> Vec<Envelope> {
+        self.lock()
+            .get(unit)
+            .map(|l| l.iter().filter(|e| e.kind == kind).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Units that uploaded anything, sorted.
     pub fn units(&self) -> Vec<String> {
         let mut units: Vec<String> = self.lock().keys().cloned().collect();

@@ -5,11 +5,13 @@
 //!   stock counts and commands, and to ask the store's status.
 //! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
 //! - [`convert`]: HQ's messages into domain types.
+//! - [`settings_push`]: tax rates, store profile, planogram and device set pushes.
 //!
 //! The gRPC port also serves the standard health service and server reflection, so
 //! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench.
 
 pub mod convert;
+pub mod settings_push;
 pub mod store_service;
 pub mod uplink;
 
@@ -20,7 +22,6 @@ use outpost_proto::hq::store_service_server::StoreServiceServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Settings;
-use crate::store::Store;
 use store_service::StoreGrpc;
 use uplink::SyncState;
 
@@ -30,7 +31,7 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Serve the store's gRPC port on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    store: Arc<Store>,
+    sales: crate::sales::Sales,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     security: Arc<crate::security::Security>,
@@ -50,7 +51,7 @@ pub async fn serve(
             e
         });
     let service =
-        StoreServiceServer::new(StoreGrpc::new(store, settings, sync).with_security(security))
+        StoreServiceServer::new(StoreGrpc::new(sales, settings, sync).with_security(security))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut router = tonic::transport::Server::builder()

@@ -1,7 +1,9 @@
 //! The HQ link: pushes HQ makes to the store, and the uplink of sales to HQ.
 
+mod events;
 mod helpers;
 mod lease;
 mod pushes;
+mod settings;
 mod snapshot_load;
 mod uplink;
