@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`store_service`]: `StoreService`, which HQ calls to push catalogs, promotions,
-//!   stock counts and commands, and to ask the store's status.
+//!   tax rates, store profile, planogram, device set, stock counts and commands, and
+//!   to ask the store's status.
 //! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
 //! - [`convert`]: HQ's messages into domain types.
 //! - [`settings_push`]: tax rates, store profile, planogram and device set pushes.

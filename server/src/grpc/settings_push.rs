@@ -35,8 +35,17 @@ fn put_error(e: PutError) -> Status {
     }
 }
 
+/// Held from a tax or profile push's write to its apply, so two pushes racing each
+/// other cannot leave the older one live after the newer one is stored. A tokio
+/// mutex: it is held across the writer job's await.
+pub type ApplyLock = tokio::sync::Mutex<()>;
+
 /// `PushTaxRates`: the whole tax table, and optionally the inclusive/exclusive mode.
-pub async fn tax_rates(sales: &Sales, push: hq::TaxRatesPush) -> Result<hq::PushReply, Status> {
+pub async fn tax_rates(
+    sales: &Sales,
+    apply: &ApplyLock,
+    push: hq::TaxRatesPush,
+) -> Result<hq::PushReply, Status> {
     let include = match hq::TaxMode::try_from(push.mode) {
         Ok(hq::TaxMode::Unspecified) => sales.config().tax.prices_include_tax,
         Ok(hq::TaxMode::Inclusive) => true,
@@ -57,6 +66,7 @@ pub async fn tax_rates(sales: &Sales, push: hq::TaxRatesPush) -> Result<hq::Push
         TaxTableError::TooMany { .. } => Status::resource_exhausted(e.to_string()),
         e => Status::invalid_argument(format!("{}: {e}", e.field())),
     })?;
+    let _applying = apply.lock().await;
     settings::put(
         sales.store(),
         settings::TAX,
@@ -84,10 +94,12 @@ fn log_classes(tax: &TaxConfig) {
 /// `PushStoreConfig`: the store name and receipt header.
 pub async fn store_config(
     sales: &Sales,
+    apply: &ApplyLock,
     push: hq::StoreConfigPush,
 ) -> Result<hq::PushReply, Status> {
     let profile = StoreProfile::parse(push.store_name, push.receipt_header)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let _applying = apply.lock().await;
     settings::put(
         sales.store(),
         settings::PROFILE,

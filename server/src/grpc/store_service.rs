@@ -1,4 +1,5 @@
 //! `StoreService`: what HQ pushes to the store, applied atomically or not at all.
+//! Tax rates, store profile, planogram and device set are in [`super::settings_push`].
 //!
 //! A catalog push streams chunks into a [`CatalogImport`], which builds a new catalog
 //! generation beside the live one; only the last chunk switches readers over, so a
@@ -44,6 +45,8 @@ pub struct StoreGrpc {
     store: Arc<Store>,
     /// Tax table and store profile pushes are applied to its configuration.
     sales: crate::sales::Sales,
+    /// Orders the write and the apply of tax and profile pushes.
+    apply: settings_push::ApplyLock,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     /// The push in progress, if any. A tokio mutex: a push holds it for its whole
@@ -61,6 +64,7 @@ impl StoreGrpc {
         Self {
             store: sales.store().clone(),
             sales,
+            apply: settings_push::ApplyLock::default(),
             settings,
             sync,
             push: Arc::new(Mutex::new(None)),
@@ -406,7 +410,7 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::TaxRatesPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        settings_push::tax_rates(&self.sales, request.into_inner())
+        settings_push::tax_rates(&self.sales, &self.apply, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -424,7 +428,7 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::StoreConfigPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        settings_push::store_config(&self.sales, request.into_inner())
+        settings_push::store_config(&self.sales, &self.apply, request.into_inner())
             .await
             .map(Response::new)
     }
