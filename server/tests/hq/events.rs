@@ -168,6 +168,19 @@ async fn an_outage_queues_at_most_the_cap_of_telemetry_and_the_rest_is_counted()
     assert_eq!(status["events_pending"]["telemetry"], 3, "{status}");
     // 4 sales, 4 movements, 3 samples, 1 alert: bounded, however long the outage.
     assert_eq!(status["outbox_pending"], 12, "{status}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("outpost_outbox_events_pending_telemetry 3"),
+        "{metrics}"
+    );
     hq.start().await.unwrap();
     eventually(20, "telemetry after the outage", || async {
         hq.received_kind("unit-1", EnvelopeKind::Telemetry).len() >= 4
