@@ -283,6 +283,13 @@ async fn a_store_profile_heads_the_next_receipt_and_bad_ones_change_nothing() {
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains(says), "{says}: {}", e.message());
     }
+    // A message over the store's 16 MiB limit is refused before it is decoded.
+    let huge = "x".repeat(17 * 1024 * 1024);
+    let e = c
+        .push_store_config(profile(2, &huge, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
     let e = c
         .push_store_config(profile(1, "Older", &[]))
         .await
