@@ -524,6 +524,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bad_event_settings_are_refused() {
+        assert!(EventSettings::default().validate().is_ok());
+        type Break = fn(&mut EventSettings);
+        let cases: [Break; 5] = [
+            |s| s.poll_ms = 0,
+            |s| s.telemetry_ms = 0,
+            |s| s.max_pending_telemetry = 0,
+            |s| s.max_pending_alerts = 100_001,
+            |s| s.max_pending_device_events = 0,
+        ];
+        for break_it in cases {
+            let mut s = EventSettings::default();
+            break_it(&mut s);
+            assert!(s.validate().is_err(), "{s:?}");
+        }
+        let toml = "[events]\ntelemetry_ms = 0\n";
+        let settings = crate::config::Settings::from_toml(toml).unwrap();
+        let e = settings.validate().unwrap_err().to_string();
+        assert!(e.contains("events"), "{e}");
+    }
+
+    #[test]
     fn records_are_the_envelope_json_with_a_type() {
         let ev = HqEvent {
             id: Uuid::now_v7(),
