@@ -43,6 +43,8 @@ pub struct Settings {
     pub log: String,
     /// Sealing, authentication and sessions (`[security]`).
     pub security: SecuritySettings,
+    /// Device events, alerts and telemetry for HQ (`[events]`).
+    pub events: crate::events::EventSettings,
 }
 
 impl Default for Settings {
@@ -60,6 +62,7 @@ impl Default for Settings {
             p2p: crate::mesh::P2pSettings::default(),
             log: "info".into(),
             security: SecuritySettings::default(),
+            events: crate::events::EventSettings::default(),
         }
     }
 }
@@ -548,6 +551,7 @@ impl Settings {
                 "must be at least 1024".into(),
             ));
         }
+        self.events.validate().map_err(|m| invalid("events", m))?;
         if self.storage.max_group == 0 {
             return Err(invalid("storage.max_group", "must be at least 1".into()));
         }

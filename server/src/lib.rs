@@ -8,6 +8,9 @@
 //! - [`sales`]: checkout, refunds, idempotency and payment recovery.
 //! - [`http`]: the REST API v1 and its OpenAPI document.
 //! - [`devices`]: the device registry and supervisor, the receipt queue and spooler.
+//! - [`hq_settings`]: what HQ pushed besides the catalog (tax table, store profile,
+//!   planogram, device set): versioned records written through the store's writer.
+//! - [`events`]: device events, alerts and telemetry written to the outbox for HQ.
 //! - [`config`]: settings from file, environment and flags.
 //! - [`startup`]: `Application::build` and `run_until`.
 //! - [`import`], [`seed`]: the catalog importer and the demo store.
@@ -17,7 +20,9 @@ pub mod artifacts;
 pub mod config;
 pub mod devices;
 pub mod domain;
+pub mod events;
 pub mod grpc;
+pub mod hq_settings;
 pub mod http;
 pub mod import;
 pub mod mesh;

@@ -58,7 +58,21 @@ impl Application {
             crate::security::Security::for_store(&store, &settings)
                 .context("Failed to open the security layer")?,
         );
-        let specs = DeviceSpec::parse_all(&settings.devices, &settings.payment.terminal)
+        // What HQ pushed (tax table, store profile, device set) wins over the file.
+        let pushed = crate::hq_settings::AtStart::load(&store, &settings.payment.terminal)
+            .context("Failed to read the settings HQ pushed")?;
+        let (devices_version, device_entries) = match &pushed.devices {
+            Some((version, entries)) => {
+                tracing::info!(
+                    version,
+                    devices = entries.len(),
+                    "Opening the device set HQ pushed"
+                );
+                (*version, entries.clone())
+            }
+            None => (0, settings.devices.clone()),
+        };
+        let specs = DeviceSpec::parse_all(&device_entries, &settings.payment.terminal)
             .map_err(|e| anyhow::anyhow!("setting {e}"))?;
         let r = &settings.receipts;
         let registry = Registry::build(
@@ -92,11 +106,22 @@ impl Application {
             store,
             registry.payment(),
             SalesConfig {
-                store_name: settings.store.name.clone(),
+                store_name: pushed
+                    .profile
+                    .as_ref()
+                    .map_or_else(|| settings.store.name.clone(), |p| p.value.name.clone()),
                 currency: settings.currency(),
-                tax: settings.tax(),
+                tax: pushed
+                    .tax
+                    .as_ref()
+                    .map_or_else(|| settings.tax(), |t| t.value.clone()),
                 payment_timeout: settings.payment_timeout(),
                 receipt_width: settings.store.receipt_width,
+                receipt_header: pushed
+                    .profile
+                    .as_ref()
+                    .map(|p| p.value.receipt_header.clone())
+                    .unwrap_or_default(),
             },
         )
         .with_receipts(registry.spooler().queue().clone());
@@ -112,6 +137,8 @@ impl Application {
             None => None,
         };
         let sync = Arc::new(SyncState::default());
+        sync.device_config_applied
+            .store(devices_version, std::sync::atomic::Ordering::Relaxed);
         let addr = listener.local_addr()?;
         let workers = match settings.http.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -229,7 +256,7 @@ impl Application {
         let grpc = self.grpc.map(|(_, listener)| {
             tokio::spawn(crate::grpc::serve(
                 listener,
-                store.clone(),
+                self.sales.clone(),
                 self.settings.clone(),
                 self.sync.clone(),
                 self.security.clone(),
@@ -251,6 +278,20 @@ impl Application {
                 }
             })
         };
+        // Events are for HQ: without an uplink there is nobody to deliver them to.
+        let events_on = self.settings.events.enabled && self.settings.sync.hq_url.is_some();
+        let events = events_on.then(|| {
+            tokio::spawn(crate::events::run(
+                crate::events::Watched {
+                    store: store.clone(),
+                    settings: self.settings.clone(),
+                    sync: self.sync.clone(),
+                    registry: self.registry.clone(),
+                    security: self.security.clone(),
+                },
+                self.settings.events.clone(),
+            ))
+        });
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         shutdown.await;
@@ -259,6 +300,9 @@ impl Application {
         handle.stop(true).await;
         recovery.abort();
         sweeper.abort();
+        if let Some(e) = events {
+            e.abort();
+        }
         for t in device_tasks {
             t.abort();
         }

@@ -28,12 +28,84 @@ enum Command {
     Serve(ServeArgs),
     /// Push a JSON-lines catalog to a store's StoreService.
     PushCatalog(PushArgs),
+    /// Print what a data dir holds (the server must not be running on it), one JSON
+    /// line per envelope: unit, seq, kind, id, at_unix_ms and the record.
+    List(ListArgs),
+    /// Push a tax table (the whole table) to a store.
+    PushTax(PushTaxArgs),
+    /// Push the store's name and receipt header.
+    PushStoreConfig(PushStoreConfigArgs),
+    /// Push a `[[devices]]` TOML file as the store's device set.
+    PushDevices(PushFileArgs),
+    /// Push a planogram: a JSON-lines file of shelf locations
+    /// (`{"sku","aisle","bay","shelf","position","facings","capacity"}`).
+    PushPlanogram(PushFileArgs),
     /// Print a store's GetStatus as JSON.
     Status {
         /// The store's gRPC URL, e.g. http://127.0.0.1:50051.
         #[arg(long)]
         store: String,
     },
+}
+
+#[derive(Debug, Args)]
+struct PushTaxArgs {
+    /// The store's gRPC URL.
+    #[arg(long)]
+    store: String,
+    /// The version this table creates (must be newer than the store's).
+    #[arg(long)]
+    version: u64,
+    /// CLASS=BASIS_POINTS, e.g. standard=2000 (repeat for each class).
+    #[arg(long = "rate", required = true)]
+    rates: Vec<String>,
+    /// `inclusive` or `exclusive` (default: keep the store's mode).
+    #[arg(long)]
+    mode: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct PushStoreConfigArgs {
+    /// The store's gRPC URL.
+    #[arg(long)]
+    store: String,
+    /// The version this profile creates.
+    #[arg(long)]
+    version: u64,
+    /// The store's name on receipts.
+    #[arg(long)]
+    name: String,
+    /// A receipt header line (repeat for each, at most 6).
+    #[arg(long = "header")]
+    header: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct PushFileArgs {
+    /// The store's gRPC URL.
+    #[arg(long)]
+    store: String,
+    /// The version this push creates.
+    #[arg(long)]
+    version: u64,
+    /// The file to push.
+    file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// The `serve --data-dir` to read.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Only this unit.
+    #[arg(long)]
+    unit: Option<String>,
+    /// Only this kind: sale, refund, inventory_movement, device_event, alert, telemetry.
+    #[arg(long)]
+    kind: Option<String>,
+    /// At most this many lines (the latest).
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +198,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::PushCatalog(args) => push_cmd(args).await,
+        Command::List(args) => list(args),
+        Command::PushTax(args) => push_tax(args).await,
+        Command::PushStoreConfig(args) => push_store_config(args).await,
+        Command::PushDevices(args) => push_devices(args).await,
+        Command::PushPlanogram(args) => push_planogram(args).await,
         Command::Status { store } => {
             let status = store_status(&store).await?;
             println!(
@@ -205,4 +282,174 @@ async fn push_cmd(args: PushArgs) -> anyhow::Result<()> {
         Err(e @ PushError::BadLines { .. }) => Err(anyhow::anyhow!(e)),
         Err(e) => Err(e).context("Catalog push failed"),
     }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<()> {
+    use outpost_proto::hq::EnvelopeKind;
+    let kind = match args.kind.as_deref() {
+        None => None,
+        Some(k) => Some(
+            EnvelopeKind::from_str_name(&format!("ENVELOPE_KIND_{}", k.to_ascii_uppercase()))
+                .filter(|k| *k != EnvelopeKind::Unspecified)
+                .with_context(|| format!("unknown kind {k:?}: use sale, refund, inventory_movement, device_event, alert or telemetry"))?,
+        ),
+    };
+    let storage = outpost_mocks::hq::storage::Storage::open(&args.data_dir)
+        .context("Failed to open the data dir (is a server running on it?)")?;
+    let units = match args.unit {
+        Some(u) => vec![u],
+        None => storage.units(),
+    };
+    for unit in units {
+        let envs = match kind {
+            Some(k) => storage.received_kind(&unit, k as i32),
+            None => storage.received(&unit),
+        };
+        let skip = envs.len().saturating_sub(args.limit);
+        for e in envs.into_iter().skip(skip) {
+            let record: serde_json::Value = serde_json::from_slice(&e.json).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&e.json).into_owned())
+            });
+            let kind = EnvelopeKind::try_from(e.kind)
+                .map(|k| {
+                    k.as_str_name()
+                        .trim_start_matches("ENVELOPE_KIND_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_else(|_| e.kind.to_string());
+            println!(
+                "{}",
+                serde_json::json!({"unit": unit, "seq": e.seq, "kind": kind, "id": e.id, "at_unix_ms": e.at_unix_ms, "record": record})
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_reply(
+    r: Result<tonic::Response<outpost_proto::hq::PushReply>, tonic::Status>,
+) -> anyhow::Result<()> {
+    match r {
+        Ok(reply) => {
+            println!(
+                "{}",
+                serde_json::json!({"version": reply.into_inner().version})
+            );
+            Ok(())
+        }
+        Err(status) => anyhow::bail!(
+            "the store refused the push: {:?}: {}",
+            status.code(),
+            status.message()
+        ),
+    }
+}
+
+async fn push_tax(args: PushTaxArgs) -> anyhow::Result<()> {
+    use outpost_proto::hq::{TaxMode, TaxRate, TaxRatesPush};
+    let mut rates = Vec::with_capacity(args.rates.len());
+    for r in &args.rates {
+        let (class, bp) = r
+            .split_once('=')
+            .with_context(|| format!("--rate {r:?}: use CLASS=BASIS_POINTS"))?;
+        let rate_bp = bp.parse().with_context(|| {
+            format!("--rate {r:?}: {bp:?} is not a whole number of basis points")
+        })?;
+        rates.push(TaxRate {
+            tax_class: class.to_owned(),
+            rate_bp,
+        });
+    }
+    let mode = match args.mode.as_deref() {
+        None => TaxMode::Unspecified,
+        Some("inclusive") => TaxMode::Inclusive,
+        Some("exclusive") => TaxMode::Exclusive,
+        Some(m) => anyhow::bail!("--mode {m:?}: use inclusive or exclusive"),
+    };
+    let mut client = outpost_mocks::hq::push::connect(&args.store).await?;
+    print_reply(
+        client
+            .push_tax_rates(TaxRatesPush {
+                version: args.version,
+                rates,
+                mode: mode as i32,
+            })
+            .await,
+    )
+}
+
+async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
+    let mut client = outpost_mocks::hq::push::connect(&args.store).await?;
+    print_reply(
+        client
+            .push_store_config(outpost_proto::hq::StoreConfigPush {
+                version: args.version,
+                store_name: args.name,
+                receipt_header: args.header,
+            })
+            .await,
+    )
+}
+
+async fn push_devices(args: PushFileArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("Failed to read {}", args.file.display()))?;
+    let mut client = outpost_mocks::hq::push::connect(&args.store).await?;
+    print_reply(
+        client
+            .push_device_config(outpost_proto::hq::DeviceConfigPush {
+                version: args.version,
+                devices_toml: text,
+            })
+            .await,
+    )
+}
+
+async fn push_planogram(args: PushFileArgs) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        sku: String,
+        aisle: String,
+        bay: u32,
+        shelf: u32,
+        position: u32,
+        #[serde(default = "one")]
+        facings: u32,
+        #[serde(default)]
+        capacity: u32,
+    }
+    fn one() -> u32 {
+        1
+    }
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("Failed to read {}", args.file.display()))?;
+    let mut locations = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: Line = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", args.file.display(), i + 1))?;
+        locations.push(outpost_proto::hq::ShelfLocation {
+            sku: l.sku,
+            aisle: l.aisle,
+            bay: l.bay,
+            shelf: l.shelf,
+            position: l.position,
+            facings: l.facings,
+            capacity: l.capacity,
+        });
+    }
+    let mut client = outpost_mocks::hq::push::connect(&args.store)
+        .await?
+        .max_encoding_message_size(16 * 1024 * 1024);
+    print_reply(
+        client
+            .push_planogram(outpost_proto::hq::PlanogramPush {
+                version: args.version,
+                locations,
+            })
+            .await,
+    )
 }

@@ -524,6 +524,12 @@ impl MockHqHandle {
         self.shared.storage.received(unit)
     }
 
+    /// The unit's stored envelopes of one kind (sales, device events, alerts,
+    /// telemetry, ...) in sequence order.
+    pub fn received_kind(&self, unit: &str, kind: EnvelopeKind) -> Vec<Envelope> {
+        self.shared.storage.received_kind(unit, kind as i32)
+    }
+
     /// Highest contiguous sequence stored for the unit (0 = none).
     pub fn acked(&self, unit: &str) -> u64 {
         self.shared.storage.acked(unit)

@@ -158,6 +158,14 @@ impl Storage {
         self.lock().get(unit).cloned().unwrap_or_default()
     }
 
+    /// The unit's envelopes of one kind (an `EnvelopeKind` value), in sequence order.
+    pub fn received_kind(&self, unit: &str, kind: i32) -> Vec<Envelope> {
+        self.lock()
+            .get(unit)
+            .map(|l| l.iter().filter(|e| e.kind == kind).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Units that uploaded anything, sorted.
     pub fn units(&self) -> Vec<String> {
         let mut units: Vec<String> = self.lock().keys().cloned().collect();
@@ -279,5 +287,33 @@ mod tests {
         let got: Vec<u64> = s.received("u").iter().map(|e| e.seq).collect();
         assert_eq!(got, vec![1, 2, 3, 4]);
         assert_eq!(s.units(), vec!["u".to_owned()]);
+    }
+
+    #[test]
+    fn envelopes_are_listed_by_kind_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        let mut alert = env(2, "{\"type\":\"alert\"}");
+        alert.kind = EnvelopeKind::Alert as i32;
+        let mut telemetry = env(4, "{}");
+        telemetry.kind = EnvelopeKind::Telemetry as i32;
+        let mut alert2 = env(5, "{}");
+        alert2.kind = EnvelopeKind::Alert as i32;
+        s.append("u", &[env(1, "a"), alert, env(3, "c"), telemetry, alert2])
+            .unwrap();
+        let alerts: Vec<u64> = s
+            .received_kind("u", EnvelopeKind::Alert as i32)
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(alerts, vec![2, 5]);
+        assert_eq!(
+            s.received_kind("u", EnvelopeKind::Telemetry as i32).len(),
+            1
+        );
+        assert!(
+            s.received_kind("other", EnvelopeKind::Alert as i32)
+                .is_empty()
+        );
     }
 }

@@ -17,16 +17,22 @@
 //! - [`pricing`]: [`price_cart`]: line amounts, promotions and per-class taxes into a
 //!   [`PricedCart`].
 //! - [`receipt`]: [`Receipt`] and its plain-text rendering for receipt printers.
+//! - [`tax`]: checking the tax table HQ pushes.
+//! - [`planogram`]: shelf locations per SKU, as HQ pushes them.
+//! - [`store_profile`]: the store's name and receipt header, as HQ pushes them.
 //! - [`demo`]: a deterministic demo store (catalogue, stock, promotions, taxes).
 
 pub mod demo;
 pub mod gtin;
 pub mod money;
+pub mod planogram;
 pub mod pricing;
 pub mod product;
 pub mod promotion;
 pub mod receipt;
 pub mod sale;
+pub mod store_profile;
+pub mod tax;
 
 pub use demo::{demo_products, demo_promotions, demo_stock, demo_tax_config};
 pub use gtin::{Gtin, GtinError};

@@ -20,6 +20,9 @@ const NAME_MAX_LINES: usize = 2;
 pub struct Receipt {
     /// Printed as the header.
     pub store_name: String,
+    /// Lines printed under the name (address, VAT number), as HQ set them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header: Vec<String>,
     /// The sale's id, printed so a receipt can be traced back (returns, disputes).
     pub sale_id: String,
     /// Till that made the sale.
@@ -96,6 +99,7 @@ impl Receipt {
     ) -> Receipt {
         Receipt {
             store_name: store_name.into(),
+            header: Vec::new(),
             sale_id: sale_id.into(),
             terminal_id: terminal_id.into(),
             at,
@@ -135,6 +139,9 @@ impl Receipt {
         let mut out = Lines::new(width);
 
         out.centered(&self.store_name);
+        for line in &self.header {
+            out.centered(line);
+        }
         out.text(&format!("Terminal {}", self.terminal_id));
         out.rule();
 

@@ -2,14 +2,17 @@
 //!
 //! # Layout
 //! - [`store_service`]: `StoreService`, which HQ calls to push catalogs, promotions,
-//!   stock counts and commands, and to ask the store's status.
+//!   tax rates, store profile, planogram, device set, stock counts and commands, and
+//!   to ask the store's status.
 //! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
 //! - [`convert`]: HQ's messages into domain types.
+//! - [`settings_push`]: tax rates, store profile, planogram and device set pushes.
 //!
 //! The gRPC port also serves the standard health service and server reflection, so
 //! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench.
 
 pub mod convert;
+pub mod settings_push;
 pub mod store_service;
 pub mod uplink;
 
@@ -20,7 +23,6 @@ use outpost_proto::hq::store_service_server::StoreServiceServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Settings;
-use crate::store::Store;
 use store_service::StoreGrpc;
 use uplink::SyncState;
 
@@ -30,7 +32,7 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Serve the store's gRPC port on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    store: Arc<Store>,
+    sales: crate::sales::Sales,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     security: Arc<crate::security::Security>,
@@ -51,7 +53,7 @@ pub async fn serve(
             e
         });
     let service = StoreServiceServer::new(
-        StoreGrpc::new(store, settings, sync)
+        StoreGrpc::new(sales, settings, sync)
             .with_security(security)
             .with_artifacts(artifacts),
     )

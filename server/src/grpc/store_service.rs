@@ -1,4 +1,5 @@
 //! `StoreService`: what HQ pushes to the store, applied atomically or not at all.
+//! Tax rates, store profile, planogram and device set are in [`super::settings_push`].
 //!
 //! A catalog push streams chunks into a [`CatalogImport`], which builds a new catalog
 //! generation beside the live one; only the last chunk switches readers over, so a
@@ -18,6 +19,7 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
+use super::settings_push;
 use super::uplink::SyncState;
 use crate::config::Settings;
 use crate::domain::promotion::Promotion;
@@ -41,6 +43,10 @@ struct Parked {
 /// The store's gRPC service for HQ.
 pub struct StoreGrpc {
     store: Arc<Store>,
+    /// Tax table and store profile pushes are applied to its configuration.
+    sales: crate::sales::Sales,
+    /// Orders the write and the apply of tax and profile pushes.
+    apply: settings_push::ApplyLock,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     /// The push in progress, if any. A tokio mutex: a push holds it for its whole
@@ -56,9 +62,11 @@ pub struct StoreGrpc {
 
 impl StoreGrpc {
     /// A service over the store.
-    pub fn new(store: Arc<Store>, settings: Arc<Settings>, sync: Arc<SyncState>) -> Self {
+    pub fn new(sales: crate::sales::Sales, settings: Arc<Settings>, sync: Arc<SyncState>) -> Self {
         Self {
-            store,
+            store: sales.store().clone(),
+            sales,
+            apply: settings_push::ApplyLock::default(),
             settings,
             sync,
             push: Arc::new(Mutex::new(None)),
@@ -417,38 +425,42 @@ impl StoreService for StoreGrpc {
 
     async fn push_tax_rates(
         &self,
-        _request: Request<hq::TaxRatesPush>,
+        request: Request<hq::TaxRatesPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        Err(Status::unimplemented(
-            "tax rates are read from the config file in this version; pushing them is not supported yet",
-        ))
+        settings_push::tax_rates(&self.sales, &self.apply, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn push_planogram(
         &self,
-        _request: Request<hq::PlanogramPush>,
+        request: Request<hq::PlanogramPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        Err(Status::unimplemented(
-            "planograms are not supported by this version yet",
-        ))
+        settings_push::planogram(&self.store, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn push_store_config(
         &self,
-        _request: Request<hq::StoreConfigPush>,
+        request: Request<hq::StoreConfigPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        Err(Status::unimplemented(
-            "store configuration is read from the config file in this version; pushing it is not supported yet",
-        ))
+        settings_push::store_config(&self.sales, &self.apply, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn push_device_config(
         &self,
-        _request: Request<hq::DeviceConfigPush>,
+        request: Request<hq::DeviceConfigPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        Err(Status::unimplemented(
-            "device configuration is read from the config file in this version; pushing it is not supported yet",
-        ))
+        settings_push::device_config(
+            &self.store,
+            &self.settings.payment.terminal,
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn push_stock_counts(
@@ -605,8 +617,13 @@ impl StoreService for StoreGrpc {
             software_version: env!("CARGO_PKG_VERSION").into(),
             catalog_version: catalog.version.parse().unwrap_or(0),
             catalog_products: catalog.len,
-            promotions_version: meta_version(&self.store, "promotions_version")?,
-            tax_rates_version: 0,
+            promotions_version: status.versions.promotions,
+            tax_rates_version: status.versions.tax_rates,
+            planogram_version: status.versions.planogram,
+            store_config_version: status.versions.store_config,
+            device_config_version: status.versions.device_config,
+            device_config_applied_version: status.versions.device_config_applied,
+            stock_counts_version: status.versions.stock_counts,
             outbox_pending: status.outbox_pending,
             outbox_oldest_age_secs: status.outbox_oldest_age_secs,
             outbox_bytes: status.outbox_bytes,
@@ -720,6 +737,54 @@ pub struct SyncStatus {
     pub sent: u64,
     /// Uplink sessions started this run.
     pub sessions: u64,
+    /// The versions of what HQ pushed that are live now.
+    pub versions: PushedVersions,
+    /// Device events, alerts and telemetry among `outbox_pending` (each kind is
+    /// capped: `[events] max_pending_*`).
+    pub events_pending: crate::events::EventsPending,
+}
+
+/// The live version of each thing HQ pushes (0: never pushed; the catalog's is 0
+/// when it did not come from HQ).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct PushedVersions {
+    /// Catalog.
+    pub catalog: u64,
+    /// Promotions.
+    pub promotions: u64,
+    /// Tax table.
+    pub tax_rates: u64,
+    /// Planogram.
+    pub planogram: u64,
+    /// Store profile (name, receipt header).
+    pub store_config: u64,
+    /// Device set stored (it applies at the next start).
+    pub device_config: u64,
+    /// Device set the running devices were opened with (0: the config file's).
+    pub device_config_applied: u64,
+    /// Stock counts.
+    pub stock_counts: u64,
+}
+
+/// The versions of what HQ pushed.
+pub fn pushed_versions(store: &Store, sync: &SyncState) -> Result<PushedVersions, StoreError> {
+    use crate::hq_settings as hs;
+    let meta = |key: &str| -> Result<u64, StoreError> {
+        match store.meta_get(key)? {
+            Some(v) => keys::decode_u64(&v),
+            None => Ok(0),
+        }
+    };
+    Ok(PushedVersions {
+        catalog: store.catalog().version.parse().unwrap_or(0),
+        promotions: meta("promotions_version")?,
+        tax_rates: hs::version(store, hs::TAX)?,
+        planogram: hs::version(store, hs::PLANOGRAM)?,
+        store_config: hs::version(store, hs::PROFILE)?,
+        device_config: hs::version(store, hs::DEVICES)?,
+        device_config_applied: sync.device_config_applied.load(Ordering::Relaxed),
+        stock_counts: meta("stock_counts_version")?,
+    })
 }
 
 /// Compute the sync status now.
@@ -766,5 +831,7 @@ pub fn sync_status(
         last_error,
         sent: sync.sent.load(Ordering::Relaxed),
         sessions: sync.sessions.load(Ordering::Relaxed),
+        versions: pushed_versions(store, sync)?,
+        events_pending: crate::events::events_pending(store)?,
     })
 }

@@ -91,6 +91,9 @@ pub struct SyncState {
     pub last_error: Mutex<Option<String>>,
     /// Wakes the uplink now (a resync command, or a new sale).
     pub wake: Notify,
+    /// The version of HQ's device set the running devices were opened with (0: the
+    /// config file's), for status: a pushed set applies at the next start.
+    pub device_config_applied: AtomicU64,
 }
 
 impl SyncState {
@@ -186,6 +189,9 @@ fn envelope(o: Outgoing) -> Envelope {
         OutboxKind::Sale => EnvelopeKind::Sale,
         OutboxKind::Refund => EnvelopeKind::Refund,
         OutboxKind::InventoryMovement => EnvelopeKind::InventoryMovement,
+        OutboxKind::DeviceEvent => EnvelopeKind::DeviceEvent,
+        OutboxKind::Alert => EnvelopeKind::Alert,
+        OutboxKind::Telemetry => EnvelopeKind::Telemetry,
     };
     Envelope {
         seq: o.entry.seq,

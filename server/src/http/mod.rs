@@ -4,6 +4,7 @@
 //! - [`error`]: API errors and their JSON body.
 //! - [`body`]: the JSON body extractor (content type, size limit, field-level errors).
 //! - [`catalog`]: products and promotions.
+//! - [`store_settings`]: the tax table and the planogram HQ pushed.
 //! - [`inventory`]: stock levels, counts and adjustments.
 //! - [`selling`]: cart pricing, checkout, sales and refunds.
 //! - [`devices`]: the device list, health checks, receipt reprints and the queue.
@@ -23,6 +24,7 @@ pub mod inventory;
 pub mod mesh;
 pub mod ops;
 pub mod selling;
+pub mod store_settings;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -136,6 +138,8 @@ api!(
     catalog::get_product,
     catalog::list_products,
     catalog::list_promotions,
+    store_settings::get_tax_rates,
+    store_settings::get_planogram,
     inventory::get_inventory,
     inventory::put_inventory,
     inventory::post_adjustment,

@@ -156,6 +156,18 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
         "Uplink sessions started.",
         sync.sessions,
     );
+    for (kind, n) in [
+        ("device_event", sync.events_pending.device_event),
+        ("alert", sync.events_pending.alert),
+        ("telemetry", sync.events_pending.telemetry),
+    ] {
+        metric(
+            &format!("outpost_outbox_events_pending_{kind}"),
+            "gauge",
+            "Entries of this event kind among those waiting for HQ (capped by [events] max_pending_*).",
+            n,
+        );
+    }
     metric(
         "outpost_payments_pending",
         "gauge",

@@ -177,12 +177,13 @@ impl Sales {
                 ));
             }
             let product = self.line_product(&catalog, i, l)?;
-            if product.currency != self.config.currency {
+            if product.currency != self.config().currency {
                 return Err(SellError::invalid(
                     "currency_mismatch",
                     format!(
                         "line {i}: product is priced in {}, the store sells in {}",
-                        product.currency, self.config.currency
+                        product.currency,
+                        self.config().currency
                     ),
                     field("sku"),
                 ));
@@ -222,7 +223,7 @@ impl Sales {
         Ok(price_cart(
             &items,
             &self.store.promotions(),
-            &self.config.tax,
+            &self.config().tax,
             OffsetDateTime::now_utc(),
         )?)
     }
@@ -496,15 +497,18 @@ impl Sales {
                 auth_code: t.card.as_ref().map(|c| c.auth_code.clone()),
             })
             .collect();
-        Receipt::from_priced(
-            self.config.store_name.clone(),
+        let config = self.config();
+        let mut receipt = Receipt::from_priced(
+            config.store_name.clone(),
             id.to_string(),
             terminal,
             at,
             cart,
             tenders,
             change,
-        )
+        );
+        receipt.header = config.receipt_header.clone();
+        receipt
     }
 
     /// A place in the receipt queue for a sale about to be recorded (none when the
@@ -552,7 +556,7 @@ impl Sales {
                 currency: currency.clone(),
             };
             let answer =
-                tokio::time::timeout(self.config.payment_timeout, terminal.authorize(&req)).await;
+                tokio::time::timeout(self.config().payment_timeout, terminal.authorize(&req)).await;
             // Our own timeout: the terminal may still be waiting for the card.
             let timed_out = answer.is_err();
             let asked = match answer {
@@ -569,7 +573,7 @@ impl Sales {
                     // it, so the answer is final (nexo Abort, then status).
                     let aborted = if timed_out {
                         match tokio::time::timeout(
-                            self.config.payment_timeout,
+                            self.config().payment_timeout,
                             terminal.abort(&req.key),
                         )
                         .await
@@ -636,7 +640,7 @@ impl Sales {
     /// Ask the terminal once what happened under `key`. `None` when it cannot say yet.
     pub(crate) async fn ask(&self, key: &PaymentKey) -> Option<Asked> {
         let terminal = self.terminal.as_ref()?;
-        match tokio::time::timeout(self.config.payment_timeout, terminal.status(key)).await {
+        match tokio::time::timeout(self.config().payment_timeout, terminal.status(key)).await {
             Ok(Ok(status)) => asked_from(status),
             Ok(Err(_)) | Err(_) => None,
         }
@@ -727,7 +731,8 @@ impl Sales {
                 continue;
             }
             let key = PaymentKey(c.payments[i].key.clone());
-            match tokio::time::timeout(self.config.payment_timeout, terminal.complete(&key)).await {
+            match tokio::time::timeout(self.config().payment_timeout, terminal.complete(&key)).await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(PaymentError::Illegal(why))) => match self.ask(&key).await {
                     // Completed meanwhile, or the refusal was about something else.
@@ -770,7 +775,7 @@ impl Sales {
                 .filter(|x| x.state == PaymentState::Authorized)
             {
                 match tokio::time::timeout(
-                    self.config.payment_timeout,
+                    self.config().payment_timeout,
                     terminal.void(&PaymentKey(pay.key.clone())),
                 )
                 .await

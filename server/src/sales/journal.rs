@@ -80,6 +80,12 @@ pub enum OutboxKind {
     Refund,
     /// An inventory movement (`m/` record).
     InventoryMovement,
+    /// A device event (`e/r/` record, see [`crate::events`]).
+    DeviceEvent,
+    /// An alert (`e/r/` record).
+    Alert,
+    /// A telemetry sample (`e/r/` record).
+    Telemetry,
 }
 
 /// One entry for HQ. It names its record rather than copying it: the journal is
@@ -142,8 +148,14 @@ pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellEr
     }
 }
 
-/// Name a record of `bytes` bytes in the outbox.
-fn put_outbox(tx: &mut Tx<'_>, kind: OutboxKind, id: Uuid, at: OffsetDateTime, bytes: usize) {
+/// Name a record of `bytes` bytes in the outbox; returns its sequence.
+pub(crate) fn put_outbox(
+    tx: &mut Tx<'_>,
+    kind: OutboxKind,
+    id: Uuid,
+    at: OffsetDateTime,
+    bytes: usize,
+) -> u64 {
     let seq = tx.next_outbox_seq();
     let entry = OutboxEntry {
         seq,
@@ -154,6 +166,7 @@ fn put_outbox(tx: &mut Tx<'_>, kind: OutboxKind, id: Uuid, at: OffsetDateTime, b
     };
     tx.add_outbox_bytes(bytes as i64);
     tx.put(keys::outbox(seq), to_json(&entry));
+    seq
 }
 
 /// Change stock and journal the movement (with its outbox entry).
@@ -187,7 +200,7 @@ pub fn move_stock(
     let bytes = json.len();
     tx.put(keys::movement(m.id), json);
     tx.put(keys::sku_movement(sku, m.id), Vec::new());
-    put_outbox(tx, OutboxKind::InventoryMovement, m.id, at, bytes);
+    let _ = put_outbox(tx, OutboxKind::InventoryMovement, m.id, at, bytes);
     Ok(m)
 }
 
@@ -216,7 +229,7 @@ pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<()
             sale.completed_at,
         )?;
     }
-    put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at, bytes);
+    let _ = put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at, bytes);
     idem_put(
         tx,
         "checkout",
@@ -254,7 +267,7 @@ pub fn record_refund(
             refund.created_at,
         )?;
     }
-    put_outbox(tx, OutboxKind::Refund, refund.id, refund.created_at, bytes);
+    let _ = put_outbox(tx, OutboxKind::Refund, refund.id, refund.created_at, bytes);
     let fp = fingerprint.to_owned();
     idem_put(
         tx,

@@ -46,6 +46,8 @@ pub struct SalesConfig {
     pub payment_timeout: Duration,
     /// Receipt width in characters.
     pub receipt_width: usize,
+    /// Lines printed under the store name (from HQ's store profile).
+    pub receipt_header: Vec<String>,
 }
 
 /// Why a sale or refund could not be made. Each maps to an HTTP status and a stable
@@ -151,7 +153,9 @@ impl SellError {
 pub struct Sales {
     pub(crate) store: Arc<Store>,
     pub(crate) terminal: Option<Arc<dyn PaymentTerminal>>,
-    pub(crate) config: Arc<SalesConfig>,
+    /// Swapped whole when HQ pushes a tax table or store profile: a checkout loads it
+    /// once and prices with one consistent version.
+    pub(crate) config: Arc<arc_swap::ArcSwap<SalesConfig>>,
     /// The durable receipt queue every recorded sale puts its receipt in.
     pub(crate) receipts: Option<Arc<crate::devices::receipts::ReceiptQueue>>,
     /// Keys (and sale ids, for refunds) being processed by this process right now.
@@ -184,7 +188,7 @@ impl Sales {
         Sales {
             store,
             terminal,
-            config: Arc::new(config),
+            config: Arc::new(arc_swap::ArcSwap::from_pointee(config)),
             receipts: None,
             in_flight: Default::default(),
         }
@@ -195,6 +199,30 @@ impl Sales {
     pub fn with_receipts(mut self, queue: Arc<crate::devices::receipts::ReceiptQueue>) -> Self {
         self.receipts = Some(queue);
         self
+    }
+
+    /// The configuration checkouts use now.
+    pub fn config(&self) -> Arc<SalesConfig> {
+        self.config.load_full()
+    }
+
+    /// Replace the tax configuration; the next checkout prices with it.
+    pub fn set_tax(&self, tax: TaxConfig) {
+        self.config.rcu(|c| {
+            let mut next = SalesConfig::clone(c);
+            next.tax = tax.clone();
+            next
+        });
+    }
+
+    /// Replace the store name and receipt header printed on the next receipts.
+    pub fn set_profile(&self, profile: &crate::domain::store_profile::StoreProfile) {
+        self.config.rcu(|c| {
+            let mut next = SalesConfig::clone(c);
+            next.store_name = profile.name.clone();
+            next.receipt_header = profile.receipt_header.clone();
+            next
+        });
     }
 
     /// The store underneath.

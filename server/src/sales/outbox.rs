@@ -41,6 +41,9 @@ fn record_key(entry: &OutboxEntry) -> Vec<u8> {
         OutboxKind::Sale => keys::sale(entry.id),
         OutboxKind::Refund => keys::refund(entry.id),
         OutboxKind::InventoryMovement => keys::movement(entry.id),
+        OutboxKind::DeviceEvent | OutboxKind::Alert | OutboxKind::Telemetry => {
+            crate::events::record_key(entry.id)
+        }
     }
 }
 
@@ -123,6 +126,8 @@ pub async fn ack_through(store: &Arc<Store>, upto: u64) -> Result<u64, StoreErro
                 freed += entry.bytes as i64;
                 deleted += 1;
                 tx.remove(key);
+                // Events, alerts and telemetry live only until HQ has them.
+                crate::events::acknowledged(tx, entry.kind, entry.id)?;
             }
             tx.add_outbox_bytes(-freed);
             Ok::<u64, StoreError>(deleted)

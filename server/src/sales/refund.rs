@@ -90,7 +90,7 @@ impl Sales {
         let fingerprint = idempotency::fingerprint(terminal, &req);
         let scope = scope(sale_id);
         let id = Uuid::now_v7();
-        let tax = self.config.tax.clone();
+        let tax = self.config().tax.clone();
         let (fp, sc, k, t) = (
             fingerprint.clone(),
             scope.clone(),
@@ -313,9 +313,9 @@ impl Sales {
         let req = PaymentRequest {
             key: PaymentKey(r.payments[i].key.clone()),
             amount_minor: r.payments[i].amount.0,
-            currency: self.config.currency.code().to_owned(),
+            currency: self.config().currency.code().to_owned(),
         };
-        match tokio::time::timeout(self.config.payment_timeout, terminal.refund(&req)).await {
+        match tokio::time::timeout(self.config().payment_timeout, terminal.refund(&req)).await {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) if not_delivered(&e) => Ok(Outcome::Declined {
                 reason: e.to_string(),

@@ -99,6 +99,20 @@ fn matrix() -> Vec<Row> {
         ),
         row(
             "GET",
+            "/api/v1/tax-rates",
+            "/api/v1/tax-rates",
+            None,
+            everyone,
+        ),
+        row(
+            "GET",
+            "/api/v1/planogram",
+            "/api/v1/planogram",
+            None,
+            everyone,
+        ),
+        row(
+            "GET",
             "/api/v1/inventory/{sku}",
             "/api/v1/inventory/MILK",
             None,

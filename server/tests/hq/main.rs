@@ -1,8 +1,10 @@
 //! The HQ link: pushes HQ makes to the store, and the uplink of sales to HQ.
 
 mod artifacts;
+mod events;
 mod helpers;
 mod lease;
 mod pushes;
+mod settings;
 mod snapshot_load;
 mod uplink;

@@ -1,0 +1,119 @@
+//! What HQ pushed that terminals and staff read: the tax table and the planogram.
+
+use actix_web::{HttpResponse, get, web};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::domain::planogram::ShelfLocation;
+use crate::domain::product::Sku;
+use crate::hq_settings;
+use outpost_security::auth::roles::Permission;
+
+/// Most locations one page may have (a page holds whole SKUs, so it may have a few
+/// more).
+pub const MAX_LIMIT: usize = 1000;
+
+/// The tax table checkouts use now.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TaxRates {
+    /// HQ's version of it (0: the config file's table, never pushed).
+    pub version: u64,
+    /// `hq` or `config`.
+    pub source: &'static str,
+    /// Whether shelf prices include tax.
+    pub prices_include_tax: bool,
+    /// Rate per tax class in basis points (2000 = 20 %).
+    pub rates_bp: std::collections::BTreeMap<String, u32>,
+}
+
+/// The tax rates the next checkout prices with.
+#[utoipa::path(tag = "catalog", responses((status = 200, body = TaxRates)))]
+#[get("/api/v1/tax-rates")]
+pub async fn get_tax_rates(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadCatalog)?;
+    let version = hq_settings::version(state.sales.store(), hq_settings::TAX)?;
+    let tax = state.sales.config().tax.clone();
+    Ok(HttpResponse::Ok().json(TaxRates {
+        version,
+        source: if version == 0 { "config" } else { "hq" },
+        prices_include_tax: tax.prices_include_tax,
+        rates_bp: tax.rates_bp,
+    }))
+}
+
+/// Which shelf locations to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PlanogramQuery {
+    /// Only this SKU's locations.
+    pub sku: Option<String>,
+    /// Page size, 1 to 1000 (default 200).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of shelf locations, in SKU order.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PlanogramPage {
+    /// HQ's version of the planogram (0: none pushed).
+    pub version: u64,
+    /// Locations.
+    pub items: Vec<ShelfLocation>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+fn sku_param(name: &str, v: &str) -> Result<Sku, ApiError> {
+    Sku::parse(v).map_err(|e| {
+        ApiError::bad_request("invalid_sku", format!("{name}: {e}")).field(name.to_owned())
+    })
+}
+
+/// Where products are on the shelves: all of them page by page, or one SKU's.
+#[utoipa::path(tag = "catalog", params(PlanogramQuery), responses((status = 200, body = PlanogramPage), (status = 400, body = super::ErrorBody)))]
+#[get("/api/v1/planogram")]
+pub async fn get_planogram(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<PlanogramQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadCatalog)?;
+    let q = query.into_inner();
+    let store = state.sales.store();
+    let version = hq_settings::version(store, hq_settings::PLANOGRAM)?;
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )
+        .field("limit"));
+    }
+    let (items, next_cursor) = match (q.sku, q.cursor) {
+        (Some(_), Some(_)) => {
+            return Err(
+                ApiError::bad_request("invalid_query", "give sku or cursor, not both")
+                    .field("cursor"),
+            );
+        }
+        (Some(sku), None) => {
+            let sku = sku_param("sku", &sku)?;
+            (hq_settings::locations_of(store, sku.as_str())?, None)
+        }
+        (None, cursor) => {
+            let after = cursor.map(|c| sku_param("cursor", &c)).transpose()?;
+            hq_settings::locations_page(store, after.as_ref().map(Sku::as_str), limit)?
+        }
+    };
+    Ok(HttpResponse::Ok().json(PlanogramPage {
+        version,
+        items,
+        next_cursor,
+    }))
+}

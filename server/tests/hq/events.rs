@@ -1,0 +1,215 @@
+//! Device events, alerts and telemetry reach HQ exactly once, like sales, and a long
+//! outage cannot flood the outbox with them.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use outpost_mocks::hq::{Faults, MockHq, MockHqHandle};
+use outpost_mocks::sim::escpos::{EscPosSim, SimOptions};
+use outpost_proto::hq::{Envelope, EnvelopeKind};
+use outpost_server::config::{DeviceSettings, Settings};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+async fn start_hq(dir: &std::path::Path) -> MockHqHandle {
+    MockHq::start("127.0.0.1:0".parse().unwrap(), dir, Faults::none())
+        .await
+        .expect("mock HQ starts")
+}
+
+fn records(envs: &[Envelope]) -> Vec<Value> {
+    envs.iter()
+        .map(|e| serde_json::from_slice(&e.json).unwrap())
+        .collect()
+}
+
+/// HQ holds sequences 1..=n once each, in order, with distinct record ids.
+fn assert_contiguous_once(got: &[Envelope]) {
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "HQ's envelopes are not 1..=n in order");
+    }
+    let ids: HashSet<(i32, &str)> = got.iter().map(|e| (e.kind, e.id.as_str())).collect();
+    assert_eq!(ids.len(), got.len(), "a record reached HQ twice");
+}
+
+fn quick_events(s: &mut Settings) {
+    s.events.poll_ms = 50;
+    s.receipts.backoff_min_ms = 50;
+    s.receipts.backoff_max_ms = 400;
+    s.receipts.health_interval_secs = 1;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_events_alerts_and_telemetry_reach_hq_exactly_once() {
+    let sim = EscPosSim::start("127.0.0.1:0".parse().unwrap(), SimOptions::default())
+        .await
+        .unwrap();
+    let hq_dir = tempfile::tempdir().unwrap();
+    let hq = start_hq(hq_dir.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), Some(hq.url()));
+    quick_events(&mut s);
+    s.events.telemetry_ms = 300;
+    s.devices = vec![DeviceSettings {
+        id: "printer-1".into(),
+        kind: "printer".into(),
+        driver: "escpos-tcp".into(),
+        address: Some(sim.local_addr().to_string()),
+        io_timeout_ms: Some(1_000),
+        connect_timeout_ms: Some(1_000),
+        ..DeviceSettings::default()
+    }];
+    let app = spawn_with(s).await;
+    snapshot(&app, 1, 3).await;
+    let sold = sell(&app.base, "P0000001", 5, 2, "ev").await;
+    eventually(20, "telemetry at HQ", || async {
+        hq.received_kind("unit-1", EnvelopeKind::Telemetry).len() >= 2
+    })
+    .await;
+    // The printer's cover opens: it fails its health check.
+    sim.set_cover_open(true);
+    eventually(20, "the printer's failure at HQ", || async {
+        records(&hq.received_kind("unit-1", EnvelopeKind::DeviceEvent))
+            .iter()
+            .any(|r| r["device"] == "printer-1" && r["to"] == "failing")
+    })
+    .await;
+    sim.set_cover_open(false);
+    eventually(20, "the printer's recovery at HQ", || async {
+        records(&hq.received_kind("unit-1", EnvelopeKind::Alert))
+            .iter()
+            .any(|r| r["alert"] == "device_offline" && r["state"] == "cleared")
+    })
+    .await;
+    let base = app.base.clone();
+    eventually(20, "the outbox to drain", || {
+        let base = base.clone();
+        async move { outbox_pending(&base).await == 0 }
+    })
+    .await;
+    let got = hq.received("unit-1");
+    assert_contiguous_once(&got);
+    let sales = got
+        .iter()
+        .filter(|e| e.kind == EnvelopeKind::Sale as i32)
+        .count();
+    assert_eq!(sales, sold.len());
+    let alerts = records(&hq.received_kind("unit-1", EnvelopeKind::Alert));
+    let raised = alerts
+        .iter()
+        .position(|r| {
+            r["alert"] == "device_offline" && r["state"] == "raised" && r["subject"] == "printer-1"
+        })
+        .expect("a raised device alert");
+    let cleared = alerts
+        .iter()
+        .position(|r| r["alert"] == "device_offline" && r["state"] == "cleared")
+        .unwrap();
+    assert!(raised < cleared, "{alerts:?}");
+    let events = records(&hq.received_kind("unit-1", EnvelopeKind::DeviceEvent));
+    let back = events
+        .iter()
+        .find(|r| r["to"] == "usable" && r["from"] == "failing")
+        .expect("a recovery event");
+    assert_eq!(back["type"], "device_event");
+    assert_eq!(back["device_kind"], "receipt_printer");
+    let telemetry = records(&hq.received_kind("unit-1", EnvelopeKind::Telemetry));
+    let last = telemetry.last().unwrap();
+    assert_eq!(last["type"], "telemetry");
+    // The printer and the helpers' mock payment terminal.
+    assert_eq!(last["devices"], 2, "{last}");
+    assert!(last["devices_usable"].as_u64().unwrap() >= 1, "{last}");
+    assert!(
+        last["writer_jobs_committed"].as_u64().unwrap() >= 5,
+        "{last}"
+    );
+    // Acknowledged event records are deleted with their entries.
+    let (_, status) = app.get_json("/api/v1/sync/status").await;
+    assert_eq!(status["events_pending"]["telemetry"], 0, "{status}");
+    app.stop().await;
+    hq.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_queues_at_most_the_cap_of_telemetry_and_the_rest_is_counted() {
+    let hq_dir = tempfile::tempdir().unwrap();
+    let hq = start_hq(hq_dir.path()).await;
+    let url = hq.url();
+    hq.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), Some(url));
+    quick_events(&mut s);
+    s.events.telemetry_ms = 20;
+    s.events.max_pending_telemetry = 3;
+    s.sync.alert_after_secs = 1;
+    let app = spawn_with(s).await;
+    snapshot(&app, 1, 3).await;
+    let sold = sell(&app.base, "P0000002", 4, 2, "out").await;
+    // About 100 telemetry intervals and the outbox-age alert (an entry older than 1 s).
+    let base = app.base.clone();
+    eventually(20, "the outbox-age alert to be queued", || {
+        let base = base.clone();
+        async move {
+            let v: Value = authed(&base)
+                .get(format!("{base}/api/v1/sync/status"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["events_pending"]["alert"] == 1
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, status) = app.get_json("/api/v1/sync/status").await;
+    assert_eq!(status["events_pending"]["telemetry"], 3, "{status}");
+    // 4 sales, 4 movements, 3 samples, 1 alert: bounded, however long the outage.
+    assert_eq!(status["outbox_pending"], 12, "{status}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("outpost_outbox_events_pending_telemetry 3"),
+        "{metrics}"
+    );
+    hq.start().await.unwrap();
+    eventually(20, "telemetry after the outage", || async {
+        hq.received_kind("unit-1", EnvelopeKind::Telemetry).len() >= 4
+    })
+    .await;
+    let telemetry = records(&hq.received_kind("unit-1", EnvelopeKind::Telemetry));
+    assert!(
+        telemetry[..3].iter().all(|r| r["dropped_before"] == 0),
+        "{telemetry:?}"
+    );
+    assert!(
+        telemetry[3]["dropped_before"].as_u64().unwrap() >= 10,
+        "the first sample after the outage counts those not written: {}",
+        telemetry[3]
+    );
+    // The outbox-age alert went up during the outage and comes down once drained.
+    eventually(20, "the outbox-age alert to clear at HQ", || async {
+        records(&hq.received_kind("unit-1", EnvelopeKind::Alert))
+            .iter()
+            .any(|r| r["alert"] == "outbox_age" && r["state"] == "cleared")
+    })
+    .await;
+    let got = hq.received("unit-1");
+    assert_contiguous_once(&got);
+    let sales = got
+        .iter()
+        .filter(|e| e.kind == EnvelopeKind::Sale as i32)
+        .count();
+    assert_eq!(sales, sold.len());
+    app.stop().await;
+    hq.shutdown().await.unwrap();
+}
