@@ -10,6 +10,7 @@
 //! - [`devices`]: the device registry and supervisor, the receipt queue and spooler.
 //! - [`config`]: settings from file, environment and flags.
 //! - [`startup`]: `Application::build` and `run_until`.
+//! - [`tls`]: which rustls configuration the REST port, the gRPC port and the uplink get.
 //! - [`import`], [`seed`]: the catalog importer and the demo store.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -26,3 +27,4 @@ pub mod seed;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -68,6 +68,10 @@ pub struct PushOptions {
     pub removals: Vec<String>,
     /// Draw a progress bar on stderr (indicatif draws nothing when it is not a TTY).
     pub progress: bool,
+    /// Dial the store over TLS with this configuration (an `https://` URL): HQ's side of
+    /// the mutual TLS link, trusting the CA that issued the store's certificate and
+    /// presenting a certificate the store accepts. Plaintext when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PushOptions {
@@ -82,6 +86,7 @@ impl PushOptions {
             push_id: None,
             removals: Vec::new(),
             progress: false,
+            tls: None,
         }
     }
 }
@@ -109,8 +114,8 @@ pub enum PushError {
         /// How many lines were bad in all.
         bad_lines: u64,
     },
-    /// The store could not be reached.
-    #[error("Failed to connect to the store at {url}: {source}")]
+    /// The store could not be reached (or a certificate was refused).
+    #[error("Failed to connect to the store at {url}: {}", outpost_proto::tls::error_chain(.source))]
     Connect {
         /// The URL given.
         url: String,
@@ -161,24 +166,43 @@ fn list(errors: &[LineError]) -> String {
         .join("\n")
 }
 
-/// Connects to a store's gRPC port (`http://HOST:PORT`).
-pub async fn connect(store_url: &str) -> Result<StoreServiceClient<Channel>, PushError> {
+/// Connects to a store's gRPC port: `http://HOST:PORT` plaintext, or `https://HOST:PORT`
+/// with `tls` (mutual TLS; the store's certificate must be valid for HOST).
+pub async fn connect(
+    store_url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<StoreServiceClient<Channel>, PushError> {
     let connect_err = |source| PushError::Connect {
         url: store_url.to_owned(),
         source,
     };
-    let channel = tonic::transport::Endpoint::from_shared(store_url.to_owned())
+    let https = store_url.starts_with("https://");
+    if https != tls.is_some() {
+        return Err(PushError::Options(format!(
+            "{store_url}: an https:// store URL needs TLS options, and TLS options need an https:// URL"
+        )));
+    }
+    let endpoint = tonic::transport::Endpoint::from_shared(store_url.to_owned())
         .map_err(connect_err)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(connect_err)?;
+        .connect_timeout(CONNECT_TIMEOUT);
+    let channel = match tls {
+        Some(tls) => {
+            endpoint
+                .connect_with_connector(outpost_proto::tls::TlsConnector::new(tls))
+                .await
+        }
+        None => endpoint.connect().await,
+    }
+    .map_err(connect_err)?;
     Ok(StoreServiceClient::new(channel))
 }
 
-/// The store's `GetStatus`.
-pub async fn store_status(store_url: &str) -> Result<StoreStatus, PushError> {
-    let mut client = connect(store_url).await?;
+/// The store's `GetStatus` (over TLS with `tls`, see [`connect`]).
+pub async fn store_status(
+    store_url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<StoreStatus, PushError> {
+    let mut client = connect(store_url, tls).await?;
     get_status(&mut client).await
 }
 
@@ -298,7 +322,7 @@ pub async fn push_catalog(
     }
     let total = scan.products;
 
-    let mut client = connect(store_url).await?;
+    let mut client = connect(store_url, opts.tls.as_ref()).await?;
     let live = if opts.version.is_none()
         || (opts.kind == PushKind::Delta && opts.base_version.is_none())
     {

@@ -2,6 +2,8 @@
 
 mod helpers;
 mod lease;
+mod pki;
 mod pushes;
 mod snapshot_load;
+mod tls;
 mod uplink;
