@@ -357,3 +357,45 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] io::Error);
+
+    #[test]
+    fn error_chain_shows_what_lies_under_a_vague_error() {
+        let e = Outer(io::Error::other("received fatal alert: UnknownCA"));
+        assert_eq!(error_chain(&e), "outer: received fatal alert: UnknownCA");
+    }
+
+    #[tokio::test]
+    async fn urls_without_a_usable_host_are_refused_before_dialing() {
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+        let connector = TlsConnector::new(&config);
+        for url in ["/just/a/path", "https://bad_host!:1/"] {
+            let uri: Uri = match url.parse() {
+                Ok(u) => u,
+                Err(_) => continue,
+            };
+            let err = connector.connect(&uri).await.unwrap_err();
+            assert!(matches!(err, ConnectError::BadHost(_)), "{url}: {err}");
+        }
+        // A closed port is a TCP error naming the address.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let uri: Uri = format!("https://{addr}").parse().unwrap();
+        let err = connector.connect(&uri).await.unwrap_err();
+        assert!(matches!(err, ConnectError::Tcp { .. }), "{err}");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}

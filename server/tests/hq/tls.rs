@@ -299,3 +299,60 @@ async fn hq_refuses_a_device_certificate_from_another_ca() {
     // HQ's alert names the reason (rustls: UnknownCA, or BadCertificate).
     assert!(error.contains("received fatal alert"), "{error}");
 }
+
+#[tokio::test]
+async fn bad_tls_files_stop_the_start_with_a_clear_error() {
+    let files = tempfile::tempdir().unwrap();
+    let hq_ca = Ca::new("HQ CA");
+    let device = hq_ca.issue(&[HOST], Validity::Current);
+    let other = hq_ca.issue(&[HOST], Validity::Current);
+    let (cert, key) = device.write(files.path(), "device");
+    let ca_path = hq_ca.write(files.path(), "hq-ca");
+    let garbage = files.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let (_, other_key) = other.write(files.path(), "other");
+    let loose_key = files.path().join("loose-key.pem");
+    std::fs::write(&loose_key, &device.key_pem).unwrap();
+    std::fs::set_permissions(
+        &loose_key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    type Breakage<'a> = Box<dyn Fn(&mut outpost_server::config::Settings) + 'a>;
+    let cases: Vec<(&str, Breakage<'_>, &str)> = vec![
+        (
+            "missing HQ CA",
+            Box::new(|s| s.sync.hq_ca = Some("/nonexistent/hq-ca.pem".into())),
+            "cannot read HQ's CA certificate",
+        ),
+        (
+            "HQ CA not PEM",
+            Box::new(|s| s.sync.hq_ca = Some(garbage.clone())),
+            "contains no certificate",
+        ),
+        (
+            "key of another certificate",
+            Box::new(|s| s.tls.key = Some(other_key.clone())),
+            "TLS configuration refused",
+        ),
+        (
+            "key readable by others",
+            Box::new(|s| s.tls.key = Some(loose_key.clone())),
+            "loose-key.pem",
+        ),
+    ];
+    for (what, breakit, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path(), Some("https://127.0.0.1:1".into()));
+        s.tls.cert = Some(cert.clone());
+        s.tls.key = Some(key.clone());
+        s.sync.hq_ca = Some(ca_path.clone());
+        breakit(&mut s);
+        let err = outpost_server::startup::Application::build(s, Default::default())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what}: the app started"));
+        let err = format!("{err:#}");
+        assert!(err.contains(expected), "{what}: {err}");
+    }
+}
