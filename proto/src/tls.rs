@@ -186,9 +186,14 @@ pub enum ConnectError {
 pub struct TlsConnector {
     inner: tokio_rustls::TlsConnector,
     /// The first I/O error of this connector's connections since the last take.
-    /// A std mutex: held only to swap a string, never across an await.
-    error: Arc<std::sync::Mutex<Option<String>>>,
+    error: ErrorSlot,
 }
+
+/// The first error seen, and whether it came from a read. A read error (the peer's
+/// alert) says why; a write error (broken pipe) only that the peer hung up, so a later
+/// read error replaces it. A std mutex: held only to swap a string, never across an
+/// await.
+type ErrorSlot = Arc<std::sync::Mutex<Option<(bool, String)>>>;
 
 impl fmt::Debug for TlsConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -211,7 +216,11 @@ impl TlsConnector {
     /// handshake, e.g. `received fatal alert: UnknownCA` when the server refused the
     /// client certificate; cleared by the call.
     pub fn take_error(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|(_, e)| e)
     }
 
     /// Dials `uri` (`https://HOST:PORT`; 443 when no port).
@@ -254,7 +263,7 @@ impl TlsConnector {
 /// A client TLS stream that reports its first I/O error to its connector.
 pub struct ClientTlsStream {
     inner: tokio_rustls::client::TlsStream<TcpStream>,
-    error: Arc<std::sync::Mutex<Option<String>>>,
+    error: ErrorSlot,
 }
 
 impl fmt::Debug for ClientTlsStream {
@@ -264,11 +273,45 @@ impl fmt::Debug for ClientTlsStream {
 }
 
 impl ClientTlsStream {
-    fn note<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn record(&self, e: &io::Error, read: bool) {
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        let replace = match &*slot {
+            None => true,
+            Some((from_read, _)) => read && !from_read,
+        };
+        if replace {
+            *slot = Some((read, e.to_string()));
+        }
+    }
+
+    fn note<T>(&self, r: Poll<io::Result<T>>, read: bool) -> Poll<io::Result<T>> {
         if let Poll::Ready(Err(e)) = &r {
-            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(e.to_string());
+            self.record(e, read);
+        }
+        r
+    }
+
+    /// After a failed write the connection is dead; read what the peer sent before it
+    /// hung up (its alert, which says why) so the reason is not lost.
+    fn note_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &r {
+            self.record(e, false);
+            let mut scratch = [0u8; 512];
+            // Bounded: a dead connection yields an error or EOF within a few records.
+            for _ in 0..8 {
+                let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+                match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.inner), cx, &mut buf) {
+                    Poll::Ready(Err(e)) => {
+                        self.record(&e, true);
+                        break;
+                    }
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                    _ => break,
+                }
             }
         }
         r
@@ -282,7 +325,7 @@ impl tokio::io::AsyncRead for ClientTlsStream {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.note(r)
+        self.note(r, true)
     }
 }
 
@@ -293,12 +336,12 @@ impl tokio::io::AsyncWrite for ClientTlsStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.note(r)
+        self.note_write(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_flush(cx);
-        self.note(r)
+        self.note_write(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -311,7 +354,7 @@ impl tokio::io::AsyncWrite for ClientTlsStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.note(r)
+        self.note_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

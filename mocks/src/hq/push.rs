@@ -12,6 +12,7 @@ use outpost_proto::hq::{
     CatalogChunk, CatalogPushHeader, CatalogPushKind, GetPushStateRequest, GetStatusRequest,
     Product, PushCatalogReply, StoreStatus,
 };
+use outpost_proto::tls::TlsConnector;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,6 +173,16 @@ pub async fn connect(
     store_url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<StoreServiceClient<Channel>, PushError> {
+    connect_tls(store_url, tls).await.map(|(client, _)| client)
+}
+
+/// A store client, and its TLS connector (which keeps the TLS error that made a later
+/// call fail: in TLS 1.3 a store that refuses HQ's client certificate says so only after
+/// the handshake, and tonic reports just "transport error").
+async fn connect_tls(
+    store_url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<(StoreServiceClient<Channel>, Option<TlsConnector>), PushError> {
     let connect_err = |source| PushError::Connect {
         url: store_url.to_owned(),
         source,
@@ -185,16 +196,24 @@ pub async fn connect(
     let endpoint = tonic::transport::Endpoint::from_shared(store_url.to_owned())
         .map_err(connect_err)?
         .connect_timeout(CONNECT_TIMEOUT);
-    let channel = match tls {
-        Some(tls) => {
-            endpoint
-                .connect_with_connector(outpost_proto::tls::TlsConnector::new(tls))
-                .await
-        }
+    let connector = tls.map(|tls| TlsConnector::new(tls));
+    let channel = match &connector {
+        Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
         None => endpoint.connect().await,
     }
     .map_err(connect_err)?;
-    Ok(StoreServiceClient::new(channel))
+    Ok((StoreServiceClient::new(channel), connector))
+}
+
+/// `PushError::Rpc` for `status`, with the connection's TLS error when there is one.
+fn rpc_error(call: &'static str, status: tonic::Status, tls: Option<&TlsConnector>) -> PushError {
+    let status = match tls.and_then(TlsConnector::take_error) {
+        Some(why) => {
+            tonic::Status::new(status.code(), format!("{} (TLS: {why})", status.message()))
+        }
+        None => status,
+    };
+    PushError::Rpc { call, status }
 }
 
 /// The store's `GetStatus` (over TLS with `tls`, see [`connect`]).
@@ -202,19 +221,19 @@ pub async fn store_status(
     store_url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<StoreStatus, PushError> {
-    let mut client = connect(store_url, tls).await?;
-    get_status(&mut client).await
+    let (mut client, connector) = connect_tls(store_url, tls).await?;
+    get_status(&mut client, connector.as_ref()).await
 }
 
-async fn get_status(client: &mut StoreServiceClient<Channel>) -> Result<StoreStatus, PushError> {
+async fn get_status(
+    client: &mut StoreServiceClient<Channel>,
+    tls: Option<&TlsConnector>,
+) -> Result<StoreStatus, PushError> {
     client
         .get_status(GetStatusRequest {})
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|status| PushError::Rpc {
-            call: "GetStatus",
-            status,
-        })
+        .map_err(|status| rpc_error("GetStatus", status, tls))
 }
 
 /// A [`StoreStatus`] as JSON, field names as in `hq.proto`.
@@ -322,11 +341,12 @@ pub async fn push_catalog(
     }
     let total = scan.products;
 
-    let mut client = connect(store_url, opts.tls.as_ref()).await?;
+    let (mut client, connector) = connect_tls(store_url, opts.tls.as_ref()).await?;
+    let tls = connector.as_ref();
     let live = if opts.version.is_none()
         || (opts.kind == PushKind::Delta && opts.base_version.is_none())
     {
-        Some(get_status(&mut client).await?.catalog_version)
+        Some(get_status(&mut client, tls).await?.catalog_version)
     } else {
         None
     };
@@ -392,12 +412,7 @@ pub async fn push_catalog(
         {
             0
         }
-        Err(status) => {
-            return Err(PushError::Rpc {
-                call: "GetPushState",
-                status,
-            });
-        }
+        Err(status) => return Err(rpc_error("GetPushState", status, tls)),
     };
     if skip > total {
         return Err(PushError::BadPushState {
@@ -445,10 +460,7 @@ pub async fn push_catalog(
     produced?;
     let reply = reply
         .map(tonic::Response::into_inner)
-        .map_err(|status| PushError::Rpc {
-            call: "PushCatalog",
-            status,
-        })?;
+        .map_err(|status| rpc_error("PushCatalog", status, tls))?;
     tracing::info!(
         %push_id,
         version = reply.version,
