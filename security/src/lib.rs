@@ -27,5 +27,6 @@ pub mod auth;
 pub mod fsutil;
 pub mod lease;
 pub mod seal;
+pub mod stream;
 pub mod tls;
 pub mod vault;

@@ -14,6 +14,7 @@
 //! - [`import`], [`seed`]: the catalog importer and the demo store.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod artifacts;
 pub mod config;
 pub mod devices;
 pub mod domain;

@@ -13,6 +13,12 @@ use outpost_server::config::{Overrides, Settings};
 use outpost_server::startup::{Application, Devices};
 use outpost_server::store::{ImportMode, Store, StoreOptions};
 
+/// mimalloc instead of the system allocator: an import or a snapshot apply makes
+/// millions of small allocations, and glibc's malloc spent a quarter of a 1,000,000
+/// product import in its bookkeeping (BENCHMARKS.md, "Catalog import").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "outpost",

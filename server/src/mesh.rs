@@ -176,6 +176,9 @@ pub struct PeersView {
     /// and served to peers.
     #[schema(value_type = Vec<Object>)]
     pub artifacts: Vec<outpost_p2p::ArtifactStatus>,
+    /// Catalog snapshots HQ offered through the mesh and whether they were applied
+    /// (`fetching`, `applying`, `applied`, `failed` with the reason).
+    pub catalog_artifacts: Vec<crate::artifacts::ArtifactView>,
 }
 
 /// The view of the mesh for the API.
@@ -187,6 +190,7 @@ pub async fn view(client: Option<&Client>) -> Result<PeersView, outpost_p2p::P2p
             listen: Vec::new(),
             peers: Vec::new(),
             artifacts: Vec::new(),
+            catalog_artifacts: Vec::new(),
         });
     };
     Ok(PeersView {
@@ -195,6 +199,7 @@ pub async fn view(client: Option<&Client>) -> Result<PeersView, outpost_p2p::P2p
         listen: c.listen_addrs().iter().map(ToString::to_string).collect(),
         peers: c.peers().await?,
         artifacts: c.artifacts().await?,
+        catalog_artifacts: Vec::new(),
     })
 }
 

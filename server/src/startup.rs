@@ -34,6 +34,7 @@ pub struct Application {
     registry: Arc<Registry>,
     mesh: Option<outpost_p2p::Client>,
     security: Arc<crate::security::Security>,
+    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
     tls: crate::tls::TlsSetup,
 }
 
@@ -85,6 +86,9 @@ impl Application {
         let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
             .await
             .context("Failed to join the store mesh")?;
+        let artifacts = mesh
+            .clone()
+            .map(|m| crate::artifacts::Artifacts::new(store.clone(), m, settings.currency()));
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -158,6 +162,7 @@ impl Application {
             registry,
             mesh,
             security,
+            artifacts,
             tls,
         })
     }
@@ -214,6 +219,18 @@ impl Application {
         let every = Duration::from_secs(self.sales_recovery_secs);
         let recovery = self.sales.spawn_recovery(every);
         let device_tasks = self.registry.start();
+        if let Some(a) = &self.artifacts {
+            match a.resume() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    artifacts = n,
+                    "Resuming catalog artifacts offered before the restart"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "Failed to read the catalog artifacts offered before the restart")
+                }
+            }
+        }
         let store = self.sales.store().clone();
         let uplink =
             UplinkConfig::from_settings(&self.settings.sync, &self.settings.store.id).map(|cfg| {
@@ -234,6 +251,7 @@ impl Application {
                 self.settings.clone(),
                 self.sync.clone(),
                 self.security.clone(),
+                self.artifacts.clone(),
                 async {
                     let _ = grpc_stopped.await;
                 },

@@ -30,6 +30,9 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Serve the store's gRPC port on `listener` until `shutdown` resolves: mutual TLS
 /// under `tls` (clients must present a certificate from HQ's CA), plaintext without.
+// Each argument is a distinct shared handle the services need; a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -37,6 +40,7 @@ pub async fn serve(
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     security: Arc<crate::security::Security>,
+    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -52,10 +56,13 @@ pub async fn serve(
             tracing::error!(error = %e, "gRPC reflection could not load its descriptors");
             e
         });
-    let service =
-        StoreServiceServer::new(StoreGrpc::new(store, settings, sync).with_security(security))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let service = StoreServiceServer::new(
+        StoreGrpc::new(store, settings, sync)
+            .with_security(security)
+            .with_artifacts(artifacts),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(64)
         .add_service(health)

@@ -50,6 +50,8 @@ pub struct StoreGrpc {
     commands: Arc<std::sync::Mutex<VecDeque<hq::CommandReply>>>,
     /// The presence lease and signed commands (absent: refused as not configured).
     security: Option<Arc<crate::security::Security>>,
+    /// Artifacts offered through the store mesh (absent: the mesh is off).
+    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
 }
 
 impl StoreGrpc {
@@ -62,7 +64,22 @@ impl StoreGrpc {
             push: Arc::new(Mutex::new(None)),
             commands: Arc::default(),
             security: None,
+            artifacts: None,
         }
+    }
+
+    /// Take artifact offers through the store mesh.
+    pub fn with_artifacts(mut self, artifacts: Option<Arc<crate::artifacts::Artifacts>>) -> Self {
+        self.artifacts = artifacts;
+        self
+    }
+
+    fn artifacts(&self) -> Result<&Arc<crate::artifacts::Artifacts>, Status> {
+        self.artifacts.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "the store mesh is off on this unit ([p2p] enabled = false): push the catalog with PushCatalog",
+            )
+        })
     }
 
     /// Route signed leases and lock / unlock / wipe commands to `security`.
@@ -598,6 +615,71 @@ impl StoreService for StoreGrpc {
             health: status.health.to_owned(),
             health_reasons: status.reasons,
         }))
+    }
+
+    async fn offer_artifact(
+        &self,
+        request: Request<hq::ArtifactOffer>,
+    ) -> Result<Response<hq::ArtifactState>, Status> {
+        use crate::artifacts::{OfferError, OfferRequest};
+        let artifacts = self.artifacts()?;
+        let offer = request.into_inner();
+        let Some(hq::artifact_offer::Payload::CatalogSnapshot(catalog)) = offer.payload else {
+            return Err(Status::invalid_argument(
+                "payload: an artifact offer must say what it carries (catalog_snapshot)",
+            ));
+        };
+        let view = artifacts
+            .offer(OfferRequest {
+                root_hex: offer.root_hex,
+                size: offer.size,
+                url: offer.url,
+                chunks_url: offer.chunks_url,
+                content_key: offer.content_key,
+                catalog_version: catalog.version,
+            })
+            .await
+            .map_err(|e| match e {
+                OfferError::Invalid(m) => Status::invalid_argument(m),
+                OfferError::Precondition(m) => Status::failed_precondition(m),
+                OfferError::Conflict(m) => Status::already_exists(m),
+                OfferError::Store(e) => internal(e),
+                OfferError::Mesh(e) => Status::unavailable(format!("store mesh: {e}")),
+            })?;
+        Ok(Response::new(artifact_state(&view, 0, 0)))
+    }
+
+    async fn get_artifact_state(
+        &self,
+        request: Request<hq::GetArtifactStateRequest>,
+    ) -> Result<Response<hq::ArtifactState>, Status> {
+        let artifacts = self.artifacts()?;
+        let root = request.into_inner().root_hex;
+        match artifacts.state(root.trim()).await {
+            Ok(Some((view, origin, peers))) => {
+                Ok(Response::new(artifact_state(&view, origin, peers)))
+            }
+            Ok(None) => Err(Status::not_found(format!(
+                "no artifact {root} was offered to this unit"
+            ))),
+            Err(crate::artifacts::OfferError::Invalid(m)) => Err(Status::invalid_argument(m)),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+}
+
+fn artifact_state(
+    view: &crate::artifacts::ArtifactView,
+    origin_bytes: u64,
+    peer_bytes: u64,
+) -> hq::ArtifactState {
+    hq::ArtifactState {
+        root_hex: view.root.clone(),
+        state: view.stage.name().into(),
+        error: view.error.clone().unwrap_or_default(),
+        origin_bytes,
+        peer_bytes,
+        catalog_version: view.catalog_version,
     }
 }
 

@@ -14,12 +14,13 @@ use super::{ApiError, AppState};
 #[get("/api/v1/peers")]
 pub async fn peers(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ReadLogs)?;
-    let view = crate::mesh::view(state.mesh.as_ref()).await.map_err(|e| {
+    let mut view = crate::mesh::view(state.mesh.as_ref()).await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "mesh_unavailable",
             format!("the store mesh node does not answer: {e}"),
         )
     })?;
+    view.catalog_artifacts = crate::artifacts::list(state.sales.store())?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -1,5 +1,6 @@
 //! The HQ link: pushes HQ makes to the store, and the uplink of sales to HQ.
 
+mod artifacts;
 mod helpers;
 mod lease;
 mod pki;

@@ -1,0 +1,562 @@
+//! Artifacts HQ offers through the store mesh, and applying them when they are complete.
+//!
+//! HQ publishes a catalog snapshot once per store at an HTTP origin, sealed (an
+//! `outpost_security::stream` of the JSON lines) and addressed by the BLAKE3 hash of the
+//! sealed bytes, then sends the same [`OfferRequest`] to every unit of the store over
+//! gRPC. Each unit records the offer durably, hands it to its mesh node (which elects
+//! one unit to download from origin; the others fetch from it: `docs/p2p.md`), and once
+//! the artifact is complete and verified, opens it with the key that came with the offer
+//! and imports it as the new catalog (readers see the old catalog or the new one).
+//!
+//! Origin and peers only ever hold ciphertext; the key exists only in the offer record
+//! (in the store's journal) and in memory while the import runs.
+//!
+//! The records live in the journal under `a/<root>`; an offer that was not applied when
+//! the unit stopped is resumed at start ([`Artifacts::resume`]), and the mesh node resumes
+//! its download. Once a newer snapshot is applied, older artifacts are released to the
+//! mesh's garbage collection and their records dropped.
+
+use std::collections::HashSet;
+use std::io::BufReader;
+use std::sync::Arc;
+use std::time::Duration;
+
+use outpost_p2p::{Client, Offer, P2pError, Root};
+use outpost_security::stream::{OpeningReader, StreamKey};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::money::Currency;
+use crate::import::{ImportError, import_catalog};
+use crate::store::{ImportMode, Store, StoreError};
+
+/// Journal prefix of artifact records.
+pub const PREFIX: &[u8] = b"a/";
+/// Largest artifact a unit accepts.
+pub const MAX_SIZE: u64 = 8 * 1024 * 1024 * 1024;
+/// How long an artifact waits for a running catalog change before trying again.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
+/// How many times (at [`BUSY_RETRY`]) it waits before giving up.
+const BUSY_ATTEMPTS: u32 = 1_200;
+
+fn key(root: &Root) -> Vec<u8> {
+    [PREFIX, root.to_hex().as_bytes()].concat()
+}
+
+/// Where an artifact stands on this unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactStage {
+    /// Being downloaded (from origin or from peers).
+    Fetching,
+    /// Complete and verified; being imported.
+    Applying,
+    /// Imported: its catalog is (or was) live.
+    Applied,
+    /// Given up; `error` says why. HQ may offer it again.
+    Failed,
+}
+
+impl ArtifactStage {
+    /// The name gRPC and the API use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactStage::Fetching => "fetching",
+            ArtifactStage::Applying => "applying",
+            ArtifactStage::Applied => "applied",
+            ArtifactStage::Failed => "failed",
+        }
+    }
+}
+
+/// An offer as this unit keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    root: String,
+    size: u64,
+    url: String,
+    chunks_url: String,
+    /// The sealed stream's key, hex.
+    content_key: String,
+    catalog_version: u64,
+    stage: ArtifactStage,
+    error: Option<String>,
+    offered_at_ms: i64,
+    finished_at_ms: Option<i64>,
+    products: Option<u64>,
+}
+
+/// What the API and HQ see of an artifact (never its key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ArtifactView {
+    /// BLAKE3 of the sealed bytes, hex.
+    pub root: String,
+    /// Size of the sealed bytes.
+    pub size: u64,
+    /// The catalog version it carries.
+    pub catalog_version: u64,
+    /// Where it stands.
+    pub stage: ArtifactStage,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When HQ offered it (Unix ms).
+    pub offered_at_ms: i64,
+    /// When it was applied or failed (Unix ms).
+    pub finished_at_ms: Option<i64>,
+    /// Products of the applied catalog.
+    pub products: Option<u64>,
+}
+
+impl From<&Record> for ArtifactView {
+    fn from(r: &Record) -> Self {
+        ArtifactView {
+            root: r.root.clone(),
+            size: r.size,
+            catalog_version: r.catalog_version,
+            stage: r.stage,
+            error: r.error.clone(),
+            offered_at_ms: r.offered_at_ms,
+            finished_at_ms: r.finished_at_ms,
+            products: r.products,
+        }
+    }
+}
+
+/// HQ's offer of a catalog snapshot, as received.
+#[derive(Debug, Clone)]
+pub struct OfferRequest {
+    /// BLAKE3 of the sealed bytes, hex.
+    pub root_hex: String,
+    /// Size of the sealed bytes.
+    pub size: u64,
+    /// Origin URL of the sealed bytes.
+    pub url: String,
+    /// Origin URL of the chunk list.
+    pub chunks_url: String,
+    /// The key the snapshot was sealed with.
+    pub content_key: Vec<u8>,
+    /// The catalog version the snapshot becomes.
+    pub catalog_version: u64,
+}
+
+/// Why an offer was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    /// A field is unusable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The offer cannot apply here now (mesh off, version not newer).
+    #[error("{0}")]
+    Precondition(String),
+    /// Another artifact already carries this version.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The mesh node refused or has stopped.
+    #[error(transparent)]
+    Mesh(#[from] P2pError),
+}
+
+fn now_ms() -> i64 {
+    let t = time::OffsetDateTime::now_utc();
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The artifact records of `store`, oldest offer first.
+pub fn list(store: &Store) -> Result<Vec<ArtifactView>, StoreError> {
+    let mut out: Vec<ArtifactView> = records(store)?.iter().map(ArtifactView::from).collect();
+    out.sort_by_key(|v| v.offered_at_ms);
+    Ok(out)
+}
+
+fn records(store: &Store) -> Result<Vec<Record>, StoreError> {
+    store
+        .journal_scan_from(PREFIX, PREFIX)
+        .map(|kv| kv.and_then(|(_, v)| crate::store::from_json::<Record>(&v, "artifact record")))
+        .collect()
+}
+
+fn live_version(store: &Store) -> Option<u64> {
+    store.catalog().version.parse().ok()
+}
+
+/// Offers from HQ, their downloads through the mesh, and their application.
+pub struct Artifacts {
+    store: Arc<Store>,
+    mesh: Client,
+    currency: Currency,
+    /// Roots with an apply task running.
+    running: std::sync::Mutex<HashSet<String>>,
+    /// Serializes offers (check then record).
+    offers: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Artifacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifacts").finish_non_exhaustive()
+    }
+}
+
+impl Artifacts {
+    /// Artifacts of this unit, distributed by `mesh`.
+    pub fn new(store: Arc<Store>, mesh: Client, currency: Currency) -> Arc<Artifacts> {
+        Arc::new(Artifacts {
+            store,
+            mesh,
+            currency,
+            running: std::sync::Mutex::new(HashSet::new()),
+            offers: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn get(&self, root: &Root) -> Result<Option<Record>, StoreError> {
+        self.store
+            .journal_get(&key(root))?
+            .map(|v| crate::store::from_json::<Record>(&v, "artifact record"))
+            .transpose()
+    }
+
+    async fn put(&self, r: &Record) -> Result<(), StoreError> {
+        let root = Root::from_hex(&r.root)
+            .map_err(|e| StoreError::Corrupt(format!("artifact record root: {e}")))?;
+        let (k, v) = (key(&root), crate::store::to_json(r));
+        self.store
+            .write(move |tx| {
+                tx.put(k, v);
+                Ok::<(), ()>(())
+            })
+            .await?
+            .map_err(|()| StoreError::Corrupt("artifact record write refused".into()))
+    }
+
+    async fn remove(&self, root: &Root) -> Result<(), StoreError> {
+        let k = key(root);
+        self.store
+            .write(move |tx| {
+                tx.remove(k);
+                Ok::<(), ()>(())
+            })
+            .await?
+            .map_err(|()| StoreError::Corrupt("artifact record removal refused".into()))
+    }
+
+    /// What this unit knows of `root_hex`: its record and the mesh's byte counts
+    /// (from origin, from peers).
+    pub async fn state(
+        &self,
+        root_hex: &str,
+    ) -> Result<Option<(ArtifactView, u64, u64)>, OfferError> {
+        let root =
+            Root::from_hex(root_hex).map_err(|e| OfferError::Invalid(format!("root_hex: {e}")))?;
+        let Some(r) = self.get(&root)? else {
+            return Ok(None);
+        };
+        let (origin, peers) = match self.mesh.status(root).await {
+            Ok(Some(s)) => (s.origin_bytes, s.peer_bytes),
+            _ => (0, 0),
+        };
+        Ok(Some((ArtifactView::from(&r), origin, peers)))
+    }
+
+    /// Accept HQ's offer: check it, record it durably, hand it to the mesh and start
+    /// applying it when complete. Offering the same artifact again answers its state
+    /// (and retries it if it had failed).
+    pub async fn offer(self: &Arc<Self>, req: OfferRequest) -> Result<ArtifactView, OfferError> {
+        let root = Root::from_hex(req.root_hex.trim())
+            .map_err(|e| OfferError::Invalid(format!("root_hex: {e}")))?;
+        if req.size == 0 || req.size > MAX_SIZE {
+            return Err(OfferError::Invalid(format!(
+                "size: {} is not between 1 and {MAX_SIZE} bytes",
+                req.size
+            )));
+        }
+        if req.size < outpost_security::stream::sealed_len(0) {
+            return Err(OfferError::Invalid(format!(
+                "size: {} bytes is shorter than an empty sealed stream",
+                req.size
+            )));
+        }
+        StreamKey::from_slice(&req.content_key)
+            .map_err(|e| OfferError::Invalid(format!("content_key: {e}")))?;
+        for (field, url) in [("url", &req.url), ("chunks_url", &req.chunks_url)] {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(OfferError::Invalid(format!(
+                    "{field}: {url:?} is not an HTTP URL"
+                )));
+            }
+        }
+        if req.catalog_version == 0 {
+            return Err(OfferError::Invalid(
+                "catalog_version: must be at least 1".into(),
+            ));
+        }
+        let _one = self.offers.lock().await;
+        let existing = self.get(&root)?;
+        if let Some(r) = &existing
+            && r.stage != ArtifactStage::Failed
+        {
+            if r.catalog_version != req.catalog_version {
+                return Err(OfferError::Conflict(format!(
+                    "artifact {} is already offered as catalog version {}",
+                    r.root, r.catalog_version
+                )));
+            }
+            return Ok(ArtifactView::from(r));
+        }
+        for other in records(&self.store)? {
+            if other.catalog_version == req.catalog_version
+                && other.root != root.to_hex()
+                && other.stage != ArtifactStage::Failed
+            {
+                return Err(OfferError::Conflict(format!(
+                    "catalog version {} is already offered as artifact {}",
+                    req.catalog_version, other.root
+                )));
+            }
+        }
+        if let Some(live) = live_version(&self.store)
+            && req.catalog_version <= live
+        {
+            return Err(OfferError::Precondition(format!(
+                "catalog version {} is not newer than the live version {live}",
+                req.catalog_version
+            )));
+        }
+        let record = Record {
+            root: root.to_hex(),
+            size: req.size,
+            url: req.url.clone(),
+            chunks_url: req.chunks_url.clone(),
+            content_key: hex(&req.content_key),
+            catalog_version: req.catalog_version,
+            stage: ArtifactStage::Fetching,
+            error: None,
+            offered_at_ms: now_ms(),
+            finished_at_ms: None,
+            products: None,
+        };
+        self.put(&record).await?;
+        if let Err(e) = self
+            .mesh
+            .offer(Offer {
+                root,
+                size: req.size,
+                url: req.url,
+                chunks_url: req.chunks_url,
+            })
+            .await
+        {
+            let refused = matches!(e, P2pError::Offer(_));
+            self.fail(&root, format!("the mesh refused the offer: {e}"))
+                .await?;
+            return Err(if refused {
+                OfferError::Invalid(e.to_string())
+            } else {
+                OfferError::Mesh(e)
+            });
+        }
+        tracing::info!(root = %record.root, size = record.size, version = record.catalog_version, "Accepted a catalog artifact from HQ");
+        self.spawn(root);
+        Ok(ArtifactView::from(&record))
+    }
+
+    /// Start applying every artifact that was offered but not applied before the unit
+    /// stopped. Returns how many.
+    pub fn resume(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for r in records(&self.store)? {
+            if matches!(r.stage, ArtifactStage::Fetching | ArtifactStage::Applying)
+                && let Ok(root) = Root::from_hex(&r.root)
+            {
+                self.spawn(root);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn spawn(self: &Arc<Self>, root: Root) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if !running.insert(root.to_hex()) {
+            return;
+        }
+        drop(running);
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.run(root).await {
+                tracing::error!(root = %root.to_hex(), error = %e, "Failed to record the state of a catalog artifact");
+            }
+            this.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&root.to_hex());
+        });
+    }
+
+    async fn fail(&self, root: &Root, why: String) -> Result<(), StoreError> {
+        if let Some(mut r) = self.get(root)? {
+            tracing::warn!(root = %r.root, version = r.catalog_version, error = %why, "A catalog artifact failed");
+            r.stage = ArtifactStage::Failed;
+            r.error = Some(why);
+            r.finished_at_ms = Some(now_ms());
+            self.put(&r).await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the artifact, then import it.
+    async fn run(&self, root: Root) -> Result<(), StoreError> {
+        let path = match self.mesh.wait_complete(root).await {
+            Ok(p) => p,
+            // The node is stopping with the unit: the offer resumes at next start.
+            Err(P2pError::Stopped) => return Ok(()),
+            Err(e) => return self.fail(&root, format!("download failed: {e}")).await,
+        };
+        for _ in 0..BUSY_ATTEMPTS {
+            let Some(mut r) = self.get(&root)? else {
+                return Ok(());
+            };
+            if r.stage == ArtifactStage::Applied {
+                return Ok(());
+            }
+            if let Some(live) = live_version(&self.store)
+                && r.catalog_version <= live
+            {
+                return self
+                    .fail(
+                        &root,
+                        format!(
+                            "superseded: the live catalog version {live} is not older than {}",
+                            r.catalog_version
+                        ),
+                    )
+                    .await;
+            }
+            let Some(key) = unhex(&r.content_key) else {
+                return self
+                    .fail(&root, "the recorded content key is not hex".into())
+                    .await;
+            };
+            if r.stage != ArtifactStage::Applying {
+                r.stage = ArtifactStage::Applying;
+                self.put(&r).await?;
+            }
+            let (store, currency, version, file) = (
+                self.store.clone(),
+                self.currency,
+                r.catalog_version.to_string(),
+                path.clone(),
+            );
+            let started = std::time::Instant::now();
+            let result = tokio::task::spawn_blocking(move || {
+                let key = StreamKey::from_slice(&key).map_err(|e| {
+                    ImportError::Read(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                })?;
+                let f = std::fs::File::open(&file)?;
+                let plain = OpeningReader::new(&key, BufReader::with_capacity(1 << 20, f))?;
+                import_catalog(
+                    &store,
+                    BufReader::with_capacity(1 << 20, plain),
+                    &currency,
+                    ImportMode::Replace,
+                    &version,
+                    |_| {},
+                )
+            })
+            .await;
+            match result {
+                Ok(Ok(summary)) => {
+                    r.stage = ArtifactStage::Applied;
+                    r.error = None;
+                    r.finished_at_ms = Some(now_ms());
+                    r.products = Some(summary.imported);
+                    self.put(&r).await?;
+                    tracing::info!(root = %r.root, version = r.catalog_version, products = summary.imported, apply_ms = started.elapsed().as_millis() as u64, "Applied a catalog artifact from the store mesh");
+                    self.release_older(&root).await?;
+                    return Ok(());
+                }
+                Ok(Err(ImportError::Store(StoreError::Busy(_)))) => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                Ok(Err(ImportError::Read(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return self
+                        .fail(
+                            &root,
+                            format!("the artifact does not open with the key HQ sent: {e}"),
+                        )
+                        .await;
+                }
+                Ok(Err(e)) => return self.fail(&root, format!("import failed: {e}")).await,
+                Err(e) => return self.fail(&root, format!("import task failed: {e}")).await,
+            }
+        }
+        self.fail(
+            &root,
+            "another catalog change kept the catalog busy for 10 minutes".into(),
+        )
+        .await
+    }
+
+    /// After `current` is applied, hand every other finished artifact back to the
+    /// mesh's garbage collection and drop its record.
+    async fn release_older(&self, current: &Root) -> Result<(), StoreError> {
+        let mut released = false;
+        for r in records(&self.store)? {
+            if r.root == current.to_hex()
+                || !matches!(r.stage, ArtifactStage::Applied | ArtifactStage::Failed)
+            {
+                continue;
+            }
+            let Ok(root) = Root::from_hex(&r.root) else {
+                continue;
+            };
+            // A failed offer the mesh never took has nothing to release.
+            if let Err(e) = self.mesh.release(root).await {
+                tracing::warn!(root = %r.root, error = %e, "Failed to release an old catalog artifact");
+            }
+            self.remove(&root).await?;
+            released = true;
+        }
+        if released && let Err(e) = self.mesh.gc().await {
+            tracing::warn!(error = %e, "Failed to collect released artifacts");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_bad_digits() {
+        let b = [0u8, 1, 0xab, 0xff];
+        assert_eq!(unhex(&hex(&b)).unwrap(), b);
+        assert!(unhex("abc").is_none());
+        assert!(unhex("zz").is_none());
+    }
+
+    #[test]
+    fn stage_names() {
+        assert_eq!(ArtifactStage::Fetching.name(), "fetching");
+        assert_eq!(
+            serde_json::to_value(ArtifactStage::Applied).unwrap(),
+            "applied"
+        );
+    }
+}
