@@ -170,6 +170,18 @@ impl StoreService for RecordingStore {
     async fn send_command(&self, _: Request<Command>) -> Result<Response<CommandReply>, Status> {
         unimplemented()
     }
+    async fn offer_artifact(
+        &self,
+        _: Request<ArtifactOffer>,
+    ) -> Result<Response<ArtifactState>, Status> {
+        unimplemented()
+    }
+    async fn get_artifact_state(
+        &self,
+        _: Request<GetArtifactStateRequest>,
+    ) -> Result<Response<ArtifactState>, Status> {
+        unimplemented()
+    }
     async fn get_status(
         &self,
         _: Request<GetStatusRequest>,
