@@ -45,6 +45,8 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// Device events, alerts and telemetry for HQ (`[events]`).
     pub events: crate::events::EventSettings,
+    /// TLS on the REST / console port and the device certificate (`[tls]`).
+    pub tls: TlsSettings,
 }
 
 impl Default for Settings {
@@ -63,7 +65,91 @@ impl Default for Settings {
             log: "info".into(),
             security: SecuritySettings::default(),
             events: crate::events::EventSettings::default(),
+            tls: TlsSettings::default(),
         }
+    }
+}
+
+/// Whether the REST / console port speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTls {
+    /// TLS unless the listen address is loopback (the default).
+    Auto,
+    /// Always TLS, loopback included.
+    On,
+    /// Plain HTTP; refused unless the listen address is loopback.
+    Off,
+}
+
+impl std::str::FromStr for HttpTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(HttpTls::Auto),
+            "on" => Ok(HttpTls::On),
+            "off" => Ok(HttpTls::Off),
+            _ => Err(format!("must be auto, on or off, not {s:?}")),
+        }
+    }
+}
+
+/// TLS on the REST / console port, and the device certificate it (and the gRPC port,
+/// and the uplink to HQ) presents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// `auto` (TLS 1.3 unless `listen` is loopback), `on` or `off` (loopback only).
+    /// `OUTPOST_TLS`.
+    pub http: HttpTls,
+    /// A provisioned device certificate chain (PEM, leaf first), e.g. issued by HQ's CA
+    /// at enrollment. With `key`; when both are unset, a certificate is generated at
+    /// first start under the data dir (`device-cert.pem`, `device-key.pem`,
+    /// `device-ca.pem`).
+    pub cert: Option<PathBuf>,
+    /// The provisioned certificate's private key (PEM, mode 0600).
+    pub key: Option<PathBuf>,
+    /// DNS names or IP addresses a generated certificate is valid for, besides the
+    /// listen address's IP (when it is not a wildcard like `0.0.0.0`).
+    pub names: Vec<String>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            http: HttpTls::Auto,
+            cert: None,
+            key: None,
+            names: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Whether the REST / console port serves TLS.
+    pub fn http_tls(&self) -> bool {
+        match self.tls.http {
+            HttpTls::On => true,
+            HttpTls::Off => false,
+            HttpTls::Auto => !self.listen.ip().is_loopback(),
+        }
+    }
+
+    /// The names a generated device certificate covers: `tls.names`, then the listen
+    /// IP unless it is a wildcard.
+    pub fn certificate_names(&self) -> Vec<String> {
+        let mut names = self.tls.names.clone();
+        let ip = self.listen.ip();
+        if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+            names.push(ip.to_string());
+        }
+        names
+    }
+
+    /// Whether the HQ link (gRPC port and uplink) uses mutual TLS.
+    pub fn hq_mtls(&self) -> bool {
+        self.sync.hq_ca.is_some()
     }
 }
 
@@ -308,11 +394,16 @@ impl Default for StorageSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {
     /// Address of the store's gRPC port (HQ's pushes, health, reflection); off when
-    /// unset. Plaintext, so only a loopback address is accepted until mutual TLS.
+    /// unset. Mutual TLS when `hq_ca` is set (clients need a certificate from HQ's
+    /// CA); plaintext otherwise, and then only on a loopback address.
     pub grpc_listen: Option<SocketAddr>,
-    /// HQ's gRPC URL (`http://127.0.0.1:50051`); the uplink is off when unset.
-    /// Plaintext, so only a loopback host is accepted until mutual TLS.
+    /// HQ's gRPC URL; the uplink is off when unset. `https://HOST:PORT` dials mutual
+    /// TLS (needs `hq_ca`); `http://` is plaintext, only to a loopback host.
     pub hq_url: Option<String>,
+    /// HQ's CA certificate (PEM), pinned: the uplink trusts only it, and the gRPC port
+    /// accepts only clients with a certificate it issued. Needs a provisioned device
+    /// certificate (`tls.cert`, `tls.key`) issued by that CA. `OUTPOST_HQ_CA`.
+    pub hq_ca: Option<PathBuf>,
     /// This unit's id, as HQ knows it. Outbox sequences are per unit.
     pub unit_id: String,
     /// Most envelopes per upload batch.
@@ -336,6 +427,7 @@ impl Default for SyncSettings {
         SyncSettings {
             grpc_listen: None,
             hq_url: None,
+            hq_ca: None,
             unit_id: "unit-1".into(),
             batch_max: 500,
             window: 8,
@@ -348,11 +440,18 @@ impl Default for SyncSettings {
     }
 }
 
-/// Whether `url`'s host is a loopback address (`localhost` or 127.0.0.0/8, `::1`).
-fn url_is_loopback(url: &str) -> Result<bool, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("{url:?} must start with http:// (TLS comes with the security issue)")
-    })?;
+/// Whether `url` is `https://` (`true`) or `http://` (`false`), and whether its host is
+/// a loopback address (`localhost` or 127.0.0.0/8, `::1`).
+fn url_scheme_and_loopback(url: &str) -> Result<(bool, bool), String> {
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => {
+            return Err(format!(
+                "{url:?} must start with https:// (mutual TLS) or http:// (loopback only)"
+            ));
+        }
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default().to_owned(),
@@ -362,11 +461,21 @@ fn url_is_loopback(url: &str) -> Result<bool, String> {
             .to_owned(),
     };
     if host == "localhost" {
-        return Ok(true);
+        return Ok((https, true));
     }
-    host.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .map_err(|_| format!("{url:?} has no valid host"))
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok((https, ip.is_loopback()));
+    }
+    let dns_name = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if dns_name {
+        Ok((https, false))
+    } else {
+        Err(format!("{url:?} has no valid host"))
+    }
 }
 
 /// Why settings could not be loaded.
@@ -458,6 +567,12 @@ impl Settings {
                     })?);
                 }
                 "OUTPOST_HQ_URL" => s.sync.hq_url = Some(value),
+                "OUTPOST_HQ_CA" => s.sync.hq_ca = Some(PathBuf::from(value)),
+                "OUTPOST_TLS" => {
+                    s.tls.http = value
+                        .parse()
+                        .map_err(|message| ConfigError::Env { name, message })?;
+                }
                 "OUTPOST_ALLOW_SOFTWARE_SEALER" => {
                     s.security.allow_software = match value.as_str() {
                         "1" | "true" => true,
@@ -555,30 +670,7 @@ impl Settings {
         if self.storage.max_group == 0 {
             return Err(invalid("storage.max_group", "must be at least 1".into()));
         }
-        if let Some(addr) = self.sync.grpc_listen
-            && !addr.ip().is_loopback()
-        {
-            return Err(invalid(
-                "sync.grpc_listen",
-                format!(
-                    "{addr} is not loopback: plaintext gRPC is only allowed on loopback until mutual TLS is configured"
-                ),
-            ));
-        }
-        if let Some(url) = &self.sync.hq_url {
-            match url_is_loopback(url) {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(invalid(
-                        "sync.hq_url",
-                        format!(
-                            "{url} is not loopback: plaintext gRPC is only allowed on loopback until mutual TLS is configured"
-                        ),
-                    ));
-                }
-                Err(message) => return Err(invalid("sync.hq_url", message)),
-            }
-        }
+        self.validate_tls()?;
         self.p2p
             .validate()
             .map_err(|e| invalid(&e.field, e.message))?;
@@ -635,6 +727,93 @@ impl Settings {
                 "sync",
                 "backoff and timeouts must be positive".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// The `[tls]` section and the HQ link's transport: plaintext only on loopback.
+    /// Part of [`validate`](Self::validate); also run by [`crate::tls::TlsSetup::load`],
+    /// so settings built in code cannot serve plaintext off loopback either.
+    pub fn validate_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.into(),
+            message,
+        };
+        let tls = &self.tls;
+        if tls.http == HttpTls::Off && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "tls.http",
+                format!(
+                    "listen {} is not loopback: plain HTTP is only allowed on loopback; set tls.http to \"auto\" or \"on\"",
+                    self.listen
+                ),
+            ));
+        }
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(invalid(
+                "tls.cert",
+                "tls.cert and tls.key go together: give both (a provisioned certificate) or neither (one is generated)".into(),
+            ));
+        }
+        for name in &tls.names {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:*".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "tls.names",
+                    format!("{name:?} is not a DNS name or an IP address"),
+                ));
+            }
+        }
+        if self.http_tls() && tls.cert.is_none() && self.certificate_names().is_empty() {
+            return Err(invalid(
+                "tls.names",
+                format!(
+                    "listen {} is a wildcard address: name at least one DNS name or IP address for the generated certificate",
+                    self.listen
+                ),
+            ));
+        }
+        let mtls = self.hq_mtls();
+        if mtls && tls.cert.is_none() {
+            return Err(invalid(
+                "sync.hq_ca",
+                "mutual TLS with HQ needs a device certificate issued by HQ's CA: set tls.cert and tls.key".into(),
+            ));
+        }
+        if let Some(addr) = self.sync.grpc_listen
+            && !mtls
+            && !addr.ip().is_loopback()
+        {
+            return Err(invalid(
+                "sync.grpc_listen",
+                format!(
+                    "{addr} is not loopback: plaintext gRPC is only allowed on loopback; set sync.hq_ca for mutual TLS"
+                ),
+            ));
+        }
+        if let Some(url) = &self.sync.hq_url {
+            match url_scheme_and_loopback(url) {
+                Ok((true, _)) if !mtls => {
+                    return Err(invalid(
+                        "sync.hq_url",
+                        format!("{url} is https: set sync.hq_ca to HQ's CA certificate"),
+                    ));
+                }
+                Ok((false, false)) => {
+                    return Err(invalid(
+                        "sync.hq_url",
+                        format!(
+                            "{url} is not loopback: plaintext gRPC is only allowed on loopback; use https:// with sync.hq_ca"
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+                Err(message) => return Err(invalid("sync.hq_url", message)),
+            }
         }
         Ok(())
     }
@@ -768,6 +947,8 @@ mod tests {
             ("OUTPOST_HQ_URL", "http://10.0.0.1:50051", "sync.hq_url"),
             ("OUTPOST_HQ_URL", "https://127.0.0.1:1", "sync.hq_url"),
             ("OUTPOST_HQ_URL", "http://:1", "sync.hq_url"),
+            ("OUTPOST_HQ_URL", "ftp://127.0.0.1:1", "sync.hq_url"),
+            ("OUTPOST_HQ_URL", "http://bad host:1", "sync.hq_url"),
         ] {
             let err = Settings::load(None, env(&[(name, value)]), &Overrides::default())
                 .unwrap_err()
@@ -785,5 +966,70 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.sync.hq_url.as_deref(), Some("http://[::1]:7"));
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        // Loopback: plain by default, TLS on request.
+        let s = load(&[]).unwrap();
+        assert!(!s.http_tls());
+        assert!(load(&[("OUTPOST_TLS", "on")]).unwrap().http_tls());
+        // Off loopback: TLS by default, plain refused with a clear error.
+        let s = load(&[("OUTPOST_LISTEN", "192.0.2.7:8443")]).unwrap();
+        assert!(s.http_tls());
+        assert_eq!(s.certificate_names(), vec!["192.0.2.7".to_owned()]);
+        let err = load(&[("OUTPOST_LISTEN", "192.0.2.7:8080"), ("OUTPOST_TLS", "off")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls.http") && err.contains("not loopback"),
+            "{err}"
+        );
+        let err = load(&[("OUTPOST_TLS", "maybe")]).unwrap_err().to_string();
+        assert!(err.contains("OUTPOST_TLS"), "{err}");
+        // A wildcard listen needs a name for the generated certificate.
+        let err = load(&[("OUTPOST_LISTEN", "0.0.0.0:8443")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.names"), "{err}");
+        let s = Settings::from_toml("listen = \"0.0.0.0:8443\"\n[tls]\nnames = [\"till.local\"]\n")
+            .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.certificate_names(), vec!["till.local".to_owned()]);
+        let e = Settings::from_toml("[tls]\nhttp = \"yes\"\n").unwrap_err();
+        assert!(e.contains("http"), "{e}");
+        for bad in ["[tls]\ncert = \"/c.pem\"\n", "[tls]\nnames = [\"a b\"]\n"] {
+            let e = Settings::from_toml(bad).unwrap().validate().unwrap_err();
+            assert!(e.to_string().contains("tls."), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn mutual_tls_with_hq_needs_its_ca_and_a_provisioned_certificate() {
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        let err = load(&[("OUTPOST_HQ_CA", "/hq-ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sync.hq_ca") && err.contains("tls.cert"),
+            "{err}"
+        );
+        let text = "[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n[sync]\nhq_ca = \"/hq-ca.pem\"\n\
+                    grpc_listen = \"0.0.0.0:50051\"\nhq_url = \"https://hq.example.com:443\"\n";
+        let s = Settings::from_toml(text).unwrap();
+        s.validate().unwrap();
+        assert!(s.hq_mtls());
+        // Without HQ's CA, neither an https URL nor a non-loopback gRPC port.
+        let s = Settings::from_toml(&text.replace("hq_ca = \"/hq-ca.pem\"\n", "")).unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("sync.grpc_listen"), "{err}");
+        let mut s = s;
+        s.sync.grpc_listen = None;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("sync.hq_url") && err.contains("hq_ca"),
+            "{err}"
+        );
     }
 }

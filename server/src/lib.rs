@@ -13,6 +13,7 @@
 //! - [`events`]: device events, alerts and telemetry written to the outbox for HQ.
 //! - [`config`]: settings from file, environment and flags.
 //! - [`startup`]: `Application::build` and `run_until`.
+//! - [`tls`]: which rustls configuration the REST port, the gRPC port and the uplink get.
 //! - [`import`], [`seed`]: the catalog importer and the demo store.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -32,3 +33,4 @@ pub mod seed;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -298,8 +298,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let app = Application::build(s, Devices::default()).await?;
             eprintln!(
-                "Outpost demo serving on http://{}  (try /api/v1/products?q=milk, Ctrl-C to stop)",
-                app.addr()
+                "Outpost demo serving on {}  (try /api/v1/products?q=milk, Ctrl-C to stop)",
+                app.base_url()
             );
             app.run_until(shutdown_signal()).await
         }

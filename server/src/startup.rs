@@ -35,6 +35,7 @@ pub struct Application {
     mesh: Option<outpost_p2p::Client>,
     security: Arc<crate::security::Security>,
     artifacts: Option<Arc<crate::artifacts::Artifacts>>,
+    tls: crate::tls::TlsSetup,
 }
 
 impl Application {
@@ -125,6 +126,7 @@ impl Application {
             },
         )
         .with_receipts(registry.spooler().queue().clone());
+        let tls = crate::tls::TlsSetup::load(&settings).context("Failed to set up TLS")?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;
         let grpc = match settings.sync.grpc_listen {
@@ -153,7 +155,7 @@ impl Application {
             devices: registry.clone(),
             mesh: mesh.clone(),
             security: security.clone(),
-            tls: false,
+            tls: tls.http.is_some(),
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -168,10 +170,13 @@ impl Application {
         .backlog(1024)
         .max_connections(10_000)
         .disable_signals()
-        .shutdown_timeout(settings.http.shutdown_timeout_secs)
-        .listen(listener)?
+        .shutdown_timeout(settings.http.shutdown_timeout_secs);
+        let server = match &tls.http {
+            Some(config) => server.listen_rustls_0_23(listener, (**config).clone())?,
+            None => server.listen(listener)?,
+        }
         .run();
-        tracing::info!(%addr, grpc = ?grpc.as_ref().map(|g| g.0), catalog_products = sales.store().catalog().len, "Outpost is listening");
+        tracing::info!(%addr, tls = ?tls, grpc = ?grpc.as_ref().map(|g| g.0), catalog_products = sales.store().catalog().len, "Outpost is listening");
         let sales_recovery_secs = settings.payment.recovery_interval_secs;
         Ok(Application {
             addr,
@@ -185,7 +190,18 @@ impl Application {
             mesh,
             security,
             artifacts,
+            tls,
         })
+    }
+
+    /// `https://ADDR` when the REST port serves TLS, else `http://ADDR`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.http.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Credentials, sessions and the audit log (the CLI and tests add terminals and
@@ -245,6 +261,7 @@ impl Application {
         let store = self.sales.store().clone();
         let uplink =
             UplinkConfig::from_settings(&self.settings.sync, &self.settings.store.id).map(|cfg| {
+                let cfg = cfg.with_tls(self.tls.uplink.clone());
                 tracing::info!(hq = %cfg.hq_url, unit = %cfg.unit_id, "Starting the HQ uplink");
                 tokio::spawn(crate::grpc::uplink::run(
                     store.clone(),
@@ -256,6 +273,7 @@ impl Application {
         let grpc = self.grpc.map(|(_, listener)| {
             tokio::spawn(crate::grpc::serve(
                 listener,
+                self.tls.grpc.clone(),
                 self.sales.clone(),
                 self.settings.clone(),
                 self.sync.clone(),

@@ -3,8 +3,9 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -42,17 +43,90 @@ enum Command {
     PushPlanogram(PushFileArgs),
     /// Print a store's GetStatus as JSON.
     Status {
-        /// The store's gRPC URL, e.g. http://127.0.0.1:50051.
+        /// The store's gRPC URL, e.g. http://127.0.0.1:50051 (https:// with --ca).
         #[arg(long)]
         store: String,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
     },
+}
+
+/// Mutual TLS to a store's gRPC port (an https:// --store URL).
+#[derive(Debug, Args)]
+struct ClientTlsArgs {
+    /// CA certificate (PEM) that issued the store's certificate; the only one trusted.
+    #[arg(long, value_name = "FILE", requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// HQ's client certificate (PEM), issued by the CA the store pins (its sync.hq_ca).
+    #[arg(long, value_name = "FILE", requires = "ca")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, mode 0600).
+    #[arg(long, value_name = "FILE", requires = "ca")]
+    key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    fn config(&self) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+        let (Some(ca), Some(cert), Some(key)) = (&self.ca, &self.cert, &self.key) else {
+            return Ok(None);
+        };
+        let identity = outpost_security::tls::DeviceIdentity::load(cert, key)
+            .with_context(|| format!("Failed to load the client certificate {}", cert.display()))?;
+        let config = outpost_security::tls::hq_client_config(&read_pem(ca)?, &identity)
+            .with_context(|| format!("Failed to use the CA certificate {}", ca.display()))?;
+        Ok(Some(config))
+    }
+}
+
+/// Serve mutual TLS: a server certificate, and the CA whose client certificates (the
+/// stores') are accepted.
+#[derive(Debug, Args)]
+struct ServerTlsArgs {
+    /// HQ's server certificate chain (PEM, leaf first); valid for the host stores dial.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM, mode 0600).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that issues store certificates; stores without one are refused.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    fn config(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.client_ca)
+        else {
+            return Ok(None);
+        };
+        let identity = outpost_security::tls::DeviceIdentity::load(cert, key)
+            .with_context(|| format!("Failed to load the server certificate {}", cert.display()))?;
+        let config = outpost_security::tls::mtls_server_config(&identity, &read_pem(ca)?)
+            .with_context(|| format!("Failed to use the client CA {}", ca.display()))?;
+        Ok(Some(config))
+    }
+}
+
+fn read_pem(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("Failed to read {}", path.display()))?
+        .len();
+    anyhow::ensure!(
+        len <= outpost_security::tls::MAX_PEM_LEN,
+        "{} is over {} bytes: not a CA certificate",
+        path.display(),
+        outpost_security::tls::MAX_PEM_LEN
+    );
+    std::fs::read(path).with_context(|| format!("Failed to read {}", path.display()))
 }
 
 #[derive(Debug, Args)]
 struct PushTaxArgs {
-    /// The store's gRPC URL.
+    /// The store's gRPC URL (https:// with --ca).
     #[arg(long)]
     store: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// The version this table creates (must be newer than the store's).
     #[arg(long)]
     version: u64,
@@ -66,9 +140,11 @@ struct PushTaxArgs {
 
 #[derive(Debug, Args)]
 struct PushStoreConfigArgs {
-    /// The store's gRPC URL.
+    /// The store's gRPC URL (https:// with --ca).
     #[arg(long)]
     store: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// The version this profile creates.
     #[arg(long)]
     version: u64,
@@ -82,9 +158,11 @@ struct PushStoreConfigArgs {
 
 #[derive(Debug, Args)]
 struct PushFileArgs {
-    /// The store's gRPC URL.
+    /// The store's gRPC URL (https:// with --ca).
     #[arg(long)]
     store: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// The version this push creates.
     #[arg(long)]
     version: u64,
@@ -128,14 +206,18 @@ struct ServeArgs {
     /// Seconds between summary log lines.
     #[arg(long, default_value_t = 10)]
     summary_secs: u64,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("kind").required(true).args(["snapshot", "delta"])))]
 struct PushArgs {
-    /// The store's gRPC URL, e.g. http://127.0.0.1:50051.
+    /// The store's gRPC URL, e.g. http://127.0.0.1:50051 (https:// with --ca).
     #[arg(long)]
     store: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// Push FILE as a whole-catalog snapshot.
     #[arg(long, value_name = "FILE")]
     snapshot: Option<PathBuf>,
@@ -203,8 +285,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PushStoreConfig(args) => push_store_config(args).await,
         Command::PushDevices(args) => push_devices(args).await,
         Command::PushPlanogram(args) => push_planogram(args).await,
-        Command::Status { store } => {
-            let status = store_status(&store).await?;
+        Command::Status { store, tls } => {
+            let tls = tls.config()?;
+            let status = store_status(&store, tls.as_ref()).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&push::status_json(&status))?
@@ -219,10 +302,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_fail(args.fail)
         .with_ack_delay(Duration::from_millis(args.ack_delay_ms))
         .with_cut_every(args.cut_every);
-    let hq = MockHq::start(args.listen, &args.data_dir, faults)
+    let tls = args.tls.config()?;
+    let hq = MockHq::start_with(args.listen, &args.data_dir, faults, tls)
         .await
         .context("Failed to start the mock HQ")?;
-    tracing::info!(addr = %hq.addr(), data_dir = %args.data_dir.display(), ?faults, "Mock HQ started");
+    tracing::info!(url = %hq.url(), data_dir = %args.data_dir.display(), ?faults, "Mock HQ started");
     let mut tick = tokio::time::interval(Duration::from_secs(args.summary_secs.max(1)));
     tick.tick().await;
     loop {
@@ -238,6 +322,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     connections = s.connections,
                     cuts = s.cuts,
                     refused = s.refused,
+                    tls_refused = hq.tls_refused(),
                     errors = s.errors,
                     acked = %acked.join(","),
                     "Summary"
@@ -267,6 +352,7 @@ async fn push_cmd(args: PushArgs) -> anyhow::Result<()> {
     opts.push_id = args.push_id;
     opts.removals = args.remove;
     opts.progress = std::io::stderr().is_terminal();
+    opts.tls = args.tls.config()?;
     match push_catalog(&args.store, CatalogSource::File(file), &opts).await {
         Ok(reply) => {
             println!(
@@ -366,7 +452,7 @@ async fn push_tax(args: PushTaxArgs) -> anyhow::Result<()> {
         Some("exclusive") => TaxMode::Exclusive,
         Some(m) => anyhow::bail!("--mode {m:?}: use inclusive or exclusive"),
     };
-    let mut client = outpost_mocks::hq::push::connect(&args.store).await?;
+    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
     print_reply(
         client
             .push_tax_rates(TaxRatesPush {
@@ -379,7 +465,7 @@ async fn push_tax(args: PushTaxArgs) -> anyhow::Result<()> {
 }
 
 async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
-    let mut client = outpost_mocks::hq::push::connect(&args.store).await?;
+    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
     print_reply(
         client
             .push_store_config(outpost_proto::hq::StoreConfigPush {
@@ -394,7 +480,7 @@ async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
 async fn push_devices(args: PushFileArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("Failed to read {}", args.file.display()))?;
-    let mut client = outpost_mocks::hq::push::connect(&args.store).await?;
+    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
     print_reply(
         client
             .push_device_config(outpost_proto::hq::DeviceConfigPush {
@@ -441,7 +527,7 @@ async fn push_planogram(args: PushFileArgs) -> anyhow::Result<()> {
             capacity: l.capacity,
         });
     }
-    let mut client = outpost_mocks::hq::push::connect(&args.store)
+    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref())
         .await?
         .max_encoding_message_size(16 * 1024 * 1024);
     print_reply(

@@ -12,6 +12,7 @@ use outpost_proto::hq::{
     CatalogChunk, CatalogPushHeader, CatalogPushKind, GetPushStateRequest, GetStatusRequest,
     Product, PushCatalogReply, StoreStatus,
 };
+use outpost_proto::tls::TlsConnector;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -68,6 +69,10 @@ pub struct PushOptions {
     pub removals: Vec<String>,
     /// Draw a progress bar on stderr (indicatif draws nothing when it is not a TTY).
     pub progress: bool,
+    /// Dial the store over TLS with this configuration (an `https://` URL): HQ's side of
+    /// the mutual TLS link, trusting the CA that issued the store's certificate and
+    /// presenting a certificate the store accepts. Plaintext when `None`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PushOptions {
@@ -82,6 +87,7 @@ impl PushOptions {
             push_id: None,
             removals: Vec::new(),
             progress: false,
+            tls: None,
         }
     }
 }
@@ -109,8 +115,8 @@ pub enum PushError {
         /// How many lines were bad in all.
         bad_lines: u64,
     },
-    /// The store could not be reached.
-    #[error("Failed to connect to the store at {url}: {source}")]
+    /// The store could not be reached (or a certificate was refused).
+    #[error("Failed to connect to the store at {url}: {}", outpost_proto::tls::error_chain(.source))]
     Connect {
         /// The URL given.
         url: String,
@@ -161,36 +167,73 @@ fn list(errors: &[LineError]) -> String {
         .join("\n")
 }
 
-/// Connects to a store's gRPC port (`http://HOST:PORT`).
-pub async fn connect(store_url: &str) -> Result<StoreServiceClient<Channel>, PushError> {
+/// Connects to a store's gRPC port: `http://HOST:PORT` plaintext, or `https://HOST:PORT`
+/// with `tls` (mutual TLS; the store's certificate must be valid for HOST).
+pub async fn connect(
+    store_url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<StoreServiceClient<Channel>, PushError> {
+    connect_tls(store_url, tls).await.map(|(client, _)| client)
+}
+
+/// A store client, and its TLS connector (which keeps the TLS error that made a later
+/// call fail: in TLS 1.3 a store that refuses HQ's client certificate says so only after
+/// the handshake, and tonic reports just "transport error").
+async fn connect_tls(
+    store_url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<(StoreServiceClient<Channel>, Option<TlsConnector>), PushError> {
     let connect_err = |source| PushError::Connect {
         url: store_url.to_owned(),
         source,
     };
-    let channel = tonic::transport::Endpoint::from_shared(store_url.to_owned())
+    let https = store_url.starts_with("https://");
+    if https != tls.is_some() {
+        return Err(PushError::Options(format!(
+            "{store_url}: an https:// store URL needs TLS options, and TLS options need an https:// URL"
+        )));
+    }
+    let endpoint = tonic::transport::Endpoint::from_shared(store_url.to_owned())
         .map_err(connect_err)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
-        .await
-        .map_err(connect_err)?;
-    Ok(StoreServiceClient::new(channel))
+        .connect_timeout(CONNECT_TIMEOUT);
+    let connector = tls.map(|tls| TlsConnector::new(tls));
+    let channel = match &connector {
+        Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
+        None => endpoint.connect().await,
+    }
+    .map_err(connect_err)?;
+    Ok((StoreServiceClient::new(channel), connector))
 }
 
-/// The store's `GetStatus`.
-pub async fn store_status(store_url: &str) -> Result<StoreStatus, PushError> {
-    let mut client = connect(store_url).await?;
-    get_status(&mut client).await
+/// `PushError::Rpc` for `status`, with the connection's TLS error when there is one.
+fn rpc_error(call: &'static str, status: tonic::Status, tls: Option<&TlsConnector>) -> PushError {
+    let status = match tls.and_then(TlsConnector::take_error) {
+        Some(why) => {
+            tonic::Status::new(status.code(), format!("{} (TLS: {why})", status.message()))
+        }
+        None => status,
+    };
+    PushError::Rpc { call, status }
 }
 
-async fn get_status(client: &mut StoreServiceClient<Channel>) -> Result<StoreStatus, PushError> {
+/// The store's `GetStatus` (over TLS with `tls`, see [`connect`]).
+pub async fn store_status(
+    store_url: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<StoreStatus, PushError> {
+    let (mut client, connector) = connect_tls(store_url, tls).await?;
+    get_status(&mut client, connector.as_ref()).await
+}
+
+async fn get_status(
+    client: &mut StoreServiceClient<Channel>,
+    tls: Option<&TlsConnector>,
+) -> Result<StoreStatus, PushError> {
     client
         .get_status(GetStatusRequest {})
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|status| PushError::Rpc {
-            call: "GetStatus",
-            status,
-        })
+        .map_err(|status| rpc_error("GetStatus", status, tls))
 }
 
 /// A [`StoreStatus`] as JSON, field names as in `hq.proto`.
@@ -303,11 +346,12 @@ pub async fn push_catalog(
     }
     let total = scan.products;
 
-    let mut client = connect(store_url).await?;
+    let (mut client, connector) = connect_tls(store_url, opts.tls.as_ref()).await?;
+    let tls = connector.as_ref();
     let live = if opts.version.is_none()
         || (opts.kind == PushKind::Delta && opts.base_version.is_none())
     {
-        Some(get_status(&mut client).await?.catalog_version)
+        Some(get_status(&mut client, tls).await?.catalog_version)
     } else {
         None
     };
@@ -373,12 +417,7 @@ pub async fn push_catalog(
         {
             0
         }
-        Err(status) => {
-            return Err(PushError::Rpc {
-                call: "GetPushState",
-                status,
-            });
-        }
+        Err(status) => return Err(rpc_error("GetPushState", status, tls)),
     };
     if skip > total {
         return Err(PushError::BadPushState {
@@ -426,10 +465,7 @@ pub async fn push_catalog(
     produced?;
     let reply = reply
         .map(tonic::Response::into_inner)
-        .map_err(|status| PushError::Rpc {
-            call: "PushCatalog",
-            status,
-        })?;
+        .map_err(|status| rpc_error("PushCatalog", status, tls))?;
     tracing::info!(
         %push_id,
         version = reply.version,

@@ -378,12 +378,25 @@ async fn run_upload(
 pub struct MockHq;
 
 impl MockHq {
-    /// Opens `data_dir`, binds `listen` (port 0 picks one) and serves until
+    /// Opens `data_dir`, binds `listen` (port 0 picks one) and serves plaintext h2 until
     /// [`MockHqHandle::shutdown`].
     pub async fn start(
         listen: SocketAddr,
         data_dir: &Path,
         faults: Faults,
+    ) -> Result<MockHqHandle, HqError> {
+        Self::start_with(listen, data_dir, faults, None).await
+    }
+
+    /// Like [`MockHq::start`], serving TLS under `tls` when given: HQ's side of the
+    /// mutual TLS link (`outpost_security::tls::mtls_server_config` with the CA that
+    /// issues store certificates). A store whose certificate is refused never reaches
+    /// the service; [`MockHqHandle::tls_refused`] counts those handshakes.
+    pub async fn start_with(
+        listen: SocketAddr,
+        data_dir: &Path,
+        faults: Faults,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<MockHqHandle, HqError> {
         faults.check()?;
         let dir = data_dir.to_owned();
@@ -403,6 +416,8 @@ impl MockHq {
             shared,
             addr: Mutex::new(listen),
             running: tokio::sync::Mutex::new(None),
+            tls,
+            handshakes: Mutex::new(Vec::new()),
         };
         handle.serve(listen).await?;
         Ok(handle)
@@ -425,6 +440,10 @@ pub struct MockHqHandle {
     addr: Mutex<SocketAddr>,
     /// An async lock: stop awaits the server task while holding it.
     running: tokio::sync::Mutex<Option<Running>>,
+    /// Serve TLS under this configuration; plaintext when `None`.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The handshake counters of each start (TLS only).
+    handshakes: Mutex<Vec<Arc<outpost_proto::tls::HandshakeStats>>>,
 }
 
 impl MockHqHandle {
@@ -450,14 +469,24 @@ impl MockHqHandle {
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let (shutdown, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = rx.await;
-                }),
-        );
-        tracing::info!(addr = %bound, "Mock HQ serving");
+        let router = tonic::transport::Server::builder().add_service(svc);
+        let stopped = async {
+            let _ = rx.await;
+        };
+        let task = match &self.tls {
+            Some(config) => {
+                let (incoming, stats) = outpost_proto::tls::incoming(listener, config);
+                self.handshakes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(stats);
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+            None => tokio::spawn(
+                router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped),
+            ),
+        };
+        tracing::info!(addr = %bound, tls = self.tls.is_some(), "Mock HQ serving");
         *running = Some(Running { shutdown, task });
         Ok(())
     }
@@ -467,9 +496,22 @@ impl MockHqHandle {
         *self.addr.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `http://ADDR`, for a tonic client.
+    /// `http://ADDR` (`https://ADDR` with TLS), for a tonic client or a store's
+    /// `sync.hq_url`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
+    }
+
+    /// TLS handshakes refused since the first start (no, an expired or a foreign client
+    /// certificate, a client that does not trust this HQ). 0 without TLS.
+    pub fn tls_refused(&self) -> u64 {
+        self.handshakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| s.refused())
+            .sum()
     }
 
     /// Stops serving: open uploads end with `UNAVAILABLE`, the port is released and

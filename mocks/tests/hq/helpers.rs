@@ -61,10 +61,25 @@ pub struct Conversation {
 impl Conversation {
     /// Opens an Upload call; `Err` when the server refuses the call itself.
     pub async fn open(url: &str) -> Result<Conversation, Status> {
-        let mut client = tokio::time::timeout(WAIT, HqServiceClient::connect(url.to_owned()))
-            .await
-            .expect("connect timed out")
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Self::open_with(url, None).await
+    }
+
+    /// Opens an Upload call, over TLS with `tls` (an `https://` URL).
+    pub async fn open_with(
+        url: &str,
+        tls: Option<&rustls::ClientConfig>,
+    ) -> Result<Conversation, Status> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap();
+        let channel = match tls {
+            Some(tls) => {
+                let connector = outpost_proto::tls::TlsConnector::new(tls);
+                tokio::time::timeout(WAIT, endpoint.connect_with_connector(connector)).await
+            }
+            None => tokio::time::timeout(WAIT, endpoint.connect()).await,
+        }
+        .expect("connect timed out")
+        .map_err(|e| Status::unavailable(outpost_proto::tls::error_chain(&e)))?;
+        let mut client = HqServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         let acks = tokio::time::timeout(WAIT, client.upload(ReceiverStream::new(rx)))
             .await

@@ -3,4 +3,5 @@
 
 mod helpers;
 mod push;
+mod tls;
 mod upload;

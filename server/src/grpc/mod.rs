@@ -9,7 +9,8 @@
 //! - [`settings_push`]: tax rates, store profile, planogram and device set pushes.
 //!
 //! The gRPC port also serves the standard health service and server reflection, so
-//! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench.
+//! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench (or, with mutual TLS,
+//! `grpcurl -cacert … -cert … -key … HOST:50051 list` with a certificate from HQ's CA).
 
 pub mod convert;
 pub mod settings_push;
@@ -29,9 +30,14 @@ use uplink::SyncState;
 /// Largest gRPC message the store accepts (one catalog chunk).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Serve the store's gRPC port on `listener` until `shutdown` resolves.
+/// Serve the store's gRPC port on `listener` until `shutdown` resolves: mutual TLS
+/// under `tls` (clients must present a certificate from HQ's CA), plaintext without.
+// Each argument is a distinct shared handle the services need; a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     sales: crate::sales::Sales,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
@@ -66,7 +72,17 @@ pub async fn serve(
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }
-    router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+    match tls {
+        Some(config) => {
+            let (incoming, _stats) = outpost_proto::tls::incoming(listener, &config);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+    }
 }

@@ -52,6 +52,9 @@ pub struct UplinkConfig {
     pub backoff_max: Duration,
     /// How long to wait for an acknowledgment (and for the connection).
     pub ack_timeout: Duration,
+    /// Mutual TLS to HQ (HQ's CA pinned, the device certificate presented); plaintext
+    /// when `None` (the settings allow that only to a loopback HQ).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl UplinkConfig {
@@ -66,7 +69,14 @@ impl UplinkConfig {
             backoff_min: Duration::from_millis(sync.backoff_min_ms),
             backoff_max: Duration::from_secs(sync.backoff_max_secs),
             ack_timeout: Duration::from_secs(sync.ack_timeout_secs),
+            tls: None,
         })
+    }
+
+    /// Dial HQ over TLS with `tls` (or plaintext with `None`).
+    pub fn with_tls(mut self, tls: Option<Arc<rustls::ClientConfig>>) -> UplinkConfig {
+        self.tls = tls;
+        self
     }
 }
 
@@ -115,8 +125,8 @@ impl SyncState {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UplinkError {
-    /// HQ could not be reached.
-    #[error("cannot reach HQ at {url}: {source}")]
+    /// HQ could not be reached (or its certificate was refused, or it refused ours).
+    #[error("cannot reach HQ at {url}: {}", outpost_proto::tls::error_chain(.source))]
     Connect {
         /// HQ's URL.
         url: String,
@@ -124,7 +134,7 @@ pub enum UplinkError {
         source: tonic::transport::Error,
     },
     /// HQ answered with an error or the stream broke.
-    #[error("HQ stream failed: {0}")]
+    #[error("HQ stream failed: {}", status_text(.0))]
     Status(#[from] tonic::Status),
     /// HQ closed the stream.
     #[error("HQ closed the upload stream")]
@@ -163,12 +173,24 @@ pub async fn run(store: Arc<Store>, cfg: UplinkConfig, state: Arc<SyncState>) {
     loop {
         state.sessions.fetch_add(1, Ordering::Relaxed);
         let acked_before = state.acked_seq.load(Ordering::Relaxed);
-        let result = session(&store, &cfg, &state).await;
+        let connector = cfg
+            .tls
+            .as_deref()
+            .map(outpost_proto::tls::TlsConnector::new);
+        let result = session(&store, &cfg, &state, connector.as_ref()).await;
         state.connected.store(false, Ordering::Relaxed);
         if let Err(e) = result {
             state.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "HQ uplink session ended");
-            state.set_error(Some(e.to_string()));
+            let mut why = e.to_string();
+            // A refused client certificate shows only as a TLS alert read after the
+            // handshake; tonic's error just says the connection closed.
+            if let Some(tls) = connector.as_ref().and_then(|c| c.take_error())
+                && !why.contains(&tls)
+            {
+                why = format!("{why} (TLS: {tls})");
+            }
+            tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "HQ uplink session ended");
+            state.set_error(Some(why));
         }
         if state.acked_seq.load(Ordering::Relaxed) > acked_before {
             // The session made progress: the link works, retry soon.
@@ -182,6 +204,17 @@ pub async fn run(store: Arc<Store>, cfg: UplinkConfig, state: Arc<SyncState>) {
         }
         delay = (delay * 2).min(cfg.backoff_max);
     }
+}
+
+/// A status's code and message, and what lies under it (a TLS alert from HQ that
+/// refused the device certificate surfaces only there).
+fn status_text(s: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    if let Some(source) = std::error::Error::source(s) {
+        text.push_str(": ");
+        text.push_str(&outpost_proto::tls::error_chain(source));
+    }
+    text
 }
 
 fn envelope(o: Outgoing) -> Envelope {
@@ -212,6 +245,7 @@ async fn session(
     store: &Arc<Store>,
     cfg: &UplinkConfig,
     state: &SyncState,
+    connector: Option<&outpost_proto::tls::TlsConnector>,
 ) -> Result<(), UplinkError> {
     let endpoint = tonic::transport::Endpoint::from_shared(cfg.hq_url.clone())
         .map_err(|source| UplinkError::Connect {
@@ -222,13 +256,14 @@ async fn session(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(cfg.ack_timeout);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| UplinkError::Connect {
-            url: cfg.hq_url.clone(),
-            source,
-        })?;
+    let channel = match connector {
+        Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
+        None => endpoint.connect().await,
+    }
+    .map_err(|source| UplinkError::Connect {
+        url: cfg.hq_url.clone(),
+        source,
+    })?;
     let mut client = HqServiceClient::new(channel)
         .max_decoding_message_size(1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);

@@ -137,7 +137,7 @@ pub async fn spawn_configured(
     if seed {
         seed_store(app.sales().store());
     }
-    let base = format!("http://{}", app.addr());
+    let base = app.base_url();
     let security = app.security().clone();
     // Existing tests act as one staff member holding every staff role (which together
     // grant every permission); the role matrix test covers each role on its own.

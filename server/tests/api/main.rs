@@ -11,3 +11,4 @@ mod openapi;
 mod payments;
 mod peers;
 mod refunds;
+mod tls;

@@ -98,6 +98,7 @@ pub async fn spawn_at(dir: &std::path::Path, hq_url: Option<String>) -> HqTestAp
 
 pub async fn spawn_with(s: Settings) -> HqTestApp {
     let dir = s.data_dir.clone();
+    let grpc_scheme = if s.hq_mtls() { "https" } else { "http" };
     let app = Application::build(
         s,
         Devices {
@@ -106,7 +107,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
     )
     .await
     .expect("app builds");
-    let base = format!("http://{}", app.addr());
+    let base = app.base_url();
     let session = app
         .security()
         .start_session(outpost_security::auth::roles::Principal {
@@ -121,7 +122,10 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
         base.clone(),
         format!("{}={session}", outpost_server::security::SESSION_COOKIE),
     ));
-    let grpc = format!("http://{}", app.grpc_addr().expect("grpc configured"));
+    let grpc = format!(
+        "{grpc_scheme}://{}",
+        app.grpc_addr().expect("grpc configured")
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
