@@ -91,6 +91,9 @@ impl StoreGrpc {
 fn internal(e: StoreError) -> Status {
     match e {
         StoreError::Busy(m) => Status::unavailable(m),
+        StoreError::DeviceLocked => Status::failed_precondition(
+            "the device is locked: its data key is wiped from memory until a signed unlock",
+        ),
         other => {
             tracing::error!(error = %other, "A push failed in storage");
             Status::internal(format!("storage failed: {other}"))
