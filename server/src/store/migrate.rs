@@ -21,7 +21,16 @@
 //!    start drops, then rebuilds).
 //!
 //! The `security` and `audit` trees were already encrypted in schema 1.
+//!
+//! sled is log-structured: the plaintext values just overwritten may still sit in old
+//! log segments. So the migration ends by marking `meta/plaintext_residue`, and
+//! [`compact`] (run at every open while the mark is there) copies every tree into a
+//! fresh database `db.compact`, then swaps it in (`db` → `db.schema1`, `db.compact`
+//! → `db`) and deletes the old files. A crash at any point is finished by the next
+//! open ([`recover_swap`]). The old files are deleted, not shredded: on flash storage
+//! their blocks may survive (docs/security.md).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::crypt::{self, AtRest};
@@ -105,6 +114,85 @@ pub(crate) fn to_encrypted(
 
     // 4. the live catalog generation
     catalog::migrate_generation(db, meta, at_rest)?;
+    meta.insert(RESIDUE, &[1])?;
     db.flush()?;
     Ok(())
+}
+
+/// Marks a data dir whose old sled segments may still hold plaintext.
+pub(crate) const RESIDUE: &[u8] = b"plaintext_residue";
+
+/// Finish a swap that a crash interrupted (see the module doc).
+pub(crate) fn recover_swap(dir: &Path) -> Result<(), StoreError> {
+    let (db, compact, old) = (
+        dir.join("db"),
+        dir.join("db.compact"),
+        dir.join("db.schema1"),
+    );
+    if !db.exists() && compact.exists() && old.exists() {
+        std::fs::rename(&compact, &db)?;
+    }
+    if db.exists() && old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if compact.exists() {
+        // An unfinished copy; `db` is whole and still marked.
+        std::fs::remove_dir_all(&compact)?;
+    }
+    Ok(())
+}
+
+/// Copy every tree of `db` (in `dir/db`) into a fresh database, swap it in and
+/// delete the old files. Returns the reopened database.
+pub(crate) fn compact(
+    dir: &Path,
+    db: sled::Db,
+    config: impl Fn(&Path) -> sled::Config,
+) -> Result<sled::Db, StoreError> {
+    let compact_path = dir.join("db.compact");
+    if compact_path.exists() {
+        std::fs::remove_dir_all(&compact_path)?;
+    }
+    {
+        let fresh = config(&compact_path).open()?;
+        for name in db.tree_names() {
+            let from = db.open_tree(&name)?;
+            let to = fresh.open_tree(&name)?;
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in from.iter() {
+                let (k, v) = kv?;
+                if &*name == b"meta" && &*k == RESIDUE {
+                    continue;
+                }
+                batch.insert(k, v);
+                n += 1;
+                if n % JOURNAL_BATCH == 0 {
+                    to.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            to.apply_batch(batch)?;
+        }
+        fresh.flush()?;
+    }
+    drop(db);
+    let old = dir.join("db.schema1");
+    // sled releases its file lock when the last handle is gone; its flusher thread
+    // may hold one for a moment.
+    let mut tries = 0;
+    loop {
+        match std::fs::rename(dir.join("db"), &old) {
+            Ok(()) => break,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::debug!(error = %e, "Waiting to move the old database aside");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::fs::rename(&compact_path, dir.join("db"))?;
+    std::fs::remove_dir_all(&old)?;
+    tracing::info!("Rewrote the migrated database; the old plaintext files are deleted");
+    Ok(config(&dir.join("db")).open()?)
 }

@@ -20,6 +20,9 @@ pub mod keys;
 pub(crate) mod migrate;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -175,14 +178,16 @@ impl Store {
         vault: &KeyVault,
     ) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir)?;
+        migrate::recover_swap(dir)?;
+        let config = |path: &Path| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_bytes)
+        };
         // Another process may be releasing the dir (a restart): wait a moment for it.
         let mut tries = 0;
-        let db = loop {
-            match sled::Config::new()
-                .path(dir.join("db"))
-                .cache_capacity(opts.cache_bytes)
-                .open()
-            {
+        let mut db = loop {
+            match config(&dir.join("db")).open() {
                 Err(sled::Error::Io(io)) if tries < 20 && is_lock_error(&io) => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -198,7 +203,7 @@ impl Store {
             other => StoreError::from(other),
         })?;
         let at_rest = Arc::new(crypt::AtRest::new(vault)?);
-        let meta = db.open_tree("meta")?;
+        let mut meta = db.open_tree("meta")?;
         match meta.get(crypt::KEY_CHECK_KEY)? {
             Some(check) => {
                 if !at_rest.key_matches(&check)? {
@@ -232,6 +237,11 @@ impl Store {
                     );
                 }
             }
+        }
+        if meta.get(migrate::RESIDUE)?.is_some() {
+            drop(meta);
+            db = migrate::compact(dir, db, config)?;
+            meta = db.open_tree("meta")?;
         }
         let journal = db.open_tree("journal")?;
         let promotions_tree = db.open_tree("promotions")?;
