@@ -179,6 +179,8 @@ pub struct LeaseStatus {
     pub reason: String,
     /// Whether checkout and refunds are allowed.
     pub can_transact: bool,
+    /// `in_memory`, or `wiped` while locked down (business data unreadable).
+    pub data_key: String,
 }
 
 impl std::fmt::Debug for Security {
@@ -362,6 +364,12 @@ impl Security {
 
     /// The presence lease's state.
     pub fn lease_status(&self) -> LeaseStatus {
+        let data_key = if self.is_locked_down() {
+            "wiped"
+        } else {
+            "in_memory"
+        }
+        .to_owned();
         match &self.guard {
             None => LeaseStatus {
                 state: "off".into(),
@@ -369,6 +377,7 @@ impl Security {
                     "no HQ key configured ([security] hq_public_key): the presence lease is off"
                         .into(),
                 can_transact: true,
+                data_key,
             },
             Some(g) => {
                 let g = g.lock().unwrap_or_else(|p| p.into_inner());
@@ -377,6 +386,7 @@ impl Security {
                     state: state.name().into(),
                     reason: state.reason(),
                     can_transact: state.can_transact(),
+                    data_key,
                 }
             }
         }
