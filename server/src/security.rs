@@ -419,8 +419,29 @@ impl Security {
         })
     }
 
+    /// Save the guard snapshot. While locked down the key is unsealed just for this
+    /// one write and zeroized again: a lock, wipe or refused unlock arriving while
+    /// locked must still be remembered across a restart.
     fn persist_guard(&self, guard: &LeaseGuard) -> Result<(), SecurityError> {
-        self.save(GUARD_KEY, &guard.snapshot())
+        if !self.is_locked_down() {
+            return self.save(GUARD_KEY, &guard.snapshot());
+        }
+        let key = {
+            let mut sealer = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
+            self.key_file.unseal(&mut *sealer)?
+        };
+        let vault = KeyVault::new(key);
+        let cipher = vault
+            .cipher(&format!("tree:{TREE}"))
+            .map_err(|e| SecurityError::Crypto(e.to_string()))?;
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&guard.snapshot())
+                .map_err(|e| SecurityError::Crypto(e.to_string()))?,
+        );
+        self.tree
+            .insert(GUARD_KEY, cipher.seal_record(TREE, GUARD_KEY, &json))?;
+        self.tree.flush()?;
+        Ok(())
     }
 
     /// Accepts a lease signed by HQ; returns the new state's name.

@@ -554,21 +554,44 @@ impl Store {
     }
 
     /// Number of outbox entries waiting for HQ, without reading them: sequences are
-    /// contiguous, so it is the next sequence minus the oldest waiting one.
+    /// contiguous, so it is the next sequence minus the oldest waiting one. Needs no
+    /// key (sequences are clear keys; the next one is kept in memory), so status and
+    /// metrics still count the backlog while locked down.
     pub fn outbox_pending(&self) -> Result<u64, StoreError> {
-        let next = match self.journal_get(keys::OUTBOX_NEXT)? {
-            Some(v) => keys::decode_u64(&v)?,
-            None => return Ok(0),
-        };
-        match self.journal.scan_prefix(keys::OUTBOX).next() {
-            Some(kv) => Ok(next - keys::decode_u64(&kv?.0[keys::OUTBOX.len()..])?),
+        let next = self
+            .writer
+            .stats
+            .outbox_next
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match self.outbox_first_key()? {
+            Some(first) => Ok(next.saturating_sub(first)),
             None => Ok(0),
         }
     }
 
+    /// The sequence of the oldest outbox entry waiting, or the next one to be written
+    /// when none waits. Needs no key.
+    pub fn outbox_first_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.outbox_first_key()? {
+            Some(first) => first,
+            None => self
+                .writer
+                .stats
+                .outbox_next
+                .load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    fn outbox_first_key(&self) -> Result<Option<u64>, StoreError> {
+        match self.journal.scan_prefix(keys::OUTBOX).next() {
+            Some(kv) => Ok(Some(keys::decode_u64(&kv?.0[keys::OUTBOX.len()..])?)),
+            None => Ok(None),
+        }
+    }
+
     /// Every pending payment record (checkouts and refunds waiting on the terminal).
+    /// Ids are clear keys: works while locked down (the metrics count them).
     pub fn pending_ids(&self) -> Result<Vec<Uuid>, StoreError> {
-        self.at_rest.keys()?;
         self.journal
             .scan_prefix(keys::PENDING)
             .map(|kv| {

@@ -48,6 +48,9 @@ pub struct WriterStats {
     /// Bytes of the records the outbox names, not yet acknowledged by HQ (kept in
     /// `meta/outbox_bytes` beside the sequence, so it survives restarts).
     pub outbox_bytes: AtomicU64,
+    /// The next outbox sequence as of the last durable group (also in the journal):
+    /// in memory so the backlog can be counted while locked down.
+    pub outbox_next: AtomicU64,
 }
 
 /// A job's view of the journal: the tree as of the last group, plus the writes of
@@ -186,6 +189,7 @@ impl Writer {
         let next_seq = counter(keys::OUTBOX_NEXT)?.unwrap_or(1);
         let (tx, rx) = mpsc::channel::<Job>(queue);
         let stats = Arc::new(WriterStats::default());
+        stats.outbox_next.store(next_seq, Ordering::Relaxed);
         if let Some(v) = counter(keys::OUTBOX_BYTES)? {
             stats.outbox_bytes.store(v, Ordering::Relaxed);
         }
@@ -353,6 +357,7 @@ fn run(
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
             }
             stats.outbox_bytes.store(outbox_bytes, Ordering::Relaxed);
+            stats.outbox_next.store(next_seq, Ordering::Relaxed);
         } else {
             tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
             // The batch may be in memory but not on disk: take the sequence numbers
