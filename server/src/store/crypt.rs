@@ -83,9 +83,13 @@ pub(crate) struct AtRest {
     cache: Mutex<BlockCache>,
 }
 
+/// A decrypted block, shared by the cache and its readers.
+pub(crate) type Plain = Arc<Zeroizing<Vec<u8>>>;
+
 #[derive(Default)]
 struct BlockCache {
-    map: HashMap<(String, Vec<u8>), Arc<Zeroizing<Vec<u8>>>>,
+    /// By (tree name, sled key of the block).
+    map: HashMap<(String, Vec<u8>), Plain>,
 }
 
 impl std::fmt::Debug for AtRest {
@@ -137,7 +141,7 @@ impl AtRest {
         tree: &str,
         first: &[u8],
         sealed: &[u8],
-    ) -> Result<Arc<Zeroizing<Vec<u8>>>, StoreError> {
+    ) -> Result<Plain, StoreError> {
         let keys = self.keys()?;
         let id = (tree.to_owned(), first.to_vec());
         if let Some(b) = self
