@@ -11,7 +11,7 @@ use outpost_security::auth::password::generate_password;
 use outpost_security::auth::roles::Role;
 use outpost_server::config::{Overrides, Settings};
 use outpost_server::startup::{Application, Devices};
-use outpost_server::store::{ImportMode, Store, StoreOptions};
+use outpost_server::store::{ImportMode, StoreOptions};
 
 /// mimalloc instead of the system allocator: an import or a snapshot apply makes
 /// millions of small allocations, and glibc's malloc spent a quarter of a 1,000,000
@@ -135,17 +135,16 @@ enum UsersWhat {
 
 fn open_security(
     common: &Common,
-) -> anyhow::Result<(Settings, outpost_server::security::Security)> {
+) -> anyhow::Result<(Settings, std::sync::Arc<outpost_server::security::Security>)> {
     let s = settings(common)?;
     outpost_server::telemetry::init("warn");
-    let store = Store::open(&s.data_dir, &StoreOptions::default()).with_context(|| {
-        format!(
-            "Failed to open the data dir {} (is the server running?)",
-            s.data_dir.display()
-        )
-    })?;
-    let security = outpost_server::security::Security::for_store(&store, &s)
-        .context("Failed to open the credentials")?;
+    let (_store, security) = outpost_server::security::open_data_dir(&s, &StoreOptions::default())
+        .with_context(|| {
+            format!(
+                "Failed to open the data dir {} (is the server running?)",
+                s.data_dir.display()
+            )
+        })?;
     Ok((s, security))
 }
 
@@ -277,10 +276,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.store.name = "Outpost Demo Store".into();
             }
             {
-                let store =
-                    Store::open(&s.data_dir, &StoreOptions::default()).with_context(|| {
-                        format!("Failed to open the data dir {}", s.data_dir.display())
-                    })?;
+                let (store, security) =
+                    outpost_server::security::open_data_dir(&s, &StoreOptions::default())
+                        .with_context(|| {
+                            format!("Failed to open the data dir {}", s.data_dir.display())
+                        })?;
                 let started = Instant::now();
                 match outpost_server::seed::seed_demo(&store, products).await? {
                     Some(seeded) => eprintln!(
@@ -292,9 +292,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ),
                     None => eprintln!("Using the existing store in {}", s.data_dir.display()),
                 }
-                let security = outpost_server::security::Security::for_store(&store, &s)
-                    .context("Failed to open the credentials")?;
                 eprintln!("{}", demo_credentials(&security, &s.data_dir)?);
+                drop((store, security));
             }
             let app = Application::build(s, Devices::default()).await?;
             eprintln!(
@@ -376,8 +375,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = settings(&common)?;
             outpost_server::telemetry::init("warn");
-            let store = Store::open(&s.data_dir, &StoreOptions::default())
-                .with_context(|| format!("Failed to open the data dir {}", s.data_dir.display()))?;
+            let (store, _security) =
+                outpost_server::security::open_data_dir(&s, &StoreOptions::default())
+                    .with_context(|| {
+                        format!("Failed to open the data dir {}", s.data_dir.display())
+                    })?;
             let mut out: Box<dyn Write> = if file.as_os_str() == "-" {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
             } else {
@@ -410,8 +412,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = settings(&common)?;
             outpost_server::telemetry::init("warn");
-            let store = Store::open(&s.data_dir, &StoreOptions::default())
-                .with_context(|| format!("Failed to open the data dir {}", s.data_dir.display()))?;
+            let (store, _security) =
+                outpost_server::security::open_data_dir(&s, &StoreOptions::default())
+                    .with_context(|| {
+                        format!("Failed to open the data dir {}", s.data_dir.display())
+                    })?;
             let (reader, size): (Box<dyn std::io::BufRead>, u64) = if file.as_os_str() == "-" {
                 (Box::new(BufReader::new(std::io::stdin().lock())), 0)
             } else {

@@ -2,14 +2,21 @@
 //! tokens and staff accounts (stored encrypted in sled), login sessions, the login rate
 //! limiter and the hash-chained audit log.
 //!
-//! [`Security::open`] is called once by the server at start, and by the `outpost
-//! terminals` / `outpost users` commands on a stopped server's data dir (sled allows one
-//! process per data dir).
+//! [`open_data_dir`] is the one place that unseals the data key: once, before the
+//! store opens; it hands the key to both the [`Store`] (encryption at rest of every
+//! business value) and [`Security`]. The server calls it at start, and so do `outpost
+//! demo`, `outpost import` / `export`, `outpost terminals` and `outpost users` on a
+//! stopped server's data dir (sled allows one process per data dir).
+//!
+//! Lockdown: when the presence lease guard locks (lease expired past grace, a signed
+//! lock command, tamper), [`Security::enforce_lockdown`] wipes the data key from
+//! memory: the store's ciphers and decrypted caches, this layer's vault, the
+//! credential cipher and the audit log handle. Business routes then answer `423
+//! device_locked`. A signed unlock (or a fresh lease) unseals the key again.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use outpost_security::auth::AuthError;
@@ -21,10 +28,12 @@ use outpost_security::auth::token::{TerminalRecord, TerminalTokens};
 use outpost_security::lease::{
     CommandOutcome, GuardConfig, GuardSnapshot, LeaseError, LeaseGuard, SystemClock, parse_hq_key,
 };
-use outpost_security::seal::{SealedKeyFile, SoftwareSealer};
+use outpost_security::seal::{KeyOrigin, SealedKeyFile, SoftwareSealer};
 use outpost_security::vault::{Cipher, KeyVault};
 use secrecy::SecretString;
 use time::OffsetDateTime;
+
+use crate::store::{Store, StoreError, StoreOptions};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "outpost_session";
@@ -55,6 +64,69 @@ pub enum SecurityError {
     /// A credential operation was refused.
     #[error("{0}")]
     Auth(#[from] AuthError),
+    /// The store did not open (or refused the key).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The data dir holds encrypted data but its sealed key is gone.
+    #[error(
+        "the data dir is encrypted but its sealed data key {0} is missing: restore it (and the sealer's key) from the backup of this data dir; no new key was made over the data"
+    )]
+    KeyMissing(String),
+    /// The device is locked: the key is wiped, nothing can be saved.
+    #[error("the device is locked: the data key is not in memory")]
+    Locked,
+}
+
+/// Unseal the data key (software sealer; see docs/security.md), then open the
+/// store with it and the security layer. A data dir that already holds data under
+/// another key is refused before anything is written; when the sealed key was just
+/// created for such a dir it is deleted again, so no new key is left over old data.
+pub fn open_data_dir(
+    settings: &crate::config::Settings,
+    opts: &StoreOptions,
+) -> Result<(Arc<Store>, Arc<Security>), SecurityError> {
+    let (store, security) = open_data_dir_unenforced(settings, opts)?;
+    security.enforce_lockdown();
+    Ok((store, security))
+}
+
+/// [`open_data_dir`] without applying a lockdown the restored guard asks for: the
+/// server finishes building (loading what it keeps in memory) and then calls
+/// [`Security::enforce_lockdown`] itself before it serves.
+pub fn open_data_dir_unenforced(
+    settings: &crate::config::Settings,
+    opts: &StoreOptions,
+) -> Result<(Arc<Store>, Arc<Security>), SecurityError> {
+    let data_dir = &settings.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|e| SecurityError::Store(StoreError::from(e)))?;
+    let mut sealer = SoftwareSealer::open(
+        &data_dir.join("software-kek"),
+        settings.security.allow_software,
+    )?;
+    let key_file = SealedKeyFile::new(data_dir.join("sealed-key"));
+    let (key, origin) = key_file.load_or_create(&mut sealer)?;
+    let vault = KeyVault::new(key);
+    let store = match Store::open(data_dir, opts, &vault) {
+        Ok(store) => store,
+        Err(StoreError::WrongKey) if origin == KeyOrigin::Created => {
+            if let Err(e) = std::fs::remove_file(key_file.path()) {
+                tracing::error!(error = %e, "Failed to remove the sealed key just made for an encrypted data dir");
+            }
+            return Err(SecurityError::KeyMissing(
+                key_file.path().display().to_string(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let security = Security::open(store.clone(), vault, sealer, key_file, settings)?;
+    Ok((store, Arc::new(security)))
+}
+
+/// What exists only while the data key is in memory.
+struct Unlocked {
+    vault: KeyVault,
+    cipher: Cipher,
+    audit: AuditLog<SledAuditStore>,
 }
 
 /// Why a lease or HQ command was not applied.
@@ -81,17 +153,21 @@ struct Session {
 /// Credentials, sessions and the audit log of one data dir.
 pub struct Security {
     tree: sled::Tree,
-    cipher: Cipher,
+    audit_tree: sled::Tree,
+    store: Arc<Store>,
+    /// `None` while locked down: the key, the credential cipher and the audit log
+    /// are gone from memory. A std mutex: held for short, non-async sections only.
+    unlocked: Mutex<Option<Unlocked>>,
     terminals: RwLock<TerminalTokens>,
     users: RwLock<UserDirectory>,
     sessions: Mutex<HashMap<String, Session>>,
     limiter: Mutex<LoginRateLimiter>,
-    audit: Mutex<AuditLog<SledAuditStore>>,
     session_ttl: Duration,
     guard: Option<Mutex<LeaseGuard>>,
     sealer: Mutex<SoftwareSealer>,
     key_file: SealedKeyFile,
-    _vault: KeyVault,
+    /// Serializes lockdown and unlock, so two callers never wipe or unseal at once.
+    transition: Mutex<()>,
 }
 
 /// The presence lease as status pages show it.
@@ -103,6 +179,8 @@ pub struct LeaseStatus {
     pub reason: String,
     /// Whether checkout and refunds are allowed.
     pub can_transact: bool,
+    /// `in_memory`, or `wiped` while locked down (business data unreadable).
+    pub data_key: String,
 }
 
 impl std::fmt::Debug for Security {
@@ -115,20 +193,30 @@ fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+fn open_audit(
+    tree: &sled::Tree,
+    vault: &KeyVault,
+) -> Result<AuditLog<SledAuditStore>, SecurityError> {
+    let crypto = |e: outpost_security::vault::CryptoError| SecurityError::Crypto(e.to_string());
+    let audit_cipher = vault.cipher("tree:audit").map_err(crypto)?;
+    Ok(AuditLog::open(
+        SledAuditStore::new(tree.clone(), audit_cipher),
+        &vault.subkey("audit-chain").map_err(crypto)?,
+    )?)
+}
+
 impl Security {
-    /// Unseals (or on first start creates) the data key in `data_dir`, then loads the
-    /// credentials and the audit log from `db`.
-    pub fn open(
-        db: &sled::Db,
-        data_dir: &Path,
+    /// Loads the credentials and the audit log with the data key in `vault` (see
+    /// [`open_data_dir`]); locks down at once when the restored guard is locked.
+    fn open(
+        store: Arc<Store>,
+        vault: KeyVault,
+        sealer: SoftwareSealer,
+        key_file: SealedKeyFile,
         settings: &crate::config::Settings,
     ) -> Result<Security, SecurityError> {
         let (all, settings) = (settings, &settings.security);
-        let mut sealer =
-            SoftwareSealer::open(&data_dir.join("software-kek"), settings.allow_software)?;
-        let key_file = SealedKeyFile::new(data_dir.join("sealed-key"));
-        let (key, _) = key_file.load_or_create(&mut sealer)?;
-        let vault = KeyVault::new(key);
+        let db = store.db();
         let crypto = |e: outpost_security::vault::CryptoError| SecurityError::Crypto(e.to_string());
         let cipher = vault.cipher(&format!("tree:{TREE}")).map_err(crypto)?;
         let tree = db.open_tree(TREE)?;
@@ -182,14 +270,17 @@ impl Security {
                 Some(Mutex::new(guard))
             }
         };
-        let audit_cipher = vault.cipher("tree:audit").map_err(crypto)?;
-        let audit = AuditLog::open(
-            SledAuditStore::new(db.open_tree("audit")?, audit_cipher),
-            &vault.subkey("audit-chain").map_err(crypto)?,
-        )?;
-        Ok(Security {
+        let audit_tree = db.open_tree("audit")?;
+        let audit = open_audit(&audit_tree, &vault)?;
+        let security = Security {
             tree,
-            cipher,
+            audit_tree,
+            store: store.clone(),
+            unlocked: Mutex::new(Some(Unlocked {
+                vault,
+                cipher,
+                audit,
+            })),
             terminals: RwLock::new(terminals),
             users: RwLock::new(users),
             sessions: Mutex::new(HashMap::new()),
@@ -198,26 +289,87 @@ impl Security {
                 Duration::from_secs(settings.login_window_secs),
                 10_000,
             )),
-            audit: Mutex::new(audit),
             session_ttl: Duration::from_secs(settings.session_ttl_secs),
             guard,
             sealer: Mutex::new(sealer),
             key_file,
-            _vault: vault,
-        })
+            transition: Mutex::new(()),
+        };
+        Ok(security)
     }
 
-    /// [`Security::open`] on an open store's database, with the data dir and
-    /// settings of `settings`.
-    pub fn for_store(
-        store: &crate::store::Store,
-        settings: &crate::config::Settings,
-    ) -> Result<Security, SecurityError> {
-        Self::open(store.db(), &settings.data_dir, settings)
+    /// Whether the data key is wiped from memory (lockdown).
+    pub fn is_locked_down(&self) -> bool {
+        self.unlocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// Make the key's presence follow the guard: wipe it when the guard says locked,
+    /// unseal it again when the guard allows transacting. Called after every guard
+    /// change, on every transact check, and periodically (a lease expires by time
+    /// alone). Cheap when nothing changes.
+    pub fn enforce_lockdown(&self) {
+        let _one = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        let can = self.lease_status().can_transact;
+        let locked = self.is_locked_down();
+        if !can && !locked {
+            self.wipe_key();
+        } else if can
+            && locked
+            && let Err(e) = self.restore_key()
+        {
+            tracing::error!(error = %e, "Failed to unseal the data key after an unlock; the device stays locked");
+        }
+    }
+
+    /// Lockdown: audit it while the key is here, then drop the key, the ciphers,
+    /// the audit handle and the store's decrypted data.
+    fn wipe_key(&self) {
+        let reason = self.lease_status().reason;
+        self.audit("security", "lockdown", &reason);
+        let mut unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut u) = unlocked.take() {
+            u.vault.wipe();
+        }
+        self.store.lock();
+        drop(unlocked);
+        tracing::warn!(reason = %reason, "Locked down: the data key is wiped from memory");
+    }
+
+    /// Unseal the data key again and hand it to the store.
+    fn restore_key(&self) -> Result<(), SecurityError> {
+        let key = {
+            let mut sealer = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
+            self.key_file.unseal(&mut *sealer)?
+        };
+        let vault = KeyVault::new(key);
+        let cipher = vault
+            .cipher(&format!("tree:{TREE}"))
+            .map_err(|e| SecurityError::Crypto(e.to_string()))?;
+        let audit = open_audit(&self.audit_tree, &vault)?;
+        let mut unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.unlock(&vault)?;
+        *unlocked = Some(Unlocked {
+            vault,
+            cipher,
+            audit,
+        });
+        drop(unlocked);
+        tracing::info!("Unlocked: the data key is unsealed again");
+        self.audit("security", "unlocked", "data key unsealed");
+        Ok(())
     }
 
     /// The presence lease's state.
     pub fn lease_status(&self) -> LeaseStatus {
+        let data_key = if self.is_locked_down() {
+            "wiped"
+        } else {
+            "in_memory"
+        }
+        .to_owned();
         match &self.guard {
             None => LeaseStatus {
                 state: "off".into(),
@@ -225,6 +377,7 @@ impl Security {
                     "no HQ key configured ([security] hq_public_key): the presence lease is off"
                         .into(),
                 can_transact: true,
+                data_key,
             },
             Some(g) => {
                 let g = g.lock().unwrap_or_else(|p| p.into_inner());
@@ -233,6 +386,7 @@ impl Security {
                     state: state.name().into(),
                     reason: state.reason(),
                     can_transact: state.can_transact(),
+                    data_key,
                 }
             }
         }
@@ -240,6 +394,7 @@ impl Security {
 
     /// `Err(reason)` when the device is locked and must not transact.
     pub fn check_transact(&self) -> Result<(), String> {
+        self.enforce_lockdown();
         let s = self.lease_status();
         if s.can_transact {
             Ok(())
@@ -248,8 +403,45 @@ impl Security {
         }
     }
 
+    /// Spawn the task that applies lockdown on time alone (a lease expiring past its
+    /// grace), checking every `every`.
+    pub fn spawn_lockdown_watch(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match me.upgrade() {
+                    Some(s) => s.enforce_lockdown(),
+                    None => break,
+                }
+            }
+        })
+    }
+
+    /// Save the guard snapshot. While locked down the key is unsealed just for this
+    /// one write and zeroized again: a lock, wipe or refused unlock arriving while
+    /// locked must still be remembered across a restart.
     fn persist_guard(&self, guard: &LeaseGuard) -> Result<(), SecurityError> {
-        self.save(GUARD_KEY, &guard.snapshot())
+        if !self.is_locked_down() {
+            return self.save(GUARD_KEY, &guard.snapshot());
+        }
+        let key = {
+            let mut sealer = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
+            self.key_file.unseal(&mut *sealer)?
+        };
+        let vault = KeyVault::new(key);
+        let cipher = vault
+            .cipher(&format!("tree:{TREE}"))
+            .map_err(|e| SecurityError::Crypto(e.to_string()))?;
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(&guard.snapshot())
+                .map_err(|e| SecurityError::Crypto(e.to_string()))?,
+        );
+        self.tree
+            .insert(GUARD_KEY, cipher.seal_record(TREE, GUARD_KEY, &json))?;
+        self.tree.flush()?;
+        Ok(())
     }
 
     /// Accepts a lease signed by HQ; returns the new state's name.
@@ -257,6 +449,11 @@ impl Security {
         let g = self.guard.as_ref().ok_or(GuardError::Off)?;
         let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
         let state = g.accept_lease(bytes)?;
+        drop(g);
+        // A fresh lease may end a lockdown: the key is needed to save the guard.
+        self.enforce_lockdown();
+        let g = self.guard.as_ref().ok_or(GuardError::Off)?;
+        let g = g.lock().unwrap_or_else(|p| p.into_inner());
         self.persist_guard(&g).map_err(GuardError::Store)?;
         drop(g);
         self.audit("hq", "lease.renew", state.name());
@@ -268,8 +465,16 @@ impl Security {
         let g = self.guard.as_ref().ok_or(GuardError::Off)?;
         let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = g.apply_command(bytes)?;
-        self.persist_guard(&g).map_err(GuardError::Store)?;
         drop(g);
+        if matches!(outcome, CommandOutcome::Unlocked(_)) {
+            // The key is needed to save the guard: unseal it first.
+            self.enforce_lockdown();
+        }
+        {
+            let g = self.guard.as_ref().ok_or(GuardError::Off)?;
+            let g = g.lock().unwrap_or_else(|p| p.into_inner());
+            self.persist_guard(&g).map_err(GuardError::Store)?;
+        }
         let result = match outcome {
             CommandOutcome::Locked => "locked".to_owned(),
             CommandOutcome::Unlocked(state) => format!("unlocked: {}", state.name()),
@@ -283,6 +488,8 @@ impl Security {
             other => format!("applied: {other:?}"),
         };
         self.audit("hq", "security.command", &result);
+        // A lock or wipe takes the key out of memory now.
+        self.enforce_lockdown();
         Ok(result)
     }
 
@@ -290,8 +497,12 @@ impl Security {
         let json = zeroize::Zeroizing::new(
             serde_json::to_vec(value).map_err(|e| SecurityError::Crypto(e.to_string()))?,
         );
-        self.tree
-            .insert(key, self.cipher.seal_record(TREE, key, &json))?;
+        let sealed = {
+            let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+            let u = unlocked.as_ref().ok_or(SecurityError::Locked)?;
+            u.cipher.seal_record(TREE, key, &json)
+        };
+        self.tree.insert(key, sealed)?;
         self.tree.flush()?;
         Ok(())
     }
@@ -443,8 +654,18 @@ impl Security {
 
     /// Appends to the audit log. A failure to record is logged loudly, never hidden.
     pub fn audit(&self, actor: &str, action: &str, detail: &str) {
-        let mut log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = log.append(actor, action, detail, OffsetDateTime::now_utc()) {
+        let mut unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(u) = unlocked.as_mut() else {
+            tracing::warn!(
+                action,
+                "Not recorded in the audit log: the device is locked (no key in memory)"
+            );
+            return;
+        };
+        if let Err(e) = u
+            .audit
+            .append(actor, action, detail, OffsetDateTime::now_utc())
+        {
             tracing::error!(error = %e, action, "Failed to append to the audit log");
         }
     }
@@ -456,7 +677,8 @@ impl Security {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, SecurityError> {
         use outpost_security::auth::audit::AuditStore as _;
-        let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        let log = &unlocked.as_ref().ok_or(SecurityError::Locked)?.audit;
         let mut out = Vec::new();
         log.store().for_each(&mut |e| {
             if e.seq > after && out.len() < limit {
@@ -468,18 +690,21 @@ impl Security {
     }
 
     /// Recomputes the audit chain: the number of entries, or where it breaks.
-    pub fn audit_verify(&self) -> Result<u64, outpost_security::auth::audit::AuditError> {
-        self.audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .verify()
+    pub fn audit_verify(&self) -> Result<u64, SecurityError> {
+        let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(unlocked
+            .as_ref()
+            .ok_or(SecurityError::Locked)?
+            .audit
+            .verify()?)
     }
 
     /// The last audit entry's (sequence, hash).
     pub fn audit_head(&self) -> Option<(u64, String)> {
-        self.audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        unlocked
+            .as_ref()?
+            .audit
             .head()
             .map(|(s, h)| (s, h.to_owned()))
     }

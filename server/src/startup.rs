@@ -17,7 +17,7 @@ use crate::devices::{Registry, RegistryConfig};
 use crate::grpc::uplink::{SyncState, UplinkConfig};
 use crate::http::{self, AppState, body::BodyLimit};
 use crate::sales::{Sales, SalesConfig};
-use crate::store::{Store, StoreOptions};
+use crate::store::StoreOptions;
 
 /// What the server is built with besides its settings: devices tests may replace.
 pub type Devices = crate::devices::Overrides;
@@ -41,8 +41,8 @@ pub struct Application {
 impl Application {
     /// Open the store, bind the listener, and prepare the server.
     pub async fn build(settings: Settings, devices: Devices) -> anyhow::Result<Application> {
-        let store = Store::open(
-            &settings.data_dir,
+        let (store, security) = crate::security::open_data_dir_unenforced(
+            &settings,
             &StoreOptions {
                 max_group: settings.storage.max_group,
                 cache_bytes: settings.storage.cache_mib * 1024 * 1024,
@@ -55,10 +55,6 @@ impl Application {
                 settings.data_dir.display()
             )
         })?;
-        let security = Arc::new(
-            crate::security::Security::for_store(&store, &settings)
-                .context("Failed to open the security layer")?,
-        );
         // What HQ pushed (tax table, store profile, device set) wins over the file.
         let pushed = crate::hq_settings::AtStart::load(&store, &settings.payment.terminal)
             .context("Failed to read the settings HQ pushed")?;
@@ -100,6 +96,8 @@ impl Application {
         let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
             .await
             .context("Failed to join the store mesh")?;
+        // A device that was locked when it stopped locks again before serving.
+        security.enforce_lockdown();
         let artifacts = mesh
             .clone()
             .map(|m| crate::artifacts::Artifacts::new(store.clone(), m, settings.currency()));
@@ -245,6 +243,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let every = Duration::from_secs(self.sales_recovery_secs);
         let recovery = self.sales.spawn_recovery(every);
+        let lockdown = self.security.spawn_lockdown_watch(Duration::from_secs(1));
         let device_tasks = self.registry.start();
         if let Some(a) = &self.artifacts {
             match a.resume() {
@@ -317,6 +316,7 @@ impl Application {
         let _ = grpc_stop.send(());
         handle.stop(true).await;
         recovery.abort();
+        lockdown.abort();
         sweeper.abort();
         if let Some(e) = events {
             e.abort();

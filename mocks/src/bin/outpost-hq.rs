@@ -452,7 +452,8 @@ async fn push_tax(args: PushTaxArgs) -> anyhow::Result<()> {
         Some("exclusive") => TaxMode::Exclusive,
         Some(m) => anyhow::bail!("--mode {m:?}: use inclusive or exclusive"),
     };
-    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
+    let mut client =
+        outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
     print_reply(
         client
             .push_tax_rates(TaxRatesPush {
@@ -465,7 +466,8 @@ async fn push_tax(args: PushTaxArgs) -> anyhow::Result<()> {
 }
 
 async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
-    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
+    let mut client =
+        outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
     print_reply(
         client
             .push_store_config(outpost_proto::hq::StoreConfigPush {
@@ -480,7 +482,8 @@ async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
 async fn push_devices(args: PushFileArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("Failed to read {}", args.file.display()))?;
-    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
+    let mut client =
+        outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
     print_reply(
         client
             .push_device_config(outpost_proto::hq::DeviceConfigPush {

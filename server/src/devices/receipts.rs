@@ -448,6 +448,8 @@ impl Spooler {
     async fn step(&self) -> bool {
         let next = match self.queue.first() {
             Ok(n) => n,
+            // Locked down: wait for the unlock; the queue is kept as it is.
+            Err(StoreError::DeviceLocked) => return false,
             Err(e) => {
                 tracing::error!(error = %e, "Failed to read the receipt queue.");
                 return false;

@@ -116,6 +116,9 @@ impl StoreGrpc {
 fn internal(e: StoreError) -> Status {
     match e {
         StoreError::Busy(m) => Status::unavailable(m),
+        StoreError::DeviceLocked => Status::failed_precondition(
+            "the device is locked: its data key is wiped from memory until a signed unlock",
+        ),
         other => {
             tracing::error!(error = %other, "A push failed in storage");
             Status::internal(format!("storage failed: {other}"))
@@ -831,7 +834,16 @@ pub fn sync_status(
         last_error,
         sent: sync.sent.load(Ordering::Relaxed),
         sessions: sync.sessions.load(Ordering::Relaxed),
-        versions: pushed_versions(store, sync)?,
-        events_pending: crate::events::events_pending(store)?,
+        versions: unless_locked(pushed_versions(store, sync))?,
+        events_pending: unless_locked(crate::events::events_pending(store))?,
     })
+}
+
+/// While the device is locked its data key is wiped and encrypted counters cannot be
+/// read: the status still answers (it says why it is locked), with these at zero.
+fn unless_locked<T: Default>(r: Result<T, StoreError>) -> Result<T, StoreError> {
+    match r {
+        Err(StoreError::DeviceLocked) => Ok(T::default()),
+        other => other,
+    }
 }

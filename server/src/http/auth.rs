@@ -242,6 +242,13 @@ pub async fn audit(
         .security
         .audit_entries(q.after.unwrap_or(0), limit)
         .map_err(|e| {
+            if matches!(e, crate::security::SecurityError::Locked) {
+                return ApiError::new(
+                    StatusCode::LOCKED,
+                    "device_locked",
+                    "the device is locked: the audit log cannot be read until a signed unlock",
+                );
+            }
             tracing::error!(error = %e, "Failed to read the audit log");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -110,6 +110,13 @@ impl ResponseError for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        if matches!(e, crate::store::StoreError::DeviceLocked) {
+            return ApiError::new(
+                StatusCode::LOCKED,
+                "device_locked",
+                "the device is locked: its data key is wiped from memory until a signed unlock",
+            );
+        }
         tracing::error!(error = %e, "Storage failed while answering a request");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -55,17 +55,19 @@ pub fn oldest(store: &Store) -> Result<Option<OutboxEntry>, StoreError> {
     }
 }
 
-/// The backlog now. Cheap: one read of the oldest entry and two counters.
+/// The backlog now. Cheap: one read of the oldest entry and two counters. While
+/// locked down the oldest entry cannot be read (its age is unknown, `None`); the
+/// counts still are, from clear sequence keys and in-memory counters.
 pub fn backlog(store: &Store) -> Result<Backlog, StoreError> {
     let pending = store.outbox_pending()?;
     let bytes = store.writer_stats().outbox_bytes.load(Ordering::Relaxed);
-    let oldest = oldest(store)?;
+    let oldest = match oldest(store) {
+        Err(StoreError::DeviceLocked) => None,
+        other => other?,
+    };
     let first_seq = match &oldest {
         Some(e) => e.seq,
-        None => match store.journal_get(keys::OUTBOX_NEXT)? {
-            Some(v) => keys::decode_u64(&v)?,
-            None => 1,
-        },
+        None => store.outbox_first_seq()?,
     };
     Ok(Backlog {
         pending,

@@ -15,8 +15,13 @@
 //!
 //! - `products`: SKU -> the product's JSON (what the API serves, as stored).
 //! - `barcodes`: GTIN-14 -> SKU.
-//! - `postings`: `c\0<category>\0<first sku>` and `t\0<name word>\0<first sku>` ->
-//!   up to 512 SKUs, sorted, `\0`-separated: the search index.
+//! - `postings`: the search index. Its records are `c\0<category>\0<first sku>` and
+//!   `t\0<name word>\0<first sku>` -> up to 512 SKUs, sorted, `\0`-separated; they are
+//!   packed into blocks like the other trees, but a block is stored under its
+//!   *ordinal* (u32 big-endian), never under its first key, so no word or category
+//!   reaches a sled key. The first key of every block (the sparse index) is one
+//!   sealed value under `index`, loaded into memory when the generation is opened; a
+//!   prefix walk binary-searches it for the block to start at.
 //! - `overlay`: SKU -> product JSON that replaces the block's. A merge that changes
 //!   nothing any index is built from (prices, descriptions, flags of existing products:
 //!   the everyday price delta) is written here instead of a new generation, so its
@@ -25,11 +30,19 @@
 //!   the new one. It is bounded ([`OVERLAY_MAX`]); a merge that would outgrow it, or
 //!   that adds, removes or re-indexes products, builds a new generation, which folds
 //!   the overlay in.
+//!
+//! Every block (and every overlay value) is sealed with the catalog cipher and
+//! associated data naming the tree (generation included) and the sled key, so a block
+//! moved to another key, tree or generation fails to open. Decrypted blocks are kept
+//! in a small bounded cache (`super::crypt::AtRest`), wiped on lockdown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Store, StoreError, from_json, to_json};
+use zeroize::Zeroizing;
+
+use super::crypt::{self, AtRest};
+use super::{Store, StoreError, from_json, meta_read, meta_seal, to_json};
 use crate::domain::product::{Product, search_terms};
 
 const PARTS: [&str; 4] = ["products", "barcodes", "postings", "overlay"];
@@ -43,6 +56,9 @@ const BLOCK_RECORDS: usize = 128;
 const POSTING_BLOCK: usize = 512;
 /// Blocks written per sled batch.
 const BLOCKS_PER_BATCH: usize = 64;
+/// The `postings` key of the sparse index (block ordinals are 4 bytes, so it cannot
+/// collide with one).
+const INDEX_KEY: &[u8] = b"index";
 
 /// A page of product JSON and the cursor of the next page.
 pub type Page = (Vec<Vec<u8>>, Option<Vec<u8>>);
@@ -62,14 +78,18 @@ pub struct Catalog {
     overlay_tree: sled::Tree,
     /// The overlay's content, as of this handle (see the module doc).
     overlay: Arc<HashMap<String, Vec<u8>>>,
+    /// First record key of each `postings` block, by ordinal (see the module doc).
+    index: Arc<Vec<Vec<u8>>>,
+    at_rest: Arc<AtRest>,
 }
 
 fn tree_name(generation: u64, part: &str) -> String {
     format!("catalog.{generation}.{part}")
 }
 
-fn open_generation(
+pub(crate) fn open_generation(
     db: &sled::Db,
+    at_rest: &Arc<AtRest>,
     generation: u64,
     version: String,
     len: u64,
@@ -83,6 +103,8 @@ fn open_generation(
         postings: db.open_tree(tree_name(generation, "postings"))?,
         overlay_tree: db.open_tree(tree_name(generation, "overlay"))?,
         overlay: Arc::new(HashMap::new()),
+        index: Arc::new(Vec::new()),
+        at_rest: at_rest.clone(),
     })
 }
 
@@ -100,12 +122,24 @@ pub(crate) fn commit_overlay(
     version: &str,
 ) -> Result<Catalog, StoreError> {
     use sled::Transactional as _;
+    let keys = live.at_rest.keys()?;
+    let name = tree_name(live.generation, "overlay");
+    let sealed: Vec<(&[u8], Vec<u8>)> = entries
+        .iter()
+        .map(|(sku, json)| {
+            (
+                sku.as_bytes(),
+                keys.catalog.seal_record(&name, sku.as_bytes(), json),
+            )
+        })
+        .collect();
+    let version_value = meta_seal(&live.at_rest, "catalog_version", version.as_bytes())?;
     (&live.overlay_tree, meta)
         .transaction(|(o, m)| {
-            for (sku, json) in entries {
-                o.insert(sku.as_bytes(), json.as_slice())?;
+            for (sku, value) in &sealed {
+                o.insert(*sku, value.as_slice())?;
             }
-            m.insert("catalog_version", version.as_bytes())?;
+            m.insert("catalog_version", version_value.as_slice())?;
             Ok(())
         })
         .map_err(|e: sled::transaction::TransactionError<()>| match e {
@@ -137,22 +171,30 @@ pub(crate) fn drop_generation(db: &sled::Db, generation: u64) -> Result<(), Stor
 pub(crate) fn commit_generation(
     db: &sled::Db,
     meta: &sled::Tree,
+    at_rest: &AtRest,
     next: &Catalog,
 ) -> Result<(), StoreError> {
     // Flush the new trees first so the pointer never names a generation that is not
     // fully on disk.
     db.flush()?;
     let mut batch = sled::Batch::default();
-    batch.insert("catalog_generation", &next.generation.to_be_bytes());
-    batch.insert("catalog_version", next.version.as_bytes());
-    batch.insert("catalog_len", &next.len.to_be_bytes());
+    let seal = |k: &str, v: &[u8]| meta_seal(at_rest, k, v);
+    batch.insert(
+        "catalog_generation",
+        seal("catalog_generation", &next.generation.to_be_bytes())?,
+    );
+    batch.insert(
+        "catalog_version",
+        seal("catalog_version", next.version.as_bytes())?,
+    );
+    batch.insert("catalog_len", seal("catalog_len", &next.len.to_be_bytes())?);
     meta.apply_batch(batch)?;
     db.flush()?;
     Ok(())
 }
 
-fn meta_u64(meta: &sled::Tree, key: &str) -> Result<Option<u64>, StoreError> {
-    meta.get(key)?
+fn meta_u64(meta: &sled::Tree, at_rest: &AtRest, key: &str) -> Result<Option<u64>, StoreError> {
+    meta_read(meta, at_rest, key)?
         .map(|v| super::keys::decode_u64(&v))
         .transpose()
 }
@@ -193,12 +235,35 @@ fn records(block: &[u8]) -> Records<'_> {
     Records { buf: block }
 }
 
-/// The value of `key` in a tree of blocks.
-fn block_get(tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+/// Append one record to a block.
+fn push_record(block: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let kl =
+        u16::try_from(key.len()).map_err(|_| StoreError::Corrupt("catalog key too long".into()))?;
+    let vl = u32::try_from(value.len())
+        .map_err(|_| StoreError::Corrupt("catalog value too long".into()))?;
+    block.extend_from_slice(&kl.to_le_bytes());
+    block.extend_from_slice(key);
+    block.extend_from_slice(&vl.to_le_bytes());
+    block.extend_from_slice(value);
+    Ok(())
+}
+
+/// A decrypted block.
+type Block = Arc<Zeroizing<Vec<u8>>>;
+
+/// The value of `key` in a tree of blocks keyed by their first key.
+fn block_get(
+    at_rest: &AtRest,
+    tree: &sled::Tree,
+    name: &str,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    at_rest.keys()?;
     let Some(kv) = tree.range(..=key).next_back() else {
         return Ok(None);
     };
-    let (_, block) = kv?;
+    let (first, sealed) = kv?;
+    let block = at_rest.catalog_block(name, &first, &sealed)?;
     for r in records(&block) {
         let (k, v) = r?;
         if k == key {
@@ -211,9 +276,21 @@ fn block_get(tree: &sled::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreErro
     Ok(None)
 }
 
-/// Writes sorted records into blocks.
+/// How a [`BlockWriter`] keys its blocks.
+enum BlockKeys {
+    /// Under the block's first record key (`products`, `barcodes`).
+    First,
+    /// Under the block's ordinal; the first keys are collected for the sparse index
+    /// (`postings`).
+    Ordinal(Vec<Vec<u8>>),
+}
+
+/// Writes sorted records into sealed blocks.
 struct BlockWriter<'a> {
     tree: &'a sled::Tree,
+    name: String,
+    keys: Arc<crypt::Keys>,
+    keyed: BlockKeys,
     batch: sled::Batch,
     batched: usize,
     block: Vec<u8>,
@@ -223,16 +300,24 @@ struct BlockWriter<'a> {
 }
 
 impl<'a> BlockWriter<'a> {
-    fn new(tree: &'a sled::Tree) -> Self {
-        BlockWriter {
+    fn new(
+        tree: &'a sled::Tree,
+        name: String,
+        at_rest: &AtRest,
+        keyed: BlockKeys,
+    ) -> Result<Self, StoreError> {
+        Ok(BlockWriter {
             tree,
+            name,
+            keys: at_rest.keys()?,
+            keyed,
             batch: sled::Batch::default(),
             batched: 0,
             block: Vec::with_capacity(BLOCK_BYTES + 1024),
             first: Vec::new(),
             records: 0,
             last: Vec::new(),
-        }
+        })
     }
 
     /// Add a record; keys must come in strictly increasing order.
@@ -240,17 +325,10 @@ impl<'a> BlockWriter<'a> {
         if self.records > 0 && key <= self.last.as_slice() {
             return Err(StoreError::Corrupt("catalog keys out of order".into()));
         }
-        let kl = u16::try_from(key.len())
-            .map_err(|_| StoreError::Corrupt("catalog key too long".into()))?;
-        let vl = u32::try_from(value.len())
-            .map_err(|_| StoreError::Corrupt("catalog value too long".into()))?;
+        push_record(&mut self.block, key, value)?;
         if self.records == 0 {
             self.first = key.to_vec();
         }
-        self.block.extend_from_slice(&kl.to_le_bytes());
-        self.block.extend_from_slice(key);
-        self.block.extend_from_slice(&vl.to_le_bytes());
-        self.block.extend_from_slice(value);
         self.last.clear();
         self.last.extend_from_slice(key);
         self.records += 1;
@@ -260,9 +338,10 @@ impl<'a> BlockWriter<'a> {
         Ok(())
     }
 
-    /// Store a whole value under `key` (for postings, which are their own blocks).
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
-        self.batch.insert(key, value);
+    /// Seal `value` and store it under `key`.
+    fn put(&mut self, key: Vec<u8>, value: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.keys.catalog.seal_record(&self.name, &key, value);
+        self.batch.insert(key, sealed);
         self.batched += 1;
         if self.batched >= BLOCKS_PER_BATCH {
             self.tree.apply_batch(std::mem::take(&mut self.batch))?;
@@ -275,16 +354,40 @@ impl<'a> BlockWriter<'a> {
         if self.records == 0 {
             return Ok(());
         }
-        let block = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_BYTES + 1024));
+        let block = Zeroizing::new(std::mem::replace(
+            &mut self.block,
+            Vec::with_capacity(BLOCK_BYTES + 1024),
+        ));
         let first = std::mem::take(&mut self.first);
         self.records = 0;
-        self.put(first, block)
+        let key = match &mut self.keyed {
+            BlockKeys::First => first,
+            BlockKeys::Ordinal(firsts) => {
+                let ordinal = u32::try_from(firsts.len())
+                    .map_err(|_| StoreError::Corrupt("too many postings blocks".into()))?;
+                firsts.push(first);
+                ordinal.to_be_bytes().to_vec()
+            }
+        };
+        self.put(key, &block)
     }
 
-    fn finish(mut self) -> Result<(), StoreError> {
+    /// Close the last block, write the sparse index (ordinal keying) and apply.
+    fn finish(mut self) -> Result<Vec<Vec<u8>>, StoreError> {
         self.close_block()?;
+        let index = match std::mem::replace(&mut self.keyed, BlockKeys::First) {
+            BlockKeys::First => Vec::new(),
+            BlockKeys::Ordinal(firsts) => {
+                let mut v = Vec::new();
+                for f in &firsts {
+                    push_record(&mut v, f, b"")?;
+                }
+                self.put(INDEX_KEY.to_vec(), &v)?;
+                firsts
+            }
+        };
         self.tree.apply_batch(std::mem::take(&mut self.batch))?;
-        Ok(())
+        Ok(index)
     }
 }
 
@@ -300,13 +403,16 @@ fn decode_cursor(c: &[u8]) -> Option<(&[u8], &[u8])> {
 
 impl Catalog {
     /// Open the live generation, dropping leftovers of imports that never finished.
-    pub(crate) fn open_current(db: &sled::Db, meta: &sled::Tree) -> Result<Catalog, StoreError> {
-        let generation = meta_u64(meta, "catalog_generation")?.unwrap_or(0);
-        let version = meta
-            .get("catalog_version")?
+    pub(crate) fn open_current(
+        db: &sled::Db,
+        meta: &sled::Tree,
+        at_rest: &Arc<AtRest>,
+    ) -> Result<Catalog, StoreError> {
+        let generation = meta_u64(meta, at_rest, "catalog_generation")?.unwrap_or(0);
+        let version = meta_read(meta, at_rest, "catalog_version")?
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_default();
-        let len = meta_u64(meta, "catalog_len")?.unwrap_or(0);
+        let len = meta_u64(meta, at_rest, "catalog_len")?.unwrap_or(0);
         for name in db.tree_names() {
             let name = String::from_utf8_lossy(&name).into_owned();
             let Some(rest) = name.strip_prefix("catalog.") else {
@@ -321,14 +427,59 @@ impl Catalog {
                 db.drop_tree(name.as_bytes())?;
             }
         }
-        let mut catalog = open_generation(db, generation, version, len)?;
+        let mut catalog = open_generation(db, at_rest, generation, version, len)?;
+        let keys = at_rest.keys()?;
+        let name = tree_name(generation, "overlay");
         let mut overlay = HashMap::new();
         for kv in catalog.overlay_tree.iter() {
             let (k, v) = kv?;
-            overlay.insert(String::from_utf8_lossy(&k).into_owned(), v.to_vec());
+            let json = crypt::open(&keys.catalog, &name, &k, &v)?;
+            overlay.insert(String::from_utf8_lossy(&k).into_owned(), json.to_vec());
         }
         catalog.overlay = Arc::new(overlay);
+        catalog.index = Arc::new(catalog.load_index()?);
         Ok(catalog)
+    }
+
+    /// The sparse index of `postings`, decrypted.
+    fn load_index(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let Some(sealed) = self.postings.get(INDEX_KEY)? else {
+            return Ok(Vec::new());
+        };
+        let keys = self.at_rest.keys()?;
+        let name = tree_name(self.generation, "postings");
+        let v = crypt::open(&keys.catalog, &name, INDEX_KEY, &sealed)?;
+        records(&v).map(|r| r.map(|(k, _)| k.to_vec())).collect()
+    }
+
+    /// This handle with nothing decrypted left in it (lockdown): every read fails
+    /// with [`StoreError::DeviceLocked`] until the store is unlocked.
+    pub(crate) fn locked(&self) -> Catalog {
+        Catalog {
+            version: String::new(),
+            overlay: Arc::new(HashMap::new()),
+            index: Arc::new(Vec::new()),
+            ..self.clone()
+        }
+    }
+
+    /// The postings block at `ordinal`, decrypted.
+    fn postings_block(&self, ordinal: usize) -> Result<Block, StoreError> {
+        let key = u32::try_from(ordinal)
+            .map_err(|_| StoreError::Corrupt("postings ordinal".into()))?
+            .to_be_bytes();
+        let sealed = self
+            .postings
+            .get(key)?
+            .ok_or_else(|| StoreError::Corrupt(format!("postings block {ordinal} is missing")))?;
+        self.at_rest
+            .catalog_block(&tree_name(self.generation, "postings"), &key, &sealed)
+    }
+
+    /// A decrypted block of `products` or `barcodes`.
+    fn block(&self, part: &str, first: &[u8], sealed: &[u8]) -> Result<Block, StoreError> {
+        self.at_rest
+            .catalog_block(&tree_name(self.generation, part), first, sealed)
     }
 
     /// Products served from the overlay rather than the blocks.
@@ -338,10 +489,16 @@ impl Catalog {
 
     /// The stored JSON of a product: what the API serves, without decoding.
     pub fn product_json(&self, sku: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.at_rest.keys()?;
         if let Some(json) = self.overlay.get(sku) {
             return Ok(Some(json.clone()));
         }
-        block_get(&self.products, sku.as_bytes())
+        block_get(
+            &self.at_rest,
+            &self.products,
+            &tree_name(self.generation, "products"),
+            sku.as_bytes(),
+        )
     }
 
     /// A record of `products` as served: the overlay's JSON when it has the SKU.
@@ -357,15 +514,22 @@ impl Catalog {
 
     /// Every product's stored JSON, in SKU order.
     pub fn products_json(&self) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + '_ {
-        self.products.iter().values().flat_map(|block| {
-            let out: Vec<Result<Vec<u8>, StoreError>> = match block {
-                Ok(block) => records(&block)
-                    .map(|r| r.map(|(k, v)| self.served(k, v).to_vec()))
-                    .collect(),
-                Err(e) => vec![Err(e.into())],
-            };
-            out
-        })
+        let locked = self.at_rest.keys().err();
+        locked
+            .into_iter()
+            .map(Err)
+            .chain(self.products.iter().flat_map(|kv| {
+                let block = kv
+                    .map_err(StoreError::from)
+                    .and_then(|(first, sealed)| self.block("products", &first, &sealed));
+                let out: Vec<Result<Vec<u8>, StoreError>> = match block {
+                    Ok(block) => records(&block)
+                        .map(|r| r.map(|(k, v)| self.served(k, v).to_vec()))
+                        .collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                out
+            }))
     }
 
     /// A product by SKU.
@@ -377,8 +541,13 @@ impl Catalog {
 
     /// The SKU a barcode (as GTIN-14) belongs to.
     pub fn sku_by_gtin14(&self, gtin14: &str) -> Result<Option<String>, StoreError> {
-        Ok(block_get(&self.barcodes, gtin14.as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(block_get(
+            &self.at_rest,
+            &self.barcodes,
+            &tree_name(self.generation, "barcodes"),
+            gtin14.as_bytes(),
+        )?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Search products. `q` matches product names word by word (every query word must
@@ -394,6 +563,7 @@ impl Catalog {
         cursor: Option<&[u8]>,
         max_scan: usize,
     ) -> Result<Page, StoreError> {
+        self.at_rest.keys()?;
         let words = q.map(search_terms).unwrap_or_default();
         // Drive the scan with the longest word (the most selective); check the rest.
         let driver = words.iter().max_by_key(|w| w.len()).cloned();
@@ -419,66 +589,81 @@ impl Catalog {
             }
             None => prefix.clone(),
         };
-        for kv in self.postings.range(start..) {
-            let (k, block) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let rest = &k[term_from..];
-            let term = &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())];
-            for sku in block.split(|b| *b == 0) {
-                if let Some((ct, cs)) = cursor
-                    && (term < ct || (term == ct && sku <= cs))
-                {
+        // The postings block to start at: the last whose first key is at or before
+        // `start` (the sparse index is in key order).
+        let first_block = self
+            .index
+            .partition_point(|f| f.as_slice() <= start.as_slice())
+            .saturating_sub(1);
+        let products_name = tree_name(self.generation, "products");
+        for ordinal in first_block..self.index.len() {
+            let postings = self.postings_block(ordinal)?;
+            for r in records(&postings) {
+                let (k, block) = r?;
+                if k < start.as_slice() {
                     continue;
                 }
-                if items.len() >= limit || scanned >= max_scan {
-                    // Resume after the last item served, or after the last candidate
-                    // read when the scan budget ran out first.
-                    let next = match (items.len() >= limit, items.last(), &last_scanned) {
-                        (true, Some((t, s, _)), _) | (false, _, Some((t, s))) => {
-                            encode_cursor(t, s)
-                        }
-                        _ => encode_cursor(term, sku),
-                    };
-                    return Ok((items.into_iter().map(|(_, _, j)| j).collect(), Some(next)));
+                if !k.starts_with(&prefix) {
+                    return Ok((items.into_iter().map(|(_, _, j)| j).collect(), None));
                 }
-                scanned += 1;
-                last_scanned = Some((term.to_vec(), sku.to_vec()));
-                let json = match std::str::from_utf8(sku)
-                    .ok()
-                    .and_then(|s| self.overlay.get(s))
-                {
-                    Some(json) => json.clone(),
-                    None => match block_get(&self.products, sku)? {
-                        Some(json) => json,
-                        None => continue,
-                    },
-                };
-                if let Some(w) = &driver {
-                    let p: Product = from_json(&json, "product")?;
-                    if category.is_some_and(|c| c != p.category) {
-                        continue;
-                    }
-                    let name_terms = search_terms(&p.name);
-                    if !words
-                        .iter()
-                        .all(|w| name_terms.iter().any(|t| t.starts_with(w.as_str())))
+                let rest = &k[term_from..];
+                let term = &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())];
+                for sku in block.split(|b| *b == 0) {
+                    if let Some((ct, cs)) = cursor
+                        && (term < ct || (term == ct && sku <= cs))
                     {
                         continue;
                     }
-                    // A name with two words that start with the query word ("milk",
-                    // "milkshake") is in two postings: serve it only under the first,
-                    // so it appears once across all pages.
-                    let first = name_terms
-                        .iter()
-                        .filter(|t| t.starts_with(w.as_str()))
-                        .min();
-                    if first.map(|t| t.as_bytes()) != Some(term) {
-                        continue;
+                    if items.len() >= limit || scanned >= max_scan {
+                        // Resume after the last item served, or after the last candidate
+                        // read when the scan budget ran out first.
+                        let next = match (items.len() >= limit, items.last(), &last_scanned) {
+                            (true, Some((t, s, _)), _) | (false, _, Some((t, s))) => {
+                                encode_cursor(t, s)
+                            }
+                            _ => encode_cursor(term, sku),
+                        };
+                        return Ok((items.into_iter().map(|(_, _, j)| j).collect(), Some(next)));
                     }
+                    scanned += 1;
+                    last_scanned = Some((term.to_vec(), sku.to_vec()));
+                    let json = match std::str::from_utf8(sku)
+                        .ok()
+                        .and_then(|s| self.overlay.get(s))
+                    {
+                        Some(json) => json.clone(),
+                        None => {
+                            match block_get(&self.at_rest, &self.products, &products_name, sku)? {
+                                Some(json) => json,
+                                None => continue,
+                            }
+                        }
+                    };
+                    if let Some(w) = &driver {
+                        let p: Product = from_json(&json, "product")?;
+                        if category.is_some_and(|c| c != p.category) {
+                            continue;
+                        }
+                        let name_terms = search_terms(&p.name);
+                        if !words
+                            .iter()
+                            .all(|w| name_terms.iter().any(|t| t.starts_with(w.as_str())))
+                        {
+                            continue;
+                        }
+                        // A name with two words that start with the query word ("milk",
+                        // "milkshake") is in two postings: serve it only under the first,
+                        // so it appears once across all pages.
+                        let first = name_terms
+                            .iter()
+                            .filter(|t| t.starts_with(w.as_str()))
+                            .min();
+                        if first.map(|t| t.as_bytes()) != Some(term) {
+                            continue;
+                        }
+                    }
+                    items.push((term.to_vec(), sku.to_vec(), json));
                 }
-                items.push((term.to_vec(), sku.to_vec(), json));
             }
         }
         Ok((items.into_iter().map(|(_, _, j)| j).collect(), None))
@@ -497,7 +682,8 @@ impl Catalog {
         };
         let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for kv in self.products.range(start..) {
-            let (_, block) = kv?;
+            let (first, sealed) = kv?;
+            let block = self.block("products", &first, &sealed)?;
             for r in records(&block) {
                 let (sku, json) = r?;
                 if after.as_deref().is_some_and(|a| sku <= a) {
@@ -606,7 +792,7 @@ impl CatalogImport {
         let generation = store.catalog().generation + 1;
         // A crashed import may have left this generation's trees behind.
         drop_generation(store.db(), generation)?;
-        let next = open_generation(store.db(), generation, String::new(), 0)?;
+        let next = open_generation(store.db(), store.at_rest(), generation, String::new(), 0)?;
         Ok(CatalogImport {
             store,
             next: Some(next),
@@ -739,10 +925,13 @@ impl CatalogImport {
             .next
             .take()
             .unwrap_or_else(|| unreachable!("finish runs once"));
-        if let Err(e) = write_generation(&next, &self.entries) {
-            // Dropping `self` would not see `next` any more: drop its trees here.
-            let _ = drop_generation(self.store.db(), next.generation);
-            return Err(e);
+        match write_generation(&next, &self.entries) {
+            Ok(index) => next.index = Arc::new(index),
+            Err(e) => {
+                // Dropping `self` would not see `next` any more: drop its trees here.
+                let _ = drop_generation(self.store.db(), next.generation);
+                return Err(e);
+            }
         }
         next.version = version.to_owned();
         next.len = self.entries.len() as u64;
@@ -757,9 +946,16 @@ impl CatalogImport {
     }
 }
 
-/// Write sorted entries into a generation's trees, each in key order.
-fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<(), StoreError> {
-    let mut w = BlockWriter::new(&next.products);
+/// Write sorted entries into a generation's trees, each in key order; returns the
+/// sparse index of its postings.
+fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let name = |part| tree_name(next.generation, part);
+    let mut w = BlockWriter::new(
+        &next.products,
+        name("products"),
+        &next.at_rest,
+        BlockKeys::First,
+    )?;
     for e in entries {
         w.push(e.sku.as_bytes(), &e.json)?;
     }
@@ -770,7 +966,12 @@ fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<(), StoreError>
         .flat_map(|e| e.gtins.iter().map(move |g| (g.as_str(), e.sku.as_str())))
         .collect();
     gtins.sort_unstable();
-    let mut w = BlockWriter::new(&next.barcodes);
+    let mut w = BlockWriter::new(
+        &next.barcodes,
+        name("barcodes"),
+        &next.at_rest,
+        BlockKeys::First,
+    )?;
     for (g, sku) in gtins {
         w.push(g.as_bytes(), sku.as_bytes())?;
     }
@@ -793,7 +994,12 @@ fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<(), StoreError>
     }
     let mut keys: Vec<Vec<u8>> = postings.keys().cloned().collect();
     keys.sort_unstable();
-    let mut w = BlockWriter::new(&next.postings);
+    let mut w = BlockWriter::new(
+        &next.postings,
+        name("postings"),
+        &next.at_rest,
+        BlockKeys::Ordinal(Vec::new()),
+    )?;
     for key in keys {
         for chunk in postings[&key].chunks(POSTING_BLOCK) {
             let mut k = key.clone();
@@ -806,10 +1012,61 @@ fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<(), StoreError>
                 }
                 v.extend_from_slice(entries[*i as usize].sku.as_bytes());
             }
-            w.put(k, v)?;
+            w.push(&k, &v)?;
         }
     }
     w.finish()
+}
+
+/// Schema-1 migration of the live generation (see `super::migrate`): when its
+/// `postings` has no sealed sparse index it is plaintext; rebuild it as generation
+/// `live + 1`, encrypted, switch `meta` to it and drop the plaintext trees.
+pub(crate) fn migrate_generation(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    at_rest: &Arc<AtRest>,
+) -> Result<(), StoreError> {
+    let generation = meta_u64(meta, at_rest, "catalog_generation")?.unwrap_or(0);
+    if generation == 0 {
+        return Ok(());
+    }
+    let old = open_generation(db, at_rest, generation, String::new(), 0)?;
+    if old.postings.get(INDEX_KEY)?.is_some() {
+        return Ok(());
+    }
+    let version = meta_read(meta, at_rest, "catalog_version")?
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    let mut overlay = HashMap::new();
+    for kv in old.overlay_tree.iter() {
+        let (k, v) = kv?;
+        overlay.insert(k.to_vec(), v.to_vec());
+    }
+    let mut entries = Vec::new();
+    for kv in old.products.iter() {
+        let (_, block) = kv?;
+        for r in records(&block) {
+            let (sku, json) = r?;
+            let json = overlay.get(sku).map_or(json, Vec::as_slice);
+            let p: Product = from_json(json, "schema-1 product")?;
+            entries.push(Entry::of(&p, json.to_vec()));
+        }
+    }
+    entries.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
+    let next_gen = generation + 1;
+    drop_generation(db, next_gen)?;
+    let mut next = open_generation(db, at_rest, next_gen, version, entries.len() as u64)?;
+    next.index = Arc::new(write_generation(&next, &entries)?);
+    commit_generation(db, meta, at_rest, &next)?;
+    drop(old);
+    drop_generation(db, generation)?;
+    tracing::info!(
+        from = generation,
+        to = next_gen,
+        products = entries.len(),
+        "Rebuilt the schema-1 catalog as an encrypted generation"
+    );
+    Ok(())
 }
 
 impl Drop for CatalogImport {
@@ -864,7 +1121,12 @@ mod tests {
     #[test]
     fn lookups_and_paging_across_many_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            &StoreOptions::default(),
+            &crate::store::crypt::test_vault(),
+        )
+        .unwrap();
         // Imported in reverse order: the import sorts.
         let n = 3000;
         import(
@@ -926,7 +1188,12 @@ mod tests {
     #[test]
     fn merge_keeps_others_and_an_abandoned_import_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            &StoreOptions::default(),
+            &crate::store::crypt::test_vault(),
+        )
+        .unwrap();
         import(
             &store,
             ImportMode::Replace,
@@ -968,7 +1235,12 @@ mod tests {
     #[test]
     fn a_price_only_merge_goes_to_the_overlay_atomically_and_durably() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            &StoreOptions::default(),
+            &crate::store::crypt::test_vault(),
+        )
+        .unwrap();
         import(
             &store,
             ImportMode::Replace,
@@ -1007,7 +1279,12 @@ mod tests {
         drop((c, before, store));
 
         // After a restart the overlay is still there, with its version.
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            &StoreOptions::default(),
+            &crate::store::crypt::test_vault(),
+        )
+        .unwrap();
         let c = store.catalog();
         assert_eq!((c.overlay_len(), c.version.as_str()), (200, "v"));
         assert_eq!(c.product("S00020").unwrap().unwrap().price.0, 250);
@@ -1056,7 +1333,12 @@ mod tests {
     #[test]
     fn duplicates_in_an_import_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let store = Store::open(
+            dir.path(),
+            &StoreOptions::default(),
+            &crate::store::crypt::test_vault(),
+        )
+        .unwrap();
         let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
         imp.add(&product(1, "x", "A"), 1).unwrap().unwrap();
         assert!(matches!(

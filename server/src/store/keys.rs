@@ -5,7 +5,7 @@
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `i/` | idempotency scope and key | [`IdemRecord`](super::IdemRecord) |
+//! | `i/` | keyed BLAKE3 hash of idempotency scope and key (32 bytes) | idempotency record |
 //! | `s/` | sale id (16 bytes, UUIDv7: time order) | sale |
 //! | `r/` | refund id | refund |
 //! | `x/` | sale id + refund id | empty: refunds of a sale |
@@ -18,6 +18,11 @@
 //! | `t/` | sale id | receipt printed: copies and time (`devices::receipts`) |
 //! | `meta/outbox_next` | | next outbox sequence |
 //! | `meta/outbox_bytes` | | bytes of the records waiting for HQ |
+//!
+//! Every value is sealed (`super::crypt`) with the tree and the physical key as
+//! associated data. Callers build keys with the functions below; [`physical`] (applied
+//! by the store and `Tx`) replaces the client-chosen part of an `i/` key with its keyed
+//! hash, so the idempotency keys terminals send never reach the disk.
 
 use uuid::Uuid;
 
@@ -45,6 +50,15 @@ pub const MOVEMENT: &[u8] = b"m/";
 pub const OUTBOX: &[u8] = b"o/";
 /// Movements by SKU.
 pub const SKU_MOVEMENTS: &[u8] = b"n/";
+
+/// The key stored in sled for `key`: an `i/` key's client-chosen rest becomes its
+/// keyed hash (32 bytes); every other key is stored as it is.
+pub(crate) fn physical(keys: &super::crypt::Keys, key: &[u8]) -> Vec<u8> {
+    match key.strip_prefix(IDEM) {
+        Some(rest) => join(IDEM, &keys.hash_key(rest)),
+        None => key.to_vec(),
+    }
+}
 
 fn join(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + rest.len());

@@ -6,17 +6,28 @@
 //!   outbox, idempotency records, pending payments).
 //! - [`catalog`]: products and their indexes, switched atomically by generation.
 //!
-//! Values are JSON: the stored product is the API's product, so a lookup serves the
-//! stored bytes without decoding them.
+//! - [`crypt`]: encryption at rest: per-tree ciphers from the data key, the cache of
+//!   decrypted catalog blocks, lockdown (wipe) and unlock (install).
+//! - [`migrate`]: in-place migration of a schema-1 (plaintext) data dir.
+//!
+//! Values are JSON, sealed with XChaCha20-Poly1305 (docs/storage.md, "Encryption at
+//! rest"): the stored product is the API's product, so a lookup serves the decrypted
+//! bytes without decoding them.
 
 pub mod catalog;
+pub(crate) mod crypt;
 pub mod keys;
+pub(crate) mod migrate;
 pub mod writer;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use outpost_security::vault::KeyVault;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -28,8 +39,8 @@ pub use writer::{Tx, WriterStats};
 use writer::{Writer, WriterThread};
 
 /// The schema this build reads and writes. Bump it with a migration when a stored
-/// format changes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// format changes. 1: plaintext; 2: every business value encrypted at rest.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Why storage failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,6 +74,18 @@ pub enum StoreError {
     /// Something that runs one at a time is already running.
     #[error("busy: {0}")]
     Busy(String),
+    /// The device is locked: the data key is wiped from memory, so business data can
+    /// be neither read nor written until a signed unlock.
+    #[error("the device is locked: the data key is not in memory")]
+    DeviceLocked,
+    /// The data dir was encrypted under another data key.
+    #[error(
+        "the data dir was encrypted under another data key: the sealed key does not match it (restore the data dir's own sealed-key and sealer key, or start from an empty data dir); nothing was changed"
+    )]
+    WrongKey,
+    /// Subkeys could not be derived from the data key.
+    #[error("data key: {0}")]
+    Key(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -113,6 +136,8 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Sto
 /// The open data dir.
 pub struct Store {
     db: sled::Db,
+    /// The ciphers of the data key (shared with the writer thread and the catalog).
+    at_rest: Arc<crypt::AtRest>,
     meta: sled::Tree,
     journal: sled::Tree,
     promotions_tree: sled::Tree,
@@ -142,17 +167,27 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Open (or create) the data dir.
-    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Arc<Store>, StoreError> {
+    /// Open (or create) the data dir with the data key in `vault` (unsealed by the
+    /// caller before the store opens). A new data dir is stamped with a key check; a
+    /// data dir written under another key is refused ([`StoreError::WrongKey`]) before
+    /// anything is read or written; a schema-1 (plaintext) data dir is encrypted in
+    /// place first ([`migrate`]).
+    pub fn open(
+        dir: &Path,
+        opts: &StoreOptions,
+        vault: &KeyVault,
+    ) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(dir)?;
+        migrate::recover_swap(dir)?;
+        let config = |path: &Path| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(opts.cache_bytes)
+        };
         // Another process may be releasing the dir (a restart): wait a moment for it.
         let mut tries = 0;
-        let db = loop {
-            match sled::Config::new()
-                .path(dir.join("db"))
-                .cache_capacity(opts.cache_bytes)
-                .open()
-            {
+        let mut db = loop {
+            match config(&dir.join("db")).open() {
                 Err(sled::Error::Io(io)) if tries < 20 && is_lock_error(&io) => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -167,7 +202,18 @@ impl Store {
             }
             other => StoreError::from(other),
         })?;
-        let meta = db.open_tree("meta")?;
+        let at_rest = Arc::new(crypt::AtRest::new(vault)?);
+        let mut meta = db.open_tree("meta")?;
+        match meta.get(crypt::KEY_CHECK_KEY)? {
+            Some(check) => {
+                if !at_rest.key_matches(&check)? {
+                    return Err(StoreError::WrongKey);
+                }
+            }
+            None => {
+                meta.insert(crypt::KEY_CHECK_KEY, at_rest.key_check_value()?)?;
+            }
+        }
         match meta.get("schema_version")? {
             None => {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
@@ -180,21 +226,38 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
+                if found < SCHEMA_VERSION {
+                    migrate::to_encrypted(&db, &meta, &at_rest)?;
+                    meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                    db.flush()?;
+                    tracing::info!(
+                        from = found,
+                        to = SCHEMA_VERSION,
+                        "Migrated the data dir: every business value is now encrypted"
+                    );
+                }
             }
+        }
+        if meta.get(migrate::RESIDUE)?.is_some() {
+            drop(meta);
+            db = migrate::compact(dir, db, config)?;
+            meta = db.open_tree("meta")?;
         }
         let journal = db.open_tree("journal")?;
         let promotions_tree = db.open_tree("promotions")?;
-        let catalog = Catalog::open_current(&db, &meta)?;
-        let mut promos = Vec::new();
-        for kv in promotions_tree.iter() {
-            let (_, v) = kv?;
-            promos.push(from_json::<Promotion>(&v, "promotion")?);
-        }
-        let (writer, writer_thread) =
-            Writer::start(db.clone(), journal.clone(), opts.max_group, opts.queue)?;
+        let catalog = Catalog::open_current(&db, &meta, &at_rest)?;
+        let promos = load_promotions(&promotions_tree, &at_rest)?;
+        let (writer, writer_thread) = Writer::start(
+            db.clone(),
+            journal.clone(),
+            at_rest.clone(),
+            opts.max_group,
+            opts.queue,
+        )?;
         db.flush()?;
         Ok(Arc::new(Store {
             db,
+            at_rest,
             meta,
             journal,
             promotions_tree,
@@ -205,6 +268,68 @@ impl Store {
             retired: std::sync::Mutex::new(Vec::new()),
             catalog_change: Arc::new(tokio::sync::Mutex::new(())),
         }))
+    }
+
+    /// Lockdown: wipe the data key's ciphers and every decrypted catalog block,
+    /// overlay and index from memory. Until [`Store::unlock`], every read or write of
+    /// business data fails with [`StoreError::DeviceLocked`]; nothing on disk changes.
+    pub fn lock(&self) {
+        self.at_rest.wipe();
+        let live = self.catalog();
+        self.catalog.store(Arc::new(live.locked()));
+        drop(live);
+        self.promotions
+            .store(Arc::new(PromotionSet::new(Vec::new())));
+        if let Err(e) = self.sweep_retired_catalogs() {
+            tracing::warn!(error = %e, "Failed to sweep retired catalogs while locking");
+        }
+    }
+
+    /// Undo [`Store::lock`] with a freshly unsealed key: refused (and still locked)
+    /// when it is not the data dir's key.
+    pub fn unlock(&self, vault: &KeyVault) -> Result<(), StoreError> {
+        let candidate = crypt::AtRest::new(vault)?;
+        let check = self
+            .meta
+            .get(crypt::KEY_CHECK_KEY)?
+            .ok_or_else(|| StoreError::Corrupt("meta key check is missing".into()))?;
+        if !candidate.key_matches(&check)? {
+            return Err(StoreError::WrongKey);
+        }
+        self.at_rest.install(vault)?;
+        let reload = || -> Result<(Catalog, Vec<Promotion>), StoreError> {
+            Ok((
+                Catalog::open_current(&self.db, &self.meta, &self.at_rest)?,
+                load_promotions(&self.promotions_tree, &self.at_rest)?,
+            ))
+        };
+        match reload() {
+            Ok((catalog, promos)) => {
+                self.catalog.store(Arc::new(catalog));
+                self.promotions.store(Arc::new(PromotionSet::new(promos)));
+                Ok(())
+            }
+            Err(e) => {
+                self.at_rest.wipe();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the data key is wiped (lockdown).
+    pub fn is_locked(&self) -> bool {
+        self.at_rest.is_locked()
+    }
+
+    /// The physical journal key of `key` (client-chosen strings become keyed hashes).
+    fn journal_key(&self, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Ok(keys::physical(&*self.at_rest.keys()?, key))
+    }
+
+    /// Decrypt a journal value stored at physical key `pkey`.
+    fn open_journal(&self, pkey: &[u8], v: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let keys = self.at_rest.keys()?;
+        Ok(crypt::open(&keys.journal, "journal", pkey, v)?.to_vec())
     }
 
     /// The catalog readers should use now.
@@ -219,12 +344,18 @@ impl Store {
 
     /// Replace all promotions.
     pub fn replace_promotions(&self, promos: Vec<Promotion>) -> Result<(), StoreError> {
+        let keys = self.at_rest.keys()?;
         let mut batch = sled::Batch::default();
         for kv in self.promotions_tree.iter() {
             batch.remove(kv?.0);
         }
-        for p in &promos {
-            batch.insert(p.id.as_bytes(), to_json(p));
+        // Keyed by ordinal: promotion ids are HQ's words and stay out of the keys.
+        for (i, p) in promos.iter().enumerate() {
+            let k = (i as u64).to_be_bytes();
+            batch.insert(
+                &k,
+                keys.promotions.seal_record("promotions", &k, &to_json(p)),
+            );
         }
         self.promotions_tree.apply_batch(batch)?;
         self.db.flush()?;
@@ -247,7 +378,7 @@ impl Store {
     }
 
     pub(crate) fn switch_catalog(&self, next: Catalog) -> Result<(), StoreError> {
-        catalog::commit_generation(&self.db, &self.meta, &next)?;
+        catalog::commit_generation(&self.db, &self.meta, &self.at_rest, &next)?;
         let old = self.catalog.swap(Arc::new(next));
         // A request that loaded the old generation just before the swap may still be
         // reading it: drop its trees only once nobody holds it.
@@ -299,18 +430,23 @@ impl Store {
 
     /// A small value of the `meta` tree (versions of what HQ pushed).
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+        meta_read(&self.meta, &self.at_rest, key)
     }
 
     /// Set a small value of the `meta` tree, durably.
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(key, value)?;
+        self.meta
+            .insert(key, meta_seal(&self.at_rest, key, value)?)?;
         self.db.flush()?;
         Ok(())
     }
 
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    pub(crate) fn at_rest(&self) -> &Arc<crypt::AtRest> {
+        &self.at_rest
     }
 
     /// Run `f` in the writer and return once its writes are on disk. See
@@ -331,14 +467,14 @@ impl Store {
 
     /// A sale by id.
     pub fn sale(&self, id: Uuid) -> Result<Option<Sale>, StoreError> {
-        self.journal
-            .get(keys::sale(id))?
+        self.journal_get(&keys::sale(id))?
             .map(|v| from_json(&v, "sale"))
             .transpose()
     }
 
     /// Sales with ids after `after` (or from the first), oldest first.
     pub fn sales_after(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<Sale>, StoreError> {
+        self.at_rest.keys()?;
         let start = match after {
             Some(id) => {
                 let mut k = keys::sale(id);
@@ -353,18 +489,19 @@ impl Store {
             if !k.starts_with(keys::SALE) || out.len() >= limit {
                 break;
             }
-            out.push(from_json(&v, "sale")?);
+            out.push(from_json(&self.open_journal(&k, &v)?, "sale")?);
         }
         Ok(out)
     }
 
     /// Refunds of a sale, oldest first.
     pub fn refunds_of(&self, sale: Uuid) -> Result<Vec<Refund>, StoreError> {
+        self.at_rest.keys()?;
         let mut out = Vec::new();
         for kv in self.journal.scan_prefix(keys::sale_refunds(sale)) {
             let (k, _) = kv?;
             let id = keys::uuid_suffix(&k)?;
-            if let Some(v) = self.journal.get(keys::refund(id))? {
+            if let Some(v) = self.journal_get(&keys::refund(id))? {
                 out.push(from_json(&v, "refund")?);
             }
         }
@@ -373,15 +510,14 @@ impl Store {
 
     /// A refund by id.
     pub fn refund(&self, id: Uuid) -> Result<Option<Refund>, StoreError> {
-        self.journal
-            .get(keys::refund(id))?
+        self.journal_get(&keys::refund(id))?
             .map(|v| from_json(&v, "refund"))
             .transpose()
     }
 
     /// Stock of a SKU (0 when never counted).
     pub fn stock(&self, sku: &str) -> Result<i64, StoreError> {
-        Ok(match self.journal.get(keys::stock(sku))? {
+        Ok(match self.journal_get(&keys::stock(sku))? {
             Some(v) => keys::decode_i64(&v)?,
             None => 0,
         })
@@ -390,6 +526,7 @@ impl Store {
     /// The latest inventory movements (of one SKU, or of all), oldest first, at most
     /// `limit`.
     pub fn movements(&self, sku: Option<&str>, limit: usize) -> Result<Vec<Movement>, StoreError> {
+        self.at_rest.keys()?;
         let mut out = Vec::new();
         match sku {
             Some(sku) => {
@@ -400,14 +537,15 @@ impl Store {
                     .take(limit)
                 {
                     let (k, _) = kv?;
-                    if let Some(v) = self.journal.get(keys::movement(keys::uuid_suffix(&k)?))? {
+                    if let Some(v) = self.journal_get(&keys::movement(keys::uuid_suffix(&k)?))? {
                         out.push(from_json(&v, "movement")?);
                     }
                 }
             }
             None => {
                 for kv in self.journal.scan_prefix(keys::MOVEMENT).rev().take(limit) {
-                    out.push(from_json(&kv?.1, "movement")?);
+                    let (k, v) = kv?;
+                    out.push(from_json(&self.open_journal(&k, &v)?, "movement")?);
                 }
             }
         }
@@ -416,19 +554,43 @@ impl Store {
     }
 
     /// Number of outbox entries waiting for HQ, without reading them: sequences are
-    /// contiguous, so it is the next sequence minus the oldest waiting one.
+    /// contiguous, so it is the next sequence minus the oldest waiting one. Needs no
+    /// key (sequences are clear keys; the next one is kept in memory), so status and
+    /// metrics still count the backlog while locked down.
     pub fn outbox_pending(&self) -> Result<u64, StoreError> {
-        let next = match self.journal.get(keys::OUTBOX_NEXT)? {
-            Some(v) => keys::decode_u64(&v)?,
-            None => return Ok(0),
-        };
-        match self.journal.scan_prefix(keys::OUTBOX).next() {
-            Some(kv) => Ok(next - keys::decode_u64(&kv?.0[keys::OUTBOX.len()..])?),
+        let next = self
+            .writer
+            .stats
+            .outbox_next
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match self.outbox_first_key()? {
+            Some(first) => Ok(next.saturating_sub(first)),
             None => Ok(0),
         }
     }
 
+    /// The sequence of the oldest outbox entry waiting, or the next one to be written
+    /// when none waits. Needs no key.
+    pub fn outbox_first_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.outbox_first_key()? {
+            Some(first) => first,
+            None => self
+                .writer
+                .stats
+                .outbox_next
+                .load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    fn outbox_first_key(&self) -> Result<Option<u64>, StoreError> {
+        match self.journal.scan_prefix(keys::OUTBOX).next() {
+            Some(kv) => Ok(Some(keys::decode_u64(&kv?.0[keys::OUTBOX.len()..])?)),
+            None => Ok(None),
+        }
+    }
+
     /// Every pending payment record (checkouts and refunds waiting on the terminal).
+    /// Ids are clear keys: works while locked down (the metrics count them).
     pub fn pending_ids(&self) -> Result<Vec<Uuid>, StoreError> {
         self.journal
             .scan_prefix(keys::PENDING)
@@ -446,20 +608,68 @@ impl Store {
         prefix: &[u8],
         from: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        // Keys under a client-chosen prefix are hashed: they cannot be scanned in
+        // order, and no caller does.
         let prefix = prefix.to_vec();
         self.journal
             .range(from.to_vec()..)
             .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             .map(|kv| {
-                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(StoreError::from)
+                let (k, v) = kv.map_err(StoreError::from)?;
+                let v = self.open_journal(&k, &v)?;
+                Ok((k.to_vec(), v))
             })
     }
 
-    /// Raw read of a journal key (for records the service layer owns).
+    /// Read of a journal key (for records the service layer owns), decrypted.
     pub fn journal_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.journal.get(key)?.map(|v| v.to_vec()))
+        let pkey = self.journal_key(key)?;
+        match self.journal.get(&pkey)? {
+            Some(v) => Ok(Some(self.open_journal(&pkey, &v)?)),
+            None => Ok(None),
+        }
     }
+}
+
+/// Read and decrypt a value of `meta`.
+pub(crate) fn meta_read(
+    meta: &sled::Tree,
+    at_rest: &crypt::AtRest,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let keys = at_rest.keys()?;
+    match meta.get(key)? {
+        Some(v) => Ok(Some(
+            crypt::open(&keys.meta, "meta", key.as_bytes(), &v)?.to_vec(),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Seal a value for `meta` at `key`.
+pub(crate) fn meta_seal(
+    at_rest: &crypt::AtRest,
+    key: &str,
+    value: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    Ok(at_rest
+        .keys()?
+        .meta
+        .seal_record("meta", key.as_bytes(), value))
+}
+
+fn load_promotions(
+    tree: &sled::Tree,
+    at_rest: &crypt::AtRest,
+) -> Result<Vec<Promotion>, StoreError> {
+    let keys = at_rest.keys()?;
+    let mut promos = Vec::new();
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        let json = crypt::open(&keys.promotions, "promotions", &k, &v)?;
+        promos.push(from_json::<Promotion>(&json, "promotion")?);
+    }
+    Ok(promos)
 }
 
 fn is_lock_error(io: &std::io::Error) -> bool {

@@ -9,6 +9,11 @@
 //!
 //! Being the only writer also makes read-modify-write safe without locks (stock
 //! levels, outbox sequence numbers), and it keeps outbox sequences contiguous.
+//!
+//! Jobs see plaintext: `Tx` decrypts what it reads from the tree, and the group is
+//! sealed value by value (`super::crypt`) just before it is applied. A group that
+//! meets a wiped key (lockdown) writes nothing and answers every job
+//! [`StoreError::DeviceLocked`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::crypt::{self, AtRest, Keys};
 use super::keys;
 
 /// What a job hands back to the writer: whether to keep its writes, and how to answer
@@ -42,12 +48,17 @@ pub struct WriterStats {
     /// Bytes of the records the outbox names, not yet acknowledged by HQ (kept in
     /// `meta/outbox_bytes` beside the sequence, so it survives restarts).
     pub outbox_bytes: AtomicU64,
+    /// The next outbox sequence as of the last durable group (also in the journal):
+    /// in memory so the backlog can be counted while locked down.
+    pub outbox_next: AtomicU64,
 }
 
 /// A job's view of the journal: the tree as of the last group, plus the writes of
 /// earlier jobs in this group, plus its own writes.
 pub struct Tx<'a> {
     tree: &'a sled::Tree,
+    /// The ciphers as of the start of the group; `None` when locked.
+    keys: Option<&'a Keys>,
     group: &'a mut HashMap<Vec<u8>, Option<Vec<u8>>>,
     op: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     next_seq: &'a mut u64,
@@ -58,31 +69,51 @@ pub struct Tx<'a> {
 impl Tx<'_> {
     /// The current value of `key`.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.op.get(key) {
+        let keys = self.keys.ok_or(StoreError::DeviceLocked)?;
+        let key = keys::physical(keys, key);
+        if let Some(v) = self.op.get(&key) {
             return Ok(v.clone());
         }
-        if let Some(v) = self.group.get(key) {
+        if let Some(v) = self.group.get(&key) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        match self.tree.get(&key)? {
+            Some(v) => Ok(Some(
+                crypt::open(&keys.journal, "journal", &key, &v)?.to_vec(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn physical(&self, key: Vec<u8>) -> Vec<u8> {
+        match self.keys {
+            Some(keys) => keys::physical(keys, &key),
+            // Locked: the group is refused before anything is applied.
+            None => key,
+        }
     }
 
     /// Set `key` to `value` when the job commits.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        let key = self.physical(key);
         self.op.insert(key, Some(value));
     }
 
     /// Remove `key` when the job commits.
     pub fn remove(&mut self, key: Vec<u8>) {
+        let key = self.physical(key);
         self.op.insert(key, None);
     }
 
     /// Every key and value under `prefix`, in key order, as this job sees them.
+    /// Keys under `i/` are hashed, so scanning them yields hashes.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let keys = self.keys.ok_or(StoreError::DeviceLocked)?;
         let mut out: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for kv in self.tree.scan_prefix(prefix) {
             let (k, v) = kv?;
-            out.insert(k.to_vec(), Some(v.to_vec()));
+            let v = crypt::open(&keys.journal, "journal", &k, &v)?.to_vec();
+            out.insert(k.to_vec(), Some(v));
         }
         for (k, v) in self.group.iter().filter(|(k, _)| k.starts_with(prefix)) {
             out.insert(k.clone(), v.clone());
@@ -139,24 +170,43 @@ impl Writer {
     pub(crate) fn start(
         db: sled::Db,
         tree: sled::Tree,
+        at_rest: Arc<AtRest>,
         max_group: usize,
         queue: usize,
     ) -> Result<(Writer, WriterThread), StoreError> {
-        let next_seq = match tree.get(keys::OUTBOX_NEXT)? {
-            Some(v) => keys::decode_u64(&v)?,
-            None => 1,
+        let counter = |key: &[u8]| -> Result<Option<u64>, StoreError> {
+            let keys = at_rest.keys()?;
+            match tree.get(key)? {
+                Some(v) => Ok(Some(keys::decode_u64(&crypt::open(
+                    &keys.journal,
+                    "journal",
+                    key,
+                    &v,
+                )?)?)),
+                None => Ok(None),
+            }
         };
+        let next_seq = counter(keys::OUTBOX_NEXT)?.unwrap_or(1);
         let (tx, rx) = mpsc::channel::<Job>(queue);
         let stats = Arc::new(WriterStats::default());
-        if let Some(v) = tree.get(keys::OUTBOX_BYTES)? {
-            stats
-                .outbox_bytes
-                .store(keys::decode_u64(&v)?, Ordering::Relaxed);
+        stats.outbox_next.store(next_seq, Ordering::Relaxed);
+        if let Some(v) = counter(keys::OUTBOX_BYTES)? {
+            stats.outbox_bytes.store(v, Ordering::Relaxed);
         }
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("outpost-writer".into())
-            .spawn(move || run(db, tree, rx, max_group.max(1), next_seq, thread_stats))?;
+            .spawn(move || {
+                run(
+                    db,
+                    tree,
+                    at_rest,
+                    rx,
+                    max_group.max(1),
+                    next_seq,
+                    thread_stats,
+                )
+            })?;
         Ok((
             Writer {
                 jobs: Some(tx),
@@ -196,6 +246,7 @@ impl Writer {
 fn run(
     db: sled::Db,
     tree: sled::Tree,
+    at_rest: Arc<AtRest>,
     mut rx: mpsc::Receiver<Job>,
     max_group: usize,
     mut next_seq: u64,
@@ -221,10 +272,12 @@ fn run(
         let seq_before = next_seq;
         let bytes_before = stats.outbox_bytes.load(Ordering::Relaxed);
         let mut outbox_bytes = bytes_before;
+        let group_keys = at_rest.keys().ok();
         let mut jobs_iter = jobs.drain(..);
         for job in jobs_iter.by_ref() {
             let mut t = Tx {
                 tree: &tree,
+                keys: group_keys.as_deref(),
                 group: &mut group,
                 op: BTreeMap::new(),
                 next_seq: &mut next_seq,
@@ -269,7 +322,7 @@ fn run(
         let flushed = !group.is_empty();
         let result = if group.is_empty() {
             Ok(())
-        } else {
+        } else if let (Some(keys), false) = (group_keys.as_deref(), at_rest.is_locked()) {
             if next_seq != seq_before {
                 group.insert(
                     keys::OUTBOX_NEXT.to_vec(),
@@ -285,24 +338,36 @@ fn run(
             let mut batch = sled::Batch::default();
             for (k, v) in group {
                 match v {
-                    Some(v) => batch.insert(k, v),
+                    Some(v) => {
+                        let sealed = keys.journal.seal_record("journal", &k, &v);
+                        batch.insert(k, sealed)
+                    }
                     None => batch.remove(k),
                 }
             }
             tree.apply_batch(batch)
                 .and_then(|()| db.flush().map(|_| ()))
                 .map_err(StoreError::from)
+        } else {
+            Err(StoreError::DeviceLocked)
         };
+        drop(group_keys);
         if result.is_ok() {
             if flushed {
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
             }
             stats.outbox_bytes.store(outbox_bytes, Ordering::Relaxed);
+            stats.outbox_next.store(next_seq, Ordering::Relaxed);
         } else {
             tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
             // The batch may be in memory but not on disk: take the sequence numbers
             // from what the tree says, so they stay contiguous with what is durable.
-            if let Ok(Some(v)) = tree.get(keys::OUTBOX_NEXT)
+            if matches!(result, Err(StoreError::DeviceLocked)) {
+                // Nothing was applied.
+                next_seq = seq_before;
+            } else if let Ok(keys) = at_rest.keys()
+                && let Ok(Some(v)) = tree.get(keys::OUTBOX_NEXT)
+                && let Ok(v) = crypt::open(&keys.journal, "journal", keys::OUTBOX_NEXT, &v)
                 && let Ok(n) = keys::decode_u64(&v)
             {
                 next_seq = n;

@@ -407,8 +407,13 @@ async fn sigkill_between_authorization_and_completion_leaves_one_outcome_and_one
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = outpost_server::store::Store::open(
-            &dir.path().join("data"),
+        let mut settings = outpost_server::config::Settings {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        settings.security.allow_software = true;
+        let (store, _security) = outpost_server::security::open_data_dir(
+            &settings,
             &outpost_server::store::StoreOptions::default(),
         )
         .unwrap();

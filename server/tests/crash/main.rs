@@ -236,6 +236,8 @@ async fn acknowledged_sales_survive_sigkill_exactly_once() {
         .arg(&file)
         .arg("--data-dir")
         .arg(&data)
+        // The import needs the data key (development sealer, as the server below).
+        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
         .output()
         .unwrap();
     assert!(

@@ -74,8 +74,6 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     let mut s = settings(tmp.path(), None);
     s.security.hq_public_key = Some(hex(signer.verifying_key().as_bytes()));
     let app = spawn_with(s.clone()).await;
-    // One product (P0000000), pushed by HQ.
-    crate::helpers::snapshot(&app, 1, 1).await;
     let mut client = app.client().await;
 
     // No lease yet: locked.
@@ -84,6 +82,7 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     assert_eq!(v["code"], "device_locked");
     let (_, status) = app.get_json("/api/v1/security/status").await;
     assert_eq!(status["state"], "locked", "{status}");
+    assert_eq!(status["data_key"], "wiped", "{status}");
 
     // A forged lease is refused; a real one activates.
     let forged = lease(&HqSigner::generate(), 1);
@@ -101,6 +100,11 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     assert!(ok.result.contains("active"), "{}", ok.result);
     let (_, status) = app.get_json("/api/v1/security/status").await;
     assert_eq!(status["state"], "active", "{status}");
+    assert_eq!(status["data_key"], "in_memory", "{status}");
+    // One product (P0000000), pushed by HQ once the device may hold its key.
+    crate::helpers::snapshot(&app, 1, 1).await;
+    let (st, _) = app.get_json("/api/v1/products/P0000000").await;
+    assert_eq!(st, 200);
 
     // Lock: 423; a replayed counter is refused; unlock lifts it.
     send(
@@ -116,6 +120,22 @@ async fn lease_lock_unlock_wipe_and_refusals() {
         (423, Some("device_locked")),
         "{v}"
     );
+    // The key is gone from memory: lookups cannot read the catalog either.
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["data_key"], "wiped", "{status}");
+    let barcode = crate::helpers::product(0, 1).barcodes[0].clone();
+    for path in [
+        "/api/v1/products/P0000000".to_owned(),
+        format!("/api/v1/products/{barcode}"),
+        "/api/v1/products?q=x".to_owned(),
+    ] {
+        let (st, v) = app.get_json(&path).await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (423, Some("device_locked")),
+            "{path}: {v}"
+        );
+    }
     let e = send(
         &mut client,
         "k1-again",
@@ -151,6 +171,9 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     .unwrap();
     let (_, status) = app.get_json("/api/v1/security/status").await;
     assert_eq!(status["can_transact"], true, "{status}");
+    assert_eq!(status["data_key"], "in_memory", "{status}");
+    let (st, p) = app.get_json("/api/v1/products/P0000000").await;
+    assert_eq!((st, p["sku"].as_str()), (200, Some("P0000000")), "{p}");
     let (st, sale) = checkout(&app, "c3").await;
     assert_eq!(st, 201, "{sale}");
     let sale_id = sale["sale_id"].as_str().unwrap().to_owned();
@@ -213,5 +236,76 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     assert!(!tmp.path().join("software-kek").exists());
     let (_, status) = app.get_json("/api/v1/security/status").await;
     assert_eq!(status["state"], "locked", "{status}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_lease_wipes_the_key_and_a_fresh_lease_brings_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = HqSigner::from_bytes(HQ_SECRET);
+    let mut s = settings(tmp.path(), None);
+    s.security.hq_public_key = Some(hex(signer.verifying_key().as_bytes()));
+    s.security.offline_grace_secs = 1;
+    let app = spawn_with(s).await;
+    let mut client = app.client().await;
+    let now = OffsetDateTime::now_utc();
+    let short = signer
+        .sign_lease(&Lease {
+            store: "store-1".into(),
+            unit: "unit-1".into(),
+            issued_at: now - time::Duration::seconds(1),
+            expires_at: now + time::Duration::seconds(3),
+            nonce: rand::random(),
+        })
+        .unwrap();
+    send(&mut client, "l1", hq::command::Kind::SignedLease(short))
+        .await
+        .unwrap();
+    crate::helpers::snapshot(&app, 1, 1).await;
+    let (st, sale) = checkout(&app, "e1").await;
+    assert_eq!(st, 201, "{sale}");
+    let sale_id = sale["sale_id"].as_str().unwrap().to_owned();
+
+    // Nobody calls in: the lease runs out and the watch wipes the key on its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, status) = app.get_json("/api/v1/security/status").await;
+        if status["data_key"] == "wiped" {
+            assert_eq!(status["state"], "locked", "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never wiped: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (st, v) = app.get_json("/api/v1/products/P0000000").await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (423, Some("device_locked")),
+        "{v}"
+    );
+    let (st, v) = app.get_json(&format!("/api/v1/sales/{sale_id}")).await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (423, Some("device_locked")),
+        "{v}"
+    );
+
+    // A fresh lease: the key is unsealed again and nothing was lost.
+    send(
+        &mut client,
+        "l2",
+        hq::command::Kind::SignedLease(lease(&signer, 1)),
+    )
+    .await
+    .unwrap();
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["data_key"], "in_memory", "{status}");
+    let (st, v) = app.get_json(&format!("/api/v1/sales/{sale_id}")).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, _) = checkout(&app, "e2").await;
+    assert_eq!(st, 201);
     app.stop().await;
 }

@@ -207,6 +207,8 @@ async fn a_long_outage_drains_exactly_once_across_a_sigkill_of_the_store() {
         .arg(&catalog)
         .arg("--data-dir")
         .arg(&data)
+        // The import needs the data key (development sealer, as the server).
+        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
         .output()
         .unwrap();
     assert!(
