@@ -178,6 +178,11 @@ pub struct SecuritySettings {
     pub hq_public_key: Option<String>,
     /// How long the store keeps selling after its lease expired, in seconds (72 h).
     pub offline_grace_secs: u64,
+    /// Ids of `[[devices]]` sensors (kind `sensor`) on the case or the cabinet door: a
+    /// door/case opening on any of them locks the device at once (tamper), and only a
+    /// signed unlock from HQ lifts it. Needs `hq_public_key`. Kept local on purpose: a
+    /// device set pushed by HQ cannot change which sensors guard the box.
+    pub tamper_sensors: Vec<String>,
 }
 
 impl SecuritySettings {
@@ -213,6 +218,7 @@ impl Default for SecuritySettings {
             password_hashing: "production".into(),
             hq_public_key: None,
             offline_grace_secs: 72 * 3600,
+            tamper_sensors: Vec::new(),
         }
     }
 }
@@ -695,6 +701,13 @@ impl Settings {
         }
         sec.hq_key_bytes()
             .map_err(|m| invalid("security.hq_public_key", m))?;
+        if !sec.tamper_sensors.is_empty() && sec.hq_public_key.is_none() {
+            return Err(invalid(
+                "security.tamper_sensors",
+                "needs security.hq_public_key: a tamper lock is lifted only by HQ's signed unlock"
+                    .into(),
+            ));
+        }
         if sec.session_ttl_secs == 0
             || sec.offline_grace_secs == 0
             || sec.login_max_failures == 0

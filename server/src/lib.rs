@@ -32,5 +32,6 @@ pub mod security;
 pub mod seed;
 pub mod startup;
 pub mod store;
+pub mod tamper;
 pub mod telemetry;
 pub mod tls;

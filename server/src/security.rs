@@ -460,6 +460,22 @@ impl Security {
         Ok(state.name().into())
     }
 
+    /// A tamper signal (a door or case sensor opened): lock at once. The lock is hard:
+    /// a fresh lease does not lift it, only HQ's signed unlock. Saved before the key is
+    /// dropped, so a restart stays locked.
+    pub fn tamper(&self, detail: &str) -> Result<(), GuardError> {
+        let g = self.guard.as_ref().ok_or(GuardError::Off)?;
+        {
+            let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
+            g.tamper(detail);
+            self.persist_guard(&g).map_err(GuardError::Store)?;
+        }
+        self.audit("device", "security.tamper", detail);
+        tracing::error!(detail, "Tamper signal: locking the device");
+        self.enforce_lockdown();
+        Ok(())
+    }
+
     /// Applies a signed lock / unlock / wipe; a wipe crypto-erases the sealed key.
     pub fn apply_command(&self, bytes: &[u8]) -> Result<String, GuardError> {
         let g = self.guard.as_ref().ok_or(GuardError::Off)?;

@@ -91,6 +91,7 @@ impl Application {
         )
         .await
         .context("Failed to set up the devices")?;
+        crate::tamper::check(&registry, &settings.security.tamper_sensors)?;
         registry.open_all().await;
         let registry = Arc::new(registry);
         let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
@@ -244,7 +245,12 @@ impl Application {
         let every = Duration::from_secs(self.sales_recovery_secs);
         let recovery = self.sales.spawn_recovery(every);
         let lockdown = self.security.spawn_lockdown_watch(Duration::from_secs(1));
-        let device_tasks = self.registry.start();
+        let mut device_tasks = self.registry.start();
+        device_tasks.extend(crate::tamper::spawn(
+            &self.registry,
+            &self.settings.security.tamper_sensors,
+            self.security.clone(),
+        ));
         if let Some(a) = &self.artifacts {
             match a.resume() {
                 Ok(0) => {}

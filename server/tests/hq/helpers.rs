@@ -16,6 +16,9 @@ pub struct HqTestApp {
     pub http: reqwest::Client,
     #[allow(dead_code)]
     pub dir: std::path::PathBuf,
+    /// The unit's device registry (to raise device events in tests).
+    #[allow(dead_code)]
+    pub devices: Arc<outpost_server::devices::Registry>,
     _tmp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -122,6 +125,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
         base.clone(),
         format!("{}={session}", outpost_server::security::SESSION_COOKIE),
     ));
+    let devices = app.devices().clone();
     let grpc = format!(
         "{grpc_scheme}://{}",
         app.grpc_addr().expect("grpc configured")
@@ -136,6 +140,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
         grpc,
         http,
         dir,
+        devices,
         _tmp: None,
         stop: Some(stop),
         task: Some(task),

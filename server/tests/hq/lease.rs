@@ -309,3 +309,118 @@ async fn an_expired_lease_wipes_the_key_and_a_fresh_lease_brings_it_back() {
     assert_eq!(st, 201);
     app.stop().await;
 }
+
+/// Raise a door/case event on the sensor `id` of `app`.
+fn door(app: &crate::helpers::HqTestApp, id: &str, open: bool) {
+    use outpost_peripherals::{DataEvent, EventBody};
+    app.devices
+        .entry(id)
+        .expect("the sensor is configured")
+        .device
+        .core()
+        .events()
+        .publish(EventBody::Data {
+            data: DataEvent::Door { open },
+        });
+}
+
+/// Poll the security status until its state is `want` and the data key's presence
+/// has followed it.
+async fn security_state(app: &crate::helpers::HqTestApp, want: &str) -> Value {
+    let key = if want == "locked" {
+        "wiped"
+    } else {
+        "in_memory"
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, status) = app.get_json("/api/v1/security/status").await;
+        if status["state"] == want && status["data_key"] == key {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "security state never became {want}: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = HqSigner::from_bytes(HQ_SECRET);
+    let mut s = settings(tmp.path(), None);
+    s.security.hq_public_key = Some(hex(signer.verifying_key().as_bytes()));
+    s.devices.push(outpost_server::config::DeviceSettings {
+        id: "case-1".into(),
+        kind: "sensor".into(),
+        driver: "mock".into(),
+        ..Default::default()
+    });
+    s.security.tamper_sensors = vec!["case-1".into()];
+    let app = spawn_with(s.clone()).await;
+    let mut client = app.client().await;
+    send(
+        &mut client,
+        "l1",
+        hq::command::Kind::SignedLease(lease(&signer, 1)),
+    )
+    .await
+    .unwrap();
+    security_state(&app, "active").await;
+
+    // A door closing is not a tamper signal.
+    door(&app, "case-1", false);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["state"], "active", "{status}");
+
+    // The case opens: locked at once, the key leaves memory, checkout is refused.
+    door(&app, "case-1", true);
+    let status = security_state(&app, "locked").await;
+    assert!(
+        status["reason"].as_str().unwrap().contains("case-1"),
+        "{status}"
+    );
+    assert_eq!(status["data_key"], "wiped", "{status}");
+    let (st, v) = checkout(&app, "t1").await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (423, Some("device_locked")),
+        "{v}"
+    );
+
+    // A fresh lease does not lift a tamper lock; HQ's signed unlock does.
+    let _ = send(
+        &mut client,
+        "l2",
+        hq::command::Kind::SignedLease(lease(&signer, 2)),
+    )
+    .await;
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["state"], "locked", "{status}");
+    send(
+        &mut client,
+        "u1",
+        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 1)),
+    )
+    .await
+    .unwrap();
+    let status = security_state(&app, "active").await;
+    assert_eq!(status["data_key"], "in_memory", "{status}");
+    app.stop().await;
+
+    // Misconfigurations stop the start with the setting named.
+    let mut no_key = s.clone();
+    no_key.security.hq_public_key = None;
+    let e = no_key.validate().unwrap_err().to_string();
+    assert!(e.contains("security.tamper_sensors"), "{e}");
+    for (bad, why) in [("nope", "no device"), ("case-1x", "no device")] {
+        let mut wrong = s.clone();
+        wrong.security.tamper_sensors = vec![bad.into()];
+        let built = outpost_server::startup::Application::build(wrong, Default::default()).await;
+        let e = format!("{:#}", built.err().expect("refused"));
+        assert!(e.contains(why), "{e}");
+    }
+}
