@@ -39,6 +39,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use zeroize::Zeroizing;
 
 use super::crypt::{self, AtRest};
@@ -779,8 +780,8 @@ pub struct CatalogImport {
     /// The one-change-at-a-time guard, released when the import ends.
     _guard: tokio::sync::OwnedMutexGuard<()>,
     entries: Vec<Entry>,
-    skus: HashMap<String, u64>,
-    barcodes: HashMap<String, String>,
+    skus: FxHashMap<String, u64>,
+    barcodes: FxHashMap<String, String>,
 }
 
 impl CatalogImport {
@@ -800,8 +801,8 @@ impl CatalogImport {
             removed: std::collections::HashSet::new(),
             _guard: guard,
             entries: Vec::new(),
-            skus: HashMap::new(),
-            barcodes: HashMap::new(),
+            skus: FxHashMap::default(),
+            barcodes: FxHashMap::default(),
         })
     }
 
@@ -977,23 +978,23 @@ fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, S
     }
     w.finish()?;
 
-    // Postings: entries are in SKU order, so each list comes out sorted.
-    let mut postings: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
+    // Postings: entries are in SKU order, so each list comes out sorted. Keyed by
+    // (kind, word) borrowed from the entries: no allocation per word, and a fast
+    // hasher (these are our own strings, not attacker-chosen keys of a long-lived map).
+    let mut postings: FxHashMap<(u8, &str), Vec<u32>> = FxHashMap::default();
     for (i, e) in entries.iter().enumerate() {
         let i = i as u32;
         postings
-            .entry([b"c\0".as_slice(), e.category.as_bytes()].concat())
+            .entry((b'c', e.category.as_str()))
             .or_default()
             .push(i);
         for t in &e.terms {
-            postings
-                .entry([b"t\0".as_slice(), t.as_bytes()].concat())
-                .or_default()
-                .push(i);
+            postings.entry((b't', t.as_str())).or_default().push(i);
         }
     }
-    let mut keys: Vec<Vec<u8>> = postings.keys().cloned().collect();
-    keys.sort_unstable();
+    // (kind, word) orders exactly like the stored key `kind \0 word`.
+    let mut keys: Vec<(u8, &str)> = postings.keys().copied().collect();
+    keys.sort_unstable_by(|a, b| (a.0, a.1.as_bytes()).cmp(&(b.0, b.1.as_bytes())));
     let mut w = BlockWriter::new(
         &next.postings,
         name("postings"),
@@ -1002,7 +1003,9 @@ fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, S
     )?;
     for key in keys {
         for chunk in postings[&key].chunks(POSTING_BLOCK) {
-            let mut k = key.clone();
+            let mut k = Vec::with_capacity(3 + key.1.len() + 16);
+            k.extend_from_slice(&[key.0, 0]);
+            k.extend_from_slice(key.1.as_bytes());
             k.push(0);
             k.extend_from_slice(entries[chunk[0] as usize].sku.as_bytes());
             let mut v = Vec::with_capacity(chunk.len() * 12);
