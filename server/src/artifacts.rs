@@ -37,6 +37,8 @@ pub const MAX_SIZE: u64 = 8 * 1024 * 1024 * 1024;
 const BUSY_RETRY: Duration = Duration::from_millis(500);
 /// How many times (at [`BUSY_RETRY`]) it waits before giving up.
 const BUSY_ATTEMPTS: u32 = 1_200;
+/// How often an artifact that met a locked unit tries again.
+const LOCKED_RETRY: Duration = Duration::from_secs(5);
 
 fn key(root: &Root) -> Vec<u8> {
     [PREFIX, root.to_hex().as_bytes()].concat()
@@ -398,8 +400,17 @@ impl Artifacts {
         drop(running);
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.run(root).await {
-                tracing::error!(root = %root.to_hex(), error = %e, "Failed to record the state of a catalog artifact");
+            loop {
+                match this.run(root).await {
+                    // The unit locked (its data key is wiped): nothing was recorded;
+                    // try again once it may hold its key.
+                    Err(StoreError::DeviceLocked) => tokio::time::sleep(LOCKED_RETRY).await,
+                    Err(e) => {
+                        tracing::error!(root = %root.to_hex(), error = %e, "Failed to record the state of a catalog artifact");
+                        break;
+                    }
+                    Ok(()) => break,
+                }
             }
             this.running
                 .lock()
@@ -492,6 +503,10 @@ impl Artifacts {
                 }
                 Ok(Err(ImportError::Store(StoreError::Busy(_)))) => {
                     tokio::time::sleep(BUSY_RETRY).await;
+                }
+                // Locked mid-import: nothing of it is live; the caller retries.
+                Ok(Err(ImportError::Store(StoreError::DeviceLocked))) => {
+                    return Err(StoreError::DeviceLocked);
                 }
                 Ok(Err(ImportError::Read(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return self
