@@ -568,12 +568,7 @@ mod tests {
     #[tokio::test]
     async fn a_kind_at_its_cap_is_counted_and_the_next_record_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            &Default::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         let alert = || EventBody::Alert {
             alert: "a".into(),
             state: "raised".into(),

@@ -310,12 +310,7 @@ mod tests {
     #[tokio::test]
     async fn versions_only_grow_and_a_stale_push_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            &Default::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         assert_eq!(version(&store, TAX).unwrap(), 0);
         let tax = |bp| TaxConfig {
             prices_include_tax: true,
@@ -333,12 +328,7 @@ mod tests {
     #[tokio::test]
     async fn a_planogram_replaces_the_last_one_whole_and_pages_by_sku() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            &Default::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         let first = parse_planogram(vec![loc("A", "X1", 1), loc("B", "X1", 2)]).unwrap();
         replace_planogram(&store, 1, first).await.unwrap();
         let second = parse_planogram(vec![

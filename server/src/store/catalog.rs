@@ -1086,7 +1086,6 @@ impl Drop for CatalogImport {
 mod tests {
     use super::*;
     use crate::domain::product::parse_product_json;
-    use crate::store::StoreOptions;
 
     fn product(i: usize, category: &str, name: &str) -> Product {
         let gtin = format!("29{i:010}");
@@ -1124,12 +1123,7 @@ mod tests {
     #[test]
     fn lookups_and_paging_across_many_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            &StoreOptions::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         // Imported in reverse order: the import sorts.
         let n = 3000;
         import(
@@ -1191,12 +1185,7 @@ mod tests {
     #[test]
     fn merge_keeps_others_and_an_abandoned_import_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            &StoreOptions::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         import(
             &store,
             ImportMode::Replace,
@@ -1238,12 +1227,7 @@ mod tests {
     #[test]
     fn a_price_only_merge_goes_to_the_overlay_atomically_and_durably() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            &StoreOptions::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         import(
             &store,
             ImportMode::Replace,
@@ -1282,12 +1266,7 @@ mod tests {
         drop((c, before, store));
 
         // After a restart the overlay is still there, with its version.
-        let store = Store::open(
-            dir.path(),
-            &StoreOptions::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         let c = store.catalog();
         assert_eq!((c.overlay_len(), c.version.as_str()), (200, "v"));
         assert_eq!(c.product("S00020").unwrap().unwrap().price.0, 250);
@@ -1336,12 +1315,7 @@ mod tests {
     #[test]
     fn duplicates_in_an_import_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            &StoreOptions::default(),
-            &crate::store::crypt::test_vault(),
-        )
-        .unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
         let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
         imp.add(&product(1, "x", "A"), 1).unwrap().unwrap();
         assert!(matches!(

@@ -194,3 +194,10 @@ pub(crate) const KEY_CHECK_KEY: &[u8] = b"key_check";
 pub(crate) fn test_vault() -> KeyVault {
     KeyVault::new(outpost_security::seal::DataKey::from_bytes([7; 32]))
 }
+
+/// A store in `dir` with default options under [`test_vault`], for unit tests.
+#[cfg(test)]
+pub(crate) fn test_store(dir: &std::path::Path) -> std::sync::Arc<super::Store> {
+    super::Store::open(dir, &super::StoreOptions::default(), &test_vault())
+        .unwrap_or_else(|e| panic!("test store opens: {e}"))
+}

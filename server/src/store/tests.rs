@@ -25,7 +25,7 @@ fn product(i: usize, name: &str, category: &str) -> Product {
 }
 
 fn open(dir: &Path) -> Arc<Store> {
-    Store::open(dir, &StoreOptions::default(), &test_vault()).unwrap()
+    super::crypt::test_store(dir)
 }
 
 fn import(store: &Arc<Store>, n: usize, name: &str) {
