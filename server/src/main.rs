@@ -131,6 +131,18 @@ enum UsersWhat {
         #[command(flatten)]
         common: Common,
     },
+    /// List staff accounts (usernames, roles, disabled; never passwords).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Disable USERNAME: no more logins, open sessions end. `add` enables it again.
+    Disable {
+        /// Username.
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 fn open_security(
@@ -344,6 +356,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Users {
+            what: UsersWhat::List { common },
+        } => {
+            let (_, security) = open_security(&common)?;
+            for u in security.users() {
+                let names: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+                let state = if u.disabled { "disabled" } else { "enabled" };
+                println!("{}\t{}\t{state}", u.username, names.join(","));
+            }
+            Ok(())
+        }
+        Command::Users {
+            what: UsersWhat::Disable { username, common },
+        } => {
+            let (_, security) = open_security(&common)?;
+            if security.disable_user("cli", &username)? {
+                println!("Disabled {username}");
+                Ok(())
+            } else {
+                anyhow::bail!("no staff account {username:?}")
+            }
+        }
         Command::Users {
             what:
                 UsersWhat::Add {

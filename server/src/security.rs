@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use outpost_security::auth::AuthError;
 use outpost_security::auth::audit::{AuditEntry, AuditLog, SledAuditStore};
-use outpost_security::auth::password::{PasswordParams, UserDirectory};
+use outpost_security::auth::password::{PasswordParams, UserDirectory, UserRecord};
 use outpost_security::auth::ratelimit::LoginRateLimiter;
 use outpost_security::auth::roles::{Principal, Role};
 use outpost_security::auth::token::{TerminalRecord, TerminalTokens};
@@ -75,6 +75,12 @@ pub enum SecurityError {
     /// The device is locked: the key is wiped, nothing can be saved.
     #[error("the device is locked: the data key is not in memory")]
     Locked,
+    /// The change would leave no enabled admin account, so nobody could manage staff
+    /// accounts or terminals any more.
+    #[error(
+        "{0} is the last enabled admin: give another account the admin role first, or nobody could manage accounts and terminals"
+    )]
+    LastAdmin(String),
 }
 
 /// Unseal the data key (software sealer; see docs/security.md), then open the
@@ -187,6 +193,18 @@ impl std::fmt::Debug for Security {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Security").finish_non_exhaustive()
     }
+}
+
+/// Refuses a change of accounts that leaves no enabled admin where there was one.
+fn keeps_an_admin(
+    before: &UserDirectory,
+    after: &UserDirectory,
+    username: &str,
+) -> Result<(), SecurityError> {
+    if before.enabled_admins() > 0 && after.enabled_admins() == 0 {
+        return Err(SecurityError::LastAdmin(username.to_owned()));
+    }
+    Ok(())
 }
 
 fn now_unix() -> i64 {
@@ -560,24 +578,68 @@ impl Security {
         t.all().cloned().collect()
     }
 
-    /// Adds or replaces a staff account.
+    /// Adds or replaces a staff account; `true` when it is new. Replacing one (new
+    /// password, other roles, re-enabled) ends its open sessions, so narrowed roles
+    /// apply at once. Refused when it would leave no enabled admin.
     pub fn set_user(
         &self,
         actor: &str,
         username: &str,
         password: &SecretString,
         roles: Vec<Role>,
-    ) -> Result<(), SecurityError> {
+    ) -> Result<bool, SecurityError> {
         let mut u = self.users.write().unwrap_or_else(|p| p.into_inner());
         let mut next = u.clone();
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         let detail = format!("user {username} roles {}", names.join("+"));
+        let created = next.get(username).is_none();
         next.set_user(username, password, roles)?;
+        keeps_an_admin(&u, &next, username)?;
         self.save(USERS_KEY, &next)?;
         *u = next;
         drop(u);
+        if !created {
+            self.end_sessions_of(username);
+        }
         self.audit(actor, "user.set", &detail);
-        Ok(())
+        Ok(created)
+    }
+
+    /// Disables a staff account and ends its sessions; `false` when there is no such
+    /// account. Refused when it would leave no enabled admin. The record stays (the
+    /// audit log names it); setting a new password enables it again.
+    pub fn disable_user(&self, actor: &str, username: &str) -> Result<bool, SecurityError> {
+        let mut u = self.users.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = u.clone();
+        if !next.disable(username) {
+            return Ok(false);
+        }
+        keeps_an_admin(&u, &next, username)?;
+        self.save(USERS_KEY, &next)?;
+        *u = next;
+        drop(u);
+        let ended = self.end_sessions_of(username);
+        self.audit(
+            actor,
+            "user.disable",
+            &format!("user {username} ({ended} sessions ended)"),
+        );
+        Ok(true)
+    }
+
+    /// Every staff account (password hashes included: callers show none of them).
+    pub fn users(&self) -> Vec<UserRecord> {
+        let u = self.users.read().unwrap_or_else(|p| p.into_inner());
+        u.all().cloned().collect()
+    }
+
+    /// Ends every session of `username` (usernames compare case-insensitively, as at
+    /// login); returns how many.
+    pub fn end_sessions_of(&self, username: &str) -> usize {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let before = sessions.len();
+        sessions.retain(|_, s| !s.principal.name.eq_ignore_ascii_case(username));
+        before - sessions.len()
     }
 
     /// Checks a staff login (rate-limited per username and client address) and opens

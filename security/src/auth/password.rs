@@ -177,6 +177,19 @@ impl UserDirectory {
         }
     }
 
+    /// Every account, disabled ones included, in username order.
+    pub fn all(&self) -> impl Iterator<Item = &UserRecord> {
+        self.users.values()
+    }
+
+    /// How many enabled accounts hold `admin` (who can manage accounts and terminals).
+    pub fn enabled_admins(&self) -> usize {
+        self.users
+            .values()
+            .filter(|u| !u.disabled && u.roles.contains(&Role::Admin))
+            .count()
+    }
+
     /// The account, if any.
     pub fn get(&self, username: &str) -> Option<&UserRecord> {
         self.users.get(&username.to_ascii_lowercase())
@@ -301,6 +314,27 @@ mod tests {
         );
         let json = serde_json::to_string(&dir).unwrap();
         assert!(!json.contains("a good long password"));
+    }
+
+    #[test]
+    fn enabled_admins_counts_only_enabled_accounts_holding_admin() {
+        let mut dir = UserDirectory::new(PasswordParams::FAST);
+        assert_eq!(dir.enabled_admins(), 0);
+        dir.set_user("root", &pw("a good long password"), vec![Role::Admin])
+            .unwrap();
+        dir.set_user(
+            "boss",
+            &pw("a good long password"),
+            vec![Role::Supervisor, Role::Admin],
+        )
+        .unwrap();
+        dir.set_user("tech", &pw("a good long password"), vec![Role::Technician])
+            .unwrap();
+        assert_eq!(dir.enabled_admins(), 2);
+        assert!(dir.disable("boss"));
+        assert_eq!(dir.enabled_admins(), 1);
+        let names: Vec<&str> = dir.all().map(|u| u.username.as_str()).collect();
+        assert_eq!(names, ["boss", "root", "tech"]);
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! - [`devices`]: the device list, health checks, receipt reprints and the queue.
 //! - [`device_inputs`]: a scale's weight, a scanner's scans.
 //! - [`ops`]: health, metrics and the OpenAPI document.
+//! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
+//!   terminal tokens.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
 //! builds the OpenAPI document, so the two cannot drift apart.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod catalog;
@@ -135,6 +138,12 @@ api!(
     auth::login,
     auth::logout,
     auth::audit,
+    admin::list_terminals,
+    admin::add_terminal,
+    admin::revoke_terminal,
+    admin::list_users,
+    admin::put_user,
+    admin::disable_user,
     catalog::get_product,
     catalog::list_products,
     catalog::list_promotions,

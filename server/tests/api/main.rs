@@ -1,5 +1,6 @@
 //! API integration tests: the real app on port 0 with a temp data dir.
 
+mod admin;
 mod atrest;
 mod auth;
 mod catalog;
