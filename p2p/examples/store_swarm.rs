@@ -3,6 +3,12 @@
 //! timings.
 //!
 //! `cargo run --release -p outpost-p2p --example store_swarm -- --units 4 --size-mb 64`
+//!
+//! `--wan-mbit R` puts the origin behind one shared link of R Mbit/s (the store's WAN);
+//! `--baseline` then also has every unit download its own copy from the origin over
+//! HTTP at once, as products without a store mesh do, and prints the same figures with
+//! a `baseline_` prefix. Every run also prints the chunk verification throughput of one
+//! core (`chunk_verify_mb_s_per_core`).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +30,53 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// The origin's link, shared by every download from it, in Mbit/s (0: unlimited).
+    #[arg(long, default_value_t = 0.0)]
+    wan_mbit: f64,
+    /// Afterwards, every unit downloads its own copy from the origin over HTTP at once.
+    #[arg(long)]
+    baseline: bool,
+}
+
+/// One unit's download from the origin without the mesh: the whole body over HTTP to
+/// its own file, then the BLAKE3 check a unit must do before using it. Returns whether
+/// it verified.
+async fn plain_download(
+    client: reqwest::Client,
+    url: String,
+    dest: std::path::PathBuf,
+    root: outpost_p2p::chunks::Root,
+) -> anyhow::Result<bool> {
+    use tokio::io::AsyncWriteExt;
+    let mut resp = client.get(&url).send().await?.error_for_status()?;
+    let mut f = tokio::io::BufWriter::new(tokio::fs::File::create(&dest).await?);
+    while let Some(b) = resp.chunk().await? {
+        f.write_all(&b).await?;
+    }
+    f.flush().await?;
+    drop(f);
+    let got = tokio::task::spawn_blocking(move || {
+        ChunkList::compute(std::fs::File::open(&dest)?).map(|l| l.root())
+    })
+    .await??;
+    Ok(got == root)
+}
+
+/// MB/s of [`ChunkList::verify`] on one core over every chunk of `file`.
+fn verify_throughput(file: &std::path::Path) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let list = ChunkList::compute(std::fs::File::open(file)?)?;
+    let mut f = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; outpost_p2p::chunks::CHUNK_SIZE as usize];
+    let mut spent = Duration::ZERO;
+    for i in 0..list.count() {
+        let len = outpost_p2p::chunks::chunk_len(list.size(), i) as usize;
+        f.read_exact(&mut buf[..len])?;
+        let t = Instant::now();
+        list.verify(i, &buf[..len])?;
+        spent += t.elapsed();
+    }
+    Ok(list.size() as f64 / (1024.0 * 1024.0) / spent.as_secs_f64())
 }
 
 #[tokio::main]
@@ -39,9 +92,14 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("Failed to create a temp dir")?;
     let file = tmp.path().join("artifact.bin");
     random_file(&file, args.size_mb * 1024 * 1024).context("Failed to write the artifact")?;
+    anyhow::ensure!(
+        args.wan_mbit >= 0.0 && args.wan_mbit.is_finite(),
+        "--wan-mbit must be 0 (unlimited) or more"
+    );
     let origin = OriginServer::start(&file)
         .await
         .context("Failed to start the origin")?;
+    origin.set_link_rate((args.wan_mbit * 1_000_000.0 / 8.0) as u64);
     let offer = origin.offer();
 
     let dirs: Vec<_> = (0..args.units)
@@ -124,5 +182,56 @@ async fn main() -> anyhow::Result<()> {
     for u in &units {
         u.shutdown().await?;
     }
+
+    if args.baseline {
+        let before = origin.bytes_sent();
+        let client = reqwest::Client::new();
+        let t0 = Instant::now();
+        let downloads = dirs.iter().map(|d| {
+            let (client, url) = (client.clone(), offer.url.clone());
+            let dest = d.path().join("plain-download.bin");
+            async move {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(args.timeout_secs),
+                    plain_download(client, url, dest, offer.root),
+                )
+                .await;
+                (r, t0.elapsed())
+            }
+        });
+        let mut all_verified = true;
+        let mut last = Duration::ZERO;
+        for (i, (r, t)) in futures::future::join_all(downloads)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match r {
+                Ok(Ok(ok)) => {
+                    all_verified &= ok;
+                    last = last.max(t);
+                    println!(
+                        "baseline unit={i} complete_ms={} verified={ok}",
+                        t.as_millis()
+                    );
+                }
+                Ok(Err(e)) => {
+                    all_verified = false;
+                    println!("baseline unit={i} failed={e:#}");
+                }
+                Err(_) => {
+                    all_verified = false;
+                    println!("baseline unit={i} timed_out");
+                }
+            }
+        }
+        let ratio = (origin.bytes_sent() - before) as f64 / offer.size as f64;
+        println!("baseline_time_to_all_complete_ms={}", last.as_millis());
+        println!("baseline_origin_bytes_ratio={ratio:.4}");
+        println!("baseline_all_units_verified={all_verified}");
+    }
+    let file2 = file.clone();
+    let mb_s = tokio::task::spawn_blocking(move || verify_throughput(&file2)).await??;
+    println!("chunk_verify_mb_s_per_core={mb_s:.0}");
     Ok(())
 }

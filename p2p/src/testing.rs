@@ -3,8 +3,8 @@
 //! tests measure origin traffic from the origin's side.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -19,8 +19,13 @@ struct Shared {
     list: Vec<u8>,
     bytes_sent: AtomicU64,
     requests: AtomicU64,
-    /// Bytes per second, 0 for unlimited.
+    /// Bytes per second per connection, 0 for unlimited.
     rate: AtomicU64,
+    /// Bytes per second shared by all connections (the store's WAN link), 0 for
+    /// unlimited.
+    link_rate: AtomicU64,
+    /// When the shared link is free again.
+    link_free_at: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// A loopback HTTP/1.1 origin for one artifact.
@@ -47,6 +52,8 @@ impl OriginServer {
             bytes_sent: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             rate: AtomicU64::new(0),
+            link_rate: AtomicU64::new(0),
+            link_free_at: Mutex::new(None),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -87,9 +94,17 @@ impl OriginServer {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
-    /// Limits the body rate (bytes per second; 0 = unlimited).
+    /// Limits the body rate of each connection (bytes per second; 0 = unlimited).
     pub fn set_rate(&self, bytes_per_sec: u64) {
         self.shared.rate.store(bytes_per_sec, Ordering::Relaxed);
+    }
+
+    /// Limits the body rate of all connections together (bytes per second; 0 =
+    /// unlimited): a store's WAN link, which every unit downloading at once shares.
+    pub fn set_link_rate(&self, bytes_per_sec: u64) {
+        self.shared
+            .link_rate
+            .store(bytes_per_sec, Ordering::Relaxed);
     }
 }
 
@@ -159,6 +174,19 @@ async fn handle(mut sock: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
                 let rate = s.rate.load(Ordering::Relaxed);
                 if rate > 0 {
                     tokio::time::sleep(Duration::from_secs_f64(k as f64 / rate as f64)).await;
+                }
+                let link = s.link_rate.load(Ordering::Relaxed);
+                if link > 0 {
+                    // Reserve this piece's time on the shared link, then wait for it.
+                    let wake = {
+                        let mut free = s.link_free_at.lock().unwrap_or_else(|p| p.into_inner());
+                        let now = tokio::time::Instant::now();
+                        let start = free.map_or(now, |f| f.max(now));
+                        let end = start + Duration::from_secs_f64(k as f64 / link as f64);
+                        *free = Some(end);
+                        end
+                    };
+                    tokio::time::sleep_until(wake).await;
                 }
             }
         }

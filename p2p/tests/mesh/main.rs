@@ -329,3 +329,37 @@ async fn a_late_unit_fetches_everything_from_a_peer() {
     assert_eq!(root_of(&path), offer.root);
     assert_eq!(origin.bytes_sent(), sent);
 }
+
+/// The origin fixture's shared link (the store's WAN, for the `store_swarm` baseline):
+/// two downloads at once share its rate, so both together take at least twice as long
+/// as one alone would. A lower bound only: a slow machine makes it slower, not faster.
+#[tokio::test]
+async fn the_origin_link_rate_is_shared_by_concurrent_downloads() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let origin = origin(tmp.path(), MB).await;
+    origin.set_link_rate(4 * MB);
+    let url = origin.offer().url;
+    let client = reqwest::Client::new();
+    let get = |c: reqwest::Client, u: String| async move {
+        let body = c
+            .get(u)
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body");
+        body.len() as u64
+    };
+    let t0 = std::time::Instant::now();
+    let (a, b) = tokio::join!(get(client.clone(), url.clone()), get(client, url));
+    let took = t0.elapsed();
+    assert_eq!((a, b), (MB, MB));
+    assert_eq!(origin.bytes_sent(), 2 * MB);
+    // 2 MiB through a 4 MiB/s link: 0.5 s at least (one alone would need 0.25 s). The
+    // first 64 KiB piece of each goes out before its wait: allow for those.
+    assert!(
+        took >= Duration::from_millis(450),
+        "two downloads through one 4 MiB/s link took {took:?}"
+    );
+}

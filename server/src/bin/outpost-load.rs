@@ -69,9 +69,11 @@ const PAGE_LIMIT: usize = 200;
 const MAX_LATENCY_US: u64 = 60_000_000;
 /// Products per checkout cart.
 const CART_LINES: usize = 3;
-/// The fixed tail of every checkout body.
+/// The fixed tail of every cash checkout body.
 const CHECKOUT_TAIL: &str =
     "],\"payment\":{\"method\":\"cash\",\"tendered\":100000000},\"age_verified\":true}";
+/// The fixed tail of every card checkout body (the server's payment terminal pays it).
+const CARD_CHECKOUT_TAIL: &str = "],\"payment\":{\"method\":\"card\"},\"age_verified\":true}";
 /// The Prometheus counter of group commits flushed to disk (one fsync each).
 const FLUSHES_METRIC: &str = "outpost_storage_flushes_total";
 /// The Prometheus counter of writer jobs whose writes were kept.
@@ -115,8 +117,10 @@ enum Scenario {
     Sku,
     /// `GET /api/v1/products?barcode=…`.
     Barcode,
-    /// `POST /api/v1/checkout`.
+    /// `POST /api/v1/checkout`, paid in cash.
     Checkout,
+    /// `POST /api/v1/checkout`, paid by card through the server's payment terminal.
+    CardCheckout,
 }
 
 impl Scenario {
@@ -126,6 +130,7 @@ impl Scenario {
             Scenario::Sku => "sku",
             Scenario::Barcode => "barcode",
             Scenario::Checkout => "checkout",
+            Scenario::CardCheckout => "card-checkout",
         }
     }
 }
@@ -358,8 +363,9 @@ async fn fetch_sample(target: &Target, sample: usize) -> Result<Vec<Product>> {
 enum Work {
     /// GET one of these request targets.
     Get(Vec<Uri>),
-    /// POST a checkout of products among these SKUs, each already a JSON string literal.
-    Checkout(Vec<String>),
+    /// POST a checkout of products among these SKUs, each already a JSON string
+    /// literal, with this tail (the tender).
+    Checkout(Vec<String>, &'static str),
 }
 
 impl Work {
@@ -387,7 +393,7 @@ impl Work {
                 }
                 Ok(Work::Get(uris))
             }
-            Scenario::Checkout => {
+            Scenario::Checkout | Scenario::CardCheckout => {
                 let skus = products
                     .iter()
                     .filter(|p| p.active && p.sold_by.as_deref() == Some("each"))
@@ -400,7 +406,12 @@ impl Work {
                         products.len()
                     );
                 }
-                Ok(Work::Checkout(skus))
+                let tail = if scenario == Scenario::CardCheckout {
+                    CARD_CHECKOUT_TAIL
+                } else {
+                    CHECKOUT_TAIL
+                };
+                Ok(Work::Checkout(skus, tail))
             }
         }
     }
@@ -409,7 +420,7 @@ impl Work {
     fn len(&self) -> usize {
         match self {
             Work::Get(uris) => uris.len(),
-            Work::Checkout(skus) => skus.len(),
+            Work::Checkout(skus, _) => skus.len(),
         }
     }
 }
@@ -429,8 +440,13 @@ fn pick_distinct(rng: &mut impl Rng, n: usize, out: &mut [usize]) -> usize {
     k
 }
 
-/// Writes a checkout body for `(JSON-quoted SKU, quantity 1..=9)` lines into `buf`.
-fn write_checkout_body<'a>(buf: &mut String, lines: impl IntoIterator<Item = (&'a str, u8)>) {
+/// Writes a checkout body for `(JSON-quoted SKU, quantity 1..=9)` lines and the tender
+/// `tail` into `buf`.
+fn write_checkout_body<'a>(
+    buf: &mut String,
+    lines: impl IntoIterator<Item = (&'a str, u8)>,
+    tail: &str,
+) {
     buf.clear();
     buf.push_str("{\"lines\":[");
     for (i, (sku, quantity)) in lines.into_iter().enumerate() {
@@ -443,7 +459,7 @@ fn write_checkout_body<'a>(buf: &mut String, lines: impl IntoIterator<Item = (&'
         buf.push(char::from(b'0' + quantity.clamp(1, 9)));
         buf.push('}');
     }
-    buf.push_str(CHECKOUT_TAIL);
+    buf.push_str(tail);
 }
 
 /// State shared by the connection tasks and the coordinator.
@@ -666,7 +682,7 @@ impl Worker {
                 let uri = uris[self.rng.random_range(0..uris.len())].clone();
                 Ok(get_request(uri, &self.shared.target.host))
             }
-            Work::Checkout(skus) => {
+            Work::Checkout(skus, tail) => {
                 let mut picks = [0usize; CART_LINES];
                 let k = pick_distinct(&mut self.rng, skus.len(), &mut picks);
                 let mut quantities = [1u8; CART_LINES];
@@ -679,6 +695,7 @@ impl Worker {
                         .iter()
                         .zip(quantities)
                         .map(|(&i, q)| (skus[i].as_str(), q)),
+                    tail,
                 );
                 let mut key = uuid::Uuid::encode_buffer();
                 let key = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut key);
@@ -907,7 +924,7 @@ impl Summary {
         let non_2xx = requests - successes;
         let secs = window.as_secs_f64();
         let (fsyncs_per_checkout, checkouts_per_fsync) = match storage {
-            Some(delta) if cli.scenario == Scenario::Checkout => {
+            Some(delta) if matches!(cli.scenario, Scenario::Checkout | Scenario::CardCheckout) => {
                 fsync_ratios(delta.flushes, successes)
             }
             _ => (None, None),
@@ -1011,7 +1028,9 @@ async fn run(cli: Cli) -> Result<()> {
         work.len(),
         cli.scenario.name()
     );
-    if work.len() < CART_LINES && cli.scenario == Scenario::Checkout {
+    if work.len() < CART_LINES
+        && matches!(cli.scenario, Scenario::Checkout | Scenario::CardCheckout)
+    {
         eprintln!(
             "outpost-load: only {} products can go in a cart; carts will be smaller than {CART_LINES}",
             work.len()
@@ -1049,7 +1068,7 @@ async fn run(cli: Cli) -> Result<()> {
     {
         eprintln!("outpost-load: some warm-up requests did not finish; recording anyway");
     }
-    let before = if cli.scenario == Scenario::Checkout {
+    let before = if matches!(cli.scenario, Scenario::Checkout | Scenario::CardCheckout) {
         match StorageCounters::read(&shared.target).await {
             Ok(counters) => Some(counters),
             Err(err) => {
@@ -1334,12 +1353,20 @@ mod tests {
             serde_json::to_string("SKU-\"2\"")?,
         ];
         let mut buf = String::new();
-        write_checkout_body(&mut buf, [(skus[0].as_str(), 1), (skus[1].as_str(), 3)]);
+        write_checkout_body(
+            &mut buf,
+            [(skus[0].as_str(), 1), (skus[1].as_str(), 3)],
+            CHECKOUT_TAIL,
+        );
         let v: serde_json::Value = serde_json::from_str(&buf)?;
         assert_eq!(v["lines"][1]["sku"], "SKU-\"2\"");
         assert_eq!(v["lines"][1]["quantity"], 3);
         assert_eq!(v["payment"]["tendered"], 100_000_000);
         assert_eq!(v["age_verified"], true);
+        write_checkout_body(&mut buf, [(skus[0].as_str(), 2)], CARD_CHECKOUT_TAIL);
+        let v: serde_json::Value = serde_json::from_str(&buf)?;
+        assert_eq!(v["payment"], serde_json::json!({"method": "card"}));
+        assert_eq!(v["lines"][0]["quantity"], 2);
         Ok(())
     }
 
@@ -1381,8 +1408,15 @@ mod tests {
             3
         );
         match Work::prepare(Scenario::Checkout, &products, &target)? {
-            Work::Checkout(skus) => assert_eq!(skus, vec!["\"A\"".to_owned()]),
+            Work::Checkout(skus, tail) => {
+                assert_eq!(skus, vec!["\"A\"".to_owned()]);
+                assert_eq!(tail, CHECKOUT_TAIL);
+            }
             Work::Get(_) => bail!("checkout prepared GETs"),
+        }
+        match Work::prepare(Scenario::CardCheckout, &products, &target)? {
+            Work::Checkout(_, tail) => assert_eq!(tail, CARD_CHECKOUT_TAIL),
+            Work::Get(_) => bail!("card checkout prepared GETs"),
         }
         assert!(Work::prepare(Scenario::Checkout, &products[1..2], &target).is_err());
         assert!(Work::prepare(Scenario::Barcode, &products[1..2], &target).is_err());
