@@ -239,6 +239,10 @@ pub struct StoreSettings {
     pub tax_rates_bp: BTreeMap<String, u32>,
     /// Receipt width in characters.
     pub receipt_width: usize,
+    /// Layouts of the weight labels the store's own scales print
+    /// (`[[store.variable_measure]]`: `prefix`, `item_digits`, `value = "grams"`); none
+    /// by default. See [`crate::domain::variable_measure`].
+    pub variable_measure: Vec<crate::domain::variable_measure::VariableMeasureRule>,
 }
 
 impl Default for StoreSettings {
@@ -254,6 +258,7 @@ impl Default for StoreSettings {
                 ("zero".into(), 0),
             ]),
             receipt_width: 42,
+            variable_measure: Vec::new(),
         }
     }
 }
@@ -640,6 +645,8 @@ impl Settings {
                 "must be between 24 and 80".into(),
             ));
         }
+        crate::domain::variable_measure::check_rules(&self.store.variable_measure)
+            .map_err(|(i, e)| invalid(&format!("store.variable_measure[{i}]"), e))?;
         crate::devices::spec::DeviceSpec::parse_all(&self.devices, &self.payment.terminal)
             .map_err(|e| invalid(&e.field, e.message))?;
         let r = &self.receipts;
@@ -916,6 +923,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("OUTPOST_LISTEN"));
+    }
+
+    #[test]
+    fn weight_label_rules_load_and_bad_ones_name_the_entry() {
+        let s = Settings::from_toml(
+            "[[store.variable_measure]]\nprefix = \"21\"\nitem_digits = 5\nvalue = \"grams\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.store.variable_measure.len(), 1);
+        s.validate().unwrap();
+        // Price-embedded labels are not supported: refused when parsed.
+        let e = Settings::from_toml(
+            "[[store.variable_measure]]\nprefix = \"24\"\nitem_digits = 5\nvalue = \"price\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("price"), "{e}");
+        let s = Settings::from_toml(
+            "[[store.variable_measure]]\nprefix = \"21\"\nitem_digits = 5\nvalue = \"grams\"\n\
+             [[store.variable_measure]]\nprefix = \"29\"\nitem_digits = 8\nvalue = \"grams\"\n",
+        )
+        .unwrap();
+        match s.validate() {
+            Err(ConfigError::Invalid { field, message }) => {
+                assert_eq!(field, "store.variable_measure[1]");
+                assert!(message.contains("4, 5 or 6"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

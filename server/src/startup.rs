@@ -122,6 +122,7 @@ impl Application {
                     .as_ref()
                     .map(|p| p.value.receipt_header.clone())
                     .unwrap_or_default(),
+                variable_measure: settings.store.variable_measure.clone(),
             },
         )
         .with_receipts(registry.spooler().queue().clone());

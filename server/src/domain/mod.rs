@@ -20,6 +20,8 @@
 //! - [`tax`]: checking the tax table HQ pushes.
 //! - [`planogram`]: shelf locations per SKU, as HQ pushes them.
 //! - [`store_profile`]: the store's name and receipt header, as HQ pushes them.
+//! - [`variable_measure`]: GS1 variable-measure barcodes (weight on in-store scale
+//!   labels).
 //! - [`demo`]: a deterministic demo store (catalogue, stock, promotions, taxes).
 
 pub mod demo;
@@ -33,6 +35,7 @@ pub mod receipt;
 pub mod sale;
 pub mod store_profile;
 pub mod tax;
+pub mod variable_measure;
 
 pub use demo::{demo_products, demo_promotions, demo_stock, demo_tax_config};
 pub use gtin::{Gtin, GtinError};

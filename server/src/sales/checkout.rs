@@ -27,6 +27,7 @@ use crate::domain::sale::{
     CardSummary, PaymentKind, PaymentRecord, PaymentState, Sale, SaleStatus, Tender, TenderMethod,
     TenderRequest, allocate_tenders, card_payments,
 };
+use crate::domain::variable_measure;
 
 /// Most lines one cart may have.
 pub const MAX_LINES: usize = 500;
@@ -38,7 +39,8 @@ pub struct LineRequest {
     /// The product's SKU (or give `barcode`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sku: Option<String>,
-    /// A barcode of the product (or give `sku`).
+    /// A barcode of the product (or give `sku`). A weight label of the store's scales
+    /// (`[[store.variable_measure]]`) carries the weight: give no quantity then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub barcode: Option<String>,
     /// Units, for products sold by the piece (default 1).
@@ -99,23 +101,25 @@ pub struct CheckoutResult {
 const SCOPE: &str = "checkout";
 
 impl Sales {
-    /// The product line `i` names.
+    /// The product line `i` names, and the weight its barcode carries when it is a
+    /// weight label of the store's scales (a GS1 variable-measure code).
     fn line_product(
         &self,
         catalog: &crate::store::catalog::Catalog,
         i: usize,
         l: &LineRequest,
-    ) -> Result<crate::domain::product::Product, SellError> {
+    ) -> Result<(crate::domain::product::Product, Option<u32>), SellError> {
         let field = |f: &str| Some(format!("lines[{i}].{f}"));
         Ok(match (&l.sku, &l.barcode) {
-            (Some(sku), None) => {
+            (Some(sku), None) => (
                 catalog
                     .product(sku)?
                     .ok_or_else(|| SellError::UnknownProduct {
                         line: i,
                         what: format!("SKU {sku}"),
-                    })?
-            }
+                    })?,
+                None,
+            ),
             (None, Some(code)) => {
                 let gtin = Gtin::parse(code).map_err(|e| {
                     SellError::invalid(
@@ -124,18 +128,41 @@ impl Sales {
                         field("barcode"),
                     )
                 })?;
-                let sku = catalog.sku_by_gtin14(&gtin.to_gtin14())?.ok_or_else(|| {
-                    SellError::UnknownProduct {
-                        line: i,
-                        what: format!("barcode {code}"),
+                let measured = variable_measure::decode(&self.config().variable_measure, &gtin);
+                let key = measured.as_ref().map_or(&gtin, |m| &m.base);
+                let unknown = || SellError::UnknownProduct {
+                    line: i,
+                    what: match &measured {
+                        Some(m) => format!("weight label {code} (item barcode {})", m.base),
+                        None => format!("barcode {code}"),
+                    },
+                };
+                let sku = catalog
+                    .sku_by_gtin14(&key.to_gtin14())?
+                    .ok_or_else(unknown)?;
+                let product = catalog.product(&sku)?.ok_or_else(unknown)?;
+                let grams = match measured {
+                    None => None,
+                    Some(_) if product.sold_by != SoldBy::Weight => {
+                        return Err(SellError::invalid(
+                            "invalid_barcode",
+                            format!(
+                                "line {i}: {code} is a weight label but {} is sold by the piece",
+                                product.sku
+                            ),
+                            field("barcode"),
+                        ));
                     }
-                })?;
-                catalog
-                    .product(&sku)?
-                    .ok_or_else(|| SellError::UnknownProduct {
-                        line: i,
-                        what: format!("barcode {code}"),
-                    })?
+                    Some(m) if m.grams == 0 => {
+                        return Err(SellError::invalid(
+                            "invalid_barcode",
+                            format!("line {i}: the weight label {code} says 0 g"),
+                            field("barcode"),
+                        ));
+                    }
+                    Some(m) => Some(m.grams),
+                };
+                (product, grams)
             }
             _ => {
                 return Err(SellError::invalid(
@@ -176,7 +203,7 @@ impl Sales {
                     field("scale"),
                 ));
             }
-            let product = self.line_product(&catalog, i, l)?;
+            let (product, label_grams) = self.line_product(&catalog, i, l)?;
             if product.currency != self.config().currency {
                 return Err(SellError::invalid(
                     "currency_mismatch",
@@ -188,7 +215,16 @@ impl Sales {
                     field("sku"),
                 ));
             }
-            let quantity = match (product.sold_by, l.quantity, l.weight_grams) {
+            if label_grams.is_some() && (l.quantity.is_some() || l.weight_grams.is_some()) {
+                return Err(SellError::invalid(
+                    "invalid_quantity",
+                    format!(
+                        "line {i}: the weight label carries the weight: give neither quantity nor weight_grams"
+                    ),
+                    field("weight_grams"),
+                ));
+            }
+            let quantity = match (product.sold_by, l.quantity, l.weight_grams.or(label_grams)) {
                 (SoldBy::Each, q, None) => Quantity::Units(q.unwrap_or(1)),
                 (SoldBy::Weight, None, Some(g)) => Quantity::Grams(g),
                 (SoldBy::Each, _, Some(_)) => {
@@ -261,7 +297,14 @@ impl Sales {
                 ));
             }
             // The product must be sold by weight before anything is weighed.
-            let product = self.line_product(&self.store.catalog(), i, &l)?;
+            let (product, label_grams) = self.line_product(&self.store.catalog(), i, &l)?;
+            if label_grams.is_some() {
+                return Err(SellError::invalid(
+                    "invalid_quantity",
+                    format!("line {i}: the weight label carries the weight: name no scale"),
+                    field,
+                ));
+            }
             if product.sold_by != SoldBy::Weight {
                 return Err(SellError::invalid(
                     "not_sold_by_weight",

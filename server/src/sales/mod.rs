@@ -48,6 +48,9 @@ pub struct SalesConfig {
     pub receipt_width: usize,
     /// Lines printed under the store name (from HQ's store profile).
     pub receipt_header: Vec<String>,
+    /// How to read the weight labels of the store's scales (none: every barcode is
+    /// an ordinary one).
+    pub variable_measure: Vec<crate::domain::variable_measure::VariableMeasureRule>,
 }
 
 /// Why a sale or refund could not be made. Each maps to an HTTP status and a stable

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use outpost_server::domain::variable_measure::{MeasureKind, VariableMeasureRule};
+
+use crate::helpers::{spawn_app, spawn_configured, test_settings};
 
 fn cart() -> serde_json::Value {
     json!({"lines":[{"sku":"MILK","quantity":2},{"barcode":"96385074","quantity":3},{"sku":"SOAP"}],
@@ -73,6 +75,88 @@ async fn weight_items_sell_by_grams() {
     assert_eq!(v["total"], 122, "349/kg x 0.350 kg = 122.15 -> 122");
     let (s, v, _) = app.checkout("w-2", &json!({"lines":[{"sku":"APPLES","quantity":2}],"payment":{"method":"cash","tendered":500}})).await;
     assert_eq!((s, v["code"].as_str()), (422, Some("weight_required")));
+}
+
+/// A weight label from the store's scale (GS1 variable measure, prefix 21, 5 item
+/// digits, grams): the till scans it, the server finds the product by its base
+/// barcode and sells the weight on the label.
+#[tokio::test]
+async fn a_scale_label_barcode_sells_the_weight_it_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.store.variable_measure = vec![VariableMeasureRule {
+        prefix: "21".into(),
+        item_digits: 5,
+        value: MeasureKind::Grams,
+    }];
+    let app = spawn_configured(settings, None, true).await;
+    // 2100349 01250 9: APPLES (base barcode 2100349000001), 1,250 g.
+    let label = "2100349012509";
+    let (s, v, _) = app
+        .post(
+            "/api/v1/carts/price",
+            None,
+            &json!({"lines":[{"barcode":label}]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["lines"][0]["quantity"], json!({"grams": 1250}), "{v}");
+    let body = json!({"lines":[{"barcode":label}],"payment":{"method":"cash","tendered":1000}});
+    let (s, v, _) = app.checkout("label-1", &body).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["total"], 436, "349/kg x 1.250 kg = 436.25 -> 436: {v}");
+    assert_eq!(app.stock("APPLES").await, -1250);
+
+    // The label carries the weight: no other quantity, no scale.
+    for (line, code) in [
+        (
+            json!({"barcode":label,"weight_grams":100}),
+            "invalid_quantity",
+        ),
+        (json!({"barcode":label,"quantity":1}), "invalid_quantity"),
+        (
+            json!({"barcode":label,"scale":"scale-1"}),
+            "invalid_quantity",
+        ),
+        // 0 g on the label.
+        (json!({"barcode":"2100349000001"}), "invalid_barcode"),
+        // A bad check digit is a misread, as for any barcode.
+        (json!({"barcode":"2100349012508"}), "invalid_barcode"),
+    ] {
+        let body = json!({"lines":[line],"payment":{"method":"cash","tendered":1000}});
+        let (s, v, _) = app.checkout(&format!("label-bad-{line}"), &body).await;
+        assert_eq!((s, v["code"].as_str()), (422, Some(code)), "{line}: {v}");
+    }
+    // An item code no product has (22 is not a configured prefix: an ordinary code).
+    let (s, v, _) = app
+        .checkout(
+            "label-unknown",
+            &json!({"lines":[{"barcode":"2100999012508"}],"payment":{"method":"cash","tendered":1000}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("unknown_product")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("weight label"),
+        "{v}"
+    );
+    assert_eq!(app.stock("APPLES").await, -1250, "nothing more was sold");
+}
+
+#[tokio::test]
+async fn without_a_rule_a_scale_label_is_an_ordinary_unknown_barcode() {
+    let app = spawn_app().await;
+    let body =
+        json!({"lines":[{"barcode":"2100349012509"}],"payment":{"method":"cash","tendered":1000}});
+    let (s, v, _) = app.checkout("label-no-rule", &body).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("unknown_product")),
+        "{v}"
+    );
 }
 
 #[tokio::test]

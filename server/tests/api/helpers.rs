@@ -18,7 +18,7 @@ pub const PRODUCTS: &[&str] = &[
     r#"{"sku":"MILK","barcodes":["4006381333931"],"name":"Whole Milk 1 L","category":"dairy","price":129,"currency":"EUR","tax_class":"reduced"}"#,
     r#"{"sku":"BREAD","barcodes":["96385074"],"name":"Rye Bread 500 g","category":"bakery","price":250,"currency":"EUR","tax_class":"reduced"}"#,
     r#"{"sku":"BEER","barcodes":["036000291452"],"name":"Pilsner Beer 0.5 L","category":"beer_wine","price":199,"currency":"EUR","tax_class":"standard","age_restricted":true}"#,
-    r#"{"sku":"APPLES","name":"Gala Apples","category":"produce","price":349,"currency":"EUR","tax_class":"reduced","sold_by":"weight"}"#,
+    r#"{"sku":"APPLES","barcodes":["2100349000001"],"name":"Gala Apples","category":"produce","price":349,"currency":"EUR","tax_class":"reduced","sold_by":"weight"}"#,
     r#"{"sku":"SOAP","name":"Lavender Soap","category":"household","price":399,"currency":"EUR","tax_class":"standard"}"#,
     r#"{"sku":"SHAKE","name":"Milk Milkshake Vanilla","category":"dairy","price":179,"currency":"EUR","tax_class":"reduced"}"#,
     r#"{"sku":"OLD","name":"Discontinued Thing","category":"household","price":100,"currency":"EUR","tax_class":"standard","active":false}"#,
