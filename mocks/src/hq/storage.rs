@@ -306,6 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn a_data_dir_in_the_old_per_envelope_layout_is_refused() {
+        // Reading only `runs` would have served an HQ that forgot what it acknowledged.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path().join("hq.sled")).unwrap();
+            let old = db.open_tree("envelopes").unwrap();
+            old.insert(key("u", 1), env(1, "a").encode_to_vec())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = Storage::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("old"), "{err}");
+    }
+
+    #[test]
     fn envelopes_are_listed_by_kind_in_sequence_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
