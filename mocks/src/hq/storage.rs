@@ -1,16 +1,22 @@
 //! What the mock HQ received: envelopes per unit in sled, mirrored in memory for tests.
 //!
-//! Sled tree `envelopes`: key = unit id length (u16 BE) ++ unit id ++ seq (u64 BE), value
-//! = the prost-encoded [`Envelope`]. Keys sort by unit then sequence, so a unit's
-//! envelopes read back in order. Sequences are contiguous from 1 (nothing after a gap
-//! is ever stored), so a unit's acknowledged sequence is its envelope count.
+//! Sled tree `runs`: key = unit id length (u16 BE) ++ unit id ++ first seq (u64 BE),
+//! value = the prost-encoded [`EnvelopeBatch`] of the envelopes one append newly
+//! stored, contiguous from that sequence. One value per append rather than one per
+//! envelope: a store draining a long outage sends batches of hundreds, and sled's
+//! per-key cost was most of the mock's time. Keys sort by unit then sequence, so a
+//! unit's envelopes read back in order. Sequences are contiguous from 1 (nothing after
+//! a gap is ever stored), so a unit's acknowledged sequence is its envelope count.
+//!
+//! (Before runs, each envelope had its own key in a tree `envelopes`; a data dir still
+//! holding one is refused rather than half read.)
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use outpost_proto::hq::Envelope;
+use outpost_proto::hq::{Envelope, EnvelopeBatch};
 use prost::Message;
 
 /// Longest unit id accepted in a `Hello`, in bytes.
@@ -64,9 +70,9 @@ pub struct AppendOutcome {
 /// The envelopes per unit, on disk and in memory.
 pub struct Storage {
     db: sled::Db,
-    envelopes: sled::Tree,
+    runs: sled::Tree,
     /// Envelopes per unit in sequence order (index = seq - 1). A std lock: it is held
-    /// only for the in-memory update and the sled batch insert, never across `.await`,
+    /// only for the in-memory update and the sled insert, never across `.await`,
     /// and it orders concurrent appends of one unit (two connections of the same unit).
     units: Mutex<HashMap<String, Vec<Envelope>>>,
 }
@@ -119,26 +125,37 @@ impl Storage {
                 other => break other?,
             }
         };
-        let envelopes = db.open_tree("envelopes")?;
+        if db.tree_names().iter().any(|n| &n[..] == b"envelopes")
+            && !db.open_tree("envelopes")?.is_empty()
+        {
+            return Err(StorageError::Corrupt(
+                "the data dir holds envelopes in the old one-key-per-envelope layout; start with an empty dir".into(),
+            ));
+        }
+        let runs = db.open_tree("runs")?;
         let mut units: HashMap<String, Vec<Envelope>> = HashMap::new();
-        for kv in envelopes.iter() {
+        for kv in runs.iter() {
             let (k, v) = kv?;
             let (unit, seq) = decode_key(&k)
                 .ok_or_else(|| StorageError::Corrupt(format!("bad key {:?}", &k[..])))?;
-            let env = Envelope::decode(&v[..])
+            let run = EnvelopeBatch::decode(&v[..])
                 .map_err(|e| StorageError::Corrupt(format!("unit {unit} seq {seq}: {e}")))?;
             let list = units.entry(unit.clone()).or_default();
-            if seq != list.len() as u64 + 1 || env.seq != seq {
-                return Err(StorageError::Corrupt(format!(
-                    "unit {unit}: seq {seq} follows {}",
-                    list.len()
-                )));
+            for (i, env) in run.envelopes.into_iter().enumerate() {
+                let expected = list.len() as u64 + 1;
+                if seq + i as u64 != expected || env.seq != expected {
+                    return Err(StorageError::Corrupt(format!(
+                        "unit {unit}: seq {} follows {}",
+                        env.seq,
+                        list.len()
+                    )));
+                }
+                list.push(env);
             }
-            list.push(env);
         }
         Ok(Storage {
             db,
-            envelopes,
+            runs,
             units: Mutex::new(units),
         })
     }
@@ -210,15 +227,14 @@ impl Storage {
             fresh.push(env);
             next += 1;
         }
-        if !fresh.is_empty() {
-            let mut sled_batch = sled::Batch::default();
-            for env in &fresh {
-                sled_batch.insert(key(unit, env.seq), env.encode_to_vec());
-            }
-            self.envelopes.apply_batch(sled_batch)?;
-        }
         let stored = fresh.len() as u64;
-        list.extend(fresh.into_iter().cloned());
+        if let Some(first) = fresh.first().map(|e| e.seq) {
+            let run = EnvelopeBatch {
+                envelopes: fresh.into_iter().cloned().collect(),
+            };
+            self.runs.insert(key(unit, first), run.encode_to_vec())?;
+            list.extend(run.envelopes);
+        }
         Ok(AppendOutcome {
             acked: list.len() as u64,
             stored,
@@ -287,6 +303,21 @@ mod tests {
         let got: Vec<u64> = s.received("u").iter().map(|e| e.seq).collect();
         assert_eq!(got, vec![1, 2, 3, 4]);
         assert_eq!(s.units(), vec!["u".to_owned()]);
+    }
+
+    #[test]
+    fn a_data_dir_in_the_old_per_envelope_layout_is_refused() {
+        // Reading only `runs` would have served an HQ that forgot what it acknowledged.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path().join("hq.sled")).unwrap();
+            let old = db.open_tree("envelopes").unwrap();
+            old.insert(key("u", 1), env(1, "a").encode_to_vec())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let err = Storage::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("old"), "{err}");
     }
 
     #[test]

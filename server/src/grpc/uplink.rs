@@ -3,7 +3,10 @@
 //! One task dials HQ's `Upload` stream, says hello, and learns the highest sequence
 //! HQ holds for this unit. It deletes outbox entries up to that point and sends the
 //! rest in order, in bounded batches, with a bounded window of unacknowledged
-//! batches. Each acknowledgment deletes what it covers. Any failure (HQ down, a cut
+//! batches. Each acknowledgment deletes what it covers, in a writer job that runs
+//! while the next batches go out (acknowledgments arriving meanwhile are deleted
+//! together by the next job), from the entries the session holds: nothing is read
+//! back to be deleted. Any failure (HQ down, a cut
 //! connection, an acknowledgment that does not come) ends the session; the next
 //! starts after an exponential backoff with full jitter and resumes from what HQ
 //! says it holds. Sales never wait for any of this.
@@ -22,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::SyncSettings;
-use crate::sales::journal::OutboxKind;
+use crate::sales::journal::{OutboxEntry, OutboxKind};
 use crate::sales::outbox::{self, Outgoing};
 use crate::store::{Store, StoreError};
 
@@ -306,6 +309,13 @@ async fn session(
     let mut next = first.acked_seq.max(backlog.first_seq.saturating_sub(1)) + 1;
     // Last sequence of each batch in flight, oldest first.
     let mut in_flight: VecDeque<u64> = VecDeque::new();
+    // Every entry sent and not yet deleted, oldest first: what an acknowledgment
+    // deletes, without reading it back.
+    let mut sent: VecDeque<OutboxEntry> = VecDeque::new();
+    // The delete of acknowledged entries under way, if any. It runs while the next
+    // batches are read and sent, and the acknowledgments that arrive meanwhile are
+    // deleted together by the next one (one writer job and one flush for many).
+    let mut deleting: Option<Deleting> = None;
     let mut acked = first.acked_seq;
     loop {
         // Fill the window with whatever is waiting.
@@ -315,6 +325,7 @@ async fn session(
                 break;
             };
             let n = batch.len() as u64;
+            sent.extend(batch.iter().map(|o| o.entry.clone()));
             let msg = UploadMessage {
                 body: Some(upload_message::Body::Batch(EnvelopeBatch {
                     envelopes: batch.into_iter().map(envelope).collect(),
@@ -324,6 +335,16 @@ async fn session(
             state.sent.fetch_add(n, Ordering::Relaxed);
             in_flight.push_back(last);
             next = last + 1;
+        }
+        if deleting.is_none() && sent.front().is_some_and(|e| e.seq <= acked) {
+            let mut done = Vec::new();
+            while sent.front().is_some_and(|e| e.seq <= acked) {
+                done.extend(sent.pop_front());
+            }
+            let store = Arc::clone(store);
+            deleting = Some(Box::pin(
+                async move { outbox::delete_sent(&store, done).await },
+            ));
         }
         let waiting_for_ack = !in_flight.is_empty();
         // With batches in flight an acknowledgment must come in time; without, HQ may
@@ -342,17 +363,32 @@ async fn session(
                 }
                 if ack.acked_seq > acked {
                     acked = ack.acked_seq;
-                    acknowledge(store, state, acked).await?;
+                    state.acked_seq.fetch_max(acked, Ordering::Relaxed);
+                    state.last_sync_ms.store(now_ms(), Ordering::Relaxed);
                 }
                 while in_flight.front().is_some_and(|last| *last <= acked) {
                     in_flight.pop_front();
                 }
+            }
+            deleted = async {
+                match deleting.as_mut() {
+                    Some(d) => d.await,
+                    None => std::future::pending().await,
+                }
+            }, if deleting.is_some() => {
+                deleting = None;
+                deleted?;
             }
             () = tokio::time::sleep(POLL), if !waiting_for_ack => {}
             () = state.wake.notified(), if !waiting_for_ack => {}
         }
     }
 }
+
+/// A delete of acknowledged entries in progress. Dropping it (the session ended)
+/// loses only the answer: a job already queued still runs, before anything the next
+/// session queues.
+type Deleting = std::pin::Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send>>;
 
 async fn acknowledge(store: &Arc<Store>, state: &SyncState, upto: u64) -> Result<(), UplinkError> {
     if upto == 0 {

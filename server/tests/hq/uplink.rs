@@ -280,8 +280,13 @@ async fn drain_rate_after_an_outage() {
     s.sync.window = 8;
     let app = spawn_with(s).await;
     snapshot(&app, 1, 10).await;
+    let selling = std::time::Instant::now();
     let sold = sell(&app.base, "P0000003", n, 64, "drain").await;
     assert_eq!(outbox_pending(&app.base).await, 2 * n as u64);
+    eprintln!(
+        "sold {n} sales in {:.2} s; HQ back, draining",
+        selling.elapsed().as_secs_f64()
+    );
     let started = std::time::Instant::now();
     hq.start().await.unwrap();
     let base = app.base.clone();
