@@ -25,6 +25,7 @@ fn seal_and_unseal_through_the_sealed_key_file() {
     let (unsealed, origin) = file.load_or_create(&mut sealer(&tpm, &[7, 16])).unwrap();
     assert_eq!(origin, KeyOrigin::Unsealed);
     assert_eq!(created.expose(), unsealed.expose());
+    assert_eq!(file.sealed_pcrs().unwrap(), Some(vec![7, 16]));
     let blob = std::fs::read(file.path()).unwrap();
     assert!(
         !blob.windows(32).any(|w| w == created.expose()),
