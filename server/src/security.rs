@@ -97,28 +97,34 @@ pub enum SecurityError {
     },
     /// The sealed key exists but this TPM will not open it: the data dir was sealed on
     /// another TPM, or the PCRs it was sealed to now hold other values.
-    #[error(
-        "the data dir {data_dir} belongs to another TPM or another boot state: its sealed data key {key_file} does not unseal on the TPM at {tcti:?} with PCRs {pcrs:?} as they are now ({reason}). Nothing in the data dir was changed or overwritten. Start it on the machine it was sealed on, in the boot state it was sealed in (undo the firmware, boot loader or Secure Boot change), or give this machine a fresh data dir and let HQ restore it"
-    )]
-    ForeignTpm {
-        /// The data dir.
-        data_dir: String,
-        /// Its sealed key.
-        key_file: String,
-        /// The TPM tried.
-        tcti: String,
-        /// The PCRs the key was sealed to.
-        pcrs: Vec<u8>,
-        /// What the TPM said (in the message, not a `source`: printed once).
-        reason: SealError,
-    },
+    #[error(transparent)]
+    ForeignTpm(Box<ForeignTpm>),
+}
+
+/// Why a data dir's TPM-sealed key does not open here (boxed in [`SecurityError`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the data dir {data_dir} belongs to another TPM or another boot state: its sealed data key {key_file} does not unseal on the TPM at {tcti:?} with PCRs {pcrs:?} as they are now ({reason}). Nothing in the data dir was changed or overwritten. Start it on the machine it was sealed on, in the boot state it was sealed in (undo the firmware, boot loader or Secure Boot change), or give this machine a fresh data dir and let HQ restore it"
+)]
+pub struct ForeignTpm {
+    /// The data dir.
+    pub data_dir: String,
+    /// Its sealed key.
+    pub key_file: String,
+    /// The TPM tried.
+    pub tcti: String,
+    /// The PCRs the key was sealed to.
+    pub pcrs: Vec<u8>,
+    /// What the TPM said (in the message, not a `source`: printed once).
+    pub reason: SealError,
 }
 
 /// Unseal the data key with the configured sealer (`[security] sealer`: `tpm` or
 /// `software`; see docs/security.md), then open the store with it and the security
-/// layer. A sealed key that will not open is an error that changes nothing. A data dir that already holds data under
-/// another key is refused before anything is written; when the sealed key was just
-/// created for such a dir it is deleted again, so no new key is left over old data.
+/// layer. A sealed key that will not open (another TPM, changed PCRs, another sealer)
+/// is an error that changes nothing. A data dir that already holds data under another
+/// key is refused before anything is written; when the sealed key was just created for
+/// such a dir it is deleted again, so no new key is left over old data.
 pub fn open_data_dir(
     settings: &crate::config::Settings,
     opts: &StoreOptions,
@@ -226,18 +232,20 @@ fn unseal_error(
         return e.into();
     }
     match e {
-        SealError::WrongKey | SealError::PolicyMismatch => SecurityError::ForeignTpm {
-            data_dir: settings.data_dir.display().to_string(),
-            key_file: key_file.path().display().to_string(),
-            tcti: sec.tcti.clone(),
-            // What the blob was sealed to; the setting only applies to new keys.
-            pcrs: key_file
-                .sealed_pcrs()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| sec.pcrs.clone()),
-            reason: e,
-        },
+        SealError::WrongKey | SealError::PolicyMismatch => {
+            SecurityError::ForeignTpm(Box::new(ForeignTpm {
+                data_dir: settings.data_dir.display().to_string(),
+                key_file: key_file.path().display().to_string(),
+                tcti: sec.tcti.clone(),
+                // What the blob was sealed to; the setting only applies to new keys.
+                pcrs: key_file
+                    .sealed_pcrs()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| sec.pcrs.clone()),
+                reason: e,
+            }))
+        }
         e => tpm_connect_error(sec, e),
     }
 }

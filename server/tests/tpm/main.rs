@@ -251,7 +251,7 @@ async fn a_copy_of_the_data_dir_on_another_tpm_refuses_to_start_and_changes_noth
     // The library path the CLI commands use refuses the same way.
     let settings = tpm_settings(copy.path(), &b);
     match outpost_server::security::open_data_dir(&settings, &StoreOptions::default()) {
-        Err(SecurityError::ForeignTpm { .. }) => {}
+        Err(SecurityError::ForeignTpm(f)) => assert_eq!(f.pcrs, vec![7]),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("the copy opened on another TPM"),
     }
