@@ -173,23 +173,28 @@ fn open_sealer(
     key_file: &SealedKeyFile,
 ) -> Result<Box<dyn Sealer>, SecurityError> {
     let sec = &settings.security;
-    let expected = if sec.sealer == "tpm" {
-        SealerKind::Tpm
-    } else {
-        SealerKind::Software
+    let expected = match sec.sealer.as_str() {
+        "tpm" => SealerKind::Tpm,
+        "software" => SealerKind::Software,
+        other => {
+            return Err(SealError::Config(format!(
+                "sealer {other:?} is unknown: \"tpm\" or \"software\""
+            ))
+            .into());
+        }
     };
     if let Some(found) = key_file.sealed_kind()?
         && found != expected
     {
         return Err(SealError::WrongSealer { expected, found }.into());
     }
-    match expected {
-        SealerKind::Tpm => tpm_sealer(sec),
-        _ => Ok(Box::new(SoftwareSealer::open(
-            &settings.data_dir.join("software-kek"),
-            sec.allow_software,
-        )?)),
+    if expected == SealerKind::Tpm {
+        return tpm_sealer(sec);
     }
+    Ok(Box::new(SoftwareSealer::open(
+        &settings.data_dir.join("software-kek"),
+        sec.allow_software,
+    )?))
 }
 
 #[cfg(feature = "tpm")]
