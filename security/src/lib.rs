@@ -21,6 +21,8 @@
 //! - [`auth`]: argon2id passwords, terminal bearer tokens, roles and permissions, the
 //!   login rate limiter, the hash-chained audit log and the demo credentials file.
 //! - [`fsutil`]: owner-only (0600) file writes and reads shared by the modules above.
+//! - `testing` (feature `test-utils`): fixtures other crates' tests reuse; with `tpm`,
+//!   a software TPM (swtpm) on loopback.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod auth;
@@ -28,5 +30,7 @@ pub mod fsutil;
 pub mod lease;
 pub mod seal;
 pub mod stream;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 pub mod tls;
 pub mod vault;

@@ -157,9 +157,20 @@ impl Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySettings {
-    /// Which sealer protects the data key: `software` (development) or `tpm` (needs
-    /// the `tpm` cargo feature of `outpost-security`; not wired into the server yet).
+    /// Which sealer protects the data key: `software` (development) or `tpm` (needs a
+    /// build with the `tpm` cargo feature, which links libtss2). `OUTPOST_SEALER`.
     pub sealer: String,
+    /// With `sealer = "tpm"`: how to reach the TPM (a TCTI string).
+    /// `device:/dev/tpmrm0` (the kernel's resource manager) by default;
+    /// `swtpm:host=127.0.0.1,port=2321` for a software TPM. `OUTPOST_TPM_TCTI`.
+    pub tcti: String,
+    /// With `sealer = "tpm"`: the PCRs (SHA-256 bank, 1 to 8 of 0..=23) the data key is
+    /// sealed to. Default `[7]` (the Secure Boot state), which survives kernel and
+    /// firmware updates that keep the Secure Boot policy; adding 0, 2 or 4 binds the
+    /// key to the exact firmware and boot loader, so every such update must re-seal.
+    /// Used when the key is first sealed; an existing sealed key keeps the PCRs it was
+    /// sealed to. `OUTPOST_TPM_PCRS` (`7` or `0,2,4,7`).
+    pub pcrs: Vec<u8>,
     /// Allow the software sealer. Production configs leave this false, so a missing
     /// TPM stops the server instead of silently downgrading. `OUTPOST_ALLOW_SOFTWARE_SEALER=1`.
     pub allow_software: bool,
@@ -186,6 +197,45 @@ pub struct SecuritySettings {
 }
 
 impl SecuritySettings {
+    /// The TPM sealer's settings, checked without touching a TPM: `Err((field,
+    /// message))`. A build without the `tpm` feature refuses `sealer = "tpm"` here, so
+    /// the mistake shows at start, before the data dir is opened.
+    fn validate_tpm(&self) -> Result<(), (&'static str, String)> {
+        #[cfg(not(feature = "tpm"))]
+        {
+            Err((
+                "security.sealer",
+                "\"tpm\" is not in this build: rebuild outpost with `--features tpm` \
+                 (cargo build --release --features tpm; needs libtss2-dev), or use \
+                 sealer = \"software\" with allow_software = true for development"
+                    .into(),
+            ))
+        }
+        #[cfg(feature = "tpm")]
+        {
+            use outpost_security::seal::TpmConfig;
+            let tcti = TpmConfig {
+                tcti: self.tcti.clone(),
+                ..TpmConfig::default()
+            };
+            tcti.validate()
+                .map_err(|e| ("security.tcti", e.to_string()))?;
+            self.tpm_config()
+                .validate()
+                .map_err(|e| ("security.pcrs", e.to_string()))
+        }
+    }
+
+    /// The TPM sealer's configuration from these settings.
+    #[cfg(feature = "tpm")]
+    pub fn tpm_config(&self) -> outpost_security::seal::TpmConfig {
+        outpost_security::seal::TpmConfig {
+            tcti: self.tcti.clone(),
+            pcrs: self.pcrs.clone(),
+            ..outpost_security::seal::TpmConfig::default()
+        }
+    }
+
     /// The 32 bytes of `hq_public_key`, when set (hex or standard base64).
     pub fn hq_key_bytes(&self) -> Result<Option<Vec<u8>>, String> {
         use base64::Engine as _;
@@ -211,6 +261,8 @@ impl Default for SecuritySettings {
     fn default() -> Self {
         SecuritySettings {
             sealer: "software".into(),
+            tcti: "device:/dev/tpmrm0".into(),
+            pcrs: vec![7],
             allow_software: false,
             session_ttl_secs: 8 * 3600,
             login_max_failures: 5,
@@ -584,6 +636,20 @@ impl Settings {
                         .parse()
                         .map_err(|message| ConfigError::Env { name, message })?;
                 }
+                "OUTPOST_SEALER" => s.security.sealer = value,
+                "OUTPOST_TPM_TCTI" => s.security.tcti = value,
+                "OUTPOST_TPM_PCRS" => {
+                    s.security.pcrs = value
+                        .split(',')
+                        .map(|p| p.trim().parse::<u8>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| ConfigError::Env {
+                            name,
+                            message: format!(
+                                "must be PCR numbers separated by commas (\"7\" or \"0,2,4,7\"), not {value:?}"
+                            ),
+                        })?;
+                }
                 "OUTPOST_ALLOW_SOFTWARE_SEALER" => {
                     s.security.allow_software = match value.as_str() {
                         "1" | "true" => true,
@@ -688,14 +754,15 @@ impl Settings {
             .validate()
             .map_err(|e| invalid(&e.field, e.message))?;
         let sec = &self.security;
-        if sec.sealer != "software" {
-            return Err(invalid(
-                "security.sealer",
-                format!(
-                    "{:?} is not available: only \"software\" is wired into the server so far (the TPM sealer exists in outpost-security behind its `tpm` feature)",
-                    sec.sealer
-                ),
-            ));
+        match sec.sealer.as_str() {
+            "software" => {}
+            "tpm" => sec.validate_tpm().map_err(|(field, m)| invalid(field, m))?,
+            other => {
+                return Err(invalid(
+                    "security.sealer",
+                    format!("must be \"tpm\" or \"software\", not {other:?}"),
+                ));
+            }
         }
         if !matches!(sec.password_hashing.as_str(), "production" | "fast") {
             return Err(invalid(
@@ -1014,6 +1081,62 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.sync.hq_url.as_deref(), Some("http://[::1]:7"));
+    }
+
+    #[test]
+    fn sealer_settings_from_file_and_env() {
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        let s = load(&[]).unwrap();
+        assert_eq!(
+            (s.security.sealer.as_str(), s.security.tcti.as_str()),
+            ("software", "device:/dev/tpmrm0")
+        );
+        assert_eq!(s.security.pcrs, vec![7]);
+        let err = load(&[("OUTPOST_SEALER", "hsm")]).unwrap_err().to_string();
+        assert!(
+            err.contains("security.sealer") && err.contains("\"hsm\""),
+            "{err}"
+        );
+        for bad in ["", "7,", "0;2", "300", "-1", "seven"] {
+            let err = load(&[("OUTPOST_TPM_PCRS", bad)]).unwrap_err().to_string();
+            assert!(err.contains("OUTPOST_TPM_PCRS"), "{bad:?}: {err}");
+        }
+        let s = load(&[
+            ("OUTPOST_TPM_TCTI", "swtpm:host=127.0.0.1,port=2321"),
+            ("OUTPOST_TPM_PCRS", "0, 2,4,7"),
+        ])
+        .unwrap();
+        assert_eq!(s.security.tcti, "swtpm:host=127.0.0.1,port=2321");
+        assert_eq!(s.security.pcrs, vec![0, 2, 4, 7]);
+        let s = Settings::from_toml(
+            "[security]\nsealer = \"software\"\ntcti = \"swtpm:port=9\"\npcrs = [0, 7]\n",
+        )
+        .unwrap();
+        assert_eq!(s.security.pcrs, vec![0, 7]);
+    }
+
+    /// sealer = "tpm" in a build without the feature: the error says how to get one.
+    #[cfg(not(feature = "tpm"))]
+    #[test]
+    fn tpm_sealer_without_the_feature_says_to_rebuild() {
+        let text = "[security]\nsealer = \"tpm\"\n";
+        let err = Settings::from_toml(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("security.sealer") && err.contains("--features tpm"),
+            "{err}"
+        );
+        let err = Settings::load(
+            None,
+            env(&[("OUTPOST_SEALER", "tpm")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--features tpm"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,9 @@ use outpost_security::auth::token::{TerminalRecord, TerminalTokens};
 use outpost_security::lease::{
     CommandOutcome, GuardConfig, GuardSnapshot, LeaseError, LeaseGuard, SystemClock, parse_hq_key,
 };
-use outpost_security::seal::{KeyOrigin, SealedKeyFile, SoftwareSealer};
+use outpost_security::seal::{
+    KeyOrigin, SealError, SealedKeyFile, Sealer, SealerKind, SoftwareSealer,
+};
 use outpost_security::vault::{Cipher, KeyVault};
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -49,8 +51,10 @@ const MAX_SESSIONS: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecurityError {
-    /// The data key could not be unsealed or created.
-    #[error("sealed data key: {0}")]
+    /// The data key could not be unsealed or created. Transparent: every
+    /// [`SealError`] already says that it is about the sealed key, and a prefix here
+    /// would print the message twice in an error chain.
+    #[error(transparent)]
     Seal(#[from] outpost_security::seal::SealError),
     /// Key derivation or decryption failed.
     #[error("security store: {0}")]
@@ -81,12 +85,52 @@ pub enum SecurityError {
         "{0} is the last enabled admin: give another account the admin role first, or nobody could manage accounts and terminals"
     )]
     LastAdmin(String),
+    /// `sealer = "tpm"` in a build without the `tpm` feature (settings built in code
+    /// skip the config check that normally catches this).
+    #[error(
+        "sealer = \"tpm\" is not in this build: rebuild outpost with `--features tpm` (needs libtss2-dev)"
+    )]
+    TpmNotBuilt,
+    /// The TPM named by the TCTI does not answer.
+    #[error(
+        "the TPM at TCTI {tcti:?} cannot be reached; check [security] tcti (OUTPOST_TPM_TCTI), that the TPM device exists and that this user may open it. Nothing in the data dir was changed"
+    )]
+    TpmUnreachable {
+        /// The TCTI string that failed.
+        tcti: String,
+        /// The connect error (the TSS response code says more).
+        source: SealError,
+    },
+    /// The sealed key exists but this TPM will not open it: the data dir was sealed on
+    /// another TPM, or the PCRs it was sealed to now hold other values.
+    #[error(transparent)]
+    ForeignTpm(Box<ForeignTpm>),
 }
 
-/// Unseal the data key (software sealer; see docs/security.md), then open the
-/// store with it and the security layer. A data dir that already holds data under
-/// another key is refused before anything is written; when the sealed key was just
-/// created for such a dir it is deleted again, so no new key is left over old data.
+/// Why a data dir's TPM-sealed key does not open here (boxed in [`SecurityError`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the data dir {data_dir} belongs to another TPM or another boot state: its sealed data key {key_file} does not unseal on the TPM at {tcti:?} with PCRs {pcrs:?} as they are now ({reason}). Nothing in the data dir was changed or overwritten. Start it on the machine it was sealed on, in the boot state it was sealed in (undo the firmware, boot loader or Secure Boot change), or give this machine a fresh data dir and let HQ restore it"
+)]
+pub struct ForeignTpm {
+    /// The data dir.
+    pub data_dir: String,
+    /// Its sealed key.
+    pub key_file: String,
+    /// The TPM tried.
+    pub tcti: String,
+    /// The PCRs the key was sealed to.
+    pub pcrs: Vec<u8>,
+    /// What the TPM said (in the message, not a `source`: printed once).
+    pub reason: SealError,
+}
+
+/// Unseal the data key with the configured sealer (`[security] sealer`: `tpm` or
+/// `software`; see docs/security.md), then open the store with it and the security
+/// layer. A sealed key that will not open (another TPM, changed PCRs, another sealer)
+/// is an error that changes nothing. A data dir that already holds data under another
+/// key is refused before anything is written; when the sealed key was just created for
+/// such a dir it is deleted again, so no new key is left over old data.
 pub fn open_data_dir(
     settings: &crate::config::Settings,
     opts: &StoreOptions,
@@ -105,12 +149,11 @@ pub fn open_data_dir_unenforced(
 ) -> Result<(Arc<Store>, Arc<Security>), SecurityError> {
     let data_dir = &settings.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| SecurityError::Store(StoreError::from(e)))?;
-    let mut sealer = SoftwareSealer::open(
-        &data_dir.join("software-kek"),
-        settings.security.allow_software,
-    )?;
     let key_file = SealedKeyFile::new(data_dir.join("sealed-key"));
-    let (key, origin) = key_file.load_or_create(&mut sealer)?;
+    let mut sealer = open_sealer(settings, &key_file)?;
+    let (key, origin) = key_file
+        .load_or_create(sealer.as_mut())
+        .map_err(|e| unseal_error(settings, &key_file, e))?;
     let vault = KeyVault::new(key);
     let store = match Store::open(data_dir, opts, &vault) {
         Ok(store) => store,
@@ -126,6 +169,96 @@ pub fn open_data_dir_unenforced(
     };
     let security = Security::open(store.clone(), vault, sealer, key_file, settings)?;
     Ok((store, Arc::new(security)))
+}
+
+/// The configured sealer. A sealed key made by another kind of sealer is refused
+/// first, from its header, so a wrong `sealer` setting writes nothing (the software
+/// sealer would otherwise create its key file).
+fn open_sealer(
+    settings: &crate::config::Settings,
+    key_file: &SealedKeyFile,
+) -> Result<Box<dyn Sealer>, SecurityError> {
+    let sec = &settings.security;
+    let expected = match sec.sealer.as_str() {
+        "tpm" => SealerKind::Tpm,
+        "software" => SealerKind::Software,
+        other => {
+            return Err(SealError::Config(format!(
+                "sealer {other:?} is unknown: \"tpm\" or \"software\""
+            ))
+            .into());
+        }
+    };
+    if let Some(found) = key_file.sealed_kind()?
+        && found != expected
+    {
+        return Err(SealError::WrongSealer { expected, found }.into());
+    }
+    if expected == SealerKind::Tpm {
+        return tpm_sealer(sec);
+    }
+    Ok(Box::new(SoftwareSealer::open(
+        &settings.data_dir.join("software-kek"),
+        sec.allow_software,
+    )?))
+}
+
+#[cfg(feature = "tpm")]
+fn tpm_sealer(sec: &crate::config::SecuritySettings) -> Result<Box<dyn Sealer>, SecurityError> {
+    let config = sec.tpm_config();
+    tracing::info!(tcti = %config.tcti, pcrs = ?config.pcrs, "Using the TPM sealer");
+    match outpost_security::seal::TpmSealer::new(config) {
+        Ok(sealer) => Ok(Box::new(sealer)),
+        Err(e) => Err(tpm_connect_error(sec, e)),
+    }
+}
+
+#[cfg(not(feature = "tpm"))]
+fn tpm_sealer(_: &crate::config::SecuritySettings) -> Result<Box<dyn Sealer>, SecurityError> {
+    Err(SecurityError::TpmNotBuilt)
+}
+
+/// A failed TPM connection, with the TCTI that failed; anything else unchanged.
+fn tpm_connect_error(sec: &crate::config::SecuritySettings, e: SealError) -> SecurityError {
+    #[cfg(feature = "tpm")]
+    if let SealError::Tpm { op: "connect", .. } = e {
+        return SecurityError::TpmUnreachable {
+            tcti: sec.tcti.clone(),
+            source: e,
+        };
+    }
+    let _ = sec;
+    e.into()
+}
+
+/// A TPM that answers but will not open the sealed key (it belongs to another TPM,
+/// or a sealed PCR changed) says so, naming the data dir.
+fn unseal_error(
+    settings: &crate::config::Settings,
+    key_file: &SealedKeyFile,
+    e: SealError,
+) -> SecurityError {
+    let sec = &settings.security;
+    if sec.sealer != "tpm" {
+        return e.into();
+    }
+    match e {
+        SealError::WrongKey | SealError::PolicyMismatch => {
+            SecurityError::ForeignTpm(Box::new(ForeignTpm {
+                data_dir: settings.data_dir.display().to_string(),
+                key_file: key_file.path().display().to_string(),
+                tcti: sec.tcti.clone(),
+                // What the blob was sealed to; the setting only applies to new keys.
+                pcrs: key_file
+                    .sealed_pcrs()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| sec.pcrs.clone()),
+                reason: e,
+            }))
+        }
+        e => tpm_connect_error(sec, e),
+    }
 }
 
 /// What exists only while the data key is in memory.
@@ -170,7 +303,8 @@ pub struct Security {
     limiter: Mutex<LoginRateLimiter>,
     session_ttl: Duration,
     guard: Option<Mutex<LeaseGuard>>,
-    sealer: Mutex<SoftwareSealer>,
+    /// The configured sealer, for unsealing again after an unlock and for a wipe.
+    sealer: Mutex<Box<dyn Sealer>>,
     key_file: SealedKeyFile,
     /// Serializes lockdown and unlock, so two callers never wipe or unseal at once.
     transition: Mutex<()>,
@@ -229,7 +363,7 @@ impl Security {
     fn open(
         store: Arc<Store>,
         vault: KeyVault,
-        sealer: SoftwareSealer,
+        sealer: Box<dyn Sealer>,
         key_file: SealedKeyFile,
         settings: &crate::config::Settings,
     ) -> Result<Security, SecurityError> {
@@ -360,7 +494,7 @@ impl Security {
     fn restore_key(&self) -> Result<(), SecurityError> {
         let key = {
             let mut sealer = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
-            self.key_file.unseal(&mut *sealer)?
+            self.key_file.unseal(sealer.as_mut())?
         };
         let vault = KeyVault::new(key);
         let cipher = vault
@@ -446,7 +580,7 @@ impl Security {
         }
         let key = {
             let mut sealer = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
-            self.key_file.unseal(&mut *sealer)?
+            self.key_file.unseal(sealer.as_mut())?
         };
         let vault = KeyVault::new(key);
         let cipher = vault
@@ -515,7 +649,7 @@ impl Security {
             CommandOutcome::Wipe => {
                 let mut sealer = self.sealer.lock().unwrap_or_else(|p| p.into_inner());
                 self.key_file
-                    .crypto_erase(&mut *sealer)
+                    .crypto_erase(sealer.as_mut())
                     .map_err(|e| GuardError::Store(e.into()))?;
                 "wiped: the sealed data key is destroyed and the device is locked".to_owned()
             }
@@ -785,5 +919,29 @@ impl Security {
             .audit
             .head()
             .map(|(s, h)| (s, h.to_owned()))
+    }
+}
+
+#[cfg(all(test, not(feature = "tpm")))]
+mod tests {
+    use super::*;
+
+    /// Settings built in code skip the config check; the data dir still refuses.
+    #[test]
+    fn tpm_sealer_in_a_build_without_it_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = crate::config::Settings {
+            data_dir: dir.path().to_owned(),
+            ..crate::config::Settings::default()
+        };
+        s.security.sealer = "tpm".into();
+        match open_data_dir(&s, &StoreOptions::default()) {
+            Err(e @ SecurityError::TpmNotBuilt) => {
+                assert!(e.to_string().contains("--features tpm"), "{e}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened without a TPM sealer"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

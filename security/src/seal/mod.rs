@@ -373,6 +373,40 @@ impl SealedKeyFile {
         self.path.exists()
     }
 
+    /// Which sealer made the stored blob (`None` when there is none yet), from its
+    /// header alone: lets a caller refuse a mismatched sealer before opening it, so a
+    /// wrong configuration creates nothing in the data dir.
+    pub fn sealed_kind(&self) -> Result<Option<SealerKind>, SealError> {
+        let Some(blob) = fsutil::read_private(&self.path, MAX_BLOB_LEN as u64)? else {
+            return Ok(None);
+        };
+        if blob.len() < 8 || &blob[..6] != BLOB_MAGIC {
+            return Err(SealError::Malformed(format!(
+                "{} is not a sealed key (no OPSEAL header)",
+                self.path.display()
+            )));
+        }
+        SealerKind::from_byte(blob[7])
+            .map(Some)
+            .ok_or_else(|| SealError::Malformed(format!("unknown sealer kind {}", blob[7])))
+    }
+
+    /// The PCRs a TPM blob is sealed to (from its payload's PCR bitmap), for error
+    /// messages: `None` when there is no blob or it is not a TPM blob.
+    pub fn sealed_pcrs(&self) -> Result<Option<Vec<u8>>, SealError> {
+        let Some(blob) = fsutil::read_private(&self.path, MAX_BLOB_LEN as u64)? else {
+            return Ok(None);
+        };
+        let Ok(payload) = blob_payload(&blob, SealerKind::Tpm) else {
+            return Ok(None);
+        };
+        let Some(bitmap) = payload.get(..4) else {
+            return Ok(None);
+        };
+        let bitmap = u32::from_le_bytes([bitmap[0], bitmap[1], bitmap[2], bitmap[3]]);
+        Ok(Some((0..24u8).filter(|i| bitmap & (1 << i) != 0).collect()))
+    }
+
     /// Unseals the data key, or on first start generates one, seals it and stores it.
     ///
     /// A blob that exists but does not open is an error, never a reason to make a new
@@ -506,6 +540,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn sealed_kind_reads_the_header_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SealedKeyFile::new(dir.path().join("sealed-key"));
+        assert_eq!(file.sealed_kind().unwrap(), None);
+        file.load_or_create(&mut sealer(dir.path())).unwrap();
+        assert_eq!(file.sealed_kind().unwrap(), Some(SealerKind::Software));
+        assert_eq!(file.sealed_pcrs().unwrap(), None, "not a TPM blob");
+        fsutil::write_private(file.path(), b"garbage").unwrap();
+        assert!(matches!(file.sealed_kind(), Err(SealError::Malformed(_))));
     }
 
     #[test]

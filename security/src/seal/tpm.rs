@@ -70,6 +70,18 @@ impl Default for TpmConfig {
 }
 
 impl TpmConfig {
+    /// Checks the TCTI string's syntax, the PCR selection and the attempt bound without
+    /// touching a TPM (for configuration checks before anything starts).
+    pub fn validate(&self) -> Result<(), SealError> {
+        self.tcti_conf()?;
+        self.pcr_bitmap().map(|_| ())
+    }
+
+    fn tcti_conf(&self) -> Result<TctiNameConf, SealError> {
+        TctiNameConf::from_str(&self.tcti)
+            .map_err(|e| SealError::Config(format!("TCTI {:?} is invalid: {e}", self.tcti)))
+    }
+
     fn pcr_bitmap(&self) -> Result<u32, SealError> {
         if self.pcrs.is_empty() || self.pcrs.len() > 8 {
             return Err(SealError::Config(format!(
@@ -153,10 +165,7 @@ impl TpmSealer {
     }
 
     fn context(&self) -> Result<Context, SealError> {
-        let tcti = TctiNameConf::from_str(&self.config.tcti).map_err(|e| {
-            SealError::Config(format!("TCTI {:?} is invalid: {e}", self.config.tcti))
-        })?;
-        Context::new(tcti).map_err(tpm("connect"))
+        Context::new(self.config.tcti_conf()?).map_err(tpm("connect"))
     }
 
     fn selection(bitmap: u32) -> Result<PcrSelectionList, SealError> {
@@ -434,70 +443,13 @@ mod tests {
     use tss_esapi::handles::PcrHandle;
     use tss_esapi::structures::DigestValues;
 
-    /// A software TPM on loopback for the length of a test.
-    struct Swtpm {
-        child: std::process::Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
+    use crate::testing::Swtpm;
 
-    impl Swtpm {
-        fn start() -> Swtpm {
-            for _ in 0..20 {
-                let port = {
-                    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                    let p = l.local_addr().unwrap().port();
-                    drop(l);
-                    p
-                };
-                if port == u16::MAX {
-                    continue;
-                }
-                let dir = tempfile::tempdir().unwrap();
-                let mut child = std::process::Command::new("swtpm")
-                    .args(["socket", "--tpm2", "--flags", "startup-clear"])
-                    .arg("--server")
-                    .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                    .arg("--ctrl")
-                    .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                    .arg("--tpmstate")
-                    .arg(format!("dir={}", dir.path().display()))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .expect("swtpm must be installed (apt-get install swtpm swtpm-tools)");
-                for _ in 0..100 {
-                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                        return Swtpm {
-                            child,
-                            port,
-                            _dir: dir,
-                        };
-                    }
-                    if child.try_wait().unwrap().is_some() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            panic!("swtpm did not start");
-        }
-
-        fn config(&self, pcrs: &[u8]) -> TpmConfig {
-            TpmConfig {
-                tcti: format!("swtpm:host=127.0.0.1,port={}", self.port),
-                pcrs: pcrs.to_vec(),
-                max_attempts: 3,
-            }
-        }
-    }
-
-    impl Drop for Swtpm {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+    fn config(tpm: &Swtpm, pcrs: &[u8]) -> TpmConfig {
+        TpmConfig {
+            tcti: tpm.tcti(),
+            pcrs: pcrs.to_vec(),
+            max_attempts: 3,
         }
     }
 
@@ -514,7 +466,7 @@ mod tests {
     #[test]
     fn pcr_change_between_policy_and_unseal_is_retried() {
         let tpm = Swtpm::start();
-        let mut sealer = TpmSealer::new(tpm.config(&[16])).unwrap();
+        let mut sealer = TpmSealer::new(config(&tpm, &[16])).unwrap();
         let key = DataKey::generate();
         let blob = sealer.seal(&key).unwrap();
         // PCR 10 is not in the policy, but extending it bumps the TPM's PCR update
@@ -530,7 +482,7 @@ mod tests {
     #[test]
     fn pcrs_changing_on_every_attempt_give_up_after_max_attempts() {
         let tpm = Swtpm::start();
-        let mut sealer = TpmSealer::new(tpm.config(&[16])).unwrap();
+        let mut sealer = TpmSealer::new(config(&tpm, &[16])).unwrap();
         let blob = sealer.seal(&DataKey::generate()).unwrap();
         sealer.between_policy_and_unseal = Some(Box::new(|ctx, _| extend(ctx, PcrHandle::Pcr10)));
         assert!(matches!(

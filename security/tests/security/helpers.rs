@@ -1,4 +1,4 @@
-//! Fixtures: a test CA, and (feature `tpm`) a software TPM on loopback.
+//! Fixtures: a test CA, and (feature `tpm`) the crate's shared software TPM on loopback.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -88,72 +88,4 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[cfg(feature = "tpm")]
-pub use swtpm::Swtpm;
-
-#[cfg(feature = "tpm")]
-mod swtpm {
-    use std::process::{Child, Command, Stdio};
-    use std::time::Duration;
-
-    /// `swtpm socket --tpm2` on 127.0.0.1 ports P and P+1, state in a temp dir, killed
-    /// on drop.
-    pub struct Swtpm {
-        child: Child,
-        pub port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Swtpm {
-        pub fn start() -> Swtpm {
-            for _ in 0..20 {
-                let port = {
-                    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                    l.local_addr().unwrap().port()
-                };
-                if port == u16::MAX {
-                    continue;
-                }
-                let dir = tempfile::tempdir().unwrap();
-                let mut child = Command::new("swtpm")
-                    .args(["socket", "--tpm2", "--flags", "startup-clear"])
-                    .arg("--server")
-                    .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-                    .arg("--ctrl")
-                    .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-                    .arg("--tpmstate")
-                    .arg(format!("dir={}", dir.path().display()))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("swtpm must be installed: apt-get install -y swtpm swtpm-tools");
-                for _ in 0..100 {
-                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                        return Swtpm {
-                            child,
-                            port,
-                            _dir: dir,
-                        };
-                    }
-                    if child.try_wait().unwrap().is_some() {
-                        break; // port taken between probe and bind: try another
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            panic!("swtpm did not start on any of 20 ports");
-        }
-
-        pub fn tcti(&self) -> String {
-            format!("swtpm:host=127.0.0.1,port={}", self.port)
-        }
-    }
-
-    impl Drop for Swtpm {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+pub use outpost_security::testing::Swtpm;

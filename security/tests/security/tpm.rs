@@ -1,14 +1,8 @@
 //! The TPM sealer against a real software TPM (swtpm), one per test.
 
-use std::str::FromStr;
-
 use outpost_security::seal::{
     DataKey, KeyOrigin, SealError, SealedKeyFile, Sealer, TpmConfig, TpmSealer,
 };
-use tss_esapi::handles::PcrHandle;
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::structures::{Digest, DigestValues};
-use tss_esapi::{Context, TctiNameConf};
 
 use crate::helpers::Swtpm;
 
@@ -21,17 +15,6 @@ fn sealer(tpm: &Swtpm, pcrs: &[u8]) -> TpmSealer {
     .unwrap()
 }
 
-fn extend(tpm: &Swtpm, pcr: PcrHandle) {
-    let mut ctx = Context::new(TctiNameConf::from_str(&tpm.tcti()).unwrap()).unwrap();
-    let mut values = DigestValues::new();
-    values.set(
-        HashingAlgorithm::Sha256,
-        Digest::try_from(vec![0x5a; 32]).unwrap(),
-    );
-    ctx.execute_with_nullauth_session(|ctx| ctx.pcr_extend(pcr, values))
-        .unwrap();
-}
-
 #[test]
 fn seal_and_unseal_through_the_sealed_key_file() {
     let tpm = Swtpm::start();
@@ -42,6 +25,7 @@ fn seal_and_unseal_through_the_sealed_key_file() {
     let (unsealed, origin) = file.load_or_create(&mut sealer(&tpm, &[7, 16])).unwrap();
     assert_eq!(origin, KeyOrigin::Unsealed);
     assert_eq!(created.expose(), unsealed.expose());
+    assert_eq!(file.sealed_pcrs().unwrap(), Some(vec![7, 16]));
     let blob = std::fs::read(file.path()).unwrap();
     assert!(
         !blob.windows(32).any(|w| w == created.expose()),
@@ -56,7 +40,7 @@ fn extending_a_sealed_pcr_makes_unseal_fail() {
     let key = DataKey::generate();
     let blob = s.seal(&key).unwrap();
     assert_eq!(s.unseal(&blob).unwrap().expose(), key.expose());
-    extend(&tpm, PcrHandle::Pcr16);
+    tpm.extend_pcr(16);
     assert!(matches!(s.unseal(&blob), Err(SealError::PolicyMismatch)));
 }
 
@@ -66,7 +50,7 @@ fn extending_a_pcr_outside_the_policy_does_not_matter() {
     let mut s = sealer(&tpm, &[16]);
     let key = DataKey::generate();
     let blob = s.seal(&key).unwrap();
-    extend(&tpm, PcrHandle::Pcr10);
+    tpm.extend_pcr(10);
     assert_eq!(s.unseal(&blob).unwrap().expose(), key.expose());
 }
 
