@@ -4,9 +4,13 @@
 //! A catalog push streams chunks into a [`CatalogImport`], which builds a new catalog
 //! generation beside the live one; only the last chunk switches readers over, so a
 //! push that fails, is malformed, or is cut short changes nothing that is served. A
-//! push cut short stays parked in memory (holding its products) so HQ can resume it
-//! from the offset `GetPushState` reports; a newer push replaces a parked one. Parked
-//! pushes do not survive a restart: HQ then starts again from offset 0.
+//! snapshot whose products arrive in SKU order has its `products` tree written while
+//! the chunks arrive (`CatalogImport` streams it to a writer thread), so the apply
+//! after the last chunk writes only the barcodes and the search index. A push cut
+//! short stays parked (its import, holding what arrived, in memory or in the unswitched
+//! new generation) so HQ can resume it from the offset `GetPushState` reports; a newer
+//! push replaces a parked one and its trees are dropped. Parked pushes do not survive a
+//! restart: HQ then starts again from offset 0.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

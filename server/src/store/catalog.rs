@@ -42,7 +42,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use zeroize::Zeroizing;
 
-use super::crypt::{self, AtRest};
+use super::crypt::{self, AtRest, BlockFormat};
 use super::{Store, StoreError, from_json, meta_read, meta_seal, to_json};
 use crate::domain::product::{Product, search_terms};
 
@@ -60,6 +60,9 @@ const BLOCKS_PER_BATCH: usize = 64;
 /// The `postings` key of the sparse index (block ordinals are 4 bytes, so it cannot
 /// collide with one).
 const INDEX_KEY: &[u8] = b"index";
+/// How new generations store their blocks (older ones keep the format they were
+/// written in, see [`BlockFormat`]).
+pub(crate) const NEW_FORMAT: BlockFormat = BlockFormat::Lz4;
 
 /// A page of product JSON and the cursor of the next page.
 pub type Page = (Vec<Vec<u8>>, Option<Vec<u8>>);
@@ -81,6 +84,8 @@ pub struct Catalog {
     overlay: Arc<HashMap<String, Vec<u8>>>,
     /// First record key of each `postings` block, by ordinal (see the module doc).
     index: Arc<Vec<Vec<u8>>>,
+    /// How this generation's blocks are laid out inside their seal.
+    format: BlockFormat,
     at_rest: Arc<AtRest>,
 }
 
@@ -94,11 +99,13 @@ pub(crate) fn open_generation(
     generation: u64,
     version: String,
     len: u64,
+    format: BlockFormat,
 ) -> Result<Catalog, StoreError> {
     Ok(Catalog {
         generation,
         version,
         len,
+        format,
         products: db.open_tree(tree_name(generation, "products"))?,
         barcodes: db.open_tree(tree_name(generation, "barcodes"))?,
         postings: db.open_tree(tree_name(generation, "postings"))?,
@@ -189,6 +196,10 @@ pub(crate) fn commit_generation(
         seal("catalog_version", next.version.as_bytes())?,
     );
     batch.insert("catalog_len", seal("catalog_len", &next.len.to_be_bytes())?);
+    batch.insert(
+        "catalog_format",
+        seal("catalog_format", &next.format.code().to_be_bytes())?,
+    );
     meta.apply_batch(batch)?;
     db.flush()?;
     Ok(())
@@ -204,6 +215,11 @@ fn meta_u64(meta: &sled::Tree, at_rest: &AtRest, key: &str) -> Result<Option<u64
 struct Records<'a> {
     buf: &'a [u8],
 }
+
+/// A record of a block, copied out: key and value.
+type RawRecord = (Vec<u8>, Vec<u8>);
+/// Products on their way to the [`ProductStream`] thread: SKU and JSON.
+type StreamBatch = Vec<(String, Vec<u8>)>;
 
 impl<'a> Iterator for Records<'a> {
     type Item = Result<(&'a [u8], &'a [u8]), StoreError>;
@@ -258,13 +274,14 @@ fn block_get(
     tree: &sled::Tree,
     name: &str,
     key: &[u8],
+    format: BlockFormat,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     at_rest.keys()?;
     let Some(kv) = tree.range(..=key).next_back() else {
         return Ok(None);
     };
     let (first, sealed) = kv?;
-    let block = at_rest.catalog_block(name, &first, &sealed)?;
+    let block = at_rest.catalog_block(name, &first, &sealed, format)?;
     for r in records(&block) {
         let (k, v) = r?;
         if k == key {
@@ -292,6 +309,7 @@ struct BlockWriter<'a> {
     name: String,
     keys: Arc<crypt::Keys>,
     keyed: BlockKeys,
+    format: BlockFormat,
     batch: sled::Batch,
     batched: usize,
     block: Vec<u8>,
@@ -306,12 +324,14 @@ impl<'a> BlockWriter<'a> {
         name: String,
         at_rest: &AtRest,
         keyed: BlockKeys,
+        format: BlockFormat,
     ) -> Result<Self, StoreError> {
         Ok(BlockWriter {
             tree,
             name,
             keys: at_rest.keys()?,
             keyed,
+            format,
             batch: sled::Batch::default(),
             batched: 0,
             block: Vec::with_capacity(BLOCK_BYTES + 1024),
@@ -339,9 +359,10 @@ impl<'a> BlockWriter<'a> {
         Ok(())
     }
 
-    /// Seal `value` and store it under `key`.
+    /// Pack (compress) and seal `value` and store it under `key`.
     fn put(&mut self, key: Vec<u8>, value: &[u8]) -> Result<(), StoreError> {
-        let sealed = self.keys.catalog.seal_record(&self.name, &key, value);
+        let packed = self.format.pack(value);
+        let sealed = self.keys.catalog.seal_record(&self.name, &key, &packed);
         self.batch.insert(key, sealed);
         self.batched += 1;
         if self.batched >= BLOCKS_PER_BATCH {
@@ -414,6 +435,9 @@ impl Catalog {
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_default();
         let len = meta_u64(meta, at_rest, "catalog_len")?.unwrap_or(0);
+        // Absent: a generation written before compression (schema 2).
+        let format =
+            BlockFormat::from_code(meta_u64(meta, at_rest, "catalog_format")?.unwrap_or(0))?;
         for name in db.tree_names() {
             let name = String::from_utf8_lossy(&name).into_owned();
             let Some(rest) = name.strip_prefix("catalog.") else {
@@ -428,7 +452,7 @@ impl Catalog {
                 db.drop_tree(name.as_bytes())?;
             }
         }
-        let mut catalog = open_generation(db, at_rest, generation, version, len)?;
+        let mut catalog = open_generation(db, at_rest, generation, version, len, format)?;
         let keys = at_rest.keys()?;
         let name = tree_name(generation, "overlay");
         let mut overlay = HashMap::new();
@@ -449,7 +473,9 @@ impl Catalog {
         };
         let keys = self.at_rest.keys()?;
         let name = tree_name(self.generation, "postings");
-        let v = crypt::open(&keys.catalog, &name, INDEX_KEY, &sealed)?;
+        let v = self
+            .format
+            .unpack(crypt::open(&keys.catalog, &name, INDEX_KEY, &sealed)?)?;
         records(&v).map(|r| r.map(|(k, _)| k.to_vec())).collect()
     }
 
@@ -473,14 +499,22 @@ impl Catalog {
             .postings
             .get(key)?
             .ok_or_else(|| StoreError::Corrupt(format!("postings block {ordinal} is missing")))?;
-        self.at_rest
-            .catalog_block(&tree_name(self.generation, "postings"), &key, &sealed)
+        self.at_rest.catalog_block(
+            &tree_name(self.generation, "postings"),
+            &key,
+            &sealed,
+            self.format,
+        )
     }
 
     /// A decrypted block of `products` or `barcodes`.
     fn block(&self, part: &str, first: &[u8], sealed: &[u8]) -> Result<Block, StoreError> {
-        self.at_rest
-            .catalog_block(&tree_name(self.generation, part), first, sealed)
+        self.at_rest.catalog_block(
+            &tree_name(self.generation, part),
+            first,
+            sealed,
+            self.format,
+        )
     }
 
     /// Products served from the overlay rather than the blocks.
@@ -499,6 +533,7 @@ impl Catalog {
             &self.products,
             &tree_name(self.generation, "products"),
             sku.as_bytes(),
+            self.format,
         )
     }
 
@@ -533,6 +568,28 @@ impl Catalog {
             }))
     }
 
+    /// Every record of `products` as written (the overlay is not applied), in SKU
+    /// order, decrypted without the block cache: for an import that reads back its own
+    /// unfinished generation and then rewrites it (a cached block could outlive the
+    /// rewrite under the same tree name and key).
+    fn products_json_raw(&self) -> impl Iterator<Item = Result<RawRecord, StoreError>> + '_ {
+        let name = tree_name(self.generation, "products");
+        self.products.iter().flat_map(move |kv| {
+            let block = kv.map_err(StoreError::from).and_then(|(first, sealed)| {
+                let keys = self.at_rest.keys()?;
+                self.format
+                    .unpack(crypt::open(&keys.catalog, &name, &first, &sealed)?)
+            });
+            let out: Vec<Result<RawRecord, StoreError>> = match block {
+                Ok(block) => records(&block)
+                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                    .collect(),
+                Err(e) => vec![Err(e)],
+            };
+            out
+        })
+    }
+
     /// A product by SKU.
     pub fn product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
         self.product_json(sku)?
@@ -547,6 +604,7 @@ impl Catalog {
             &self.barcodes,
             &tree_name(self.generation, "barcodes"),
             gtin14.as_bytes(),
+            self.format,
         )?
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -634,7 +692,13 @@ impl Catalog {
                     {
                         Some(json) => json.clone(),
                         None => {
-                            match block_get(&self.at_rest, &self.products, &products_name, sku)? {
+                            match block_get(
+                                &self.at_rest,
+                                &self.products,
+                                &products_name,
+                                sku,
+                                self.format,
+                            )? {
                                 Some(json) => json,
                                 None => continue,
                             }
@@ -767,10 +831,107 @@ impl Entry {
     }
 }
 
+/// Products handed to the [`ProductStream`] thread at once.
+const STREAM_BATCH: usize = 1024;
+/// Batches queued for the [`ProductStream`] thread before `add` waits for it.
+const STREAM_QUEUE: usize = 8;
+
+/// The `products` tree of a replace import, written while the import is still being
+/// read: while SKUs arrive in increasing order (a generated file, an HQ snapshot),
+/// each product's JSON goes to a thread that packs, compresses, seals and writes the
+/// blocks, so that work overlaps with parsing and the JSON is not held until `finish`.
+struct ProductStream {
+    /// `None` once closed.
+    tx: Option<std::sync::mpsc::SyncSender<StreamBatch>>,
+    pending: Vec<(String, Vec<u8>)>,
+    thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    /// Entries (a prefix of the import, in order) whose JSON went to the thread.
+    streamed: usize,
+    /// False once a SKU arrived out of order: from then on JSON is kept in memory and
+    /// `finish` reads the streamed prefix back (see [`CatalogImport::finish`]).
+    in_order: bool,
+}
+
+impl ProductStream {
+    fn start(next: &Catalog) -> Result<ProductStream, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<StreamBatch>(STREAM_QUEUE);
+        let tree = next.products.clone();
+        let name = tree_name(next.generation, "products");
+        let at_rest = next.at_rest.clone();
+        let format = next.format;
+        let thread = std::thread::Builder::new()
+            .name("outpost-catalog-products".into())
+            .spawn(move || {
+                let mut w = BlockWriter::new(&tree, name, &at_rest, BlockKeys::First, format)?;
+                for batch in rx {
+                    for (sku, json) in batch {
+                        w.push(sku.as_bytes(), &json)?;
+                    }
+                }
+                w.finish().map(drop)
+            })?;
+        Ok(ProductStream {
+            tx: Some(tx),
+            pending: Vec::with_capacity(STREAM_BATCH),
+            thread: Some(thread),
+            streamed: 0,
+            in_order: true,
+        })
+    }
+
+    fn push(&mut self, sku: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.pending.push((sku.to_owned(), json));
+        self.streamed += 1;
+        if self.pending.len() < STREAM_BATCH {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_BATCH));
+        match &self.tx {
+            Some(tx) if tx.send(batch).is_ok() => Ok(()),
+            // The thread stopped: its error says why.
+            _ => self.close().and(Err(StoreError::Corrupt(
+                "the catalog writer thread stopped".into(),
+            ))),
+        }
+    }
+
+    /// Write what is pending, stop the thread and wait for it: its error, if any.
+    fn close(&mut self) -> Result<(), StoreError> {
+        let batch = std::mem::take(&mut self.pending);
+        if let Some(tx) = self.tx.take()
+            && !batch.is_empty()
+        {
+            // A send fails only when the thread stopped, and then `join` has its error.
+            let _ = tx.send(batch);
+        }
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(StoreError::Corrupt(
+                    "the catalog writer thread panicked".into(),
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ProductStream {
+    fn drop(&mut self) {
+        // Stop the thread before anyone drops the trees it writes.
+        self.pending.clear();
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// An import in progress. Dropping it without [`finish`](Self::finish) discards it.
 ///
-/// Products are held in memory (about 400 bytes each) and written sorted at
-/// `finish`: one million products need about 400 MB while importing.
+/// A replace import whose SKUs arrive in increasing order writes its `products` tree
+/// as it goes ([`ProductStream`]) and keeps only SKUs, categories, name words and
+/// barcodes in memory (about 150 bytes a product); otherwise products are held in
+/// memory (about 400 bytes each) and written sorted at `finish`.
 pub struct CatalogImport {
     store: Arc<Store>,
     next: Option<Catalog>,
@@ -782,6 +943,9 @@ pub struct CatalogImport {
     entries: Vec<Entry>,
     skus: FxHashMap<String, u64>,
     barcodes: FxHashMap<String, String>,
+    /// Writes `products` as the import arrives (replace, or merge into an empty
+    /// catalog).
+    stream: Option<ProductStream>,
 }
 
 impl CatalogImport {
@@ -789,12 +953,28 @@ impl CatalogImport {
         store: Arc<Store>,
         mode: ImportMode,
         guard: tokio::sync::OwnedMutexGuard<()>,
+        format: BlockFormat,
     ) -> Result<Self, StoreError> {
         let generation = store.catalog().generation + 1;
         // A crashed import may have left this generation's trees behind.
         drop_generation(store.db(), generation)?;
-        let next = open_generation(store.db(), store.at_rest(), generation, String::new(), 0)?;
+        let next = open_generation(
+            store.db(),
+            store.at_rest(),
+            generation,
+            String::new(),
+            0,
+            format,
+        )?;
+        // A merge into an empty catalog is a replace; into a non-empty one it must
+        // interleave the products it keeps, and a delta may go to the overlay.
+        let stream = if mode == ImportMode::Replace || store.catalog().len == 0 {
+            Some(ProductStream::start(&next)?)
+        } else {
+            None
+        };
         Ok(CatalogImport {
+            stream,
             store,
             next: Some(next),
             mode,
@@ -831,7 +1011,20 @@ impl CatalogImport {
         for b in &p.barcodes {
             self.barcodes.insert(b.to_gtin14(), sku.to_owned());
         }
-        self.entries.push(Entry::of(p, to_json(p)));
+        let json = to_json(p);
+        let json = match &mut self.stream {
+            Some(s) if s.in_order => {
+                if self.entries.last().is_none_or(|e| e.sku.as_str() < sku) {
+                    s.push(sku, json)?;
+                    Vec::new()
+                } else {
+                    s.in_order = false;
+                    json
+                }
+            }
+            _ => json,
+        };
+        self.entries.push(Entry::of(p, json));
         Ok(Ok(()))
     }
 
@@ -921,12 +1114,23 @@ impl CatalogImport {
                 kept += 1;
             }
         }
+        let mut products_written = false;
+        if let Some(mut stream) = self.stream.take() {
+            stream.close()?;
+            // Complete only if every product came in order and none was kept from
+            // the previous catalog (a stream starts only when there is none).
+            if stream.in_order && kept == 0 {
+                products_written = true;
+            } else {
+                self.refill_streamed(stream.streamed)?;
+            }
+        }
         self.entries.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
         let mut next = self
             .next
             .take()
             .unwrap_or_else(|| unreachable!("finish runs once"));
-        match write_generation(&next, &self.entries) {
+        match write_generation(&next, &self.entries, products_written) {
             Ok(index) => next.index = Arc::new(index),
             Err(e) => {
                 // Dropping `self` would not see `next` any more: drop its trees here.
@@ -947,20 +1151,67 @@ impl CatalogImport {
     }
 }
 
-/// Write sorted entries into a generation's trees, each in key order; returns the
-/// sparse index of its postings.
-fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, StoreError> {
-    let name = |part| tree_name(next.generation, part);
-    let mut w = BlockWriter::new(
-        &next.products,
-        name("products"),
-        &next.at_rest,
-        BlockKeys::First,
-    )?;
-    for e in entries {
-        w.push(e.sku.as_bytes(), &e.json)?;
+impl CatalogImport {
+    /// The products streamed before a SKU came out of order: read their JSON back
+    /// from the `products` tree (they are its whole content, in the order they were
+    /// added) into the first `streamed` entries, and empty the tree for the sorted
+    /// write.
+    fn refill_streamed(&mut self, streamed: usize) -> Result<(), StoreError> {
+        let Some(next) = &self.next else {
+            return Ok(());
+        };
+        let mut written = next.products_json_raw();
+        for e in &mut self.entries[..streamed] {
+            let (sku, json) = written.next().ok_or_else(|| {
+                StoreError::Corrupt("a streamed product is missing from its block".into())
+            })??;
+            if sku != e.sku.as_bytes() {
+                return Err(StoreError::Corrupt("streamed products out of step".into()));
+            }
+            e.json = json;
+        }
+        drop(written);
+        next.products.clear()?;
+        Ok(())
     }
-    w.finish()?;
+}
+
+/// Write sorted entries into a generation's trees, each in key order; returns the
+/// sparse index of its postings. `products_written`: the `products` tree was already
+/// streamed (entries have no JSON). The `barcodes` and `postings` trees are written by
+/// two threads at once (different trees; each in key order).
+fn write_generation(
+    next: &Catalog,
+    entries: &[Entry],
+    products_written: bool,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    if !products_written {
+        let mut w = BlockWriter::new(
+            &next.products,
+            tree_name(next.generation, "products"),
+            &next.at_rest,
+            BlockKeys::First,
+            next.format,
+        )?;
+        for e in entries {
+            w.push(e.sku.as_bytes(), &e.json)?;
+        }
+        w.finish()?;
+    }
+    std::thread::scope(|scope| {
+        let barcodes = std::thread::Builder::new()
+            .name("outpost-catalog-barcodes".into())
+            .spawn_scoped(scope, || write_barcodes(next, entries))?;
+        let index = write_postings(next, entries);
+        let barcodes = barcodes
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Corrupt("the barcodes thread panicked".into())));
+        barcodes.and(index)
+    })
+}
+
+fn write_barcodes(next: &Catalog, entries: &[Entry]) -> Result<(), StoreError> {
+    let name = |part| tree_name(next.generation, part);
 
     let mut gtins: Vec<(&str, &str)> = entries
         .iter()
@@ -972,11 +1223,16 @@ fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, S
         name("barcodes"),
         &next.at_rest,
         BlockKeys::First,
+        next.format,
     )?;
     for (g, sku) in gtins {
         w.push(g.as_bytes(), sku.as_bytes())?;
     }
-    w.finish()?;
+    w.finish().map(drop)
+}
+
+fn write_postings(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let name = |part| tree_name(next.generation, part);
 
     // Postings: entries are in SKU order, so each list comes out sorted. Keyed by
     // (kind, word) borrowed from the entries: no allocation per word, and a fast
@@ -1000,6 +1256,7 @@ fn write_generation(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, S
         name("postings"),
         &next.at_rest,
         BlockKeys::Ordinal(Vec::new()),
+        next.format,
     )?;
     for key in keys {
         for chunk in postings[&key].chunks(POSTING_BLOCK) {
@@ -1033,7 +1290,14 @@ pub(crate) fn migrate_generation(
     if generation == 0 {
         return Ok(());
     }
-    let old = open_generation(db, at_rest, generation, String::new(), 0)?;
+    let old = open_generation(
+        db,
+        at_rest,
+        generation,
+        String::new(),
+        0,
+        BlockFormat::Plain,
+    )?;
     if old.postings.get(INDEX_KEY)?.is_some() {
         return Ok(());
     }
@@ -1058,8 +1322,15 @@ pub(crate) fn migrate_generation(
     entries.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
     let next_gen = generation + 1;
     drop_generation(db, next_gen)?;
-    let mut next = open_generation(db, at_rest, next_gen, version, entries.len() as u64)?;
-    next.index = Arc::new(write_generation(&next, &entries)?);
+    let mut next = open_generation(
+        db,
+        at_rest,
+        next_gen,
+        version,
+        entries.len() as u64,
+        NEW_FORMAT,
+    )?;
+    next.index = Arc::new(write_generation(&next, &entries, false)?);
     commit_generation(db, meta, at_rest, &next)?;
     drop(old);
     drop_generation(db, generation)?;
@@ -1074,6 +1345,8 @@ pub(crate) fn migrate_generation(
 
 impl Drop for CatalogImport {
     fn drop(&mut self) {
+        // Stop the products thread before its trees are dropped.
+        drop(self.stream.take());
         if let Some(next) = self.next.take()
             && let Err(e) = drop_generation(self.store.db(), next.generation)
         {
@@ -1310,6 +1583,180 @@ mod tests {
                 .all(|n| n.starts_with(&format!("catalog.{live}."))),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn an_import_that_turns_out_of_order_midway_is_written_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        // In order for more than two stream batches (so some went to the thread and
+        // some are pending), then a SKU before them, then in order again.
+        let order: Vec<usize> = (1000..3500).chain([5]).chain(3500..4000).collect();
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        for (line, i) in order.iter().enumerate() {
+            imp.add(&product(*i, "tea", "Leaf"), line as u64 + 1)
+                .unwrap()
+                .unwrap();
+        }
+        imp.finish("v").unwrap();
+        let c = store.catalog();
+        assert_eq!(c.len, order.len() as u64);
+        let exported: Vec<Product> = c
+            .products_json()
+            .map(|j| from_json(&j.unwrap(), "p").unwrap())
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            exported
+                .iter()
+                .map(|p| p.sku.as_str().to_owned())
+                .collect::<Vec<_>>(),
+            sorted
+                .iter()
+                .map(|i| format!("S{i:05}"))
+                .collect::<Vec<_>>()
+        );
+        for i in [5, 1000, 2023, 3499, 3500, 3999] {
+            let p = c.product(&format!("S{i:05}")).unwrap().unwrap();
+            assert_eq!(p.name, format!("Leaf {i}"));
+            assert_eq!(
+                c.sku_by_gtin14(&p.barcodes[0].to_gtin14()).unwrap(),
+                Some(format!("S{i:05}"))
+            );
+        }
+        let (page, _) = c.search(Some("leaf"), None, 10, None, 100).unwrap();
+        assert_eq!(skus(&page)[0], "S00005");
+    }
+
+    #[test]
+    fn an_abandoned_streamed_import_leaves_no_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        import(
+            &store,
+            ImportMode::Replace,
+            (0..10).map(|i| product(i, "tea", "Old")),
+        );
+        let live = store.catalog().generation;
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        for i in 0..3000 {
+            imp.add(&product(i, "tea", "New"), i as u64 + 1)
+                .unwrap()
+                .unwrap();
+        }
+        drop(imp);
+        let names: Vec<String> = store
+            .db()
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .filter(|n| n.starts_with("catalog.") && !n.starts_with(&format!("catalog.{live}.")))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        assert_eq!(
+            store.catalog().product("S00001").unwrap().unwrap().name,
+            "Old 1"
+        );
+    }
+
+    /// Sum of the sealed sizes of a generation's `products` values.
+    fn stored_bytes(c: &Catalog) -> usize {
+        c.products.iter().map(|kv| kv.unwrap().1.len()).sum()
+    }
+
+    #[test]
+    fn an_uncompressed_schema_2_generation_stays_readable_and_the_next_import_compresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain_bytes = {
+            let store = crate::store::crypt::test_store(dir.path());
+            let guard = store.catalog_change.clone().try_lock_owned().unwrap();
+            let mut imp = CatalogImport::begin(
+                store.clone(),
+                ImportMode::Replace,
+                guard,
+                BlockFormat::Plain,
+            )
+            .unwrap();
+            for i in 0..3000 {
+                imp.add(&product(i, "tea", "Old Leaf"), i as u64 + 1)
+                    .unwrap()
+                    .unwrap();
+            }
+            imp.finish("v2").unwrap();
+            // As a schema-2 build left it: no format in `meta`, schema 2.
+            store.meta.remove("catalog_format").unwrap();
+            store
+                .meta
+                .insert("schema_version", &2u64.to_be_bytes())
+                .unwrap();
+            store.db().flush().unwrap();
+            stored_bytes(&store.catalog())
+        };
+        let store = crate::store::crypt::test_store(dir.path());
+        let schema = store.meta.get("schema_version").unwrap().unwrap();
+        assert_eq!(
+            crate::store::keys::decode_u64(&schema).unwrap(),
+            crate::store::SCHEMA_VERSION
+        );
+        let c = store.catalog();
+        assert_eq!(c.format, BlockFormat::Plain);
+        assert_eq!(c.product("S02500").unwrap().unwrap().name, "Old Leaf 2500");
+        let p = c.product("S00007").unwrap().unwrap();
+        assert_eq!(
+            c.sku_by_gtin14(&p.barcodes[0].to_gtin14())
+                .unwrap()
+                .as_deref(),
+            Some("S00007")
+        );
+        let (page, _) = c.search(Some("old"), Some("tea"), 5, None, 100).unwrap();
+        assert_eq!(skus(&page)[0], "S00000");
+        drop(c);
+        // The next import writes compressed blocks (and reads them back after a restart).
+        import(
+            &store,
+            ImportMode::Replace,
+            (0..3000).map(|i| product(i, "tea", "Old Leaf")),
+        );
+        let c = store.catalog();
+        assert_eq!(c.format, BlockFormat::Lz4);
+        let lz4_bytes = stored_bytes(&c);
+        assert!(
+            lz4_bytes * 10 < plain_bytes * 7,
+            "compressed {lz4_bytes} bytes, plain {plain_bytes}"
+        );
+        drop((c, store));
+        let store = crate::store::crypt::test_store(dir.path());
+        let c = store.catalog();
+        assert_eq!(c.format, BlockFormat::Lz4);
+        assert_eq!(c.product("S02999").unwrap().unwrap().name, "Old Leaf 2999");
+        let (page, _) = c.search(None, Some("tea"), 3, None, 100).unwrap();
+        assert_eq!(page.len(), 3);
+    }
+
+    #[test]
+    fn a_compressed_block_that_claims_a_huge_length_is_corruption() {
+        let packed = BlockFormat::Lz4.pack(b"some records");
+        assert_eq!(
+            BlockFormat::Lz4.unpack(packed.clone()).unwrap().as_slice(),
+            b"some records"
+        );
+        let mut bad = packed.to_vec();
+        bad[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            BlockFormat::Lz4.unpack(Zeroizing::new(bad)),
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut short = packed.to_vec();
+        short[..4].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(matches!(
+            BlockFormat::Lz4.unpack(Zeroizing::new(short)),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            BlockFormat::Lz4.unpack(Zeroizing::new(vec![1, 2])),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

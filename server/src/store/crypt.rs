@@ -135,12 +135,14 @@ impl AtRest {
         Ok(())
     }
 
-    /// A catalog block, decrypted: from the cache, or opened and cached.
+    /// A catalog block, decrypted (and decompressed when `format` says so): from the
+    /// cache, or opened and cached.
     pub(crate) fn catalog_block(
         &self,
         tree: &str,
         first: &[u8],
         sealed: &[u8],
+        format: BlockFormat,
     ) -> Result<Plain, StoreError> {
         let keys = self.keys()?;
         let id = (tree.to_owned(), first.to_vec());
@@ -153,7 +155,7 @@ impl AtRest {
         {
             return Ok(b.clone());
         }
-        let block = Arc::new(open(&keys.catalog, tree, first, sealed)?);
+        let block = Arc::new(format.unpack(open(&keys.catalog, tree, first, sealed)?)?);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if self.is_locked() {
             // Wiped while decrypting: keep nothing.
@@ -184,6 +186,79 @@ impl AtRest {
             .meta
             .open_record("meta", KEY_CHECK_KEY, sealed)
             .is_ok_and(|v| v.as_slice() == KEY_CHECK))
+    }
+}
+
+/// How the plaintext of a catalog generation's blocks is laid out. Recorded per
+/// generation (`meta/catalog_format`, written in the same batch as the pointer), so a
+/// data dir keeps reading the generations written before compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockFormat {
+    /// The records as they are (schema 2, `catalog_format` absent or 0).
+    Plain,
+    /// The records compressed with LZ4 (block format, uncompressed length first as
+    /// u32 little-endian), then sealed (`catalog_format` 1).
+    Lz4,
+}
+
+/// The largest block a compressed block may claim to expand to. Blocks are about
+/// 16 KiB and the sparse index a few hundred KiB; the value is sealed, so only a bug
+/// could claim more, but a bug must not make a reader allocate gigabytes.
+const MAX_UNPACKED: usize = 64 * 1024 * 1024;
+
+impl BlockFormat {
+    /// The number stored in `meta/catalog_format`.
+    pub(crate) fn code(self) -> u64 {
+        match self {
+            BlockFormat::Plain => 0,
+            BlockFormat::Lz4 => 1,
+        }
+    }
+
+    /// The format stored as `code`.
+    pub(crate) fn from_code(code: u64) -> Result<BlockFormat, StoreError> {
+        match code {
+            0 => Ok(BlockFormat::Plain),
+            1 => Ok(BlockFormat::Lz4),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown catalog block format {other}"
+            ))),
+        }
+    }
+
+    /// A block's plaintext as it is sealed.
+    pub(crate) fn pack(self, records: &[u8]) -> Zeroizing<Vec<u8>> {
+        match self {
+            BlockFormat::Plain => Zeroizing::new(records.to_vec()),
+            BlockFormat::Lz4 => Zeroizing::new(lz4_flex::block::compress_prepend_size(records)),
+        }
+    }
+
+    /// The records of a block from its opened plaintext.
+    pub(crate) fn unpack(
+        self,
+        opened: Zeroizing<Vec<u8>>,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        match self {
+            BlockFormat::Plain => Ok(opened),
+            BlockFormat::Lz4 => {
+                let corrupt = |what: &str| StoreError::Corrupt(format!("catalog block: {what}"));
+                let Some((len, packed)) = opened.split_first_chunk::<4>() else {
+                    return Err(corrupt("compressed block too short"));
+                };
+                let len = u32::from_le_bytes(*len) as usize;
+                if len > MAX_UNPACKED {
+                    return Err(corrupt("compressed block claims an absurd length"));
+                }
+                let mut out = Zeroizing::new(vec![0u8; len]);
+                let n = lz4_flex::block::decompress_into(packed, &mut out)
+                    .map_err(|e| corrupt(&format!("does not decompress: {e}")))?;
+                if n != len {
+                    return Err(corrupt("decompressed length differs from the stored one"));
+                }
+                Ok(out)
+            }
+        }
     }
 }
 

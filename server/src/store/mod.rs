@@ -39,8 +39,12 @@ pub use writer::{Tx, WriterStats};
 use writer::{Writer, WriterThread};
 
 /// The schema this build reads and writes. Bump it with a migration when a stored
-/// format changes. 1: plaintext; 2: every business value encrypted at rest.
-pub const SCHEMA_VERSION: u64 = 2;
+/// format changes. 1: plaintext; 2: every business value encrypted at rest; 3: new
+/// catalog generations compress their blocks before sealing them (`meta/catalog_format`
+/// says how each generation is laid out, so schema-2 generations stay readable and
+/// 2 → 3 rewrites nothing; a schema-2 build refuses a schema-3 dir instead of
+/// misreading compressed blocks).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Why storage failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -226,14 +230,16 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                if found < SCHEMA_VERSION {
+                if found < 2 {
                     migrate::to_encrypted(&db, &meta, &at_rest)?;
+                }
+                if found < SCHEMA_VERSION {
                     meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
                     db.flush()?;
                     tracing::info!(
                         from = found,
                         to = SCHEMA_VERSION,
-                        "Migrated the data dir: every business value is now encrypted"
+                        "Migrated the data dir to the current schema"
                     );
                 }
             }
@@ -374,7 +380,7 @@ impl Store {
             self.catalog_change.clone().try_lock_owned().map_err(|_| {
                 StoreError::Busy("another catalog import or push is running".into())
             })?;
-        CatalogImport::begin(self.clone(), mode, guard)
+        CatalogImport::begin(self.clone(), mode, guard, catalog::NEW_FORMAT)
     }
 
     pub(crate) fn switch_catalog(&self, next: Catalog) -> Result<(), StoreError> {
