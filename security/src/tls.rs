@@ -299,6 +299,110 @@ pub fn mtls_server_config(
     Ok(Arc::new(config))
 }
 
+/// [`mtls_server_config`] that also requires the client certificate to name one of
+/// `client_names` (a DNS name in its subjectAltName): the store's gRPC port, where only
+/// HQ may call although HQ's CA also signs the units' own certificates.
+pub fn mtls_server_config_for_names(
+    identity: &DeviceIdentity,
+    client_ca_pem: &[u8],
+    client_names: &[String],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let names = client_names
+        .iter()
+        .map(|n| {
+            rustls::pki_types::ServerName::try_from(n.clone())
+                .ok()
+                .filter(|s| matches!(s, rustls::pki_types::ServerName::DnsName(_)))
+                .ok_or_else(|| {
+                    TlsError::Verifier(format!(
+                        "{n:?} is not a DNS name a client certificate can carry"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if names.is_empty() {
+        return Err(TlsError::Verifier(
+            "no client name is allowed: name at least one".into(),
+        ));
+    }
+    let inner = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots("client CA", client_ca_pem)?),
+        provider(),
+    )
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(NamedClientVerifier { inner, names });
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    Ok(Arc::new(config))
+}
+
+/// A client verifier that chains to the CA (the inner WebPKI verifier) and then
+/// requires one of `names` among the certificate's DNS names.
+#[derive(Debug)]
+struct NamedClientVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    names: Vec<rustls::pki_types::ServerName<'static>>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for NamedClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        if self
+            .names
+            .iter()
+            .any(|n| cert.verify_is_valid_for_subject_name(n).is_ok())
+        {
+            Ok(verified)
+        } else {
+            tracing::warn!(
+                "Refused a client certificate from the right CA that names none of the allowed clients"
+            );
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

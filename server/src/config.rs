@@ -467,6 +467,11 @@ pub struct SyncSettings {
     /// accepts only clients with a certificate it issued. Needs a provisioned device
     /// certificate (`tls.cert`, `tls.key`) issued by that CA. `OUTPOST_HQ_CA`.
     pub hq_ca: Option<PathBuf>,
+    /// With `hq_ca`: the DNS names HQ's client certificate may carry (subjectAltName).
+    /// HQ's CA also signs the units' device certificates, so the CA alone would let
+    /// another unit push; only a certificate naming one of these may call the gRPC
+    /// port. Default `["hq"]`.
+    pub hq_client_names: Vec<String>,
     /// This unit's id, as HQ knows it. Outbox sequences are per unit.
     pub unit_id: String,
     /// Most envelopes per upload batch.
@@ -491,6 +496,7 @@ impl Default for SyncSettings {
             grpc_listen: None,
             hq_url: None,
             hq_ca: None,
+            hq_client_names: vec!["hq".into()],
             unit_id: "unit-1".into(),
             batch_max: 500,
             window: 8,
@@ -871,6 +877,25 @@ impl Settings {
                 "mutual TLS with HQ needs a device certificate issued by HQ's CA: set tls.cert and tls.key".into(),
             ));
         }
+        if mtls && self.sync.grpc_listen.is_some() {
+            if self.sync.hq_client_names.is_empty() {
+                return Err(invalid(
+                    "sync.hq_client_names",
+                    "name at least one DNS name HQ's client certificate carries (default \"hq\")"
+                        .into(),
+                ));
+            }
+            for n in &self.sync.hq_client_names {
+                let dns = rustls::pki_types::ServerName::try_from(n.as_str())
+                    .is_ok_and(|s| matches!(s, rustls::pki_types::ServerName::DnsName(_)));
+                if !dns {
+                    return Err(invalid(
+                        "sync.hq_client_names",
+                        format!("{n:?} is not a DNS name"),
+                    ));
+                }
+            }
+        }
         if let Some(addr) = self.sync.grpc_listen
             && !mtls
             && !addr.ip().is_loopback()
@@ -1191,6 +1216,19 @@ mod tests {
         let s = Settings::from_toml(text).unwrap();
         s.validate().unwrap();
         assert!(s.hq_mtls());
+        assert_eq!(s.sync.hq_client_names, ["hq"]);
+        // HQ's client names must be DNS names, at least one.
+        for (names, want) in [("[]", "at least one"), ("[\"10.0.0.1\"]", "not a DNS name")] {
+            let s = Settings::from_toml(&format!("{text}hq_client_names = {names}\n")).unwrap();
+            let err = s.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("sync.hq_client_names") && err.contains(want),
+                "{names}: {err}"
+            );
+        }
+        let s = Settings::from_toml(&format!("{text}hq_client_names = [\"hq.example.com\"]\n"))
+            .unwrap();
+        s.validate().unwrap();
         // Without HQ's CA, neither an https URL nor a non-loopback gRPC port.
         let s = Settings::from_toml(&text.replace("hq_ca = \"/hq-ca.pem\"\n", "")).unwrap();
         let err = s.validate().unwrap_err().to_string();

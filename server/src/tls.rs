@@ -4,7 +4,9 @@
 //!   [`Settings::http_tls`] (the listen address is not loopback, or `tls.http = "on"`).
 //! - **gRPC port** (HQ's pushes) and **uplink** (to HQ): mutual TLS 1.3 when
 //!   `sync.hq_ca` is set: the port accepts only clients with a certificate issued by
-//!   HQ's CA, and the uplink trusts only that CA and presents the device certificate.
+//!   HQ's CA *and* naming one of `sync.hq_client_names` (default `hq`; the CA also signs
+//!   the units, whose certificates must not push), and the uplink trusts only that CA
+//!   and presents the device certificate.
 //!
 //! The device certificate is the provisioned one (`tls.cert`, `tls.key`) or, when none
 //! is configured and TLS is needed, the one generated at first start under the data dir
@@ -103,7 +105,13 @@ impl TlsSetup {
                 let grpc = settings
                     .sync
                     .grpc_listen
-                    .map(|_| sectls::mtls_server_config(&identity, &ca))
+                    .map(|_| {
+                        sectls::mtls_server_config_for_names(
+                            &identity,
+                            &ca,
+                            &settings.sync.hq_client_names,
+                        )
+                    })
                     .transpose()
                     .map_err(hq_err)?;
                 let uplink = settings

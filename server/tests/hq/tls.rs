@@ -79,7 +79,7 @@ async fn sales_reach_hq_over_mutual_tls_and_hq_pushes_over_it() {
     let files = tempfile::tempdir().unwrap();
     let hq_ca = Ca::new("HQ CA");
     let device = hq_ca.issue(&[HOST], Validity::Current);
-    let pusher = hq_ca.issue(&["hq-pusher.test"], Validity::Current);
+    let pusher = hq_ca.issue(&["hq"], Validity::Current);
     let hq_dir = tempfile::tempdir().unwrap();
     let hq = start_hq(
         hq_dir.path(),
@@ -137,7 +137,7 @@ async fn sales_reach_hq_over_mutual_tls_and_hq_pushes_over_it() {
         "foreign client certificate: {err}"
     );
     eprintln!("foreign client certificate: {err}");
-    let expired = hq_ca.issue(&["hq-pusher.test"], Validity::Expired);
+    let expired = hq_ca.issue(&["hq"], Validity::Expired);
     let err = push_over(&app, expired.client(&hq_ca), 3)
         .await
         .unwrap_err();
@@ -148,6 +148,31 @@ async fn sales_reach_hq_over_mutual_tls_and_hq_pushes_over_it() {
         "expired client certificate: {err}"
     );
     eprintln!("expired client certificate: {err}");
+    // HQ's CA signs the units too: another unit's certificate (the store's own device
+    // certificate here) and a certificate naming another client are from the right CA
+    // but do not name HQ (`sync.hq_client_names`, default "hq"), so they cannot push.
+    for (what, leaf) in [
+        ("a unit's certificate", &device),
+        (
+            "a certificate for another name",
+            &hq_ca.issue(&["hq-pusher.test"], Validity::Current),
+        ),
+    ] {
+        let limit = std::time::Duration::from_secs(20);
+        let err = tokio::time::timeout(limit, push_over(&app, leaf.client(&hq_ca), 3))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the refused push did not end"))
+            .unwrap_err();
+        assert!(
+            matches!(err, PushError::Rpc { .. } | PushError::Connect { .. }),
+            "{what}: {err}"
+        );
+        let status =
+            tokio::time::timeout(limit, store_status(&app.grpc, Some(&leaf.client(&hq_ca))))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the refused status call did not end"));
+        assert!(status.is_err(), "{what} read the status");
+    }
     let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -226,7 +251,7 @@ async fn refused_link(hq_ca: &Ca, hq_leaf: &Leaf, device_ca: &Ca, device: &Leaf)
     s.tls.key = Some(key);
     s.sync.hq_ca = Some(hq_ca.write(files_path, "hq-ca"));
     let app = spawn_with(s).await;
-    let pusher = hq_ca.issue(&["hq-pusher.test"], Validity::Current);
+    let pusher = hq_ca.issue(&["hq"], Validity::Current);
     push_over(&app, pusher.client(device_ca), 2).await.unwrap();
     sell(&app.base, "T2", 1, 1, "refused").await;
     let mut last = serde_json::Value::Null;
