@@ -6,7 +6,7 @@ use outpost_security::auth::roles::Role;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, client_with, session_for, spawn_app};
+use crate::helpers::{TestApp, audit_page, client_with, session_for, spawn_app};
 
 async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
     let r = req.send().await.unwrap();
@@ -33,23 +33,6 @@ async fn login(app: &TestApp, username: &str, password: &str) -> Result<String, 
     }
     let raw = r.headers()["set-cookie"].to_str().unwrap();
     Ok(raw.split(';').next().unwrap().to_owned())
-}
-
-async fn audit_actions(app: &TestApp, admin: &reqwest::Client) -> Vec<(String, String)> {
-    let (s, v) = send(admin.get(app.url("/api/v1/audit?limit=1000"))).await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["verified"], true, "{v}");
-    v["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["actor"].as_str().unwrap().to_owned(),
-                e["action"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -137,7 +120,7 @@ async fn an_admin_issues_a_terminal_token_that_sells_until_it_is_revoked() {
     assert_eq!(s, 201, "{v}");
     assert_ne!(v["token"].as_str().unwrap(), token);
 
-    let actions = audit_actions(&app, &ada).await;
+    let actions = audit_page(&app, &ada).await.1;
     for want in ["terminal.add", "terminal.revoke"] {
         assert!(
             actions
@@ -255,7 +238,7 @@ async fn an_admin_manages_staff_accounts_and_changes_apply_to_open_sessions() {
     assert_eq!(s, 200, "{v}");
     assert!(login(&app, "sam", "a third long password").await.is_ok());
 
-    let actions = audit_actions(&app, &ada).await;
+    let actions = audit_page(&app, &ada).await.1;
     for want in ["user.set", "user.disable"] {
         assert!(
             actions

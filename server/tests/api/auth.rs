@@ -8,7 +8,7 @@ use outpost_security::auth::roles::Role;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, client_with, session_for, spawn_app};
+use crate::helpers::{TestApp, audit_page, client_with, session_for, spawn_app};
 
 const ZERO: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -555,26 +555,7 @@ async fn the_audit_log_records_logins_refunds_terminals_and_verifies() {
         .await;
     assert_eq!(s, 201, "{refund}");
     let ada = client_with("cookie", &pair);
-    let page: Value = ada
-        .get(app.url("/api/v1/audit?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["verified"], true, "{page}");
-    let actions: Vec<(String, String)> = page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["actor"].as_str().unwrap().to_owned(),
-                e["action"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let (page, actions) = audit_page(&app, &ada).await;
     for want in [
         ("test", "user.set"),
         ("test", "terminal.add"),

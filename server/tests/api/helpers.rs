@@ -238,3 +238,28 @@ pub fn cli_terminal_token(config: &std::path::Path, name: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// The whole audit log as `client` (an admin) reads it, checked to verify, and its
+/// (actor, action) pairs in order.
+pub async fn audit_page(app: &TestApp, client: &reqwest::Client) -> (Value, Vec<(String, String)>) {
+    let r = client
+        .get(app.url("/api/v1/audit?limit=1000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["verified"], true, "{page}");
+    let actions = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (page, actions)
+}
