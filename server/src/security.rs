@@ -24,6 +24,7 @@ use outpost_security::auth::audit::{AuditEntry, AuditLog, SledAuditStore};
 use outpost_security::auth::password::{PasswordParams, UserDirectory, UserRecord};
 use outpost_security::auth::ratelimit::LoginRateLimiter;
 use outpost_security::auth::roles::{Principal, Role};
+use outpost_security::auth::spool::{AuditSpool, SpooledEntry};
 use outpost_security::auth::token::{TerminalRecord, TerminalTokens};
 use outpost_security::lease::{
     CommandOutcome, GuardConfig, GuardSnapshot, LeaseError, LeaseGuard, SystemClock, parse_hq_key,
@@ -44,6 +45,11 @@ const TREE: &str = "security";
 const TERMINALS_KEY: &[u8] = b"terminals";
 const USERS_KEY: &[u8] = b"users";
 const GUARD_KEY: &[u8] = b"lease-guard";
+/// The tree of audit entries written while locked.
+const SPOOL_TREE: &str = "audit-spool";
+/// Most audit entries kept while locked (a thief trying logins for days fills it;
+/// what is past it is counted and reported when the key is back).
+const SPOOL_MAX: usize = 10_000;
 /// Most live sessions; the oldest is dropped beyond it.
 const MAX_SESSIONS: usize = 10_000;
 
@@ -293,6 +299,9 @@ struct Session {
 pub struct Security {
     tree: sled::Tree,
     audit_tree: sled::Tree,
+    /// Audit entries written while locked, sealed to a public key (locked after
+    /// `unlocked`, never before it).
+    spool: Mutex<AuditSpool>,
     store: Arc<Store>,
     /// `None` while locked down: the key, the credential cipher and the audit log
     /// are gone from memory. A std mutex: held for short, non-async sections only.
@@ -424,9 +433,12 @@ impl Security {
         };
         let audit_tree = db.open_tree("audit")?;
         let audit = open_audit(&audit_tree, &vault)?;
+        let spool = AuditSpool::new(db.open_tree(SPOOL_TREE)?, SPOOL_MAX);
+        spool.publish(&vault)?;
         let security = Security {
             tree,
             audit_tree,
+            spool: Mutex::new(spool),
             store: store.clone(),
             unlocked: Mutex::new(Some(Unlocked {
                 vault,
@@ -447,7 +459,59 @@ impl Security {
             key_file,
             transition: Mutex::new(()),
         };
+        security.restore_spooled();
         Ok(security)
+    }
+
+    /// Appends what was audited while locked (see [`AuditSpool`]) to the chain, with
+    /// its original times, and audits what could not be kept. Call with the key in
+    /// memory; a failure is logged and the rest stays spooled for the next unlock.
+    fn restore_spooled(&self) {
+        let mut unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(u) = unlocked.as_mut() else { return };
+        let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        if spool.is_empty() && !spool.has_dropped() {
+            return;
+        }
+        let audit = &mut u.audit;
+        let report = spool.drain(&u.vault, &mut |e| {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_ms) * 1_000_000)
+                .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            audit.append(&e.actor, &e.action, &e.detail, at).map(|_| ())
+        });
+        drop(spool);
+        match report {
+            Ok(r) => {
+                if r.dropped > 0 || r.unreadable > 0 {
+                    let detail = format!(
+                        "while locked: {} entries lost (spool full), {} unreadable (tampered or sealed to another key)",
+                        r.dropped, r.unreadable
+                    );
+                    if let Err(e) = u.audit.append(
+                        "security",
+                        "audit.spool_loss",
+                        &detail,
+                        OffsetDateTime::now_utc(),
+                    ) {
+                        tracing::error!(error = %e, "Failed to append to the audit log");
+                    }
+                    tracing::warn!(
+                        dropped = r.dropped,
+                        unreadable = r.unreadable,
+                        "Some audit entries written while locked were lost"
+                    );
+                }
+                if r.restored > 0 {
+                    tracing::info!(
+                        restored = r.restored,
+                        "Audit entries written while locked are in the audit log"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Failed to restore the audit entries written while locked; they stay spooled");
+            }
+        }
     }
 
     /// Whether the data key is wiped from memory (lockdown).
@@ -510,6 +574,7 @@ impl Security {
         });
         drop(unlocked);
         tracing::info!("Unlocked: the data key is unsealed again");
+        self.restore_spooled();
         self.audit("security", "unlocked", "data key unsealed");
         Ok(())
     }
@@ -868,10 +933,25 @@ impl Security {
     pub fn audit(&self, actor: &str, action: &str, detail: &str) {
         let mut unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
         let Some(u) = unlocked.as_mut() else {
-            tracing::warn!(
-                action,
-                "Not recorded in the audit log: the device is locked (no key in memory)"
-            );
+            // No key in memory: seal the entry to the spool's public key; it joins the
+            // chain when the key is back.
+            let entry = SpooledEntry {
+                at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+                actor: actor.to_owned(),
+                action: action.to_owned(),
+                detail: detail.to_owned(),
+            };
+            let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+            match spool.push(&entry) {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    action,
+                    "Not recorded in the audit log: the device is locked and the spool for entries written while locked is full"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, action, "Failed to spool an audit entry while locked")
+                }
+            }
             return;
         };
         if let Err(e) = u

@@ -7,6 +7,8 @@
 //! - [`roles`]: the four roles and what each may do.
 //! - [`ratelimit`]: the login rate limiter (per username and IP, bounded memory).
 //! - [`audit`]: the hash-chained audit log, over a Vec or a sled tree.
+//! - [`spool`]: audit entries written while locked down, sealed to a public key until
+//!   the data key is back.
 //! - [`demo`]: `<data-dir>/demo-credentials.json` for `outpost demo`.
 
 pub mod audit;
@@ -14,6 +16,7 @@ pub mod demo;
 pub mod password;
 pub mod ratelimit;
 pub mod roles;
+pub mod spool;
 pub mod token;
 
 /// Why a credential or request was refused.

@@ -391,6 +391,16 @@ async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it()
         "{v}"
     );
 
+    // Someone tries a login on the locked unit: refused, and audited although the
+    // key is gone (spooled, sealed to the spool's public key).
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .json(&serde_json::json!({"username": "intruder", "password": "guess"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
     // A fresh lease does not lift a tamper lock; HQ's signed unlock does.
     let _ = send(
         &mut client,
@@ -409,6 +419,27 @@ async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it()
     .unwrap();
     let status = security_state(&app, "active").await;
     assert_eq!(status["data_key"], "in_memory", "{status}");
+
+    // What was audited while locked is in the chain now, in order, before the
+    // unlock, and the chain verifies.
+    let (st, page) = app.get_json("/api/v1/audit?limit=1000").await;
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(page["verified"], true, "{page}");
+    let entries = page["entries"].as_array().unwrap();
+    let at = |action: &str, detail: &str| {
+        entries
+            .iter()
+            .rposition(|e| e["action"] == action && e["detail"].as_str().unwrap().contains(detail))
+            .unwrap_or_else(|| panic!("no {action} ({detail}) in {page}"))
+    };
+    let lockdown = at("lockdown", "case-1");
+    let failed = at("login.failed", "intruder");
+    let renew = at("lease.renew", "locked");
+    let unlocked = at("unlocked", "");
+    assert!(
+        lockdown < failed && failed < unlocked && lockdown < renew && renew < unlocked,
+        "{page}"
+    );
     app.stop().await;
 
     // Misconfigurations stop the start with the setting named.
