@@ -135,6 +135,10 @@ pub struct SimOptions {
     /// At most this many keys in the journal. A full journal refuses new payments
     /// (`Failure` / `UnavailableService`) rather than forget what it did.
     pub journal_capacity: usize,
+    /// What the terminal reports as the card number (`MaskedPAN`). A real terminal
+    /// masks all but the last four digits; a misbehaving one may send the whole number,
+    /// which is how tests prove Outpost keeps only the last four.
+    pub masked_pan: String,
 }
 
 impl Default for SimOptions {
@@ -151,6 +155,7 @@ impl Default for SimOptions {
             power_off_for: Duration::from_secs(5),
             max_connections: 64,
             journal_capacity: 1_000_000,
+            masked_pan: "************4242".into(),
         }
     }
 }
@@ -655,7 +660,7 @@ fn finish(shared: &Shared, key: &str, p: &PaymentRequest, decline: Option<String
             st.next_auth += 1;
             let result = PaymentResult {
                 payment_brand: Some("VISA".into()),
-                masked_pan: Some("************4242".into()),
+                masked_pan: Some(shared.options.masked_pan.clone()),
                 approval_code: format!("{:06}", st.next_auth),
                 authorized_amount: p.amounts_req.requested_amount,
                 currency: p.amounts_req.currency.clone(),
@@ -770,6 +775,10 @@ pub struct Args {
     /// How long a power loss lasts, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub power_off_ms: u64,
+    /// What to report as the card number (`MaskedPAN`); a misbehaving terminal sends
+    /// the whole number.
+    #[arg(long, value_name = "DIGITS", default_value = "************4242")]
+    pub masked_pan: String,
 }
 
 impl Args {
@@ -784,6 +793,7 @@ impl Args {
             late_by: Duration::from_millis(self.late_ms),
             power_loss_every: self.power_loss_every,
             power_off_for: Duration::from_millis(self.power_off_ms),
+            masked_pan: self.masked_pan.clone(),
             ..SimOptions::default()
         }
     }

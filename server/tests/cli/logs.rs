@@ -3,23 +3,9 @@
 //! runs at `trace` for every crate (actix, h2, rustls, sled included), the test drives
 //! every flow that handles a secret, then searches everything the process logged.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
-use crate::outpost;
-
-fn created(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use crate::{created, outpost};
 
 #[tokio::test]
 async fn no_token_or_password_appears_in_the_logs_of_a_running_server() {
@@ -38,48 +24,8 @@ async fn no_token_or_password_appears_in_the_logs_of_a_running_server() {
     ));
     let mut secrets = vec![token.clone(), root_pw.clone()];
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("OUTPOST_LOG", "trace")
-        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let logs = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut readers = Vec::new();
-    for (i, pipe) in [
-        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stdout.take().unwrap()),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let (logs, tx) = (logs.clone(), tx.clone());
-        readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if i == 0 && line.contains("Outpost is listening") {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_default();
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-                let mut l = logs.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        }));
-    }
-    drop(tx);
-    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(a) => a,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("outpost did not log its address: {}", logs.lock().unwrap());
-        }
-    };
-    let base = format!("http://{addr}");
+    let server = crate::Serving::start(&data, &[]);
+    let base = server.base.clone();
     let http = reqwest::Client::new();
     let bearer = |t: &str| format!("Bearer {t}");
 
@@ -163,12 +109,7 @@ async fn no_token_or_password_appears_in_the_logs_of_a_running_server() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
-    let _ = child.kill();
-    let _ = child.wait();
-    for r in readers {
-        r.join().unwrap();
-    }
-    let logs = logs.lock().unwrap().clone();
+    let logs = server.stop();
     // The capture saw the requests being decoded and handled at trace level.
     assert!(logs.contains("Outpost is listening"), "{logs}");
     let decoded = logs

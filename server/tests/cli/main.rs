@@ -1,9 +1,87 @@
 //! The `outpost` command line through the real binary: import and export, staff
-//! accounts, and a running server's logs searched for secrets.
+//! accounts, and a running server's logs searched for secrets and card numbers.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+mod card_data;
 mod logs;
+
+/// A real `outpost serve` at `trace` for every crate, its stdout and stderr captured.
+pub(crate) struct Serving {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    logs: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// `outpost serve --listen 127.0.0.1:0 --data-dir DATA` plus `extra` arguments;
+    /// waits (60 s at most) for it to log the address it serves.
+    pub(crate) fn start(data: &std::path::Path, extra: &[&str]) -> Serving {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .env("OUTPOST_LOG", "trace")
+            .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut readers = Vec::new();
+        for (i, pipe) in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (logs, tx) = (logs.clone(), tx.clone());
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if i == 0 && line.contains("Outpost is listening") {
+                        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                        let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                    let mut l = logs.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }));
+        }
+        drop(tx);
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Serving {
+                child,
+                base: format!("http://{addr}"),
+                logs,
+                readers,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("outpost did not log its address: {}", logs.lock().unwrap());
+            }
+        }
+    }
+
+    /// Kills the server and returns everything it logged.
+    pub(crate) fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        self.logs.lock().unwrap().clone()
+    }
+}
 
 pub(crate) fn outpost(args: &[&str], dir: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_outpost"))
@@ -15,6 +93,16 @@ pub(crate) fn outpost(args: &[&str], dir: &std::path::Path) -> Output {
         .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
         .output()
         .unwrap()
+}
+
+/// The trimmed stdout of a command that must have succeeded.
+pub(crate) fn created(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 pub(crate) const GOOD: &str = r#"{"sku":"A","name":"Apple juice","category":"drinks","price":199,"currency":"EUR","tax_class":"standard"}"#;
