@@ -30,7 +30,7 @@ use crate::domain::promotion::Promotion;
 use crate::domain::sale::MovementKind;
 use crate::sales::journal;
 use crate::sales::outbox;
-use crate::store::{CatalogImport, ImportMode, Store, StoreError, keys};
+use crate::store::{CatalogImport, ImportMode, PROMOTIONS_VERSION, Store, StoreError, keys};
 
 /// Most products in one chunk.
 pub const MAX_CHUNK_PRODUCTS: usize = 100_000;
@@ -398,12 +398,16 @@ impl StoreService for StoreGrpc {
         request: Request<hq::PromotionsPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
         let push = request.into_inner();
-        let current = meta_version(&self.store, "promotions_version")?;
-        if push.version <= current {
-            return Err(Status::failed_precondition(format!(
-                "promotions version {} is not newer than the live version {current}",
+        // A cheap early answer for a stale push; the store checks again atomically.
+        let current = meta_version(&self.store, PROMOTIONS_VERSION)?;
+        let stale = |live: u64| {
+            Status::failed_precondition(format!(
+                "promotions version {} is not newer than the live version {live}",
                 push.version
-            )));
+            ))
+        };
+        if push.version <= current {
+            return Err(stale(current));
         }
         let mut promos = Vec::with_capacity(push.promotions.len());
         let mut ids = std::collections::HashSet::new();
@@ -421,10 +425,13 @@ impl StoreService for StoreGrpc {
             }
             promos.push(promo);
         }
-        self.store.replace_promotions(promos).map_err(internal)?;
-        self.store
-            .meta_put("promotions_version", &push.version.to_be_bytes())
-            .map_err(internal)?;
+        let store = self.store.clone();
+        let version = push.version;
+        tokio::task::spawn_blocking(move || store.push_promotions(promos, version))
+            .await
+            .map_err(|e| Status::internal(format!("promotions push task: {e}")))?
+            .map_err(internal)?
+            .map_err(stale)?;
         Ok(Response::new(hq::PushReply {
             version: push.version,
         }))
@@ -784,7 +791,7 @@ pub fn pushed_versions(store: &Store, sync: &SyncState) -> Result<PushedVersions
     };
     Ok(PushedVersions {
         catalog: store.catalog().version.parse().unwrap_or(0),
-        promotions: meta("promotions_version")?,
+        promotions: meta(PROMOTIONS_VERSION)?,
         tax_rates: hs::version(store, hs::TAX)?,
         planogram: hs::version(store, hs::PLANOGRAM)?,
         store_config: hs::version(store, hs::PROFILE)?,

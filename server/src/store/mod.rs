@@ -45,6 +45,8 @@ use writer::{Writer, WriterThread};
 /// 2 → 3 rewrites nothing; a schema-2 build refuses a schema-3 dir instead of
 /// misreading compressed blocks).
 pub const SCHEMA_VERSION: u64 = 3;
+/// The `meta` key of the version of the live promotions (HQ's, big-endian u64).
+pub const PROMOTIONS_VERSION: &str = "promotions_version";
 
 /// Why storage failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -154,6 +156,9 @@ pub struct Store {
     retired: std::sync::Mutex<Vec<Arc<Catalog>>>,
     /// Held by the one catalog change (import or push) allowed at a time.
     catalog_change: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a promotions push checks the live version and replaces the set, so
+    /// two pushes never interleave.
+    promotions_change: std::sync::Mutex<()>,
 }
 
 impl Drop for Store {
@@ -273,6 +278,7 @@ impl Store {
             writer_thread,
             retired: std::sync::Mutex::new(Vec::new()),
             catalog_change: Arc::new(tokio::sync::Mutex::new(())),
+            promotions_change: std::sync::Mutex::new(()),
         }))
     }
 
@@ -350,20 +356,85 @@ impl Store {
 
     /// Replace all promotions.
     pub fn replace_promotions(&self, promos: Vec<Promotion>) -> Result<(), StoreError> {
+        let _one = self
+            .promotions_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.write_promotions(promos, None)
+    }
+
+    /// Replace the live promotions with HQ's set `version`, and record the version,
+    /// in one durable transaction: after a crash both are the old or both the new.
+    /// Refused with `Ok(Err(live))` (nothing written) unless `version` is newer than
+    /// the live version `live`. Pushes are serialised, so two running at once apply in
+    /// version order or the older is refused.
+    pub fn push_promotions(
+        &self,
+        promos: Vec<Promotion>,
+        version: u64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let _one = self
+            .promotions_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let live = match self.meta_get(PROMOTIONS_VERSION)? {
+            Some(v) => keys::decode_u64(&v)?,
+            None => 0,
+        };
+        if version <= live {
+            return Ok(Err(live));
+        }
+        self.write_promotions(promos, Some(version))?;
+        Ok(Ok(()))
+    }
+
+    /// The set and, when given, its version, in one transaction. The caller holds
+    /// `promotions_change`.
+    fn write_promotions(
+        &self,
+        promos: Vec<Promotion>,
+        version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        use sled::Transactional as _;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
         let keys = self.at_rest.keys()?;
-        let mut batch = sled::Batch::default();
-        for kv in self.promotions_tree.iter() {
-            batch.remove(kv?.0);
-        }
+        let old: Vec<sled::IVec> = self
+            .promotions_tree
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()?;
         // Keyed by ordinal: promotion ids are HQ's words and stay out of the keys.
-        for (i, p) in promos.iter().enumerate() {
-            let k = (i as u64).to_be_bytes();
-            batch.insert(
-                &k,
-                keys.promotions.seal_record("promotions", &k, &to_json(p)),
-            );
-        }
-        self.promotions_tree.apply_batch(batch)?;
+        let new: Vec<([u8; 8], Vec<u8>)> = promos
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let k = (i as u64).to_be_bytes();
+                let v = keys.promotions.seal_record("promotions", &k, &to_json(p));
+                (k, v)
+            })
+            .collect();
+        let version = version
+            .map(|v| meta_seal(&self.at_rest, PROMOTIONS_VERSION, &v.to_be_bytes()))
+            .transpose()?;
+        (&self.promotions_tree, &self.meta)
+            .transaction(|(pt, mt)| {
+                for k in &old {
+                    pt.remove(k)?;
+                }
+                for (k, v) in &new {
+                    pt.insert(k.as_slice(), v.as_slice())?;
+                }
+                if let Some(v) = &version {
+                    mt.insert(PROMOTIONS_VERSION, v.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::from(e),
+                TransactionError::Abort(()) => {
+                    StoreError::Corrupt("promotions write aborted".into())
+                }
+            })?;
         self.db.flush()?;
         self.promotions.store(Arc::new(PromotionSet::new(promos)));
         Ok(())

@@ -478,3 +478,67 @@ fn a_schema_1_data_dir_opened_with_a_bad_key_check_is_refused() {
         "left untouched"
     );
 }
+
+fn promotion(id: &str) -> crate::domain::promotion::Promotion {
+    serde_json::from_str(&format!(
+        r#"{{"id":"{id}","name":"Ten off","kind":{{"type":"percent_off","percent_bp":1000}},"target":{{"categories":["even"]}},"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z"}}"#
+    ))
+    .unwrap()
+}
+
+/// The live promotions' version, and the versions their ids name (`v{N}-{i}`).
+fn promotions_state(store: &Store) -> (u64, Vec<u64>) {
+    let version = store
+        .meta_get(super::PROMOTIONS_VERSION)
+        .unwrap()
+        .map(|v| keys::decode_u64(&v).unwrap())
+        .unwrap_or(0);
+    let named = store
+        .promotions()
+        .all()
+        .iter()
+        .map(|p| p.id[1..p.id.find('-').unwrap()].parse().unwrap())
+        .collect();
+    (version, named)
+}
+
+#[test]
+fn promotions_pushes_racing_each_other_leave_one_version_whole_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Eight pushers, each with versions in an order of its own: every push that is
+    // accepted is newer than the live one, and the set and its version never split.
+    let accepted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (store, accepted) = (&store, &accepted);
+            s.spawn(move || {
+                for i in 0..10u64 {
+                    let v = 1 + (i * 8 + t * 3) % 80;
+                    let set = (0..3).map(|n| promotion(&format!("v{v}-{n}"))).collect();
+                    match store.push_promotions(set, v).unwrap() {
+                        Ok(()) => accepted.lock().unwrap().push(v),
+                        Err(live) => assert!(live >= v, "refused {v} under live {live}"),
+                    }
+                    let (version, named) = promotions_state(store);
+                    assert!(version >= 1);
+                    assert_eq!(named.len(), 3);
+                    assert!(named.iter().all(|n| *n == named[0]), "{named:?}");
+                }
+            });
+        }
+    });
+    let accepted = accepted.into_inner().unwrap();
+    let max = *accepted.iter().max().unwrap();
+    assert_eq!(promotions_state(&store), (max, vec![max; 3]));
+    // A stale push changes nothing and names the live version.
+    assert_eq!(
+        store.push_promotions(vec![promotion("v1-0")], 1).unwrap(),
+        Err(max)
+    );
+    assert_eq!(promotions_state(&store), (max, vec![max; 3]));
+    // On disk too: reopened, the same version and set.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(promotions_state(&store), (max, vec![max; 3]));
+}
