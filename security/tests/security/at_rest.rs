@@ -5,7 +5,7 @@
 use outpost_security::seal::{KeyOrigin, SealError, SealedKeyFile, Sealer, SoftwareSealer};
 use outpost_security::vault::{CryptoError, KeyVault};
 
-use crate::helpers::{contains, read_tree};
+use outpost_security::testing::{contains, files as read_tree};
 
 const PRODUCTS: [(&str, &str); 3] = [
     ("sku-0001", "Sourdough loaf 800g|price=459|EUR"),

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use outpost_security::seal::DataKey;
+use outpost_security::testing::{all_bytes, contains};
 use outpost_security::vault::KeyVault;
 use uuid::Uuid;
 
@@ -48,27 +49,6 @@ async fn put(store: &Store, key: Vec<u8>, value: &[u8]) {
         .await
         .unwrap()
         .unwrap();
-}
-
-/// Every file under `dir`, concatenated.
-fn all_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.extend(std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]

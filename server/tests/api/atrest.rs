@@ -4,36 +4,15 @@
 //! product name, a category, a promotion, a price list or receipt text.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use outpost_mocks::sim::escpos::{EscPosSim, SimOptions};
+use outpost_security::testing::{all_bytes, contains as find};
 use outpost_server::config::DeviceSettings;
 use outpost_server::domain::product::parse_product_json;
 use outpost_server::store::{ImportMode, StoreOptions};
 use serde_json::json;
 
 use crate::helpers::{PRODUCTS, spawn_configured, test_settings};
-
-/// Every file under `dir`, concatenated.
-fn all_bytes(dir: &Path) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.extend(std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    out
-}
-
-fn find(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
 
 #[tokio::test]
 async fn after_a_day_of_selling_no_business_string_is_readable_in_the_data_dir() {

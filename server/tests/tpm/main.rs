@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use outpost_security::auth::roles::{Principal, Role};
-use outpost_security::testing::Swtpm;
+use outpost_security::testing::{Swtpm, contains};
 use outpost_server::config::{Overrides, Settings};
 use outpost_server::domain::product::parse_product_json;
 use outpost_server::security::{SESSION_COOKIE, SecurityError};
@@ -124,20 +124,7 @@ impl Running {
 
 /// Every file under `dir` with its bytes: what a failed start must leave untouched.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let bytes = std::fs::read(&p).unwrap();
-                out.insert(p.strip_prefix(dir).unwrap().to_owned(), bytes);
-            }
-        }
-    }
-    out
+    outpost_security::testing::files(dir)
 }
 
 /// Copies a stopped server's data dir, modes included (the sealed key must stay 0600).
@@ -152,10 +139,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), &target).unwrap();
         }
     }
-}
-
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// The full error chain of a failed start (what `outpost serve` prints).
