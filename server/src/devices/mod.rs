@@ -245,6 +245,12 @@ pub struct Sims {
     /// Sensor mocks (there is no real sensor driver yet), by device id.
     #[cfg(feature = "demo")]
     pub sensors: Vec<(String, outpost_mocks::mock::sensor::MockSensor)>,
+    /// Coin and note acceptor mocks (no real driver yet), by device id.
+    #[cfg(feature = "demo")]
+    pub cash_acceptors: Vec<(String, outpost_mocks::mock::cash::MockCashAcceptor)>,
+    /// Vend dispenser mocks (no real driver yet), by device id.
+    #[cfg(feature = "demo")]
+    pub vends: Vec<(String, outpost_mocks::mock::vend::MockVend)>,
 }
 
 impl Drop for Sims {
@@ -566,6 +572,26 @@ impl Registry {
                         },
                     );
                     sims.sensors.push((s.id.clone(), m.clone()));
+                    entries.push(Arc::new(Entry::new(s, Arc::new(m))));
+                }
+                #[cfg(feature = "demo")]
+                (DeviceKind::CashAcceptor, Driver::Mock) => {
+                    let m = outpost_mocks::mock::cash::MockCashAcceptor::new(
+                        &s.id,
+                        &cfg.currency.to_string(),
+                    );
+                    sims.cash_acceptors.push((s.id.clone(), m.clone()));
+                    entries.push(Arc::new(Entry::new(s, Arc::new(m))));
+                }
+                #[cfg(feature = "demo")]
+                (DeviceKind::VendDispenser, Driver::Mock) => {
+                    // A demo machine: six slots of ten.
+                    let slots: Vec<(String, u32)> =
+                        (1..=6).map(|n| (format!("A{n}"), 10)).collect();
+                    let slots: Vec<(&str, u32)> =
+                        slots.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+                    let m = outpost_mocks::mock::vend::MockVend::closed(&s.id, &slots);
+                    sims.vends.push((s.id.clone(), m.clone()));
                     entries.push(Arc::new(Entry::new(s, Arc::new(m))));
                 }
                 _ => return Err(unsupported(s)),
@@ -926,11 +952,13 @@ impl Registry {
     }
 }
 
-/// The devices `outpost demo` runs with when the config names none: an ESC/POS
-/// printer simulator with the drawer on its kick port, a customer display mock, and
-/// (when `with_payment`) a nexo terminal simulator, each reached through the real
-/// driver over loopback TCP. (Without the `demo` feature, validation refuses these
-/// drivers with an error saying so.)
+/// The devices `outpost demo` runs with when the config names none, one of every
+/// kind: an ESC/POS printer simulator with the drawer on its kick port, (when
+/// `with_payment`) a nexo terminal simulator, a serial barcode scanner simulator and an
+/// MT-SICS scale simulator, each reached through the real driver over loopback TCP;
+/// and the trait mocks of the kinds with no real driver yet (customer display, cash
+/// acceptor, vend dispenser, environment sensor). (Without the `demo` feature,
+/// validation refuses these drivers with an error saying so.)
 pub fn demo_devices(with_payment: bool) -> Vec<crate::config::DeviceSettings> {
     use crate::config::DeviceSettings;
     let dev = |id: &str, kind: &str, driver: &str| DeviceSettings {
@@ -950,5 +978,12 @@ pub fn demo_devices(with_payment: bool) -> Vec<crate::config::DeviceSettings> {
     if with_payment {
         v.push(dev("payment-1", "payment", "sim"));
     }
+    v.extend([
+        dev("scanner-1", "scanner", "sim"),
+        dev("scale-1", "scale", "sim"),
+        dev("cash-1", "cash_acceptor", "mock"),
+        dev("vend-1", "vend_dispenser", "mock"),
+        dev("sensor-1", "sensor", "mock"),
+    ]);
     v
 }

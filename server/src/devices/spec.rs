@@ -44,8 +44,8 @@ pub enum Driver {
     /// The real driver (ESC/POS, nexo, scanner or MT-SICS) talking to an in-process wire simulator on a
     /// loopback port. For demos and tests; needs the `demo` feature.
     Sim,
-    /// A trait-level mock (payment terminal, customer display, scanner, scale,
-    /// environment sensor). For demos and tests;
+    /// A trait-level mock (payment terminal, customer display, scanner, scale, cash
+    /// acceptor, vend dispenser, environment sensor). For demos and tests;
     /// needs the `demo` feature.
     Mock,
 }
@@ -119,7 +119,10 @@ const DRIVERS: &[(DeviceKind, &[&str])] = &[
         &["scanner-serial", "sim", "mock"],
     ),
     (DeviceKind::Scale, &["mt-sics", "sim", "mock"]),
-    // No real sensor driver exists yet: only the trait mock, for demos and tests.
+    // No real driver exists yet for these three: only the trait mocks, for demos and
+    // tests (a real coin/note acceptor, vend dispenser or sensor needs its own driver).
+    (DeviceKind::CashAcceptor, &["mock"]),
+    (DeviceKind::VendDispenser, &["mock"]),
     (DeviceKind::EnvironmentSensor, &["mock"]),
 ];
 
@@ -217,7 +220,7 @@ impl DeviceSpec {
             err(
                 "kind",
                 format!(
-                    "unknown kind {:?}: use printer, drawer, display, payment, scanner, scale or sensor",
+                    "unknown kind {:?}: use printer, drawer, display, payment, scanner, scale, cash_acceptor, vend_dispenser or sensor",
                     d.kind
                 ),
             )
@@ -603,9 +606,14 @@ mod tests {
             ),
             (vec![dev("x", "sensor", "sim")], ".driver", "use mock"),
             (
-                vec![dev("x", "cash_acceptor", "mock")],
-                ".kind",
-                "not available yet",
+                vec![dev("x", "cash_acceptor", "sim")],
+                ".driver",
+                "use mock",
+            ),
+            (
+                vec![dev("x", "vend_dispenser", "escpos-tcp")],
+                ".driver",
+                "use mock",
             ),
             (
                 vec![dev("x", "scale", "mt-sics")],

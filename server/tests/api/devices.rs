@@ -523,8 +523,8 @@ async fn bad_device_entries_stop_the_server_with_the_entry_named() {
             "needs port = \"/dev/ttyUSB0\" (serial) or address",
         ),
         (
-            "id = \"v\"\nkind = \"vend_dispenser\"\ndriver = \"mock\"\n",
-            "not available yet",
+            "id = \"v\"\nkind = \"vend_dispenser\"\ndriver = \"sim\"\n",
+            "unknown driver \"sim\" for vend_dispenser: use mock",
         ),
         (
             "id = \"p\"\nkind = \"printer\"\ndriver = \"escpos-tcp\"\nadress = \"x\"\n",
@@ -533,14 +533,27 @@ async fn bad_device_entries_stop_the_server_with_the_entry_named() {
     ] {
         let config = dir.path().join("bad.toml");
         std::fs::write(&config, format!("[[devices]]\n{entry}")).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
             .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // A server that wrongly accepts the entry serves forever: bound the wait.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{entry}: started and kept serving");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{entry}: started");
         assert!(err.contains(expect), "{entry}: {err}");
@@ -623,16 +636,35 @@ async fn the_demo_sells_through_simulated_devices_on_the_real_protocols() {
         .iter()
         .map(|d| (d["kind"].as_str().unwrap().to_owned(), d["usable"].clone()))
         .collect();
+    // One of every kind, each usable, each answering a health check.
     for kind in [
         "receipt_printer",
         "cash_drawer",
+        "barcode_scanner",
+        "scale",
         "customer_display",
         "payment_terminal",
+        "cash_acceptor",
+        "vend_dispenser",
+        "environment_sensor",
     ] {
         assert!(
             kinds.contains(&(kind.to_owned(), json!(true))),
             "{kind} missing or unusable: {devices}"
         );
+    }
+    assert_eq!(kinds.len(), 9, "{devices}");
+    for d in devices["items"].as_array().unwrap() {
+        let id = d["id"].as_str().unwrap();
+        let r = tech
+            .post(format!("{}/api/v1/devices/{id}/health-check", server.base))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{id}");
+        let h: Value = r.json().await.unwrap();
+        assert_eq!(h["health"]["health"], "ok", "{id}: {h}");
     }
     let printer = device_view(&devices, "printer-1");
     assert!(
