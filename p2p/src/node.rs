@@ -87,7 +87,8 @@ pub struct ArtifactStatus {
     pub chunks_total: u32,
     /// Chunks present here.
     pub chunks_present: u32,
-    /// Whether it is complete here.
+    /// Whether it is complete here: every chunk verified on disk, counted in the
+    /// metrics, and the artifact persisted.
     pub complete: bool,
     /// References held.
     pub refs: u32,
@@ -595,7 +596,7 @@ impl Node {
                 let _ = reply.send(self.accept_offer(offer, true));
             }
             Command::WaitComplete(root, reply) => {
-                if self.store.is_complete(&root) {
+                if self.is_done(&root) {
                     let _ = reply.send(Ok(self.store.data_path(&root)));
                 } else if let Some(err) = self.downloads.get(&root).and_then(|d| d.error.clone()) {
                     let _ = reply.send(Err(P2pError::Failed(root, err)));
@@ -684,6 +685,14 @@ impl Node {
         Ok(())
     }
 
+    /// Whether `root` is whole on disk *and* its download is finished: chunks written
+    /// by the blocking writers are in the store a moment before the node handles their
+    /// completion (counting their bytes, persisting the artifact), so "complete" waits
+    /// for that, and the metrics it reports are final.
+    fn is_done(&self, root: &Root) -> bool {
+        self.store.is_complete(root) && !self.downloads.contains_key(root)
+    }
+
     fn status(&self, root: &Root) -> Option<ArtifactStatus> {
         let info = self.store.info(root)?;
         let m = self.metrics.get(root).cloned().unwrap_or_default();
@@ -693,7 +702,7 @@ impl Node {
             size: info.size,
             chunks_total: info.have.len(),
             chunks_present: info.have.count(),
-            complete: info.have.is_full(),
+            complete: info.have.is_full() && d.is_none(),
             refs: info.refs,
             origin_bytes: m.origin_bytes,
             peer_bytes: m.peer_bytes,
