@@ -713,4 +713,32 @@ mod tests {
         let a = format!("{}a {}b", "y".repeat(32), "y".repeat(32));
         assert_eq!(search_terms(&a).len(), 1);
     }
+
+    #[test]
+    fn a_reused_splitter_forgets_the_previous_name() {
+        // The import reuses one buffer for a million names: each split must give
+        // exactly the terms of that name, whatever came before.
+        let mut words = SearchTerms::default();
+        let long_word = format!("{} tail", "Z".repeat(50));
+        let names = [
+            "Alpenhof Organic Whole Milk 1 L, whole!",
+            "milk",
+            "CRÈME Fraîche crème",
+            " -- ",
+            long_word.as_str(),
+            "Größe ÄPFEL äpfel Apfel",
+        ];
+        for name in names {
+            words.split(name);
+            let got: Vec<&str> = words.iter().collect();
+            let mut expected: Vec<String> = Vec::new();
+            for w in name.split(|c: char| !c.is_alphanumeric()) {
+                let t: String = w.chars().flat_map(char::to_lowercase).take(32).collect();
+                if !t.is_empty() && !expected.contains(&t) {
+                    expected.push(t);
+                }
+            }
+            assert_eq!(got, expected, "{name}");
+        }
+    }
 }

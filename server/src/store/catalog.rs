@@ -1897,6 +1897,83 @@ mod tests {
         ));
     }
 
+    fn with_barcodes(sku: &str, barcodes: &[&str]) -> Product {
+        let json = format!(
+            r#"{{"sku":"{sku}","barcodes":{},"name":"Item {sku}","category":"misc","price":100,"currency":"EUR","tax_class":"standard"}}"#,
+            serde_json::to_string(barcodes).unwrap()
+        );
+        parse_product_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn barcodes_are_keyed_by_gtin_14_whatever_the_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        // GTIN-8, GTIN-12 and GTIN-13, out of SKU order (the import sorts).
+        imp.add(&with_barcodes("B", &["96385074"]), 1)
+            .unwrap()
+            .unwrap();
+        imp.add(&with_barcodes("A", &["036000291452", "4006381333931"]), 2)
+            .unwrap()
+            .unwrap();
+        // The GTIN-13 spelling of A's GTIN-12 is the same item.
+        assert_eq!(
+            imp.add(&with_barcodes("C", &["0036000291452"]), 3).unwrap(),
+            Err(ImportConflict::DuplicateBarcode {
+                barcode: "0036000291452".into(),
+                sku: "A".into()
+            })
+        );
+        imp.finish("v").unwrap();
+        let c = store.catalog();
+        for (gtin14, sku) in [
+            ("00000096385074", "B"),
+            ("00036000291452", "A"),
+            ("04006381333931", "A"),
+        ] {
+            assert_eq!(c.sku_by_gtin14(gtin14).unwrap().as_deref(), Some(sku));
+        }
+        assert_eq!(c.sku_by_gtin14("00000000000000").unwrap(), None);
+    }
+
+    #[test]
+    fn a_merge_gives_a_barcode_to_its_new_owner_and_the_kept_product_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        imp.add(&with_barcodes("OLD", &["036000291452", "4006381333931"]), 1)
+            .unwrap()
+            .unwrap();
+        imp.add(&with_barcodes("ZED", &["96385074"]), 2)
+            .unwrap()
+            .unwrap();
+        imp.finish("v1").unwrap();
+        // A new product takes OLD's GTIN-12 (spelled as a GTIN-13): a rebuild.
+        let mut imp = store.begin_catalog_import(ImportMode::Merge).unwrap();
+        imp.add(&with_barcodes("NEW", &["0036000291452"]), 1)
+            .unwrap()
+            .unwrap();
+        let s = imp.finish("v2").unwrap();
+        assert_eq!((s.imported, s.kept, s.overlay), (1, 2, false));
+        let c = store.catalog();
+        assert_eq!(c.len, 3);
+        assert_eq!(
+            c.sku_by_gtin14("00036000291452").unwrap().as_deref(),
+            Some("NEW")
+        );
+        assert_eq!(
+            c.sku_by_gtin14("04006381333931").unwrap().as_deref(),
+            Some("OLD")
+        );
+        assert_eq!(
+            c.sku_by_gtin14("00000096385074").unwrap().as_deref(),
+            Some("ZED")
+        );
+        let (page, _) = c.search(Some("item"), Some("misc"), 10, None, 100).unwrap();
+        assert_eq!(skus(&page), ["NEW", "OLD", "ZED"]);
+    }
+
     #[test]
     fn duplicates_in_an_import_are_refused() {
         let dir = tempfile::tempdir().unwrap();
