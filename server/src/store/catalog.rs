@@ -1387,17 +1387,21 @@ fn write_postings(
     )?;
     // Records `kind \0 word \0 first sku`: every `c` before every `t`, and within a
     // kind, word order is key order. Each list is in entry (SKU) order.
+    // A catalog whose names carry a number per product has about as many words as
+    // products: no lookup or allocation per word here.
+    let (mut k, mut v) = (Vec::new(), Vec::new());
     for (kind, map) in [(b'c', &index.categories), (b't', &index.terms)] {
-        let mut words: Vec<&str> = map.keys().map(String::as_str).collect();
-        words.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for word in words {
-            for chunk in map[word].chunks(POSTING_BLOCK) {
-                let mut k = Vec::with_capacity(3 + word.len() + 16);
+        let mut words: Vec<(&str, &Vec<u32>)> =
+            map.iter().map(|(w, list)| (w.as_str(), list)).collect();
+        words.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (word, list) in words {
+            for chunk in list.chunks(POSTING_BLOCK) {
+                k.clear();
                 k.extend_from_slice(&[kind, 0]);
                 k.extend_from_slice(word.as_bytes());
                 k.push(0);
                 k.extend_from_slice(entries[chunk[0] as usize].sku.as_bytes());
-                let mut v = Vec::with_capacity(chunk.len() * 12);
+                v.clear();
                 for (j, i) in chunk.iter().enumerate() {
                     if j > 0 {
                         v.push(0);
