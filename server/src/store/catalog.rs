@@ -36,6 +36,7 @@
 //! moved to another key, tree or generation fails to open. Decrypted blocks are kept
 //! in a small bounded cache (`super::crypt::AtRest`), wiped on lockdown.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -219,49 +220,70 @@ struct Records<'a> {
 
 /// A record of a block, copied out: key and value.
 type RawRecord = (Vec<u8>, Vec<u8>);
-/// Products on their way to the [`ProductStream`] thread: SKUs and JSON one after the
-/// other in one buffer (one allocation per batch, not two per product), and where each
-/// SKU and each JSON ends.
+/// Products on their way to the [`ProductStream`] thread, in order: SKUs and JSON
+/// serialized by [`CatalogImport::add`] one after the other in one buffer (one
+/// allocation per batch, not two per product), or products handed over whole by
+/// [`CatalogImport::add_owned`], which that thread serializes.
 #[derive(Default)]
 struct StreamBatch {
     data: Vec<u8>,
-    ends: Vec<(usize, usize)>,
+    records: Vec<Streamed>,
+}
+
+/// A record of a [`StreamBatch`].
+enum Streamed {
+    /// Where the SKU and the JSON end in `data` (they start where the previous
+    /// serialized record ended).
+    Serialized { sku_end: usize, end: usize },
+    /// To be serialized by the products thread.
+    Product(Box<Product>),
 }
 
 impl StreamBatch {
     fn with_capacity(products: usize) -> StreamBatch {
         StreamBatch {
-            data: Vec::with_capacity(products * 320),
-            ends: Vec::with_capacity(products),
+            data: Vec::new(),
+            records: Vec::with_capacity(products),
         }
     }
 
-    /// Append a product: its SKU and its stored JSON, serialized in place.
-    fn push(&mut self, sku: &str, p: &Product) {
-        self.data.extend_from_slice(sku.as_bytes());
+    fn push_serialized(&mut self, p: &Product) {
+        if self.data.capacity() == 0 {
+            self.data.reserve(self.records.capacity() * 320);
+        }
+        self.data.extend_from_slice(p.sku.as_str().as_bytes());
         let sku_end = self.data.len();
-        // As `to_json`: our own plain type always serializes.
-        serde_json::to_writer(&mut self.data, p)
-            .unwrap_or_else(|e| panic!("stored types always serialize: {e}"));
-        self.ends.push((sku_end, self.data.len()));
+        write_json(&mut self.data, p);
+        self.records.push(Streamed::Serialized {
+            sku_end,
+            end: self.data.len(),
+        });
     }
 
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    fn records(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    /// Write every record to `w`, in order.
+    fn write_to(self, w: &mut BlockWriter<'_>, json: &mut Vec<u8>) -> Result<(), StoreError> {
         let mut start = 0;
-        self.ends.iter().map(move |(sku_end, end)| {
-            let r = (&self.data[start..*sku_end], &self.data[*sku_end..*end]);
-            start = *end;
-            r
-        })
+        for r in self.records {
+            match r {
+                Streamed::Serialized { sku_end, end } => {
+                    w.push(&self.data[start..sku_end], &self.data[sku_end..end])?;
+                    start = end;
+                }
+                Streamed::Product(p) => {
+                    json.clear();
+                    write_json(json, &p);
+                    w.push(p.sku.as_str().as_bytes(), json)?;
+                }
+            }
+        }
+        Ok(())
     }
+}
+
+/// Append a product's stored JSON (as `to_json`: our own plain type always
+/// serializes).
+fn write_json(out: &mut Vec<u8>, p: &Product) {
+    serde_json::to_writer(out, p).unwrap_or_else(|e| panic!("stored types always serialize: {e}"));
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -996,10 +1018,9 @@ impl ProductStream {
             .name("outpost-catalog-products".into())
             .spawn(move || {
                 let mut w = BlockWriter::new(&tree, name, &at_rest, BlockKeys::First, format)?;
+                let mut json = Vec::with_capacity(1024);
                 for batch in rx {
-                    for (sku, json) in batch.records() {
-                        w.push(sku, json)?;
-                    }
+                    batch.write_to(&mut w, &mut json)?;
                 }
                 w.finish().map(drop)
             })?;
@@ -1012,10 +1033,14 @@ impl ProductStream {
         })
     }
 
-    fn push(&mut self, sku: &str, p: &Product) -> Result<(), StoreError> {
-        self.pending.push(sku, p);
+    /// Stream a product: a borrowed one is serialized here, an owned one by the thread.
+    fn push(&mut self, p: Cow<'_, Product>) -> Result<(), StoreError> {
+        match p {
+            Cow::Owned(p) => self.pending.records.push(Streamed::Product(Box::new(p))),
+            Cow::Borrowed(p) => self.pending.push_serialized(p),
+        }
         self.streamed += 1;
-        if self.pending.len() < STREAM_BATCH {
+        if self.pending.records.len() < STREAM_BATCH {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.pending, StreamBatch::with_capacity(STREAM_BATCH));
@@ -1032,7 +1057,7 @@ impl ProductStream {
     fn close(&mut self) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut self.pending);
         if let Some(tx) = self.tx.take()
-            && !batch.is_empty()
+            && !batch.records.is_empty()
         {
             // A send fails only when the thread stopped, and then `join` has its error.
             let _ = tx.send(batch);
@@ -1125,6 +1150,27 @@ impl CatalogImport {
         p: &Product,
         line: u64,
     ) -> Result<Result<(), ImportConflict>, StoreError> {
+        self.add_product(Cow::Borrowed(p), line)
+    }
+
+    /// [`add`](Self::add) for a product the caller no longer needs (a snapshot push):
+    /// a streamed product goes to the products thread as it is and is serialized
+    /// there, off the thread that decodes the push. (`outpost import catalog` uses
+    /// `add`: there the products thread is the busier one, and serializing on the
+    /// adding thread measured faster.)
+    pub fn add_owned(
+        &mut self,
+        p: Product,
+        line: u64,
+    ) -> Result<Result<(), ImportConflict>, StoreError> {
+        self.add_product(Cow::Owned(p), line)
+    }
+
+    fn add_product(
+        &mut self,
+        p: Cow<'_, Product>,
+        line: u64,
+    ) -> Result<Result<(), ImportConflict>, StoreError> {
         let sku = p.sku.as_str();
         if let Some(first) = self.skus.get(sku) {
             return Ok(Err(ImportConflict::DuplicateSku {
@@ -1141,25 +1187,23 @@ impl CatalogImport {
             }
         }
         let i = entry_number(self.entries.len())?;
-        self.skus.insert(sku.to_owned(), line);
-        self.index.add(i, p);
+        let sku = sku.to_owned();
+        self.skus.insert(sku.clone(), line);
+        self.index.add(i, &p);
         // Streamed while SKUs come in order; from the first that does not, kept.
         let json = match &mut self.stream {
             Some(s) if s.in_order => {
-                if self.entries.last().is_none_or(|e| e.sku.as_str() < sku) {
-                    s.push(sku, p)?;
+                if self.entries.last().is_none_or(|e| e.sku < sku) {
+                    s.push(p)?;
                     Vec::new()
                 } else {
                     s.in_order = false;
-                    to_json(p)
+                    to_json(&*p)
                 }
             }
-            _ => to_json(p),
+            _ => to_json(&*p),
         };
-        self.entries.push(Entry {
-            sku: sku.to_owned(),
-            json,
-        });
+        self.entries.push(Entry { sku, json });
         Ok(Ok(()))
     }
 
@@ -1976,6 +2020,35 @@ mod tests {
         );
         let (page, _) = c.search(Some("item"), Some("misc"), 10, None, 100).unwrap();
         assert_eq!(skus(&page), ["NEW", "OLD", "ZED"]);
+    }
+
+    #[test]
+    fn borrowed_and_owned_products_stream_in_their_order() {
+        // `add` serializes on the caller's thread, `add_owned` on the products thread;
+        // mixed in one import, the records still reach the blocks in order.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        for i in 0..3000 {
+            let p = product(i, "tea", "Mixed");
+            let added = if i % 3 == 0 {
+                imp.add_owned(p, i as u64 + 1)
+            } else {
+                imp.add(&p, i as u64 + 1)
+            };
+            added.unwrap().unwrap();
+        }
+        imp.finish("v").unwrap();
+        let c = store.catalog();
+        let exported: Vec<Product> = c
+            .products_json()
+            .map(|j| from_json(&j.unwrap(), "p").unwrap())
+            .collect();
+        assert_eq!(exported.len(), 3000);
+        for (i, p) in exported.iter().enumerate() {
+            assert_eq!(p.sku.as_str(), format!("S{i:05}"));
+            assert_eq!(p.name, format!("Mixed {i}"));
+        }
     }
 
     #[test]
