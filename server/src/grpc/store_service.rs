@@ -234,7 +234,7 @@ impl StoreGrpc {
             let product = convert::product(p).map_err(|e| {
                 Status::invalid_argument(format!("product {at} (sku {sku:?}): {e}"))
             })?;
-            if let Err(conflict) = parked.import.add(&product, at).map_err(internal)? {
+            if let Err(conflict) = parked.import.add_owned(product, at).map_err(internal)? {
                 return Err(Status::invalid_argument(format!(
                     "product {at}: {conflict}"
                 )));

@@ -36,6 +36,7 @@
 //! moved to another key, tree or generation fails to open. Decrypted blocks are kept
 //! in a small bounded cache (`super::crypt::AtRest`), wiped on lockdown.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,7 +45,8 @@ use zeroize::Zeroizing;
 
 use super::crypt::{self, AtRest, BlockFormat};
 use super::{Store, StoreError, from_json, meta_read, meta_seal, to_json};
-use crate::domain::product::{Product, search_terms};
+use crate::domain::gtin::Gtin;
+use crate::domain::product::{Product, SearchTerms, search_terms};
 
 const PARTS: [&str; 4] = ["products", "barcodes", "postings", "overlay"];
 /// Most products the overlay of one generation holds before a merge rebuilds.
@@ -218,8 +220,71 @@ struct Records<'a> {
 
 /// A record of a block, copied out: key and value.
 type RawRecord = (Vec<u8>, Vec<u8>);
-/// Products on their way to the [`ProductStream`] thread: SKU and JSON.
-type StreamBatch = Vec<(String, Vec<u8>)>;
+/// Products on their way to the [`ProductStream`] thread, in order: SKUs and JSON
+/// serialized by [`CatalogImport::add`] one after the other in one buffer (one
+/// allocation per batch, not two per product), or products handed over whole by
+/// [`CatalogImport::add_owned`], which that thread serializes.
+#[derive(Default)]
+struct StreamBatch {
+    data: Vec<u8>,
+    records: Vec<Streamed>,
+}
+
+/// A record of a [`StreamBatch`].
+enum Streamed {
+    /// Where the SKU and the JSON end in `data` (they start where the previous
+    /// serialized record ended).
+    Serialized { sku_end: usize, end: usize },
+    /// To be serialized by the products thread.
+    Product(Box<Product>),
+}
+
+impl StreamBatch {
+    fn with_capacity(products: usize) -> StreamBatch {
+        StreamBatch {
+            data: Vec::new(),
+            records: Vec::with_capacity(products),
+        }
+    }
+
+    fn push_serialized(&mut self, p: &Product) {
+        if self.data.capacity() == 0 {
+            self.data.reserve(self.records.capacity() * 320);
+        }
+        self.data.extend_from_slice(p.sku.as_str().as_bytes());
+        let sku_end = self.data.len();
+        write_json(&mut self.data, p);
+        self.records.push(Streamed::Serialized {
+            sku_end,
+            end: self.data.len(),
+        });
+    }
+
+    /// Write every record to `w`, in order.
+    fn write_to(self, w: &mut BlockWriter<'_>, json: &mut Vec<u8>) -> Result<(), StoreError> {
+        let mut start = 0;
+        for r in self.records {
+            match r {
+                Streamed::Serialized { sku_end, end } => {
+                    w.push(&self.data[start..sku_end], &self.data[sku_end..end])?;
+                    start = end;
+                }
+                Streamed::Product(p) => {
+                    json.clear();
+                    write_json(json, &p);
+                    w.push(p.sku.as_str().as_bytes(), json)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Append a product's stored JSON (as `to_json`: our own plain type always
+/// serializes).
+fn write_json(out: &mut Vec<u8>, p: &Product) {
+    serde_json::to_writer(out, p).unwrap_or_else(|e| panic!("stored types always serialize: {e}"));
+}
 
 impl<'a> Iterator for Records<'a> {
     type Item = Result<(&'a [u8], &'a [u8]), StoreError>;
@@ -811,24 +876,114 @@ pub enum ImportConflict {
 }
 
 /// One product of an import, kept in memory until the import is written in SKU order.
+/// Its index records are in the import's [`IndexBuilder`], which refers to it by its
+/// position in the import's list.
+#[derive(Default)]
 struct Entry {
     sku: String,
+    /// The stored JSON; empty once streamed to the `products` tree.
     json: Vec<u8>,
-    category: String,
-    terms: Vec<String>,
-    gtins: Vec<String>,
 }
 
-impl Entry {
-    fn of(p: &Product, json: Vec<u8>) -> Entry {
-        Entry {
-            sku: p.sku.as_str().to_owned(),
-            json,
-            category: p.category.clone(),
-            terms: search_terms(&p.name),
-            gtins: p.barcodes.iter().map(|b| b.to_gtin14()).collect(),
+/// A GTIN-14 as a number: 14 digits at most, so it fits a `u64`, and numeric order is
+/// the order of the zero-padded text (the `barcodes` key).
+fn gtin_number(g: &Gtin) -> u64 {
+    // A `Gtin` is 8 to 14 ASCII digits (checked when it was parsed).
+    g.as_str()
+        .bytes()
+        .fold(0u64, |n, d| n * 10 + u64::from(d.wrapping_sub(b'0')))
+}
+
+/// The `barcodes` key of a GTIN-14 number: 14 digits, zero-padded.
+fn gtin14_key(mut n: u64) -> [u8; 14] {
+    let mut key = [b'0'; 14];
+    for d in key.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    key
+}
+
+/// The index records of an import (`barcodes` and `postings`), built while products
+/// arrive, so that `finish` only sorts small records and writes them. Products are
+/// referred to by their position in the import's entry list; when that list is
+/// sorted by SKU, [`IndexBuilder::remap`] follows it.
+#[derive(Default)]
+struct IndexBuilder {
+    /// Category -> products, in list order.
+    categories: FxHashMap<String, Vec<u32>>,
+    /// Name word (see [`SearchTerms`]) -> products, in list order.
+    terms: FxHashMap<String, Vec<u32>>,
+    /// GTIN-14 (see [`gtin_number`]) -> product.
+    barcodes: FxHashMap<u64, u32>,
+    /// Reused for every name.
+    words: SearchTerms,
+}
+
+impl IndexBuilder {
+    /// The product that already has barcode `g`.
+    fn owner(&self, g: &Gtin) -> Option<u32> {
+        self.barcodes.get(&gtin_number(g)).copied()
+    }
+
+    /// Index product `i`: its category and name words, and its barcodes that no
+    /// other product has (an import's own barcodes were checked before; a product
+    /// kept by a merge loses a barcode the import gave to another product).
+    fn add(&mut self, i: u32, p: &Product) {
+        for b in &p.barcodes {
+            self.barcodes.entry(gtin_number(b)).or_insert(i);
+        }
+        fn post(map: &mut FxHashMap<String, Vec<u32>>, key: &str, i: u32) {
+            match map.get_mut(key) {
+                Some(list) => list.push(i),
+                None => {
+                    map.insert(key.to_owned(), vec![i]);
+                }
+            }
+        }
+        post(&mut self.categories, &p.category, i);
+        self.words.split(&p.name);
+        for t in self.words.iter() {
+            post(&mut self.terms, t, i);
         }
     }
+
+    /// Follow a reordering of the entry list: product `i` is now at `rank[i]`.
+    fn remap(&mut self, rank: &[u32]) {
+        for list in self.categories.values_mut().chain(self.terms.values_mut()) {
+            for i in list.iter_mut() {
+                *i = rank[*i as usize];
+            }
+            list.sort_unstable();
+        }
+        for i in self.barcodes.values_mut() {
+            *i = rank[*i as usize];
+        }
+    }
+}
+
+/// Sort `entries` by SKU, and the index with them.
+fn sort_entries(entries: &mut Vec<Entry>, index: &mut IndexBuilder) {
+    if entries.windows(2).all(|w| w[0].sku < w[1].sku) {
+        return;
+    }
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    order.sort_unstable_by(|a, b| entries[*a as usize].sku.cmp(&entries[*b as usize].sku));
+    let mut rank = vec![0u32; entries.len()];
+    for (new, old) in order.iter().enumerate() {
+        rank[*old as usize] = new as u32;
+    }
+    index.remap(&rank);
+    let mut old = std::mem::take(entries);
+    *entries = order
+        .iter()
+        .map(|i| std::mem::take(&mut old[*i as usize]))
+        .collect();
+}
+
+/// A product's position in the import's list.
+fn entry_number(len: usize) -> Result<u32, StoreError> {
+    u32::try_from(len).map_err(|_| StoreError::Corrupt("too many products in one import".into()))
 }
 
 /// Products handed to the [`ProductStream`] thread at once.
@@ -843,7 +998,7 @@ const STREAM_QUEUE: usize = 8;
 struct ProductStream {
     /// `None` once closed.
     tx: Option<std::sync::mpsc::SyncSender<StreamBatch>>,
-    pending: Vec<(String, Vec<u8>)>,
+    pending: StreamBatch,
     thread: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
     /// Entries (a prefix of the import, in order) whose JSON went to the thread.
     streamed: usize,
@@ -863,29 +1018,32 @@ impl ProductStream {
             .name("outpost-catalog-products".into())
             .spawn(move || {
                 let mut w = BlockWriter::new(&tree, name, &at_rest, BlockKeys::First, format)?;
+                let mut json = Vec::with_capacity(1024);
                 for batch in rx {
-                    for (sku, json) in batch {
-                        w.push(sku.as_bytes(), &json)?;
-                    }
+                    batch.write_to(&mut w, &mut json)?;
                 }
                 w.finish().map(drop)
             })?;
         Ok(ProductStream {
             tx: Some(tx),
-            pending: Vec::with_capacity(STREAM_BATCH),
+            pending: StreamBatch::with_capacity(STREAM_BATCH),
             thread: Some(thread),
             streamed: 0,
             in_order: true,
         })
     }
 
-    fn push(&mut self, sku: &str, json: Vec<u8>) -> Result<(), StoreError> {
-        self.pending.push((sku.to_owned(), json));
+    /// Stream a product: a borrowed one is serialized here, an owned one by the thread.
+    fn push(&mut self, p: Cow<'_, Product>) -> Result<(), StoreError> {
+        match p {
+            Cow::Owned(p) => self.pending.records.push(Streamed::Product(Box::new(p))),
+            Cow::Borrowed(p) => self.pending.push_serialized(p),
+        }
         self.streamed += 1;
-        if self.pending.len() < STREAM_BATCH {
+        if self.pending.records.len() < STREAM_BATCH {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_BATCH));
+        let batch = std::mem::replace(&mut self.pending, StreamBatch::with_capacity(STREAM_BATCH));
         match &self.tx {
             Some(tx) if tx.send(batch).is_ok() => Ok(()),
             // The thread stopped: its error says why.
@@ -899,7 +1057,7 @@ impl ProductStream {
     fn close(&mut self) -> Result<(), StoreError> {
         let batch = std::mem::take(&mut self.pending);
         if let Some(tx) = self.tx.take()
-            && !batch.is_empty()
+            && !batch.records.is_empty()
         {
             // A send fails only when the thread stopped, and then `join` has its error.
             let _ = tx.send(batch);
@@ -918,7 +1076,7 @@ impl ProductStream {
 impl Drop for ProductStream {
     fn drop(&mut self) {
         // Stop the thread before anyone drops the trees it writes.
-        self.pending.clear();
+        self.pending = StreamBatch::default();
         self.tx = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -929,9 +1087,9 @@ impl Drop for ProductStream {
 /// An import in progress. Dropping it without [`finish`](Self::finish) discards it.
 ///
 /// A replace import whose SKUs arrive in increasing order writes its `products` tree
-/// as it goes ([`ProductStream`]) and keeps only SKUs, categories, name words and
-/// barcodes in memory (about 150 bytes a product); otherwise products are held in
-/// memory (about 400 bytes each) and written sorted at `finish`.
+/// as it goes ([`ProductStream`]) and keeps only SKUs and the index records
+/// ([`IndexBuilder`]) in memory (about 100 bytes a product); otherwise products are
+/// held in memory (about 350 bytes each) and written sorted at `finish`.
 pub struct CatalogImport {
     store: Arc<Store>,
     next: Option<Catalog>,
@@ -942,7 +1100,7 @@ pub struct CatalogImport {
     _guard: tokio::sync::OwnedMutexGuard<()>,
     entries: Vec<Entry>,
     skus: FxHashMap<String, u64>,
-    barcodes: FxHashMap<String, String>,
+    index: IndexBuilder,
     /// Writes `products` as the import arrives (replace, or merge into an empty
     /// catalog).
     stream: Option<ProductStream>,
@@ -982,7 +1140,7 @@ impl CatalogImport {
             _guard: guard,
             entries: Vec::new(),
             skus: FxHashMap::default(),
-            barcodes: FxHashMap::default(),
+            index: IndexBuilder::default(),
         })
     }
 
@@ -990,6 +1148,27 @@ impl CatalogImport {
     pub fn add(
         &mut self,
         p: &Product,
+        line: u64,
+    ) -> Result<Result<(), ImportConflict>, StoreError> {
+        self.add_product(Cow::Borrowed(p), line)
+    }
+
+    /// [`add`](Self::add) for a product the caller no longer needs (a snapshot push):
+    /// a streamed product goes to the products thread as it is and is serialized
+    /// there, off the thread that decodes the push. (`outpost import catalog` uses
+    /// `add`: there the products thread is the busier one, and serializing on the
+    /// adding thread measured faster.)
+    pub fn add_owned(
+        &mut self,
+        p: Product,
+        line: u64,
+    ) -> Result<Result<(), ImportConflict>, StoreError> {
+        self.add_product(Cow::Owned(p), line)
+    }
+
+    fn add_product(
+        &mut self,
+        p: Cow<'_, Product>,
         line: u64,
     ) -> Result<Result<(), ImportConflict>, StoreError> {
         let sku = p.sku.as_str();
@@ -1000,31 +1179,31 @@ impl CatalogImport {
             }));
         }
         for b in &p.barcodes {
-            if let Some(owner) = self.barcodes.get(&b.to_gtin14()) {
+            if let Some(owner) = self.index.owner(b) {
                 return Ok(Err(ImportConflict::DuplicateBarcode {
                     barcode: b.as_str().to_owned(),
-                    sku: owner.clone(),
+                    sku: self.entries[owner as usize].sku.clone(),
                 }));
             }
         }
-        self.skus.insert(sku.to_owned(), line);
-        for b in &p.barcodes {
-            self.barcodes.insert(b.to_gtin14(), sku.to_owned());
-        }
-        let json = to_json(p);
+        let i = entry_number(self.entries.len())?;
+        let sku = sku.to_owned();
+        self.skus.insert(sku.clone(), line);
+        self.index.add(i, &p);
+        // Streamed while SKUs come in order; from the first that does not, kept.
         let json = match &mut self.stream {
             Some(s) if s.in_order => {
-                if self.entries.last().is_none_or(|e| e.sku.as_str() < sku) {
-                    s.push(sku, json)?;
+                if self.entries.last().is_none_or(|e| e.sku < sku) {
+                    s.push(p)?;
                     Vec::new()
                 } else {
                     s.in_order = false;
-                    json
+                    to_json(&*p)
                 }
             }
-            _ => json,
+            _ => to_json(&*p),
         };
-        self.entries.push(Entry::of(p, json));
+        self.entries.push(Entry { sku, json });
         Ok(Ok(()))
     }
 
@@ -1055,20 +1234,23 @@ impl CatalogImport {
         {
             return Ok(None);
         }
-        let sorted = |g: &[String]| {
-            let mut g = g.to_vec();
-            g.sort_unstable();
-            g
+        // What the index is built from: category, name words, barcodes.
+        let indexed = |p: &Product| {
+            let mut gtins: Vec<u64> = p.barcodes.iter().map(gtin_number).collect();
+            gtins.sort_unstable();
+            (p.category.clone(), search_terms(&p.name), gtins)
         };
         for e in &self.entries {
+            if e.json.is_empty() {
+                // Streamed (an import into an empty catalog): not a delta.
+                return Ok(None);
+            }
             let Some(json) = live.product_json(&e.sku)? else {
                 return Ok(None);
             };
-            let old = Entry::of(&from_json::<Product>(&json, "product")?, Vec::new());
-            if old.category != e.category
-                || old.terms != e.terms
-                || sorted(&old.gtins) != sorted(&e.gtins)
-            {
+            let old = from_json::<Product>(&json, "product")?;
+            let new = from_json::<Product>(&e.json, "product")?;
+            if indexed(&old) != indexed(&new) {
                 return Ok(None);
             }
         }
@@ -1107,10 +1289,13 @@ impl CatalogImport {
                 if self.skus.contains_key(p.sku.as_str()) || self.removed.contains(p.sku.as_str()) {
                     continue;
                 }
-                let mut e = Entry::of(&p, json);
-                // A barcode the import gave to another product now belongs to it.
-                e.gtins.retain(|g| !self.barcodes.contains_key(g));
-                self.entries.push(e);
+                // A barcode the import gave to another product now belongs to it
+                // (`IndexBuilder::add` keeps the first owner).
+                self.index.add(entry_number(self.entries.len())?, &p);
+                self.entries.push(Entry {
+                    sku: p.sku.as_str().to_owned(),
+                    json,
+                });
                 kept += 1;
             }
         }
@@ -1125,12 +1310,12 @@ impl CatalogImport {
                 self.refill_streamed(stream.streamed)?;
             }
         }
-        self.entries.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
+        sort_entries(&mut self.entries, &mut self.index);
         let mut next = self
             .next
             .take()
             .unwrap_or_else(|| unreachable!("finish runs once"));
-        match write_generation(&next, &self.entries, products_written) {
+        match write_generation(&next, &self.entries, &self.index, products_written) {
             Ok(index) => next.index = Arc::new(index),
             Err(e) => {
                 // Dropping `self` would not see `next` any more: drop its trees here.
@@ -1176,13 +1361,14 @@ impl CatalogImport {
     }
 }
 
-/// Write sorted entries into a generation's trees, each in key order; returns the
-/// sparse index of its postings. `products_written`: the `products` tree was already
-/// streamed (entries have no JSON). The `barcodes` and `postings` trees are written by
-/// two threads at once (different trees; each in key order).
+/// Write sorted entries and their index into a generation's trees, each in key order;
+/// returns the sparse index of its postings. `products_written`: the `products` tree
+/// was already streamed (entries have no JSON). The `barcodes` and `postings` trees are
+/// written by two threads at once (different trees; each in key order).
 fn write_generation(
     next: &Catalog,
     entries: &[Entry],
+    index: &IndexBuilder,
     products_written: bool,
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     if !products_written {
@@ -1201,78 +1387,73 @@ fn write_generation(
     std::thread::scope(|scope| {
         let barcodes = std::thread::Builder::new()
             .name("outpost-catalog-barcodes".into())
-            .spawn_scoped(scope, || write_barcodes(next, entries))?;
-        let index = write_postings(next, entries);
+            .spawn_scoped(scope, || write_barcodes(next, entries, index))?;
+        let postings = write_postings(next, entries, index);
         let barcodes = barcodes
             .join()
             .unwrap_or_else(|_| Err(StoreError::Corrupt("the barcodes thread panicked".into())));
-        barcodes.and(index)
+        barcodes.and(postings)
     })
 }
 
-fn write_barcodes(next: &Catalog, entries: &[Entry]) -> Result<(), StoreError> {
-    let name = |part| tree_name(next.generation, part);
-
-    let mut gtins: Vec<(&str, &str)> = entries
-        .iter()
-        .flat_map(|e| e.gtins.iter().map(move |g| (g.as_str(), e.sku.as_str())))
-        .collect();
+fn write_barcodes(
+    next: &Catalog,
+    entries: &[Entry],
+    index: &IndexBuilder,
+) -> Result<(), StoreError> {
+    // Numbers sort like the zero-padded keys they stand for.
+    let mut gtins: Vec<(u64, u32)> = index.barcodes.iter().map(|(g, i)| (*g, *i)).collect();
     gtins.sort_unstable();
     let mut w = BlockWriter::new(
         &next.barcodes,
-        name("barcodes"),
+        tree_name(next.generation, "barcodes"),
         &next.at_rest,
         BlockKeys::First,
         next.format,
     )?;
-    for (g, sku) in gtins {
-        w.push(g.as_bytes(), sku.as_bytes())?;
+    for (g, i) in gtins {
+        w.push(&gtin14_key(g), entries[i as usize].sku.as_bytes())?;
     }
     w.finish().map(drop)
 }
 
-fn write_postings(next: &Catalog, entries: &[Entry]) -> Result<Vec<Vec<u8>>, StoreError> {
-    let name = |part| tree_name(next.generation, part);
-
-    // Postings: entries are in SKU order, so each list comes out sorted. Keyed by
-    // (kind, word) borrowed from the entries: no allocation per word, and a fast
-    // hasher (these are our own strings, not attacker-chosen keys of a long-lived map).
-    let mut postings: FxHashMap<(u8, &str), Vec<u32>> = FxHashMap::default();
-    for (i, e) in entries.iter().enumerate() {
-        let i = i as u32;
-        postings
-            .entry((b'c', e.category.as_str()))
-            .or_default()
-            .push(i);
-        for t in &e.terms {
-            postings.entry((b't', t.as_str())).or_default().push(i);
-        }
-    }
-    // (kind, word) orders exactly like the stored key `kind \0 word`.
-    let mut keys: Vec<(u8, &str)> = postings.keys().copied().collect();
-    keys.sort_unstable_by(|a, b| (a.0, a.1.as_bytes()).cmp(&(b.0, b.1.as_bytes())));
+fn write_postings(
+    next: &Catalog,
+    entries: &[Entry],
+    index: &IndexBuilder,
+) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut w = BlockWriter::new(
         &next.postings,
-        name("postings"),
+        tree_name(next.generation, "postings"),
         &next.at_rest,
         BlockKeys::Ordinal(Vec::new()),
         next.format,
     )?;
-    for key in keys {
-        for chunk in postings[&key].chunks(POSTING_BLOCK) {
-            let mut k = Vec::with_capacity(3 + key.1.len() + 16);
-            k.extend_from_slice(&[key.0, 0]);
-            k.extend_from_slice(key.1.as_bytes());
-            k.push(0);
-            k.extend_from_slice(entries[chunk[0] as usize].sku.as_bytes());
-            let mut v = Vec::with_capacity(chunk.len() * 12);
-            for (j, i) in chunk.iter().enumerate() {
-                if j > 0 {
-                    v.push(0);
+    // Records `kind \0 word \0 first sku`: every `c` before every `t`, and within a
+    // kind, word order is key order. Each list is in entry (SKU) order.
+    // A catalog whose names carry a number per product has about as many words as
+    // products: no lookup or allocation per word here.
+    let (mut k, mut v) = (Vec::new(), Vec::new());
+    for (kind, map) in [(b'c', &index.categories), (b't', &index.terms)] {
+        let mut words: Vec<(&str, &Vec<u32>)> =
+            map.iter().map(|(w, list)| (w.as_str(), list)).collect();
+        words.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (word, list) in words {
+            for chunk in list.chunks(POSTING_BLOCK) {
+                k.clear();
+                k.extend_from_slice(&[kind, 0]);
+                k.extend_from_slice(word.as_bytes());
+                k.push(0);
+                k.extend_from_slice(entries[chunk[0] as usize].sku.as_bytes());
+                v.clear();
+                for (j, i) in chunk.iter().enumerate() {
+                    if j > 0 {
+                        v.push(0);
+                    }
+                    v.extend_from_slice(entries[*i as usize].sku.as_bytes());
                 }
-                v.extend_from_slice(entries[*i as usize].sku.as_bytes());
+                w.push(&k, &v)?;
             }
-            w.push(&k, &v)?;
         }
     }
     w.finish()
@@ -1310,16 +1491,21 @@ pub(crate) fn migrate_generation(
         overlay.insert(k.to_vec(), v.to_vec());
     }
     let mut entries = Vec::new();
+    let mut index = IndexBuilder::default();
     for kv in old.products.iter() {
         let (_, block) = kv?;
         for r in records(&block) {
             let (sku, json) = r?;
             let json = overlay.get(sku).map_or(json, Vec::as_slice);
             let p: Product = from_json(json, "schema-1 product")?;
-            entries.push(Entry::of(&p, json.to_vec()));
+            index.add(entry_number(entries.len())?, &p);
+            entries.push(Entry {
+                sku: p.sku.as_str().to_owned(),
+                json: json.to_vec(),
+            });
         }
     }
-    entries.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
+    sort_entries(&mut entries, &mut index);
     let next_gen = generation + 1;
     drop_generation(db, next_gen)?;
     let mut next = open_generation(
@@ -1330,7 +1516,7 @@ pub(crate) fn migrate_generation(
         entries.len() as u64,
         NEW_FORMAT,
     )?;
-    next.index = Arc::new(write_generation(&next, &entries, false)?);
+    next.index = Arc::new(write_generation(&next, &entries, &index, false)?);
     commit_generation(db, meta, at_rest, &next)?;
     drop(old);
     drop_generation(db, generation)?;
@@ -1757,6 +1943,112 @@ mod tests {
             BlockFormat::Lz4.unpack(Zeroizing::new(vec![1, 2])),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    fn with_barcodes(sku: &str, barcodes: &[&str]) -> Product {
+        let json = format!(
+            r#"{{"sku":"{sku}","barcodes":{},"name":"Item {sku}","category":"misc","price":100,"currency":"EUR","tax_class":"standard"}}"#,
+            serde_json::to_string(barcodes).unwrap()
+        );
+        parse_product_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn barcodes_are_keyed_by_gtin_14_whatever_the_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        // GTIN-8, GTIN-12 and GTIN-13, out of SKU order (the import sorts).
+        imp.add(&with_barcodes("B", &["96385074"]), 1)
+            .unwrap()
+            .unwrap();
+        imp.add(&with_barcodes("A", &["036000291452", "4006381333931"]), 2)
+            .unwrap()
+            .unwrap();
+        // The GTIN-13 spelling of A's GTIN-12 is the same item.
+        assert_eq!(
+            imp.add(&with_barcodes("C", &["0036000291452"]), 3).unwrap(),
+            Err(ImportConflict::DuplicateBarcode {
+                barcode: "0036000291452".into(),
+                sku: "A".into()
+            })
+        );
+        imp.finish("v").unwrap();
+        let c = store.catalog();
+        for (gtin14, sku) in [
+            ("00000096385074", "B"),
+            ("00036000291452", "A"),
+            ("04006381333931", "A"),
+        ] {
+            assert_eq!(c.sku_by_gtin14(gtin14).unwrap().as_deref(), Some(sku));
+        }
+        assert_eq!(c.sku_by_gtin14("00000000000000").unwrap(), None);
+    }
+
+    #[test]
+    fn a_merge_gives_a_barcode_to_its_new_owner_and_the_kept_product_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        imp.add(&with_barcodes("OLD", &["036000291452", "4006381333931"]), 1)
+            .unwrap()
+            .unwrap();
+        imp.add(&with_barcodes("ZED", &["96385074"]), 2)
+            .unwrap()
+            .unwrap();
+        imp.finish("v1").unwrap();
+        // A new product takes OLD's GTIN-12 (spelled as a GTIN-13): a rebuild.
+        let mut imp = store.begin_catalog_import(ImportMode::Merge).unwrap();
+        imp.add(&with_barcodes("NEW", &["0036000291452"]), 1)
+            .unwrap()
+            .unwrap();
+        let s = imp.finish("v2").unwrap();
+        assert_eq!((s.imported, s.kept, s.overlay), (1, 2, false));
+        let c = store.catalog();
+        assert_eq!(c.len, 3);
+        assert_eq!(
+            c.sku_by_gtin14("00036000291452").unwrap().as_deref(),
+            Some("NEW")
+        );
+        assert_eq!(
+            c.sku_by_gtin14("04006381333931").unwrap().as_deref(),
+            Some("OLD")
+        );
+        assert_eq!(
+            c.sku_by_gtin14("00000096385074").unwrap().as_deref(),
+            Some("ZED")
+        );
+        let (page, _) = c.search(Some("item"), Some("misc"), 10, None, 100).unwrap();
+        assert_eq!(skus(&page), ["NEW", "OLD", "ZED"]);
+    }
+
+    #[test]
+    fn borrowed_and_owned_products_stream_in_their_order() {
+        // `add` serializes on the caller's thread, `add_owned` on the products thread;
+        // mixed in one import, the records still reach the blocks in order.
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
+        for i in 0..3000 {
+            let p = product(i, "tea", "Mixed");
+            let added = if i % 3 == 0 {
+                imp.add_owned(p, i as u64 + 1)
+            } else {
+                imp.add(&p, i as u64 + 1)
+            };
+            added.unwrap().unwrap();
+        }
+        imp.finish("v").unwrap();
+        let c = store.catalog();
+        let exported: Vec<Product> = c
+            .products_json()
+            .map(|j| from_json(&j.unwrap(), "p").unwrap())
+            .collect();
+        assert_eq!(exported.len(), 3000);
+        for (i, p) in exported.iter().enumerate() {
+            assert_eq!(p.sku.as_str(), format!("S{i:05}"));
+            assert_eq!(p.name, format!("Mixed {i}"));
+        }
     }
 
     #[test]
