@@ -275,9 +275,8 @@ pub async fn enqueue(store: &Store, body: EventBody, cap: u64) -> Result<Enqueue
                 body,
             };
             let json = to_json(&ev);
-            let bytes = json.len();
+            let seq = put_outbox(tx, kind, ev.id, ev.at, &json);
             tx.put(record_key(ev.id), json);
-            let seq = put_outbox(tx, kind, ev.id, ev.at, bytes);
             tx.put(pending_key, (pending + 1).to_be_bytes().to_vec());
             if dropped > 0 {
                 tx.remove(dropped_key);

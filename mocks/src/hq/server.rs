@@ -330,9 +330,32 @@ async fn run_upload(
     if !send_ack(shared, tx, acked).await {
         return Ok(());
     }
-    while let Some(msg) = next_message(&mut inbound).await? {
+    // Group commit: batches that have already arrived are stored together and made
+    // durable with one flush, then acknowledged with one ack (acks are cumulative).
+    // A store draining a long outage keeps several batches in flight, and one fsync
+    // per batch was what bounded the drain.
+    let mut unflushed: Option<u64> = None;
+    loop {
+        let msg = match unflushed {
+            None => next_message(&mut inbound).await?,
+            // Cancel safe: `Streaming::message` loses nothing when not ready.
+            Some(acked) => match tokio::time::timeout(Duration::ZERO, inbound.message()).await {
+                Ok(msg) => msg?,
+                Err(_) => {
+                    unflushed = None;
+                    if !settle(shared, tx, acked).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(msg) = msg else { break };
         n += 1;
         if shared.faults().fail {
+            if unflushed.is_some() {
+                shared.storage.flush().await.map_err(storage_status)?;
+            }
             Shared::bump(&shared.counters.refused, 1);
             return Err(Status::unavailable("mock HQ is set to fail"));
         }
@@ -348,28 +371,38 @@ async fn run_upload(
             .storage
             .append(&unit, &batch.envelopes)
             .map_err(storage_status)?;
-        shared.storage.flush().await.map_err(storage_status)?;
         Shared::bump(&shared.counters.envelopes_stored, out.stored);
         Shared::bump(&shared.counters.duplicates_ignored, out.duplicates);
-        cut_now(shared, n)?;
-        if !send_ack(shared, tx, out.acked).await {
-            return Ok(());
+        unflushed = Some(out.acked);
+        if let Err(cut) = cut_now(shared, n) {
+            // The N-th message is stored and flushed, never acknowledged.
+            shared.storage.flush().await.map_err(storage_status)?;
+            return Err(cut);
         }
-        match out.stop {
-            None => {}
-            Some(AppendStop::Conflict { seq }) => {
-                return Err(Status::data_loss(format!(
+        if let Some(stop) = out.stop {
+            if !settle(shared, tx, out.acked).await? {
+                return Ok(());
+            }
+            return Err(match stop {
+                AppendStop::Conflict { seq } => Status::data_loss(format!(
                     "unit {unit}: seq {seq} is already stored with different content"
-                )));
-            }
-            Some(AppendStop::Gap { expected, got }) => {
-                return Err(Status::failed_precondition(format!(
+                )),
+                AppendStop::Gap { expected, got } => Status::failed_precondition(format!(
                     "unit {unit}: expected seq {expected}, got {got}; nothing after the gap was stored"
-                )));
-            }
+                )),
+            });
         }
     }
+    if let Some(acked) = unflushed {
+        settle(shared, tx, acked).await?;
+    }
     Ok(())
+}
+
+/// Flush what was stored, then acknowledge `acked`; `false` when the client is gone.
+async fn settle(shared: &Shared, tx: &AckTx, acked: u64) -> Result<bool, Status> {
+    shared.storage.flush().await.map_err(storage_status)?;
+    Ok(send_ack(shared, tx, acked).await)
 }
 
 /// The mock HQ: a tonic `HqService` that stores envelopes in sled under a data dir.

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::SyncSettings;
 use crate::sales::journal::{OutboxEntry, OutboxKind};
-use crate::sales::outbox::{self, Outgoing};
+use crate::sales::outbox::{self, BlockSpan, Outgoing};
 use crate::store::{Store, StoreError};
 
 /// Bytes of records per batch, about (a batch holds at least one entry).
@@ -311,7 +311,7 @@ async fn session(
     let mut in_flight: VecDeque<u64> = VecDeque::new();
     // Every entry sent and not yet deleted, oldest first: what an acknowledgment
     // deletes, without reading it back.
-    let mut sent: VecDeque<OutboxEntry> = VecDeque::new();
+    let mut sent: VecDeque<(OutboxEntry, BlockSpan)> = VecDeque::new();
     // The delete of acknowledged entries under way, if any. It runs while the next
     // batches are read and sent, and the acknowledgments that arrive meanwhile are
     // deleted together by the next one (one writer job and one flush for many).
@@ -325,7 +325,7 @@ async fn session(
                 break;
             };
             let n = batch.len() as u64;
-            sent.extend(batch.iter().map(|o| o.entry.clone()));
+            sent.extend(batch.iter().map(|o| (o.entry.clone(), o.block)));
             let msg = UploadMessage {
                 body: Some(upload_message::Body::Batch(EnvelopeBatch {
                     envelopes: batch.into_iter().map(envelope).collect(),
@@ -336,9 +336,9 @@ async fn session(
             in_flight.push_back(last);
             next = last + 1;
         }
-        if deleting.is_none() && sent.front().is_some_and(|e| e.seq <= acked) {
+        if deleting.is_none() && sent.front().is_some_and(|(e, _)| e.seq <= acked) {
             let mut done = Vec::new();
-            while sent.front().is_some_and(|e| e.seq <= acked) {
+            while sent.front().is_some_and(|(e, _)| e.seq <= acked) {
                 done.extend(sent.pop_front());
             }
             let store = Arc::clone(store);

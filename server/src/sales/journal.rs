@@ -88,9 +88,9 @@ pub enum OutboxKind {
     Telemetry,
 }
 
-/// One entry for HQ. It names its record rather than copying it: the journal is
-/// append-only, so the uplink reads the record when it sends the entry, and a sale is
-/// stored once, not twice.
+/// One entry for HQ. In the journal it sits in an outbox block with a copy of its
+/// record's bytes (see [`encode_outbox_item`]); schema-3 data dirs stored it as JSON
+/// under its own key, naming its record (moved into blocks at open).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OutboxEntry {
     /// This unit's sequence number: contiguous, never reused.
@@ -105,6 +105,69 @@ pub struct OutboxEntry {
     /// Size of the record, for the backlog's byte count.
     #[serde(default)]
     pub bytes: u64,
+}
+
+const ITEM_HEADER: usize = 1 + 16 + 16;
+
+fn kind_code(kind: OutboxKind) -> u8 {
+    match kind {
+        OutboxKind::Sale => 1,
+        OutboxKind::Refund => 2,
+        OutboxKind::InventoryMovement => 3,
+        OutboxKind::DeviceEvent => 4,
+        OutboxKind::Alert => 5,
+        OutboxKind::Telemetry => 6,
+    }
+}
+
+/// One outbox entry as an item of an outbox block: kind (1 byte), record id (16),
+/// time in Unix nanoseconds (i128 big-endian), then the record's bytes. Its sequence
+/// is its place in the block.
+pub(crate) fn encode_outbox_item(
+    kind: OutboxKind,
+    id: Uuid,
+    at: OffsetDateTime,
+    record: &[u8],
+) -> Vec<u8> {
+    let mut item = Vec::with_capacity(ITEM_HEADER + record.len());
+    item.push(kind_code(kind));
+    item.extend_from_slice(id.as_bytes());
+    item.extend_from_slice(&at.unix_timestamp_nanos().to_be_bytes());
+    item.extend_from_slice(record);
+    item
+}
+
+/// The entry (with sequence `seq`) and record bytes of a block item.
+pub(crate) fn decode_outbox_item(
+    seq: u64,
+    item: &[u8],
+) -> Result<(OutboxEntry, &[u8]), StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("outbox entry {seq}: {what}"));
+    let (header, record) = item
+        .split_at_checked(ITEM_HEADER)
+        .ok_or_else(|| bad("too short"))?;
+    let kind = match header[0] {
+        1 => OutboxKind::Sale,
+        2 => OutboxKind::Refund,
+        3 => OutboxKind::InventoryMovement,
+        4 => OutboxKind::DeviceEvent,
+        5 => OutboxKind::Alert,
+        6 => OutboxKind::Telemetry,
+        _ => return Err(bad("unknown kind")),
+    };
+    let id = Uuid::from_slice(&header[1..17]).map_err(|_| bad("id"))?;
+    let nanos = i128::from_be_bytes(header[17..33].try_into().map_err(|_| bad("time"))?);
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad("time"))?;
+    Ok((
+        OutboxEntry {
+            seq,
+            kind,
+            id,
+            at,
+            bytes: record.len() as u64,
+        },
+        record,
+    ))
 }
 
 /// Read an idempotency record.
@@ -148,25 +211,16 @@ pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellEr
     }
 }
 
-/// Name a record of `bytes` bytes in the outbox; returns its sequence.
+/// Append a record (its bytes as stored) to the outbox; returns its sequence.
 pub(crate) fn put_outbox(
     tx: &mut Tx<'_>,
     kind: OutboxKind,
     id: Uuid,
     at: OffsetDateTime,
-    bytes: usize,
+    record: &[u8],
 ) -> u64 {
-    let seq = tx.next_outbox_seq();
-    let entry = OutboxEntry {
-        seq,
-        kind,
-        id,
-        at,
-        bytes: bytes as u64,
-    };
-    tx.add_outbox_bytes(bytes as i64);
-    tx.put(keys::outbox(seq), to_json(&entry));
-    seq
+    tx.add_outbox_bytes(record.len() as i64);
+    tx.append_outbox(encode_outbox_item(kind, id, at, record))
 }
 
 /// Change stock and journal the movement (with its outbox entry).
@@ -197,10 +251,9 @@ pub fn move_stock(
         at,
     };
     let json = to_json(&m);
-    let bytes = json.len();
+    let _ = put_outbox(tx, OutboxKind::InventoryMovement, m.id, at, &json);
     tx.put(keys::movement(m.id), json);
     tx.put(keys::sku_movement(sku, m.id), Vec::new());
-    let _ = put_outbox(tx, OutboxKind::InventoryMovement, m.id, at, bytes);
     Ok(m)
 }
 
@@ -214,7 +267,7 @@ fn qty(q: &Quantity) -> i64 {
 /// idempotency answer. The caller has checked the key.
 pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<(), StoreError> {
     let json = to_json(sale);
-    let bytes = json.len();
+    let record = json.clone();
     tx.put(keys::sale(sale.id), json);
     for line in &sale.cart.lines {
         // A sale is never refused for stock: the shelf is the truth; the count may go
@@ -229,7 +282,7 @@ pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<()
             sale.completed_at,
         )?;
     }
-    let _ = put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at, bytes);
+    let _ = put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at, &record);
     idem_put(
         tx,
         "checkout",
@@ -253,7 +306,7 @@ pub fn record_refund(
     fingerprint: &str,
 ) -> Result<(), StoreError> {
     let json = to_json(refund);
-    let bytes = json.len();
+    let record = json.clone();
     tx.put(keys::refund(refund.id), json);
     tx.put(keys::sale_refund(refund.sale_id, refund.id), Vec::new());
     for line in &refund.lines {
@@ -267,7 +320,13 @@ pub fn record_refund(
             refund.created_at,
         )?;
     }
-    let _ = put_outbox(tx, OutboxKind::Refund, refund.id, refund.created_at, bytes);
+    let _ = put_outbox(
+        tx,
+        OutboxKind::Refund,
+        refund.id,
+        refund.created_at,
+        &record,
+    );
     let fp = fingerprint.to_owned();
     idem_put(
         tx,

@@ -13,11 +13,13 @@
 //! | `k/` | SKU | stock level, i64 big-endian |
 //! | `m/` | movement id | inventory movement |
 //! | `n/` | SKU, 0, movement id | empty: movements of a SKU |
-//! | `o/` | outbox sequence, u64 big-endian | outbox entry for HQ |
+//! | `ob/` | first outbox sequence of the block, u64 big-endian | a block of outbox entries for HQ, each with its record's bytes (`store::writer`) |
+//! | `o/` | outbox sequence, u64 big-endian | outbox entry naming its record (schema ≤ 3 only; moved into blocks at open by `migrate`) |
 //! | `q/` | enqueue id (UUIDv7) | receipt waiting for the printer (`devices::receipts`) |
 //! | `t/` | sale id | receipt printed: copies and time (`devices::receipts`) |
 //! | `meta/outbox_next` | | next outbox sequence |
 //! | `meta/outbox_bytes` | | bytes of the records waiting for HQ |
+//! | `meta/outbox_acked` | | highest sequence HQ acknowledged and the store deleted |
 //!
 //! Every value is sealed (`super::crypt`) with the tree and the physical key as
 //! associated data. Callers build keys with the functions below; [`physical`] (applied
@@ -32,6 +34,8 @@ use super::StoreError;
 pub const OUTBOX_NEXT: &[u8] = b"meta/outbox_next";
 /// Bytes of the records the outbox names (see `WriterStats::outbox_bytes`).
 pub const OUTBOX_BYTES: &[u8] = b"meta/outbox_bytes";
+/// The acknowledged watermark (see `WriterStats::outbox_acked`).
+pub const OUTBOX_ACKED: &[u8] = b"meta/outbox_acked";
 /// Idempotency records.
 pub const IDEM: &[u8] = b"i/";
 /// Sales.
@@ -46,8 +50,10 @@ pub const PENDING: &[u8] = b"p/";
 pub const STOCK: &[u8] = b"k/";
 /// Inventory movements.
 pub const MOVEMENT: &[u8] = b"m/";
-/// Outbox entries.
+/// Outbox entries of schema ≤ 3 (one key per entry, naming its record).
 pub const OUTBOX: &[u8] = b"o/";
+/// Outbox blocks.
+pub const OUTBOX_BLOCKS: &[u8] = b"ob/";
 /// Movements by SKU.
 pub const SKU_MOVEMENTS: &[u8] = b"n/";
 
@@ -113,9 +119,17 @@ pub fn sku_movement(sku: &str, id: Uuid) -> Vec<u8> {
     k.extend_from_slice(id.as_bytes());
     k
 }
-/// Key of an outbox entry.
+/// Key of a schema-3 outbox entry.
 pub fn outbox(seq: u64) -> Vec<u8> {
     join(OUTBOX, &seq.to_be_bytes())
+}
+/// Key of the outbox block whose first entry is `first`.
+pub fn outbox_block(first: u64) -> Vec<u8> {
+    join(OUTBOX_BLOCKS, &first.to_be_bytes())
+}
+/// The first sequence of an outbox block key.
+pub fn outbox_block_first(key: &[u8]) -> Result<u64, StoreError> {
+    decode_u64(key.get(OUTBOX_BLOCKS.len()..).unwrap_or_default())
 }
 
 /// Decode a big-endian u64 value.

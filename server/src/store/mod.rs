@@ -43,8 +43,11 @@ use writer::{Writer, WriterThread};
 /// catalog generations compress their blocks before sealing them (`meta/catalog_format`
 /// says how each generation is laid out, so schema-2 generations stay readable and
 /// 2 → 3 rewrites nothing; a schema-2 build refuses a schema-3 dir instead of
-/// misreading compressed blocks).
-pub const SCHEMA_VERSION: u64 = 3;
+/// misreading compressed blocks); 4: the outbox is kept in blocks of entries with
+/// their records' bytes (`ob/`), the per-entry `o/` keys of schema ≤ 3 are moved into
+/// blocks at open ([`migrate::outbox_to_blocks`]; a schema-3 build refuses a schema-4
+/// dir instead of finding its outbox empty).
+pub const SCHEMA_VERSION: u64 = 4;
 /// The `meta` key of the version of the live promotions (HQ's, big-endian u64).
 pub const PROMOTIONS_VERSION: &str = "promotions_version";
 
@@ -237,6 +240,9 @@ impl Store {
                 }
                 if found < 2 {
                     migrate::to_encrypted(&db, &meta, &at_rest)?;
+                }
+                if found < 4 {
+                    migrate::outbox_to_blocks(&db, &at_rest)?;
                 }
                 if found < SCHEMA_VERSION {
                     meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
@@ -632,36 +638,47 @@ impl Store {
 
     /// Number of outbox entries waiting for HQ, without reading them: sequences are
     /// contiguous, so it is the next sequence minus the oldest waiting one. Needs no
-    /// key (sequences are clear keys; the next one is kept in memory), so status and
-    /// metrics still count the backlog while locked down.
+    /// key (block keys are clear; the next sequence and the acknowledged watermark are
+    /// kept in memory), so status and metrics still count the backlog while locked
+    /// down.
     pub fn outbox_pending(&self) -> Result<u64, StoreError> {
         let next = self
             .writer
             .stats
             .outbox_next
             .load(std::sync::atomic::Ordering::Relaxed);
-        match self.outbox_first_key()? {
-            Some(first) => Ok(next.saturating_sub(first)),
-            None => Ok(0),
-        }
+        Ok(next.saturating_sub(self.outbox_first_seq()?))
     }
 
     /// The sequence of the oldest outbox entry waiting, or the next one to be written
     /// when none waits. Needs no key.
     pub fn outbox_first_seq(&self) -> Result<u64, StoreError> {
-        Ok(match self.outbox_first_key()? {
-            Some(first) => first,
-            None => self
-                .writer
-                .stats
-                .outbox_next
-                .load(std::sync::atomic::Ordering::Relaxed),
-        })
+        let stats = &self.writer.stats;
+        let next = stats.outbox_next.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(
+            match self.journal.scan_prefix(keys::OUTBOX_BLOCKS).keys().next() {
+                // The first block may be partly acknowledged.
+                Some(k) => {
+                    let acked = stats
+                        .outbox_acked
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    keys::outbox_block_first(&k?)?.max(acked + 1).min(next)
+                }
+                None => next,
+            },
+        )
     }
 
-    fn outbox_first_key(&self) -> Result<Option<u64>, StoreError> {
-        match self.journal.scan_prefix(keys::OUTBOX).next() {
-            Some(kv) => Ok(Some(keys::decode_u64(&kv?.0[keys::OUTBOX.len()..])?)),
+    /// The first sequence of the outbox block holding `seq` (the last block starting
+    /// at or before it), if any. Needs no key.
+    pub fn outbox_block_holding(&self, seq: u64) -> Result<Option<u64>, StoreError> {
+        match self
+            .journal
+            .range(keys::OUTBOX_BLOCKS.to_vec()..=keys::outbox_block(seq))
+            .keys()
+            .next_back()
+        {
+            Some(k) => Ok(Some(keys::outbox_block_first(&k?)?)),
             None => Ok(None),
         }
     }

@@ -10,6 +10,14 @@
 //! Being the only writer also makes read-modify-write safe without locks (stock
 //! levels, outbox sequence numbers), and it keeps outbox sequences contiguous.
 //!
+//! Outbox entries are not written as keys by the jobs: a job appends each entry (an
+//! opaque item from `sales::outbox`, holding the record's bytes) with
+//! [`Tx::append_outbox`], and the writer packs the items of the whole group, in
+//! sequence order, into blocks under `ob/<first sequence>` ([`keys::outbox_block`];
+//! at most [`BLOCK_ENTRIES`] entries or about [`BLOCK_BYTES`] each) in the same batch.
+//! One seal and one key per block instead of per entry: the uplink reads, decrypts and
+//! deletes a block at a time (docs/storage.md, "The outbox").
+//!
 //! Jobs see plaintext: `Tx` decrypts what it reads from the tree, and the group is
 //! sealed value by value (`super::crypt`) just before it is applied. A group that
 //! meets a wiped key (lockdown) writes nothing and answers every job
@@ -33,6 +41,11 @@ pub(crate) type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Reply) + Send>;
 /// A group stops taking jobs once its writes reach this size.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
+/// Most outbox entries in one block.
+pub const BLOCK_ENTRIES: usize = 256;
+/// A block is closed once its items reach this size.
+pub const BLOCK_BYTES: usize = 256 * 1024;
+
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -51,6 +64,11 @@ pub struct WriterStats {
     /// The next outbox sequence as of the last durable group (also in the journal):
     /// in memory so the backlog can be counted while locked down.
     pub outbox_next: AtomicU64,
+    /// The highest sequence HQ acknowledged and the store deleted, as of the last
+    /// durable group (also in the journal, `meta/outbox_acked`): a block stays until
+    /// all its entries are acknowledged, so the entries of a partly acknowledged block
+    /// up to this one count as gone.
+    pub outbox_acked: AtomicU64,
 }
 
 /// A job's view of the journal: the tree as of the last group, plus the writes of
@@ -64,6 +82,12 @@ pub struct Tx<'a> {
     next_seq: &'a mut u64,
     op_next_seq: u64,
     op_outbox_bytes: i64,
+    /// Outbox items this job appended, in sequence order.
+    op_outbox: Vec<Vec<u8>>,
+    /// The acknowledged watermark this job set, if any.
+    op_outbox_acked: Option<u64>,
+    /// The acknowledged watermark as of the earlier jobs of the group.
+    group_outbox_acked: &'a mut u64,
 }
 
 impl Tx<'_> {
@@ -131,12 +155,28 @@ impl Tx<'_> {
             .collect())
     }
 
-    /// The next outbox sequence number. Sequences of committed jobs are contiguous:
-    /// a job that does not commit gives its numbers back.
-    pub fn next_outbox_seq(&mut self) -> u64 {
+    /// Append `item` to the outbox under the next sequence number, which it returns.
+    /// Sequences of committed jobs are contiguous: a job that does not commit gives its
+    /// numbers back. The writer packs the group's items into blocks when it commits.
+    pub fn append_outbox(&mut self, item: Vec<u8>) -> u64 {
         let s = self.op_next_seq;
         self.op_next_seq += 1;
+        self.op_outbox.push(item);
         s
+    }
+
+    /// The acknowledged watermark: every entry up to it was acknowledged by HQ and
+    /// deleted (as this job sees it; 0 when none ever was).
+    pub fn outbox_acked(&self) -> u64 {
+        self.op_outbox_acked.unwrap_or(*self.group_outbox_acked)
+    }
+
+    /// Raise the acknowledged watermark to `upto` when the job commits (never lowers
+    /// it).
+    pub fn set_outbox_acked(&mut self, upto: u64) {
+        if upto > self.outbox_acked() {
+            self.op_outbox_acked = Some(upto);
+        }
     }
 
     /// Count bytes added to (positive) or acknowledged out of (negative) the outbox.
@@ -187,9 +227,11 @@ impl Writer {
             }
         };
         let next_seq = counter(keys::OUTBOX_NEXT)?.unwrap_or(1);
+        let acked = counter(keys::OUTBOX_ACKED)?.unwrap_or(0);
         let (tx, rx) = mpsc::channel::<Job>(queue);
         let stats = Arc::new(WriterStats::default());
         stats.outbox_next.store(next_seq, Ordering::Relaxed);
+        stats.outbox_acked.store(acked, Ordering::Relaxed);
         if let Some(v) = counter(keys::OUTBOX_BYTES)? {
             stats.outbox_bytes.store(v, Ordering::Relaxed);
         }
@@ -272,6 +314,9 @@ fn run(
         let seq_before = next_seq;
         let bytes_before = stats.outbox_bytes.load(Ordering::Relaxed);
         let mut outbox_bytes = bytes_before;
+        let acked_before = stats.outbox_acked.load(Ordering::Relaxed);
+        let mut outbox_acked = acked_before;
+        let mut outbox_items: Vec<Vec<u8>> = Vec::new();
         let group_keys = at_rest.keys().ok();
         let mut jobs_iter = jobs.drain(..);
         for job in jobs_iter.by_ref() {
@@ -283,6 +328,9 @@ fn run(
                 next_seq: &mut next_seq,
                 op_next_seq: 0,
                 op_outbox_bytes: 0,
+                op_outbox: Vec::new(),
+                op_outbox_acked: None,
+                group_outbox_acked: &mut outbox_acked,
             };
             t.op_next_seq = *t.next_seq;
             // A panicking job is a bug; it must not take the writer (and every later
@@ -302,14 +350,22 @@ fn run(
                     next_seq,
                     group,
                     op_outbox_bytes,
+                    op_outbox,
+                    op_outbox_acked,
+                    group_outbox_acked,
                     ..
                 } = t;
                 *next_seq = op_next_seq;
+                if let Some(a) = op_outbox_acked {
+                    *group_outbox_acked = a;
+                }
                 outbox_bytes = outbox_bytes.saturating_add_signed(op_outbox_bytes);
                 group_bytes += op
                     .iter()
                     .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-                    .sum::<usize>();
+                    .sum::<usize>()
+                    + op_outbox.iter().map(Vec::len).sum::<usize>();
+                outbox_items.extend(op_outbox);
                 group.extend(op);
             }
             replies.push(reply);
@@ -319,8 +375,8 @@ fn run(
             }
         }
         let rest: Vec<Job> = jobs_iter.collect();
-        let flushed = !group.is_empty();
-        let result = if group.is_empty() {
+        let flushed = !group.is_empty() || !outbox_items.is_empty() || outbox_acked != acked_before;
+        let result = if !flushed {
             Ok(())
         } else if let (Some(keys), false) = (group_keys.as_deref(), at_rest.is_locked()) {
             if next_seq != seq_before {
@@ -334,6 +390,16 @@ fn run(
                     keys::OUTBOX_BYTES.to_vec(),
                     Some(outbox_bytes.to_be_bytes().to_vec()),
                 );
+            }
+            if outbox_acked != acked_before {
+                group.insert(
+                    keys::OUTBOX_ACKED.to_vec(),
+                    Some(outbox_acked.to_be_bytes().to_vec()),
+                );
+            }
+            debug_assert_eq!(outbox_items.len() as u64, next_seq - seq_before);
+            for (first, block) in pack_blocks(seq_before, std::mem::take(&mut outbox_items)) {
+                group.insert(keys::outbox_block(first), Some(block));
             }
             let mut batch = sled::Batch::default();
             for (k, v) in group {
@@ -358,6 +424,7 @@ fn run(
             }
             stats.outbox_bytes.store(outbox_bytes, Ordering::Relaxed);
             stats.outbox_next.store(next_seq, Ordering::Relaxed);
+            stats.outbox_acked.store(outbox_acked, Ordering::Relaxed);
         } else {
             tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
             // The batch may be in memory but not on disk: take the sequence numbers
@@ -378,4 +445,42 @@ fn run(
         }
         jobs.extend(rest);
     }
+}
+
+/// Pack `items` (outbox entries from sequence `first` on) into blocks: each block is
+/// its first sequence and its value (see [`unpack_block`]).
+pub(crate) fn pack_blocks(first: u64, items: Vec<Vec<u8>>) -> Vec<(u64, Vec<u8>)> {
+    let mut blocks = Vec::new();
+    let mut seq = first;
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let start = seq;
+        let mut value = Vec::new();
+        let mut n = 0usize;
+        while let Some(item) = items.next_if(|_| n < BLOCK_ENTRIES && value.len() < BLOCK_BYTES) {
+            value.extend_from_slice(&(item.len() as u32).to_be_bytes());
+            value.extend_from_slice(&item);
+            n += 1;
+            seq += 1;
+        }
+        blocks.push((start, value));
+    }
+    blocks
+}
+
+/// The items of a block value, in sequence order.
+pub fn unpack_block(mut v: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let bad = || StoreError::Corrupt("outbox block".into());
+    let mut items = Vec::new();
+    while !v.is_empty() {
+        let (len, rest) = v.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(bad());
+        }
+        let (item, rest) = rest.split_at(len);
+        items.push(item);
+        v = rest;
+    }
+    Ok(items)
 }
