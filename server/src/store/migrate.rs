@@ -413,7 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = write_schema3_outbox(dir.path(), 3);
         {
-            let db = sled::open(dir.path().join("db")).unwrap();
+            let db = crate::store::raw_open(&dir.path().join("db"));
             let journal = db.open_tree("journal").unwrap();
             journal.remove(keys::movement(old[0].2)).unwrap();
             db.flush().unwrap();

@@ -769,3 +769,22 @@ fn load_promotions(
 fn is_lock_error(io: &std::io::Error) -> bool {
     io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
 }
+
+/// Tests: open a data dir's sled database directly, as a thief or an older build
+/// would, waiting (10 s at most) for a store dropped just before to release it: sled
+/// finishes its background writes, and drops its file lock, a moment after the last
+/// handle goes.
+#[cfg(test)]
+pub(crate) fn raw_open(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(io))
+                if is_lock_error(&io) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
+        }
+    }
+}
