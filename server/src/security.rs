@@ -474,11 +474,18 @@ impl Security {
             return;
         }
         let audit = &mut u.audit;
+        // One flush for the batch (the drain ends with one), not one per entry: the
+        // spool may hold thousands, and the key's lock is held meanwhile.
+        audit.store_mut().set_flush_each(false);
         let report = spool.drain(&u.vault, &mut |e| {
             let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_ms) * 1_000_000)
                 .unwrap_or_else(|_| OffsetDateTime::now_utc());
             audit.append(&e.actor, &e.action, &e.detail, at).map(|_| ())
         });
+        audit.store_mut().set_flush_each(true);
+        if let Err(e) = audit.store().flush() {
+            tracing::error!(error = %e, "Failed to flush the audit log");
+        }
         drop(spool);
         match report {
             Ok(r) => {

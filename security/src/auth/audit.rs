@@ -111,6 +111,8 @@ impl AuditStore for VecAuditStore {
 pub struct SledAuditStore {
     tree: sled::Tree,
     cipher: Cipher,
+    /// Whether each append is flushed before it returns (the default).
+    flush_each: bool,
 }
 
 impl fmt::Debug for SledAuditStore {
@@ -124,7 +126,26 @@ impl fmt::Debug for SledAuditStore {
 impl SledAuditStore {
     /// The store in `tree`, encrypted with `cipher` (use `KeyVault::cipher("tree:audit")`).
     pub fn new(tree: sled::Tree, cipher: Cipher) -> Self {
-        Self { tree, cipher }
+        Self {
+            tree,
+            cipher,
+            flush_each: true,
+        }
+    }
+
+    /// Whether each append is flushed to disk before it returns (on by default). Off
+    /// for a batch of appends that ends with [`SledAuditStore::flush`]: entries still
+    /// reach the disk in order, so a crash keeps a prefix of the batch.
+    pub fn set_flush_each(&mut self, on: bool) {
+        self.flush_each = on;
+    }
+
+    /// Flushes every append so far to disk.
+    pub fn flush(&self) -> Result<(), AuditError> {
+        self.tree
+            .flush()
+            .map(|_| ())
+            .map_err(|e| AuditError::Store(e.to_string()))
     }
 
     fn tree_name(&self) -> String {
@@ -160,9 +181,9 @@ impl AuditStore for SledAuditStore {
         self.tree
             .insert(key, value)
             .map_err(|e| AuditError::Store(e.to_string()))?;
-        self.tree
-            .flush()
-            .map_err(|e| AuditError::Store(e.to_string()))?;
+        if self.flush_each {
+            self.flush()?;
+        }
         Ok(())
     }
 
