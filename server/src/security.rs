@@ -477,11 +477,7 @@ impl Security {
         // One flush for the batch (the drain ends with one), not one per entry: the
         // spool may hold thousands, and the key's lock is held meanwhile.
         audit.store_mut().set_flush_each(false);
-        let report = spool.drain(&u.vault, &mut |e| {
-            let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_ms) * 1_000_000)
-                .unwrap_or_else(|_| OffsetDateTime::now_utc());
-            audit.append(&e.actor, &e.action, &e.detail, at).map(|_| ())
-        });
+        let report = spool.drain_into(&u.vault, audit);
         audit.store_mut().set_flush_each(true);
         if let Err(e) = audit.store().flush() {
             tracing::error!(error = %e, "Failed to flush the audit log");
@@ -489,10 +485,10 @@ impl Security {
         drop(spool);
         match report {
             Ok(r) => {
-                if r.dropped > 0 || r.unreadable > 0 {
+                if r.dropped > 0 || r.unreadable > 0 || r.refused > 0 {
                     let detail = format!(
-                        "while locked: {} entries lost (spool full), {} unreadable (tampered or sealed to another key)",
-                        r.dropped, r.unreadable
+                        "while locked: {} entries lost (spool full), {} unreadable (tampered or sealed to another key), {} refused (a field over its limit)",
+                        r.dropped, r.unreadable, r.refused
                     );
                     if let Err(e) = u.audit.append(
                         "security",

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::audit::AuditError;
+use time::OffsetDateTime;
+
+use super::audit::{AuditError, AuditLog, AuditStore};
 use crate::vault::{KeyVault, SubKey};
 
 const VERSION: u8 = 1;
@@ -63,6 +65,9 @@ pub struct DrainReport {
     pub unreadable: u64,
     /// Entries never written because the spool was full.
     pub dropped: u64,
+    /// Entries the log refused as it would have with the key there (a field over
+    /// its limit), removed so they do not hold back the rest.
+    pub refused: u64,
 }
 
 /// The spool in a sled tree.
@@ -232,6 +237,31 @@ impl AuditSpool {
         serde_json::from_slice(&plain).ok()
     }
 
+    /// [`AuditSpool::drain`] into `log`: each entry appended with its original time;
+    /// an entry the log refuses as too long is counted in `refused` and skipped.
+    pub fn drain_into<S: AuditStore>(
+        &self,
+        vault: &KeyVault,
+        log: &mut AuditLog<S>,
+    ) -> Result<DrainReport, AuditError> {
+        let mut refused = 0;
+        let mut report = self.drain(vault, &mut |e| {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(e.at_ms) * 1_000_000)
+                .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            match log.append(&e.actor, &e.action, &e.detail, at) {
+                Ok(_) => Ok(()),
+                Err(AuditError::TooLong { .. }) => {
+                    refused += 1;
+                    Ok(())
+                }
+                Err(other) => Err(other),
+            }
+        })?;
+        report.restored -= refused;
+        report.refused = refused;
+        Ok(report)
+    }
+
     /// Opens every waiting entry with the key in `vault`, in the order written, hands
     /// each to `restore`, and removes it once `restore` succeeded. An error from
     /// `restore` stops the drain with the rest still spooled.
@@ -370,6 +400,30 @@ mod tests {
         let mut spool = AuditSpool::new(tree(), 3);
         assert!(!spool.push(&entry(1)).unwrap());
         assert!(spool.is_empty());
+    }
+
+    #[test]
+    fn drained_into_the_chain_with_their_times_and_a_too_long_entry_skipped() {
+        use crate::auth::audit::{MAX_DETAIL, VecAuditStore};
+        let vault = KeyVault::new(DataKey::from_bytes([3; 32]));
+        let mut spool = AuditSpool::new(tree(), 10);
+        spool.publish(&vault).unwrap();
+        let mut long = entry(2);
+        long.detail = "x".repeat(MAX_DETAIL + 1);
+        for e in [entry(1_700_000_000_000), long, entry(1_700_000_000_500)] {
+            spool.push(&e).unwrap();
+        }
+        let mut log = AuditLog::open(
+            VecAuditStore::default(),
+            &vault.subkey("audit-chain").unwrap(),
+        )
+        .unwrap();
+        let report = spool.drain_into(&vault, &mut log).unwrap();
+        assert_eq!((report.restored, report.refused), (2, 1));
+        assert!(spool.is_empty());
+        assert_eq!(log.verify().unwrap(), 2);
+        let at: Vec<i64> = log.store().entries.iter().map(|e| e.at_ms).collect();
+        assert_eq!(at, [1_700_000_000_000, 1_700_000_000_500]);
     }
 
     #[test]
