@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use outpost_security::auth::password::generate_password;
 use outpost_security::auth::roles::Role;
-use outpost_server::config::{Overrides, Settings};
-use outpost_server::startup::{Application, Devices};
+use outpost_server::config::{Flags, Settings};
+use outpost_server::devices::InjectedDevices;
+use outpost_server::startup::Application;
 use outpost_server::store::{ImportMode, StoreOptions};
 
 /// mimalloc instead of the system allocator: an import or a snapshot apply makes
@@ -147,10 +148,10 @@ enum UsersWhat {
 
 fn open_security(
     common: &Common,
-) -> anyhow::Result<(Settings, std::sync::Arc<outpost_server::security::Security>)> {
+) -> anyhow::Result<(Settings, std::sync::Arc<outpost_server::access::Access>)> {
     let s = settings(common)?;
     outpost_server::telemetry::init("warn");
-    let (_store, security) = outpost_server::security::open_data_dir(&s, &StoreOptions::default())
+    let (_store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::default())
         .with_context(|| {
             format!(
                 "Failed to open the data dir {} (is the server running?)",
@@ -190,7 +191,7 @@ enum ImportWhat {
 }
 
 fn settings(common: &Common) -> anyhow::Result<Settings> {
-    let flags = Overrides {
+    let flags = Flags {
         listen: common.listen,
         data_dir: common.data_dir.clone(),
         grpc_listen: common.grpc_listen,
@@ -241,7 +242,7 @@ fn main() -> std::process::ExitCode {
 /// the previous demo terminal is revoked), writes them to
 /// `<data-dir>/demo-credentials.json` (0600) and returns what to print.
 fn demo_credentials(
-    security: &outpost_server::security::Security,
+    security: &outpost_server::access::Access,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<String> {
     use secrecy::ExposeSecret as _;
@@ -269,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(common) => {
             let s = settings(&common)?;
             outpost_server::telemetry::init(&s.log);
-            let app = Application::build(s, Devices::default()).await?;
+            let app = Application::build(s, InjectedDevices::default()).await?;
             app.run_until(shutdown_signal()).await
         }
         Command::Demo { common, products } => {
@@ -289,7 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             {
                 let (store, security) =
-                    outpost_server::security::open_data_dir(&s, &StoreOptions::default())
+                    outpost_server::access::open_data_dir(&s, &StoreOptions::default())
                         .with_context(|| {
                             format!("Failed to open the data dir {}", s.data_dir.display())
                         })?;
@@ -307,7 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{}", demo_credentials(&security, &s.data_dir)?);
                 drop((store, security));
             }
-            let app = Application::build(s, Devices::default()).await?;
+            let app = Application::build(s, InjectedDevices::default()).await?;
             eprintln!(
                 "Outpost demo serving on {}  (try /api/v1/products?q=milk, Ctrl-C to stop)",
                 app.base_url()
@@ -410,10 +411,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&common)?;
             outpost_server::telemetry::init("warn");
             let (store, _security) =
-                outpost_server::security::open_data_dir(&s, &StoreOptions::default())
-                    .with_context(|| {
-                        format!("Failed to open the data dir {}", s.data_dir.display())
-                    })?;
+                outpost_server::access::open_data_dir(&s, &StoreOptions::default()).with_context(
+                    || format!("Failed to open the data dir {}", s.data_dir.display()),
+                )?;
             let mut out: Box<dyn Write> = if file.as_os_str() == "-" {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
             } else {
@@ -447,10 +447,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(&common)?;
             outpost_server::telemetry::init("warn");
             let (store, _security) =
-                outpost_server::security::open_data_dir(&s, &StoreOptions::default())
-                    .with_context(|| {
-                        format!("Failed to open the data dir {}", s.data_dir.display())
-                    })?;
+                outpost_server::access::open_data_dir(&s, &StoreOptions::default()).with_context(
+                    || format!("Failed to open the data dir {}", s.data_dir.display()),
+                )?;
             let (reader, size): (Box<dyn std::io::BufRead>, u64) = if file.as_os_str() == "-" {
                 (Box::new(BufReader::new(std::io::stdin().lock())), 0)
             } else {

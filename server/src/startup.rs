@@ -11,16 +11,13 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
 use crate::config::Settings;
-use crate::devices::spec::DeviceSpec;
+use crate::config::devices::DeviceSpec;
 use crate::devices::supervisor::SupervisorConfig;
-use crate::devices::{Registry, RegistryConfig};
-use crate::grpc::uplink::{SyncState, UplinkConfig};
+use crate::devices::{InjectedDevices, Registry, RegistryConfig};
+use crate::hq::uplink::{SyncState, UplinkConfig};
 use crate::http::{self, AppState, body::BodyLimit};
 use crate::sales::{Sales, SalesConfig};
 use crate::store::StoreOptions;
-
-/// What the server is built with besides its settings: devices tests may replace.
-pub type Devices = crate::devices::Overrides;
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -33,15 +30,18 @@ pub struct Application {
     grpc: Option<(SocketAddr, tokio::net::TcpListener)>,
     registry: Arc<Registry>,
     mesh: Option<outpost_p2p::Client>,
-    security: Arc<crate::security::Security>,
-    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
-    tls: crate::tls::TlsSetup,
+    security: Arc<crate::access::Access>,
+    artifacts: Option<Arc<crate::hq::artifacts::Artifacts>>,
+    tls: crate::access::transport::TlsSetup,
 }
 
 impl Application {
     /// Open the store, bind the listener, and prepare the server.
-    pub async fn build(settings: Settings, devices: Devices) -> anyhow::Result<Application> {
-        let (store, security) = crate::security::open_data_dir_unenforced(
+    pub async fn build(
+        settings: Settings,
+        devices: InjectedDevices,
+    ) -> anyhow::Result<Application> {
+        let (store, security) = crate::access::unseal_data_dir(
             &settings,
             &StoreOptions {
                 max_group: settings.storage.max_group,
@@ -56,7 +56,7 @@ impl Application {
             )
         })?;
         // What HQ pushed (tax table, store profile, device set) wins over the file.
-        let pushed = crate::hq_settings::AtStart::load(&store, &settings.payment.terminal)
+        let pushed = crate::hq::records::AtStart::load(&store, &settings.payment.terminal)
             .context("Failed to read the settings HQ pushed")?;
         let (devices_version, device_entries) = match &pushed.devices {
             Some((version, entries)) => {
@@ -91,7 +91,7 @@ impl Application {
         )
         .await
         .context("Failed to set up the devices")?;
-        crate::tamper::check(&registry, &settings.security.tamper_sensors)?;
+        crate::access::tamper::check(&registry, &settings.security.tamper_sensors)?;
         registry.open_all().await;
         let registry = Arc::new(registry);
         let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
@@ -101,7 +101,7 @@ impl Application {
         security.enforce_lockdown();
         let artifacts = mesh
             .clone()
-            .map(|m| crate::artifacts::Artifacts::new(store.clone(), m, settings.currency()));
+            .map(|m| crate::hq::artifacts::Artifacts::new(store.clone(), m, settings.currency()));
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -126,7 +126,8 @@ impl Application {
             },
         )
         .with_receipts(registry.spooler().queue().clone());
-        let tls = crate::tls::TlsSetup::load(&settings).context("Failed to set up TLS")?;
+        let tls =
+            crate::access::transport::TlsSetup::load(&settings).context("Failed to set up TLS")?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;
         let grpc = match settings.sync.grpc_listen {
@@ -206,7 +207,7 @@ impl Application {
 
     /// Credentials, sessions and the audit log (the CLI and tests add terminals and
     /// users through it).
-    pub fn security(&self) -> &Arc<crate::security::Security> {
+    pub fn security(&self) -> &Arc<crate::access::Access> {
         &self.security
     }
 
@@ -247,7 +248,7 @@ impl Application {
         let recovery = self.sales.spawn_recovery(every);
         let lockdown = self.security.spawn_lockdown_watch(Duration::from_secs(1));
         let mut device_tasks = self.registry.start();
-        device_tasks.extend(crate::tamper::spawn(
+        device_tasks.extend(crate::access::tamper::spawn(
             &self.registry,
             &self.settings.security.tamper_sensors,
             self.security.clone(),
@@ -269,7 +270,7 @@ impl Application {
             UplinkConfig::from_settings(&self.settings.sync, &self.settings.store.id).map(|cfg| {
                 let cfg = cfg.with_tls(self.tls.uplink.clone());
                 tracing::info!(hq = %cfg.hq_url, unit = %cfg.unit_id, "Starting the HQ uplink");
-                tokio::spawn(crate::grpc::uplink::run(
+                tokio::spawn(crate::hq::uplink::run(
                     store.clone(),
                     cfg,
                     self.sync.clone(),
@@ -277,7 +278,7 @@ impl Application {
             });
         let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
         let grpc = self.grpc.map(|(_, listener)| {
-            tokio::spawn(crate::grpc::serve(
+            tokio::spawn(crate::hq::serve(
                 listener,
                 self.tls.grpc.clone(),
                 self.sales.clone(),
@@ -305,8 +306,8 @@ impl Application {
         // Events are for HQ: without an uplink there is nobody to deliver them to.
         let events_on = self.settings.events.enabled && self.settings.sync.hq_url.is_some();
         let events = events_on.then(|| {
-            tokio::spawn(crate::events::run(
-                crate::events::Watched {
+            tokio::spawn(crate::hq::events::run(
+                crate::hq::events::Watched {
                     store: store.clone(),
                     settings: self.settings.clone(),
                     sync: self.sync.clone(),

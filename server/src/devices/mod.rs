@@ -2,7 +2,6 @@
 //! supervisor, and the receipt queue checkout prints through.
 //!
 //! # Layout
-//! - [`spec`]: `[[devices]]` entries checked into [`spec::DeviceSpec`]s.
 //! - [`supervisor`]: one task per device: open, reconnect with backoff and jitter,
 //!   periodic health checks.
 //! - [`receipts`]: the durable reprint queue, the spooler that prints it, and the
@@ -16,7 +15,6 @@
 
 pub mod inputs;
 pub mod receipts;
-pub mod spec;
 pub mod supervisor;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,9 +34,9 @@ use outpost_peripherals::{
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::config::devices::{DeviceSpec, Driver, Transport};
 use inputs::{ScanFeed, ScanPage, WeighError, WeightView};
 use receipts::{ReceiptQueue, Spooler};
-use spec::{DeviceSpec, Driver};
 use supervisor::SupervisorConfig;
 
 fn now_ms() -> u64 {
@@ -267,9 +265,9 @@ impl Drop for Sims {
     }
 }
 
-/// Devices replaced by the caller (tests) instead of built from the settings.
+/// Devices the caller (a test) gives instead of those built from the settings.
 #[derive(Default, Clone)]
-pub struct Overrides {
+pub struct InjectedDevices {
     /// The payment terminal; replaces any configured one.
     pub terminal: Option<Arc<dyn PaymentTerminal>>,
 }
@@ -343,7 +341,7 @@ impl Registry {
     /// the receipt queue over `store`. Opens nothing: [`start`](Self::start) does.
     pub async fn build(
         specs: &[DeviceSpec],
-        overrides: Overrides,
+        overrides: InjectedDevices,
         store: Arc<crate::store::Store>,
         cfg: RegistryConfig,
     ) -> Result<Registry, RegistryError> {
@@ -834,7 +832,7 @@ fn nexo(s: &DeviceSpec, address: &str) -> outpost_peripherals::nexo::NexoTermina
 
 fn mdb(
     s: &DeviceSpec,
-    transport: &spec::Transport,
+    transport: &Transport,
     currency: &crate::domain::money::Currency,
 ) -> outpost_peripherals::mdb::MdbCashless {
     let mut c = outpost_peripherals::mdb::MdbConfig {
@@ -856,13 +854,6 @@ fn mdb(
         transport.connector(outpost_peripherals::mdb::driver::DEFAULT_PORT),
         c,
     )
-}
-
-#[async_trait::async_trait]
-impl crate::sales::checkout::Weigher for Registry {
-    async fn stable_grams(&self, scale: &str) -> Result<u32, WeighError> {
-        self.weigh(scale).await
-    }
 }
 
 /// What the devices did for one new sale.

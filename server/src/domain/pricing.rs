@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::money::{Currency, Money, div_round_half_up};
+pub use super::product::Quantity;
 use super::product::{Product, Sku, SoldBy};
 use super::promotion::{PromoLine, PromotionSet, apply_promotions};
 
@@ -30,16 +31,6 @@ pub const MAX_LINES: usize = 500;
 pub const MAX_UNITS: u32 = 9_999;
 /// Most grams on one weight line (100 kg).
 pub const MAX_GRAMS: u32 = 100_000;
-
-/// How much of a product is on a line. JSON: `{"units": 2}` or `{"grams": 350}`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Quantity {
-    /// Whole units of an each-item.
-    Units(u32),
-    /// Weight in grams of a weighed item.
-    Grams(u32),
-}
 
 /// The store's tax rates; part of the store configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -510,6 +510,16 @@ impl SearchTerms {
     }
 }
 
+/// How much of a product is on a line. JSON: `{"units": 2}` or `{"grams": 350}`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    /// Whole units of an each-item.
+    Units(u32),
+    /// Weight in grams of a weighed item.
+    Grams(u32),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::money::{Money, div_round_half_up};
-use super::pricing::Quantity;
+use super::product::Quantity;
 use super::product::Sku;
 
 /// Longest promotion id accepted.

@@ -19,18 +19,18 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::body::JsonBody;
 use super::{ApiError, AppState};
-use crate::security::SecurityError;
+use crate::access::AccessError;
 
-impl From<SecurityError> for ApiError {
-    fn from(e: SecurityError) -> Self {
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
         match e {
-            SecurityError::Auth(a) => a.into(),
-            SecurityError::Locked => ApiError::new(
+            AccessError::Auth(a) => a.into(),
+            AccessError::Locked => ApiError::new(
                 StatusCode::LOCKED,
                 "device_locked",
                 "the device is locked: accounts and terminals cannot change until HQ unlocks it",
             ),
-            SecurityError::LastAdmin(_) => {
+            AccessError::LastAdmin(_) => {
                 ApiError::new(StatusCode::CONFLICT, "last_admin", e.to_string())
             }
             other => {

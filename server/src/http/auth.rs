@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body::JsonBody;
 use super::{ApiError, AppState};
-use crate::security::SESSION_COOKIE;
+use crate::access::SESSION_COOKIE;
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
@@ -242,7 +242,7 @@ pub async fn audit(
         .security
         .audit_entries(q.after.unwrap_or(0), limit)
         .map_err(|e| {
-            if matches!(e, crate::security::SecurityError::Locked) {
+            if matches!(e, crate::access::AccessError::Locked) {
                 return ApiError::new(
                     StatusCode::LOCKED,
                     "device_locked",

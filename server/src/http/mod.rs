@@ -4,7 +4,7 @@
 //! - [`error`]: API errors and their JSON body.
 //! - [`body`]: the JSON body extractor (content type, size limit, field-level errors).
 //! - [`catalog`]: products and promotions.
-//! - [`store_settings`]: the tax table and the planogram HQ pushed.
+//! - [`pushed`]: the tax table and the planogram HQ pushed.
 //! - [`inventory`]: stock levels, counts and adjustments.
 //! - [`selling`]: cart pricing, checkout, sales and refunds.
 //! - [`devices`]: the device list, health checks, receipt reprints and the queue.
@@ -26,8 +26,8 @@ pub mod error;
 pub mod inventory;
 pub mod mesh;
 pub mod ops;
+pub mod pushed;
 pub mod selling;
-pub mod store_settings;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,13 +47,13 @@ pub struct AppState {
     /// When the server started.
     pub started: Instant,
     /// The HQ uplink's state.
-    pub sync: Arc<crate::grpc::uplink::SyncState>,
+    pub sync: Arc<crate::hq::uplink::SyncState>,
     /// The device registry: printer, drawer, display, payment terminal.
     pub devices: Arc<crate::devices::Registry>,
     /// This unit's store-mesh node, when `[p2p] enabled`.
     pub mesh: Option<outpost_p2p::Client>,
     /// Credentials, sessions and the audit log.
-    pub security: Arc<crate::security::Security>,
+    pub security: Arc<crate::access::Access>,
     /// Whether the REST port serves TLS (session cookies are then `Secure`).
     pub tls: bool,
 }
@@ -147,8 +147,8 @@ api!(
     catalog::get_product,
     catalog::list_products,
     catalog::list_promotions,
-    store_settings::get_tax_rates,
-    store_settings::get_planogram,
+    pushed::get_tax_rates,
+    pushed::get_planogram,
     inventory::get_inventory,
     inventory::put_inventory,
     inventory::post_adjustment,
@@ -190,7 +190,7 @@ impl utoipa::Modify for SecurityAddon {
         components.add_security_scheme(
             "session_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::security::SESSION_COOKIE,
+                crate::access::SESSION_COOKIE,
                 "Staff session from POST /api/v1/auth/login",
             ))),
         );

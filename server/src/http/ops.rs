@@ -37,20 +37,19 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// What is waiting for HQ, and how the link to HQ is doing.
-#[utoipa::path(tag = "ops", responses((status = 200, body = crate::grpc::store_service::SyncStatus)))]
+#[utoipa::path(tag = "ops", responses((status = 200, body = crate::hq::status::SyncStatus)))]
 #[get("/api/v1/sync/status")]
 pub async fn sync_status(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ReadLogs)?;
-    let status =
-        crate::grpc::store_service::sync_status(state.sales.store(), &state.settings, &state.sync)?;
+    let status = crate::hq::status::sync_status(state.sales.store(), &state.settings, &state.sync)?;
     Ok(HttpResponse::Ok().json(status))
 }
 
 /// The presence lease: `off`, `active`, `grace` or `locked`, and why.
-#[utoipa::path(tag = "ops", responses((status = 200, body = crate::security::LeaseStatus)))]
+#[utoipa::path(tag = "ops", responses((status = 200, body = crate::access::LeaseStatus)))]
 #[get("/api/v1/security/status")]
 pub async fn security_status(
     caller: Caller,
@@ -67,7 +66,7 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
     caller.require(Permission::ReadLogs)?;
     let store = state.sales.store();
     let w = store.writer_stats();
-    let sync = crate::grpc::store_service::sync_status(store, &state.settings, &state.sync)?;
+    let sync = crate::hq::status::sync_status(store, &state.settings, &state.sync)?;
     let outbox = sync.outbox_pending;
     let pending = store.pending_ids()?.len();
     let mut out = String::with_capacity(1024);

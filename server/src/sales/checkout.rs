@@ -64,6 +64,13 @@ pub trait Weigher: Send + Sync {
     async fn stable_grams(&self, scale: &str) -> Result<u32, crate::devices::inputs::WeighError>;
 }
 
+#[async_trait::async_trait]
+impl Weigher for crate::devices::Registry {
+    async fn stable_grams(&self, scale: &str) -> Result<u32, crate::devices::inputs::WeighError> {
+        self.weigh(scale).await
+    }
+}
+
 /// A cart to price.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

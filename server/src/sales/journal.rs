@@ -8,6 +8,7 @@ use super::SellError;
 use super::idempotency::{IdemOutcome, IdemRecord, IdemState};
 use crate::domain::pricing::Quantity;
 use crate::domain::sale::{Movement, MovementKind, PaymentRecord, Refund, Sale};
+use crate::store::outbox::{OutboxKind, put_outbox};
 use crate::store::{StoreError, Tx, from_json, keys, to_json};
 
 /// A checkout with card tenders, waiting on the terminal.
@@ -70,106 +71,6 @@ impl Pending {
     }
 }
 
-/// What an outbox entry points at.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OutboxKind {
-    /// A sale (`s/` record).
-    Sale,
-    /// A refund (`r/` record).
-    Refund,
-    /// An inventory movement (`m/` record).
-    InventoryMovement,
-    /// A device event (`e/r/` record, see [`crate::events`]).
-    DeviceEvent,
-    /// An alert (`e/r/` record).
-    Alert,
-    /// A telemetry sample (`e/r/` record).
-    Telemetry,
-}
-
-/// One entry for HQ. In the journal it sits in an outbox block with a copy of its
-/// record's bytes (see [`encode_outbox_item`]); schema-3 data dirs stored it as JSON
-/// under its own key, naming its record (moved into blocks at open).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OutboxEntry {
-    /// This unit's sequence number: contiguous, never reused.
-    pub seq: u64,
-    /// What the record is.
-    pub kind: OutboxKind,
-    /// Id of the record.
-    pub id: Uuid,
-    /// When it was written.
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    /// Size of the record, for the backlog's byte count.
-    #[serde(default)]
-    pub bytes: u64,
-}
-
-const ITEM_HEADER: usize = 1 + 16 + 16;
-
-fn kind_code(kind: OutboxKind) -> u8 {
-    match kind {
-        OutboxKind::Sale => 1,
-        OutboxKind::Refund => 2,
-        OutboxKind::InventoryMovement => 3,
-        OutboxKind::DeviceEvent => 4,
-        OutboxKind::Alert => 5,
-        OutboxKind::Telemetry => 6,
-    }
-}
-
-/// One outbox entry as an item of an outbox block: kind (1 byte), record id (16),
-/// time in Unix nanoseconds (i128 big-endian), then the record's bytes. Its sequence
-/// is its place in the block.
-pub(crate) fn encode_outbox_item(
-    kind: OutboxKind,
-    id: Uuid,
-    at: OffsetDateTime,
-    record: &[u8],
-) -> Vec<u8> {
-    let mut item = Vec::with_capacity(ITEM_HEADER + record.len());
-    item.push(kind_code(kind));
-    item.extend_from_slice(id.as_bytes());
-    item.extend_from_slice(&at.unix_timestamp_nanos().to_be_bytes());
-    item.extend_from_slice(record);
-    item
-}
-
-/// The entry (with sequence `seq`) and record bytes of a block item.
-pub(crate) fn decode_outbox_item(
-    seq: u64,
-    item: &[u8],
-) -> Result<(OutboxEntry, &[u8]), StoreError> {
-    let bad = |what: &str| StoreError::Corrupt(format!("outbox entry {seq}: {what}"));
-    let (header, record) = item
-        .split_at_checked(ITEM_HEADER)
-        .ok_or_else(|| bad("too short"))?;
-    let kind = match header[0] {
-        1 => OutboxKind::Sale,
-        2 => OutboxKind::Refund,
-        3 => OutboxKind::InventoryMovement,
-        4 => OutboxKind::DeviceEvent,
-        5 => OutboxKind::Alert,
-        6 => OutboxKind::Telemetry,
-        _ => return Err(bad("unknown kind")),
-    };
-    let id = Uuid::from_slice(&header[1..17]).map_err(|_| bad("id"))?;
-    let nanos = i128::from_be_bytes(header[17..33].try_into().map_err(|_| bad("time"))?);
-    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad("time"))?;
-    Ok((
-        OutboxEntry {
-            seq,
-            kind,
-            id,
-            at,
-            bytes: record.len() as u64,
-        },
-        record,
-    ))
-}
-
 /// Read an idempotency record.
 pub fn idem_get(tx: &Tx<'_>, scope: &str, key: &str) -> Result<Option<IdemRecord>, StoreError> {
     tx.get(&keys::idem(scope, key))?
@@ -209,18 +110,6 @@ pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellEr
                 IdemOutcome::Sale { id } | IdemOutcome::Refund { id } | IdemOutcome::Movement { id },
         } => Ok(*id),
     }
-}
-
-/// Append a record (its bytes as stored) to the outbox; returns its sequence.
-pub(crate) fn put_outbox(
-    tx: &mut Tx<'_>,
-    kind: OutboxKind,
-    id: Uuid,
-    at: OffsetDateTime,
-    record: &[u8],
-) -> u64 {
-    tx.add_outbox_bytes(record.len() as i64);
-    tx.append_outbox(encode_outbox_item(kind, id, at, record))
 }
 
 /// Change stock and journal the movement (with its outbox entry).

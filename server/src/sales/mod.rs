@@ -6,9 +6,8 @@
 //! - [`refund`]: refunds of whole sales or chosen lines.
 //! - [`recovery`]: resolving every payment left unfinished (in doubt, or cut short by
 //!   a crash) by asking the terminal about its key.
-//! - [`outbox`]: reading the outbox for the uplink; deleting what HQ acknowledged.
 //! - [`journal`]: the writer jobs that record sales, refunds and stock movements with
-//!   their outbox entries in one atomic group.
+//!   their outbox entries ([`crate::store::outbox`]) in one atomic group.
 //!
 //! The payment rule (invariant 3): a payment's state is written to disk *before* each
 //! call to the terminal, and an unknown outcome is only ever resolved by asking the
@@ -17,7 +16,6 @@
 pub mod checkout;
 pub mod idempotency;
 pub mod journal;
-pub mod outbox;
 pub mod recovery;
 pub mod refund;
 

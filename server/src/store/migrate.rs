@@ -209,7 +209,7 @@ pub(crate) fn compact(
 /// Move schema-3 outbox entries (`o/<seq>`, naming their records) into blocks (see the
 /// module doc). Idempotent; a no-op when there are none.
 pub(crate) fn outbox_to_blocks(db: &sled::Db, at_rest: &Arc<AtRest>) -> Result<(), StoreError> {
-    use crate::sales::journal::{OutboxEntry, OutboxKind, encode_outbox_item};
+    use crate::store::outbox::{OutboxEntry, OutboxKind, encode_outbox_item};
 
     let keys = at_rest.keys()?;
     let journal = db.open_tree("journal")?;
@@ -236,7 +236,7 @@ pub(crate) fn outbox_to_blocks(db: &sled::Db, at_rest: &Arc<AtRest>) -> Result<(
                 OutboxKind::Refund => keys::refund(entry.id),
                 OutboxKind::InventoryMovement => keys::movement(entry.id),
                 OutboxKind::DeviceEvent | OutboxKind::Alert | OutboxKind::Telemetry => {
-                    crate::events::record_key(entry.id)
+                    crate::store::outbox::events::record_key(entry.id)
                 }
             };
             let record = match journal.get(&record_key)? {
@@ -275,8 +275,8 @@ mod tests {
 
     use super::super::crypt::{AtRest, test_store, test_vault};
     use super::super::{SCHEMA_VERSION, keys};
-    use crate::sales::journal::{OutboxEntry, OutboxKind};
-    use crate::sales::outbox;
+    use crate::store::outbox;
+    use crate::store::outbox::{OutboxEntry, OutboxKind};
 
     /// Entries of a schema-3 outbox: `(seq, kind, id, record)`.
     type Old = Vec<(u64, OutboxKind, Uuid, Vec<u8>)>;
@@ -299,7 +299,10 @@ mod tests {
         for seq in 5..5 + n {
             let id = Uuid::now_v7();
             let (kind, key) = match seq {
-                100 => (OutboxKind::Alert, crate::events::record_key(id)),
+                100 => (
+                    OutboxKind::Alert,
+                    crate::store::outbox::events::record_key(id),
+                ),
                 s if s % 2 == 0 => (OutboxKind::Sale, keys::sale(id)),
                 _ => (OutboxKind::InventoryMovement, keys::movement(id)),
             };
@@ -368,7 +371,7 @@ mod tests {
 
         // HQ acknowledges up to the middle of the second block at a session's start,
         // then the uplink deletes the rest as sent: nothing is left.
-        let alert = crate::events::record_key(old[95].2);
+        let alert = crate::store::outbox::events::record_key(old[95].2);
         assert!(store.journal_get(&alert).unwrap().is_some());
         assert_eq!(outbox::ack_through(&store, 300).await.unwrap(), 296);
         assert_eq!(outbox::ack_through(&store, 300).await.unwrap(), 0, "once");
@@ -376,7 +379,10 @@ mod tests {
             store.journal_get(&alert).unwrap().is_none(),
             "alert deleted"
         );
-        assert_eq!(crate::events::pending(&store).unwrap()[1], ("alert", 0));
+        assert_eq!(
+            crate::store::outbox::events::pending(&store).unwrap()[1],
+            ("alert", 0)
+        );
         assert_eq!(store.outbox_pending().unwrap(), 304);
         assert_eq!(outbox::backlog(&store).unwrap().first_seq, 301);
         assert_eq!(store.journal.scan_prefix(keys::OUTBOX_BLOCKS).count(), 2);

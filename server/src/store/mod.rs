@@ -9,6 +9,8 @@
 //! - [`crypt`]: encryption at rest: per-tree ciphers from the data key, the cache of
 //!   decrypted catalog blocks, lockdown (wipe) and unlock (install).
 //! - [`migrate`]: in-place migration of a schema-1 (plaintext) data dir.
+//! - [`outbox`]: what this unit owes HQ: entries in sequence, their blocks, the
+//!   backlog, deleting what HQ acknowledged, and the capped event records.
 //!
 //! Values are JSON, sealed with XChaCha20-Poly1305 (docs/storage.md, "Encryption at
 //! rest"): the stored product is the API's product, so a lookup serves the decrypted
@@ -18,6 +20,7 @@ pub mod catalog;
 pub(crate) mod crypt;
 pub mod keys;
 pub(crate) mod migrate;
+pub mod outbox;
 pub mod writer;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! levels, outbox sequence numbers), and it keeps outbox sequences contiguous.
 //!
 //! Outbox entries are not written as keys by the jobs: a job appends each entry (an
-//! opaque item from `sales::outbox`, holding the record's bytes) with
+//! opaque item from `store::outbox`, holding the record's bytes) with
 //! [`Tx::append_outbox`], and the writer packs the items of the whole group, in
 //! sequence order, into blocks under `ob/<first sequence>` ([`keys::outbox_block`];
 //! at most [`BLOCK_ENTRIES`] entries or about [`BLOCK_BYTES`] each) in the same batch.

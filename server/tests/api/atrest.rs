@@ -80,7 +80,7 @@ async fn after_a_day_of_selling_no_business_string_is_readable_in_the_data_dir()
     // A price-only merge (the overlay) on the stopped server's data dir.
     {
         let (store, _security) =
-            outpost_server::security::open_data_dir(&settings, &StoreOptions::default()).unwrap();
+            outpost_server::access::open_data_dir(&settings, &StoreOptions::default()).unwrap();
         let mut imp = store.begin_catalog_import(ImportMode::Merge).unwrap();
         let mut milk = parse_product_json(PRODUCTS[0].as_bytes()).unwrap();
         milk.price = outpost_server::domain::money::Money(149);

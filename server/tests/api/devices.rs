@@ -412,7 +412,7 @@ async fn sigkill_between_authorization_and_completion_leaves_one_outcome_and_one
             ..Default::default()
         };
         settings.security.allow_software = true;
-        let (store, _security) = outpost_server::security::open_data_dir(
+        let (store, _security) = outpost_server::access::open_data_dir(
             &settings,
             &outpost_server::store::StoreOptions::default(),
         )

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use outpost_mocks::MockTerminal;
 use outpost_security::auth::roles::{Principal, Role};
+use outpost_server::access::{Access, SESSION_COOKIE};
 use outpost_server::config::Settings;
+use outpost_server::devices::InjectedDevices;
 use outpost_server::domain::product::parse_product_json;
 use outpost_server::domain::promotion::Promotion;
-use outpost_server::security::{SESSION_COOKIE, Security};
-use outpost_server::startup::{Application, Devices};
+use outpost_server::startup::Application;
 use outpost_server::store::ImportMode;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -30,7 +31,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub terminal: MockTerminal,
     /// The app's credentials (tests add terminals, users and sessions through it).
-    pub security: Arc<Security>,
+    pub security: Arc<Access>,
     /// The app's device registry (its simulators and mocks).
     pub devices: Arc<outpost_server::devices::Registry>,
     _dir: Option<tempfile::TempDir>,
@@ -70,7 +71,7 @@ pub fn client_with(header: &str, value: &str) -> reqwest::Client {
 }
 
 /// The session cookie of a staff session for `principal`, opened directly.
-pub fn session_for(security: &Security, name: &str, roles: Vec<Role>) -> String {
+pub fn session_for(security: &Access, name: &str, roles: Vec<Role>) -> String {
     let id = security.start_session(Principal {
         name: name.into(),
         roles,
@@ -125,7 +126,7 @@ pub async fn spawn_configured(
 ) -> TestApp {
     let app = Application::build(
         settings,
-        Devices {
+        InjectedDevices {
             terminal: terminal
                 .clone()
                 .map(|t| Arc::new(t) as Arc<dyn outpost_peripherals::payment::PaymentTerminal>),

@@ -10,7 +10,8 @@ use hyper_util::rt::TokioIo;
 use outpost_mocks::MockTerminal;
 use outpost_security::tls::{CA_FILE, DeviceIdentity};
 use outpost_server::config::HttpTls;
-use outpost_server::startup::{Application, Devices};
+use outpost_server::devices::InjectedDevices;
+use outpost_server::startup::Application;
 use rustls::pki_types::ServerName;
 use secrecy::SecretString;
 
@@ -193,7 +194,7 @@ async fn plaintext_off_loopback_is_refused_at_build() {
     let mut s = test_settings(dir.path());
     s.listen = "0.0.0.0:0".parse().unwrap();
     s.tls.http = HttpTls::Off;
-    let err = Application::build(s, Devices::default())
+    let err = Application::build(s, InjectedDevices::default())
         .await
         .err()
         .expect("plain HTTP on 0.0.0.0 must be refused");

@@ -6,7 +6,8 @@ use outpost_mocks::MockTerminal;
 use outpost_proto::hq;
 use outpost_proto::hq::store_service_client::StoreServiceClient;
 use outpost_server::config::Settings;
-use outpost_server::startup::{Application, Devices};
+use outpost_server::devices::InjectedDevices;
+use outpost_server::startup::Application;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -104,7 +105,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
     let grpc_scheme = if s.hq_mtls() { "https" } else { "http" };
     let app = Application::build(
         s,
-        Devices {
+        InjectedDevices {
             terminal: Some(Arc::new(MockTerminal::new())),
         },
     )
@@ -123,7 +124,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
         });
     COOKIES.lock().unwrap().push((
         base.clone(),
-        format!("{}={session}", outpost_server::security::SESSION_COOKIE),
+        format!("{}={session}", outpost_server::access::SESSION_COOKIE),
     ));
     let devices = app.devices().clone();
     let grpc = format!(

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use outpost_security::auth::roles::{Principal, Role};
 use outpost_security::testing::{Swtpm, contains};
-use outpost_server::config::{Overrides, Settings};
+use outpost_server::access::{AccessError, SESSION_COOKIE};
+use outpost_server::config::{Flags, Settings};
+use outpost_server::devices::InjectedDevices;
 use outpost_server::domain::product::parse_product_json;
-use outpost_server::security::{SESSION_COOKIE, SecurityError};
-use outpost_server::startup::{Application, Devices};
+use outpost_server::startup::Application;
 use outpost_server::store::{ImportMode, StoreOptions};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -49,7 +50,7 @@ struct Running {
 
 impl Running {
     async fn start(settings: Settings, seed: bool) -> Running {
-        let app = Application::build(settings, Devices::default())
+        let app = Application::build(settings, InjectedDevices::default())
             .await
             .expect("app builds");
         if seed {
@@ -143,7 +144,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// The full error chain of a failed start (what `outpost serve` prints).
 async fn start_error(settings: Settings) -> String {
-    match Application::build(settings, Devices::default()).await {
+    match Application::build(settings, InjectedDevices::default()).await {
         Ok(_) => panic!("the server started"),
         Err(e) => format!("{e:#}"),
     }
@@ -162,7 +163,7 @@ async fn sold_on(dir: &Path, tpm: &Swtpm) -> String {
 fn tpm_settings_are_checked_without_a_tpm() {
     let load = |pairs: &[(&str, &str)]| {
         let env = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string()));
-        Settings::load(None, env, &Overrides::default())
+        Settings::load(None, env, &Flags::default())
     };
     let s = load(&[("OUTPOST_SEALER", "tpm")]).unwrap();
     assert_eq!(s.security.tpm_config().pcrs, vec![7]);
@@ -233,8 +234,8 @@ async fn a_copy_of_the_data_dir_on_another_tpm_refuses_to_start_and_changes_noth
     );
     // The library path the CLI commands use refuses the same way.
     let settings = tpm_settings(copy.path(), &b);
-    match outpost_server::security::open_data_dir(&settings, &StoreOptions::default()) {
-        Err(SecurityError::ForeignTpm(f)) => assert_eq!(f.pcrs, vec![7]),
+    match outpost_server::access::open_data_dir(&settings, &StoreOptions::default()) {
+        Err(AccessError::ForeignTpm(f)) => assert_eq!(f.pcrs, vec![7]),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("the copy opened on another TPM"),
     }

@@ -1,20 +1,28 @@
-//! The HQ link over gRPC.
+//! The HQ link: the gRPC port HQ pushes to, the uplink that delivers the outbox, and
+//! what they need: the records HQ pushed, the sync status, events and artifacts.
 //!
 //! # Layout
-//! - [`store_service`]: `StoreService`, which HQ calls to push catalogs, promotions,
-//!   tax rates, store profile, planogram, device set, stock counts and commands, and
-//!   to ask the store's status.
-//! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
+//! - [`service`]: `StoreService`, which HQ calls to push catalogs, promotions,
+//!   stock counts and commands, and to ask the store's status.
+//! - [`record_push`]: tax rates, store profile, planogram and device set pushes,
+//!   stored by [`records`] (versioned records in the journal).
 //! - [`convert`]: HQ's messages into domain types.
-//! - [`settings_push`]: tax rates, store profile, planogram and device set pushes.
+//! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
+//! - [`status`]: the sync status (backlog, link, pushed versions).
+//! - [`events`]: the watcher that writes device events, alerts and telemetry for HQ.
+//! - [`artifacts`]: catalog snapshots HQ offers through the store mesh.
 //!
 //! The gRPC port also serves the standard health service and server reflection, so
 //! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench (or, with mutual TLS,
 //! `grpcurl -cacert … -cert … -key … HOST:50051 list` with a certificate from HQ's CA).
 
+pub mod artifacts;
 pub mod convert;
-pub mod settings_push;
-pub mod store_service;
+pub mod events;
+pub mod record_push;
+pub mod records;
+pub mod service;
+pub mod status;
 pub mod uplink;
 
 use std::future::Future;
@@ -24,7 +32,7 @@ use outpost_proto::hq::store_service_server::StoreServiceServer;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Settings;
-use store_service::StoreGrpc;
+use service::StoreGrpc;
 use uplink::SyncState;
 
 /// Largest gRPC message the store accepts (one catalog chunk).
@@ -41,8 +49,8 @@ pub async fn serve(
     sales: crate::sales::Sales,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
-    security: Arc<crate::security::Security>,
-    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
+    security: Arc<crate::access::Access>,
+    artifacts: Option<Arc<crate::hq::artifacts::Artifacts>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -240,7 +240,7 @@ pub fn locations_page(
 pub const MAX_DEVICES_TOML: usize = 64 * 1024;
 
 /// Parse a pushed device set (`[[devices]]` tables and nothing else) and check it with
-/// the config file's rules ([`crate::devices::spec::DeviceSpec::parse_all`]).
+/// the config file's rules ([`crate::config::devices::DeviceSpec::parse_all`]).
 pub fn parse_device_set(
     text: &str,
     legacy_terminal: &str,
@@ -252,7 +252,7 @@ pub fn parse_device_set(
         devices: Vec<crate::config::DeviceSettings>,
     }
     let file: File = toml::from_str(text).map_err(|e| format!("devices_toml: {e}"))?;
-    crate::devices::spec::DeviceSpec::parse_all(&file.devices, legacy_terminal)
+    crate::config::devices::DeviceSpec::parse_all(&file.devices, legacy_terminal)
         .map_err(|e| format!("devices_toml: setting {}: {}", e.field, e.message))?;
     Ok(file.devices)
 }

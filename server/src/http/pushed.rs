@@ -8,7 +8,7 @@ use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::domain::planogram::ShelfLocation;
 use crate::domain::product::Sku;
-use crate::hq_settings;
+use crate::hq::records;
 use outpost_security::auth::roles::Permission;
 
 /// Most locations one page may have (a page holds whole SKUs, so it may have a few
@@ -36,7 +36,7 @@ pub async fn get_tax_rates(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ReadCatalog)?;
-    let version = hq_settings::version(state.sales.store(), hq_settings::TAX)?;
+    let version = records::version(state.sales.store(), records::TAX)?;
     let tax = state.sales.config().tax.clone();
     Ok(HttpResponse::Ok().json(TaxRates {
         version,
@@ -86,7 +86,7 @@ pub async fn get_planogram(
     caller.require(Permission::ReadCatalog)?;
     let q = query.into_inner();
     let store = state.sales.store();
-    let version = hq_settings::version(store, hq_settings::PLANOGRAM)?;
+    let version = records::version(store, records::PLANOGRAM)?;
     let limit = q.limit.unwrap_or(200);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -104,11 +104,11 @@ pub async fn get_planogram(
         }
         (Some(sku), None) => {
             let sku = sku_param("sku", &sku)?;
-            (hq_settings::locations_of(store, sku.as_str())?, None)
+            (records::locations_of(store, sku.as_str())?, None)
         }
         (None, cursor) => {
             let after = cursor.map(|c| sku_param("cursor", &c)).transpose()?;
-            hq_settings::locations_page(store, after.as_ref().map(Sku::as_str), limit)?
+            records::locations_page(store, after.as_ref().map(Sku::as_str), limit)?
         }
     };
     Ok(HttpResponse::Ok().json(PlanogramPage {

@@ -4,6 +4,14 @@
 //! changes one run (`listen`, `data_dir`) may also come from the environment or flags.
 //! Unknown keys in the file are refused, so a typo never silently does nothing.
 
+pub mod devices;
+pub mod events;
+pub mod mesh;
+
+pub use devices::{DeviceSpec, Driver, SpecError};
+pub use events::EventSettings;
+pub use mesh::{MeshConfigError, P2pSettings};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,18 +41,18 @@ pub struct Settings {
     /// The HQ link: the gRPC port HQ pushes to and the uplink to HQ.
     pub sync: SyncSettings,
     /// The store's devices (`[[devices]]` entries), opened and supervised by the
-    /// device registry. Validated as a whole by [`crate::devices::spec`].
+    /// device registry. Validated as a whole by [`devices`].
     pub devices: Vec<DeviceSettings>,
     /// The receipt reprint queue and the supervisor's timings.
     pub receipts: ReceiptSettings,
     /// The store mesh (`[p2p]`): units of one store share artifacts over libp2p.
-    pub p2p: crate::mesh::P2pSettings,
+    pub p2p: P2pSettings,
     /// Log level filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
     /// Sealing, authentication and sessions (`[security]`).
     pub security: SecuritySettings,
     /// Device events, alerts and telemetry for HQ (`[events]`).
-    pub events: crate::events::EventSettings,
+    pub events: EventSettings,
     /// TLS on the REST / console port and the device certificate (`[tls]`).
     pub tls: TlsSettings,
 }
@@ -61,10 +69,10 @@ impl Default for Settings {
             sync: SyncSettings::default(),
             devices: Vec::new(),
             receipts: ReceiptSettings::default(),
-            p2p: crate::mesh::P2pSettings::default(),
+            p2p: P2pSettings::default(),
             log: "info".into(),
             security: SecuritySettings::default(),
-            events: crate::events::EventSettings::default(),
+            events: EventSettings::default(),
             tls: TlsSettings::default(),
         }
     }
@@ -341,7 +349,7 @@ impl Default for PaymentSettings {
 }
 
 /// One `[[devices]]` entry as written in the file. Which keys apply depends on the
-/// driver; [`crate::devices::spec::DeviceSpec::parse`] checks them and names the entry
+/// driver; [`DeviceSpec::parse`] checks them and names the entry
 /// in every error.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -587,7 +595,7 @@ pub enum ConfigError {
 
 /// Flags that override the file and the environment.
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
+pub struct Flags {
     /// `--listen`.
     pub listen: Option<SocketAddr>,
     /// `--data-dir`.
@@ -603,7 +611,7 @@ impl Settings {
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
-        flags: &Overrides,
+        flags: &Flags,
     ) -> Result<Settings, ConfigError> {
         let mut s = match file {
             Some(path) => {
@@ -719,7 +727,7 @@ impl Settings {
         }
         crate::domain::variable_measure::check_rules(&self.store.variable_measure)
             .map_err(|(i, e)| invalid(&format!("store.variable_measure[{i}]"), e))?;
-        crate::devices::spec::DeviceSpec::parse_all(&self.devices, &self.payment.terminal)
+        DeviceSpec::parse_all(&self.devices, &self.payment.terminal)
             .map_err(|e| invalid(&e.field, e.message))?;
         let r = &self.receipts;
         if r.queue_max == 0 || r.queue_max > 1_000_000 {
@@ -825,7 +833,7 @@ impl Settings {
     }
 
     /// The `[tls]` section and the HQ link's transport: plaintext only on loopback.
-    /// Part of [`validate`](Self::validate); also run by [`crate::tls::TlsSetup::load`],
+    /// Part of [`validate`](Self::validate); also run by [`crate::access::transport::TlsSetup::load`],
     /// so settings built in code cannot serve plaintext off loopback either.
     pub fn validate_tls(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, message: String| ConfigError::Invalid {
@@ -969,7 +977,7 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[store]\nname = \"Corner\"\n",
         )
         .unwrap();
-        let s = Settings::load(Some(&f), env(&[]), &Overrides::default()).unwrap();
+        let s = Settings::load(Some(&f), env(&[]), &Flags::default()).unwrap();
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.store.name, "Corner");
         let s = Settings::load(
@@ -978,16 +986,16 @@ mod tests {
                 ("OUTPOST_LISTEN", "127.0.0.1:9001"),
                 ("OUTPOST_DATA_DIR", "/from/env"),
             ]),
-            &Overrides::default(),
+            &Flags::default(),
         )
         .unwrap();
         assert_eq!(
             (s.listen.port(), s.data_dir.to_str().unwrap()),
             (9001, "/from/env")
         );
-        let flags = Overrides {
+        let flags = Flags {
             listen: Some("127.0.0.1:9002".parse().unwrap()),
-            ..Overrides::default()
+            ..Flags::default()
         };
         let s = Settings::load(
             Some(&f),
@@ -1008,12 +1016,8 @@ mod tests {
         assert!(
             matches!(s.validate(), Err(ConfigError::Invalid { field, .. }) if field == "store.currency")
         );
-        let err = Settings::load(
-            None,
-            env(&[("OUTPOST_LISTEN", "nope")]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = Settings::load(None, env(&[("OUTPOST_LISTEN", "nope")]), &Flags::default())
+            .unwrap_err();
         assert!(err.to_string().contains("OUTPOST_LISTEN"));
     }
 
@@ -1065,7 +1069,7 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        let s = Settings::load(None, env(&[]), &Overrides::default()).unwrap();
+        let s = Settings::load(None, env(&[]), &Flags::default()).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.data_dir, PathBuf::from("./outpost-data"));
     }
@@ -1078,7 +1082,7 @@ mod tests {
                 ("OUTPOST_GRPC_LISTEN", "127.0.0.1:50051"),
                 ("OUTPOST_HQ_URL", "http://localhost:50052"),
             ]),
-            &Overrides::default(),
+            &Flags::default(),
         )
         .unwrap();
         assert_eq!(ok.sync.hq_url.as_deref(), Some("http://localhost:50052"));
@@ -1090,14 +1094,14 @@ mod tests {
             ("OUTPOST_HQ_URL", "ftp://127.0.0.1:1", "sync.hq_url"),
             ("OUTPOST_HQ_URL", "http://bad host:1", "sync.hq_url"),
         ] {
-            let err = Settings::load(None, env(&[(name, value)]), &Overrides::default())
+            let err = Settings::load(None, env(&[(name, value)]), &Flags::default())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(field), "{value}: {err}");
         }
-        let flags = Overrides {
+        let flags = Flags {
             hq_url: Some("http://[::1]:7".into()),
-            ..Overrides::default()
+            ..Flags::default()
         };
         let s = Settings::load(
             None,
@@ -1110,7 +1114,7 @@ mod tests {
 
     #[test]
     fn sealer_settings_from_file_and_env() {
-        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Flags::default());
         let s = load(&[]).unwrap();
         assert_eq!(
             (s.security.sealer.as_str(), s.security.tcti.as_str()),
@@ -1154,19 +1158,15 @@ mod tests {
             err.contains("security.sealer") && err.contains("--features tpm"),
             "{err}"
         );
-        let err = Settings::load(
-            None,
-            env(&[("OUTPOST_SEALER", "tpm")]),
-            &Overrides::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = Settings::load(None, env(&[("OUTPOST_SEALER", "tpm")]), &Flags::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--features tpm"), "{err}");
     }
 
     #[test]
     fn plain_http_is_refused_off_loopback() {
-        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Flags::default());
         // Loopback: plain by default, TLS on request.
         let s = load(&[]).unwrap();
         assert!(!s.http_tls());
@@ -1203,7 +1203,7 @@ mod tests {
 
     #[test]
     fn mutual_tls_with_hq_needs_its_ca_and_a_provisioned_certificate() {
-        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Flags::default());
         let err = load(&[("OUTPOST_HQ_CA", "/hq-ca.pem")])
             .unwrap_err()
             .to_string();

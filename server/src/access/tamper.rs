@@ -1,5 +1,5 @@
 //! Tamper sensors: a door or case opening on one of the sensors named in
-//! `[security] tamper_sensors` locks the device at once (`Security::tamper`), and only a
+//! `[security] tamper_sensors` locks the device at once (`Access::tamper`), and only a
 //! signed unlock from HQ lifts it (docs/security.md, "Tamper").
 //!
 //! One task per sensor follows the sensor's event bus. A subscriber that falls behind
@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use outpost_peripherals::{DataEvent, DeviceEvent, DeviceKind, EventBody};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::access::Access;
 use crate::devices::Registry;
-use crate::security::Security;
 
 fn is_opening(e: &DeviceEvent) -> bool {
     matches!(
@@ -45,7 +45,7 @@ pub fn check(registry: &Registry, ids: &[String]) -> anyhow::Result<()> {
 pub fn spawn(
     registry: &Registry,
     ids: &[String],
-    security: Arc<Security>,
+    security: Arc<Access>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     for id in ids {

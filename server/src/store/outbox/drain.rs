@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 
 use time::OffsetDateTime;
 
-use super::journal::{OutboxEntry, decode_outbox_item};
+use super::{OutboxEntry, decode_outbox_item};
 use crate::store::writer::unpack_block;
 use crate::store::{Store, StoreError, keys};
 
@@ -175,7 +175,7 @@ fn delete_through(
         freed += entry.bytes as i64;
         deleted += 1;
         // Events, alerts and telemetry live only until HQ has them.
-        crate::events::acknowledged(tx, entry.kind, entry.id)?;
+        super::events::acknowledged(tx, entry.kind, entry.id)?;
     }
     tx.add_outbox_bytes(-freed);
     tx.set_outbox_acked(upto);

@@ -25,8 +25,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::SyncSettings;
-use crate::sales::journal::{OutboxEntry, OutboxKind};
-use crate::sales::outbox::{self, BlockSpan, Outgoing};
+use crate::store::outbox::{self, BlockSpan, Outgoing};
+use crate::store::outbox::{OutboxEntry, OutboxKind};
 use crate::store::{Store, StoreError};
 
 /// Bytes of records per batch, about (a batch holds at least one entry).

@@ -1,5 +1,5 @@
 //! `StoreService`: what HQ pushes to the store, applied atomically or not at all.
-//! Tax rates, store profile, planogram and device set are in [`super::settings_push`].
+//! Tax rates, store profile, planogram and device set are in [`super::record_push`].
 //!
 //! A catalog push streams chunks into a [`CatalogImport`], which builds a new catalog
 //! generation beside the live one; only the last chunk switches readers over, so a
@@ -14,7 +14,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use outpost_proto::hq::{self, store_service_server::StoreService};
@@ -23,13 +22,13 @@ use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
-use super::settings_push;
+use super::record_push;
+use super::status::sync_status;
 use super::uplink::SyncState;
 use crate::config::Settings;
 use crate::domain::promotion::Promotion;
 use crate::domain::sale::MovementKind;
 use crate::sales::journal;
-use crate::sales::outbox;
 use crate::store::{CatalogImport, ImportMode, PROMOTIONS_VERSION, Store, StoreError, keys};
 
 /// Most products in one chunk.
@@ -50,7 +49,7 @@ pub struct StoreGrpc {
     /// Tax table and store profile pushes are applied to its configuration.
     sales: crate::sales::Sales,
     /// Orders the write and the apply of tax and profile pushes.
-    apply: settings_push::ApplyLock,
+    apply: record_push::ApplyLock,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
     /// The push in progress, if any. A tokio mutex: a push holds it for its whole
@@ -59,9 +58,9 @@ pub struct StoreGrpc {
     /// Answers to recent commands, by command id.
     commands: Arc<std::sync::Mutex<VecDeque<hq::CommandReply>>>,
     /// The presence lease and signed commands (absent: refused as not configured).
-    security: Option<Arc<crate::security::Security>>,
+    security: Option<Arc<crate::access::Access>>,
     /// Artifacts offered through the store mesh (absent: the mesh is off).
-    artifacts: Option<Arc<crate::artifacts::Artifacts>>,
+    artifacts: Option<Arc<crate::hq::artifacts::Artifacts>>,
 }
 
 impl StoreGrpc {
@@ -70,7 +69,7 @@ impl StoreGrpc {
         Self {
             store: sales.store().clone(),
             sales,
-            apply: settings_push::ApplyLock::default(),
+            apply: record_push::ApplyLock::default(),
             settings,
             sync,
             push: Arc::new(Mutex::new(None)),
@@ -81,12 +80,15 @@ impl StoreGrpc {
     }
 
     /// Take artifact offers through the store mesh.
-    pub fn with_artifacts(mut self, artifacts: Option<Arc<crate::artifacts::Artifacts>>) -> Self {
+    pub fn with_artifacts(
+        mut self,
+        artifacts: Option<Arc<crate::hq::artifacts::Artifacts>>,
+    ) -> Self {
         self.artifacts = artifacts;
         self
     }
 
-    fn artifacts(&self) -> Result<&Arc<crate::artifacts::Artifacts>, Status> {
+    fn artifacts(&self) -> Result<&Arc<crate::hq::artifacts::Artifacts>, Status> {
         self.artifacts.as_ref().ok_or_else(|| {
             Status::failed_precondition(
                 "the store mesh is off on this unit ([p2p] enabled = false): push the catalog with PushCatalog",
@@ -95,16 +97,16 @@ impl StoreGrpc {
     }
 
     /// Route signed leases and lock / unlock / wipe commands to `security`.
-    pub fn with_security(mut self, security: Arc<crate::security::Security>) -> Self {
+    pub fn with_security(mut self, security: Arc<crate::access::Access>) -> Self {
         self.security = Some(security);
         self
     }
 
     fn guard_call(
         &self,
-        f: impl FnOnce(&crate::security::Security) -> Result<String, crate::security::GuardError>,
+        f: impl FnOnce(&crate::access::Access) -> Result<String, crate::access::GuardError>,
     ) -> Result<String, Status> {
-        use crate::security::GuardError;
+        use crate::access::GuardError;
         let security = self
             .security
             .as_ref()
@@ -441,7 +443,7 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::TaxRatesPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        settings_push::tax_rates(&self.sales, &self.apply, request.into_inner())
+        record_push::tax_rates(&self.sales, &self.apply, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -450,7 +452,7 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::PlanogramPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        settings_push::planogram(&self.store, request.into_inner())
+        record_push::planogram(&self.store, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -459,7 +461,7 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::StoreConfigPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        settings_push::store_config(&self.sales, &self.apply, request.into_inner())
+        record_push::store_config(&self.sales, &self.apply, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -468,7 +470,7 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::DeviceConfigPush>,
     ) -> Result<Response<hq::PushReply>, Status> {
-        settings_push::device_config(
+        record_push::device_config(
             &self.store,
             &self.settings.payment.terminal,
             request.into_inner(),
@@ -652,7 +654,7 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::ArtifactOffer>,
     ) -> Result<Response<hq::ArtifactState>, Status> {
-        use crate::artifacts::{OfferError, OfferRequest};
+        use crate::hq::artifacts::{OfferError, OfferRequest};
         let artifacts = self.artifacts()?;
         let offer = request.into_inner();
         let Some(hq::artifact_offer::Payload::CatalogSnapshot(catalog)) = offer.payload else {
@@ -693,14 +695,14 @@ impl StoreService for StoreGrpc {
             Ok(None) => Err(Status::not_found(format!(
                 "no artifact {root} was offered to this unit"
             ))),
-            Err(crate::artifacts::OfferError::Invalid(m)) => Err(Status::invalid_argument(m)),
+            Err(crate::hq::artifacts::OfferError::Invalid(m)) => Err(Status::invalid_argument(m)),
             Err(e) => Err(Status::internal(e.to_string())),
         }
     }
 }
 
 fn artifact_state(
-    view: &crate::artifacts::ArtifactView,
+    view: &crate::hq::artifacts::ArtifactView,
     origin_bytes: u64,
     peer_bytes: u64,
 ) -> hq::ArtifactState {
@@ -720,141 +722,4 @@ fn store_movements_since(t: OffsetDateTime) -> uuid::Uuid {
     let mut bytes = [0u8; 16];
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     uuid::Uuid::from_bytes(bytes)
-}
-
-/// The sync status the REST API, gRPC `GetStatus` and the metrics share.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct SyncStatus {
-    /// Whether an uplink to HQ is configured.
-    pub uplink_enabled: bool,
-    /// Whether a session with HQ is up now.
-    pub connected: bool,
-    /// Outbox entries not yet acknowledged by HQ.
-    pub outbox_pending: u64,
-    /// Bytes of their records.
-    pub outbox_bytes: u64,
-    /// Age of the oldest, in seconds (0 when none).
-    pub outbox_oldest_age_secs: u64,
-    /// Highest sequence HQ acknowledged this run (0: none yet).
-    pub acked_seq: u64,
-    /// Unix milliseconds of the last acknowledgment (0: never this run).
-    pub last_sync_unix_ms: i64,
-    /// Whether the backlog alert is raised (oldest entry older than the limit).
-    pub alert: bool,
-    /// `ok` or `degraded`.
-    pub health: &'static str,
-    /// Why not ok.
-    pub reasons: Vec<String>,
-    /// Why the last uplink session failed, if it did.
-    pub last_error: Option<String>,
-    /// Envelopes sent this run (including resends after reconnects).
-    pub sent: u64,
-    /// Uplink sessions started this run.
-    pub sessions: u64,
-    /// The versions of what HQ pushed that are live now.
-    pub versions: PushedVersions,
-    /// Device events, alerts and telemetry among `outbox_pending` (each kind is
-    /// capped: `[events] max_pending_*`).
-    pub events_pending: crate::events::EventsPending,
-}
-
-/// The live version of each thing HQ pushes (0: never pushed; the catalog's is 0
-/// when it did not come from HQ).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct PushedVersions {
-    /// Catalog.
-    pub catalog: u64,
-    /// Promotions.
-    pub promotions: u64,
-    /// Tax table.
-    pub tax_rates: u64,
-    /// Planogram.
-    pub planogram: u64,
-    /// Store profile (name, receipt header).
-    pub store_config: u64,
-    /// Device set stored (it applies at the next start).
-    pub device_config: u64,
-    /// Device set the running devices were opened with (0: the config file's).
-    pub device_config_applied: u64,
-    /// Stock counts.
-    pub stock_counts: u64,
-}
-
-/// The versions of what HQ pushed.
-pub fn pushed_versions(store: &Store, sync: &SyncState) -> Result<PushedVersions, StoreError> {
-    use crate::hq_settings as hs;
-    let meta = |key: &str| -> Result<u64, StoreError> {
-        match store.meta_get(key)? {
-            Some(v) => keys::decode_u64(&v),
-            None => Ok(0),
-        }
-    };
-    Ok(PushedVersions {
-        catalog: store.catalog().version.parse().unwrap_or(0),
-        promotions: meta(PROMOTIONS_VERSION)?,
-        tax_rates: hs::version(store, hs::TAX)?,
-        planogram: hs::version(store, hs::PLANOGRAM)?,
-        store_config: hs::version(store, hs::PROFILE)?,
-        device_config: hs::version(store, hs::DEVICES)?,
-        device_config_applied: sync.device_config_applied.load(Ordering::Relaxed),
-        stock_counts: meta("stock_counts_version")?,
-    })
-}
-
-/// Compute the sync status now.
-pub fn sync_status(
-    store: &Store,
-    settings: &Settings,
-    sync: &SyncState,
-) -> Result<SyncStatus, StoreError> {
-    let backlog = outbox::backlog(store)?;
-    let age = backlog
-        .oldest_at
-        .map(|t| (OffsetDateTime::now_utc() - t).whole_seconds().max(0) as u64)
-        .unwrap_or(0);
-    let enabled = sync.enabled.load(Ordering::Relaxed);
-    let alert = backlog.pending > 0 && age > settings.sync.alert_after_secs;
-    let mut reasons = Vec::new();
-    if alert {
-        reasons.push(format!(
-            "the oldest of {} entries waiting for HQ is {age} s old (limit {} s)",
-            backlog.pending, settings.sync.alert_after_secs
-        ));
-    }
-    if !enabled && backlog.pending > 0 {
-        reasons.push("no HQ URL is configured: sales are kept here until one is".into());
-    }
-    let last_error = sync.last_error();
-    if enabled && !sync.connected.load(Ordering::Relaxed) {
-        reasons.push(match &last_error {
-            Some(e) => format!("not connected to HQ: {e}"),
-            None => "not connected to HQ yet".into(),
-        });
-    }
-    Ok(SyncStatus {
-        uplink_enabled: enabled,
-        connected: sync.connected.load(Ordering::Relaxed),
-        outbox_pending: backlog.pending,
-        outbox_bytes: backlog.bytes,
-        outbox_oldest_age_secs: age,
-        acked_seq: sync.acked_seq.load(Ordering::Relaxed),
-        last_sync_unix_ms: sync.last_sync_ms.load(Ordering::Relaxed),
-        alert,
-        health: if reasons.is_empty() { "ok" } else { "degraded" },
-        reasons,
-        last_error,
-        sent: sync.sent.load(Ordering::Relaxed),
-        sessions: sync.sessions.load(Ordering::Relaxed),
-        versions: unless_locked(pushed_versions(store, sync))?,
-        events_pending: unless_locked(crate::events::events_pending(store))?,
-    })
-}
-
-/// While the device is locked its data key is wiped and encrypted counters cannot be
-/// read: the status still answers (it says why it is locked), with these at zero.
-fn unless_locked<T: Default>(r: Result<T, StoreError>) -> Result<T, StoreError> {
-    match r {
-        Err(StoreError::DeviceLocked) => Ok(T::default()),
-        other => other,
-    }
 }

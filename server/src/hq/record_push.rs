@@ -14,7 +14,7 @@ use crate::domain::planogram::{self, PlanogramError, RawLocation};
 use crate::domain::pricing::TaxConfig;
 use crate::domain::store_profile::StoreProfile;
 use crate::domain::tax::{TaxTableError, parse_tax_table};
-use crate::hq_settings::{self as settings, DeviceSet, PutError};
+use crate::hq::records::{self as settings, DeviceSet, PutError};
 use crate::sales::Sales;
 use crate::store::{Store, StoreError};
 

@@ -1,0 +1,313 @@
+//! Access to this unit: the data key from the sealer, the presence lease and lockdown,
+//! terminal tokens and staff accounts (stored encrypted in sled), login sessions, the
+//! login rate limiter and the hash-chained audit log. The primitives are in the
+//! `outpost-security` crate; this module holds them together for one data dir.
+//!
+//! [`open_data_dir`] is the one place that unseals the data key: once, before the
+//! store opens; it hands the key to both the [`Store`] (encryption at rest of every
+//! business value) and [`Access`]. The server calls it at start, and so do `outpost
+//! demo`, `outpost import` / `export`, `outpost terminals` and `outpost users` on a
+//! stopped server's data dir (sled allows one process per data dir).
+//!
+//! Lockdown: when the presence lease guard locks (lease expired past grace, a signed
+//! lock command, tamper), [`Access::enforce_lockdown`] wipes the data key from
+//! memory: the store's ciphers and decrypted caches, this layer's vault, the
+//! credential cipher and the audit log handle. Business routes then answer `423
+//! device_locked`. A signed unlock (or a fresh lease) unseals the key again.
+//!
+//! # Layout
+//! - [`data_dir`]: choosing the sealer, unsealing the data key, opening the store.
+//! - [`lockdown`]: the presence lease, signed commands, tamper, wiping and restoring
+//!   the key.
+//! - [`staff`]: terminal tokens, staff accounts, logins and sessions.
+//! - [`audit`]: the audit log, and the spool of entries written while locked.
+//! - [`tamper`]: the tamper sensors that lock the unit.
+//! - [`transport`]: which rustls configuration each port and the uplink get.
+
+pub mod audit;
+pub mod data_dir;
+pub mod lockdown;
+pub mod staff;
+pub mod tamper;
+pub mod transport;
+
+pub use data_dir::{ForeignTpm, open_data_dir, unseal_data_dir};
+pub use lockdown::{GuardError, LeaseStatus};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use outpost_security::auth::AuthError;
+use outpost_security::auth::audit::{AuditLog, SledAuditStore};
+use outpost_security::auth::password::{PasswordParams, UserDirectory};
+use outpost_security::auth::ratelimit::LoginRateLimiter;
+use outpost_security::auth::roles::Principal;
+use outpost_security::auth::spool::AuditSpool;
+use outpost_security::auth::token::TerminalTokens;
+use outpost_security::lease::{GuardConfig, GuardSnapshot, LeaseGuard, SystemClock, parse_hq_key};
+use outpost_security::seal::{SealError, SealedKeyFile, Sealer};
+use outpost_security::vault::{Cipher, KeyVault};
+use time::OffsetDateTime;
+
+use crate::store::{Store, StoreError};
+use audit::open_audit;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "outpost_session";
+
+const TREE: &str = "security";
+const TERMINALS_KEY: &[u8] = b"terminals";
+const USERS_KEY: &[u8] = b"users";
+const GUARD_KEY: &[u8] = b"lease-guard";
+/// The tree of audit entries written while locked.
+const SPOOL_TREE: &str = "audit-spool";
+/// Most audit entries kept while locked (a thief trying logins for days fills it;
+/// what is past it is counted and reported when the key is back).
+const SPOOL_MAX: usize = 10_000;
+/// Most live sessions; the oldest is dropped beyond it.
+const MAX_SESSIONS: usize = 10_000;
+
+/// Why the security layer failed to open or to save.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The data key could not be unsealed or created. Transparent: every
+    /// [`SealError`] already says that it is about the sealed key, and a prefix here
+    /// would print the message twice in an error chain.
+    #[error(transparent)]
+    Seal(#[from] outpost_security::seal::SealError),
+    /// Key derivation or decryption failed.
+    #[error("security store: {0}")]
+    Crypto(String),
+    /// sled failed.
+    #[error("security store: {0}")]
+    Sled(#[from] sled::Error),
+    /// The audit log failed.
+    #[error("audit log: {0}")]
+    Audit(#[from] outpost_security::auth::audit::AuditError),
+    /// A credential operation was refused.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// The store did not open (or refused the key).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The data dir holds encrypted data but its sealed key is gone.
+    #[error(
+        "the data dir is encrypted but its sealed data key {0} is missing: restore it (and the sealer's key) from the backup of this data dir; no new key was made over the data"
+    )]
+    KeyMissing(String),
+    /// The device is locked: the key is wiped, nothing can be saved.
+    #[error("the device is locked: the data key is not in memory")]
+    Locked,
+    /// The change would leave no enabled admin account, so nobody could manage staff
+    /// accounts or terminals any more.
+    #[error(
+        "{0} is the last enabled admin: give another account the admin role first, or nobody could manage accounts and terminals"
+    )]
+    LastAdmin(String),
+    /// `sealer = "tpm"` in a build without the `tpm` feature (settings built in code
+    /// skip the config check that normally catches this).
+    #[error(
+        "sealer = \"tpm\" is not in this build: rebuild outpost with `--features tpm` (needs libtss2-dev)"
+    )]
+    TpmNotBuilt,
+    /// The TPM named by the TCTI does not answer.
+    #[error(
+        "the TPM at TCTI {tcti:?} cannot be reached; check [security] tcti (OUTPOST_TPM_TCTI), that the TPM device exists and that this user may open it. Nothing in the data dir was changed"
+    )]
+    TpmUnreachable {
+        /// The TCTI string that failed.
+        tcti: String,
+        /// The connect error (the TSS response code says more).
+        source: SealError,
+    },
+    /// The sealed key exists but this TPM will not open it: the data dir was sealed on
+    /// another TPM, or the PCRs it was sealed to now hold other values.
+    #[error(transparent)]
+    ForeignTpm(Box<ForeignTpm>),
+}
+
+/// What exists only while the data key is in memory.
+struct Unlocked {
+    vault: KeyVault,
+    cipher: Cipher,
+    audit: AuditLog<SledAuditStore>,
+}
+
+struct Session {
+    principal: Principal,
+    expires: Instant,
+    created: Instant,
+}
+
+/// Credentials, sessions and the audit log of one data dir.
+pub struct Access {
+    tree: sled::Tree,
+    audit_tree: sled::Tree,
+    /// Audit entries written while locked, sealed to a public key (locked after
+    /// `unlocked`, never before it).
+    spool: Mutex<AuditSpool>,
+    store: Arc<Store>,
+    /// `None` while locked down: the key, the credential cipher and the audit log
+    /// are gone from memory. A std mutex: held for short, non-async sections only.
+    unlocked: Mutex<Option<Unlocked>>,
+    terminals: RwLock<TerminalTokens>,
+    users: RwLock<UserDirectory>,
+    sessions: Mutex<HashMap<String, Session>>,
+    limiter: Mutex<LoginRateLimiter>,
+    session_ttl: Duration,
+    guard: Option<Mutex<LeaseGuard>>,
+    /// The configured sealer, for unsealing again after an unlock and for a wipe.
+    sealer: Mutex<Box<dyn Sealer>>,
+    key_file: SealedKeyFile,
+    /// Serializes lockdown and unlock, so two callers never wipe or unseal at once.
+    transition: Mutex<()>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access").finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Access {
+    /// Loads the credentials and the audit log with the data key in `vault` (see
+    /// [`open_data_dir`]); locks down at once when the restored guard is locked.
+    fn open(
+        store: Arc<Store>,
+        vault: KeyVault,
+        sealer: Box<dyn Sealer>,
+        key_file: SealedKeyFile,
+        settings: &crate::config::Settings,
+    ) -> Result<Access, AccessError> {
+        let (all, settings) = (settings, &settings.security);
+        let db = store.db();
+        let crypto = |e: outpost_security::vault::CryptoError| AccessError::Crypto(e.to_string());
+        let cipher = vault.cipher(&format!("tree:{TREE}")).map_err(crypto)?;
+        let tree = db.open_tree(TREE)?;
+        let load = |key: &[u8]| -> Result<Option<Vec<u8>>, AccessError> {
+            match tree.get(key)? {
+                None => Ok(None),
+                Some(v) => Ok(Some(
+                    cipher
+                        .open_record(TREE, key, &v)
+                        .map_err(|e| {
+                            AccessError::Crypto(format!(
+                                "{} does not decrypt: {e}",
+                                String::from_utf8_lossy(key)
+                            ))
+                        })?
+                        .to_vec(),
+                )),
+            }
+        };
+        let terminals: TerminalTokens = match load(TERMINALS_KEY)? {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| AccessError::Crypto(format!("terminals record: {e}")))?,
+            None => TerminalTokens::new(),
+        };
+        let params = if settings.password_hashing == "fast" {
+            PasswordParams::FAST
+        } else {
+            PasswordParams::PRODUCTION
+        };
+        let users: UserDirectory = match load(USERS_KEY)? {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| AccessError::Crypto(format!("users record: {e}")))?,
+            None => UserDirectory::new(params),
+        };
+        let guard = match settings.hq_key_bytes().map_err(AccessError::Crypto)? {
+            None => None,
+            Some(bytes) => {
+                let key = parse_hq_key(&bytes).map_err(|e| AccessError::Crypto(e.to_string()))?;
+                let mut config = GuardConfig::new(all.store.id.clone(), all.sync.unit_id.clone());
+                config.offline_grace = time::Duration::seconds(
+                    i64::try_from(settings.offline_grace_secs).unwrap_or(i64::MAX / 2),
+                );
+                let snapshot: GuardSnapshot = match load(GUARD_KEY)? {
+                    Some(b) => serde_json::from_slice(&b)
+                        .map_err(|e| AccessError::Crypto(format!("lease guard record: {e}")))?,
+                    None => GuardSnapshot::default(),
+                };
+                let guard =
+                    LeaseGuard::restore(config, key, std::sync::Arc::new(SystemClock), &snapshot)
+                        .map_err(|e| AccessError::Crypto(format!("lease guard record: {e}")))?;
+                Some(Mutex::new(guard))
+            }
+        };
+        let audit_tree = db.open_tree("audit")?;
+        let audit = open_audit(&audit_tree, &vault)?;
+        let spool = AuditSpool::new(db.open_tree(SPOOL_TREE)?, SPOOL_MAX);
+        spool.publish(&vault)?;
+        let security = Access {
+            tree,
+            audit_tree,
+            spool: Mutex::new(spool),
+            store: store.clone(),
+            unlocked: Mutex::new(Some(Unlocked {
+                vault,
+                cipher,
+                audit,
+            })),
+            terminals: RwLock::new(terminals),
+            users: RwLock::new(users),
+            sessions: Mutex::new(HashMap::new()),
+            limiter: Mutex::new(LoginRateLimiter::new(
+                settings.login_max_failures,
+                Duration::from_secs(settings.login_window_secs),
+                10_000,
+            )),
+            session_ttl: Duration::from_secs(settings.session_ttl_secs),
+            guard,
+            sealer: Mutex::new(sealer),
+            key_file,
+            transition: Mutex::new(()),
+        };
+        security.restore_spooled();
+        Ok(security)
+    }
+
+    fn save(&self, key: &[u8], value: &impl serde::Serialize) -> Result<(), AccessError> {
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_vec(value).map_err(|e| AccessError::Crypto(e.to_string()))?,
+        );
+        let sealed = {
+            let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+            let u = unlocked.as_ref().ok_or(AccessError::Locked)?;
+            u.cipher.seal_record(TREE, key, &json)
+        };
+        self.tree.insert(key, sealed)?;
+        self.tree.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(feature = "tpm")))]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    /// Settings built in code skip the config check; the data dir still refuses.
+    #[test]
+    fn tpm_sealer_in_a_build_without_it_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = crate::config::Settings {
+            data_dir: dir.path().to_owned(),
+            ..crate::config::Settings::default()
+        };
+        s.security.sealer = "tpm".into();
+        match open_data_dir(&s, &StoreOptions::default()) {
+            Err(e @ AccessError::TpmNotBuilt) => {
+                assert!(e.to_string().contains("--features tpm"), "{e}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened without a TPM sealer"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,237 @@
+//! Device events, alerts and telemetry for HQ: written to the outbox like sales, so
+//! they reach HQ exactly once, in order, after any outage.
+//!
+//! When an HQ URL is configured (there is nobody to deliver them to otherwise), one
+//! task ([`run`]) watches the device registry, the uplink's backlog and the
+//! presence lease once per `poll_ms`, and writes a record when something changes:
+//!
+//! - a **device event** when a device's status changes (`usable`, `failing`,
+//!   `closed`) or it raises a new error event (a rejected scan, a lost link);
+//! - an **alert** when a condition starts or ends (`raised` / `cleared`): the outbox's
+//!   oldest entry older than `sync.alert_after_secs`, a device not usable, the
+//!   presence lease in `grace` or `locked`;
+//! - **telemetry** every `telemetry_ms`: cumulative counters (so a later sample
+//!   covers any sample that was never written).
+//!
+//! # Bounds
+//! Each kind has a cap on the entries waiting for HQ (`max_pending_*`); the records and
+//! their caps are kept by [`crate::store::outbox::events`]. A week offline therefore
+//! queues at most `max_pending_telemetry` samples (default 288: one day at 5 min),
+//! and the totals are not lost because the counters are cumulative.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::uplink::SyncState;
+use crate::config::{EventSettings, Settings};
+use crate::devices::{DeviceView, Registry};
+use crate::store::Store;
+use crate::store::outbox::OutboxKind;
+use crate::store::outbox::events::{Enqueued, EventBody, Telemetry, enqueue};
+
+/// The cap of `kind` in `cfg`.
+fn cap(cfg: &EventSettings, kind: OutboxKind) -> u64 {
+    match kind {
+        OutboxKind::Telemetry => cfg.max_pending_telemetry,
+        OutboxKind::Alert => cfg.max_pending_alerts,
+        _ => cfg.max_pending_device_events,
+    }
+}
+
+fn device_status(v: &DeviceView) -> &'static str {
+    if v.usable {
+        "usable"
+    } else if v.state == outpost_peripherals::DeviceState::Closed && v.consecutive_failures == 0 {
+        "closed"
+    } else {
+        "failing"
+    }
+}
+
+/// What the watcher saw last, to write only changes.
+#[derive(Default)]
+struct Seen {
+    devices: HashMap<String, (&'static str, u64)>,
+    outbox_alert: bool,
+    lease: Option<String>,
+}
+
+/// Everything the watcher reads.
+pub struct Watched {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The settings (alert age, unit).
+    pub settings: Arc<Settings>,
+    /// The uplink's counters and backlog state.
+    pub sync: Arc<SyncState>,
+    /// The devices.
+    pub registry: Arc<Registry>,
+    /// The presence lease.
+    pub security: Arc<crate::access::Access>,
+}
+
+/// Watch and write until the task is dropped. Cancel-safe: every record is one
+/// durable writer job; a record being written when the task is dropped is written or
+/// not, never half.
+pub async fn run(w: Watched, cfg: EventSettings) {
+    let started = std::time::Instant::now();
+    let mut seen = Seen::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.poll_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let telemetry_every = Duration::from_millis(cfg.telemetry_ms);
+    let mut next_telemetry = started + telemetry_every;
+    loop {
+        tick.tick().await;
+        let mut out = Vec::new();
+        watch_devices(&w, &mut seen, &mut out);
+        watch_backlog(&w, &mut seen, &mut out);
+        watch_lease(&w, &mut seen, &mut out);
+        if std::time::Instant::now() >= next_telemetry {
+            next_telemetry += telemetry_every;
+            out.push(EventBody::Telemetry(telemetry(&w, started)));
+        }
+        for body in out {
+            let cap = cap(&cfg, body.kind());
+            match enqueue(&w.store, body, cap).await {
+                Ok(Enqueued::Queued(_)) => {}
+                Ok(Enqueued::Dropped) => {
+                    tracing::debug!(
+                        cap,
+                        "An event kind is at its outbox cap; counted, not queued"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "Failed to queue an event for HQ"),
+            }
+        }
+    }
+}
+
+fn watch_devices(w: &Watched, seen: &mut Seen, out: &mut Vec<EventBody>) {
+    for v in w.registry.views() {
+        let status = device_status(&v);
+        let kind = v.kind.to_string();
+        let prev = seen
+            .devices
+            .insert(v.id.clone(), (status, v.last_event_error_at_ms));
+        match prev {
+            None => {
+                // First look: only a device that is not usable is worth an alert.
+                if status != "usable" {
+                    out.push(device_alert(&v, "raised"));
+                }
+            }
+            Some((was, last_event_at)) => {
+                if was != status {
+                    out.push(EventBody::DeviceEvent {
+                        device: v.id.clone(),
+                        device_kind: kind.clone(),
+                        event: "status_changed".into(),
+                        from: Some(was.into()),
+                        to: status.into(),
+                        error: v.last_error.clone(),
+                    });
+                    if was == "usable" {
+                        out.push(device_alert(&v, "raised"));
+                    } else if status == "usable" {
+                        out.push(device_alert(&v, "cleared"));
+                    }
+                }
+                if v.last_event_error_at_ms > last_event_at {
+                    out.push(EventBody::DeviceEvent {
+                        device: v.id.clone(),
+                        device_kind: kind,
+                        event: "error".into(),
+                        from: None,
+                        to: status.into(),
+                        error: v.last_event_error.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn device_alert(v: &DeviceView, state: &str) -> EventBody {
+    EventBody::Alert {
+        alert: "device_offline".into(),
+        state: state.into(),
+        subject: Some(v.id.clone()),
+        message: match state {
+            "raised" => format!(
+                "device {} is not usable: {}",
+                v.id,
+                v.last_error.as_deref().unwrap_or("closed")
+            ),
+            _ => format!("device {} is usable again", v.id),
+        },
+    }
+}
+
+fn watch_backlog(w: &Watched, seen: &mut Seen, out: &mut Vec<EventBody>) {
+    let Ok(status) = crate::hq::status::sync_status(&w.store, &w.settings, &w.sync) else {
+        return;
+    };
+    if status.alert != seen.outbox_alert {
+        seen.outbox_alert = status.alert;
+        out.push(EventBody::Alert {
+            alert: "outbox_age".into(),
+            state: if status.alert { "raised" } else { "cleared" }.into(),
+            subject: None,
+            message: if status.alert {
+                format!(
+                    "the oldest of {} entries waiting for HQ is {} s old (limit {} s)",
+                    status.outbox_pending,
+                    status.outbox_oldest_age_secs,
+                    w.settings.sync.alert_after_secs
+                )
+            } else {
+                "the outbox backlog is within its age limit again".into()
+            },
+        });
+    }
+}
+
+fn watch_lease(w: &Watched, seen: &mut Seen, out: &mut Vec<EventBody>) {
+    let lease = w.security.lease_status();
+    let bad = |s: &str| s == "grace" || s == "locked";
+    let prev = seen.lease.replace(lease.state.clone());
+    let was_bad = prev.as_deref().is_some_and(bad);
+    if prev.as_deref() == Some(lease.state.as_str()) {
+        return;
+    }
+    if bad(&lease.state) {
+        out.push(EventBody::Alert {
+            alert: "lease".into(),
+            state: "raised".into(),
+            subject: Some(lease.state.clone()),
+            message: lease.reason,
+        });
+    } else if was_bad {
+        out.push(EventBody::Alert {
+            alert: "lease".into(),
+            state: "cleared".into(),
+            subject: Some(lease.state.clone()),
+            message: lease.reason,
+        });
+    }
+}
+
+fn telemetry(w: &Watched, started: std::time::Instant) -> Telemetry {
+    let stats = w.store.writer_stats();
+    let views = w.registry.views();
+    Telemetry {
+        uptime_secs: started.elapsed().as_secs(),
+        writer_jobs_committed: stats.committed_jobs.load(Ordering::Relaxed),
+        writer_flushes: stats.flushes.load(Ordering::Relaxed),
+        uplink_sent: w.sync.sent.load(Ordering::Relaxed),
+        uplink_sessions: w.sync.sessions.load(Ordering::Relaxed),
+        uplink_failures: w.sync.failures.load(Ordering::Relaxed),
+        outbox_pending: w.store.outbox_pending().unwrap_or(0),
+        outbox_bytes: stats.outbox_bytes.load(Ordering::Relaxed),
+        catalog_products: w.store.catalog().len,
+        devices: views.len() as u64,
+        devices_usable: views.iter().filter(|v| v.usable).count() as u64,
+    }
+}
