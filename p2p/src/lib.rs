@@ -14,7 +14,9 @@
 //! - [`admission`]: the behaviour that refuses non-members and banned peers.
 //! - [`wire`]: the chunk request/response codec and the gossip messages.
 //! - `origin`: the HTTP origin download task.
-//! - `node`: the swarm owner task, the fetch scheduler and the origin election.
+//! - `node`: the task that owns the swarm and every download (with the fetch scheduler
+//!   and the origin election), and [`Client`], its handle; the node's own doc lists its
+//!   files.
 //! - [`config`]: the configuration, [`P2pConfig`].
 //! - `testing` (feature `test-utils`): a loopback HTTP origin for tests and the example.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
