@@ -1,12 +1,13 @@
 //! One artifact's download, from the offer (or the restart) to completion: accepting
-//! offers, chunks arriving from origin or peers, completion, and the origin election
-//! (starting or stopping this unit's origin task).
+//! offers, chunks arriving from origin or peers, completion, and carrying out the origin
+//! election's decisions (starting or stopping this unit's origin task).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
+use super::election::{Candidate, Decision, Election, Timing, View};
 use super::{ANNOUNCE_MIN_GAP, Download, Node, OriginRun};
 use crate::chunks::{Bitfield, Root, chunk_count};
 use crate::origin::{self, OriginEvent, OriginJob};
@@ -30,15 +31,12 @@ impl Node {
                 offer,
                 list: self.store.chunk_list(&root),
                 list_request: None,
-                last_union: have.count(),
+                election: Election::new(now, have.count()),
                 have,
                 pending_writes: HashSet::new(),
                 in_flight: HashMap::new(),
                 started: now,
                 origin: None,
-                excluded: HashSet::new(),
-                leader: None,
-                last_progress: now,
                 dirty: true,
                 last_announce: now - ANNOUNCE_MIN_GAP,
                 error: None,
@@ -109,8 +107,7 @@ impl Node {
                     d.origin = None;
                     d.dirty = true;
                     // Pass our turn: the next live unit tries (we stay a peer fetcher).
-                    d.excluded.insert(local);
-                    if live.iter().all(|p| d.excluded.contains(p)) {
+                    if d.election.pass_turn(local, &live) {
                         // Every live unit tried: the offer is bad or origin is down.
                         d.error = Some(e.clone());
                     }
@@ -135,7 +132,7 @@ impl Node {
         };
         d.have.set(index);
         d.dirty = true;
-        d.last_progress = Instant::now();
+        d.election.progressed(Instant::now());
         if d.have.is_full() {
             self.finish(root);
         }
@@ -161,79 +158,62 @@ impl Node {
         }
     }
 
-    /// The origin election for one artifact (see docs/p2p.md): the lowest peer id among
-    /// this unit and its connected roster peers, minus those passed over for stalling,
-    /// fetches from origin; a fetcher that sees a lower live fetcher stops.
+    /// One step of `root`'s origin election (the rules are in `election`), carried out:
+    /// start this unit's origin task, stop it, or log a fetcher passed over.
     pub(super) fn elect(&mut self, root: Root) {
         let now = Instant::now();
-        let local = self.local;
         let Some(d) = self.downloads.get(&root) else {
             return;
         };
         let Some(offer) = d.offer.clone() else { return };
-        if d.error.is_some() || now.duration_since(d.started) < self.cfg.election_delay {
-            return;
-        }
         let live: Vec<PeerId> = self
             .peers
             .keys()
             .filter(|p| self.usable_peer(p))
             .copied()
             .collect();
-        let mut union = d.have.clone();
-        for p in &live {
-            if let Some((b, _)) = self.peers[p].have.get(&root) {
-                for i in 0..b.len() {
-                    if b.get(i) {
-                        union.set(i);
-                    }
-                }
-            }
-        }
-        // Decide only on a full view: every live peer has announced since it connected
-        // (bounded: after 4 election delays, decide anyway).
-        let unheard = live.iter().any(|p| !self.peers[p].heard);
-        if unheard && now.duration_since(d.started) < 4 * self.cfg.election_delay {
-            return;
-        }
-        let excluded = d.excluded.clone();
-        let lower_fetcher = live
+        let live: Vec<Candidate<'_, PeerId>> = live
             .iter()
-            .any(|p| *p < local && !excluded.contains(p) && self.peers[p].fetching.contains(&root));
-        let leader = std::iter::once(local)
-            .chain(live.iter().copied())
-            .filter(|p| !excluded.contains(p))
-            .min();
-        let d = self.downloads.get_mut(&root).expect("checked above");
-        if d.origin.is_some() {
-            if lower_fetcher {
+            .map(|p| {
+                let r = &self.peers[p];
+                Candidate {
+                    peer: *p,
+                    heard: r.heard,
+                    fetching: r.fetching.contains(&root),
+                    have: r.have.get(&root).map(|(b, _)| b),
+                }
+            })
+            .collect();
+        let timing = Timing {
+            delay: self.cfg.election_delay,
+            stall: self.cfg.stall_timeout,
+        };
+        let Some(d) = self.downloads.get_mut(&root) else {
+            return;
+        };
+        let view = View {
+            local: self.local,
+            started: d.started,
+            now,
+            have: &d.have,
+            fetching: d.origin.is_some(),
+            failed: d.error.is_some(),
+            live: &live,
+        };
+        match d.election.decide(&view, timing) {
+            Decision::Stop => {
                 tracing::info!(%root, "A lower live unit fetches from origin; stopping ours");
                 if let Some(o) = d.origin.take() {
                     o.abort.abort();
                 }
                 d.dirty = true;
             }
-            return;
-        }
-        if union.is_full() {
-            d.leader = None;
-            return;
-        }
-        if leader != d.leader {
-            d.leader = leader;
-            d.last_progress = now;
-        }
-        if union.count() > d.last_union {
-            d.last_union = union.count();
-            d.last_progress = now;
-        }
-        match leader {
-            Some(l) if l == local => {
+            Decision::Fetch { elsewhere } => {
                 tracing::info!(%root, "This unit fetches from origin");
                 let job = OriginJob {
                     offer,
                     store: self.store.clone(),
-                    elsewhere: union,
+                    elsewhere,
                     events: self.origin_tx.clone(),
                     attempts: self.cfg.origin_attempts,
                     read_timeout: self.cfg.stall_timeout.max(Duration::from_secs(5)),
@@ -243,19 +223,15 @@ impl Node {
                     abort: h.abort_handle(),
                 });
                 d.dirty = true;
-                d.last_progress = now;
             }
-            Some(l) => {
-                if now.duration_since(d.last_progress) > self.cfg.stall_timeout {
-                    tracing::warn!(%root, fetcher = %l, "Origin fetcher stalled; passing it over");
-                    d.excluded.insert(l);
-                    d.last_progress = now;
-                }
+            Decision::PassOver(l) => {
+                tracing::warn!(%root, fetcher = %l, "Origin fetcher stalled; passing it over");
             }
-            None => {
-                // Everyone, us included, was passed over: start a new round.
-                d.excluded.clear();
-            }
+            Decision::Wait
+            | Decision::Keep
+            | Decision::Complete
+            | Decision::Follow(_)
+            | Decision::NewRound => {}
         }
     }
 }

@@ -1,15 +1,14 @@
 //! The chunk protocol with peers (request-response, `crate::wire`): serving their
-//! requests from the store, asking them for chunk lists and chunks (the fetch
-//! scheduler), handling their answers and the blocking writers' results, and banning a peer
+//! requests from the store, asking them for chunk lists and chunks as the scheduler
+//! plans, handling their answers and the blocking writers' results, and banning a peer
 //! that serves bad data.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use rand::seq::{IndexedRandom, SliceRandom};
 
+use super::scheduler::{self, Holder, Limits, Wanted};
 use super::{Internal, Node, PeerRecord, Pending};
 use crate::chunks::{Bitfield, Root};
 use crate::store::{StoreError, Written};
@@ -273,18 +272,25 @@ impl Node {
         }
     }
 
-    /// Fetch scheduling for one artifact: rarest first over up to `max_peers` peers,
-    /// `requests_per_peer` each; endgame duplicates once every missing chunk is asked.
+    /// Asks peers for what `root`'s download lacks: the chunk list from a peer that has
+    /// it (unless one is asked already or origin is fetching it), else the chunks the
+    /// scheduler plans.
     pub(super) fn schedule(&mut self, root: Root) {
         let Some(d) = self.downloads.get(&root) else {
             return;
         };
         let now = Instant::now();
-        let holders: Vec<(PeerId, Bitfield, bool)> = self
+        let holders: Vec<Holder<'_, PeerId>> = self
             .peers
             .iter()
             .filter(|(p, _)| self.usable_peer(p))
-            .filter_map(|(p, r)| r.have.get(&root).map(|(b, l)| (*p, b.clone(), *l)))
+            .filter_map(|(p, r)| {
+                r.have.get(&root).map(|(b, l)| Holder {
+                    peer: *p,
+                    have: b,
+                    has_list: *l,
+                })
+            })
             .collect();
         if d.list.is_none() {
             let busy = d
@@ -293,101 +299,35 @@ impl Node {
             if busy || d.origin.is_some() {
                 return;
             }
-            let mut with_list: Vec<PeerId> = holders.iter().filter(|h| h.2).map(|h| h.0).collect();
-            with_list.shuffle(&mut rand::rng());
-            if let Some(p) = with_list.first().copied() {
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .chunks
-                    .send_request(&p, Request::ChunkList(root));
-                self.pending.insert(id, (p, Pending::List(root)));
-                if let Some(d) = self.downloads.get_mut(&root) {
-                    d.list_request = Some((p, now));
-                }
+            let Some(p) = scheduler::list_source(&holders, &mut rand::rng()) else {
+                return;
+            };
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .chunks
+                .send_request(&p, Request::ChunkList(root));
+            self.pending.insert(id, (p, Pending::List(root)));
+            if let Some(d) = self.downloads.get_mut(&root) {
+                d.list_request = Some((p, now));
             }
             return;
         }
-        let n = d.have.len();
-        let mut rarity = vec![0u32; n as usize];
-        for (_, b, _) in &holders {
-            for i in 0..n {
-                if b.get(i) {
-                    rarity[i as usize] += 1;
-                }
-            }
-        }
-        let missing: Vec<u32> = (0..n)
-            .filter(|i| !d.have.get(*i) && !d.pending_writes.contains(i) && rarity[*i as usize] > 0)
+        let in_flight: Vec<(PeerId, u32)> = d
+            .in_flight
+            .iter()
+            .flat_map(|(i, v)| v.iter().map(|(p, _, _)| (*p, *i)))
             .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let mut load: HashMap<PeerId, usize> = HashMap::new();
-        for v in d.in_flight.values() {
-            for (p, _, _) in v {
-                *load.entry(*p).or_default() += 1;
-            }
-        }
-        let mut order: Vec<(PeerId, Bitfield)> =
-            holders.into_iter().map(|(p, b, _)| (p, b)).collect();
-        order.shuffle(&mut rand::rng());
-        order.sort_by_key(|(p, _)| load.get(p).copied().unwrap_or(0));
-        let mut active: HashSet<PeerId> = load.keys().copied().collect();
-        let mut asked: HashMap<u32, usize> =
-            d.in_flight.iter().map(|(i, v)| (*i, v.len())).collect();
-        let mut sends: Vec<(PeerId, u32)> = Vec::new();
-        let mut rng = rand::rng();
-        for (p, bits) in order {
-            if !active.contains(&p) && active.len() >= self.cfg.max_peers {
-                continue;
-            }
-            let mut l = load.get(&p).copied().unwrap_or(0);
-            while l < self.cfg.requests_per_peer {
-                let unasked: Vec<u32> = missing
-                    .iter()
-                    .copied()
-                    .filter(|i| bits.get(*i) && !asked.contains_key(i))
-                    .collect();
-                let pick = if !unasked.is_empty() {
-                    let best = unasked
-                        .iter()
-                        .map(|i| rarity[*i as usize])
-                        .min()
-                        .unwrap_or(0);
-                    let rarest: Vec<u32> = unasked
-                        .into_iter()
-                        .filter(|i| rarity[*i as usize] == best)
-                        .collect();
-                    rarest.choose(&mut rng).copied()
-                } else {
-                    // Endgame: every missing chunk is asked; ask a second peer for the
-                    // least-asked chunk it has and is not already asked for.
-                    let all_asked = missing.iter().all(|i| asked.contains_key(i));
-                    if !all_asked {
-                        None
-                    } else {
-                        let d = &self.downloads[&root];
-                        missing
-                            .iter()
-                            .copied()
-                            .filter(|i| bits.get(*i) && asked.get(i).copied().unwrap_or(0) < 2)
-                            .filter(|i| {
-                                !d.in_flight
-                                    .get(i)
-                                    .is_some_and(|v| v.iter().any(|(q, _, _)| *q == p))
-                            })
-                            .filter(|i| !sends.contains(&(p, *i)))
-                            .min_by_key(|i| asked.get(i).copied().unwrap_or(0))
-                    }
-                };
-                let Some(i) = pick else { break };
-                *asked.entry(i).or_default() += 1;
-                sends.push((p, i));
-                l += 1;
-                active.insert(p);
-            }
-        }
+        let want = Wanted {
+            have: &d.have,
+            writing: &d.pending_writes,
+            in_flight: &in_flight,
+        };
+        let limits = Limits {
+            max_peers: self.cfg.max_peers,
+            requests_per_peer: self.cfg.requests_per_peer,
+        };
+        let sends = scheduler::chunk_requests(&want, &holders, limits, &mut rand::rng());
         for (p, i) in sends {
             let id = self
                 .swarm

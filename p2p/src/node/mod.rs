@@ -5,18 +5,23 @@
 //! - `client`: [`Client`] and the commands it sends to the node.
 //! - `start`: the identity key, building the swarm, [`start()`].
 //! - `event_loop`: the owner task's loop: commands, swarm events, gossip, the tick.
-//! - `download`: one artifact's download from offer to completion, and the origin
-//!   election.
-//! - `exchange`: the chunk protocol with peers: serving their requests, the fetch
-//!   scheduler, handling their answers, banning those that serve bad data.
+//! - `download`: one artifact's download from offer to completion, and what the origin
+//!   election's decisions do (start or stop the origin task).
+//! - `exchange`: the chunk protocol with peers: serving their requests, asking them per
+//!   the scheduler's plan, handling their answers, banning those that serve bad data.
+//! - `scheduler` (pure): which chunk to ask of which peer.
+//! - `election` (pure): which unit downloads an artifact from origin.
 //! - `status`: what the node reports ([`ArtifactStatus`], [`PeerInfo`]).
 //!
-//! The state types live here so that every part of the task reads them directly.
+//! The state types live here so that every part of the task reads them directly; the
+//! two pure modules see only values and are unit-tested without a swarm.
 
 mod client;
 mod download;
+mod election;
 mod event_loop;
 mod exchange;
+mod scheduler;
 mod start;
 mod status;
 
@@ -44,6 +49,7 @@ use crate::{Offer, P2pError};
 
 pub use client::Client;
 use client::Command;
+use election::Election;
 pub use start::{identity_for, start};
 pub use status::{ArtifactStatus, PeerInfo, PeerState};
 
@@ -107,10 +113,8 @@ struct Download {
     in_flight: HashMap<u32, Vec<(PeerId, OutboundRequestId, Instant)>>,
     started: Instant,
     origin: Option<OriginRun>,
-    excluded: HashSet<PeerId>,
-    leader: Option<PeerId>,
-    last_progress: Instant,
-    last_union: u32,
+    /// Who fetches from origin, who was passed over, and since when nothing progressed.
+    election: Election<PeerId>,
     dirty: bool,
     last_announce: Instant,
     error: Option<String>,

@@ -92,7 +92,7 @@ impl Node {
             rejected_chunks: m.rejected_chunks,
             time_to_complete_ms: m.time_to_complete.map(|t| t.as_millis() as u64),
             fetching_origin: d.is_some_and(|d| d.origin.is_some()),
-            origin_fetcher: d.and_then(|d| d.leader).map(|p| p.to_base58()),
+            origin_fetcher: d.and_then(|d| d.election.leader()).map(|p| p.to_base58()),
             error: d.and_then(|d| d.error.clone()),
         })
     }
