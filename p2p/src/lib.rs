@@ -14,7 +14,10 @@
 //! - [`admission`]: the behaviour that refuses non-members and banned peers.
 //! - [`wire`]: the chunk request/response codec and the gossip messages.
 //! - `origin`: the HTTP origin download task.
-//! - `node`: the swarm owner task, the fetch scheduler and the origin election.
+//! - `node`: the task that owns the swarm and every download, and [`Client`], its
+//!   handle. Inside it, `node::scheduler` (which chunk to ask of which peer) and
+//!   `node::election` (which unit fetches from origin) are pure and unit-tested; the
+//!   node's own doc lists the rest.
 //! - [`config`]: the configuration, [`P2pConfig`].
 //! - `testing` (feature `test-utils`): a loopback HTTP origin for tests and the example.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
