@@ -1,0 +1,59 @@
+//! The command-line options and the scenarios they name.
+
+use clap::{Parser, ValueEnum};
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "outpost-load",
+    version,
+    about = "HTTP load generator for the Outpost store server"
+)]
+pub(crate) struct Cli {
+    /// Base URL of the server (plain http).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub(crate) url: String,
+    /// What to load.
+    #[arg(long, value_enum, default_value_t = Scenario::Sku)]
+    pub(crate) scenario: Scenario,
+    /// Keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub(crate) connections: usize,
+    /// Seconds recorded.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) duration: u64,
+    /// Seconds of load before recording starts (not recorded).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub(crate) warmup: u64,
+    /// How many products to sample from the catalog for SKUs and barcodes.
+    #[arg(long, default_value_t = 2000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub(crate) sample: usize,
+    /// Tokio worker threads for the client (1 = a current-thread runtime).
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub(crate) threads: usize,
+}
+
+/// The kind of request sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// `GET /api/v1/products/{sku}`.
+    Sku,
+    /// `GET /api/v1/products?barcode=…`.
+    Barcode,
+    /// `POST /api/v1/checkout`, paid in cash.
+    Checkout,
+    /// `POST /api/v1/checkout`, paid by card through the server's payment terminal.
+    CardCheckout,
+}
+
+impl Scenario {
+    /// The name used on the command line and in the report.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Scenario::Sku => "sku",
+            Scenario::Barcode => "barcode",
+            Scenario::Checkout => "checkout",
+            Scenario::CardCheckout => "card-checkout",
+        }
+    }
+}
