@@ -181,7 +181,8 @@ pub(super) fn whole_promotion_greedy(
 struct Rank {
     total: i128,
     priority: i32,
-    /// Index in the id-sorted [`PromotionSet`], so duplicate ids stay ordered too.
+    /// Index in the id-sorted [`PromotionSet`](super::PromotionSet), so duplicate ids
+    /// stay ordered too.
     promotion: u32,
     /// The line (per-line kinds) or the lowest line used (pooled kinds).
     line: usize,
