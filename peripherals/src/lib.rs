@@ -27,6 +27,10 @@
 //!   describes the last three.
 //! - `transport` (any driver feature): TCP, serial and in-memory byte streams, and
 //!   the bounded line framer the line-based protocols share.
+//! - `link` (any driver feature, private): the one connection a request-then-reply
+//!   driver (ESC/POS, MT-SICS, MDB) keeps to its device: connect and reconnect,
+//!   bounded reads and writes, and the dirty mark that keeps a late answer from
+//!   being read as the next one. The scanner opens its stream through it too.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cash;
@@ -39,6 +43,8 @@ pub mod escpos;
 pub mod event;
 pub mod fault;
 pub mod key;
+#[cfg(feature = "transport")]
+mod link;
 #[cfg(feature = "mdb")]
 pub mod mdb;
 #[cfg(feature = "nexo")]

@@ -453,24 +453,8 @@ impl Device for SerialScanner {
         if self.connected() {
             return Ok(());
         }
-        let c = &self.shared.connector;
-        let stream = match timeout(self.shared.config.connect_timeout, c.connect()).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let f = DeviceFault::from(e);
-                return Err(DeviceFault::new(
-                    crate::DeviceError::kind(&f),
-                    format!("cannot connect to {}: {f}", c.describe()),
-                ));
-            }
-            Err(_) => {
-                return Err(DeviceFault::timeout(format!(
-                    "no connection to {} within {:?}",
-                    c.describe(),
-                    self.shared.config.connect_timeout
-                )));
-            }
-        };
+        let limit = self.shared.config.connect_timeout;
+        let stream = crate::link::connect(&*self.shared.connector, limit).await?;
         let generation = {
             let mut q = lock(&self.shared.queue);
             q.generation += 1;

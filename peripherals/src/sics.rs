@@ -28,9 +28,8 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::Instant;
 
 use crate::device::{
     Device, DeviceCore, DeviceInfo, DeviceKind, DeviceState, Health, HealthLevel, HealthReport,
@@ -38,8 +37,9 @@ use crate::device::{
 };
 use crate::event::{DataEvent, EventBody};
 use crate::fault::{Condition, DeviceFault};
+use crate::link::{Failure, Link, io_kind};
 use crate::scale::{Scale, WeightReading};
-use crate::transport::{Connector, LineFramer, SerialConnector, Stream, TcpConnector};
+use crate::transport::{Connector, LineFramer, SerialConnector, TcpConnector};
 
 /// The TCP port of serial-to-IP converters when the address has none.
 pub const DEFAULT_PORT: u16 = 4001;
@@ -276,38 +276,29 @@ enum LinkError {
 }
 
 impl LinkError {
+    /// A link failure during `command`, after waiting `t` at most.
+    fn at(f: Failure, command: &'static str, t: Duration) -> Self {
+        match f {
+            Failure::NotConnected => LinkError::NotConnected,
+            Failure::Timeout => LinkError::Timeout(command, t),
+            Failure::Eof => LinkError::Eof(command),
+            Failure::Io(e) => LinkError::Io(e, command),
+        }
+    }
+
     fn fault(&self) -> DeviceFault {
         let msg = self.to_string();
         match self {
             LinkError::NotConnected | LinkError::Eof(_) => DeviceFault::offline(msg),
             LinkError::Timeout(..) => DeviceFault::timeout(msg),
-            LinkError::Io(e, _) => {
-                let f = DeviceFault::from(std::io::Error::from(e.kind()));
-                DeviceFault::new(crate::DeviceError::kind(&f), msg)
-            }
+            LinkError::Io(e, _) => DeviceFault::new(io_kind(e), msg),
             LinkError::Reply(..) => DeviceFault::failure(msg),
         }
     }
 }
 
-struct Link {
-    stream: Option<Box<dyn Stream>>,
-    framer: LineFramer,
-    dirty: bool,
-}
-
-impl std::fmt::Debug for Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("connected", &self.stream.is_some())
-            .field("dirty", &self.dirty)
-            .finish()
-    }
-}
-
 #[derive(Debug)]
 struct Shared {
-    connector: Arc<dyn Connector>,
     config: SicsConfig,
     link: Mutex<Link>,
     core: DeviceCore,
@@ -317,86 +308,61 @@ struct Shared {
 }
 
 impl Shared {
-    fn lost(&self, link: &mut Link, e: LinkError) -> LinkError {
-        link.stream = None;
-        link.dirty = false;
-        link.framer = LineFramer::new(MAX_LINE);
-        tracing::warn!(device = %self.core.id(), error = %e, "Scale link lost.");
-        self.core.mark_closed(PowerState::Offline);
+    /// A link failure during `command`: a broken stream is dropped and the scale is
+    /// offline; a timeout keeps the link, dirty, to be drained by the next exchange.
+    fn failed(&self, link: &mut Link, f: Failure, command: &'static str) -> LinkError {
+        let broken = f.is_broken();
+        let e = LinkError::at(f, command, self.config.io_timeout);
+        if broken {
+            link.disconnect();
+            tracing::warn!(device = %self.core.id(), error = %e, "Scale link lost.");
+            self.core.mark_closed(PowerState::Offline);
+        }
         e
     }
 
-    /// Send `command` and read one reply line.
+    /// Send `command` and read one reply line. One reply per command: anything more
+    /// leaves the link dirty, and the next exchange drains it first.
     async fn exchange(&self, command: &'static str) -> Result<SicsReply, LinkError> {
         let mut guard = self.link.lock().await;
         let link = &mut *guard;
         let t = self.config.io_timeout;
-        if link.stream.is_none() {
+        if !link.is_connected() {
             return Err(LinkError::NotConnected);
         }
-        if link.dirty {
+        if link.is_dirty() {
             self.drain(link).await?;
         }
-        link.dirty = true;
-        let Some(stream) = link.stream.as_mut() else {
-            return Err(LinkError::NotConnected);
-        };
         let line = format!("{command}\r\n");
-        match timeout(t, stream.write_all(line.as_bytes())).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(self.lost(link, LinkError::Io(e, command))),
-            Err(_) => return Err(LinkError::Timeout(command, t)),
+        let sent = match link.begin() {
+            Ok(()) => link.send(line.as_bytes(), t).await,
+            Err(f) => Err(f),
+        };
+        if let Err(f) = sent {
+            return Err(self.failed(link, f, command));
         }
-        let deadline = Instant::now() + t;
         let mut buf = [0u8; 64];
-        loop {
-            let Some(stream) = link.stream.as_mut() else {
-                return Err(LinkError::NotConnected);
-            };
-            let n = match timeout_at(deadline, stream.read(&mut buf)).await {
-                Ok(Ok(0)) => return Err(self.lost(link, LinkError::Eof(command))),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(self.lost(link, LinkError::Io(e, command))),
-                Err(_) => return Err(LinkError::Timeout(command, t)),
-            };
-            let mut frames = link.framer.feed(&buf[..n]).into_iter();
-            if let Some(first) = frames.next() {
-                // One reply per command: anything more is out of step.
-                let extra = frames.count() > 0 || link.framer.pending() > 0;
-                link.framer = LineFramer::new(MAX_LINE);
-                link.dirty = extra;
-                let reply = first
-                    .map_err(|o| SicsError::TooLong(o.max))
-                    .and_then(|l| parse_reply(&l))
-                    .map_err(|e| LinkError::Reply(e, command))?;
-                return Ok(reply);
-            }
-        }
+        let line = match link.read_line(MAX_LINE, &mut buf, Instant::now() + t).await {
+            Ok(line) => line,
+            Err(f) => return Err(self.failed(link, f, command)),
+        };
+        line.map_err(|o| SicsError::TooLong(o.max))
+            .and_then(|l| parse_reply(&l))
+            .map_err(|e| LinkError::Reply(e, command))
     }
 
     /// Read and drop whatever arrives until the link is quiet for `drain_quiet`,
     /// bounded by `io_timeout`.
     async fn drain(&self, link: &mut Link) -> Result<(), LinkError> {
-        let until = Instant::now() + self.config.io_timeout;
         let mut buf = [0u8; 64];
-        loop {
-            let Some(stream) = link.stream.as_mut() else {
-                return Err(LinkError::NotConnected);
-            };
-            let quiet = (Instant::now() + self.config.drain_quiet).min(until);
-            match timeout_at(quiet, stream.read(&mut buf)).await {
-                Ok(Ok(0)) => return Err(self.lost(link, LinkError::Eof("draining"))),
-                Ok(Ok(n)) => self.core.count("bytes_drained", n as u64),
-                Ok(Err(e)) => return Err(self.lost(link, LinkError::Io(e, "draining"))),
-                Err(_) => break,
-            }
-            if Instant::now() >= until {
-                break;
-            }
+        let (quiet, limit) = (self.config.drain_quiet, self.config.io_timeout);
+        let drained = link.drain(&mut buf, quiet, limit, |n| {
+            self.core.count("bytes_drained", n as u64);
+        });
+        match drained.await {
+            Ok(()) => Ok(()),
+            Err(f) => Err(self.failed(link, f, "draining")),
         }
-        link.framer = LineFramer::new(MAX_LINE);
-        link.dirty = false;
-        Ok(())
     }
 
     fn publish(&self, r: WeightReading) {
@@ -473,13 +439,8 @@ impl SicsScale {
         let info = DeviceInfo::new(id, DeviceKind::Scale, "mt-sics", connector.describe());
         Self {
             shared: Arc::new(Shared {
-                connector,
+                link: Mutex::new(Link::new(connector, config.connect_timeout)),
                 config,
-                link: Mutex::new(Link {
-                    stream: None,
-                    framer: LineFramer::new(MAX_LINE),
-                    dirty: false,
-                }),
                 core: DeviceCore::new(info),
                 last: StdMutex::new(None),
             }),
@@ -528,30 +489,10 @@ impl Device for SicsScale {
     async fn open(&self) -> Result<(), DeviceFault> {
         let fresh = {
             let mut link = self.shared.link.lock().await;
-            if link.stream.is_some() {
+            if link.is_connected() {
                 false
             } else {
-                let c = &self.shared.connector;
-                let t = self.shared.config.connect_timeout;
-                let stream = match timeout(t, c.connect()).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        let f = DeviceFault::from(e);
-                        return Err(DeviceFault::new(
-                            crate::DeviceError::kind(&f),
-                            format!("cannot connect to {}: {f}", c.describe()),
-                        ));
-                    }
-                    Err(_) => {
-                        return Err(DeviceFault::timeout(format!(
-                            "no connection to {} within {t:?}",
-                            c.describe()
-                        )));
-                    }
-                };
-                link.stream = Some(stream);
-                link.dirty = false;
-                link.framer = LineFramer::new(MAX_LINE);
+                link.connect().await?;
                 true
             }
         };
@@ -562,8 +503,7 @@ impl Device for SicsScale {
                 // A scale without this identification command still weighs.
                 Ok(_) => {}
                 Err(e) => {
-                    let mut link = self.shared.link.lock().await;
-                    link.stream = None;
+                    self.shared.link.lock().await.disconnect();
                     return Err(e.fault());
                 }
             }
@@ -577,10 +517,7 @@ impl Device for SicsScale {
     }
 
     async fn close(&self) {
-        let mut link = self.shared.link.lock().await;
-        link.stream = None;
-        link.dirty = false;
-        drop(link);
+        self.shared.link.lock().await.disconnect();
         self.shared.core.mark_closed(PowerState::Unknown);
     }
 

@@ -1,25 +1,30 @@
 //! A trait-level coin and note acceptor.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use outpost_peripherals::cash::{CashAcceptor, DenominationCount, Deposit};
 use outpost_peripherals::event::{DataEvent, EventBody};
 use outpost_peripherals::{
-    CommandKey, Condition, Device, DeviceCore, DeviceFault, DeviceKind, DeviceState, ErrorKind,
-    Health, HealthLevel, HealthReport, PowerState,
+    CommandKey, Condition, Device, DeviceCore, DeviceFault, DeviceKind, ErrorKind, Health,
+    HealthLevel, HealthReport,
 };
 
-use super::{Step, core};
-use crate::Expectations;
+use super::{Mock, Model, Step};
 
-#[derive(Debug, Default)]
-struct State {
+/// The acceptor behind a [`MockCashAcceptor`]: its deposits and its cash box.
+#[derive(Debug)]
+pub struct CashModel {
+    currency: String,
     deposits: HashMap<CommandKey, (BTreeMap<i64, u32>, bool)>,
     active: Option<CommandKey>,
     jammed: bool,
     full: bool,
+}
+
+impl Model for CashModel {
+    type Step = Step;
+    const NAME: &'static str = "MockCashAcceptor";
 }
 
 /// A cash acceptor the test feeds coins and notes with [`insert`](Self::insert).
@@ -27,60 +32,36 @@ struct State {
 /// cash box refuses new money with the [`Jam`](Condition::Jam) or
 /// [`Full`](Condition::Full) condition, and what was taken stays counted. Clones
 /// share it. Counter: `pieces_accepted`.
-#[derive(Debug, Clone)]
-pub struct MockCashAcceptor {
-    core: Arc<DeviceCore>,
-    steps: Expectations<Step>,
-    currency: String,
-    state: Arc<Mutex<State>>,
-}
+pub type MockCashAcceptor = Mock<CashModel>;
 
 impl MockCashAcceptor {
     /// A working acceptor for `currency`, already opened, claimed and enabled.
     pub fn new(id: &str, currency: &str) -> Self {
-        Self {
-            core: core(id, DeviceKind::CashAcceptor, true),
-            steps: Expectations::new(Some(Step::Ok)),
+        let model = CashModel {
             currency: currency.to_owned(),
-            state: Arc::new(Mutex::new(State::default())),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Held only for bookkeeping, never across an await.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue what the next `begin_deposit` calls do.
-    pub fn expect(&self, steps: impl IntoIterator<Item = Step>) -> &Self {
-        self.steps.expect(steps);
-        self
-    }
-
-    /// Fail the test if a queued step was never used.
-    ///
-    /// # Panics
-    /// When steps are left.
-    #[track_caller]
-    pub fn done(&self) {
-        self.steps.done();
+            deposits: HashMap::new(),
+            active: None,
+            jammed: false,
+            full: false,
+        };
+        Mock::scripted(id, DeviceKind::CashAcceptor, true, Step::Ok, model)
     }
 
     /// Jam the acceptor, or clear the jam.
     pub fn set_jammed(&self, jammed: bool) {
-        self.lock().jammed = jammed;
+        self.state().jammed = jammed;
     }
 
     /// Fill the cash box, or empty it.
     pub fn set_full(&self, full: bool) {
-        self.lock().full = full;
+        self.state().full = full;
     }
 
     /// A customer inserts a piece worth `denomination_minor`. Taken only during a
     /// deposit and while neither jammed nor full.
     pub fn insert(&self, denomination_minor: i64) -> Result<(), DeviceFault> {
         {
-            let mut st = self.lock();
+            let mut st = self.state();
             if let Some(f) = refusal(&st) {
                 return Err(f);
             }
@@ -99,9 +80,13 @@ impl MockCashAcceptor {
         });
         Ok(())
     }
+}
 
-    fn deposit(&self, key: &CommandKey, counts: &BTreeMap<i64, u32>) -> Deposit {
-        Deposit {
+impl CashModel {
+    /// The deposit under `key`, if there is one.
+    fn deposit(&self, key: &CommandKey) -> Option<Deposit> {
+        let (counts, _) = self.deposits.get(key)?;
+        Some(Deposit {
             key: key.clone(),
             currency: self.currency.clone(),
             total_minor: counts.iter().map(|(d, c)| d * i64::from(*c)).sum(),
@@ -112,11 +97,11 @@ impl MockCashAcceptor {
                     count: *c,
                 })
                 .collect(),
-        }
+        })
     }
 }
 
-fn refusal(st: &State) -> Option<DeviceFault> {
+fn refusal(st: &CashModel) -> Option<DeviceFault> {
     if st.jammed {
         Some(DeviceFault::condition(Condition::Jam, "acceptor jammed"))
     } else if st.full {
@@ -133,36 +118,28 @@ impl Device for MockCashAcceptor {
     }
 
     async fn open(&self) -> Result<(), DeviceFault> {
-        if self.core.state() == DeviceState::Closed {
-            self.core.mark_opened();
-        }
-        Ok(())
+        self.open_device()
     }
 
     async fn close(&self) {
-        self.core.mark_closed(PowerState::Unknown);
+        self.close_device();
     }
 
+    /// Whether the acceptor takes money, open or not.
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let st = self.lock();
-        let report = match refusal(&st) {
+        let report = match refusal(&self.state()) {
             Some(f) => HealthReport::now(Health::Failed, f.to_string()),
             None => HealthReport::now(Health::Ok, "mock acceptor ready"),
         };
-        drop(st);
-        self.core.set_health(report.clone());
-        report
+        self.report(report)
     }
 }
 
 #[async_trait]
 impl CashAcceptor for MockCashAcceptor {
     async fn begin_deposit(&self, key: &CommandKey) -> Result<(), DeviceFault> {
-        let result = self.core.ensure_ready().and_then(|()| {
-            if let Some(Step::Fail(f)) = self.steps.next() {
-                return Err(f);
-            }
-            let mut st = self.lock();
+        let result = self.step().and_then(|()| {
+            let mut st = self.state();
             if st.deposits.contains_key(key) {
                 return Err(DeviceFault::illegal(format!("key {key} was already used")));
             }
@@ -179,39 +156,30 @@ impl CashAcceptor for MockCashAcceptor {
             st.active = Some(key.clone());
             Ok(())
         });
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 
     async fn deposit_status(&self, key: &CommandKey) -> Result<Deposit, DeviceFault> {
         let result = self.core.ensure_ready().and_then(|()| {
-            let st = self.lock();
-            match st.deposits.get(key) {
-                Some((counts, _)) => Ok(self.deposit(key, counts)),
-                None => Err(DeviceFault::illegal(format!("no deposit under key {key}"))),
-            }
+            let deposit = self.state().deposit(key);
+            deposit.ok_or_else(|| DeviceFault::illegal(format!("no deposit under key {key}")))
         });
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 
     async fn end_deposit(&self, key: &CommandKey) -> Result<Deposit, DeviceFault> {
         let result = self.core.ensure_ready().and_then(|()| {
-            let mut st = self.lock();
+            let mut st = self.state();
             if st.active.as_ref() == Some(key) {
                 st.active = None;
             }
             match st.deposits.get_mut(key) {
-                Some((counts, ended)) => {
-                    *ended = true;
-                    let counts = counts.clone();
-                    drop(st);
-                    Ok(self.deposit(key, &counts))
-                }
-                None => Err(DeviceFault::illegal(format!("no deposit under key {key}"))),
+                Some((_, ended)) => *ended = true,
+                None => return Err(DeviceFault::illegal(format!("no deposit under key {key}"))),
             }
+            let deposit = st.deposit(key);
+            deposit.ok_or_else(|| DeviceFault::illegal(format!("no deposit under key {key}")))
         });
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 }

@@ -1,34 +1,32 @@
 //! A trait-level customer display.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use outpost_peripherals::display::CustomerDisplay;
 use outpost_peripherals::{
-    Device, DeviceCore, DeviceFault, DeviceKind, DeviceState, Health, HealthLevel, HealthReport,
-    PowerState,
+    Device, DeviceCore, DeviceFault, DeviceKind, Health, HealthLevel, HealthReport,
 };
 
-use super::{Step, core, keep};
-use crate::Expectations;
+use super::{Mock, Model, Step, keep};
 
-#[derive(Debug, Default)]
-struct State {
+/// The display behind a [`MockDisplay`]: its size, and what it shows and showed.
+#[derive(Debug)]
+pub struct DisplayModel {
+    geometry: (u8, u8),
     current: Vec<String>,
     history: VecDeque<Vec<String>>,
+}
+
+impl Model for DisplayModel {
+    type Step = Step;
+    const NAME: &'static str = "MockDisplay";
 }
 
 /// A customer display of `lines` x `columns` characters. `show` and `clear` take
 /// the next queued [`Step`] (default: ok); what was shown is kept, cut to the
 /// geometry like a real display cuts it. Clones share it.
-#[derive(Debug, Clone)]
-pub struct MockDisplay {
-    core: Arc<DeviceCore>,
-    steps: Expectations<Step>,
-    geometry: (u8, u8),
-    state: Arc<Mutex<State>>,
-}
+pub type MockDisplay = Mock<DisplayModel>;
 
 impl MockDisplay {
     /// A 2 x 20 display (the common pole display), opened, claimed and enabled.
@@ -38,50 +36,27 @@ impl MockDisplay {
 
     /// A display of this size; `ready` opens, claims and enables it.
     pub fn with_geometry(id: &str, lines: u8, columns: u8, ready: bool) -> Self {
-        Self {
-            core: core(id, DeviceKind::CustomerDisplay, ready),
-            steps: Expectations::new(Some(Step::Ok)),
+        let model = DisplayModel {
             geometry: (lines, columns),
-            state: Arc::default(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Held only for bookkeeping, never across an await.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue what the next `show` or `clear` calls do.
-    pub fn expect(&self, steps: impl IntoIterator<Item = Step>) -> &Self {
-        self.steps.expect(steps);
-        self
-    }
-
-    /// Fail the test if a queued step was never used.
-    ///
-    /// # Panics
-    /// When steps are left.
-    #[track_caller]
-    pub fn done(&self) {
-        self.steps.done();
+            current: Vec::new(),
+            history: VecDeque::new(),
+        };
+        Mock::scripted(id, DeviceKind::CustomerDisplay, ready, Step::Ok, model)
     }
 
     /// What the display shows now.
     pub fn current(&self) -> Vec<String> {
-        self.lock().current.clone()
+        self.state().current.clone()
     }
 
     /// Everything shown, oldest first (a clear is an empty entry).
     pub fn history(&self) -> Vec<Vec<String>> {
-        self.lock().history.iter().cloned().collect()
+        self.state().history.iter().cloned().collect()
     }
 
     fn put(&self, lines: Vec<String>) -> Result<(), DeviceFault> {
-        self.core.ensure_ready()?;
-        if let Some(Step::Fail(f)) = self.steps.next() {
-            return Err(f);
-        }
-        let mut st = self.lock();
+        self.step()?;
+        let mut st = self.state();
         st.current = lines.clone();
         keep(&mut st.history, lines);
         Ok(())
@@ -95,49 +70,38 @@ impl Device for MockDisplay {
     }
 
     async fn open(&self) -> Result<(), DeviceFault> {
-        if self.core.state() == DeviceState::Closed {
-            self.core.mark_opened();
-        }
-        Ok(())
+        self.open_device()
     }
 
     async fn close(&self) {
-        self.core.mark_closed(PowerState::Unknown);
+        self.close_device();
     }
 
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let report = if self.core.state() == DeviceState::Closed {
-            HealthReport::now(Health::Failed, "mock display is not open")
-        } else {
+        self.checked_health("display", |_| {
             HealthReport::now(Health::Ok, "mock display ready")
-        };
-        self.core.set_health(report.clone());
-        report
+        })
     }
 }
 
 #[async_trait]
 impl CustomerDisplay for MockDisplay {
     fn geometry(&self) -> (u8, u8) {
-        self.geometry
+        self.state().geometry
     }
 
     async fn show(&self, lines: &[String]) -> Result<(), DeviceFault> {
-        let (rows, cols) = self.geometry;
+        let (rows, cols) = self.state().geometry;
         let cut = lines
             .iter()
             .take(usize::from(rows))
             .map(|l| l.chars().take(usize::from(cols)).collect())
             .collect();
-        let result = self.put(cut);
-        self.core.record(&result);
-        result
+        self.record(self.put(cut))
     }
 
     async fn clear(&self) -> Result<(), DeviceFault> {
-        let result = self.put(Vec::new());
-        self.core.record(&result);
-        result
+        self.record(self.put(Vec::new()))
     }
 }
 

@@ -1,32 +1,34 @@
 //! A trait-level cash drawer.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use outpost_peripherals::drawer::CashDrawer;
 use outpost_peripherals::{
-    Condition, Device, DeviceCore, DeviceFault, DeviceKind, DeviceState, Health, HealthLevel,
-    HealthReport, PowerState,
+    Condition, Device, DeviceCore, DeviceFault, DeviceKind, Health, HealthLevel, HealthReport,
 };
 use tokio::time::Instant;
 
-use super::{Step, core};
-use crate::Expectations;
+use super::{Mock, Model, Step};
 
 /// How often `wait_closed` looks at the mock drawer.
 const POLL: Duration = Duration::from_millis(10);
 
+/// The drawer behind a [`MockDrawer`]: open or shut.
+#[derive(Debug, Default)]
+pub struct DrawerModel {
+    open: bool,
+}
+
+impl Model for DrawerModel {
+    type Step = Step;
+    const NAME: &'static str = "MockDrawer";
+}
+
 /// A cash drawer: `open_drawer` takes the next queued [`Step`] (default: ok) and
 /// opens it; the test closes it with [`close_drawer`](Self::close_drawer), as a
 /// cashier would. Clones share it. Counter: `kicks`.
-#[derive(Debug, Clone)]
-pub struct MockDrawer {
-    core: Arc<DeviceCore>,
-    steps: Expectations<Step>,
-    open: Arc<AtomicBool>,
-}
+pub type MockDrawer = Mock<DrawerModel>;
 
 impl MockDrawer {
     /// A working drawer, already opened, claimed and enabled.
@@ -40,36 +42,23 @@ impl MockDrawer {
     }
 
     fn build(id: &str, ready: bool) -> Self {
-        Self {
-            core: core(id, DeviceKind::CashDrawer, ready),
-            steps: Expectations::new(Some(Step::Ok)),
-            open: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Queue what the next `open_drawer` calls do.
-    pub fn expect(&self, steps: impl IntoIterator<Item = Step>) -> &Self {
-        self.steps.expect(steps);
-        self
-    }
-
-    /// Fail the test if a queued step was never used.
-    ///
-    /// # Panics
-    /// When steps are left.
-    #[track_caller]
-    pub fn done(&self) {
-        self.steps.done();
+        Mock::scripted(
+            id,
+            DeviceKind::CashDrawer,
+            ready,
+            Step::Ok,
+            DrawerModel::default(),
+        )
     }
 
     /// Push the drawer shut.
     pub fn close_drawer(&self) {
-        self.open.store(false, Ordering::SeqCst);
+        self.state().open = false;
     }
 
     /// Whether the drawer is open, without going through the device.
     pub fn drawer_open(&self) -> bool {
-        self.open.load(Ordering::SeqCst)
+        self.state().open
     }
 }
 
@@ -80,49 +69,33 @@ impl Device for MockDrawer {
     }
 
     async fn open(&self) -> Result<(), DeviceFault> {
-        if self.core.state() == DeviceState::Closed {
-            self.core.mark_opened();
-        }
-        Ok(())
+        self.open_device()
     }
 
     async fn close(&self) {
-        self.core.mark_closed(PowerState::Unknown);
+        self.close_device();
     }
 
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let report = if self.core.state() == DeviceState::Closed {
-            HealthReport::now(Health::Failed, "mock drawer is not open")
-        } else {
+        self.checked_health("drawer", |_| {
             HealthReport::now(Health::Ok, "mock drawer sensor readable")
-        };
-        self.core.set_health(report.clone());
-        report
+        })
     }
 }
 
 #[async_trait]
 impl CashDrawer for MockDrawer {
     async fn open_drawer(&self) -> Result<(), DeviceFault> {
-        let result = self
-            .core
-            .ensure_ready()
-            .and_then(|()| match self.steps.next() {
-                Some(Step::Fail(f)) => Err(f),
-                _ => {
-                    self.open.store(true, Ordering::SeqCst);
-                    self.core.count("kicks", 1);
-                    Ok(())
-                }
-            });
-        self.core.record(&result);
-        result
+        let result = self.step().map(|()| {
+            self.state().open = true;
+            self.core.count("kicks", 1);
+        });
+        self.record(result)
     }
 
     async fn is_open(&self) -> Result<bool, DeviceFault> {
         let result = self.core.ensure_ready().map(|()| self.drawer_open());
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 
     async fn wait_closed(&self, limit: Duration) -> Result<(), DeviceFault> {
@@ -143,7 +116,6 @@ impl CashDrawer for MockDrawer {
             }
             tokio::time::sleep(POLL.min(deadline - now)).await;
         };
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 }

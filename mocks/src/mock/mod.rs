@@ -3,6 +3,9 @@
 //! it was asked to do for assertions, and fails the test from `done()` when a queued
 //! step was never used.
 //!
+//! - [`scripted`]: [`Mock`], what every one of them is made of (its device core,
+//!   its step queue, its modelled state, and the lifecycle and health they share);
+//!   each mock's type is `Mock` of its model.
 //! - [`printer`]: the receipt printer, [`printer::MockPrinter`].
 //! - [`drawer`]: the cash drawer, [`drawer::MockDrawer`].
 //! - [`display`]: the customer display, [`display::MockDisplay`].
@@ -12,9 +15,7 @@
 //! - [`vend`]: the vend dispenser, [`vend::MockVend`].
 //! - [`sensor`]: temperature, door and tamper sensors, [`sensor::MockSensor`].
 
-use std::sync::Arc;
-
-use outpost_peripherals::{DeviceCore, DeviceFault, DeviceInfo, DeviceKind};
+use outpost_peripherals::DeviceFault;
 
 pub mod cash;
 pub mod display;
@@ -22,8 +23,11 @@ pub mod drawer;
 pub mod printer;
 pub mod scale;
 pub mod scanner;
+pub mod scripted;
 pub mod sensor;
 pub mod vend;
+
+pub use scripted::{Mock, Model};
 
 /// What the next command of a mock does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,20 +36,6 @@ pub enum Step {
     Ok,
     /// Fail with this fault, doing nothing.
     Fail(DeviceFault),
-}
-
-/// A core for a mock: opened, claimed and enabled when `ready`.
-fn core(id: &str, kind: DeviceKind, ready: bool) -> Arc<DeviceCore> {
-    let core = Arc::new(DeviceCore::new(DeviceInfo::new(
-        id, kind, "mock", "virtual",
-    )));
-    if ready {
-        core.mark_opened();
-        // A fresh core is unclaimed, so neither call can fail.
-        let _ = core.claim();
-        let _ = core.enable();
-    }
-    core
 }
 
 /// Most a mock keeps of what it was asked to do; the oldest goes first.

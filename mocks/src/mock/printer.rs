@@ -1,35 +1,33 @@
 //! A trait-level receipt printer.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use outpost_peripherals::event::EventBody;
 use outpost_peripherals::printer::{PaperLevel, PrintJob, PrintOp, PrinterStatus, ReceiptPrinter};
 use outpost_peripherals::{
-    Condition, Device, DeviceCore, DeviceFault, DeviceKind, DeviceState, Health, HealthLevel,
-    HealthReport, PowerState,
+    Condition, Device, DeviceCore, DeviceFault, DeviceKind, Health, HealthLevel, HealthReport,
 };
 
-use super::{Step, core, keep};
-use crate::Expectations;
+use super::{Mock, Model, Step, keep};
 
+/// The printer behind a [`MockPrinter`]: its status and the jobs it printed.
 #[derive(Debug)]
-struct State {
+pub struct PrinterModel {
     status: PrinterStatus,
     jobs: VecDeque<PrintJob>,
+}
+
+impl Model for PrinterModel {
+    type Step = Step;
+    const NAME: &'static str = "MockPrinter";
 }
 
 /// A receipt printer that keeps every job it printed. Each `print` takes the next
 /// queued [`Step`] (default: ok); an ok step still refuses, like a real printer, when
 /// the modelled status says the paper is out or the cover is open. Clones share it.
 /// Counters: `receipts_printed`, `cuts`, `test_pages`.
-#[derive(Debug, Clone)]
-pub struct MockPrinter {
-    core: Arc<DeviceCore>,
-    steps: Expectations<Step>,
-    state: Arc<Mutex<State>>,
-}
+pub type MockPrinter = Mock<PrinterModel>;
 
 impl MockPrinter {
     /// A working printer, already opened, claimed and enabled.
@@ -43,68 +41,42 @@ impl MockPrinter {
     }
 
     fn build(id: &str, ready: bool) -> Self {
-        Self {
-            core: core(id, DeviceKind::ReceiptPrinter, ready),
-            steps: Expectations::new(Some(Step::Ok)),
-            state: Arc::new(Mutex::new(State {
-                status: PrinterStatus {
-                    online: true,
-                    cover_open: false,
-                    paper: PaperLevel::Ok,
-                    drawer_open: false,
-                    error: false,
-                },
-                jobs: VecDeque::new(),
-            })),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Held only for bookkeeping, never across an await.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue what the next `print` calls do.
-    pub fn expect(&self, steps: impl IntoIterator<Item = Step>) -> &Self {
-        self.steps.expect(steps);
-        self
-    }
-
-    /// Fail the test if a queued step was never used.
-    ///
-    /// # Panics
-    /// When steps are left.
-    #[track_caller]
-    pub fn done(&self) {
-        self.steps.done();
+        let model = PrinterModel {
+            status: PrinterStatus {
+                online: true,
+                cover_open: false,
+                paper: PaperLevel::Ok,
+                drawer_open: false,
+                error: false,
+            },
+            jobs: VecDeque::new(),
+        };
+        Mock::scripted(id, DeviceKind::ReceiptPrinter, ready, Step::Ok, model)
     }
 
     /// Set the paper level the printer reports (and acts on).
     pub fn set_paper(&self, paper: PaperLevel) {
-        self.lock().status.paper = paper;
+        self.state().status.paper = paper;
     }
 
     /// Open or close the cover.
     pub fn set_cover_open(&self, open: bool) {
-        self.lock().status.cover_open = open;
+        self.state().status.cover_open = open;
     }
 
     /// The jobs printed, oldest first.
     pub fn printed(&self) -> Vec<PrintJob> {
-        self.lock().jobs.iter().cloned().collect()
+        self.state().jobs.iter().cloned().collect()
     }
 
     /// The jobs printed, each rendered as text like the simulator renders receipts.
     pub fn receipts(&self) -> Vec<String> {
-        self.lock().jobs.iter().map(render).collect()
+        self.state().jobs.iter().map(render).collect()
     }
 
     fn print_now(&self, job: &PrintJob) -> Result<(), DeviceFault> {
-        self.core.ensure_ready()?;
-        if let Some(Step::Fail(f)) = self.steps.next() {
-            return Err(f);
-        }
-        let mut st = self.lock();
+        self.step()?;
+        let mut st = self.state();
         if st.status.cover_open {
             return Err(DeviceFault::condition(
                 Condition::CoverOpen,
@@ -146,40 +118,34 @@ impl Device for MockPrinter {
     }
 
     async fn open(&self) -> Result<(), DeviceFault> {
-        if self.core.state() == DeviceState::Closed {
-            self.core.mark_opened();
-        }
-        Ok(())
+        self.open_device()
     }
 
     async fn close(&self) {
-        self.core.mark_closed(PowerState::Unknown);
+        self.close_device();
     }
 
     async fn check_health(&self, level: HealthLevel) -> HealthReport {
-        let status = self.lock().status;
-        let report = if self.core.state() == DeviceState::Closed {
-            HealthReport::now(Health::Failed, "mock printer is not open")
-        } else if status.cover_open || status.paper == PaperLevel::Empty {
-            HealthReport::now(Health::Failed, "mock printer cannot print")
-        } else if status.paper == PaperLevel::NearEnd {
-            HealthReport::now(Health::Degraded, "mock printer paper near end")
-        } else {
-            if level == HealthLevel::External {
-                self.core.count("test_pages", 1);
+        self.checked_health("printer", |m| {
+            let status = m.status;
+            if status.cover_open || status.paper == PaperLevel::Empty {
+                HealthReport::now(Health::Failed, "mock printer cannot print")
+            } else if status.paper == PaperLevel::NearEnd {
+                HealthReport::now(Health::Degraded, "mock printer paper near end")
+            } else {
+                if level == HealthLevel::External {
+                    self.core.count("test_pages", 1);
+                }
+                HealthReport::now(Health::Ok, "mock printer ready")
             }
-            HealthReport::now(Health::Ok, "mock printer ready")
-        };
-        self.core.set_health(report.clone());
-        report
+        })
     }
 }
 
 #[async_trait]
 impl ReceiptPrinter for MockPrinter {
     async fn print(&self, job: &PrintJob) -> Result<(), DeviceFault> {
-        let result = self.print_now(job);
-        self.core.record(&result);
+        let result = self.record(self.print_now(job));
         if result.is_ok() {
             let cuts = job
                 .ops
@@ -196,9 +162,8 @@ impl ReceiptPrinter for MockPrinter {
     }
 
     async fn status(&self) -> Result<PrinterStatus, DeviceFault> {
-        let result = self.core.ensure_ready().map(|()| self.lock().status);
-        self.core.record(&result);
-        result
+        let result = self.core.ensure_ready().map(|()| self.state().status);
+        self.record(result)
     }
 }
 

@@ -1,25 +1,24 @@
 //! A trait-level scale.
 
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use outpost_peripherals::event::{DataEvent, EventBody};
 use outpost_peripherals::scale::{Scale, WeightReading};
 use outpost_peripherals::{
-    Condition, Device, DeviceCore, DeviceFault, DeviceKind, DeviceState, ErrorKind, Health,
-    HealthLevel, HealthReport, PowerState,
+    Condition, Device, DeviceCore, DeviceFault, DeviceKind, ErrorKind, Health, HealthLevel,
+    HealthReport,
 };
 use tokio::time::Instant;
 
-use super::{Step, core};
-use crate::Expectations;
+use super::{Mock, Model, Step};
 
 /// How often `stable_weight` looks at the mock load again.
 const POLL: Duration = Duration::from_millis(10);
 
+/// The scale behind a [`MockScale`]: the load on its pan.
 #[derive(Debug)]
-struct Load {
+pub struct ScaleModel {
     gross: i64,
     zero: i64,
     /// Readings left before the load settles.
@@ -28,16 +27,16 @@ struct Load {
     last: Option<WeightReading>,
 }
 
+impl Model for ScaleModel {
+    type Step = Step;
+    const NAME: &'static str = "MockScale";
+}
+
 /// A scale whose load the test places: [`place`](Self::place) puts grams on the
 /// pan, moving for a number of readings, like the MT-SICS simulator. Each command
 /// takes the next queued [`Step`] (default: ok). Clones share it. Counters:
 /// `stable_weighings`, `unstable_refusals`, `zeroings`.
-#[derive(Debug, Clone)]
-pub struct MockScale {
-    core: Arc<DeviceCore>,
-    steps: Expectations<Step>,
-    load: Arc<Mutex<Load>>,
-}
+pub type MockScale = Mock<ScaleModel>;
 
 impl MockScale {
     /// A working scale of `capacity_g`, already opened, claimed and enabled.
@@ -51,42 +50,19 @@ impl MockScale {
     }
 
     fn build(id: &str, capacity: i64, ready: bool) -> Self {
-        Self {
-            core: core(id, DeviceKind::Scale, ready),
-            steps: Expectations::new(Some(Step::Ok)),
-            load: Arc::new(Mutex::new(Load {
-                gross: 0,
-                zero: 0,
-                moving: 0,
-                capacity,
-                last: None,
-            })),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Load> {
-        // Held only for bookkeeping, never across an await.
-        self.load.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue what the next commands do.
-    pub fn expect(&self, steps: impl IntoIterator<Item = Step>) -> &Self {
-        self.steps.expect(steps);
-        self
-    }
-
-    /// Fail the test if a queued step was never used.
-    ///
-    /// # Panics
-    /// When steps are left.
-    #[track_caller]
-    pub fn done(&self) {
-        self.steps.done();
+        let model = ScaleModel {
+            gross: 0,
+            zero: 0,
+            moving: 0,
+            capacity,
+            last: None,
+        };
+        Mock::scripted(id, DeviceKind::Scale, ready, Step::Ok, model)
     }
 
     /// Put `grams` on the pan; it moves for `settle_readings` readings.
     pub fn place(&self, grams: i64, settle_readings: u32) {
-        let mut l = self.lock();
+        let mut l = self.state();
         l.gross = grams;
         l.moving = settle_readings;
     }
@@ -94,7 +70,7 @@ impl MockScale {
     /// One reading, counting towards settling.
     fn reading(&self) -> Result<WeightReading, DeviceFault> {
         let r = {
-            let mut l = self.lock();
+            let mut l = self.state();
             if l.gross > l.capacity {
                 return Err(DeviceFault::condition(
                     Condition::OverWeight,
@@ -123,14 +99,6 @@ impl MockScale {
             data: DataEvent::Weight(r),
         });
         Ok(r)
-    }
-
-    fn step(&self) -> Result<(), DeviceFault> {
-        self.core.ensure_ready()?;
-        match self.steps.next() {
-            Some(Step::Fail(f)) => Err(f),
-            _ => Ok(()),
-        }
     }
 
     async fn stable(&self, limit: Duration) -> Result<u32, DeviceFault> {
@@ -167,24 +135,17 @@ impl Device for MockScale {
     }
 
     async fn open(&self) -> Result<(), DeviceFault> {
-        if self.core.state() == DeviceState::Closed {
-            self.core.mark_opened();
-        }
-        Ok(())
+        self.open_device()
     }
 
     async fn close(&self) {
-        self.core.mark_closed(PowerState::Unknown);
+        self.close_device();
     }
 
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let report = if self.core.state() == DeviceState::Closed {
-            HealthReport::now(Health::Failed, "mock scale is not open")
-        } else {
+        self.checked_health("scale", |_| {
             HealthReport::now(Health::Ok, "mock scale answers")
-        };
-        self.core.set_health(report.clone());
-        report
+        })
     }
 }
 
@@ -192,19 +153,17 @@ impl Device for MockScale {
 impl Scale for MockScale {
     async fn stable_weight(&self, timeout: Duration) -> Result<u32, DeviceFault> {
         let result = self.stable(timeout).await;
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 
     async fn live_weight(&self) -> Result<WeightReading, DeviceFault> {
         let result = self.step().and_then(|()| self.reading());
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 
     async fn zero(&self) -> Result<(), DeviceFault> {
         let result = self.step().and_then(|()| {
-            let mut l = self.lock();
+            let mut l = self.state();
             if l.moving > 0 {
                 l.moving -= 1;
                 return Err(DeviceFault::condition(
@@ -227,7 +186,6 @@ impl Scale for MockScale {
             self.core.count("zeroings", 1);
             Ok(())
         });
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 }

@@ -1,33 +1,39 @@
 //! A trait-level barcode scanner.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use outpost_peripherals::event::{DataEvent, EventBody};
 use outpost_peripherals::scanner::{BarcodeScanner, Scan};
 use outpost_peripherals::scanner_serial::parse_scan;
 use outpost_peripherals::{
-    Device, DeviceCore, DeviceFault, DeviceKind, DeviceState, Health, HealthLevel, HealthReport,
-    PowerState,
+    Device, DeviceCore, DeviceFault, DeviceKind, Health, HealthLevel, HealthReport,
 };
 use tokio::sync::Notify;
 
-use super::{Step, core, keep};
-use crate::Expectations;
+use super::{Mock, Model, Step, keep};
+
+/// The scanner behind a [`MockScanner`]: the scans not taken yet.
+#[derive(Debug, Default)]
+pub struct ScannerModel {
+    scans: VecDeque<Scan>,
+    /// Wakes a waiting `next_scan` when a scan arrives or the scanner closes. Taken
+    /// out of the lock before waiting on it.
+    arrived: Arc<Notify>,
+}
+
+impl Model for ScannerModel {
+    type Step = Step;
+    const NAME: &'static str = "MockScanner";
+}
 
 /// A barcode scanner fed by the test: [`scan`](Self::scan) is a person scanning,
 /// [`feed_frame`](Self::feed_frame) is raw bytes from the wire, checked by the
 /// serial driver's own parser. Each `next_scan` takes the next queued [`Step`]
 /// (default: ok, which waits for a scan). Clones share it. Counters: `scans`,
 /// `scans_rejected`, `scans_discarded`.
-#[derive(Debug, Clone)]
-pub struct MockScanner {
-    core: Arc<DeviceCore>,
-    steps: Expectations<Step>,
-    scans: Arc<Mutex<VecDeque<Scan>>>,
-    arrived: Arc<Notify>,
-}
+pub type MockScanner = Mock<ScannerModel>;
 
 impl MockScanner {
     /// A working scanner, already opened, claimed and enabled.
@@ -41,32 +47,14 @@ impl MockScanner {
     }
 
     fn build(id: &str, ready: bool) -> Self {
-        Self {
-            core: core(id, DeviceKind::BarcodeScanner, ready),
-            steps: Expectations::new(Some(Step::Ok)),
-            scans: Arc::new(Mutex::new(VecDeque::new())),
-            arrived: Arc::new(Notify::new()),
-        }
+        let model = ScannerModel::default();
+        Mock::scripted(id, DeviceKind::BarcodeScanner, ready, Step::Ok, model)
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Scan>> {
-        // Held only to push or pop, never across an await.
-        self.scans.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue what the next `next_scan` calls do.
-    pub fn expect(&self, steps: impl IntoIterator<Item = Step>) -> &Self {
-        self.steps.expect(steps);
-        self
-    }
-
-    /// Fail the test if a queued step was never used.
-    ///
-    /// # Panics
-    /// When steps are left.
-    #[track_caller]
-    pub fn done(&self) {
-        self.steps.done();
+    /// Wake whoever waits in `next_scan`.
+    fn wake(&self) {
+        let arrived = Arc::clone(&self.state().arrived);
+        arrived.notify_waiters();
     }
 
     /// Someone scans: delivered (and raised as a data event) when enabled, else
@@ -76,12 +64,12 @@ impl MockScanner {
             self.core.count("scans_discarded", 1);
             return;
         }
-        keep(&mut self.lock(), scan.clone());
+        keep(&mut self.state().scans, scan.clone());
         self.core.count("scans", 1);
         self.core.events().publish(EventBody::Data {
             data: DataEvent::Scan(scan),
         });
-        self.arrived.notify_waiters();
+        self.wake();
     }
 
     /// One frame off the wire (terminator removed), checked like the serial driver
@@ -106,26 +94,19 @@ impl Device for MockScanner {
     }
 
     async fn open(&self) -> Result<(), DeviceFault> {
-        if self.core.state() == DeviceState::Closed {
-            self.core.mark_opened();
-        }
-        Ok(())
+        self.open_device()
     }
 
     async fn close(&self) {
-        self.lock().clear();
-        self.core.mark_closed(PowerState::Unknown);
-        self.arrived.notify_waiters();
+        self.state().scans.clear();
+        self.close_device();
+        self.wake();
     }
 
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let report = if self.core.state() == DeviceState::Closed {
-            HealthReport::now(Health::Failed, "mock scanner is not open")
-        } else {
+        self.checked_health("scanner", |_| {
             HealthReport::now(Health::Ok, "mock scanner link up")
-        };
-        self.core.set_health(report.clone());
-        report
+        })
     }
 }
 
@@ -133,25 +114,22 @@ impl Device for MockScanner {
 impl BarcodeScanner for MockScanner {
     async fn next_scan(&self) -> Result<Scan, DeviceFault> {
         let result = async {
-            self.core.ensure_ready()?;
-            if let Some(Step::Fail(f)) = self.steps.next() {
-                return Err(f);
-            }
+            self.step()?;
+            let notify = Arc::clone(&self.state().arrived);
             loop {
-                let arrived = self.arrived.notified();
+                let arrived = notify.notified();
                 tokio::pin!(arrived);
                 arrived.as_mut().enable();
-                if let Some(s) = self.lock().pop_front() {
+                if let Some(s) = self.state().scans.pop_front() {
                     return Ok(s);
                 }
-                if self.core.state() == DeviceState::Closed {
+                if self.is_closed() {
                     return Err(DeviceFault::offline("scanner is closed"));
                 }
                 arrived.await;
             }
         }
         .await;
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 }

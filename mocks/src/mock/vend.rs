@@ -1,18 +1,15 @@
 //! A trait-level vend dispenser.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use outpost_peripherals::event::{DataEvent, EventBody};
 use outpost_peripherals::vend::{VendDispenser, VendOutcome, VendStatus};
 use outpost_peripherals::{
-    CommandKey, Device, DeviceCore, DeviceFault, DeviceKind, DeviceState, Health, HealthLevel,
-    HealthReport, PowerState,
+    CommandKey, Device, DeviceCore, DeviceFault, DeviceKind, Health, HealthLevel, HealthReport,
 };
 
-use super::core;
-use crate::Expectations;
+use super::{Mock, Model};
 
 /// What the next `vend` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +26,9 @@ pub enum VendStep {
     Fail(DeviceFault),
 }
 
+/// The dispenser behind a [`MockVend`]: its slots, and what happened under each key.
 #[derive(Debug, Default)]
-struct State {
+pub struct VendModel {
     stock: BTreeMap<String, u32>,
     outcomes: HashMap<CommandKey, VendOutcome>,
     /// Keys whose vend was lost to a power loss before it started.
@@ -42,11 +40,11 @@ struct State {
 /// [`VendStep`] (default: ok) and remembers its outcome under the key, so
 /// `vend_status` always tells the truth and [`dispensed`](Self::dispensed) counts
 /// real drops. Clones share it. Counter: `vends`.
-#[derive(Debug, Clone)]
-pub struct MockVend {
-    core: Arc<DeviceCore>,
-    steps: Expectations<VendStep>,
-    state: Arc<Mutex<State>>,
+pub type MockVend = Mock<VendModel>;
+
+impl Model for VendModel {
+    type Step = VendStep;
+    const NAME: &'static str = "MockVend";
 }
 
 impl MockVend {
@@ -61,51 +59,27 @@ impl MockVend {
     }
 
     fn build(id: &str, slots: &[(&str, u32)], ready: bool) -> Self {
-        let stock = slots.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect();
-        Self {
-            core: core(id, DeviceKind::VendDispenser, ready),
-            steps: Expectations::new(Some(VendStep::Ok)),
-            state: Arc::new(Mutex::new(State {
-                stock,
-                ..State::default()
-            })),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Held only for bookkeeping, never across an await.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queue what the next `vend` calls do.
-    pub fn expect(&self, steps: impl IntoIterator<Item = VendStep>) -> &Self {
-        self.steps.expect(steps);
-        self
-    }
-
-    /// Fail the test if a queued step was never used.
-    ///
-    /// # Panics
-    /// When steps are left.
-    #[track_caller]
-    pub fn done(&self) {
-        self.steps.done();
+        let model = VendModel {
+            stock: slots.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect(),
+            ..VendModel::default()
+        };
+        Mock::scripted(id, DeviceKind::VendDispenser, ready, VendStep::Ok, model)
     }
 
     /// Products that really dropped under `key`.
     pub fn dispensed(&self, key: &CommandKey) -> u32 {
-        self.lock().dropped.get(key).copied().unwrap_or(0)
+        self.state().dropped.get(key).copied().unwrap_or(0)
     }
 
     /// Products left in `slot`.
     pub fn stock(&self, slot: &str) -> u32 {
-        self.lock().stock.get(slot).copied().unwrap_or(0)
+        self.state().stock.get(slot).copied().unwrap_or(0)
     }
 
     fn vend_now(&self, key: &CommandKey, slot: &str) -> Result<VendOutcome, DeviceFault> {
         self.core.ensure_ready()?;
         {
-            let st = self.lock();
+            let st = self.state();
             if st.outcomes.contains_key(key) || st.never_started.contains(key) {
                 return Err(DeviceFault::illegal(format!("key {key} was already used")));
             }
@@ -113,9 +87,9 @@ impl MockVend {
                 return Err(DeviceFault::illegal(format!("no slot {slot:?}")));
             }
         }
-        let step = self.steps.next().unwrap_or(VendStep::Ok);
-        let mut st = self.lock();
-        let drop_one = |st: &mut State| -> VendOutcome {
+        let step = self.next_step().unwrap_or(VendStep::Ok);
+        let mut st = self.state();
+        let drop_one = |st: &mut VendModel| -> VendOutcome {
             let left = st.stock.get_mut(slot);
             match left {
                 Some(n) if *n > 0 => {
@@ -171,27 +145,22 @@ impl Device for MockVend {
     }
 
     async fn open(&self) -> Result<(), DeviceFault> {
-        if self.core.state() == DeviceState::Closed {
-            self.core.mark_opened();
-        }
-        Ok(())
+        self.open_device()
     }
 
     async fn close(&self) {
-        self.core.mark_closed(PowerState::Unknown);
+        self.close_device();
     }
 
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let empty = self.lock().stock.values().filter(|n| **n == 0).count();
-        let report = if self.core.state() == DeviceState::Closed {
-            HealthReport::now(Health::Failed, "mock dispenser is not open")
-        } else if empty > 0 {
-            HealthReport::now(Health::Degraded, format!("{empty} slot(s) empty"))
-        } else {
-            HealthReport::now(Health::Ok, "mock dispenser ready")
-        };
-        self.core.set_health(report.clone());
-        report
+        self.checked_health("dispenser", |m| {
+            let empty = m.stock.values().filter(|n| **n == 0).count();
+            if empty > 0 {
+                HealthReport::now(Health::Degraded, format!("{empty} slot(s) empty"))
+            } else {
+                HealthReport::now(Health::Ok, "mock dispenser ready")
+            }
+        })
     }
 }
 
@@ -199,20 +168,18 @@ impl Device for MockVend {
 impl VendDispenser for MockVend {
     async fn vend(&self, key: &CommandKey, slot: &str) -> Result<VendOutcome, DeviceFault> {
         let result = self.vend_now(key, slot);
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 
     async fn vend_status(&self, key: &CommandKey) -> Result<VendStatus, DeviceFault> {
         let result = self.core.ensure_ready().map(|()| {
-            let st = self.lock();
+            let st = self.state();
             match st.outcomes.get(key) {
                 Some(o) => VendStatus::Done(o.clone()),
                 // Power lost before the motor turned: the dispenser never ran it.
                 None => VendStatus::Unknown,
             }
         });
-        self.core.record(&result);
-        result
+        self.record(result)
     }
 }

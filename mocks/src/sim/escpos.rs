@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use outpost_peripherals::escpos::codepage;
@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
+
+use super::handle::{Handle, Model, Serve, WeakHandle};
 
 /// Paper lines a barcode uses.
 pub const BARCODE_LINES: u64 = 4;
@@ -369,34 +371,37 @@ impl Printer {
     }
 }
 
-struct Inner {
+/// The simulated printer behind a [`SimHandle`]: paper, cover, drawer, print modes,
+/// the receipts cut so far.
+pub struct PrinterModel {
     printer: Mutex<Printer>,
-    addr: SocketAddr,
-    accept: tokio::task::JoinHandle<()>,
     cut_tx: broadcast::Sender<String>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Stops accepting and, with the accept task's JoinSet, every connection.
-        self.accept.abort();
+impl Model for PrinterModel {
+    type Addr = SocketAddr;
+    const NAME: &'static str = "SimHandle";
+}
+
+impl Serve for PrinterModel {
+    const PIPE_CAPACITY: usize = 4096;
+
+    fn serve<S>(sim: WeakHandle<Self>, stream: S) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        serve_stream(sim, stream)
     }
 }
 
-/// A running simulator. Clones share it; it stops when the last clone is dropped or
-/// [`shutdown`](Self::shutdown) is called.
-#[derive(Clone)]
-pub struct SimHandle {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for SimHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle")
-            .field("addr", &self.inner.addr)
-            .finish()
-    }
-}
+/// A running printer simulator. Clones share it; it stops when the last clone is
+/// dropped or [`shutdown`](Handle::shutdown) is called, which stops accepting and,
+/// with the accept task's `JoinSet`, closes every connection.
+/// [`attach`](Handle::attach) serves one more byte stream as this printer, e.g. the
+/// master side of a pseudo-terminal to test the serial transport; such a link ends
+/// when the stream closes or, after the handle is gone, at its next read, and is not
+/// counted against [`MAX_CONNECTIONS`].
+pub type SimHandle = Handle<PrinterModel>;
 
 /// The ESC/POS printer simulator.
 #[derive(Debug)]
@@ -415,9 +420,12 @@ impl EscPosSim {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (cut_tx, _) = broadcast::channel(64);
-        let printer = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
-            let weak = weak.clone();
-            let accept = tokio::spawn(async move {
+        let model = PrinterModel {
+            printer: Mutex::new(Printer::new(options, cut_tx.clone())),
+            cut_tx,
+        };
+        Handle::spawn(model, addr, |weak| {
+            tokio::spawn(async move {
                 let mut conns = JoinSet::new();
                 loop {
                     // Reap finished connections; wait for one when at the limit.
@@ -431,35 +439,28 @@ impl EscPosSim {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     };
-                    let Some(inner) = weak.upgrade() else { return };
-                    conns.spawn(connection(Arc::downgrade(&inner), stream));
+                    let Some(sim) = weak.upgrade() else { return };
+                    conns.spawn(connection(sim.downgrade(), stream));
                 }
-            });
-            Inner {
-                printer: Mutex::new(Printer::new(options, cut_tx.clone())),
-                addr,
-                accept,
-                cut_tx,
-            }
-        });
-        SimHandle { inner: printer }
+            })
+        })
     }
 }
 
 /// Serve one TCP connection.
-async fn connection(inner: std::sync::Weak<Inner>, stream: TcpStream) {
+async fn connection(sim: WeakHandle<PrinterModel>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    serve_stream(inner, stream).await;
+    serve_stream(sim, stream).await;
 }
 
 /// Serve one byte stream. Holds only a weak reference to the printer, so dropping
 /// the handle ends it at its next read.
-async fn serve_stream<S>(inner: std::sync::Weak<Inner>, mut stream: S)
+async fn serve_stream<S>(sim: WeakHandle<PrinterModel>, mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Some(i) = inner.upgrade() {
-        lock(&i).counters.connections += 1;
+    if let Some(sim) = sim.upgrade() {
+        sim.p().counters.connections += 1;
     }
     let mut pending: Vec<u8> = Vec::new();
     let mut need = 1usize;
@@ -469,9 +470,9 @@ where
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(live) = sim.upgrade() else { return };
         let (replies, split, drop_now) = {
-            let mut p = lock(&inner);
+            let mut p = live.p();
             // Fault injection: only the bytes before the drop point arrive.
             let (take, drop_now) = match p.opts.drop_after_bytes {
                 Some(left) if left <= n as u64 => {
@@ -510,7 +511,7 @@ where
             }
             (replies, p.opts.split_replies, drop_now)
         };
-        drop(inner);
+        drop(live);
         if drop_now {
             return;
         }
@@ -542,36 +543,14 @@ where
     }
 }
 
-fn lock(inner: &Inner) -> MutexGuard<'_, Printer> {
-    // Held only while applying one read's commands, never across an await; a panic
-    // while held leaves a printer state that is still usable.
-    inner.printer.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl SimHandle {
     fn p(&self) -> MutexGuard<'_, Printer> {
-        lock(&self.inner)
-    }
-
-    /// Where it listens.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.addr
-    }
-
-    /// Serve one more byte stream as this printer, e.g. the master side of a
-    /// pseudo-terminal to test the serial transport. It ends when the stream closes
-    /// or, after the handle is gone, at its next read; it is not counted against
-    /// [`MAX_CONNECTIONS`].
-    pub fn attach<S>(&self, stream: S)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        tokio::spawn(serve_stream(Arc::downgrade(&self.inner), stream));
-    }
-
-    /// Stop accepting and close every connection.
-    pub fn shutdown(&self) {
-        self.inner.accept.abort();
+        // Held only while applying one read's commands, never across an await; a
+        // panic while held leaves a printer state that is still usable.
+        self.model()
+            .printer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The receipt cut last, as text.
@@ -586,7 +565,7 @@ impl SimHandle {
 
     /// Receipts as they are cut (a slow receiver loses the oldest).
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.inner.cut_tx.subscribe()
+        self.model().cut_tx.subscribe()
     }
 
     /// What it has counted.

@@ -16,14 +16,15 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Mutex, MutexGuard};
 
 use outpost_peripherals::mdb::protocol::{
     BridgeReply, Command, MAX_LINE, ReaderConfig, Response, parse_command, parse_host_line,
 };
-use outpost_peripherals::transport::{DuplexConnector, LineFramer};
+use outpost_peripherals::transport::LineFramer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+use super::handle::{Handle, Model, Serve, WeakHandle};
 
 /// What happens to the next command (or the next VEND REQUEST).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,92 +307,60 @@ impl Reader {
     }
 }
 
-struct Inner {
+/// The simulated reader and bridge behind an [`MdbSim`]: its session, ledger,
+/// scripted decisions and faults.
+pub struct ReaderModel {
     reader: Mutex<Reader>,
-    addr: Option<SocketAddr>,
-    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(a) = &self.accept {
-            a.abort();
+impl ReaderModel {
+    fn new(options: MdbOptions) -> Self {
+        Self {
+            reader: Mutex::new(Reader::new(options)),
         }
     }
 }
 
-fn lock(inner: &Inner) -> MutexGuard<'_, Reader> {
-    // Held to answer one line or read the ledger, never across an await.
-    inner.reader.lock().unwrap_or_else(|p| p.into_inner())
+impl Model for ReaderModel {
+    type Addr = Option<SocketAddr>;
+    const NAME: &'static str = "MdbSim";
+}
+
+impl Serve for ReaderModel {
+    const PIPE_CAPACITY: usize = 1024;
+
+    fn serve<S>(sim: WeakHandle<Self>, stream: S) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        serve(sim, stream)
+    }
 }
 
 /// A simulated MDB cashless reader and bridge. Clones share it; it stops when the
-/// last clone is dropped.
-#[derive(Clone)]
-pub struct MdbSim {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for MdbSim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MdbSim")
-            .field("addr", &self.inner.addr)
-            .finish()
-    }
-}
+/// last clone is dropped. [`local_addr`](Handle::local_addr) is where it listens
+/// when started with [`start`](Self::start); [`attach`](Handle::attach) and
+/// [`connector`](Handle::connector) plug in other links.
+pub type MdbSim = Handle<ReaderModel>;
 
 impl MdbSim {
-    /// A reader with no listener: links come through [`attach`](Self::attach) or
-    /// [`connector`](Self::connector).
+    /// A reader with no listener: links come through [`attach`](Handle::attach) or
+    /// [`connector`](Handle::connector).
     pub fn new(options: MdbOptions) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                reader: Mutex::new(Reader::new(options)),
-                addr: None,
-                accept: None,
-            }),
-        }
+        Handle::detached(ReaderModel::new(options))
     }
 
     /// Bind `addr` (use `127.0.0.1:0` in tests) and serve every connection.
     pub async fn start(addr: SocketAddr, options: MdbOptions) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let accept = super::accept_links(listener, weak.clone(), |inner, stream| {
-                MdbSim { inner }.attach(stream)
-            });
-            Inner {
-                reader: Mutex::new(Reader::new(options)),
-                addr: Some(addr),
-                accept: Some(accept),
-            }
-        });
-        Ok(Self { inner })
-    }
-
-    /// Where it listens, when started with [`start`](Self::start).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.addr
-    }
-
-    /// Serve one link.
-    pub fn attach<S>(&self, stream: S)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        tokio::spawn(serve(Arc::downgrade(&self.inner), stream));
-    }
-
-    /// An in-memory connector whose every connect is a new link to this bridge.
-    pub fn connector(&self, name: &str) -> DuplexConnector {
-        super::link_connector(name, 1024, Arc::downgrade(&self.inner), |inner, far| {
-            MdbSim { inner }.attach(far)
-        })
+        Handle::listen(addr, ReaderModel::new(options)).await
     }
 
     fn r(&self) -> MutexGuard<'_, Reader> {
-        lock(&self.inner)
+        // Held to answer one line or read the ledger, never across an await.
+        self.model()
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Present a card with these funds (scaled units) from now on; `None` takes it
@@ -437,7 +406,7 @@ impl MdbSim {
     }
 }
 
-async fn serve<S>(inner: Weak<Inner>, mut stream: S)
+async fn serve<S>(sim: WeakHandle<ReaderModel>, mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -448,9 +417,9 @@ where
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(sim) = sim.upgrade() else { return };
         let out: Vec<u8> = {
-            let mut r = lock(&inner);
+            let mut r = sim.r();
             framer
                 .feed(&buf[..n])
                 .into_iter()
@@ -458,7 +427,7 @@ where
                 .flatten()
                 .collect()
         };
-        drop(inner);
+        drop(sim);
         if !out.is_empty() && stream.write_all(&out).await.is_err() {
             return;
         }

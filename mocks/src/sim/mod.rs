@@ -6,58 +6,22 @@
 //! - [`scanner`]: a serial barcode scanner ([`ScannerSim`]), over TCP or in memory.
 //! - [`scale`]: an MT-SICS scale ([`ScaleSim`]), over TCP or in memory.
 //! - [`mdb`]: an MDB cashless reader behind a serial bridge ([`MdbSim`]).
+//! - [`handle`]: [`Handle`], what starting any of them gives back (where it listens,
+//!   `attach` and `connector` for more links, `shutdown`, stop on last drop); each
+//!   simulator's handle type is `Handle` of its model.
 
 pub mod escpos;
+pub mod handle;
 pub mod mdb;
 pub mod payment;
 pub mod scale;
 pub mod scanner;
 
+pub use handle::Handle;
 pub use mdb::MdbSim;
 pub use payment::PaymentSim;
 pub use scale::ScaleSim;
 pub use scanner::ScannerSim;
-
-/// Accept every connection on `listener` and hand it to `attach`, for as long as the
-/// simulator behind `weak` lives (the simulators' shared TCP listener).
-fn accept_links<T: Send + Sync + 'static>(
-    listener: tokio::net::TcpListener,
-    weak: std::sync::Weak<T>,
-    attach: fn(std::sync::Arc<T>, tokio::net::TcpStream),
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let Some(inner) = weak.upgrade() else { return };
-            attach(inner, stream);
-        }
-    })
-}
-
-/// An in-memory connector whose every connect is a new link to the simulator behind
-/// `weak`, handed to `attach`; refused once the simulator is gone.
-fn link_connector<T: Send + Sync + 'static>(
-    name: &str,
-    capacity: usize,
-    weak: std::sync::Weak<T>,
-    attach: fn(std::sync::Arc<T>, tokio::io::DuplexStream),
-) -> outpost_peripherals::transport::DuplexConnector {
-    outpost_peripherals::transport::DuplexConnector::new(
-        name,
-        capacity,
-        std::sync::Arc::new(move |far| match weak.upgrade() {
-            Some(inner) => {
-                attach(inner, far);
-                Ok(())
-            }
-            None => Err(std::io::ErrorKind::ConnectionRefused.into()),
-        }),
-    )
-}
 
 /// The longest control line accepted.
 const MAX_CONTROL_LINE: usize = 256;

@@ -16,12 +16,13 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Mutex, MutexGuard};
 
 use outpost_peripherals::sics::MAX_LINE;
-use outpost_peripherals::transport::{DuplexConnector, LineFramer};
+use outpost_peripherals::transport::LineFramer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+use super::handle::{Handle, Model, Serve, WeakHandle};
 
 /// A fault for the next command's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,92 +141,59 @@ impl State {
     }
 }
 
-struct Inner {
+/// The simulated scale behind a [`ScaleSim`]: its load, queued faults and counters.
+pub struct ScaleModel {
     state: Mutex<State>,
-    addr: Option<SocketAddr>,
-    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(a) = &self.accept {
-            a.abort();
-        }
+impl ScaleModel {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Held to answer one line or change the load, never across an await.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn lock(inner: &Inner) -> MutexGuard<'_, State> {
-    // Held to answer one line or change the load, never across an await.
-    inner.state.lock().unwrap_or_else(|p| p.into_inner())
+impl Model for ScaleModel {
+    type Addr = Option<SocketAddr>;
+    const NAME: &'static str = "ScaleSim";
+}
+
+impl Serve for ScaleModel {
+    const PIPE_CAPACITY: usize = 1024;
+
+    fn serve<S>(sim: WeakHandle<Self>, stream: S) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        serve(sim, stream)
+    }
 }
 
 /// A simulated MT-SICS scale. Clones share it; it stops when the last clone is
-/// dropped.
-#[derive(Clone)]
-pub struct ScaleSim {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for ScaleSim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScaleSim")
-            .field("addr", &self.inner.addr)
-            .finish()
-    }
-}
+/// dropped. [`local_addr`](Handle::local_addr) is where it listens when started with
+/// [`start`](Self::start); [`attach`](Handle::attach) and
+/// [`connector`](Handle::connector) plug in other links.
+pub type ScaleSim = Handle<ScaleModel>;
 
 impl ScaleSim {
-    /// A scale with no listener: links come through [`attach`](Self::attach) or
-    /// [`connector`](Self::connector).
+    /// A scale with no listener: links come through [`attach`](Handle::attach) or
+    /// [`connector`](Handle::connector).
     pub fn new(options: ScaleOptions) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State::new(options)),
-                addr: None,
-                accept: None,
-            }),
-        }
+        Handle::detached(ScaleModel {
+            state: Mutex::new(State::new(options)),
+        })
     }
 
     /// Bind `addr` (use `127.0.0.1:0` in tests) and serve every connection.
     pub async fn start(addr: SocketAddr, options: ScaleOptions) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let accept = super::accept_links(listener, weak.clone(), |inner, stream| {
-                ScaleSim { inner }.attach(stream)
-            });
-            Inner {
-                state: Mutex::new(State::new(options)),
-                addr: Some(addr),
-                accept: Some(accept),
-            }
-        });
-        Ok(Self { inner })
-    }
-
-    /// Where it listens, when started with [`start`](Self::start).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.addr
-    }
-
-    /// Serve one link.
-    pub fn attach<S>(&self, stream: S)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        tokio::spawn(serve(Arc::downgrade(&self.inner), stream));
-    }
-
-    /// An in-memory connector whose every connect is a new link to this scale.
-    pub fn connector(&self, name: &str) -> DuplexConnector {
-        super::link_connector(name, 1024, Arc::downgrade(&self.inner), |inner, far| {
-            ScaleSim { inner }.attach(far)
-        })
+        let model = ScaleModel {
+            state: Mutex::new(State::new(options)),
+        };
+        Handle::listen(addr, model).await
     }
 
     fn s(&self) -> MutexGuard<'_, State> {
-        lock(&self.inner)
+        self.model().lock()
     }
 
     /// Put `grams` on the pan (gross); it moves for `settle_readings` readings.
@@ -270,7 +238,7 @@ impl State {
     }
 }
 
-async fn serve<S>(inner: Weak<Inner>, mut stream: S)
+async fn serve<S>(sim: WeakHandle<ScaleModel>, mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -281,11 +249,11 @@ where
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(sim) = sim.upgrade() else { return };
         let mut out: Vec<u8> = Vec::new();
         let mut drop_now = false;
         {
-            let mut s = lock(&inner);
+            let mut s = sim.s();
             for line in framer.feed(&buf[..n]) {
                 let reply = match line {
                     Ok(l) => s.answer(&l),
@@ -311,7 +279,7 @@ where
                 }
             }
         }
-        drop(inner);
+        drop(sim);
         if drop_now {
             return;
         }
@@ -464,11 +432,11 @@ mod control_tests {
     async fn control_commands_drive_the_scale() {
         let sim = ScaleSim::new(ScaleOptions::default());
         assert_eq!(control_command(&sim, "place 1234 3"), "ok");
-        assert_eq!(lock(&sim.inner).moving, 3);
+        assert_eq!(sim.s().moving, 3);
         assert_eq!(control_command(&sim, "unstable 9"), "ok");
         assert_eq!(control_command(&sim, "garbage S S 1,0 g"), "ok");
         assert_eq!(
-            lock(&sim.inner).faults.back(),
+            sim.s().faults.back(),
             Some(&ScaleFault::Garbage(b"S S 1,0 g\r\n".to_vec()))
         );
         assert!(control_command(&sim, "place heavy").starts_with("err"));

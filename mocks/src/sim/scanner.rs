@@ -4,13 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use outpost_peripherals::transport::DuplexConnector;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
+
+use super::handle::{Handle, Model, Serve, WeakHandle};
 
 /// What the scanner sends to its links.
 #[derive(Debug, Clone)]
@@ -19,30 +18,63 @@ enum Out {
     Drop,
 }
 
+/// The simulated scanner behind a [`ScannerSim`]: what it sends, to how many links.
 #[derive(Debug)]
-struct Inner {
+pub struct ScannerModel {
     tx: broadcast::Sender<Out>,
     connected: watch::Sender<usize>,
     frames: AtomicU64,
-    addr: Option<SocketAddr>,
-    accept: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(a) = &self.accept {
-            a.abort();
+impl ScannerModel {
+    fn new() -> Self {
+        let (tx, _) = broadcast::channel(256);
+        Self {
+            tx,
+            connected: watch::channel(0).0,
+            frames: AtomicU64::new(0),
         }
+    }
+}
+
+impl Drop for ScannerModel {
+    fn drop(&mut self) {
         // Ends every link task at its next select.
         let _ = self.tx.send(Out::Drop);
     }
 }
 
-/// A simulated scanner. Clones share it; it stops when the last clone is dropped.
-#[derive(Debug, Clone)]
-pub struct ScannerSim {
-    inner: Arc<Inner>,
+impl Model for ScannerModel {
+    type Addr = Option<SocketAddr>;
+    const NAME: &'static str = "ScannerSim";
 }
+
+impl Serve for ScannerModel {
+    const PIPE_CAPACITY: usize = 4096;
+
+    fn serve<S>(sim: WeakHandle<Self>, stream: S) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // Subscribed and counted now, before the task runs, so a scan sent right
+        // after attaching reaches this link.
+        let rx = sim.upgrade().map(|s| {
+            s.model().connected.send_modify(|n| *n += 1);
+            s.model().tx.subscribe()
+        });
+        async move {
+            if let Some(rx) = rx {
+                link(sim, rx, stream).await;
+            }
+        }
+    }
+}
+
+/// A simulated scanner. Clones share it; it stops when the last clone is dropped.
+/// [`local_addr`](Handle::local_addr) is where it listens when started with
+/// [`start`](Self::start); [`attach`](Handle::attach) and
+/// [`connector`](Handle::connector) plug in other links.
+pub type ScannerSim = Handle<ScannerModel>;
 
 impl Default for ScannerSim {
     fn default() -> Self {
@@ -51,70 +83,20 @@ impl Default for ScannerSim {
 }
 
 impl ScannerSim {
-    /// A scanner with no listener: links come through [`attach`](Self::attach) or
-    /// [`connector`](Self::connector).
+    /// A scanner with no listener: links come through [`attach`](Handle::attach) or
+    /// [`connector`](Handle::connector).
     pub fn new() -> Self {
-        Self::build(None, None)
-    }
-
-    fn build(addr: Option<SocketAddr>, accept: Option<tokio::task::JoinHandle<()>>) -> Self {
-        let (tx, _) = broadcast::channel(256);
-        Self {
-            inner: Arc::new(Inner {
-                tx,
-                connected: watch::channel(0).0,
-                frames: AtomicU64::new(0),
-                addr,
-                accept,
-            }),
-        }
+        Handle::detached(ScannerModel::new())
     }
 
     /// Bind `addr` (use `127.0.0.1:0` in tests) and serve every connection.
     pub async fn start(addr: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let sim = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let accept = super::accept_links(listener, weak.clone(), |inner, stream| {
-                ScannerSim { inner }.attach(stream)
-            });
-            let (tx, _) = broadcast::channel(256);
-            Inner {
-                tx,
-                connected: watch::channel(0).0,
-                frames: AtomicU64::new(0),
-                addr: Some(addr),
-                accept: Some(accept),
-            }
-        });
-        Ok(Self { inner: sim })
-    }
-
-    /// Where it listens, when started with [`start`](Self::start).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.addr
-    }
-
-    /// Serve one link (a duplex pipe end, a pseudo-terminal).
-    pub fn attach<S>(&self, stream: S)
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let rx = self.inner.tx.subscribe();
-        self.inner.connected.send_modify(|n| *n += 1);
-        tokio::spawn(link(Arc::downgrade(&self.inner), rx, stream));
-    }
-
-    /// An in-memory connector whose every connect is a new link to this scanner.
-    pub fn connector(&self, name: &str) -> DuplexConnector {
-        super::link_connector(name, 4096, Arc::downgrade(&self.inner), |inner, far| {
-            ScannerSim { inner }.attach(far)
-        })
+        Handle::listen(addr, ScannerModel::new()).await
     }
 
     /// Wait until at least `n` links are up, at most `limit`.
     pub async fn wait_connected(&self, n: usize, limit: Duration) -> bool {
-        let mut rx = self.inner.connected.subscribe();
+        let mut rx = self.model().connected.subscribe();
         tokio::time::timeout(limit, rx.wait_for(|c| *c >= n))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -122,7 +104,7 @@ impl ScannerSim {
 
     /// Links up now.
     pub fn connected(&self) -> usize {
-        *self.inner.connected.borrow()
+        *self.model().connected.borrow()
     }
 
     /// Send a scan: `aim` is the identifier (`]E0`, or empty for none), then the
@@ -133,22 +115,22 @@ impl ScannerSim {
 
     /// Send bytes as they are: garbage, a frame without terminator, half a frame.
     pub fn send_raw(&self, bytes: &[u8]) {
-        self.inner.frames.fetch_add(1, Ordering::Relaxed);
-        let _ = self.inner.tx.send(Out::Bytes(bytes.to_vec()));
+        self.model().frames.fetch_add(1, Ordering::Relaxed);
+        let _ = self.model().tx.send(Out::Bytes(bytes.to_vec()));
     }
 
     /// Close every link, as if the cable were pulled.
     pub fn drop_connections(&self) {
-        let _ = self.inner.tx.send(Out::Drop);
+        let _ = self.model().tx.send(Out::Drop);
     }
 
     /// Sends made so far.
     pub fn sent(&self) -> u64 {
-        self.inner.frames.load(Ordering::Relaxed)
+        self.model().frames.load(Ordering::Relaxed)
     }
 }
 
-async fn link<S>(inner: Weak<Inner>, mut rx: broadcast::Receiver<Out>, stream: S)
+async fn link<S>(sim: WeakHandle<ScannerModel>, mut rx: broadcast::Receiver<Out>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -170,8 +152,10 @@ where
             n = r.read(&mut sink) => if matches!(n, Ok(0) | Err(_)) { break },
         }
     }
-    if let Some(i) = inner.upgrade() {
-        i.connected.send_modify(|n| *n = n.saturating_sub(1));
+    if let Some(s) = sim.upgrade() {
+        s.model()
+            .connected
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

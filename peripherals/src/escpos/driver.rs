@@ -21,9 +21,8 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, MutexGuard};
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 use crate::device::{
     Device, DeviceCore, DeviceInfo, DeviceKind, DeviceState, Health, HealthLevel, HealthReport,
@@ -32,6 +31,7 @@ use crate::device::{
 use crate::drawer::CashDrawer;
 use crate::event::EventBody;
 use crate::fault::{Condition, DeviceFault};
+use crate::link::{Failure, Link, io_kind};
 use crate::printer::{PaperLevel, PrintJob, PrintOp, PrinterStatus, ReceiptPrinter, TextStyle};
 
 use super::encode::{self, DRAWER_KICK, EncodeOptions};
@@ -86,42 +86,33 @@ enum LinkError {
 }
 
 impl LinkError {
+    /// A link failure while `doing`, after waiting `t` at most.
+    fn at(f: Failure, t: Duration, doing: &'static str) -> Self {
+        match f {
+            Failure::NotConnected => LinkError::NotConnected,
+            Failure::Timeout => LinkError::Timeout(t, doing),
+            Failure::Eof => LinkError::Eof(doing),
+            Failure::Io(e) => LinkError::Io(e, doing),
+        }
+    }
+
     fn fault(&self) -> DeviceFault {
         let msg = self.to_string();
         match self {
             LinkError::NotConnected | LinkError::Eof(_) => DeviceFault::offline(msg),
             LinkError::Timeout(..) => DeviceFault::timeout(msg),
-            LinkError::Io(e, _) => {
-                let kind = DeviceFault::from(std::io::Error::from(e.kind()));
-                DeviceFault::new(crate::DeviceError::kind(&kind), msg)
-            }
+            LinkError::Io(e, _) => DeviceFault::new(io_kind(e), msg),
             LinkError::Status(_) => DeviceFault::failure(msg),
         }
-    }
-}
-
-#[derive(Default)]
-struct Link {
-    stream: Option<Box<dyn Stream>>,
-    /// An exchange started and did not finish (error or cancelled future): what is
-    /// in flight on the stream is unknown, so it must not be used again.
-    dirty: bool,
-}
-
-impl std::fmt::Debug for Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("connected", &self.stream.is_some())
-            .field("dirty", &self.dirty)
-            .finish()
     }
 }
 
 /// What the printer and its drawers share: one link, one set of settings.
 #[derive(Debug)]
 struct Shared {
-    connector: Arc<dyn Connector>,
     config: EscPosConfig,
+    /// A dirty link is never used again: the status bytes of a late answer cannot be
+    /// told apart from the answer to the next query, so it is dropped instead.
     link: Mutex<Link>,
     printer: DeviceCore,
     /// Drawers on this printer's kick port; told when the link goes down. A std
@@ -139,12 +130,11 @@ impl Shared {
     /// Take the link for an exchange; a dirty link is dropped first.
     async fn exchange(&self) -> Result<Exchange<'_>, LinkError> {
         let mut link = self.link.lock().await;
-        if link.dirty {
-            link.stream = None;
-            link.dirty = false;
+        if link.is_dirty() {
+            link.disconnect();
             self.link_lost();
         }
-        if link.stream.is_none() {
+        if !link.is_connected() {
             return Err(LinkError::NotConnected);
         }
         Ok(Exchange { shared: self, link })
@@ -153,37 +143,17 @@ impl Shared {
     /// Connect unless connected and clean. Returns whether a new link was made.
     async fn connect(&self) -> Result<bool, DeviceFault> {
         let mut link = self.link.lock().await;
-        if link.stream.is_some() && !link.dirty {
+        if link.is_connected() && !link.is_dirty() {
             return Ok(false);
         }
-        link.stream = None;
-        link.dirty = false;
-        let stream = match timeout(self.config.connect_timeout, self.connector.connect()).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let f = DeviceFault::from(e);
-                return Err(DeviceFault::new(
-                    crate::DeviceError::kind(&f),
-                    format!("cannot connect to {}: {f}", self.connector.describe()),
-                ));
-            }
-            Err(_) => {
-                return Err(DeviceFault::timeout(format!(
-                    "no connection to {} within {:?}",
-                    self.connector.describe(),
-                    self.config.connect_timeout
-                )));
-            }
-        };
-        link.stream = Some(stream);
+        link.disconnect();
+        link.connect().await?;
         Ok(true)
     }
 
     /// Drop the link (by us).
     async fn disconnect(&self) {
-        let mut link = self.link.lock().await;
-        link.stream = None;
-        link.dirty = false;
+        self.link.lock().await.disconnect();
     }
 
     /// The link failed: every device on it is closed and offline.
@@ -240,40 +210,39 @@ impl Shared {
 }
 
 impl Exchange<'_> {
-    /// Run one step; any failure leaves the link dirty, which drops it.
+    /// A step failed: the link is dropped and every device on it is offline.
     fn fail(&mut self, e: LinkError) -> LinkError {
-        self.link.stream = None;
-        self.link.dirty = false;
+        self.link.disconnect();
         self.shared.link_lost();
         e
     }
 
+    /// A link failure while `doing`: fails the link unless there was none.
+    fn failed(&mut self, f: Failure, doing: &'static str) -> LinkError {
+        match f {
+            Failure::NotConnected => LinkError::NotConnected,
+            f => self.fail(LinkError::at(f, self.shared.config.io_timeout, doing)),
+        }
+    }
+
     async fn write(&mut self, bytes: &[u8], doing: &'static str) -> Result<(), LinkError> {
         let t = self.shared.config.io_timeout;
+        let shared = self.shared;
         let link = &mut *self.link;
-        let Some(stream) = link.stream.as_mut() else {
+        if link.begin().is_err() {
             return Err(LinkError::NotConnected);
-        };
-        link.dirty = true;
+        }
         let sent = async {
             // Bounded per chunk, so a slow serial link may take longer than one
             // timeout for a whole job but never stalls longer than one in a row.
             for chunk in bytes.chunks(4096) {
-                match timeout(t, stream.write_all(chunk)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(LinkError::Io(e, doing)),
-                    Err(_) => return Err(LinkError::Timeout(t, doing)),
-                }
-                self.shared.printer.count("bytes_sent", chunk.len() as u64);
+                link.send(chunk, t).await?;
+                shared.printer.count("bytes_sent", chunk.len() as u64);
             }
-            match timeout(t, stream.flush()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(LinkError::Io(e, doing)),
-                Err(_) => Err(LinkError::Timeout(t, doing)),
-            }
+            link.flush(t).await
         }
         .await;
-        sent.map_err(|e| self.fail(e))
+        sent.map_err(|f| self.failed(f, doing))
     }
 
     /// `DLE EOT 1, 2, 4` and their three answers.
@@ -283,20 +252,14 @@ impl Exchange<'_> {
             q.extend_from_slice(&encode::status_query(n));
         }
         self.write(&q, "asking for status").await?;
-        let t = self.shared.config.io_timeout;
         let mut reader = StatusReader::new();
         let mut buf = [0u8; 64];
-        let deadline = Instant::now() + t;
+        // One deadline for the whole answer: split bytes cannot stretch it.
+        let deadline = Instant::now() + self.shared.config.io_timeout;
         loop {
-            let Some(stream) = self.link.stream.as_mut() else {
-                return Err(LinkError::NotConnected);
-            };
-            // One deadline for the whole answer: split bytes cannot stretch it.
-            let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-                Ok(Ok(0)) => return Err(self.fail(LinkError::Eof("reading status"))),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => return Err(self.fail(LinkError::Io(e, "reading status"))),
-                Err(_) => return Err(self.fail(LinkError::Timeout(t, "reading status"))),
+            let n = match self.link.read(&mut buf, deadline).await {
+                Ok(n) => n,
+                Err(f) => return Err(self.failed(f, "reading status")),
             };
             match reader.feed(&buf[..n]) {
                 Ok(Some((status, used))) => {
@@ -308,7 +271,7 @@ impl Exchange<'_> {
                             first: buf[used],
                         })));
                     }
-                    self.link.dirty = false;
+                    self.link.end();
                     return Ok(status);
                 }
                 Ok(None) => {}
@@ -404,9 +367,8 @@ impl EscPosPrinter {
         );
         Self {
             shared: Arc::new(Shared {
-                connector,
+                link: Mutex::new(Link::new(connector, config.connect_timeout)),
                 config,
-                link: Mutex::new(Link::default()),
                 printer: DeviceCore::new(info),
                 drawers: StdMutex::new(Vec::new()),
             }),
@@ -682,6 +644,7 @@ impl CashDrawer for EscPosDrawer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[derive(Debug)]
     struct Duplex(StdMutex<Option<tokio::io::DuplexStream>>);
