@@ -19,6 +19,8 @@ struct Shared {
     list: Vec<u8>,
     bytes_sent: AtomicU64,
     requests: AtomicU64,
+    /// Connections being served now.
+    open: AtomicU64,
     /// Bytes per second per connection, 0 for unlimited.
     rate: AtomicU64,
     /// Bytes per second shared by all connections (the store's WAN link), 0 for
@@ -51,6 +53,7 @@ impl OriginServer {
             list: list.to_bytes(),
             bytes_sent: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            open: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             link_rate: AtomicU64::new(0),
             link_free_at: Mutex::new(None),
@@ -62,7 +65,9 @@ impl OriginServer {
             while let Ok((sock, _)) = listener.accept().await {
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let _ = handle(sock, s).await;
+                    s.open.fetch_add(1, Ordering::Relaxed);
+                    let _ = handle(sock, s.clone()).await;
+                    s.open.fetch_sub(1, Ordering::Relaxed);
                 });
             }
         });
@@ -87,6 +92,13 @@ impl OriginServer {
     /// Artifact body bytes sent so far (chunk list bytes excluded).
     pub fn bytes_sent(&self) -> u64 {
         self.shared.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Connections being served now. A client that went away still counts until the
+    /// origin's next write to it fails; until then the origin may put more bytes into
+    /// the socket's buffers, counted as sent.
+    pub fn open_connections(&self) -> u64 {
+        self.shared.open.load(Ordering::Relaxed)
     }
 
     /// Artifact requests served.
