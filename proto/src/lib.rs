@@ -4,10 +4,10 @@
 //! - [`hq`]: the messages, the `StoreService` (served by the store for HQ) and the
 //!   `HqService` (served by HQ for the store's uplink), clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC server reflection.
-//! - [`tls`]: mutual TLS on both ends of the link (accepting and dialing) with rustls
+//! - [`grpc_tls`]: mutual TLS on both ends of the link (accepting and dialing) with rustls
 //!   configurations from `outpost-security`.
 
-pub mod tls;
+pub mod grpc_tls;
 
 /// Generated from `proto/hq.proto` (package `outpost.hq.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use outpost_proto::grpc_tls::TlsConnector;
 use outpost_proto::hq::store_service_client::StoreServiceClient;
 use outpost_proto::hq::{
     CatalogChunk, CatalogPushHeader, CatalogPushKind, GetPushStateRequest, GetStatusRequest,
     Product, PushCatalogReply, StoreStatus,
 };
-use outpost_proto::tls::TlsConnector;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -116,7 +116,7 @@ pub enum PushError {
         bad_lines: u64,
     },
     /// The store could not be reached (or a certificate was refused).
-    #[error("Failed to connect to the store at {url}: {}", outpost_proto::tls::error_chain(.source))]
+    #[error("Failed to connect to the store at {url}: {}", outpost_proto::grpc_tls::error_chain(.source))]
     Connect {
         /// The URL given.
         url: String,

@@ -476,7 +476,7 @@ pub struct MockHqHandle {
     /// Serve TLS under this configuration; plaintext when `None`.
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The handshake counters of each start (TLS only).
-    handshakes: Mutex<Vec<Arc<outpost_proto::tls::HandshakeStats>>>,
+    handshakes: Mutex<Vec<Arc<outpost_proto::grpc_tls::HandshakeStats>>>,
 }
 
 impl MockHqHandle {
@@ -508,7 +508,7 @@ impl MockHqHandle {
         };
         let task = match &self.tls {
             Some(config) => {
-                let (incoming, stats) = outpost_proto::tls::incoming(listener, config);
+                let (incoming, stats) = outpost_proto::grpc_tls::incoming(listener, config);
                 self.handshakes
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

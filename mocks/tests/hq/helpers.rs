@@ -72,13 +72,13 @@ impl Conversation {
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap();
         let channel = match tls {
             Some(tls) => {
-                let connector = outpost_proto::tls::TlsConnector::new(tls);
+                let connector = outpost_proto::grpc_tls::TlsConnector::new(tls);
                 tokio::time::timeout(WAIT, endpoint.connect_with_connector(connector)).await
             }
             None => tokio::time::timeout(WAIT, endpoint.connect()).await,
         }
         .expect("connect timed out")
-        .map_err(|e| Status::unavailable(outpost_proto::tls::error_chain(&e)))?;
+        .map_err(|e| Status::unavailable(outpost_proto::grpc_tls::error_chain(&e)))?;
         let mut client = HqServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         let acks = tokio::time::timeout(WAIT, client.upload(ReceiverStream::new(rx)))

@@ -82,7 +82,7 @@ pub async fn serve(
     }
     match tls {
         Some(config) => {
-            let (incoming, _stats) = outpost_proto::tls::incoming(listener, &config);
+            let (incoming, _stats) = outpost_proto::grpc_tls::incoming(listener, &config);
             router
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

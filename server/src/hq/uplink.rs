@@ -129,7 +129,7 @@ impl SyncState {
 #[non_exhaustive]
 pub enum UplinkError {
     /// HQ could not be reached (or its certificate was refused, or it refused ours).
-    #[error("cannot reach HQ at {url}: {}", outpost_proto::tls::error_chain(.source))]
+    #[error("cannot reach HQ at {url}: {}", outpost_proto::grpc_tls::error_chain(.source))]
     Connect {
         /// HQ's URL.
         url: String,
@@ -179,7 +179,7 @@ pub async fn run(store: Arc<Store>, cfg: UplinkConfig, state: Arc<SyncState>) {
         let connector = cfg
             .tls
             .as_deref()
-            .map(outpost_proto::tls::TlsConnector::new);
+            .map(outpost_proto::grpc_tls::TlsConnector::new);
         let result = session(&store, &cfg, &state, connector.as_ref()).await;
         state.connected.store(false, Ordering::Relaxed);
         if let Err(e) = result {
@@ -215,7 +215,7 @@ fn status_text(s: &tonic::Status) -> String {
     let mut text = format!("{:?}: {}", s.code(), s.message());
     if let Some(source) = std::error::Error::source(s) {
         text.push_str(": ");
-        text.push_str(&outpost_proto::tls::error_chain(source));
+        text.push_str(&outpost_proto::grpc_tls::error_chain(source));
     }
     text
 }
@@ -248,7 +248,7 @@ async fn session(
     store: &Arc<Store>,
     cfg: &UplinkConfig,
     state: &SyncState,
-    connector: Option<&outpost_proto::tls::TlsConnector>,
+    connector: Option<&outpost_proto::grpc_tls::TlsConnector>,
 ) -> Result<(), UplinkError> {
     let endpoint = tonic::transport::Endpoint::from_shared(cfg.hq_url.clone())
         .map_err(|source| UplinkError::Connect {

@@ -7,8 +7,8 @@ use outpost_mocks::hq::{
     CatalogSource, Faults, MockHq, MockHqHandle, PushError, PushKind, PushOptions, push_catalog,
     store_status,
 };
+use outpost_proto::grpc_tls::TlsConnector;
 use outpost_proto::hq::store_service_client::StoreServiceClient;
-use outpost_proto::tls::TlsConnector;
 
 use crate::helpers::*;
 use crate::pki::{Ca, Leaf, Validity};
