@@ -2,6 +2,9 @@
 //! supervisor, and the receipt queue checkout prints through.
 //!
 //! # Layout
+//! - `build`: [`Registry::build`], one driver per configured device, by kind.
+//! - `demo`: the demo's wire simulators and trait mocks (`sim` and `mock` drivers,
+//!   the `demo` feature) and [`demo_devices`].
 //! - [`supervisor`]: one task per device: open, reconnect with backoff and jitter,
 //!   periodic health checks.
 //! - [`receipts`]: the durable reprint queue, the spooler that prints it, and the
@@ -13,9 +16,18 @@
 //! terminal, and for a scale by id; each is optional, and a missing or failing one degrades only what needs
 //! it (`docs/devices.md` has the table).
 
+mod build;
+// Without the feature, a stand-in of the same name (at the end of this file) refuses
+// `sim` and `mock` entries.
+#[cfg(feature = "demo")]
+mod demo;
 pub mod inputs;
 pub mod receipts;
 pub mod supervisor;
+
+pub use demo::Sims;
+#[cfg(feature = "demo")]
+pub use demo::demo_devices;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -34,9 +46,9 @@ use outpost_peripherals::{
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::config::devices::{DeviceSpec, Driver, Transport};
+use crate::config::devices::DeviceSpec;
 use inputs::{ScanFeed, ScanPage, WeighError, WeightView};
-use receipts::{ReceiptQueue, Spooler};
+use receipts::Spooler;
 use supervisor::SupervisorConfig;
 
 fn now_ms() -> u64 {
@@ -216,55 +228,6 @@ pub struct DeviceView {
     pub last_event_error_at_ms: u64,
 }
 
-/// Simulators started for `driver = "sim"` entries; kept alive with the registry.
-#[derive(Default)]
-pub struct Sims {
-    /// The ESC/POS printer simulator, when a printer uses the `sim` driver.
-    #[cfg(feature = "demo")]
-    pub printer: Option<outpost_mocks::sim::escpos::SimHandle>,
-    /// The nexo terminal simulator, when the payment terminal uses the `sim` driver.
-    #[cfg(feature = "demo")]
-    pub payment: Option<outpost_mocks::sim::PaymentSim>,
-    /// The customer display mock, when the display uses the `mock` driver.
-    #[cfg(feature = "demo")]
-    pub display: Option<outpost_mocks::mock::display::MockDisplay>,
-    /// MT-SICS scale simulators of `driver = "sim"` scales, by device id.
-    #[cfg(feature = "demo")]
-    pub scales: Vec<(String, outpost_mocks::sim::scale::ScaleSim)>,
-    /// Scanner simulators of `driver = "sim"` scanners, by device id.
-    #[cfg(feature = "demo")]
-    pub scanners: Vec<(String, outpost_mocks::sim::scanner::ScannerSim)>,
-    /// Scale mocks of `driver = "mock"` scales, by device id.
-    #[cfg(feature = "demo")]
-    pub mock_scales: Vec<(String, outpost_mocks::mock::scale::MockScale)>,
-    /// Scanner mocks of `driver = "mock"` scanners, by device id.
-    #[cfg(feature = "demo")]
-    pub mock_scanners: Vec<(String, outpost_mocks::mock::scanner::MockScanner)>,
-    /// Sensor mocks (there is no real sensor driver yet), by device id.
-    #[cfg(feature = "demo")]
-    pub sensors: Vec<(String, outpost_mocks::mock::sensor::MockSensor)>,
-    /// Coin and note acceptor mocks (no real driver yet), by device id.
-    #[cfg(feature = "demo")]
-    pub cash_acceptors: Vec<(String, outpost_mocks::mock::cash::MockCashAcceptor)>,
-    /// Vend dispenser mocks (no real driver yet), by device id.
-    #[cfg(feature = "demo")]
-    pub vends: Vec<(String, outpost_mocks::mock::vend::MockVend)>,
-}
-
-impl Drop for Sims {
-    fn drop(&mut self) {
-        #[cfg(feature = "demo")]
-        {
-            if let Some(p) = &self.printer {
-                p.shutdown();
-            }
-            if let Some(p) = &self.payment {
-                p.shutdown();
-            }
-        }
-    }
-}
-
 /// Devices the caller (a test) gives instead of those built from the settings.
 #[derive(Default, Clone)]
 pub struct InjectedDevices {
@@ -336,307 +299,35 @@ pub struct RegistryConfig {
     pub currency: crate::domain::money::Currency,
 }
 
-impl Registry {
-    /// Build every device from `specs` (starting simulators for `sim` entries), and
-    /// the receipt queue over `store`. Opens nothing: [`start`](Self::start) does.
-    pub async fn build(
-        specs: &[DeviceSpec],
-        overrides: InjectedDevices,
-        store: Arc<crate::store::Store>,
-        cfg: RegistryConfig,
-    ) -> Result<Registry, RegistryError> {
-        let mut entries = Vec::new();
-        let mut printer: Option<Arc<dyn ReceiptPrinter>> = None;
-        let mut escpos: Option<(String, outpost_peripherals::escpos::EscPosPrinter)> = None;
-        let mut drawer: Option<Arc<dyn CashDrawer>> = None;
-        // Only the `demo` feature has a display backend (the mock) so far.
-        #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
-        let mut display: Option<Arc<dyn CustomerDisplay>> = None;
-        let mut payment: Option<Arc<dyn PaymentTerminal>> = None;
-        let mut scales: Vec<(String, Arc<dyn Scale>, Duration)> = Vec::new();
-        let mut scans: Vec<Arc<ScanFeed>> = Vec::new();
-        #[allow(unused_mut)]
-        let mut sims = Sims::default();
-        let unsupported = |s: &DeviceSpec| RegistryError::Unsupported {
-            id: s.id.clone(),
-            message: format!(
-                "driver {} for {} is not available in this build",
-                s.driver.name(),
-                s.kind
-            ),
-        };
-        // Printers first: drawers open through a printer's kick port.
-        let mut ordered: Vec<&DeviceSpec> = specs.iter().collect();
-        ordered.sort_by_key(|s| s.kind != DeviceKind::ReceiptPrinter);
-        for s in ordered {
-            match (s.kind, &s.driver) {
-                (DeviceKind::ReceiptPrinter, d) => {
-                    let mut c = outpost_peripherals::escpos::EscPosConfig::default();
-                    if let Some(t) = s.connect_timeout {
-                        c.connect_timeout = t;
-                    }
-                    if let Some(t) = s.io_timeout {
-                        c.io_timeout = t;
-                    }
-                    let p = match d {
-                        Driver::EscPosTcp { address } => {
-                            outpost_peripherals::escpos::EscPosPrinter::tcp(&s.id, address, c)
-                        }
-                        Driver::EscPosSerial { port, baud } => {
-                            outpost_peripherals::escpos::EscPosPrinter::serial(
-                                &s.id, port, *baud, c,
-                            )
-                        }
-                        #[cfg(feature = "demo")]
-                        Driver::Sim => {
-                            let sim = outpost_mocks::sim::escpos::EscPosSim::start(
-                                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                                outpost_mocks::sim::escpos::SimOptions::default(),
-                            )
-                            .await
-                            .map_err(|source| {
-                                RegistryError::Simulator {
-                                    what: "ESC/POS printer",
-                                    source,
-                                }
-                            })?;
-                            let addr = sim.local_addr().to_string();
-                            tracing::info!(device = %s.id, %addr, "Started the ESC/POS printer simulator.");
-                            sims.printer = Some(sim);
-                            outpost_peripherals::escpos::EscPosPrinter::tcp(&s.id, &addr, c)
-                        }
-                        _ => return Err(unsupported(s)),
-                    };
-                    let arc = Arc::new(p.clone());
-                    printer = Some(arc.clone());
-                    entries.push(Arc::new(Entry::new(s, arc)));
-                    escpos = Some((s.id.clone(), p));
-                }
-                (DeviceKind::CashDrawer, Driver::EscPosKick { printer: pid }) => {
-                    let Some((id, p)) = escpos.as_ref().filter(|(id, _)| id == pid) else {
-                        return Err(RegistryError::Unsupported {
-                            id: s.id.clone(),
-                            message: format!("printer {pid} is not an ESC/POS printer"),
-                        });
-                    };
-                    let _ = id;
-                    let d = Arc::new(p.drawer(&s.id));
-                    drawer = Some(d.clone());
-                    entries.push(Arc::new(Entry::new(s, d)));
-                }
-                #[cfg(feature = "demo")]
-                (DeviceKind::CustomerDisplay, Driver::Mock) => {
-                    let d = outpost_mocks::mock::display::MockDisplay::new(&s.id);
-                    sims.display = Some(d.clone());
-                    let d = Arc::new(d);
-                    display = Some(d.clone());
-                    entries.push(Arc::new(Entry::new(s, d)));
-                }
-                (DeviceKind::PaymentTerminal, d) if overrides.terminal.is_none() => {
-                    let t: Arc<dyn PaymentTerminal> = match d {
-                        Driver::NexoTcp { address } => Arc::new(nexo(s, address)),
-                        Driver::Mdb(transport) => Arc::new(mdb(s, transport, &cfg.currency)),
-                        #[cfg(feature = "demo")]
-                        Driver::Sim => {
-                            let sim = outpost_mocks::sim::PaymentSim::start(
-                                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                                outpost_mocks::sim::payment::SimOptions::default(),
-                            )
-                            .await
-                            .map_err(|source| {
-                                RegistryError::Simulator {
-                                    what: "nexo payment terminal",
-                                    source,
-                                }
-                            })?;
-                            let addr = sim.local_addr().to_string();
-                            tracing::info!(device = %s.id, %addr, "Started the nexo payment terminal simulator.");
-                            sims.payment = Some(sim);
-                            Arc::new(nexo(s, &addr))
-                        }
-                        #[cfg(feature = "demo")]
-                        Driver::Mock => {
-                            tracing::warn!(
-                                "Using the simulated payment terminal: card payments are not real."
-                            );
-                            Arc::new(outpost_mocks::MockTerminal::new())
-                        }
-                        _ => return Err(unsupported(s)),
-                    };
-                    payment = Some(t.clone());
-                    entries.push(Arc::new(Entry::new(s, t)));
-                }
-                (DeviceKind::PaymentTerminal, _) => {}
-                (DeviceKind::Scale, d) => {
-                    let mut c = outpost_peripherals::sics::SicsConfig::default();
-                    if let Some(t) = s.connect_timeout {
-                        c.connect_timeout = t;
-                    }
-                    if let Some(t) = s.io_timeout {
-                        c.io_timeout = t;
-                    }
-                    let scale: Arc<dyn Scale> = match d {
-                        Driver::MtSics(transport) => {
-                            Arc::new(outpost_peripherals::sics::SicsScale::with_connector(
-                                &s.id,
-                                transport.connector(outpost_peripherals::sics::DEFAULT_PORT),
-                                c,
-                            ))
-                        }
-                        #[cfg(feature = "demo")]
-                        Driver::Sim => {
-                            let sim = outpost_mocks::sim::scale::ScaleSim::start(
-                                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                                outpost_mocks::sim::scale::ScaleOptions::default(),
-                            )
-                            .await
-                            .map_err(|source| {
-                                RegistryError::Simulator {
-                                    what: "MT-SICS scale",
-                                    source,
-                                }
-                            })?;
-                            let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                            tracing::info!(device = %s.id, %addr, "Started the MT-SICS scale simulator.");
-                            sims.scales.push((s.id.clone(), sim));
-                            Arc::new(outpost_peripherals::sics::SicsScale::tcp(&s.id, &addr, c))
-                        }
-                        #[cfg(feature = "demo")]
-                        Driver::Mock => {
-                            // Closed, so the supervisor opens it like any other.
-                            let m = outpost_mocks::mock::scale::MockScale::closed(&s.id, 6_000);
-                            sims.mock_scales.push((s.id.clone(), m.clone()));
-                            Arc::new(m)
-                        }
-                        _ => return Err(unsupported(s)),
-                    };
-                    scales.push((s.id.clone(), scale.clone(), s.stable_wait));
-                    entries.push(Arc::new(Entry::new(s, scale)));
-                }
-                (DeviceKind::BarcodeScanner, d) => {
-                    let c = outpost_peripherals::scanner_serial::ScannerConfig {
-                        connect_timeout: s
-                            .connect_timeout
-                            .unwrap_or(std::time::Duration::from_secs(3)),
-                        ..Default::default()
-                    };
-                    let scanner: Arc<dyn BarcodeScanner> = match d {
-                        Driver::ScannerSerial(transport) => Arc::new(
-                            outpost_peripherals::scanner_serial::SerialScanner::with_connector(
-                                &s.id,
-                                transport
-                                    .connector(outpost_peripherals::scanner_serial::DEFAULT_PORT),
-                                c,
-                            ),
-                        ),
-                        #[cfg(feature = "demo")]
-                        Driver::Sim => {
-                            let sim = outpost_mocks::sim::scanner::ScannerSim::start(
-                                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                            )
-                            .await
-                            .map_err(|source| {
-                                RegistryError::Simulator {
-                                    what: "barcode scanner",
-                                    source,
-                                }
-                            })?;
-                            let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                            tracing::info!(device = %s.id, %addr, "Started the barcode scanner simulator.");
-                            sims.scanners.push((s.id.clone(), sim));
-                            Arc::new(outpost_peripherals::scanner_serial::SerialScanner::tcp(
-                                &s.id, &addr, c,
-                            ))
-                        }
-                        #[cfg(feature = "demo")]
-                        Driver::Mock => {
-                            let m = outpost_mocks::mock::scanner::MockScanner::closed(&s.id);
-                            sims.mock_scanners.push((s.id.clone(), m.clone()));
-                            Arc::new(m)
-                        }
-                        _ => return Err(unsupported(s)),
-                    };
-                    scans.push(Arc::new(ScanFeed::new(&s.id, scanner.clone())));
-                    entries.push(Arc::new(Entry::new(s, scanner)));
-                }
-                #[cfg(feature = "demo")]
-                (DeviceKind::EnvironmentSensor, Driver::Mock) => {
-                    let m = outpost_mocks::mock::sensor::MockSensor::new(
-                        &s.id,
-                        outpost_peripherals::sensor::SensorReading {
-                            milli_celsius: Some(4_000),
-                            door_open: Some(false),
-                            case_open: Some(false),
-                        },
-                    );
-                    sims.sensors.push((s.id.clone(), m.clone()));
-                    entries.push(Arc::new(Entry::new(s, Arc::new(m))));
-                }
-                #[cfg(feature = "demo")]
-                (DeviceKind::CashAcceptor, Driver::Mock) => {
-                    let m = outpost_mocks::mock::cash::MockCashAcceptor::new(
-                        &s.id,
-                        &cfg.currency.to_string(),
-                    );
-                    sims.cash_acceptors.push((s.id.clone(), m.clone()));
-                    entries.push(Arc::new(Entry::new(s, Arc::new(m))));
-                }
-                #[cfg(feature = "demo")]
-                (DeviceKind::VendDispenser, Driver::Mock) => {
-                    // A demo machine: six slots of ten.
-                    let slots: Vec<(String, u32)> =
-                        (1..=6).map(|n| (format!("A{n}"), 10)).collect();
-                    let slots: Vec<(&str, u32)> =
-                        slots.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-                    let m = outpost_mocks::mock::vend::MockVend::closed(&s.id, &slots);
-                    sims.vends.push((s.id.clone(), m.clone()));
-                    entries.push(Arc::new(Entry::new(s, Arc::new(m))));
-                }
-                _ => return Err(unsupported(s)),
-            }
-        }
-        if let Some(t) = overrides.terminal {
-            let info = t.core().info();
-            let spec = DeviceSpec {
-                id: info.id.clone(),
-                kind: DeviceKind::PaymentTerminal,
-                driver: Driver::Mock,
-                connect_timeout: None,
-                io_timeout: None,
-                request_timeout: None,
-                poi_id: None,
-                sale_id: None,
-                health_interval: None,
-                stable_wait: Duration::ZERO,
-            };
-            let mut e = Entry::new(&spec, t.clone());
-            e.driver = info.driver;
-            entries.push(Arc::new(e));
-            payment = Some(t);
-        }
-        let queue = Arc::new(ReceiptQueue::open(store.clone(), cfg.queue_max)?);
-        let spooler = Arc::new(Spooler::new(
-            queue,
-            store.clone(),
-            printer.clone(),
-            cfg.receipt_width,
-            cfg.retry,
-        ));
-        Ok(Registry {
-            entries,
-            printer,
-            drawer,
-            display,
-            payment,
-            scales,
-            scans,
-            store,
-            spooler,
-            supervisor: cfg.supervisor,
-            sims,
-        })
-    }
+/// One device built from its entry, by the role checkout gives it.
+// Displays, cash acceptors, vend dispensers and sensors have only the demo's mocks so
+// far: a build without the `demo` feature never makes `Display` or `Other`.
+#[cfg_attr(not(feature = "demo"), allow(dead_code))]
+enum Built {
+    /// The receipt printer; a drawer on its kick port shares its link.
+    Printer(outpost_peripherals::escpos::EscPosPrinter),
+    Drawer(Arc<dyn CashDrawer>),
+    Display(Arc<dyn CustomerDisplay>),
+    Payment(Arc<dyn PaymentTerminal>),
+    Scale(Arc<dyn Scale>),
+    Scanner(Arc<dyn BarcodeScanner>),
+    /// A device checkout does not use (yet): a cash acceptor, vend dispenser, sensor.
+    Other(Arc<dyn Device>),
+}
 
+/// `s` asks for a driver its kind does not have.
+fn unsupported(s: &DeviceSpec) -> RegistryError {
+    RegistryError::Unsupported {
+        id: s.id.clone(),
+        message: format!(
+            "driver {} for {} is not available in this build",
+            s.driver.name(),
+            s.kind
+        ),
+    }
+}
+
+impl Registry {
     /// Open every device once, all at once (each bounded), so a server that starts
     /// with working devices serves with them open. Failures are recorded, not fatal.
     pub async fn open_all(&self) {
@@ -799,61 +490,8 @@ impl Registry {
         if e.kind != DeviceKind::ReceiptPrinter || e.driver != "sim" {
             return None;
         }
-        #[cfg(feature = "demo")]
-        {
-            self.sims.printer.as_ref().map(|p| p.last_receipt())
-        }
-        #[cfg(not(feature = "demo"))]
-        {
-            None
-        }
+        self.sims.last_receipt()
     }
-}
-
-fn nexo(s: &DeviceSpec, address: &str) -> outpost_peripherals::nexo::NexoTerminal {
-    let mut c = outpost_peripherals::nexo::NexoConfig::new(s.id.clone(), address.to_owned());
-    if let Some(t) = s.connect_timeout {
-        c.connect_timeout = t;
-    }
-    if let Some(t) = s.io_timeout {
-        c.status_timeout = t;
-    }
-    if let Some(t) = s.request_timeout {
-        c.request_timeout = t;
-    }
-    if let Some(p) = &s.poi_id {
-        c.poi_id = p.clone();
-    }
-    if let Some(id) = &s.sale_id {
-        c.sale_id = id.clone();
-    }
-    outpost_peripherals::nexo::NexoTerminal::new(c)
-}
-
-fn mdb(
-    s: &DeviceSpec,
-    transport: &Transport,
-    currency: &crate::domain::money::Currency,
-) -> outpost_peripherals::mdb::MdbCashless {
-    let mut c = outpost_peripherals::mdb::MdbConfig {
-        currency: currency.code().to_owned(),
-        decimal_places: currency.exponent(),
-        ..Default::default()
-    };
-    if let Some(t) = s.connect_timeout {
-        c.connect_timeout = t;
-    }
-    if let Some(t) = s.io_timeout {
-        c.io_timeout = t;
-    }
-    if let Some(t) = s.request_timeout {
-        c.session_wait = t;
-    }
-    outpost_peripherals::mdb::MdbCashless::with_connector(
-        &s.id,
-        transport.connector(outpost_peripherals::mdb::driver::DEFAULT_PORT),
-        c,
-    )
 }
 
 /// What the devices did for one new sale.
@@ -943,38 +581,44 @@ impl Registry {
     }
 }
 
-/// The devices `outpost demo` runs with when the config names none, one of every
-/// kind: an ESC/POS printer simulator with the drawer on its kick port, (when
-/// `with_payment`) a nexo terminal simulator, a serial barcode scanner simulator and an
-/// MT-SICS scale simulator, each reached through the real driver over loopback TCP;
-/// and the trait mocks of the kinds with no real driver yet (customer display, cash
-/// acceptor, vend dispenser, environment sensor). (Without the `demo` feature,
-/// validation refuses these drivers with an error saying so.)
-pub fn demo_devices(with_payment: bool) -> Vec<crate::config::DeviceSettings> {
-    use crate::config::DeviceSettings;
-    let dev = |id: &str, kind: &str, driver: &str| DeviceSettings {
-        id: id.into(),
-        kind: kind.into(),
-        driver: driver.into(),
-        ..DeviceSettings::default()
-    };
-    let mut v = vec![
-        dev("printer-1", "printer", "sim"),
-        DeviceSettings {
-            printer: Some("printer-1".into()),
-            ..dev("drawer-1", "drawer", "escpos-kick")
-        },
-        dev("display-1", "display", "mock"),
-    ];
-    if with_payment {
-        v.push(dev("payment-1", "payment", "sim"));
+/// What a build without the `demo` feature has in place of the demo's simulators:
+/// none, and a refusal for every `sim` or `mock` entry (config validation refuses
+/// them first, in the same words; this guards specs built in code).
+#[cfg(not(feature = "demo"))]
+mod demo {
+    use super::{Built, RegistryError};
+    use crate::config::devices::DeviceSpec;
+    use crate::domain::money::Currency;
+
+    /// No simulators run in this build.
+    #[derive(Default)]
+    pub struct Sims {}
+
+    impl Sims {
+        pub(super) async fn start(&mut self, s: &DeviceSpec) -> Result<String, RegistryError> {
+            Err(refuse(s))
+        }
+
+        pub(super) fn mock(
+            &mut self,
+            s: &DeviceSpec,
+            _: &Currency,
+        ) -> Result<Built, RegistryError> {
+            Err(refuse(s))
+        }
+
+        pub(super) fn last_receipt(&self) -> Option<Option<String>> {
+            None
+        }
     }
-    v.extend([
-        dev("scanner-1", "scanner", "sim"),
-        dev("scale-1", "scale", "sim"),
-        dev("cash-1", "cash_acceptor", "mock"),
-        dev("vend-1", "vend_dispenser", "mock"),
-        dev("sensor-1", "sensor", "mock"),
-    ]);
-    v
+
+    fn refuse(s: &DeviceSpec) -> RegistryError {
+        RegistryError::Unsupported {
+            id: s.id.clone(),
+            message: format!(
+                "driver {} needs the `demo` cargo feature, which this build lacks",
+                s.driver.name()
+            ),
+        }
+    }
 }

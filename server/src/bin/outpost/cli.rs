@@ -1,0 +1,201 @@
+//! The command line: clap's types, and how the flags every command shares become
+//! settings and an open data dir.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use outpost_server::access::Access;
+use outpost_server::config::{Flags, Settings};
+use outpost_server::store::StoreOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Outpost store server: sells offline, durably, exactly once."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Common {
+    /// Config file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve on (overrides OUTPOST_LISTEN and the file).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory (overrides OUTPOST_DATA_DIR and the file).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the gRPC port HQ pushes to (overrides OUTPOST_GRPC_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+    /// HQ's gRPC URL for the uplink (overrides OUTPOST_HQ_URL).
+    #[arg(long, value_name = "URL")]
+    hq_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the store.
+    Serve(Common),
+    /// Fill an empty data dir with a demo store (catalog, stock, promotions) and serve
+    /// it with simulated devices: an ESC/POS printer and drawer, a customer display and
+    /// a nexo payment terminal, reached through the real drivers on loopback.
+    Demo {
+        #[command(flatten)]
+        common: Common,
+        /// Number of demo products.
+        #[arg(long, default_value_t = 10_000)]
+        products: usize,
+    },
+    /// Import data.
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
+    /// Export data.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+    /// The store mesh.
+    P2p {
+        #[command(subcommand)]
+        what: P2pWhat,
+    },
+    /// Terminal bearer tokens (run on a stopped server's data dir).
+    Terminals {
+        #[command(subcommand)]
+        what: TerminalsWhat,
+    },
+    /// Staff accounts (run on a stopped server's data dir).
+    Users {
+        #[command(subcommand)]
+        what: UsersWhat,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum P2pWhat {
+    /// Print this unit's peer id (created once in the data dir), for HQ's store roster.
+    Id(Common),
+}
+
+#[derive(Subcommand)]
+pub enum TerminalsWhat {
+    /// Issue a token for terminal NAME; the token is printed once, only its hash is kept.
+    Add {
+        /// Terminal name (1 to 64 of A-Z a-z 0-9 - _ . @).
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List terminals (names, ids, issue and revocation times; never tokens).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Revoke terminal NAME's token.
+    Revoke {
+        /// Terminal name.
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsersWhat {
+    /// Add (or replace) a staff account with a generated password, printed once.
+    Add {
+        /// Username (1 to 64 of A-Z a-z 0-9 - _ . @).
+        username: String,
+        /// Roles: supervisor, technician, admin (repeat or comma-separate).
+        #[arg(long = "role", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List staff accounts (usernames, roles, disabled; never passwords).
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Disable USERNAME: no more logins, open sessions end. `add` enables it again.
+    Disable {
+        /// Username.
+        username: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ExportWhat {
+    /// Write the live catalog as JSON lines (the import format), in SKU order.
+    Catalog {
+        /// The file ("-" for standard output).
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImportWhat {
+    /// Import products from a JSON-lines file (one product per line). Products in the
+    /// file are added or replaced; with --replace, products not in the file are removed.
+    Catalog {
+        /// The file ("-" for standard input).
+        file: PathBuf,
+        /// Remove products that are not in the file.
+        #[arg(long)]
+        replace: bool,
+        /// Version name of the imported catalog (default: import-<unix time>).
+        #[arg(long)]
+        catalog_version: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl Common {
+    /// The settings: the config file, then `OUTPOST_*` variables, then these flags.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let flags = Flags {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            grpc_listen: self.grpc_listen,
+            hq_url: self.hq_url.clone(),
+        };
+        Ok(Settings::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &flags,
+        )?)
+    }
+
+    /// The settings and the access state of a stopped server's data dir, for the
+    /// commands that manage terminals and staff.
+    pub fn open_security(&self) -> anyhow::Result<(Settings, Arc<Access>)> {
+        let s = self.settings()?;
+        outpost_server::telemetry::init("warn");
+        let (_store, security) =
+            outpost_server::access::open_data_dir(&s, &StoreOptions::default()).with_context(
+                || {
+                    format!(
+                        "Failed to open the data dir {} (is the server running?)",
+                        s.data_dir.display()
+                    )
+                },
+            )?;
+        Ok((s, security))
+    }
+}

@@ -1,0 +1,66 @@
+//! `outpost`: the store server's command line. Parses arguments and calls the library.
+//!
+//! # Layout
+//! - [`cli`]: the commands and flags, and how the shared flags become settings.
+//! - [`serve`]: `serve` and `demo`.
+//! - [`terminals`], [`users`]: terminal tokens and staff accounts.
+//! - [`catalog`]: `import catalog` and `export catalog`.
+//! - [`p2p`]: `p2p id`.
+
+mod catalog;
+mod cli;
+mod p2p;
+mod serve;
+mod terminals;
+mod users;
+
+use clap::Parser as _;
+
+use cli::{Cli, Command, ExportWhat, ImportWhat};
+
+/// mimalloc instead of the system allocator: an import or a snapshot apply makes
+/// millions of small allocations, and glibc's malloc spent a quarter of a 1,000,000
+/// product import in its bookkeeping (BENCHMARKS.md, "Catalog import").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: failed to start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain; no backtrace for a technician to wade through.
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(common) => serve::serve(&common).await,
+        Command::Demo { common, products } => serve::demo(&common, products).await,
+        Command::P2p { what } => p2p::run(what),
+        Command::Terminals { what } => terminals::run(what),
+        Command::Users { what } => users::run(what),
+        Command::Export {
+            what: ExportWhat::Catalog { file, common },
+        } => catalog::export(&file, &common),
+        Command::Import {
+            what:
+                ImportWhat::Catalog {
+                    file,
+                    replace,
+                    catalog_version,
+                    common,
+                },
+        } => catalog::import(&file, replace, catalog_version, &common),
+    }
+}

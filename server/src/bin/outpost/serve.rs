@@ -1,0 +1,123 @@
+//! `outpost serve` and `outpost demo`: run the store until Ctrl-C or SIGTERM.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use outpost_security::auth::password::generate_password;
+use outpost_security::auth::roles::Role;
+use outpost_server::access::Access;
+use outpost_server::config::{DeviceSettings, Settings};
+use outpost_server::devices::InjectedDevices;
+use outpost_server::startup::Application;
+use outpost_server::store::StoreOptions;
+
+use crate::cli::Common;
+
+/// `outpost serve`.
+pub async fn serve(common: &Common) -> anyhow::Result<()> {
+    let s = common.settings()?;
+    outpost_server::telemetry::init(&s.log);
+    let app = Application::build(s, InjectedDevices::default()).await?;
+    app.run_until(shutdown_signal()).await
+}
+
+/// `outpost demo`: seed an empty data dir with `products` demo products, print the
+/// demo's credentials, and serve it (with simulated devices when the config names
+/// none).
+pub async fn demo(common: &Common, products: usize) -> anyhow::Result<()> {
+    let mut s = common.settings()?;
+    outpost_server::telemetry::init(&s.log);
+    if s.devices.is_empty() {
+        // Simulators speaking the real wire protocols, so the demo runs the
+        // ESC/POS and nexo drivers end to end.
+        s.devices = demo_devices(&s)?;
+        s.validate()?;
+    }
+    // The demo runs on the development sealer (with its warning) unless a config
+    // says otherwise.
+    s.security.allow_software = true;
+    if s.store.name == outpost_server::config::StoreSettings::default().name {
+        s.store.name = "Outpost Demo Store".into();
+    }
+    {
+        let (store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::default())
+            .with_context(|| format!("Failed to open the data dir {}", s.data_dir.display()))?;
+        let started = Instant::now();
+        match outpost_server::seed::seed_demo(&store, products).await? {
+            Some(seeded) => eprintln!(
+                "Demo store created in {}: {} products, {} promotions ({:.1} s)",
+                s.data_dir.display(),
+                seeded.products,
+                seeded.promotions,
+                started.elapsed().as_secs_f64()
+            ),
+            None => eprintln!("Using the existing store in {}", s.data_dir.display()),
+        }
+        eprintln!("{}", demo_credentials(&security, &s.data_dir)?);
+        drop((store, security));
+    }
+    let app = Application::build(s, InjectedDevices::default()).await?;
+    eprintln!(
+        "Outpost demo serving on {}  (try /api/v1/products?q=milk, Ctrl-C to stop)",
+        app.base_url()
+    );
+    app.run_until(shutdown_signal()).await
+}
+
+/// The demo's simulated devices, with a payment terminal unless `[payment] terminal`
+/// already provides one.
+#[cfg(feature = "demo")]
+fn demo_devices(s: &Settings) -> anyhow::Result<Vec<DeviceSettings>> {
+    Ok(outpost_server::devices::demo_devices(
+        s.payment.terminal == "none",
+    ))
+}
+
+/// Without the `demo` feature there are no simulators: the config must name devices.
+#[cfg(not(feature = "demo"))]
+fn demo_devices(_: &Settings) -> anyhow::Result<Vec<DeviceSettings>> {
+    anyhow::bail!(
+        "the demo's simulated devices need the `demo` cargo feature, which this build lacks: \
+         configure [[devices]] or build with --features demo"
+    )
+}
+
+/// Creates the demo's terminal token and technician login (fresh ones at every start:
+/// the previous demo terminal is revoked), writes them to
+/// `<data-dir>/demo-credentials.json` (0600) and returns what to print.
+fn demo_credentials(security: &Access, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret as _;
+    security.revoke_terminal("demo", "demo-terminal")?;
+    let (_, token) = security.add_terminal("demo", "demo-terminal")?;
+    let password = generate_password();
+    security.set_user("demo", "demo-tech", &password, vec![Role::Technician])?;
+    let path = outpost_security::auth::demo::write_demo_credentials(
+        data_dir,
+        &token,
+        "demo-tech",
+        &password,
+    )
+    .context("Failed to write the demo credentials")?;
+    Ok(format!(
+        "Demo credentials (also in {}):\n  terminal token: {}\n  technician:     demo-tech / {}",
+        path.display(),
+        token.expose_secret(),
+        password.expose_secret()
+    ))
+}
+
+/// Resolves at Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,208 @@
+//! The demo's devices: wire simulators from `mocks/src/sim` for `driver = "sim"`
+//! entries (started in-process on a loopback port; the real driver connects to them),
+//! trait mocks from `mocks/src/mock` for `driver = "mock"` entries, and
+//! [`demo_devices`], the set `outpost demo` runs with. Compiled with the `demo`
+//! feature only; without it `sim` and `mock` entries are refused.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use outpost_mocks::mock::cash::MockCashAcceptor;
+use outpost_mocks::mock::display::MockDisplay;
+use outpost_mocks::mock::scale::MockScale;
+use outpost_mocks::mock::scanner::MockScanner;
+use outpost_mocks::mock::sensor::MockSensor;
+use outpost_mocks::mock::vend::MockVend;
+use outpost_mocks::sim::escpos::{self, EscPosSim, SimHandle};
+use outpost_mocks::sim::payment::{self, PaymentSim};
+use outpost_mocks::sim::scale::{ScaleOptions, ScaleSim};
+use outpost_mocks::sim::scanner::ScannerSim;
+use outpost_peripherals::DeviceKind;
+use outpost_peripherals::sensor::SensorReading;
+
+use super::{Built, RegistryError, unsupported};
+use crate::config::DeviceSettings;
+use crate::config::devices::DeviceSpec;
+use crate::domain::money::Currency;
+
+/// Simulators started for `driver = "sim"` entries and mocks made for `driver =
+/// "mock"` ones; kept alive with the registry, and reachable by tests to script them.
+#[derive(Default)]
+pub struct Sims {
+    /// The ESC/POS printer simulator, when a printer uses the `sim` driver.
+    pub printer: Option<SimHandle>,
+    /// The nexo terminal simulator, when the payment terminal uses the `sim` driver.
+    pub payment: Option<PaymentSim>,
+    /// The customer display mock, when the display uses the `mock` driver.
+    pub display: Option<MockDisplay>,
+    /// MT-SICS scale simulators of `driver = "sim"` scales, by device id.
+    pub scales: Vec<(String, ScaleSim)>,
+    /// Scanner simulators of `driver = "sim"` scanners, by device id.
+    pub scanners: Vec<(String, ScannerSim)>,
+    /// Scale mocks of `driver = "mock"` scales, by device id.
+    pub mock_scales: Vec<(String, MockScale)>,
+    /// Scanner mocks of `driver = "mock"` scanners, by device id.
+    pub mock_scanners: Vec<(String, MockScanner)>,
+    /// Sensor mocks (there is no real sensor driver yet), by device id.
+    pub sensors: Vec<(String, MockSensor)>,
+    /// Coin and note acceptor mocks (no real driver yet), by device id.
+    pub cash_acceptors: Vec<(String, MockCashAcceptor)>,
+    /// Vend dispenser mocks (no real driver yet), by device id.
+    pub vends: Vec<(String, MockVend)>,
+}
+
+impl Drop for Sims {
+    fn drop(&mut self) {
+        if let Some(p) = &self.printer {
+            p.shutdown();
+        }
+        if let Some(p) = &self.payment {
+            p.shutdown();
+        }
+    }
+}
+
+/// Where a simulator listens: any free loopback port.
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+impl Sims {
+    /// Start the wire simulator of `s` (a printer, payment terminal, scale or
+    /// scanner) and return its address, for the real driver to connect to.
+    pub(super) async fn start(&mut self, s: &DeviceSpec) -> Result<String, RegistryError> {
+        let failed = |what: &'static str| move |source| RegistryError::Simulator { what, source };
+        let (what, addr) = match s.kind {
+            DeviceKind::ReceiptPrinter => {
+                let sim = EscPosSim::start(loopback(), escpos::SimOptions::default())
+                    .await
+                    .map_err(failed("ESC/POS printer"))?;
+                let addr = sim.local_addr().to_string();
+                self.printer = Some(sim);
+                ("ESC/POS printer", addr)
+            }
+            DeviceKind::PaymentTerminal => {
+                let sim = PaymentSim::start(loopback(), payment::SimOptions::default())
+                    .await
+                    .map_err(failed("nexo payment terminal"))?;
+                let addr = sim.local_addr().to_string();
+                self.payment = Some(sim);
+                ("nexo payment terminal", addr)
+            }
+            DeviceKind::Scale => {
+                let sim = ScaleSim::start(loopback(), ScaleOptions::default())
+                    .await
+                    .map_err(failed("MT-SICS scale"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.scales.push((s.id.clone(), sim));
+                ("MT-SICS scale", addr)
+            }
+            DeviceKind::BarcodeScanner => {
+                let sim = ScannerSim::start(loopback())
+                    .await
+                    .map_err(failed("barcode scanner"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.scanners.push((s.id.clone(), sim));
+                ("barcode scanner", addr)
+            }
+            _ => return Err(unsupported(s)),
+        };
+        tracing::info!(device = %s.id, %addr, "Started the {what} simulator.");
+        Ok(addr)
+    }
+
+    /// The trait mock standing in for `s` (a cash acceptor takes `currency`).
+    pub(super) fn mock(
+        &mut self,
+        s: &DeviceSpec,
+        currency: &Currency,
+    ) -> Result<Built, RegistryError> {
+        let id = s.id.clone();
+        Ok(match s.kind {
+            DeviceKind::CustomerDisplay => {
+                let d = MockDisplay::new(&s.id);
+                self.display = Some(d.clone());
+                Built::Display(Arc::new(d))
+            }
+            DeviceKind::PaymentTerminal => {
+                tracing::warn!("Using the simulated payment terminal: card payments are not real.");
+                Built::Payment(Arc::new(outpost_mocks::MockTerminal::new()))
+            }
+            DeviceKind::Scale => {
+                // Closed, so the supervisor opens it like any other.
+                let m = MockScale::closed(&s.id, 6_000);
+                self.mock_scales.push((id, m.clone()));
+                Built::Scale(Arc::new(m))
+            }
+            DeviceKind::BarcodeScanner => {
+                let m = MockScanner::closed(&s.id);
+                self.mock_scanners.push((id, m.clone()));
+                Built::Scanner(Arc::new(m))
+            }
+            DeviceKind::EnvironmentSensor => {
+                let reading = SensorReading {
+                    milli_celsius: Some(4_000),
+                    door_open: Some(false),
+                    case_open: Some(false),
+                };
+                let m = MockSensor::new(&s.id, reading);
+                self.sensors.push((id, m.clone()));
+                Built::Other(Arc::new(m))
+            }
+            DeviceKind::CashAcceptor => {
+                let m = MockCashAcceptor::new(&s.id, &currency.to_string());
+                self.cash_acceptors.push((id, m.clone()));
+                Built::Other(Arc::new(m))
+            }
+            DeviceKind::VendDispenser => {
+                // A demo machine: six slots of ten.
+                let slots: Vec<(String, u32)> = (1..=6).map(|n| (format!("A{n}"), 10)).collect();
+                let slots: Vec<(&str, u32)> = slots.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+                let m = MockVend::closed(&s.id, &slots);
+                self.vends.push((id, m.clone()));
+                Built::Other(Arc::new(m))
+            }
+            _ => return Err(unsupported(s)),
+        })
+    }
+
+    /// What the printer simulator printed last (`None` inside: nothing yet); `None`
+    /// when no printer is simulated.
+    pub(super) fn last_receipt(&self) -> Option<Option<String>> {
+        self.printer.as_ref().map(|p| p.last_receipt())
+    }
+}
+
+/// The devices `outpost demo` runs with when the config names none, one of every
+/// kind: an ESC/POS printer simulator with the drawer on its kick port, (when
+/// `with_payment`) a nexo terminal simulator, a serial barcode scanner simulator and an
+/// MT-SICS scale simulator, each reached through the real driver over loopback TCP;
+/// and the trait mocks of the kinds with no real driver yet (customer display, cash
+/// acceptor, vend dispenser, environment sensor).
+pub fn demo_devices(with_payment: bool) -> Vec<DeviceSettings> {
+    let dev = |id: &str, kind: &str, driver: &str| DeviceSettings {
+        id: id.into(),
+        kind: kind.into(),
+        driver: driver.into(),
+        ..DeviceSettings::default()
+    };
+    let mut v = vec![
+        dev("printer-1", "printer", "sim"),
+        DeviceSettings {
+            printer: Some("printer-1".into()),
+            ..dev("drawer-1", "drawer", "escpos-kick")
+        },
+        dev("display-1", "display", "mock"),
+    ];
+    if with_payment {
+        v.push(dev("payment-1", "payment", "sim"));
+    }
+    v.extend([
+        dev("scanner-1", "scanner", "sim"),
+        dev("scale-1", "scale", "sim"),
+        dev("cash-1", "cash_acceptor", "mock"),
+        dev("vend-1", "vend_dispenser", "mock"),
+        dev("sensor-1", "sensor", "mock"),
+    ]);
+    v
+}
