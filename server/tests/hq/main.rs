@@ -1,7 +1,7 @@
 //! The HQ link: pushes HQ makes to the store, and the uplink of sales to HQ.
 
 /// The store runs in this process: give it the allocator the `outpost` binary has
-/// (`server/src/main.rs`), so the snapshot figures in BENCHMARKS.md measure the store
+/// (`server/src/bin/outpost/`), so the snapshot figures in BENCHMARKS.md measure the store
 /// as shipped rather than glibc's malloc under a million small allocations.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
