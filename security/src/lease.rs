@@ -416,6 +416,11 @@ impl HqSigner {
         self.key.verifying_key()
     }
 
+    /// The signing key, for the crate's other signed formats (each with its own magic).
+    pub(crate) fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// Signs a lease.
     pub fn sign_lease(&self, lease: &Lease) -> Result<Vec<u8>, LeaseError> {
         let mut body = lease.body()?;
@@ -605,7 +610,8 @@ pub struct GuardSnapshot {
     pub lease: Option<Vec<u8>>,
     /// Highest command counter accepted.
     pub last_counter: u64,
-    /// A lock from a command or tamper: `"command"`, `"tamper:<detail>"` or `"wiped"`.
+    /// A latched lock: `"command"`, `"tamper:<detail>"`, `"expired"` (the lease and its
+    /// grace ran out) or `"wiped"`.
     pub hard_lock: Option<String>,
     /// When the hard lock started (unix seconds).
     pub hard_lock_at: i64,
@@ -668,6 +674,7 @@ impl LeaseGuard {
             None => None,
             Some("command") => Some(LockReason::HqCommand { at }),
             Some("wiped") => Some(LockReason::Wiped { at }),
+            Some("expired") => Some(LockReason::LeaseExpired { expired_at: at }),
             Some(t) if t.starts_with("tamper:") => Some(LockReason::Tamper {
                 detail: t["tamper:".len()..].to_owned(),
                 at,
@@ -689,6 +696,9 @@ impl LeaseGuard {
             Some(LockReason::HqCommand { at }) => (Some("command".to_owned()), *at),
             Some(LockReason::Wiped { at }) => (Some("wiped".to_owned()), *at),
             Some(LockReason::Tamper { detail, at }) => (Some(format!("tamper:{detail}")), *at),
+            Some(LockReason::LeaseExpired { expired_at }) => {
+                (Some("expired".to_owned()), *expired_at)
+            }
             Some(_) => (None, OffsetDateTime::UNIX_EPOCH),
         };
         GuardSnapshot {
@@ -731,6 +741,20 @@ impl LeaseGuard {
         Ok(())
     }
 
+    /// When `lease`'s offline grace runs out. Saturates: a grace beyond the calendar
+    /// (a configuration the enrolment bundle's bounds refuse anyway) never panics.
+    fn locks_at(&self, lease: &Lease) -> OffsetDateTime {
+        lease
+            .expires_at
+            .checked_add(self.config.offline_grace)
+            .unwrap_or(
+                lease
+                    .expires_at
+                    .replace_year(9999)
+                    .unwrap_or(lease.expires_at),
+            )
+    }
+
     fn lease_state(&self, now: OffsetDateTime) -> LeaseState {
         match &self.lease {
             None => LeaseState::Locked {
@@ -739,12 +763,10 @@ impl LeaseGuard {
             Some((lease, _)) if now < lease.expires_at => LeaseState::Active {
                 expires_at: lease.expires_at,
             },
-            Some((lease, _)) if now < lease.expires_at + self.config.offline_grace => {
-                LeaseState::Grace {
-                    expired_at: lease.expires_at,
-                    locks_at: lease.expires_at + self.config.offline_grace,
-                }
-            }
+            Some((lease, _)) if now < self.locks_at(lease) => LeaseState::Grace {
+                expired_at: lease.expires_at,
+                locks_at: self.locks_at(lease),
+            },
             Some((lease, _)) => LeaseState::Locked {
                 reason: LockReason::LeaseExpired {
                     expired_at: lease.expires_at,
@@ -761,6 +783,30 @@ impl LeaseGuard {
             },
             None => self.lease_state(self.now()),
         }
+    }
+
+    /// Latches a lock the lease's expiry caused, so that it survives a restart and a
+    /// clock set back: from now on only a fresh lease (or a signed unlock) ends it.
+    /// Returns `true` when it latched now (the caller persists the snapshot at once).
+    pub fn latch_expiry(&mut self) -> bool {
+        if self.hard_lock.is_some() {
+            return false;
+        }
+        match self.lease_state(self.now()) {
+            LeaseState::Locked {
+                reason: reason @ LockReason::LeaseExpired { .. },
+            } => {
+                self.hard_lock = Some(reason);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a lock is latched (a command, tamper, expiry or wipe): what the server
+    /// mirrors into the TPM.
+    pub fn is_latched(&self) -> bool {
+        self.hard_lock.is_some()
     }
 
     /// Whether checkout and refund may run now.
@@ -794,6 +840,11 @@ impl LeaseGuard {
             return Err(LeaseError::Stale);
         }
         self.lease = Some((lease, bytes.to_vec()));
+        // A fresh lease ends a lock that expiry alone caused; a command or tamper lock
+        // needs HQ's signed unlock.
+        if matches!(self.hard_lock, Some(LockReason::LeaseExpired { .. })) {
+            self.hard_lock = None;
+        }
         let state = self.state();
         tracing::info!(state = state.name(), "Accepted a presence lease");
         Ok(state)
@@ -960,6 +1011,60 @@ mod tests {
         assert_eq!(f.guard.state().name(), "grace");
         f.clock.advance(Duration::minutes(6));
         assert_eq!(f.guard.state().name(), "locked");
+    }
+
+    /// Regression: a lock by expiry was never saved, so a restart with the clock set
+    /// back revived the lease.
+    #[test]
+    fn an_expiry_lock_is_latched_survives_a_restart_with_the_clock_back_and_a_fresh_lease_ends_it()
+    {
+        let mut f = fixture();
+        f.guard.accept_lease(&f.lease(Duration::hours(1))).unwrap();
+        assert!(!f.guard.latch_expiry(), "nothing to latch while active");
+        f.clock.advance(Duration::hours(74));
+        assert!(f.guard.latch_expiry());
+        assert!(!f.guard.latch_expiry(), "latched once");
+        assert!(f.guard.is_latched());
+        let mut snap = f.guard.snapshot();
+        assert_eq!(snap.hard_lock.as_deref(), Some("expired"));
+        // The restored guard sees a clock (and a highest time) set back to the lease's
+        // start: still locked, by expiry.
+        snap.highest_seen = T0.unix_timestamp();
+        f.clock.set(T0);
+        let mut g = LeaseGuard::restore(
+            f.guard.config.clone(),
+            f.hq.verifying_key(),
+            f.clock.clone(),
+            &snap,
+        )
+        .unwrap();
+        assert!(matches!(
+            g.state(),
+            LeaseState::Locked {
+                reason: LockReason::LeaseExpired { .. }
+            }
+        ));
+        f.clock.set(T0 + Duration::hours(75));
+        let fresh = f.lease(Duration::hours(1));
+        assert_eq!(g.accept_lease(&fresh).unwrap().name(), "active");
+        assert!(!g.is_latched());
+        // A tamper lock is not ended by a lease.
+        g.tamper("case");
+        assert_eq!(
+            g.accept_lease(&f.lease(Duration::hours(2))).unwrap().name(),
+            "locked"
+        );
+    }
+
+    /// Regression: a very large offline grace panicked in time arithmetic.
+    #[test]
+    fn a_grace_beyond_the_calendar_saturates_instead_of_panicking() {
+        let mut f = fixture();
+        f.guard.config.offline_grace = Duration::MAX;
+        f.guard.accept_lease(&f.lease(Duration::hours(1))).unwrap();
+        f.clock.advance(Duration::hours(2));
+        assert_eq!(f.guard.state().name(), "grace");
+        assert!(!f.guard.latch_expiry());
     }
 
     #[test]

@@ -26,6 +26,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod enroll;
 pub mod fsutil;
 pub mod lease;
 pub mod seal;
