@@ -2,6 +2,20 @@
 //!
 //! These are the records the sales journal keeps. They are append-only: a sale is
 //! never edited; refunds are their own records that point at it.
+//!
+//! # Layout
+//! - this file: tenders and their allocation, sales, refunds and their planning,
+//!   stock movements.
+//! - [`payment`]: the payment state machine ([`PaymentRecord`], [`EDGES`]).
+//! - [`ids`]: the request identifiers, [`IdempotencyKey`] and [`TerminalId`].
+
+pub mod ids;
+pub mod payment;
+
+pub use ids::{IdempotencyKey, InvalidIdempotencyKey, InvalidTerminalId, TerminalId};
+pub use payment::{
+    Cause, EDGES, Edge, IllegalTransition, PaymentKind, PaymentRecord, PaymentState, card_payments,
+};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -219,9 +233,11 @@ pub struct Sale {
     /// Time-ordered id (UUIDv7).
     pub id: Uuid,
     /// The terminal's `Idempotency-Key` for the checkout.
-    pub idempotency_key: String,
+    #[schema(value_type = String)]
+    pub idempotency_key: IdempotencyKey,
     /// Which terminal sold it.
-    pub terminal_id: String,
+    #[schema(value_type = String)]
+    pub terminal_id: TerminalId,
     /// Always `completed` for a journaled sale; refunds are separate records.
     pub status: SaleStatus,
     /// When the checkout began.
@@ -269,9 +285,11 @@ pub struct Refund {
     /// The sale refunded.
     pub sale_id: Uuid,
     /// The terminal's `Idempotency-Key` for the refund.
-    pub idempotency_key: String,
+    #[schema(value_type = String)]
+    pub idempotency_key: IdempotencyKey,
     /// Which terminal refunded it.
-    pub terminal_id: String,
+    #[schema(value_type = String)]
+    pub terminal_id: TerminalId,
     /// When it was recorded.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -583,134 +601,6 @@ pub struct Movement {
     pub at: OffsetDateTime,
 }
 
-/// The states of one payment operation with the terminal.
-///
-/// The state is written to disk *before* each call to the terminal, so after a crash
-/// the recovery task knows which keys to ask the terminal about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentState {
-    /// Planned; the terminal has not been called.
-    Pending,
-    /// The terminal is being asked to move money under this key.
-    Authorizing,
-    /// The terminal approved.
-    Authorized,
-    /// The sale or refund that uses it is recorded.
-    Completed,
-    /// The terminal declined, or never saw the key: no money moved.
-    Declined,
-    /// The outcome is unknown; resolved only by asking the terminal about the key.
-    InDoubt,
-    /// Approved, then reversed because the sale could not complete.
-    Voided,
-}
-
-impl PaymentState {
-    /// Whether moving from `self` to `to` is a legal step of the state machine.
-    pub fn can_become(self, to: PaymentState) -> bool {
-        use PaymentState::*;
-        matches!(
-            (self, to),
-            (Pending, Authorizing)
-                | (Pending, Declined)
-                | (Authorizing, Authorized)
-                | (Authorizing, Declined)
-                | (Authorizing, InDoubt)
-                | (InDoubt, Authorized)
-                | (InDoubt, Declined)
-                | (InDoubt, InDoubt)
-                | (Authorized, Completed)
-                | (Authorized, Voided)
-        )
-    }
-
-    /// Whether nothing more will happen to this payment.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            PaymentState::Completed | PaymentState::Declined | PaymentState::Voided
-        )
-    }
-}
-
-/// Whether a payment operation charges or refunds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentKind {
-    /// Money from the customer.
-    Charge,
-    /// Money back to the customer.
-    Refund,
-}
-
-/// One payment operation with the terminal and where it stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct PaymentRecord {
-    /// The key the terminal knows it by.
-    pub key: String,
-    /// Charge or refund.
-    pub kind: PaymentKind,
-    /// Amount in minor units.
-    pub amount: Money,
-    /// Where it stands.
-    pub state: PaymentState,
-    /// What the terminal approved.
-    #[serde(default)]
-    pub card: Option<CardSummary>,
-    /// Why it was declined.
-    #[serde(default)]
-    pub decline_reason: Option<String>,
-}
-
-/// Give each card tender its terminal key (`<id>-<tender index>`, unique to this sale
-/// or refund) and a `Pending` payment record, in tender order.
-pub fn card_payments(id: Uuid, tenders: &mut [Tender], kind: PaymentKind) -> Vec<PaymentRecord> {
-    let mut payments = Vec::new();
-    for (i, t) in tenders
-        .iter_mut()
-        .enumerate()
-        .filter(|(_, t)| t.method == TenderMethod::Card)
-    {
-        let key = format!("{id}-{i}");
-        t.payment_key = Some(key.clone());
-        payments.push(PaymentRecord {
-            key,
-            kind,
-            amount: t.amount,
-            state: PaymentState::Pending,
-            card: None,
-            decline_reason: None,
-        });
-    }
-    payments
-}
-
-impl PaymentRecord {
-    /// Move to `to`, refusing illegal steps.
-    pub fn transition(&mut self, to: PaymentState) -> Result<(), IllegalTransition> {
-        if self.state.can_become(to) {
-            self.state = to;
-            Ok(())
-        } else {
-            Err(IllegalTransition {
-                from: self.state,
-                to,
-            })
-        }
-    }
-}
-
-/// A step the payment state machine does not allow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("payment cannot go from {from:?} to {to:?}")]
-pub struct IllegalTransition {
-    /// Current state.
-    pub from: PaymentState,
-    /// Requested state.
-    pub to: PaymentState,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -817,8 +707,8 @@ mod tests {
         let receipt = Receipt::from_priced("s", "id", "t", now, &cart, vec![], Money(0));
         Sale {
             id: Uuid::now_v7(),
-            idempotency_key: "k".into(),
-            terminal_id: "t".into(),
+            idempotency_key: IdempotencyKey::parse("k").unwrap(),
+            terminal_id: TerminalId::parse("t").unwrap(),
             status: SaleStatus::Completed,
             created_at: now,
             completed_at: now,
@@ -840,8 +730,8 @@ mod tests {
         Refund {
             id: Uuid::now_v7(),
             sale_id: sale.id,
-            idempotency_key: "r".into(),
-            terminal_id: "t".into(),
+            idempotency_key: IdempotencyKey::parse("r").unwrap(),
+            terminal_id: TerminalId::parse("t").unwrap(),
             created_at: sale.created_at,
             reason: None,
             lines: plan.lines,
@@ -878,32 +768,5 @@ mod tests {
                 Err(RefundError::NothingLeft)
             );
         }
-    }
-
-    #[test]
-    fn payment_state_machine_refuses_skips() {
-        use PaymentState::*;
-        assert!(Pending.can_become(Authorizing));
-        assert!(
-            !Pending.can_become(Authorized),
-            "must persist Authorizing before calling"
-        );
-        assert!(
-            !Declined.can_become(Authorizing),
-            "a declined key is never charged again"
-        );
-        assert!(!Completed.can_become(Voided));
-        assert!(InDoubt.can_become(Authorized));
-        let mut p = PaymentRecord {
-            key: "k".into(),
-            kind: PaymentKind::Charge,
-            amount: Money(1),
-            state: Authorized,
-            card: None,
-            decline_reason: None,
-        };
-        assert!(p.transition(Authorizing).is_err());
-        assert!(p.transition(Completed).is_ok());
-        assert!(p.state.is_final());
     }
 }

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use crate::domain::pricing::PricingError;
 use crate::domain::sale::{RefundError, TenderError};
 use crate::sales::SellError;
+use crate::sales::idempotency::Failure;
 
 /// The JSON body of every error.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -135,17 +136,10 @@ impl From<SellError> for ApiError {
     fn from(e: SellError) -> Self {
         let msg = e.to_string();
         match e {
-            SellError::Invalid { code, field, .. } => {
-                let status = if code == "invalid_idempotency_key" {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
-                ApiError {
-                    field,
-                    ..ApiError::new(status, code, msg)
-                }
-            }
+            SellError::Invalid { code, field, .. } => ApiError {
+                field,
+                ..ApiError::unprocessable(code, msg)
+            },
             SellError::UnknownProduct { line, .. } => {
                 ApiError::unprocessable("unknown_product", msg).field(format!("lines[{line}]"))
             }
@@ -208,29 +202,24 @@ impl From<SellError> for ApiError {
                 msg,
             )
             .header("retry-after", "5"),
-            SellError::Replayed {
-                status,
-                code,
-                message,
-            } => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            SellError::Replayed { failure, message } => {
+                let (status, code) = match failure {
+                    Failure::PaymentDeclined => (StatusCode::PAYMENT_REQUIRED, "payment_declined"),
+                    Failure::RefundDeclined => (StatusCode::PAYMENT_REQUIRED, "refund_declined"),
+                };
                 ApiError::new(status, code, message).header("idempotent-replayed", "true")
             }
-            SellError::Device {
-                status,
-                code,
-                field,
-                ..
-            } => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                let mut e = ApiError::new(status, code, msg);
-                e.field = field;
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    e = e.header("retry-after", "5");
-                }
-                e
+            SellError::Scale { line, error } => {
+                // The device registry's status: 409 fix it at the scale, 503 unusable,
+                // 404/422 the line names no scale.
+                let mut e = ApiError::from(error);
+                e.message = msg;
+                e.field(format!("lines[{line}].scale"))
+            }
+            SellError::NoScale { line } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "device_unavailable", msg)
+                    .field(format!("lines[{line}].scale"))
+                    .header("retry-after", "5")
             }
             SellError::Internal(m) => {
                 tracing::error!(error = %m, "Internal error while selling");
@@ -250,5 +239,62 @@ impl From<TenderError> for ApiError {
 impl From<RefundError> for ApiError {
     fn from(e: RefundError) -> Self {
         SellError::Refund(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::sale::{Cause, IllegalTransition, PaymentState};
+
+    #[test]
+    fn an_illegal_transition_answers_500_internal_error() {
+        let e = SellError::from(IllegalTransition {
+            key: "k-0".into(),
+            from: PaymentState::Declined,
+            to: PaymentState::Completed,
+            cause: Cause::Record,
+        });
+        assert!(matches!(e, SellError::Internal(_)), "{e:?}");
+        let a = ApiError::from(e);
+        assert_eq!((a.status.as_u16(), &*a.code), (500, "internal_error"));
+    }
+
+    #[test]
+    fn stored_failures_replay_as_402_with_their_code() {
+        for (failure, code) in [
+            (Failure::PaymentDeclined, "payment_declined"),
+            (Failure::RefundDeclined, "refund_declined"),
+        ] {
+            let a = ApiError::from(SellError::Replayed {
+                failure,
+                message: "m".into(),
+            });
+            assert_eq!((a.status.as_u16(), &*a.code, &*a.message), (402, code, "m"));
+            assert!(
+                a.headers
+                    .contains(&("idempotent-replayed", "true".to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_scale_refusal_keeps_the_registrys_status_and_names_the_line() {
+        let a = ApiError::from(SellError::Scale {
+            line: 2,
+            error: crate::devices::inputs::WeighError {
+                status: 409,
+                code: "scale_unstable",
+                message: "scale s1: moving".into(),
+            },
+        });
+        assert_eq!(
+            (a.status.as_u16(), &*a.code, &*a.message),
+            (409, "scale_unstable", "line 2: scale s1: moving")
+        );
+        assert_eq!(a.field.as_deref(), Some("lines[2].scale"));
+        let a = ApiError::from(SellError::NoScale { line: 0 });
+        assert_eq!((a.status.as_u16(), &*a.code), (503, "device_unavailable"));
+        assert!(a.headers.contains(&("retry-after", "5".to_owned())));
     }
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`error`]: API errors and their JSON body.
 //! - [`body`]: the JSON body extractor (content type, size limit, field-level errors).
+//! - [`headers`]: `Idempotency-Key` and `X-Terminal-Id`, parsed into their domain types.
 //! - [`catalog`]: products and promotions.
 //! - [`pushed`]: the tax table and the planogram HQ pushed.
 //! - [`inventory`]: stock levels, counts and adjustments.
@@ -23,6 +24,7 @@ pub mod catalog;
 pub mod device_inputs;
 pub mod devices;
 pub mod error;
+pub mod headers;
 pub mod inventory;
 pub mod mesh;
 pub mod ops;
@@ -37,6 +39,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::config::Settings;
 use crate::sales::Sales;
 pub use error::{ApiError, ErrorBody};
+pub use headers::{idempotency_key, terminal_id};
 
 /// What handlers share.
 pub struct AppState {
@@ -58,52 +61,11 @@ pub struct AppState {
     pub tls: bool,
 }
 
-/// The terminal that sent a request: the authenticated terminal's name; for staff
-/// sessions, the `X-Terminal-Id` header (the till they work at), else their username.
-pub fn terminal_id(req: &HttpRequest, caller: &auth::Caller) -> Result<String, ApiError> {
-    if caller.is_terminal {
-        return Ok(caller.name().to_owned());
-    }
-    match req.headers().get("x-terminal-id") {
-        None => Ok(caller.name().to_owned()),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_terminal_id",
-                    "X-Terminal-Id must be 1 to 64 visible ASCII characters",
-                )
-                .field("X-Terminal-Id")
-            }),
-    }
-}
-
 /// `423 device_locked` when the presence lease does not allow transacting.
 pub fn require_unlocked(state: &AppState) -> Result<(), ApiError> {
     state.security.check_transact().map_err(|reason| {
         ApiError::new(actix_web::http::StatusCode::LOCKED, "device_locked", reason)
     })
-}
-
-/// The request's `Idempotency-Key`, which state-changing routes require.
-pub fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
-    let missing = || {
-        ApiError::bad_request("idempotency_key_required", "this request needs an Idempotency-Key header: a unique value per operation, reused on retry")
-            .field("Idempotency-Key")
-    };
-    let v = req.headers().get("idempotency-key").ok_or_else(missing)?;
-    let s = v.to_str().map_err(|_| missing())?;
-    if !crate::sales::idempotency::valid_key(s) {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )
-        .field("Idempotency-Key"));
-    }
-    Ok(s.to_owned())
 }
 
 macro_rules! api {

@@ -100,8 +100,8 @@ impl SaleView {
         SaleView {
             sale_id: sale.id,
             status,
-            terminal_id: sale.terminal_id,
-            idempotency_key: sale.idempotency_key,
+            terminal_id: sale.terminal_id.into(),
+            idempotency_key: sale.idempotency_key.into(),
             created_at: sale.created_at,
             completed_at: sale.completed_at,
             currency: cart.currency.code().to_owned(),

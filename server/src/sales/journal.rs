@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::SellError;
 use super::idempotency::{IdemOutcome, IdemRecord, IdemState};
 use crate::domain::pricing::Quantity;
-use crate::domain::sale::{Movement, MovementKind, PaymentRecord, Refund, Sale};
+use crate::domain::sale::{IdempotencyKey, Movement, MovementKind, PaymentRecord, Refund, Sale};
 use crate::store::outbox::{OutboxKind, put_outbox};
 use crate::store::{StoreError, Tx, from_json, keys, to_json};
 
@@ -21,8 +21,32 @@ pub struct CheckoutPending {
     /// One record per card tender, in tender order.
     pub payments: Vec<PaymentRecord>,
     /// Set when the checkout is being unwound (a decline, or a terminal that could
-    /// not be reached): approved payments are voided first, then this happens.
-    pub aborting: Option<Abort>,
+    /// not be reached): approved payments are voided first, then this happens. Set
+    /// once: the first decision stands ([`CheckoutPending::abort`]).
+    aborting: Option<Abort>,
+}
+
+impl CheckoutPending {
+    /// A checkout about to call the terminal, not being unwound.
+    pub fn new(sale: Sale, fingerprint: String, payments: Vec<PaymentRecord>) -> Self {
+        CheckoutPending {
+            sale,
+            fingerprint,
+            payments,
+            aborting: None,
+        }
+    }
+
+    /// How the checkout ends, once it is being unwound.
+    pub fn aborting(&self) -> Option<&Abort> {
+        self.aborting.as_ref()
+    }
+
+    /// Unwind the checkout, ending as `then` unless an earlier decision was made;
+    /// returns the decision that stands.
+    pub fn abort(&mut self, then: Abort) -> Abort {
+        self.aborting.get_or_insert(then).clone()
+    }
 }
 
 /// A refund with card tenders, waiting on the terminal.
@@ -72,15 +96,24 @@ impl Pending {
 }
 
 /// Read an idempotency record.
-pub fn idem_get(tx: &Tx<'_>, scope: &str, key: &str) -> Result<Option<IdemRecord>, StoreError> {
-    tx.get(&keys::idem(scope, key))?
+pub fn idem_get(
+    tx: &Tx<'_>,
+    scope: &str,
+    key: &IdempotencyKey,
+) -> Result<Option<IdemRecord>, StoreError> {
+    tx.get(&keys::idem(scope, key.as_str()))?
         .map(|v| from_json(&v, "idempotency record"))
         .transpose()
 }
 
 /// Write an idempotency record.
-pub fn idem_put(tx: &mut Tx<'_>, scope: &str, key: &str, rec: &IdemRecord) {
-    tx.put(keys::idem(scope, key), to_json(rec));
+pub fn idem_put(tx: &mut Tx<'_>, scope: &str, key: &IdempotencyKey, rec: &IdemRecord) {
+    tx.put(keys::idem(scope, key.as_str()), to_json(rec));
+}
+
+/// Forget a key: a retry with it runs the request again.
+pub fn idem_remove(tx: &mut Tx<'_>, scope: &str, key: &IdempotencyKey) {
+    tx.remove(keys::idem(scope, key.as_str()));
 }
 
 /// What an already-used key means for a request with `fingerprint`: the id of the
@@ -94,15 +127,9 @@ pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellEr
     match &rec.state {
         IdemState::InProgress { .. } => Err(SellError::InProgress),
         IdemState::Done {
-            outcome:
-                IdemOutcome::Failed {
-                    status,
-                    code,
-                    message,
-                },
+            outcome: IdemOutcome::Failed { failure, message },
         } => Err(SellError::Replayed {
-            status: *status,
-            code: code.clone(),
+            failure: *failure,
             message: message.clone(),
         }),
         IdemState::Done {

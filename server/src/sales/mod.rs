@@ -4,6 +4,8 @@
 //! - [`idempotency`]: idempotency records and request fingerprints.
 //! - [`checkout`]: turning a terminal's request into a durable sale.
 //! - [`refund`]: refunds of whole sales or chosen lines.
+//! - [`terminal`]: asking the payment terminal what happened under a key, shared by
+//!   checkouts, refunds and recovery.
 //! - [`recovery`]: resolving every payment left unfinished (in doubt, or cut short by
 //!   a crash) by asking the terminal about its key.
 //! - [`journal`]: the writer jobs that record sales, refunds and stock movements with
@@ -18,6 +20,10 @@ pub mod idempotency;
 pub mod journal;
 pub mod recovery;
 pub mod refund;
+pub mod terminal;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -28,8 +34,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Currency;
 use crate::domain::pricing::{PricingError, TaxConfig};
-use crate::domain::sale::{RefundError, TenderError};
+use crate::domain::sale::{IllegalTransition, RefundError, TenderError};
 use crate::store::{Store, StoreError};
+use idempotency::Failure;
+use journal::Pending;
 
 /// What selling needs to know about the store.
 #[derive(Debug, Clone)]
@@ -51,8 +59,8 @@ pub struct SalesConfig {
     pub variable_measure: Vec<crate::domain::variable_measure::VariableMeasureRule>,
 }
 
-/// Why a sale or refund could not be made. Each maps to an HTTP status and a stable
-/// code in the HTTP layer.
+/// Why a sale or refund could not be made, in the selling domain's terms; the HTTP
+/// layer (`http/error.rs`) gives each its status and stable code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SellError {
@@ -104,27 +112,28 @@ pub enum SellError {
     /// No terminal, or it could not be reached: nothing was charged.
     #[error("payment terminal unavailable: {0}")]
     TerminalUnavailable(String),
-    /// A stored answer replayed as it was first given.
+    /// A request that failed for good, answered again from its key's record.
     #[error("{message}")]
     Replayed {
-        /// HTTP status.
-        status: u16,
-        /// Stable code.
-        code: String,
-        /// Message.
+        /// What failed.
+        failure: Failure,
+        /// The message of the first answer.
         message: String,
     },
-    /// A device a line needs (a scale) cannot do its part now; nothing was recorded.
-    #[error("{message}")]
-    Device {
-        /// HTTP status (409: fix it at the device and retry; 503: device unusable).
-        status: u16,
-        /// Stable code (`scale_unstable`, `scale_overload`, `device_unavailable`, ...).
-        code: &'static str,
-        /// Message for the cashier.
-        message: String,
-        /// The field at fault.
-        field: Option<String>,
+    /// A line names a scale that cannot give a stable weight now (it moves, is over
+    /// or under its range, cannot be reached, or is not a scale); nothing was recorded.
+    #[error("line {line}: {}", .error.message)]
+    Scale {
+        /// 0-based line index.
+        line: usize,
+        /// What the device registry said.
+        error: crate::devices::inputs::WeighError,
+    },
+    /// A line names a scale but this checkout has no scales to weigh on.
+    #[error("line {line}: no scale can be used here")]
+    NoScale {
+        /// 0-based line index.
+        line: usize,
     },
     /// A bug: a step the payment state machine does not allow. Nothing more was done.
     #[error("internal error: {0}")]
@@ -132,6 +141,14 @@ pub enum SellError {
     /// Storage failed; the request had no effect unless a retry with the key says so.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<IllegalTransition> for SellError {
+    /// A refused payment move is a bug: the request ends as an internal error, the
+    /// pending record stays as it was last persisted, for recovery.
+    fn from(e: IllegalTransition) -> Self {
+        SellError::Internal(e.to_string())
+    }
 }
 
 impl SellError {
@@ -229,6 +246,17 @@ impl Sales {
     /// The store underneath.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Write a pending record (a writer job): done before each call to the terminal.
+    pub(crate) async fn persist(&self, p: Pending) -> Result<(), SellError> {
+        self.store
+            .write(move |tx| {
+                journal::pending_put(tx, &p);
+                Ok::<(), SellError>(())
+            })
+            .await??;
+        Ok(())
     }
 
     pub(crate) fn claim(&self, key: String) -> Result<InFlight, SellError> {

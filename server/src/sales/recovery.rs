@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::checkout::Asked;
+use super::idempotency::IdemOutcome;
 use super::journal::{Abort, CheckoutPending, Pending};
+use super::terminal::{Asked, approve};
 use super::{Sales, SellError};
-use crate::domain::sale::PaymentState;
-use crate::sales::idempotency::IdemOutcome;
+use crate::domain::sale::{Cause, PaymentState};
 use outpost_peripherals::payment::PaymentKey;
 
 /// What one recovery pass did.
@@ -88,34 +88,24 @@ impl Sales {
 
     async fn recover_checkout(&self, mut c: CheckoutPending) -> Result<Resolved, SellError> {
         let mut unknown = false;
-        let CheckoutPending {
-            sale,
-            payments,
-            aborting,
-            ..
-        } = &mut c;
+        let CheckoutPending { sale, payments, .. } = &mut c;
         for pay in payments.iter_mut() {
-            if matches!(pay.state, PaymentState::Authorizing | PaymentState::InDoubt) {
+            if matches!(
+                pay.state(),
+                PaymentState::Authorizing | PaymentState::InDoubt
+            ) {
                 match self.ask(&PaymentKey(pay.key.clone())).await {
                     Some(Asked::Approved(a)) => {
-                        let card = crate::domain::sale::CardSummary {
-                            auth_code: a.auth_code,
-                            brand: a.brand,
-                            last4: a.last4,
-                        };
-                        super::checkout::approve(sale, pay, card);
+                        approve(&mut sale.tenders, pay, a, Cause::Status)?;
                     }
-                    Some(Asked::Declined(reason)) => {
-                        pay.state = PaymentState::Declined;
-                        pay.decline_reason = Some(reason);
-                    }
+                    Some(Asked::Declined(reason)) => pay.decline(reason, Cause::Status)?,
                     Some(Asked::NotCharged(reason)) => {
                         // Never charged: like a payment that was never started.
-                        pay.state = PaymentState::Pending;
+                        pay.transition(PaymentState::Pending, Cause::RecoveryNeverCharged)?;
                         pay.decline_reason = Some(reason);
                     }
                     None => {
-                        pay.state = PaymentState::InDoubt;
+                        pay.transition(PaymentState::InDoubt, Cause::NoAnswer)?;
                         unknown = true;
                     }
                 }
@@ -125,19 +115,19 @@ impl Sales {
             self.persist(Pending::Checkout(c)).await?;
             return Ok(Resolved::InDoubt);
         }
-        let declined = payments
+        let declined = c
+            .payments
             .iter()
-            .find(|x| x.state == PaymentState::Declined)
+            .find(|x| x.state() == PaymentState::Declined)
             .map(|x| x.decline_reason.clone().unwrap_or_default());
-        let unstarted = payments.iter().any(|x| x.state == PaymentState::Pending);
-        let abort = match (aborting.clone(), declined, unstarted) {
+        let unstarted = c
+            .payments
+            .iter()
+            .any(|x| x.state() == PaymentState::Pending);
+        let abort = match (c.aborting().cloned(), declined, unstarted) {
             (Some(a), _, _) => Some(a),
             (None, Some(reason), _) => Some(Abort::Answer {
-                outcome: IdemOutcome::Failed {
-                    status: 402,
-                    code: "payment_declined".into(),
-                    message: format!("payment declined: {reason}"),
-                },
+                outcome: IdemOutcome::payment_declined(&reason),
             }),
             // Cut short between two cards: never charge the rest without the customer.
             (None, None, true) => Some(Abort::Release),

@@ -12,13 +12,13 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::checkout::not_delivered;
 use super::idempotency::{self, IdemOutcome, IdemRecord, IdemState};
 use super::journal::{self, Pending, RefundPending};
+use super::terminal::{approve, not_delivered};
 use super::{Sales, SellError};
 use crate::domain::sale::{
-    CardSummary, PaymentKind, PaymentState, Refund, RefundLineRequest, Tender, TenderMethod,
-    card_payments, plan_refund, refund_tenders,
+    Cause, IdempotencyKey, PaymentKind, PaymentState, Refund, RefundLineRequest, Tender,
+    TenderMethod, TerminalId, card_payments, plan_refund, refund_tenders,
 };
 
 /// A refund as a terminal sends it.
@@ -62,17 +62,10 @@ impl Sales {
     pub async fn refund(
         &self,
         sale_id: Uuid,
-        key: &str,
-        terminal: &str,
+        key: &IdempotencyKey,
+        terminal: &TerminalId,
         req: RefundRequest,
     ) -> Result<RefundResult, SellError> {
-        if !idempotency::valid_key(key) {
-            return Err(SellError::invalid(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                Some("Idempotency-Key".into()),
-            ));
-        }
         if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
             return Err(SellError::invalid(
                 "invalid_reason",
@@ -87,15 +80,15 @@ impl Sales {
             .store
             .sale(sale_id)?
             .ok_or_else(|| SellError::SaleNotFound(sale_id.to_string()))?;
-        let fingerprint = idempotency::fingerprint(terminal, &req);
+        let fingerprint = idempotency::fingerprint(terminal.as_str(), &req);
         let scope = scope(sale_id);
         let id = Uuid::now_v7();
         let tax = self.config().tax.clone();
         let (fp, sc, k, t) = (
             fingerprint.clone(),
             scope.clone(),
-            key.to_owned(),
-            terminal.to_owned(),
+            key.clone(),
+            terminal.clone(),
         );
         let has_terminal = self.terminal.is_some();
         let planned = self
@@ -133,7 +126,7 @@ impl Sales {
                     journal::record_refund(tx, &refund, &sc, &fp)?;
                     return Ok(Planned::Recorded(refund));
                 }
-                payments[0].state = PaymentState::Authorizing;
+                payments[0].transition(PaymentState::Authorizing, Cause::Call)?;
                 let p = RefundPending {
                     refund,
                     fingerprint: fp.clone(),
@@ -199,45 +192,31 @@ impl Sales {
         };
         for i in 0..r.payments.len() {
             let key = PaymentKey(r.payments[i].key.clone());
-            let outcome = match r.payments[i].state {
+            let (outcome, cause) = match r.payments[i].state() {
                 PaymentState::Pending if live => {
-                    r.payments[i].state = PaymentState::Authorizing;
+                    r.payments[i].transition(PaymentState::Authorizing, Cause::Call)?;
                     self.persist(Pending::Refund(r.clone())).await?;
                     self.refund_call(&terminal, &mut r, i).await?
                 }
                 PaymentState::Authorizing if live => self.refund_call(&terminal, &mut r, i).await?,
                 PaymentState::Authorizing | PaymentState::InDoubt => match self.ask(&key).await {
-                    Some(a) => a.into_outcome(),
+                    Some(a) => (a.into_outcome(), Cause::Status),
                     None => return Err(SellError::OutcomeUnknown),
                 },
                 // Recovery never starts a refund the customer is no longer there for.
-                PaymentState::Pending => Outcome::Declined {
-                    reason: "not started before a restart".into(),
-                },
+                PaymentState::Pending => (
+                    Outcome::Declined {
+                        reason: "not started before a restart".into(),
+                    },
+                    Cause::RecoveryNotStarted,
+                ),
                 _ => continue,
             };
             match outcome {
                 Outcome::Approved(a) => {
-                    r.payments[i].state = PaymentState::Authorized;
-                    let card = CardSummary {
-                        auth_code: a.auth_code,
-                        brand: a.brand,
-                        last4: a.last4,
-                    };
-                    r.payments[i].card = Some(card.clone());
-                    if let Some(t) = r
-                        .refund
-                        .tenders
-                        .iter_mut()
-                        .find(|t| t.payment_key.as_deref() == Some(key.0.as_str()))
-                    {
-                        t.card = Some(card);
-                    }
+                    approve(&mut r.refund.tenders, &mut r.payments[i], a, cause)?;
                 }
-                Outcome::Declined { reason } => {
-                    r.payments[i].state = PaymentState::Declined;
-                    r.payments[i].decline_reason = Some(reason);
-                }
+                Outcome::Declined { reason } => r.payments[i].decline(reason, cause)?,
             }
         }
         let RefundPending {
@@ -247,7 +226,7 @@ impl Sales {
         } = r;
         let scope = scope(refund.sale_id);
         let (id, key) = (refund.id, refund.idempotency_key.clone());
-        if payments.iter().all(|x| x.state == PaymentState::Declined) {
+        if payments.iter().all(|x| x.state() == PaymentState::Declined) {
             let reason = payments
                 .iter()
                 .find_map(|x| x.decline_reason.clone())
@@ -255,11 +234,7 @@ impl Sales {
             // Nothing went back to a card. Live: the terminal's answer is the answer
             // for this key. After a restart: forget the key so the cashier can simply
             // refund again.
-            let outcome = live.then(|| IdemOutcome::Failed {
-                status: 402,
-                code: "refund_declined".into(),
-                message: format!("card refund declined: {reason}"),
-            });
+            let outcome = live.then(|| IdemOutcome::refund_declined(&reason));
             self.store
                 .write(move |tx| {
                     match outcome {
@@ -272,7 +247,7 @@ impl Sales {
                                 state: IdemState::Done { outcome },
                             },
                         ),
-                        None => tx.remove(crate::store::keys::idem(&scope, &key)),
+                        None => journal::idem_remove(tx, &scope, &key),
                     }
                     tx.remove(crate::store::keys::pending(id));
                     Ok::<(), SellError>(())
@@ -283,7 +258,7 @@ impl Sales {
         // Card refunds that did not happen are paid in cash.
         for pay in payments
             .iter()
-            .filter(|x| x.state == PaymentState::Declined)
+            .filter(|x| x.state() == PaymentState::Declined)
         {
             if let Some(t) = refund
                 .tenders
@@ -303,28 +278,32 @@ impl Sales {
         Ok(recorded)
     }
 
-    /// Call the terminal to refund payment `i`, resolving an unknown outcome by asking.
+    /// Call the terminal to refund payment `i`, resolving an unknown outcome by asking;
+    /// with the cause of the outcome (the call's answer, or the key's status).
     async fn refund_call(
         &self,
         terminal: &std::sync::Arc<dyn outpost_peripherals::payment::PaymentTerminal>,
         r: &mut RefundPending,
         i: usize,
-    ) -> Result<Outcome, SellError> {
+    ) -> Result<(Outcome, Cause), SellError> {
         let req = PaymentRequest {
             key: PaymentKey(r.payments[i].key.clone()),
             amount_minor: r.payments[i].amount.0,
             currency: self.config().currency.code().to_owned(),
         };
         match tokio::time::timeout(self.config().payment_timeout, terminal.refund(&req)).await {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) if not_delivered(&e) => Ok(Outcome::Declined {
-                reason: e.to_string(),
-            }),
+            Ok(Ok(o)) => Ok((o, Cause::Answer)),
+            Ok(Err(e)) if not_delivered(&e) => Ok((
+                Outcome::Declined {
+                    reason: e.to_string(),
+                },
+                Cause::Answer,
+            )),
             _ => {
-                r.payments[i].state = PaymentState::InDoubt;
+                r.payments[i].transition(PaymentState::InDoubt, Cause::NoAnswer)?;
                 self.persist(Pending::Refund(r.clone())).await?;
                 match self.ask(&req.key).await {
-                    Some(a) => Ok(a.into_outcome()),
+                    Some(a) => Ok((a.into_outcome(), Cause::Status)),
                     None => Err(SellError::OutcomeUnknown),
                 }
             }

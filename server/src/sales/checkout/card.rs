@@ -1,0 +1,95 @@
+//! The card payment driver of a live checkout: authorize each card tender in turn,
+//! persisting each payment's state before each call to the terminal, and resolve an
+//! unknown outcome only by asking about the same key.
+
+use outpost_peripherals::payment::{Outcome, PaymentKey, PaymentRequest};
+
+use crate::domain::sale::{Cause, PaymentState, Sale};
+use crate::sales::idempotency::IdemOutcome;
+use crate::sales::journal::{Abort, CheckoutPending, Pending};
+use crate::sales::terminal::{Asked, approve, asked_from, not_delivered};
+use crate::sales::{Sales, SellError};
+
+impl Sales {
+    /// The live card flow. The first payment is already persisted as `authorizing`.
+    pub(super) async fn drive_card_checkout(
+        &self,
+        mut c: CheckoutPending,
+    ) -> Result<Sale, SellError> {
+        let Some(terminal) = self.terminal.clone() else {
+            return Err(SellError::TerminalUnavailable(
+                "no payment terminal is configured".into(),
+            ));
+        };
+        let currency = c.sale.cart.currency.code().to_owned();
+        for i in 0..c.payments.len() {
+            if c.payments[i].state() == PaymentState::Pending {
+                c.payments[i].transition(PaymentState::Authorizing, Cause::Call)?;
+                self.persist(Pending::Checkout(c.clone())).await?;
+            }
+            let req = PaymentRequest {
+                key: PaymentKey(c.payments[i].key.clone()),
+                amount_minor: c.payments[i].amount.0,
+                currency: currency.clone(),
+            };
+            let answer =
+                tokio::time::timeout(self.config().payment_timeout, terminal.authorize(&req)).await;
+            // Our own timeout: the terminal may still be waiting for the card.
+            let timed_out = answer.is_err();
+            let (asked, cause) = match answer {
+                Ok(Ok(Outcome::Approved(a))) => (Some(Asked::Approved(a)), Cause::Answer),
+                Ok(Ok(Outcome::Declined { reason })) => {
+                    (Some(Asked::Declined(reason)), Cause::Answer)
+                }
+                // The terminal never took the command: nothing was charged.
+                Ok(Err(e)) if not_delivered(&e) => {
+                    (Some(Asked::NotCharged(e.to_string())), Cause::Answer)
+                }
+                Ok(Err(_)) | Err(_) => {
+                    c.payments[i].transition(PaymentState::InDoubt, Cause::NoAnswer)?;
+                    self.persist(Pending::Checkout(c.clone())).await?;
+                    // Stop a payment still waiting for the card before asking about
+                    // it, so the answer is final (nexo Abort, then status).
+                    let aborted = if timed_out {
+                        match tokio::time::timeout(
+                            self.config().payment_timeout,
+                            terminal.abort(&req.key),
+                        )
+                        .await
+                        {
+                            Ok(Ok(status)) => asked_from(status),
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let asked = match aborted {
+                        Some(a) => Some(a),
+                        None => self.ask_until_known(&req.key).await,
+                    };
+                    (asked, Cause::Status)
+                }
+            };
+            match asked {
+                None => return Err(SellError::OutcomeUnknown),
+                Some(Asked::Approved(a)) => {
+                    approve(&mut c.sale.tenders, &mut c.payments[i], a, cause)?;
+                }
+                Some(Asked::NotCharged(reason)) => {
+                    c.payments[i].decline(reason.clone(), cause)?;
+                    self.unwind(c, Abort::Release).await?;
+                    return Err(SellError::TerminalUnavailable(format!(
+                        "{reason}; nothing was charged, retry"
+                    )));
+                }
+                Some(Asked::Declined(reason)) => {
+                    c.payments[i].decline(reason.clone(), cause)?;
+                    let outcome = IdemOutcome::payment_declined(&reason);
+                    self.unwind(c, Abort::Answer { outcome }).await?;
+                    return Err(SellError::Declined(reason));
+                }
+            }
+        }
+        self.finish_checkout(c).await
+    }
+}
