@@ -424,7 +424,8 @@ mod tests {
     #[test]
     fn bad_fields_are_refused_with_the_field() {
         let hq = HqSigner::generate();
-        let cases: Vec<(Box<dyn Fn(&mut Enrollment)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Enrollment)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|e| e.lease.offline_grace_secs = u64::MAX),
                 "offline_grace_secs",
