@@ -34,4 +34,5 @@ pub mod stream;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod tls;
+pub mod trust;
 pub mod vault;
