@@ -47,9 +47,9 @@
 //! `derive_key("outpost tpm pin v1", salt ‖ PIN)` with a random 16-byte salt per blob
 //! (32 bytes, the SHA-256 limit), and the object is **not** noDA, so every wrong PIN
 //! counts toward the TPM's dictionary-attack lockout: after `TPM_PT_MAX_AUTH_FAIL`
-//! failures (commonly 32 on PC TPMs; 3 on a fresh swtpm) the TPM refuses every
-//! DA-protected authorization, forgiving one failure per `TPM_PT_LOCKOUT_INTERVAL`
-//! seconds (commonly 7200 s on PC TPMs, 1000 s on swtpm). [`Anchor::pin_lockout`] reads
+//! failures the TPM refuses every DA-protected authorization, forgiving one failure per
+//! `TPM_PT_LOCKOUT_INTERVAL` seconds (the TPM's own settings; a fresh swtpm has 3 and
+//! 1000 s). [`Anchor::pin_lockout`] reads
 //! those values; [`SealError::PinLockedOut`] carries the interval. A technician sees
 //! "Too many wrong PINs… one more attempt in at most N s" and either waits, or resets
 //! the counter with the lockout authorization (`tpm2_dictionarylockout
