@@ -16,6 +16,12 @@
 //!
 //! `"OPSEAL"` (6 bytes), format version `1`, sealer kind (1 = software, 2 = TPM), then the
 //! sealer's own payload. The header is authenticated by both sealers.
+//!
+//! An **enrolled** unit keeps format version `2` at the same path instead: the
+//! [`Envelope`], where the data key needs a TPM share bound to the trust anchor's lock
+//! ([`crate::anchor`]) and a second share from HQ or a PIN. Its byte 7 is the anchor
+//! kind, with the same values, so [`SealedKeyFile::sealed_kind`] reads both;
+//! [`SealedKeyFile::format_version`] tells them apart.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,10 +32,15 @@ use zeroize::Zeroizing;
 
 use crate::fsutil::{self, FsError};
 
+pub mod envelope;
 #[cfg(feature = "tpm")]
 mod tpm;
+
 #[cfg(feature = "tpm")]
-pub use tpm::{TpmConfig, TpmSealer};
+pub use crate::tpm::TpmConfig;
+pub use envelope::{Envelope, HqEscrowKeys, SecondShare, TpmShare, UnlockPolicy};
+#[cfg(feature = "tpm")]
+pub use tpm::TpmSealer;
 
 /// The first bytes of every sealed blob.
 pub const BLOB_MAGIC: &[u8; 6] = b"OPSEAL";
@@ -146,9 +157,59 @@ pub enum SealError {
     /// PCRs kept changing during every policy session attempt.
     #[error("PCRs changed during each of {0} unseal attempts")]
     PcrsKeptChanging(u32),
-    /// The sealer configuration is invalid.
+    /// The sealer configuration is invalid, or a call's arguments contradict each
+    /// other (an envelope policy naming a factor whose key or PIN is not given).
     #[error("Invalid sealer configuration: {0}")]
     Config(String),
+    /// The TPM's lock was raised after this secret was sealed: the trust anchor's lock
+    /// key is gone (or its lock counter moved on), so the TPM will never release it
+    /// again, on any OS. Only HQ's recovery (or a share sealed after the lock) opens
+    /// the data key now.
+    #[error(
+        "The TPM lock was raised after this secret was sealed (lock count {sealed_at} at sealing, \
+         {now} now): the TPM will not release it again; recover the data key through HQ"
+    )]
+    Locked {
+        /// The lock count recorded in the blob.
+        sealed_at: u64,
+        /// The TPM's lock count now.
+        now: u64,
+    },
+    /// The PIN does not open the PIN-sealed share (the TPM counted one more failure
+    /// toward its dictionary-attack lockout).
+    #[error("Wrong PIN")]
+    WrongPin,
+    /// The TPM is in dictionary-attack lockout after too many wrong PINs: no PIN is
+    /// tried until it recovers.
+    #[error(
+        "Too many wrong PINs: the TPM refuses PIN attempts until it recovers{}",
+        match retry_after_secs {
+            Some(s) => format!(" (one more attempt in at most {s} s)"),
+            None => String::new(),
+        }
+    )]
+    PinLockedOut {
+        /// Seconds until the TPM forgives one failure (its `TPM_PT_LOCKOUT_INTERVAL`),
+        /// when it could be read.
+        retry_after_secs: Option<u64>,
+    },
+    /// The trust anchor has not been provisioned (no lock counter on this TPM).
+    #[error("The trust anchor is not provisioned on this TPM (no lock counter)")]
+    NotProvisioned,
+    /// An epoch may only go forward.
+    #[error("The TPM epoch is {current}; it cannot go back to {requested}")]
+    EpochBackwards {
+        /// The epoch counter's value.
+        current: u64,
+        /// The value asked for.
+        requested: u64,
+    },
+    /// The envelope does not accept this second factor.
+    #[error("This sealed key does not accept {0} as its second factor")]
+    FactorNotEnrolled(&'static str),
+    /// An escrow step failed (a bad point from HQ or in the file).
+    #[error(transparent)]
+    Escrow(#[from] crate::escrow::EscrowError),
     /// A TPM command failed.
     #[cfg(feature = "tpm")]
     #[error("TPM {op} failed: {source}")]
@@ -207,6 +268,12 @@ pub(crate) fn blob_payload(blob: &[u8], expected: SealerKind) -> Result<&[u8], S
     }
     if &blob[..6] != BLOB_MAGIC {
         return Err(SealError::Malformed("missing OPSEAL magic".into()));
+    }
+    if blob[6] == envelope::ENVELOPE_VERSION {
+        return Err(SealError::Malformed(format!(
+            "format version {} is an enrolled envelope: open it with seal::Envelope",
+            blob[6]
+        )));
     }
     if blob[6] != BLOB_VERSION {
         return Err(SealError::Malformed(format!(
@@ -389,6 +456,22 @@ impl SealedKeyFile {
         SealerKind::from_byte(blob[7])
             .map(Some)
             .ok_or_else(|| SealError::Malformed(format!("unknown sealer kind {}", blob[7])))
+    }
+
+    /// The stored file's format version: `None` when there is none, `1` for a blob
+    /// this type opens with a [`Sealer`], `2` ([`envelope::ENVELOPE_VERSION`]) for an
+    /// enrolled [`Envelope`]. Reads the header only.
+    pub fn format_version(&self) -> Result<Option<u8>, SealError> {
+        let Some(blob) = fsutil::read_private(&self.path, MAX_BLOB_LEN as u64)? else {
+            return Ok(None);
+        };
+        if blob.len() < 8 || &blob[..6] != BLOB_MAGIC {
+            return Err(SealError::Malformed(format!(
+                "{} is not a sealed key (no OPSEAL header)",
+                self.path.display()
+            )));
+        }
+        Ok(Some(blob[6]))
     }
 
     /// The PCRs a TPM blob is sealed to (from its payload's PCR bitmap), for error

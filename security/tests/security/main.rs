@@ -1,6 +1,8 @@
 //! Integration tests of outpost-security: each test gets its own temp dir, loopback
 //! sockets on port 0, and (with `--features tpm`) its own swtpm.
 
+#[cfg(feature = "tpm")]
+mod anchor;
 mod at_rest;
 mod bench;
 mod helpers;
