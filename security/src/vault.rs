@@ -101,6 +101,12 @@ impl KeyVault {
         Ok(Cipher::new(&self.subkey(purpose)?))
     }
 
+    /// The data key itself: only to seal it again (a new envelope after a lock, a new
+    /// PIN, an enrolment update), never to store or send.
+    pub fn data_key(&self) -> Result<&DataKey, CryptoError> {
+        self.data_key.as_ref().ok_or(CryptoError::Wiped)
+    }
+
     /// Whether the key has been wiped.
     pub fn is_wiped(&self) -> bool {
         self.data_key.is_none()

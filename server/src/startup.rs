@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
+use crate::access::Opening;
+use crate::access::escrow_link::EscrowLink;
 use crate::config::Settings;
 use crate::config::devices::DeviceSpec;
 use crate::devices::supervisor::SupervisorConfig;
@@ -18,6 +20,15 @@ use crate::hq::uplink::{SyncState, UplinkConfig};
 use crate::http::{self, AppState, body::BodyLimit};
 use crate::sales::{Sales, SalesConfig};
 use crate::store::StoreOptions;
+
+/// The store options the settings ask for.
+fn store_options(settings: &Settings) -> StoreOptions {
+    StoreOptions {
+        max_group: settings.storage.max_group,
+        cache_bytes: settings.storage.cache_mib * 1024 * 1024,
+        ..StoreOptions::default()
+    }
+}
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -35,26 +46,115 @@ pub struct Application {
     tls: crate::access::transport::TlsSetup,
 }
 
+/// How [`Application::start`] went.
+pub enum Start {
+    /// Bound and ready to run.
+    Ready(Box<Application>),
+    /// An enrolled unit whose data key waits for a second factor or HQ's recovery: the
+    /// unlock gate serves on the REST port meanwhile.
+    Waiting(Waiting),
+}
+
+/// A unit serving its unlock gate (`http::gate`).
+pub struct Waiting {
+    gate: crate::http::gate::Gate,
+    settings: Settings,
+    devices: InjectedDevices,
+    tls: crate::access::transport::TlsSetup,
+    escrow: Option<Arc<dyn EscrowLink>>,
+}
+
+impl Waiting {
+    /// Where the gate serves (the REST port's address).
+    pub fn addr(&self) -> SocketAddr {
+        self.gate.addr()
+    }
+
+    /// Waits for a factor to open the unit, then builds the server on the same port.
+    pub async fn opened(self) -> anyhow::Result<Application> {
+        let ((store, security), listener) = self.gate.opened().await;
+        Application::finish(
+            self.settings,
+            self.devices,
+            store,
+            security,
+            self.tls,
+            listener,
+            self.escrow,
+        )
+        .await
+    }
+}
+
 impl Application {
-    /// Open the store, bind the listener, and prepare the server.
+    /// Open the store, bind the listener, and prepare the server; an enrolled unit that
+    /// waits for a factor serves its unlock gate first and builds once it opens.
     pub async fn build(
         settings: Settings,
         devices: InjectedDevices,
     ) -> anyhow::Result<Application> {
-        let (store, security) = crate::access::unseal_data_dir(
-            &settings,
-            &StoreOptions {
-                max_group: settings.storage.max_group,
-                cache_bytes: settings.storage.cache_mib * 1024 * 1024,
-                ..StoreOptions::default()
-            },
-        )
-        .with_context(|| {
-            format!(
-                "Failed to open the data dir {}",
-                settings.data_dir.display()
-            )
-        })?;
+        match Self::start(settings, devices).await? {
+            Start::Ready(app) => Ok(*app),
+            Start::Waiting(w) => w.opened().await,
+        }
+    }
+
+    /// Like [`Application::build`], but hands back the unlock gate instead of waiting.
+    pub async fn start(settings: Settings, devices: InjectedDevices) -> anyhow::Result<Start> {
+        let tls =
+            crate::access::transport::TlsSetup::load(&settings).context("Failed to set up TLS")?;
+        let escrow: Option<Arc<dyn EscrowLink>> = settings.sync.hq_url.clone().map(|url| {
+            Arc::new(crate::hq::escrow::GrpcEscrow::new(
+                url,
+                tls.uplink.clone(),
+                Duration::from_secs(settings.sync.ack_timeout_secs),
+            )) as Arc<dyn EscrowLink>
+        });
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("Failed to bind {}", settings.listen))?;
+        let opening = crate::access::unseal_data_dir(&settings, &store_options(&settings))
+            .with_context(|| {
+                format!(
+                    "Failed to open the data dir {}",
+                    settings.data_dir.display()
+                )
+            })?;
+        match opening {
+            Opening::Open(store, security) => Ok(Start::Ready(Box::new(
+                Self::finish(settings, devices, store, security, tls, listener, escrow).await?,
+            ))),
+            Opening::Waiting(pending) => {
+                let gate = crate::http::gate::Gate::start(
+                    listener,
+                    tls.http.clone(),
+                    pending,
+                    escrow.clone(),
+                )
+                .context("Failed to serve the unlock gate")?;
+                Ok(Start::Waiting(Waiting {
+                    gate,
+                    settings,
+                    devices,
+                    tls,
+                    escrow,
+                }))
+            }
+        }
+    }
+
+    /// Builds the server around an opened data dir.
+    async fn finish(
+        settings: Settings,
+        devices: InjectedDevices,
+        store: Arc<crate::store::Store>,
+        security: Arc<crate::access::Access>,
+        tls: crate::access::transport::TlsSetup,
+        listener: TcpListener,
+        escrow: Option<Arc<dyn EscrowLink>>,
+    ) -> anyhow::Result<Application> {
+        if let Some(link) = escrow {
+            security.set_escrow_link(link);
+        }
         // What HQ pushed (tax table, store profile, device set) wins over the file.
         let pushed = crate::hq::records::AtStart::load(&store, &settings.payment.terminal)
             .context("Failed to read the settings HQ pushed")?;
@@ -126,10 +226,6 @@ impl Application {
             },
         )
         .with_receipts(registry.spooler().queue().clone());
-        let tls =
-            crate::access::transport::TlsSetup::load(&settings).context("Failed to set up TLS")?;
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("Failed to bind {}", settings.listen))?;
         let grpc = match settings.sync.grpc_listen {
             Some(at) => {
                 let l = tokio::net::TcpListener::bind(at)

@@ -41,6 +41,10 @@ enum Command {
     /// Push a planogram: a JSON-lines file of shelf locations
     /// (`{"sku","aisle","bay","shelf","position","facings","capacity"}`).
     PushPlanogram(PushFileArgs),
+    /// Print an enrolment bundle for a unit, signed with the keys in --data-dir (made
+    /// there on first use, as `serve` does): the file `[security] enrollment` or
+    /// `outpost enroll --bundle` takes.
+    Enroll(EnrollArgs),
     /// Print a store's GetStatus as JSON.
     Status {
         /// The store's gRPC URL, e.g. http://127.0.0.1:50051 (https:// with --ca).
@@ -187,6 +191,51 @@ struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+struct EnrollArgs {
+    /// The mock HQ's data dir (its keys are in `hq-keys`).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The store id.
+    #[arg(long)]
+    store_id: String,
+    /// The unit id.
+    #[arg(long)]
+    unit_id: String,
+    /// Second factors besides the TPM, any one releasing the data key: `hq`, `pin`,
+    /// `hq,pin`, or `tpm` for none (weaker).
+    #[arg(long, default_value = "hq")]
+    unlock: String,
+    /// How long the unit sells after its lease expired, in seconds.
+    #[arg(long, default_value_t = 72 * 3600)]
+    offline_grace_secs: u64,
+}
+
+fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    use outpost_security::enroll::{LeasePolicy, SecondFactors};
+    let mut unlock = SecondFactors::default();
+    for part in args.unlock.split(',').map(str::trim) {
+        match part {
+            "hq" => unlock.hq = true,
+            "pin" => unlock.pin = true,
+            "tpm" => {}
+            other => anyhow::bail!("--unlock {other:?}: use hq, pin, hq,pin or tpm"),
+        }
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("Failed to create {}", args.data_dir.display()))?;
+    let keys = outpost_mocks::hq::escrow::HqKeys::load_or_create(&args.data_dir)?;
+    let lease = LeasePolicy {
+        offline_grace_secs: args.offline_grace_secs,
+        ..LeasePolicy::default()
+    };
+    println!(
+        "{}",
+        keys.enrollment(&args.store_id, &args.unit_id, unlock, lease)?
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks one; the bound address is logged).
     #[arg(long)]
@@ -285,6 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PushStoreConfig(args) => push_store_config(args).await,
         Command::PushDevices(args) => push_devices(args).await,
         Command::PushPlanogram(args) => push_planogram(args).await,
+        Command::Enroll(args) => enroll(args),
         Command::Status { store, tls } => {
             let tls = tls.config()?;
             let status = store_status(&store, tls.as_ref()).await?;

@@ -6,6 +6,8 @@
 //!   highest contiguous sequence, dedup by (unit, seq)), fault injection ([`Faults`]),
 //!   stop/start on the same port, counters ([`HqStats`]).
 //! - [`storage`]: the sled store under the data dir, mirrored in memory for tests.
+//! - [`escrow`]: HQ's keys (`hq-keys`), the enrolment bundles it signs, and its side
+//!   of the blinded escrow exchange of enrolled units (share and recovery).
 //! - [`product`]: JSON-lines products (the REST product's fields) to `hq.Product`, with
 //!   line numbers on every error.
 //! - [`push`]: [`push_catalog`] (checked, chunked, resumable through `GetPushState`),
@@ -14,6 +16,7 @@
 //! The binary `outpost-hq` (`src/bin/outpost-hq.rs`) is a thin CLI over these; see
 //! `docs/mock-hq.md`.
 
+pub mod escrow;
 pub mod product;
 pub mod push;
 pub mod server;

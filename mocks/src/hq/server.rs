@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use outpost_proto::hq::hq_service_server::{HqService, HqServiceServer};
 use outpost_proto::hq::{
-    Envelope, EnvelopeBatch, EnvelopeKind, UploadAck, UploadMessage, upload_message,
+    Envelope, EnvelopeBatch, EnvelopeKind, EscrowReply, EscrowRequest, UploadAck, UploadMessage,
+    upload_message,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::escrow::{Escrow, HqKeys};
 use super::storage::{AppendStop, MAX_UNIT_ID_LEN, Storage, StorageError};
 
 /// Most envelopes accepted in one `EnvelopeBatch`.
@@ -140,6 +142,8 @@ struct Shared {
     counters: Counters,
     /// `true` while serving; open uploads end when it turns `false`.
     serving: watch::Sender<bool>,
+    /// HQ's keys and its escrow policy.
+    escrow: Arc<Escrow>,
 }
 
 impl Shared {
@@ -161,6 +165,19 @@ struct HqSvc {
 #[tonic::async_trait]
 impl HqService for HqSvc {
     type UploadStream = ReceiverStream<Result<UploadAck, Status>>;
+
+    async fn escrow(
+        &self,
+        request: Request<EscrowRequest>,
+    ) -> Result<Response<EscrowReply>, Status> {
+        if self.shared.faults().fail {
+            return Err(Status::unavailable("the mock HQ is set to fail"));
+        }
+        self.shared
+            .escrow
+            .exchange(request.get_ref())
+            .map(Response::new)
+    }
 
     async fn upload(
         &self,
@@ -438,12 +455,15 @@ impl MockHq {
             .map_err(|e| {
                 HqError::Storage(StorageError::Corrupt(format!("open task failed: {e}")))
             })??;
+        let keys = HqKeys::load_or_create(data_dir)
+            .map_err(|e| HqError::Storage(StorageError::Corrupt(e.to_string())))?;
         let (serving, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             storage,
             faults: Mutex::new(faults),
             counters: Counters::default(),
             serving,
+            escrow: Arc::new(Escrow::new(keys)),
         });
         let handle = MockHqHandle {
             shared,
@@ -522,6 +542,12 @@ impl MockHqHandle {
         tracing::info!(addr = %bound, tls = self.tls.is_some(), "Mock HQ serving");
         *running = Some(Running { shutdown, task });
         Ok(())
+    }
+
+    /// HQ's keys and escrow policy: sign bundles, leases and commands; mark a unit
+    /// stolen; approve an unlock.
+    pub fn escrow(&self) -> &Arc<Escrow> {
+        &self.shared.escrow
     }
 
     /// The address the server is (or was last) bound to.

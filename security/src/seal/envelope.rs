@@ -35,7 +35,7 @@
 //!
 //! ```text
 //! "OPSEAL" | 2 | anchor kind (1 software, 2 TPM) | policy (bit 0 HQ, bit 1 PIN)
-//!   | escrow (bit 0 recovery box, bit 1 HQ share box)
+//!   | escrow (bit 0 recovery box, bit 1 HQ share box, bit 2 PIN share unset)
 //!   | [recovery: HQ public key 32 | client point 32] | [HQ share: public 32 | client 32]
 //! ```
 //!
@@ -47,7 +47,7 @@
 //! wrapped        nonce 24 | ciphertext of K 48
 //! [recovery box  nonce 24 | ciphertext of K 48]
 //! [HQ share box  nonce 24 | ciphertext of N 48]
-//! [u16 BE len + PIN blob (anchor blob of N)]
+//! [u16 BE len + PIN blob (anchor blob of N); absent while the PIN is unset]
 //! ```
 //!
 //! Nothing may follow; at most [`MAX_BLOB_LEN`] bytes. The key MAC lets a caller holding
@@ -335,6 +335,7 @@ impl Envelope {
             hq.map(|k| k.recovery),
             hq.filter(|_| policy.hq).map(|k| k.share),
             pin,
+            false,
         )
     }
 
@@ -345,8 +346,10 @@ impl Envelope {
         recovery_public: Option<EscrowPublic>,
         share_public: Option<EscrowPublic>,
         pin: Option<&SecretString>,
+        pin_later: bool,
     ) -> Result<Envelope, SealError> {
         match (policy.pin, pin) {
+            (true, None) if pin_later => {}
             (true, None) => {
                 return Err(SealError::Config(
                     "the unlock policy accepts a PIN but none was given".into(),
@@ -392,6 +395,10 @@ impl Envelope {
             wrapped: [0; BOX_LEN],
             pin_share: None,
         };
+        // The PIN share's presence is in the header: seal it before the header is used.
+        if let Some(pin) = pin {
+            envelope.pin_share = Some(anchor.seal_pin(&n.0, pin)?);
+        }
         let header = envelope.header();
         envelope.key_mac = key_mac(key, &header);
         envelope.wrapped = aead_seal(&wrap_key(&t, &n), &header, key.expose())?;
@@ -400,9 +407,6 @@ impl Envelope {
         }
         if let (Some(b), Some((_, _, w))) = (envelope.hq_share.as_mut(), share.as_ref()) {
             b.sealed = aead_seal(w.expose(), &header, n.0.expose())?;
-        }
-        if let Some(pin) = pin {
-            envelope.pin_share = Some(anchor.seal_pin(&n.0, pin)?);
         }
         Ok(envelope)
     }
@@ -414,7 +418,11 @@ impl Envelope {
         h.push(ENVELOPE_VERSION);
         h.push(kind_byte(self.kind));
         h.push(self.policy.bits());
-        h.push(u8::from(self.recovery.is_some()) | u8::from(self.hq_share.is_some()) << 1);
+        h.push(
+            u8::from(self.recovery.is_some())
+                | u8::from(self.hq_share.is_some()) << 1
+                | u8::from(self.policy.pin && self.pin_share.is_none()) << 2,
+        );
         for b in [&self.recovery, &self.hq_share].into_iter().flatten() {
             h.extend_from_slice(&b.public.to_bytes());
             h.extend_from_slice(&b.client.to_bytes());
@@ -484,13 +492,19 @@ impl Envelope {
         };
         let policy = UnlockPolicy::from_bits(c.array::<1>("header")?[0])?;
         let escrow = c.array::<1>("header")?[0];
-        if escrow & !0b11 != 0 {
+        if escrow & !0b111 != 0 {
             return Err(SealError::Malformed(format!(
                 "unknown escrow bits {escrow:#04x}"
             )));
         }
         let has_recovery = escrow & 1 != 0;
         let has_share = escrow & 2 != 0;
+        let pin_unset = escrow & 4 != 0;
+        if pin_unset && !policy.pin {
+            return Err(SealError::Malformed(
+                "a PIN marked unset under a policy without a PIN".into(),
+            ));
+        }
         if has_share != policy.hq {
             return Err(SealError::Malformed(
                 "the HQ share box does not match the unlock policy".into(),
@@ -521,7 +535,7 @@ impl Envelope {
         if let Some(b) = hq_share.as_mut() {
             b.sealed = c.array::<BOX_LEN>("HQ share box")?;
         }
-        let pin_share = if policy.pin {
+        let pin_share = if policy.pin && !pin_unset {
             Some(c.sized("PIN share")?.to_vec())
         } else {
             None
@@ -567,6 +581,13 @@ impl Envelope {
     /// Which second factors it accepts (any one suffices).
     pub fn needs(&self) -> UnlockPolicy {
         self.policy
+    }
+
+    /// Whether the PIN opens it now: the policy accepts a PIN and one is set (a reseal
+    /// after a lock leaves it unset until the manager enters it again: the old PIN
+    /// share was bound to the old lock).
+    pub fn pin_ready(&self) -> bool {
+        self.policy.pin && self.pin_share.is_some()
     }
 
     /// Whether HQ can recover the data key (a recovery box exists).
@@ -616,7 +637,11 @@ impl Envelope {
         let blob = self
             .pin_share
             .as_ref()
-            .ok_or(SealError::FactorNotEnrolled("a PIN"))?;
+            .ok_or(SealError::FactorNotEnrolled(if self.policy.pin {
+                "a PIN (not set again since the last lock: an admin sets it while the unit is unlocked)"
+            } else {
+                "a PIN"
+            }))?;
         Ok(SecondShare(anchor.unseal_pin(blob, pin)?))
     }
 
@@ -715,9 +740,11 @@ impl Envelope {
     ///
     /// `key` must be this envelope's data key (checked with the key MAC:
     /// [`SealError::WrongKey`] otherwise), so a header edited to name another HQ is
-    /// never copied. A policy with a PIN needs `pin` (the old PIN share is bound to the
-    /// old lock and, with a fresh second share, must be sealed again anyway); giving a
-    /// new PIN here changes it.
+    /// never copied. The old PIN share was bound to the old lock: with `pin` the new
+    /// envelope has a PIN share again (a new PIN changes it); without, a PIN policy's
+    /// share stays unset ([`Envelope::pin_ready`]) until the manager enters it and this
+    /// is called again with it, while the unit runs unlocked. HQ's share and recovery
+    /// work meanwhile.
     pub fn reseal(
         &self,
         anchor: &mut dyn Anchor,
@@ -733,6 +760,7 @@ impl Envelope {
             self.recovery.as_ref().map(|b| b.public),
             self.hq_share.as_ref().map(|b| b.public),
             pin,
+            true,
         )
     }
 }

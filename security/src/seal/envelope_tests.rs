@@ -272,12 +272,26 @@ fn after_a_lock_only_recovery_opens_and_a_reseal_brings_the_unit_back() {
     assert!(matches!(recover(&e, &hq.share), Err(SealError::WrongKey)));
     let recovered = recover(&e, &hq.recovery).unwrap();
     assert_eq!(recovered.expose(), key.expose());
-    // Reseal: the PIN is needed again, and a new one changes it.
+    // Reseal without the PIN (HQ's recovery came while nobody was at the till): the
+    // PIN share is unset until the manager enters it again; HQ's share works meanwhile,
+    // and the unset state survives the file.
+    let pinless = e.reseal(&mut a, &recovered, None).unwrap();
+    assert_eq!(pinless.needs(), BOTH);
+    assert!(!pinless.pin_ready());
+    let pinless = Envelope::from_bytes(&pinless.to_bytes().unwrap()).unwrap();
+    assert!(!pinless.pin_ready());
     assert!(matches!(
-        e.reseal(&mut a, &recovered, None),
-        Err(SealError::Config(_))
+        pinless.pin_share(&mut a, &pin("2580")),
+        Err(SealError::FactorNotEnrolled(_))
     ));
-    let fresh = e.reseal(&mut a, &recovered, Some(&pin("0852"))).unwrap();
+    let t = pinless.open_share(&mut a).unwrap();
+    let n = hq_share(&pinless, &hq.share).unwrap();
+    assert_eq!(pinless.unwrap(&t, &n).unwrap().expose(), key.expose());
+    // The PIN entered again (a new one changes it).
+    let fresh = pinless
+        .reseal(&mut a, &recovered, Some(&pin("0852")))
+        .unwrap();
+    assert!(fresh.pin_ready());
     assert_eq!(fresh.needs(), BOTH);
     let t = fresh.open_share(&mut a).unwrap();
     assert!(matches!(

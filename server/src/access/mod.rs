@@ -26,12 +26,17 @@
 
 pub mod audit;
 pub mod data_dir;
+pub mod enrol;
+mod enrolled;
+pub mod escrow_link;
 pub mod lockdown;
 pub mod staff;
 pub mod tamper;
 pub mod transport;
+pub mod unseal;
 
-pub use data_dir::{ForeignTpm, open_data_dir, unseal_data_dir};
+pub use data_dir::{ForeignTpm, Opening, open_data_dir, unseal_data_dir};
+pub use enrol::enroll_data_dir;
 pub use lockdown::{GuardError, LeaseStatus};
 
 use std::collections::HashMap;
@@ -45,8 +50,8 @@ use outpost_security::auth::ratelimit::LoginRateLimiter;
 use outpost_security::auth::roles::Principal;
 use outpost_security::auth::spool::AuditSpool;
 use outpost_security::auth::token::TerminalTokens;
-use outpost_security::lease::{GuardConfig, GuardSnapshot, LeaseGuard, SystemClock, parse_hq_key};
-use outpost_security::seal::{SealError, SealedKeyFile, Sealer};
+use outpost_security::lease::LeaseGuard;
+use outpost_security::seal::SealError;
 use outpost_security::vault::{Cipher, KeyVault};
 use time::OffsetDateTime;
 
@@ -59,7 +64,6 @@ pub const SESSION_COOKIE: &str = "outpost_session";
 const TREE: &str = "security";
 const TERMINALS_KEY: &[u8] = b"terminals";
 const USERS_KEY: &[u8] = b"users";
-const GUARD_KEY: &[u8] = b"lease-guard";
 /// The tree of audit entries written while locked.
 const SPOOL_TREE: &str = "audit-spool";
 /// Most audit entries kept while locked (a thief trying logins for days fills it;
@@ -126,6 +130,46 @@ pub enum AccessError {
     /// another TPM, or the PCRs it was sealed to now hold other values.
     #[error(transparent)]
     ForeignTpm(Box<ForeignTpm>),
+    /// An enrolled unit that needs a second factor (or HQ's recovery) before its data
+    /// key opens; the offline commands cannot wait for it.
+    #[error(
+        "this unit is locked: {0}. The offline commands cannot wait for that: start the server, which asks HQ and takes the PIN at POST /api/v1/security/unlock, and manage the unit through its API"
+    )]
+    NeedsFactor(String),
+    /// This TPM holds an enrolment, but the data dir is not enrolled.
+    #[error(
+        "this unit's TPM was enrolled, but the data dir {0} is not (its enrolment was removed, or this is another data dir): a unit that was enrolled never runs unenrolled. Enrol it again with HQ's bundle (`outpost enroll`), or clear the TPM to start from scratch"
+    )]
+    EnrolledTpm(String),
+    /// The data dir is enrolled but the TPM holds no enrolment.
+    #[error(
+        "the data dir {0} is enrolled, but this TPM holds no enrolment (another machine, or a cleared TPM): its data key cannot open here. Nothing was changed"
+    )]
+    AnchorNotProvisioned(String),
+    /// The data dir is enrolled but its trust record is gone.
+    #[error(
+        "the data dir {0} is enrolled but its trust record (or the public copy of its bundle) is missing: it was deleted, which would undo what decides the lock, so the unit refuses to start. Restore it from a backup of this data dir, or have HQ re-enrol the unit"
+    )]
+    TrustMissing(String),
+    /// The trust record failed (unreadable, or older than the TPM).
+    #[error(transparent)]
+    Trust(#[from] outpost_security::trust::TrustError),
+    /// A bundle was refused.
+    #[error(transparent)]
+    Enroll(#[from] outpost_security::enroll::EnrollError),
+    /// The config names other anchors than the ones the unit is enrolled with.
+    #[error(
+        "{field}: {detail}. Nothing was changed; what decides the lock comes from the enrolment, and only an update HQ signs changes it"
+    )]
+    ConfigDisagrees {
+        /// The setting.
+        field: &'static str,
+        /// How it disagrees.
+        detail: String,
+    },
+    /// The exchange with HQ failed.
+    #[error(transparent)]
+    Escrow(#[from] escrow_link::EscrowLinkError),
 }
 
 /// What exists only while the data key is in memory.
@@ -157,17 +201,29 @@ pub struct Access {
     sessions: Mutex<HashMap<String, Session>>,
     limiter: Mutex<LoginRateLimiter>,
     session_ttl: Duration,
+    /// The presence lease, on enrolled units (`None`: the lease is off).
     guard: Option<Mutex<LeaseGuard>>,
-    /// The configured sealer, for unsealing again after an unlock and for a wipe.
-    sealer: Mutex<Box<dyn Sealer>>,
-    key_file: SealedKeyFile,
-    /// Serializes lockdown and unlock, so two callers never wipe or unseal at once.
-    transition: Mutex<()>,
+    /// What decides the lock on an enrolled unit: the TPM anchor, the sealed-key
+    /// envelope, the trust record, the trusted clock.
+    trust: Option<enrolled::Trust>,
+    /// HQ's side of the escrow exchange (recovery after a lock), set once the HQ link
+    /// exists.
+    escrow: std::sync::OnceLock<Arc<dyn escrow_link::EscrowLink>>,
+    /// Serializes lockdown and unlock, so two callers never wipe or unseal at once. An
+    /// async mutex: a recovery holds it across its exchange with HQ.
+    transition: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Access").finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    /// The HQ link a lock's recovery goes through (set once, by the server).
+    pub fn set_escrow_link(&self, link: Arc<dyn escrow_link::EscrowLink>) {
+        let _ = self.escrow.set(link);
     }
 }
 
@@ -181,11 +237,10 @@ impl Access {
     fn open(
         store: Arc<Store>,
         vault: KeyVault,
-        sealer: Box<dyn Sealer>,
-        key_file: SealedKeyFile,
+        trust: Option<enrolled::Trust>,
         settings: &crate::config::Settings,
     ) -> Result<Access, AccessError> {
-        let (all, settings) = (settings, &settings.security);
+        let settings = &settings.security;
         let db = store.db();
         let crypto = |e: outpost_security::vault::CryptoError| AccessError::Crypto(e.to_string());
         let cipher = vault.cipher(&format!("tree:{TREE}")).map_err(crypto)?;
@@ -221,25 +276,11 @@ impl Access {
                 .map_err(|e| AccessError::Crypto(format!("users record: {e}")))?,
             None => UserDirectory::new(params),
         };
-        let guard = match settings.hq_key_bytes().map_err(AccessError::Crypto)? {
-            None => None,
-            Some(bytes) => {
-                let key = parse_hq_key(&bytes).map_err(|e| AccessError::Crypto(e.to_string()))?;
-                let mut config = GuardConfig::new(all.store.id.clone(), all.sync.unit_id.clone());
-                config.offline_grace = time::Duration::seconds(
-                    i64::try_from(settings.offline_grace_secs).unwrap_or(i64::MAX / 2),
-                );
-                let snapshot: GuardSnapshot = match load(GUARD_KEY)? {
-                    Some(b) => serde_json::from_slice(&b)
-                        .map_err(|e| AccessError::Crypto(format!("lease guard record: {e}")))?,
-                    None => GuardSnapshot::default(),
-                };
-                let guard =
-                    LeaseGuard::restore(config, key, std::sync::Arc::new(SystemClock), &snapshot)
-                        .map_err(|e| AccessError::Crypto(format!("lease guard record: {e}")))?;
-                Some(Mutex::new(guard))
-            }
-        };
+        let guard = trust
+            .as_ref()
+            .map(|t| t.guard())
+            .transpose()?
+            .map(Mutex::new);
         let audit_tree = db.open_tree("audit")?;
         let audit = open_audit(&audit_tree, &vault)?;
         let spool = AuditSpool::new(db.open_tree(SPOOL_TREE)?, SPOOL_MAX);
@@ -264,9 +305,9 @@ impl Access {
             )),
             session_ttl: Duration::from_secs(settings.session_ttl_secs),
             guard,
-            sealer: Mutex::new(sealer),
-            key_file,
-            transition: Mutex::new(()),
+            trust,
+            escrow: std::sync::OnceLock::new(),
+            transition: tokio::sync::Mutex::new(()),
         };
         security.restore_spooled();
         Ok(security)

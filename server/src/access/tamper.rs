@@ -78,7 +78,7 @@ pub fn spawn(
                     Err(RecvError::Closed) => return,
                 };
                 if let Some(detail) = opened
-                    && let Err(e) = security.tamper(&detail)
+                    && let Err(e) = security.tamper(&detail).await
                 {
                     tracing::error!(sensor = %id, error = %e, "Failed to lock on a tamper signal");
                 }

@@ -191,15 +191,22 @@ pub struct SecuritySettings {
     /// argon2id cost for new password hashes: `production` (m 19 MiB, t 2) or `fast`
     /// (m 64 KiB, t 1: tests only).
     pub password_hashing: String,
-    /// HQ's Ed25519 public key (32 bytes, hex or base64) that signs presence leases and
-    /// lock / unlock / wipe commands. When set, the store transacts only while it holds
-    /// a valid lease (plus the offline grace); when unset, the presence lease is off.
-    pub hq_public_key: Option<String>,
-    /// How long the store keeps selling after its lease expired, in seconds (72 h).
-    pub offline_grace_secs: u64,
+    /// HQ's signed enrolment bundle (JSON, `outpost-hq enroll` or HQ's enrolment
+    /// service): enrols the unit at its first start, which fixes HQ's key, the lease
+    /// policy and the unlock policy in the trust record and the TPM. After that it may
+    /// stay (it must name the enrolment in force) or go; the config file decides nothing
+    /// about the lock any more. `OUTPOST_ENROLLMENT`.
+    pub enrollment: Option<PathBuf>,
+    /// No longer read: HQ's key comes from the enrolment bundle. Kept to refuse an old
+    /// config with a message that says so.
+    #[serde(default)]
+    pub hq_public_key: Option<toml::Value>,
+    /// No longer read: the offline grace comes from the enrolment bundle.
+    #[serde(default)]
+    pub offline_grace_secs: Option<toml::Value>,
     /// Ids of `[[devices]]` sensors (kind `sensor`) on the case or the cabinet door: a
     /// door/case opening on any of them locks the device at once (tamper), and only a
-    /// signed unlock from HQ lifts it. Needs `hq_public_key`. Kept local on purpose: a
+    /// signed unlock from HQ lifts it. Needs an enrolled unit. Kept local on purpose: a
     /// device set pushed by HQ cannot change which sensors guard the box.
     pub tamper_sensors: Vec<String>,
 }
@@ -243,26 +250,6 @@ impl SecuritySettings {
             ..outpost_security::seal::TpmConfig::default()
         }
     }
-
-    /// The 32 bytes of `hq_public_key`, when set (hex or standard base64).
-    pub fn hq_key_bytes(&self) -> Result<Option<Vec<u8>>, String> {
-        use base64::Engine as _;
-        let Some(text) = self.hq_public_key.as_deref().map(str::trim) else {
-            return Ok(None);
-        };
-        let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            (0..32)
-                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map_err(|e| e.to_string())?
-        } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_err(|_| "must be 32 bytes as 64 hex digits or base64".to_owned())?
-        };
-        outpost_security::lease::parse_hq_key(&bytes).map_err(|e| e.to_string())?;
-        Ok(Some(bytes))
-    }
 }
 
 impl Default for SecuritySettings {
@@ -276,8 +263,9 @@ impl Default for SecuritySettings {
             login_max_failures: 5,
             login_window_secs: 15 * 60,
             password_hashing: "production".into(),
+            enrollment: None,
             hq_public_key: None,
-            offline_grace_secs: 72 * 3600,
+            offline_grace_secs: None,
             tamper_sensors: Vec::new(),
         }
     }
@@ -651,6 +639,7 @@ impl Settings {
                         .map_err(|message| ConfigError::Env { name, message })?;
                 }
                 "OUTPOST_SEALER" => s.security.sealer = value,
+                "OUTPOST_ENROLLMENT" => s.security.enrollment = Some(PathBuf::from(value)),
                 "OUTPOST_TPM_TCTI" => s.security.tcti = value,
                 "OUTPOST_TPM_PCRS" => {
                     s.security.pcrs = value
@@ -787,20 +776,29 @@ impl Settings {
                 ),
             ));
         }
-        sec.hq_key_bytes()
-            .map_err(|m| invalid("security.hq_public_key", m))?;
-        if !sec.tamper_sensors.is_empty() && sec.hq_public_key.is_none() {
+        for (field, set) in [
+            ("security.hq_public_key", sec.hq_public_key.is_some()),
+            (
+                "security.offline_grace_secs",
+                sec.offline_grace_secs.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(invalid(
+                    field,
+                    "is no longer read from the config file (a thief could delete the line): HQ's key and the lease policy come from HQ's signed enrolment bundle, `[security] enrollment = \"bundle.json\"` (made by HQ, e.g. `outpost-hq enroll`), and stay fixed in the unit's trust record".into(),
+                ));
+            }
+        }
+        if let Some(path) = &sec.enrollment
+            && !path.is_file()
+        {
             return Err(invalid(
-                "security.tamper_sensors",
-                "needs security.hq_public_key: a tamper lock is lifted only by HQ's signed unlock"
-                    .into(),
+                "security.enrollment",
+                format!("{} is not a readable file", path.display()),
             ));
         }
-        if sec.session_ttl_secs == 0
-            || sec.offline_grace_secs == 0
-            || sec.login_max_failures == 0
-            || sec.login_window_secs == 0
-        {
+        if sec.session_ttl_secs == 0 || sec.login_max_failures == 0 || sec.login_window_secs == 0 {
             return Err(invalid(
                 "security",
                 "session_ttl_secs, login_max_failures and login_window_secs must be positive"

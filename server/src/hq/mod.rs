@@ -11,6 +11,8 @@
 //! - [`status`]: the sync status (backlog, link, pushed versions).
 //! - [`events`]: the watcher that writes device events, alerts and telemetry for HQ.
 //! - [`artifacts`]: catalog snapshots HQ offers through the store mesh.
+//! - [`escrow`]: the escrow exchange an enrolled unit's sealed key needs
+//!   (`HqService.Escrow`).
 //!
 //! The gRPC port also serves the standard health service and server reflection, so
 //! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench (or, with mutual TLS,
@@ -18,6 +20,7 @@
 
 pub mod artifacts;
 pub mod convert;
+pub mod escrow;
 pub mod events;
 pub mod record_push;
 pub mod records;

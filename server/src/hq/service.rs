@@ -102,20 +102,21 @@ impl StoreGrpc {
         self
     }
 
-    fn guard_call(
-        &self,
-        f: impl FnOnce(&crate::access::Access) -> Result<String, crate::access::GuardError>,
-    ) -> Result<String, Status> {
-        use crate::access::GuardError;
-        let security = self
-            .security
+    fn security(&self) -> Result<&Arc<crate::access::Access>, Status> {
+        self.security
             .as_ref()
-            .ok_or_else(|| Status::failed_precondition("security is not wired to this service"))?;
-        f(security).map_err(|e| match e {
-            GuardError::Off => Status::failed_precondition(e.to_string()),
-            GuardError::Refused(r) => Status::permission_denied(format!("refused: {r}")),
-            other => Status::unavailable(other.to_string()),
-        })
+            .ok_or_else(|| Status::failed_precondition("security is not wired to this service"))
+    }
+}
+
+/// A refused lease, command or enrolment update as a gRPC status.
+fn guard_status(e: crate::access::GuardError) -> Status {
+    use crate::access::GuardError;
+    match e {
+        GuardError::Off => Status::failed_precondition(e.to_string()),
+        GuardError::Refused(r) => Status::permission_denied(format!("refused: {r}")),
+        GuardError::Enrollment(r) => Status::permission_denied(format!("refused: {r}")),
+        other => Status::unavailable(other.to_string()),
     }
 }
 
@@ -605,11 +606,26 @@ impl StoreService for StoreGrpc {
                 reply.result = format!("log filter set to {:?}", c.filter);
             }
             Some(hq::command::Kind::SignedLease(bytes)) => {
-                let state = self.guard_call(|s| s.accept_lease(&bytes))?;
+                let state = self
+                    .security()?
+                    .accept_lease(&bytes)
+                    .await
+                    .map_err(guard_status)?;
                 reply.result = format!("lease accepted: {state}");
             }
             Some(hq::command::Kind::SignedCommand(bytes)) => {
-                reply.result = self.guard_call(|s| s.apply_command(&bytes))?;
+                reply.result = self
+                    .security()?
+                    .apply_command(&bytes)
+                    .await
+                    .map_err(guard_status)?;
+            }
+            Some(hq::command::Kind::SignedEnrollment(bytes)) => {
+                reply.result = self
+                    .security()?
+                    .apply_enrollment(&bytes)
+                    .await
+                    .map_err(guard_status)?;
             }
             None => return Err(Status::invalid_argument("command has no kind")),
         }

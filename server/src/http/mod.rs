@@ -13,6 +13,7 @@
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
+//! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
 //! builds the OpenAPI document, so the two cannot drift apart.
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod device_inputs;
 pub mod devices;
 pub mod error;
+pub mod gate;
 pub mod headers;
 pub mod inventory;
 pub mod mesh;
@@ -63,8 +65,12 @@ pub struct AppState {
 
 /// `423 device_locked` when the presence lease does not allow transacting.
 pub fn require_unlocked(state: &AppState) -> Result<(), ApiError> {
-    state.security.check_transact().map_err(|reason| {
-        ApiError::new(actix_web::http::StatusCode::LOCKED, "device_locked", reason)
+    state.security.check_transact().map_err(|locked| {
+        ApiError::new(
+            actix_web::http::StatusCode::LOCKED,
+            "device_locked",
+            locked.reason,
+        )
     })
 }
 

@@ -55,6 +55,21 @@ pub enum Command {
         #[arg(long, default_value_t = 10_000)]
         products: usize,
     },
+    /// Enrol this unit with HQ's signed bundle (the server stopped): HQ's key, the
+    /// lease policy and the unlock policy become fixed in the trust record and the TPM,
+    /// and the data key's sealing gains the TPM lock and the second factor the bundle
+    /// names. Nothing of the data is re-encrypted.
+    Enroll {
+        /// The bundle (JSON) HQ signed for this unit.
+        #[arg(long, value_name = "FILE")]
+        bundle: PathBuf,
+        /// Read the store manager's PIN (4 to 64 characters) from the first line of
+        /// standard input, for a bundle whose unlock policy takes one.
+        #[arg(long)]
+        pin_stdin: bool,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Import data.
     Import {
         #[command(subcommand)]

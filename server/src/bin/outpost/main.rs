@@ -5,10 +5,12 @@
 //! - [`serve`]: `serve` and `demo`.
 //! - [`terminals`], [`users`]: terminal tokens and staff accounts.
 //! - [`catalog`]: `import catalog` and `export catalog`.
+//! - [`enroll`]: `enroll`.
 //! - [`p2p`]: `p2p id`.
 
 mod catalog;
 mod cli;
+mod enroll;
 mod p2p;
 mod serve;
 mod terminals;
@@ -48,6 +50,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(common) => serve::serve(&common).await,
         Command::Demo { common, products } => serve::demo(&common, products).await,
         Command::P2p { what } => p2p::run(what),
+        Command::Enroll {
+            bundle,
+            pin_stdin,
+            common,
+        } => enroll::run(&bundle, pin_stdin, &common),
         Command::Terminals { what } => terminals::run(what),
         Command::Users { what } => users::run(what),
         Command::Export {

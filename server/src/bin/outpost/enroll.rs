@@ -1,0 +1,46 @@
+//! `outpost enroll --bundle FILE [--pin-stdin]`.
+
+use std::io::BufRead as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use outpost_server::store::StoreOptions;
+use secrecy::SecretString;
+
+use crate::cli::Common;
+
+/// Enrols the stopped server's data dir with HQ's bundle.
+pub fn run(bundle: &Path, pin_stdin: bool, common: &Common) -> anyhow::Result<()> {
+    let s = common.settings()?;
+    outpost_server::telemetry::init("warn");
+    let json = outpost_server::access::enrol::read_bundle(bundle)?;
+    let pin = if pin_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("Failed to read the PIN from standard input")?;
+        Some(SecretString::from(
+            line.trim_end_matches(['\r', '\n']).to_owned(),
+        ))
+    } else {
+        None
+    };
+    let enrolled =
+        outpost_server::access::enroll_data_dir(&s, &StoreOptions::default(), &json, pin.as_ref())
+            .with_context(|| {
+                format!(
+                    "Failed to enrol the data dir {} (is the server running?)",
+                    s.data_dir.display()
+                )
+            })?;
+    if enrolled {
+        println!(
+            "Enrolled {}: HQ's key, the lease policy and the lock are now fixed in this unit's trust record and TPM",
+            s.data_dir.display()
+        );
+    } else {
+        println!("Already enrolled with this bundle: nothing to do");
+    }
+    Ok(())
+}
