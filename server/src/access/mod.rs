@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::VerifyingKey;
 use outpost_security::auth::AuthError;
 use outpost_security::auth::audit::{AuditLog, SledAuditStore};
 use outpost_security::auth::password::{PasswordParams, UserDirectory};
@@ -158,6 +159,8 @@ pub struct Access {
     limiter: Mutex<LoginRateLimiter>,
     session_ttl: Duration,
     guard: Option<Mutex<LeaseGuard>>,
+    /// HQ's public key, as the guard holds it (see [`Access::hq_verifying_key`]).
+    hq_key: Option<VerifyingKey>,
     /// The configured sealer, for unsealing again after an unlock and for a wipe.
     sealer: Mutex<Box<dyn Sealer>>,
     key_file: SealedKeyFile,
@@ -221,10 +224,15 @@ impl Access {
                 .map_err(|e| AccessError::Crypto(format!("users record: {e}")))?,
             None => UserDirectory::new(params),
         };
-        let guard = match settings.hq_key_bytes().map_err(AccessError::Crypto)? {
+        let hq_key = match settings.hq_key_bytes().map_err(AccessError::Crypto)? {
             None => None,
             Some(bytes) => {
-                let key = parse_hq_key(&bytes).map_err(|e| AccessError::Crypto(e.to_string()))?;
+                Some(parse_hq_key(&bytes).map_err(|e| AccessError::Crypto(e.to_string()))?)
+            }
+        };
+        let guard = match hq_key {
+            None => None,
+            Some(key) => {
                 let mut config = GuardConfig::new(all.store.id.clone(), all.sync.unit_id.clone());
                 config.offline_grace = time::Duration::seconds(
                     i64::try_from(settings.offline_grace_secs).unwrap_or(i64::MAX / 2),
@@ -264,12 +272,20 @@ impl Access {
             )),
             session_ttl: Duration::from_secs(settings.session_ttl_secs),
             guard,
+            hq_key,
             sealer: Mutex::new(sealer),
             key_file,
             transition: Mutex::new(()),
         };
         security.restore_spooled();
         Ok(security)
+    }
+
+    /// The HQ public key this unit trusts (leases, signed commands, push tokens), or
+    /// `None` when none is configured. The one way to reach it: where the key is kept
+    /// may change, its users do not.
+    pub fn hq_verifying_key(&self) -> Option<VerifyingKey> {
+        self.hq_key
     }
 
     fn save(&self, key: &[u8], value: &impl serde::Serialize) -> Result<(), AccessError> {
