@@ -25,6 +25,8 @@
 //! - [`lease`]: the HQ-signed presence [`lease::Lease`], signed HQ commands
 //!   (lock / unlock / wipe) and the [`lease::LeaseGuard`] state machine
 //!   (active -> grace -> locked) with an injectable [`lease::Clock`].
+//! - [`push_token`]: the short-lived HQ-signed [`push_token::PushToken`] that lets HQ
+//!   push to a store's gRPC port that has no mutual TLS.
 //! - [`tls`]: the device identity (certificate generated at first start or provisioned)
 //!   and the rustls configurations: TLS 1.3 server, mutual TLS to HQ with its CA pinned.
 //! - [`auth`]: argon2id passwords, terminal bearer tokens, roles and permissions, the
@@ -45,6 +47,7 @@ pub mod enroll;
 pub mod escrow;
 pub mod fsutil;
 pub mod lease;
+pub mod push_token;
 pub mod seal;
 pub mod stream;
 #[cfg(feature = "test-utils")]

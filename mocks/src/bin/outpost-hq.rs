@@ -1,4 +1,4 @@
-//! `outpost-hq`: the mock HQ (serve), catalog pushes and store status. See
+//! `outpost-hq`: the mock HQ (serve), pushes, leases, HQ's key and store status. See
 //! `docs/mock-hq.md`.
 
 use std::io::IsTerminal;
@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use outpost_mocks::hq::{
-    CatalogSource, Faults, MockHq, PushError, PushKind, PushOptions, push, push_catalog,
-    store_status,
+    CatalogSource, Credentials, Faults, MockHq, PushError, PushKind, PushOptions, auth, push,
+    push_catalog, store_status,
 };
 
 /// The mock HQ of Outpost: receives store uploads, pushes catalogs to stores.
@@ -45,6 +45,16 @@ enum Command {
     /// there on first use, as `serve` does): the file `[security] enrollment` or
     /// `outpost enroll --bundle` takes.
     Enroll(EnrollArgs),
+    /// Send a store a presence lease signed with HQ's key (a unit that trusts an HQ key
+    /// does not transact without one).
+    SendLease(SendLeaseArgs),
+    /// Make HQ's signing key (push tokens and leases) in a new file, mode 0600, and
+    /// print its public key for the units' `[security] hq_public_key`.
+    Keygen {
+        /// The key file to create (an existing file is never replaced).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Print a store's GetStatus as JSON.
     Status {
         /// The store's gRPC URL, e.g. http://127.0.0.1:50051 (https:// with --ca).
@@ -79,6 +89,40 @@ impl ClientTlsArgs {
         let config = outpost_security::tls::hq_client_config(&read_pem(ca)?, &identity)
             .with_context(|| format!("Failed to use the CA certificate {}", ca.display()))?;
         Ok(Some(config))
+    }
+}
+
+/// What proves a push comes from HQ on a store port without mutual TLS (a plaintext
+/// http:// store URL); over mutual TLS the client certificate does.
+#[derive(Debug, Args)]
+struct CredentialArgs {
+    /// HQ's key file (64 hex digits, mode 0600, from `outpost-hq keygen`): each call
+    /// carries a push token signed with it. The store must trust its public key
+    /// (`[security] hq_public_key`). Wins over --admin-session.
+    #[arg(long, value_name = "FILE")]
+    hq_key: Option<PathBuf>,
+    /// The session id of a store admin (the `outpost_session` cookie that
+    /// `POST /api/v1/auth/login` sets), sent as `authorization: Bearer`.
+    #[arg(
+        long,
+        env = "OUTPOST_ADMIN_SESSION",
+        value_name = "ID",
+        hide_env_values = true
+    )]
+    admin_session: Option<String>,
+}
+
+impl CredentialArgs {
+    fn credentials(&self) -> anyhow::Result<Credentials> {
+        if let Some(path) = &self.hq_key {
+            let key = auth::load_hq_key(path)
+                .with_context(|| format!("Failed to load HQ's key {}", path.display()))?;
+            return Ok(Credentials::HqKey(Arc::new(key)));
+        }
+        Ok(match &self.admin_session {
+            Some(id) => Credentials::AdminSession(id.clone()),
+            None => Credentials::None,
+        })
     }
 }
 
@@ -131,6 +175,8 @@ struct PushTaxArgs {
     store: String,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    auth: CredentialArgs,
     /// The version this table creates (must be newer than the store's).
     #[arg(long)]
     version: u64,
@@ -149,6 +195,8 @@ struct PushStoreConfigArgs {
     store: String,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    auth: CredentialArgs,
     /// The version this profile creates.
     #[arg(long)]
     version: u64,
@@ -167,11 +215,28 @@ struct PushFileArgs {
     store: String,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    auth: CredentialArgs,
     /// The version this push creates.
     #[arg(long)]
     version: u64,
     /// The file to push.
     file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct SendLeaseArgs {
+    /// The store's gRPC URL (https:// with --ca).
+    #[arg(long)]
+    store: String,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    /// HQ's key file: signs the lease, and the call's push token.
+    #[arg(long, value_name = "FILE")]
+    hq_key: PathBuf,
+    /// How long the lease is valid.
+    #[arg(long, default_value_t = 24)]
+    hours: u32,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +332,8 @@ struct PushArgs {
     store: String,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    #[command(flatten)]
+    auth: CredentialArgs,
     /// Push FILE as a whole-catalog snapshot.
     #[arg(long, value_name = "FILE")]
     snapshot: Option<PathBuf>,
@@ -335,6 +402,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PushDevices(args) => push_devices(args).await,
         Command::PushPlanogram(args) => push_planogram(args).await,
         Command::Enroll(args) => enroll(args),
+        Command::SendLease(args) => send_lease(args).await,
+        Command::Keygen { out } => {
+            let key = auth::write_hq_key(&out)
+                .with_context(|| format!("Failed to create HQ's key {}", out.display()))?;
+            println!(
+                "{}",
+                serde_json::json!({"key_file": out.display().to_string(), "hq_public_key": key.public_hex()})
+            );
+            Ok(())
+        }
         Command::Status { store, tls } => {
             let tls = tls.config()?;
             let status = store_status(&store, tls.as_ref()).await?;
@@ -403,6 +480,7 @@ async fn push_cmd(args: PushArgs) -> anyhow::Result<()> {
     opts.removals = args.remove;
     opts.progress = std::io::stderr().is_terminal();
     opts.tls = args.tls.config()?;
+    opts.credentials = args.auth.credentials()?;
     match push_catalog(&args.store, CatalogSource::File(file), &opts).await {
         Ok(reply) => {
             println!(
@@ -502,8 +580,12 @@ async fn push_tax(args: PushTaxArgs) -> anyhow::Result<()> {
         Some("exclusive") => TaxMode::Exclusive,
         Some(m) => anyhow::bail!("--mode {m:?}: use inclusive or exclusive"),
     };
-    let mut client =
-        outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
+    let mut client = outpost_mocks::hq::push::connect(
+        &args.store,
+        args.tls.config()?.as_ref(),
+        &args.auth.credentials()?,
+    )
+    .await?;
     print_reply(
         client
             .push_tax_rates(TaxRatesPush {
@@ -516,8 +598,12 @@ async fn push_tax(args: PushTaxArgs) -> anyhow::Result<()> {
 }
 
 async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
-    let mut client =
-        outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
+    let mut client = outpost_mocks::hq::push::connect(
+        &args.store,
+        args.tls.config()?.as_ref(),
+        &args.auth.credentials()?,
+    )
+    .await?;
     print_reply(
         client
             .push_store_config(outpost_proto::hq::StoreConfigPush {
@@ -532,8 +618,12 @@ async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
 async fn push_devices(args: PushFileArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("Failed to read {}", args.file.display()))?;
-    let mut client =
-        outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref()).await?;
+    let mut client = outpost_mocks::hq::push::connect(
+        &args.store,
+        args.tls.config()?.as_ref(),
+        &args.auth.credentials()?,
+    )
+    .await?;
     print_reply(
         client
             .push_device_config(outpost_proto::hq::DeviceConfigPush {
@@ -580,9 +670,13 @@ async fn push_planogram(args: PushFileArgs) -> anyhow::Result<()> {
             capacity: l.capacity,
         });
     }
-    let mut client = outpost_mocks::hq::push::connect(&args.store, args.tls.config()?.as_ref())
-        .await?
-        .max_encoding_message_size(16 * 1024 * 1024);
+    let mut client = outpost_mocks::hq::push::connect(
+        &args.store,
+        args.tls.config()?.as_ref(),
+        &args.auth.credentials()?,
+    )
+    .await?
+    .max_encoding_message_size(16 * 1024 * 1024);
     print_reply(
         client
             .push_planogram(outpost_proto::hq::PlanogramPush {
@@ -591,4 +685,49 @@ async fn push_planogram(args: PushFileArgs) -> anyhow::Result<()> {
             })
             .await,
     )
+}
+
+async fn send_lease(args: SendLeaseArgs) -> anyhow::Result<()> {
+    use outpost_security::lease::Lease;
+    let key = Arc::new(
+        auth::load_hq_key(&args.hq_key)
+            .with_context(|| format!("Failed to load HQ's key {}", args.hq_key.display()))?,
+    );
+    let tls = args.tls.config()?;
+    let status = store_status(&args.store, tls.as_ref()).await?;
+    let now = std::time::SystemTime::now();
+    let lease = key.leases.sign_lease(&Lease {
+        store: status.store_id.clone(),
+        unit: status.unit_id.clone(),
+        issued_at: (now - Duration::from_secs(1)).into(),
+        expires_at: (now + Duration::from_secs(u64::from(args.hours) * 3600)).into(),
+        nonce: rand::random(),
+    })?;
+    let mut client =
+        push::connect(&args.store, tls.as_ref(), &Credentials::HqKey(key.clone())).await?;
+    let command_id = format!(
+        "lease-{}",
+        now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let reply = client
+        .send_command(outpost_proto::hq::Command {
+            command_id: command_id.clone(),
+            kind: Some(outpost_proto::hq::command::Kind::SignedLease(lease)),
+        })
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "the store refused the lease: {:?}: {}",
+                status.code(),
+                status.message()
+            )
+        })?
+        .into_inner();
+    println!(
+        "{}",
+        serde_json::json!({"command_id": command_id, "result": reply.result})
+    );
+    Ok(())
 }

@@ -12,16 +12,20 @@
 //!   line numbers on every error.
 //! - [`push`]: [`push_catalog`] (checked, chunked, resumable through `GetPushState`),
 //!   [`store_status`].
+//! - [`auth`]: [`Credentials`] for a store port without mutual TLS (HQ's push token or
+//!   an admin session), HQ's key file.
 //!
 //! The binary `outpost-hq` (`src/bin/outpost-hq.rs`) is a thin CLI over these; see
 //! `docs/mock-hq.md`.
 
+pub mod auth;
 pub mod escrow;
 pub mod product;
 pub mod push;
 pub mod server;
 pub mod storage;
 
+pub use auth::{Credentials, HqKey, StoreClient, load_hq_key};
 pub use product::{LineError, parse_product_line};
 pub use push::{CatalogSource, PushError, PushKind, PushOptions, push_catalog, store_status};
 pub use server::{Faults, HqError, HqStats, MockHq, MockHqHandle};

@@ -1,4 +1,5 @@
 //! HQ's side of `StoreService`: push a catalog (resumable), ask a store's status.
+//! Calls that change the store carry [`Credentials`] on a port without mutual TLS.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -16,8 +17,8 @@ use outpost_proto::hq::{
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
+use super::auth::{Authorizer, Credentials, StoreClient};
 use super::product::{LineError, Scan, check_removed_sku, for_each_product};
 
 /// Most products in one chunk.
@@ -73,6 +74,9 @@ pub struct PushOptions {
     /// the mutual TLS link, trusting the CA that issued the store's certificate and
     /// presenting a certificate the store accepts. Plaintext when `None`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// What proves the push comes from HQ on a plaintext port (unneeded over mutual
+    /// TLS, where the certificate does).
+    pub credentials: Credentials,
 }
 
 impl PushOptions {
@@ -88,6 +92,7 @@ impl PushOptions {
             removals: Vec::new(),
             progress: false,
             tls: None,
+            credentials: Credentials::None,
         }
     }
 }
@@ -157,6 +162,9 @@ pub enum PushError {
     /// A worker task panicked.
     #[error("push worker failed: {0}")]
     Task(String),
+    /// The credentials cannot be sent to this store.
+    #[error("credentials: {0}")]
+    Credentials(String),
 }
 
 fn list(errors: &[LineError]) -> String {
@@ -168,12 +176,17 @@ fn list(errors: &[LineError]) -> String {
 }
 
 /// Connects to a store's gRPC port: `http://HOST:PORT` plaintext, or `https://HOST:PORT`
-/// with `tls` (mutual TLS; the store's certificate must be valid for HOST).
+/// with `tls` (mutual TLS; the store's certificate must be valid for HOST). Every call
+/// of the client carries `credentials`; for [`Credentials::HqKey`] the store's
+/// `GetStatus` says which store and unit the tokens name.
 pub async fn connect(
     store_url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<StoreServiceClient<Channel>, PushError> {
-    connect_tls(store_url, tls).await.map(|(client, _)| client)
+    credentials: &Credentials,
+) -> Result<StoreClient, PushError> {
+    connect_tls(store_url, tls, credentials)
+        .await
+        .map(|(client, _)| client)
 }
 
 /// A store client, and its TLS connector (which keeps the TLS error that made a later
@@ -182,7 +195,8 @@ pub async fn connect(
 async fn connect_tls(
     store_url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
-) -> Result<(StoreServiceClient<Channel>, Option<TlsConnector>), PushError> {
+    credentials: &Credentials,
+) -> Result<(StoreClient, Option<TlsConnector>), PushError> {
     let connect_err = |source| PushError::Connect {
         url: store_url.to_owned(),
         source,
@@ -202,7 +216,23 @@ async fn connect_tls(
         None => endpoint.connect().await,
     }
     .map_err(connect_err)?;
-    Ok((StoreServiceClient::new(channel), connector))
+    let authorizer = match credentials {
+        Credentials::None => Authorizer::none(),
+        Credentials::AdminSession(id) => {
+            Authorizer::admin_session(id).map_err(PushError::Credentials)?
+        }
+        Credentials::HqKey(key) => {
+            let mut plain =
+                StoreServiceClient::with_interceptor(channel.clone(), Authorizer::none());
+            let status = get_status(&mut plain, connector.as_ref()).await?;
+            Authorizer::hq_token(key.clone(), &status.store_id, &status.unit_id)
+                .map_err(PushError::Credentials)?
+        }
+    };
+    Ok((
+        StoreServiceClient::with_interceptor(channel, authorizer),
+        connector,
+    ))
 }
 
 /// `PushError::Rpc` for `status`, with the connection's TLS error when there is one.
@@ -221,12 +251,12 @@ pub async fn store_status(
     store_url: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> Result<StoreStatus, PushError> {
-    let (mut client, connector) = connect_tls(store_url, tls).await?;
+    let (mut client, connector) = connect_tls(store_url, tls, &Credentials::None).await?;
     get_status(&mut client, connector.as_ref()).await
 }
 
 async fn get_status(
-    client: &mut StoreServiceClient<Channel>,
+    client: &mut StoreClient,
     tls: Option<&TlsConnector>,
 ) -> Result<StoreStatus, PushError> {
     client
@@ -346,7 +376,8 @@ pub async fn push_catalog(
     }
     let total = scan.products;
 
-    let (mut client, connector) = connect_tls(store_url, opts.tls.as_ref()).await?;
+    let (mut client, connector) =
+        connect_tls(store_url, opts.tls.as_ref(), &opts.credentials).await?;
     let tls = connector.as_ref();
     let live = if opts.version.is_none()
         || (opts.kind == PushKind::Delta && opts.base_version.is_none())

@@ -5,9 +5,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use outpost_mocks::hq::{CatalogSource, PushError, PushKind, PushOptions, push_catalog};
+use outpost_mocks::hq::{
+    CatalogSource, Credentials, HqKey, PushError, PushKind, PushOptions, push_catalog,
+};
 use outpost_proto::hq::store_service_server::{StoreService, StoreServiceServer};
 use outpost_proto::hq::*;
+use outpost_security::push_token::{PUSH_TOKEN_METADATA, PushToken};
 use tonic::{Request, Response, Status, Streaming};
 
 /// What the recording store saw and holds.
@@ -24,6 +27,8 @@ struct State {
     no_push_state: bool,
     /// Fail PushCatalog once a push holds this many products.
     fail_at: Option<usize>,
+    /// The push token and the authorization of each PushCatalog call.
+    credentials: Vec<(Option<String>, Option<String>)>,
 }
 
 #[derive(Clone, Default)]
@@ -47,6 +52,14 @@ impl StoreService for RecordingStore {
         &self,
         request: Request<Streaming<CatalogChunk>>,
     ) -> Result<Response<PushCatalogReply>, Status> {
+        let meta = |k: &str| {
+            request
+                .metadata()
+                .get(k)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let credentials = (meta(PUSH_TOKEN_METADATA), meta("authorization"));
+        self.state().credentials.push(credentials);
         let mut stream = request.into_inner();
         let mut push_id: Option<String> = None;
         while let Some(chunk) = stream.message().await? {
@@ -189,6 +202,7 @@ impl StoreService for RecordingStore {
         let st = self.state();
         Ok(Response::new(StoreStatus {
             unit_id: "unit-1".into(),
+            store_id: "store-1".into(),
             catalog_version: st.live_version,
             catalog_products: st.catalog.len() as u64,
             health: "ok".into(),
@@ -500,4 +514,95 @@ async fn the_cli_pushes_a_file_and_refuses_bad_lines() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["catalog_version"], 5);
     assert_eq!(status["catalog_products"], 5);
+}
+
+#[tokio::test]
+async fn a_push_carries_hq_s_token_for_the_store_s_unit_or_the_admin_session() {
+    let (store, url) = start_store().await;
+    let key = std::sync::Arc::new(HqKey::from_bytes([8; 32]));
+    let mut o = opts(PushKind::Snapshot, 10);
+    o.credentials = Credentials::HqKey(key.clone());
+    push_catalog(&url, lines(3), &o).await.unwrap();
+    o.credentials = Credentials::AdminSession("s3ss10n".into());
+    push_catalog(&url, lines(4), &o).await.unwrap();
+    push_catalog(&url, lines(5), &opts(PushKind::Snapshot, 10))
+        .await
+        .unwrap();
+    let st = store.state();
+    assert_eq!(st.credentials.len(), 3);
+    let (token, bearer) = &st.credentials[0];
+    assert_eq!(bearer, &None);
+    let token =
+        PushToken::verify_text(token.as_deref().unwrap(), &key.tokens.verifying_key()).unwrap();
+    // The ids the store reported in GetStatus.
+    assert_eq!(
+        (token.store.as_str(), token.unit.as_str()),
+        ("store-1", "unit-1")
+    );
+    assert_eq!(st.credentials[1], (None, Some("Bearer s3ss10n".into())));
+    assert_eq!(st.credentials[2], (None, None));
+}
+
+#[tokio::test]
+async fn the_cli_makes_hq_s_key_once_and_signs_pushes_with_it() {
+    let (store, url) = start_store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("hq.key");
+    let file = dir.path().join("c.jsonl");
+    std::fs::write(&file, (0..2).map(|i| line(i) + "\n").collect::<String>()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_outpost-hq");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin)
+                .args(args)
+                .env_remove("OUTPOST_ADMIN_SESSION")
+                .output()
+                .unwrap()
+        })
+    };
+    let keygen = vec![
+        "keygen".to_owned(),
+        "--out".into(),
+        key_file.display().to_string(),
+    ];
+    let out = run(keygen.clone()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let public = made["hq_public_key"].as_str().unwrap().to_owned();
+    let key = outpost_mocks::hq::load_hq_key(&key_file).unwrap();
+    assert_eq!(public, key.public_hex());
+    // Never over a key units may trust.
+    let out = run(keygen).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
+    assert_eq!(
+        outpost_mocks::hq::load_hq_key(&key_file)
+            .unwrap()
+            .public_hex(),
+        public
+    );
+
+    let out = run(vec![
+        "push-catalog".into(),
+        "--store".into(),
+        url,
+        "--snapshot".into(),
+        file.display().to_string(),
+        "--hq-key".into(),
+        key_file.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = store.state();
+    let token = st.credentials[0].0.as_deref().expect("a push token");
+    PushToken::verify_text(token, &key.tokens.verifying_key()).unwrap();
 }

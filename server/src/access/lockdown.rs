@@ -400,13 +400,6 @@ impl Access {
         Ok(result)
     }
 
-    /// The HQ key this unit trusts, on an enrolled unit.
-    pub fn hq_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
-        self.trust
-            .as_ref()
-            .and_then(|t| t.enrollment().hq_key().ok())
-    }
-
     /// Which lease state the guard is in (for the event watcher's alerts).
     pub fn lease_state(&self) -> Option<LeaseState> {
         self.guard.as_ref().map(|g| lock(g).state())

@@ -43,6 +43,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::VerifyingKey;
 use outpost_security::auth::AuthError;
 use outpost_security::auth::audit::{AuditLog, SledAuditStore};
 use outpost_security::auth::password::{PasswordParams, UserDirectory};
@@ -311,6 +312,14 @@ impl Access {
         };
         security.restore_spooled();
         Ok(security)
+    }
+
+    /// The HQ public key this unit trusts (leases, signed commands, push tokens), from
+    /// its enrolment; `None` on a unit that is not enrolled.
+    pub fn hq_verifying_key(&self) -> Option<VerifyingKey> {
+        self.trust
+            .as_ref()
+            .and_then(|t| t.enrollment().hq_key().ok())
     }
 
     fn save(&self, key: &[u8], value: &impl serde::Serialize) -> Result<(), AccessError> {

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`service`]: `StoreService`, which HQ calls to push catalogs, promotions,
 //!   stock counts and commands, and to ask the store's status.
+//! - [`auth`]: on a port without mutual TLS, who may call what: reads are open,
+//!   changes need HQ's push token or an admin session.
 //! - [`record_push`]: tax rates, store profile, planogram and device set pushes,
 //!   stored by [`records`] (versioned records in the journal).
 //! - [`convert`]: HQ's messages into domain types.
@@ -17,8 +19,10 @@
 //! The gRPC port also serves the standard health service and server reflection, so
 //! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench (or, with mutual TLS,
 //! `grpcurl -cacert … -cert … -key … HOST:50051 list` with a certificate from HQ's CA).
+//! Both stay open, like the store's status reads.
 
 pub mod artifacts;
+pub mod auth;
 pub mod convert;
 pub mod escrow;
 pub mod events;
@@ -42,7 +46,9 @@ use uplink::SyncState;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Serve the store's gRPC port on `listener` until `shutdown` resolves: mutual TLS
-/// under `tls` (clients must present a certificate from HQ's CA), plaintext without.
+/// under `tls` (clients must present a certificate from HQ's CA), plaintext without;
+/// then every call that changes the store needs HQ's push token or an admin session
+/// ([`auth`]).
 // Each argument is a distinct shared handle the services need; a struct would only
 // rename them.
 #[allow(clippy::too_many_arguments)]
@@ -69,6 +75,14 @@ pub async fn serve(
             tracing::error!(error = %e, "gRPC reflection could not load its descriptors");
             e
         });
+    // Without mutual TLS any local process reaches the port: calls are authenticated.
+    let auth = tls.is_none().then(|| {
+        Arc::new(auth::PushAuth::new(
+            security.clone(),
+            settings.store.id.clone(),
+            settings.sync.unit_id.clone(),
+        ))
+    });
     let service = StoreServiceServer::new(
         StoreGrpc::new(sales, settings, sync)
             .with_security(security)
@@ -76,10 +90,12 @@ pub async fn serve(
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut router = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(64)
-        .add_service(health)
-        .add_service(service);
+    let mut builder = tonic::transport::Server::builder().concurrency_limit_per_connection(64);
+    let mut router = builder.add_service(health);
+    router = match auth {
+        Some(auth) => router.add_service(auth::Authenticated::new(service, auth)),
+        None => router.add_service(service),
+    };
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }

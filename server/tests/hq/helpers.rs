@@ -1,8 +1,11 @@
-//! An app with its gRPC port on 127.0.0.1:0, and a client of its StoreService.
+//! An app with its gRPC port on 127.0.0.1:0, and a client of its StoreService that
+//! authenticates as a store admin (the port has no mutual TLS here, so pushes need it).
 
 use std::sync::Arc;
 
 use outpost_mocks::MockTerminal;
+use outpost_mocks::hq::StoreClient;
+use outpost_mocks::hq::auth::Authorizer;
 use outpost_proto::hq;
 use outpost_proto::hq::store_service_client::StoreServiceClient;
 use outpost_server::config::Settings;
@@ -20,6 +23,12 @@ pub struct HqTestApp {
     /// The unit's device registry (to raise device events in tests).
     #[allow(dead_code)]
     pub devices: Arc<outpost_server::devices::Registry>,
+    /// The unit's credentials and sessions (to open sessions of other roles).
+    #[allow(dead_code)]
+    pub security: Arc<outpost_server::access::Access>,
+    /// The session of the "tester" account (every staff role, admin included), which
+    /// [`HqTestApp::client`] sends as `authorization: Bearer`.
+    pub session: String,
     _tmp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -127,6 +136,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
         format!("{}={session}", outpost_server::access::SESSION_COOKIE),
     ));
     let devices = app.devices().clone();
+    let security = app.security().clone();
     let grpc = format!(
         "{grpc_scheme}://{}",
         app.grpc_addr().expect("grpc configured")
@@ -142,6 +152,8 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
         http,
         dir,
         devices,
+        security,
+        session,
         _tmp: None,
         stop: Some(stop),
         task: Some(task),
@@ -149,11 +161,28 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
 }
 
 impl HqTestApp {
-    pub async fn client(&self) -> StoreServiceClient<Channel> {
-        StoreServiceClient::connect(self.grpc.clone())
-            .await
+    /// A StoreService client that sends the admin session with every call.
+    pub async fn client(&self) -> StoreClient {
+        let channel = Channel::from_shared(self.grpc.clone())
             .unwrap()
-            .max_encoding_message_size(64 * 1024 * 1024)
+            .connect()
+            .await
+            .unwrap();
+        StoreServiceClient::with_interceptor(
+            channel,
+            Authorizer::admin_session(&self.session).unwrap(),
+        )
+        .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// `request` with the admin session, for calls made without [`HqTestApp::client`].
+    #[allow(dead_code)]
+    pub fn authorize<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.session).parse().unwrap(),
+        );
+        request
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
@@ -253,7 +282,7 @@ pub fn chunks(
 }
 
 pub async fn push(
-    client: &mut StoreServiceClient<Channel>,
+    client: &mut StoreClient,
     chunks: Vec<hq::CatalogChunk>,
 ) -> Result<hq::PushCatalogReply, tonic::Status> {
     client

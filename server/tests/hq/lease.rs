@@ -40,9 +40,7 @@ fn command(signer: &HqSigner, action: Action, counter: u64) -> Vec<u8> {
 }
 
 async fn send(
-    client: &mut outpost_proto::hq::store_service_client::StoreServiceClient<
-        tonic::transport::Channel,
-    >,
+    client: &mut outpost_mocks::hq::StoreClient,
     id: &str,
     kind: hq::command::Kind,
 ) -> Result<hq::CommandReply, tonic::Status> {

@@ -11,6 +11,7 @@ mod events;
 mod helpers;
 mod lease;
 mod pki;
+mod push_auth;
 mod pushes;
 mod settings;
 mod snapshot_load;

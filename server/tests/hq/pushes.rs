@@ -260,7 +260,7 @@ async fn a_garbage_message_is_refused_and_changes_nothing() {
     };
     let err = grpc
         .client_streaming::<_, Garbage, hq::PushCatalogReply, _>(
-            tonic::Request::new(tokio_stream::iter(vec![msg])),
+            app.authorize(tonic::Request::new(tokio_stream::iter(vec![msg]))),
             path,
             tonic_prost::ProstCodec::default(),
         )

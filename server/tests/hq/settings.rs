@@ -62,9 +62,9 @@ async fn garbage(app: &HqTestApp, method: &'static str) -> tonic::Status {
         http::uri::PathAndQuery::from_maybe_shared(format!("/outpost.hq.v1.StoreService/{method}"))
             .unwrap();
     grpc.unary::<Garbage, hq::PushReply, _>(
-        tonic::Request::new(Garbage {
+        app.authorize(tonic::Request::new(Garbage {
             junk: vec![0xff; 64],
-        }),
+        })),
         path,
         tonic_prost::ProstCodec::default(),
     )
