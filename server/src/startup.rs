@@ -94,7 +94,7 @@ impl Application {
         crate::access::tamper::check(&registry, &settings.security.tamper_sensors)?;
         registry.open_all().await;
         let registry = Arc::new(registry);
-        let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
+        let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir, &security)
             .await
             .context("Failed to join the store mesh")?;
         // A device that was locked when it stopped locks again before serving.

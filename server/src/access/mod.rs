@@ -285,6 +285,16 @@ impl Access {
         self.tree.flush()?;
         Ok(())
     }
+
+    /// A cipher under the data key for `purpose` (e.g. `"file:mesh-identity"`), for a
+    /// secret kept in a file of its own; [`AccessError::Locked`] while the key is wiped.
+    pub fn cipher(&self, purpose: &str) -> Result<Cipher, AccessError> {
+        let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        let u = unlocked.as_ref().ok_or(AccessError::Locked)?;
+        u.vault
+            .cipher(purpose)
+            .map_err(|e| AccessError::Crypto(e.to_string()))
+    }
 }
 
 #[cfg(all(test, not(feature = "tpm")))]
