@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         .context("Failed to start the origin")?;
     origin.set_link_rate((args.wan_mbit * 1_000_000.0 / 8.0) as u64);
     let offer = origin.offer();
+    let signed = outpost_p2p::testing::demo_signed(offer.clone(), "demo-store");
 
     let dirs: Vec<_> = (0..args.units)
         .map(|_| tempfile::tempdir())
@@ -112,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
     let roster = SignedRoster::sign(&demo_hq_keypair(), "demo-store", 1, ids.iter().copied());
     let mut units = Vec::new();
     for d in &dirs {
-        let mut c = P2pConfig::loopback(d.path(), roster.clone(), demo_hq_keypair().public());
+        let key = identity_for(d.path())?;
+        let mut c = P2pConfig::loopback(d.path(), key, roster.clone(), demo_hq_keypair().public());
         c.static_peers = units
             .iter()
             .map(|u: &outpost_p2p::Client| {
@@ -125,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t0 = Instant::now();
     for u in &units {
-        u.offer(offer.clone()).await?;
+        u.offer(signed.clone()).await?;
     }
     let mut times = Vec::new();
     let waits = units.iter().map(|u| {

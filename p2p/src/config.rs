@@ -21,11 +21,13 @@ pub enum ServeFault {
 /// Configuration of one unit. Build with [`P2pConfig::new`] and adjust fields.
 #[derive(Clone)]
 pub struct P2pConfig {
-    /// Where the identity key and the content store live.
+    /// Where the content store lives.
     pub data_dir: PathBuf,
-    /// The unit's libp2p identity; `None` loads `data_dir/identity.key` (creating it once),
-    /// so the peer id that HQ put on the roster survives restarts.
-    pub keypair: Option<Keypair>,
+    /// The unit's libp2p identity: its peer id is what HQ puts on the roster, so the
+    /// caller keeps it across restarts (the server keeps it encrypted under its data
+    /// key; tests and demos may use [`crate::keyfile`]). The node never reads or writes
+    /// a key file itself.
+    pub keypair: Keypair,
     /// Listen addresses (default `/ip4/0.0.0.0/tcp/0`).
     pub listen: Vec<Multiaddr>,
     /// Peers to dial for networks that block multicast (redialled while disconnected).
@@ -34,7 +36,7 @@ pub struct P2pConfig {
     pub mdns: bool,
     /// The HQ-signed store roster.
     pub roster: SignedRoster,
-    /// HQ's roster signing key.
+    /// HQ's signing key: of the roster, and of every offer (`crate::offer`).
     pub hq_key: ed25519::PublicKey,
     /// Peers fetched from at once per artifact.
     pub max_peers: usize,
@@ -64,12 +66,13 @@ impl P2pConfig {
     /// Defaults for a store LAN.
     pub fn new(
         data_dir: impl Into<PathBuf>,
+        keypair: Keypair,
         roster: SignedRoster,
         hq_key: ed25519::PublicKey,
     ) -> Self {
         P2pConfig {
             data_dir: data_dir.into(),
-            keypair: None,
+            keypair,
             listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr")],
             static_peers: Vec::new(),
             mdns: true,
@@ -92,6 +95,7 @@ impl P2pConfig {
     /// 127.0.0.1, short timers.
     pub fn loopback(
         data_dir: impl Into<PathBuf>,
+        keypair: Keypair,
         roster: SignedRoster,
         hq_key: ed25519::PublicKey,
     ) -> Self {
@@ -102,7 +106,7 @@ impl P2pConfig {
             stall_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(3),
             announce_interval: Duration::from_millis(500),
-            ..P2pConfig::new(data_dir, roster, hq_key)
+            ..P2pConfig::new(data_dir, keypair, roster, hq_key)
         }
     }
 

@@ -11,6 +11,10 @@
 //! - [`store`]: the on-disk content store (chunks at their offsets, persisted bitfields,
 //!   reference counts, garbage collection).
 //! - [`roster`]: the HQ-signed store roster.
+//! - [`offer`]: HQ's offers of artifacts and HQ's signature on them, checked wherever
+//!   an offer enters a unit.
+//! - [`keyfile`]: an identity key in a plain owner-only file (tests, demos, moving an
+//!   old unit's key); a server passes the key pair in [`P2pConfig::keypair`].
 //! - [`admission`]: the behaviour that refuses non-members and banned peers.
 //! - [`wire`]: the chunk request/response codec and the gossip messages.
 //! - `origin`: the HTTP origin download task.
@@ -25,7 +29,9 @@
 pub mod admission;
 pub mod chunks;
 pub mod config;
+pub mod keyfile;
 mod node;
+pub mod offer;
 mod origin;
 pub mod roster;
 pub mod store;
@@ -33,29 +39,14 @@ pub mod store;
 pub mod testing;
 pub mod wire;
 
-use serde::{Deserialize, Serialize};
-
 pub use chunks::Root;
 pub use config::P2pConfig;
 #[cfg(feature = "test-utils")]
 pub use config::ServeFault;
 pub use libp2p::{Multiaddr, PeerId, identity};
 pub use node::{ArtifactStatus, Client, PeerInfo, PeerState, identity_for, start};
+pub use offer::{Offer, OfferError, SignedOffer};
 pub use store::GcReport;
-
-/// HQ's offer of an artifact: where origin serves it and what it must hash to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Offer {
-    /// The BLAKE3 hash of the content (the artifact id).
-    pub root: Root,
-    /// Size in bytes.
-    pub size: u64,
-    /// HTTP URL of the content; must honour `Range: bytes=a-b`.
-    pub url: String,
-    /// HTTP URL of the chunk list (concatenated 32-byte chaining values, see
-    /// [`chunks::ChunkList::to_bytes`]).
-    pub chunks_url: String,
-}
 
 /// A mesh error.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +75,12 @@ pub enum P2pError {
     /// The node task has stopped.
     #[error("the p2p node has stopped")]
     Stopped,
-    /// The offer is invalid.
+    /// The offer is invalid, or the artifact was never offered.
     #[error("invalid offer: {0}")]
     Offer(String),
+    /// The offer is not one HQ signed for this store now.
+    #[error("offer refused: {0}")]
+    Refused(#[from] OfferError),
     /// The artifact's download gave up.
     #[error("artifact {0} failed: {1}")]
     Failed(Root, String),

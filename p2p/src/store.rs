@@ -1,7 +1,7 @@
 //! The content store on disk: one directory per artifact under `<data_dir>/store/<root>/`
 //! with `data` (the artifact, preallocated, written chunk by chunk at its offset),
 //! `chunks` (the verified chunk list), `bitfield` (chunks present) and `meta.json`
-//! (size, reference count, the offer that brought it). Nothing holds an artifact in
+//! (size, reference count, HQ's signed offer of it). Nothing holds an artifact in
 //! memory: chunks go straight to their offset.
 //!
 //! Durability order: a chunk's bit reaches `bitfield` only after the data file was
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Offer;
+use crate::SignedOffer;
 use crate::chunks::{Bitfield, ChunkError, ChunkList, Root, chunk_count, chunk_len};
 
 /// Persist the bitfield after this many new chunks (and always at completion).
@@ -70,13 +70,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 struct Meta {
     size: u64,
     refs: u32,
-    offer: Option<Offer>,
+    offer: Option<SignedOffer>,
 }
 
 struct Entry {
     size: u64,
     refs: u32,
-    offer: Option<Offer>,
+    offer: Option<SignedOffer>,
     list: Option<Arc<ChunkList>>,
     have: Bitfield,
     unpersisted: u32,
@@ -105,8 +105,8 @@ pub struct EntryInfo {
     pub have: Bitfield,
     /// Whether the chunk list is known.
     pub has_list: bool,
-    /// The offer that brought it, if any.
-    pub offer: Option<Offer>,
+    /// The latest offer of it from HQ, as signed, if any.
+    pub offer: Option<SignedOffer>,
 }
 
 /// Artifacts removed by [`Store::gc`].
@@ -178,7 +178,7 @@ impl Store {
         &self,
         root: Root,
         size: u64,
-        offer: Option<Offer>,
+        offer: Option<SignedOffer>,
         add_ref: bool,
     ) -> Result<bool, StoreError> {
         crate::chunks::check_size(size)?;
@@ -196,8 +196,10 @@ impl Store {
                 e.refs += 1;
                 changed = true;
             }
-            if e.offer.is_none() && offer.is_some() {
-                e.offer = offer;
+            if let Some(o) = offer
+                && e.offer.as_ref() != Some(&o)
+            {
+                e.offer = Some(o);
                 changed = true;
             }
             if changed {

@@ -1,6 +1,7 @@
 //! Test and demo fixtures (feature `test-utils`): a loopback HTTP origin that serves one
 //! artifact file with `Range` support, its chunk list, and counts the bytes it sent, so
-//! tests measure origin traffic from the origin's side.
+//! tests measure origin traffic from the origin's side; and offers signed with the
+//! public demo HQ key.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::Offer;
 use crate::chunks::ChunkList;
+use crate::roster::demo_hq_keypair;
+use crate::{Offer, SignedOffer};
+
+/// How long [`demo_signed`] offers stay valid.
+pub const DEMO_OFFER_TTL: Duration = Duration::from_secs(3600);
+
+/// `offer` signed for `store_id` with [`demo_hq_keypair`], valid for [`DEMO_OFFER_TTL`].
+pub fn demo_signed(offer: Offer, store_id: &str) -> SignedOffer {
+    let expires = crate::offer::now_ms() + DEMO_OFFER_TTL.as_millis() as u64;
+    SignedOffer::sign(&demo_hq_keypair(), offer, store_id, expires)
+}
 
 struct Shared {
     file: PathBuf,
@@ -19,6 +30,8 @@ struct Shared {
     list: Vec<u8>,
     bytes_sent: AtomicU64,
     requests: AtomicU64,
+    /// Every HTTP request, whatever its path.
+    hits: AtomicU64,
     /// Connections being served now.
     open: AtomicU64,
     /// Bytes per second per connection, 0 for unlimited.
@@ -53,6 +66,7 @@ impl OriginServer {
             list: list.to_bytes(),
             bytes_sent: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
             open: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             link_rate: AtomicU64::new(0),
@@ -106,6 +120,12 @@ impl OriginServer {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
+    /// HTTP requests of any path received (the artifact, its chunk list, anything
+    /// else), so a test can prove nobody asked origin for anything.
+    pub fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::Relaxed)
+    }
+
     /// Limits the body rate of each connection (bytes per second; 0 = unlimited).
     pub fn set_rate(&self, bytes_per_sec: u64) {
         self.shared.rate.store(bytes_per_sec, Ordering::Relaxed);
@@ -136,6 +156,7 @@ async fn handle(mut sock: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
     }
+    s.hits.fetch_add(1, Ordering::Relaxed);
     let head = String::from_utf8_lossy(&head).to_string();
     let mut lines = head.lines();
     let path = lines

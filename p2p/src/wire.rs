@@ -8,7 +8,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-use crate::Offer;
+use crate::SignedOffer;
 use crate::chunks::{Bitfield, CHUNK_SIZE, MAX_ARTIFACT_SIZE, Root, chunk_count};
 
 /// The chunk protocol name.
@@ -220,10 +220,11 @@ impl libp2p::request_response::Codec for ChunkCodec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Gossip {
-    /// HQ offered an artifact to one unit; it passes the offer to the store.
+    /// HQ offered an artifact to one unit; it passes the offer, with HQ's signature, to
+    /// the store. Every receiver checks the signature (`crate::offer`).
     Offer {
         /// The offer.
-        offer: Offer,
+        offer: SignedOffer,
     },
     /// What the sender has of an artifact.
     Have {

@@ -155,6 +155,11 @@ impl Application {
         if let Some(link) = escrow {
             security.set_escrow_link(link);
         }
+        if !settings.security.tamper_sensors.is_empty() && security.hq_verifying_key().is_none() {
+            anyhow::bail!(
+                "setting security.tamper_sensors: needs a unit enrolled with HQ ([security] enrollment): a tamper lock is lifted only by HQ's signed unlock"
+            );
+        }
         // What HQ pushed (tax table, store profile, device set) wins over the file.
         let pushed = crate::hq::records::AtStart::load(&store, &settings.payment.terminal)
             .context("Failed to read the settings HQ pushed")?;
@@ -194,7 +199,7 @@ impl Application {
         crate::access::tamper::check(&registry, &settings.security.tamper_sensors)?;
         registry.open_all().await;
         let registry = Arc::new(registry);
-        let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir)
+        let mesh = crate::mesh::start(&settings.p2p, &settings.data_dir, &security)
             .await
             .context("Failed to join the store mesh")?;
         // A device that was locked when it stopped locks again before serving.

@@ -1,5 +1,6 @@
 //! The mock HQ: a real tonic server of `HqService` that stores what stores upload, and
-//! HQ's client side of `StoreService` (catalog pushes, status). Behind the `hq` feature.
+//! HQ's client side of `StoreService` (catalog pushes, status, signed artifact offers).
+//! Behind the `hq` feature.
 //!
 //! # Layout
 //! - [`server`]: [`MockHq`] / [`MockHqHandle`]: `Upload` (Hello, batches, acks of the
@@ -14,18 +15,22 @@
 //!   [`store_status`].
 //! - [`auth`]: [`Credentials`] for a store port without mutual TLS (HQ's push token or
 //!   an admin session), HQ's key file.
+//! - [`offer`]: artifact offers for the store mesh, signed with HQ's roster key
+//!   ([`sign_offer`]) and sent with [`offer_artifact`].
 //!
 //! The binary `outpost-hq` (`src/bin/outpost-hq.rs`) is a thin CLI over these; see
 //! `docs/mock-hq.md`.
 
 pub mod auth;
 pub mod escrow;
+pub mod offer;
 pub mod product;
 pub mod push;
 pub mod server;
 pub mod storage;
 
 pub use auth::{Credentials, HqKey, StoreClient, load_hq_key};
+pub use offer::{OfferSignError, offer_artifact, read_roster_key, sign_offer};
 pub use product::{LineError, parse_product_line};
 pub use push::{CatalogSource, PushError, PushKind, PushOptions, push_catalog, store_status};
 pub use server::{Faults, HqError, HqStats, MockHq, MockHqHandle};

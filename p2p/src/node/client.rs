@@ -3,18 +3,23 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use libp2p::identity::ed25519;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ArtifactStatus, PeerInfo};
+use crate::P2pError;
 use crate::chunks::Root;
+use crate::offer::{OfferError, SignedOffer, now_ms};
 use crate::roster::SignedRoster;
 use crate::store::GcReport;
-use crate::{Offer, P2pError};
 
 /// What a [`Client`] asks the node task; each carries the `oneshot` for the reply.
 pub(super) enum Command {
-    Offer(Offer, oneshot::Sender<Result<(), P2pError>>),
+    Offer(SignedOffer, oneshot::Sender<Result<(), P2pError>>),
+    /// Publishes an offer without checking it: a peer that forges offers.
+    #[cfg(feature = "test-utils")]
+    GossipUnchecked(SignedOffer, oneshot::Sender<Result<(), P2pError>>),
     WaitComplete(Root, oneshot::Sender<Result<PathBuf, P2pError>>),
     Status(Root, oneshot::Sender<Option<ArtifactStatus>>),
     Artifacts(oneshot::Sender<Vec<ArtifactStatus>>),
@@ -32,6 +37,9 @@ pub(super) enum Command {
 pub struct Client {
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) peer_id: PeerId,
+    /// HQ's key and this unit's store, to check offers before they are handed over.
+    pub(super) hq_key: ed25519::PublicKey,
+    pub(super) store_id: Arc<str>,
     pub(super) listen_addrs: Arc<Vec<Multiaddr>>,
     pub(super) data_dir: PathBuf,
 }
@@ -64,11 +72,29 @@ impl Client {
         &self.data_dir
     }
 
-    /// Accepts HQ's offer: takes a reference on the artifact, tells the store's other
-    /// units, and starts distributing it (origin download by the elected unit, chunks
-    /// from peers for the rest).
-    pub async fn offer(&self, offer: Offer) -> Result<(), P2pError> {
+    /// Checks an offer as the node will: HQ's signature for this unit's store, not
+    /// expired, its fields usable (see [`crate::offer`]). For a caller that wants to
+    /// refuse a bad offer before it records anything; [`Client::offer`] checks again.
+    pub fn verify_offer(&self, offer: &SignedOffer) -> Result<(), OfferError> {
+        offer
+            .verify(&self.hq_key, &self.store_id, now_ms())
+            .map(|_| ())
+    }
+
+    /// Accepts HQ's offer: checks HQ's signature (refused with [`P2pError::Refused`]:
+    /// unsigned, wrongly signed, expired, for another store, oversized), takes a
+    /// reference on the artifact, tells the store's other units, and starts
+    /// distributing it (origin download by the elected unit, chunks from peers for the
+    /// rest).
+    pub async fn offer(&self, offer: SignedOffer) -> Result<(), P2pError> {
         self.ask(|tx| Command::Offer(offer, tx)).await?
+    }
+
+    /// Publishes `offer` on the store's gossip topic without any check, as a peer that
+    /// forges offers would (tests of the other units' checks).
+    #[cfg(feature = "test-utils")]
+    pub async fn gossip_unchecked(&self, offer: SignedOffer) -> Result<(), P2pError> {
+        self.ask(|tx| Command::GossipUnchecked(offer, tx)).await?
     }
 
     /// Resolves with the data file path once the artifact is complete and verified

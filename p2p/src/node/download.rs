@@ -10,6 +10,7 @@ use libp2p::PeerId;
 use super::election::{Candidate, Decision, Election, Timing, View};
 use super::{ANNOUNCE_MIN_GAP, Download, Node, OriginRun};
 use crate::chunks::{Bitfield, Root, chunk_count};
+use crate::offer::{SignedOffer, now_ms};
 use crate::origin::{self, OriginEvent, OriginJob};
 use crate::wire::Gossip;
 use crate::{Offer, P2pError};
@@ -44,22 +45,24 @@ impl Node {
         );
     }
 
-    pub(super) fn accept_offer(&mut self, offer: Offer, from_hq: bool) -> Result<(), P2pError> {
-        crate::chunks::check_size(offer.size).map_err(|e| P2pError::Offer(e.to_string()))?;
-        for u in [&offer.url, &offer.chunks_url] {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(P2pError::Offer(format!("{u:?} is not an http(s) URL")));
-            }
-        }
+    /// Takes an offer that came from this unit's server (`from_hq`) or from a peer's
+    /// gossip, after checking HQ's signature: nothing of an offer that fails it is
+    /// stored, fetched or passed on.
+    pub(super) fn accept_offer(
+        &mut self,
+        signed: SignedOffer,
+        from_hq: bool,
+    ) -> Result<(), P2pError> {
+        let offer = signed
+            .verify(&self.cfg.hq_key, &self.roster().store_id, now_ms())?
+            .clone();
         let root = offer.root;
         let known = self.store.info(&root).is_some();
         // HQ's offer takes a reference each time; a gossiped one only creates the entry.
         self.store
-            .ensure(root, offer.size, Some(offer.clone()), from_hq || !known)?;
+            .ensure(root, offer.size, Some(signed.clone()), from_hq || !known)?;
         if from_hq {
-            self.publish(&Gossip::Offer {
-                offer: offer.clone(),
-            });
+            self.publish(&Gossip::Offer { offer: signed });
         }
         if self.store.is_complete(&root) {
             self.finish(root);

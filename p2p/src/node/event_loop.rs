@@ -14,6 +14,7 @@ use super::{ANNOUNCE_MIN_GAP, BehaviourEvent, Command, MAX_REJECTED_KEPT, Node, 
 use crate::P2pError;
 use crate::admission::Rejected;
 use crate::chunks::Root;
+use crate::offer::{OfferError, SignedOffer, now_ms};
 use crate::roster::SignedRoster;
 use crate::wire::Gossip;
 
@@ -59,6 +60,17 @@ impl Node {
         match cmd {
             Command::Offer(offer, reply) => {
                 let _ = reply.send(self.accept_offer(offer, true));
+            }
+            #[cfg(feature = "test-utils")]
+            Command::GossipUnchecked(offer, reply) => {
+                let r = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossip
+                    .publish(self.topic.clone(), Gossip::Offer { offer }.encode())
+                    .map(|_| ())
+                    .map_err(|e| P2pError::Setup(format!("gossip publish: {e}")));
+                let _ = reply.send(r);
             }
             Command::WaitComplete(root, reply) => {
                 if self.is_done(&root) {
@@ -305,7 +317,11 @@ impl Node {
         };
         match g {
             Gossip::Offer { offer } => {
-                if self.store.info(&offer.root).is_none()
+                if let Err(e) = offer.verify(&self.cfg.hq_key, &self.roster().store_id, now_ms()) {
+                    self.refuse_offer(source, &offer, &e);
+                    return;
+                }
+                if self.store.info(&offer.offer.root).is_none()
                     && let Err(e) = self.accept_offer(offer, false)
                 {
                     tracing::warn!(peer = %source, error = %e, "Ignoring a gossiped offer");
@@ -346,6 +362,21 @@ impl Node {
                 }
                 self.schedule(root);
             }
+        }
+    }
+
+    /// A peer passed on an offer HQ did not sign for this store now: nothing is
+    /// fetched; the refusal is logged with the peer and counted, and a peer that must
+    /// have forged it (see [`OfferError::is_forgery`]) is banned like one serving bad
+    /// chunks.
+    fn refuse_offer(&mut self, peer: PeerId, offer: &SignedOffer, e: &OfferError) {
+        let r = self.peers.entry(peer).or_insert_with(PeerRecord::new);
+        r.refused_offers = r.refused_offers.saturating_add(1);
+        if e.is_forgery() {
+            tracing::warn!(%peer, root = %offer.offer.root, url = %offer.offer.url, error = %e, "Banning a peer that passed on a forged offer");
+            self.ban(peer);
+        } else {
+            tracing::warn!(%peer, root = %offer.offer.root, error = %e, "Refusing an offer from a peer");
         }
     }
 

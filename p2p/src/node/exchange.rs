@@ -190,14 +190,23 @@ impl Node {
 
     fn punish(&mut self, peer: PeerId, root: Root, why: &str) {
         tracing::warn!(%peer, %root, why, "Banning a peer that served bad data");
+        self.ban(peer);
+        self.peers
+            .entry(peer)
+            .or_insert_with(PeerRecord::new)
+            .bad_chunks += 1;
+        self.metrics.entry(root).or_default().rejected_chunks += 1;
+    }
+
+    /// Bans `peer` for `ban_duration`, disconnects it, forgets what it announced and
+    /// frees the requests in flight to it.
+    pub(super) fn ban(&mut self, peer: PeerId) {
         let until = Instant::now() + self.cfg.ban_duration;
         self.swarm.behaviour_mut().admission.ban(peer, until);
         let _ = self.swarm.disconnect_peer_id(peer);
         let r = self.peers.entry(peer).or_insert_with(PeerRecord::new);
-        r.bad_chunks += 1;
         r.have.clear();
         r.fetching.clear();
-        self.metrics.entry(root).or_default().rejected_chunks += 1;
         // Requests in flight to it are lost with the connection; free them now.
         let ids: Vec<OutboundRequestId> = self
             .pending

@@ -127,6 +127,8 @@ struct PeerRecord {
     fetching: HashSet<Root>,
     rejected: bool,
     bad_chunks: u32,
+    /// Offers it passed on that failed HQ's signature check (see `crate::offer`).
+    refused_offers: u32,
     /// Whether an announcement arrived since the connection came up: the election waits
     /// for it so it does not decide on an empty view of a peer.
     heard: bool,
@@ -141,6 +143,7 @@ impl PeerRecord {
             fetching: HashSet::new(),
             rejected: false,
             bad_chunks: 0,
+            refused_offers: 0,
             heard: false,
         }
     }

@@ -17,51 +17,15 @@ use super::{Behaviour, COMMAND_QUEUE, Client, INTERNAL_QUEUE, Node, PeerRecord};
 use crate::P2pError;
 use crate::admission::Admission;
 use crate::config::P2pConfig;
-use crate::roster::{Roster, SignedRoster};
+use crate::roster::Roster;
 use crate::store::Store;
 use crate::wire::{self, ChunkCodec};
 
-fn load_identity(cfg: &P2pConfig) -> Result<Keypair, P2pError> {
-    if let Some(k) = &cfg.keypair {
-        return Ok(k.clone());
-    }
-    let path = cfg.data_dir.join("identity.key");
-    let err = |reason: String| P2pError::Identity {
-        path: path.clone(),
-        reason,
-    };
-    match std::fs::read(&path) {
-        Ok(mut bytes) => {
-            let kp = libp2p::identity::ed25519::Keypair::try_from_bytes(&mut bytes)
-                .map_err(|e| err(format!("not a 64-byte ed25519 key pair: {e}")))?;
-            Ok(Keypair::from(kp))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let kp = libp2p::identity::ed25519::Keypair::generate();
-            std::fs::create_dir_all(&cfg.data_dir).map_err(|e| err(e.to_string()))?;
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, kp.to_bytes()).map_err(|e| err(e.to_string()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| err(e.to_string()))?;
-            Ok(Keypair::from(kp))
-        }
-        Err(e) => Err(err(e.to_string())),
-    }
-}
-
-/// Loads (or creates) the identity a unit with this data dir will have, so HQ (or a
+/// Loads (or creates, mode 0600) `data_dir/identity.key`, the identity a unit of tests,
+/// demos and the example keeps in a plain file (see [`crate::keyfile`]), so HQ (or a
 /// test) can put its peer id on the roster before starting it.
 pub fn identity_for(data_dir: &std::path::Path) -> Result<Keypair, P2pError> {
-    let cfg = P2pConfig::new(
-        data_dir,
-        SignedRoster {
-            store_id: String::new(),
-            version: 0,
-            peers: vec![],
-            signature: String::new(),
-        },
-        crate::roster::demo_hq_keypair().public(),
-    );
-    load_identity(&cfg)
+    crate::keyfile::load_or_create(&data_dir.join("identity.key"))
 }
 
 /// Starts a unit: verifies the roster, opens the store, binds the listeners, dials the
@@ -69,9 +33,15 @@ pub fn identity_for(data_dir: &std::path::Path) -> Result<Keypair, P2pError> {
 pub async fn start(cfg: P2pConfig) -> Result<Client, P2pError> {
     cfg.validate()?;
     let roster: Roster = cfg.roster.verify(&cfg.hq_key)?;
+    if roster.store_id.len() > crate::offer::MAX_STORE_ID_LEN {
+        return Err(P2pError::Config(format!(
+            "the roster's store id is over {} bytes: no offer could name it",
+            crate::offer::MAX_STORE_ID_LEN
+        )));
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| P2pError::Config(format!("data dir {}: {e}", cfg.data_dir.display())))?;
-    let keypair = load_identity(&cfg)?;
+    let keypair = cfg.keypair.clone();
     let local = keypair.public().to_peer_id();
     let store = Arc::new(Store::open(&cfg.data_dir)?);
     let topic = IdentTopic::new(format!("outpost/p2p/1/{}", roster.store_id));
@@ -174,17 +144,32 @@ pub async fn start(cfg: P2pConfig) -> Result<Client, P2pError> {
     for p in roster.peers.iter().filter(|p| **p != local) {
         node.peers.insert(*p, PeerRecord::new());
     }
-    // Resume what was unfinished before a restart.
+    // Resume what was unfinished before a restart, if HQ signed it for this store (the
+    // offer was checked when it came; this checks the copy on disk was not changed).
+    // Its expiry bounds when a unit may take an offer, not how long a taken one runs.
     for info in store.list() {
-        if !info.have.is_full() && info.offer.is_some() && info.refs > 0 {
-            tracing::info!(root = %info.root, present = info.have.count(), "Resuming download");
-            node.begin_download(info.root, info.size, info.offer.clone());
+        let Some(signed) = info.offer.as_ref() else {
+            continue;
+        };
+        if info.have.is_full() || info.refs == 0 {
+            continue;
+        }
+        match signed.verify_signature(&cfg.hq_key, &roster.store_id) {
+            Ok(offer) => {
+                tracing::info!(root = %info.root, present = info.have.count(), "Resuming download");
+                node.begin_download(info.root, info.size, Some(offer.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(root = %info.root, error = %e, "Not resuming a download whose stored offer HQ did not sign; HQ must offer it again");
+            }
         }
     }
     node.redial();
     let client = Client {
         tx: cmd_tx,
         peer_id: local,
+        hq_key: cfg.hq_key.clone(),
+        store_id: roster.store_id.clone().into(),
         listen_addrs: Arc::new(listen_addrs),
         data_dir: cfg.data_dir.clone(),
     };

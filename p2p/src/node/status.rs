@@ -15,7 +15,7 @@ pub enum PeerState {
     Connected,
     /// On the roster, not connected now.
     Disconnected,
-    /// Banned for serving bad data.
+    /// Banned for serving bad data or passing on a forged offer.
     Banned,
     /// Tried to connect but is not on the roster.
     Rejected,
@@ -38,6 +38,9 @@ pub struct PeerInfo {
     pub artifacts: usize,
     /// Bad chunks or chunk lists it served.
     pub bad_chunks: u32,
+    /// Offers it passed on that were refused: unsigned, wrongly signed, expired, for
+    /// another store or unusable.
+    pub refused_offers: u32,
 }
 
 /// One artifact's progress and metrics.
@@ -124,6 +127,7 @@ impl Node {
                         .map(|t| now.duration_since(t).as_millis() as u64),
                     artifacts: r.have.len(),
                     bad_chunks: r.bad_chunks,
+                    refused_offers: r.refused_offers,
                 }
             })
             .collect();

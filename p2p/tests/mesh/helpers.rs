@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use outpost_p2p::roster::{SignedRoster, demo_hq_keypair};
-use outpost_p2p::testing::{OriginServer, random_file};
-use outpost_p2p::{Client, Multiaddr, P2pConfig, PeerId, identity_for, start};
+use outpost_p2p::testing::{OriginServer, demo_signed, random_file};
+use outpost_p2p::{Client, Multiaddr, Offer, P2pConfig, PeerId, SignedOffer, identity_for, start};
 use tempfile::TempDir;
 
 pub const STORE: &str = "store-test";
@@ -26,8 +26,14 @@ pub fn roster(peers: &[PeerId]) -> SignedRoster {
     SignedRoster::sign(&demo_hq_keypair(), STORE, 1, peers.iter().copied())
 }
 
+/// `offer` as HQ signs it for the test store.
+pub fn signed(offer: &Offer) -> SignedOffer {
+    demo_signed(offer.clone(), STORE)
+}
+
 pub fn config(dir: &Path, roster: SignedRoster, peers: &[Multiaddr]) -> P2pConfig {
-    let mut c = P2pConfig::loopback(dir, roster, demo_hq_keypair().public());
+    let key = identity_for(dir).expect("identity");
+    let mut c = P2pConfig::loopback(dir, key, roster, demo_hq_keypair().public());
     c.static_peers = peers.to_vec();
     c
 }

@@ -2,13 +2,14 @@
 //! HTTP origin, every wait bounded.
 
 mod helpers;
+mod offers;
 mod processes;
 
 use std::time::Duration;
 
 use helpers::*;
-use outpost_p2p::roster::SignedRoster;
-use outpost_p2p::{P2pError, PeerState, ServeFault, start};
+use outpost_p2p::roster::{SignedRoster, demo_hq_keypair};
+use outpost_p2p::{OfferError, P2pError, PeerState, ServeFault, SignedOffer, start};
 
 const MB: u64 = 1024 * 1024;
 
@@ -20,7 +21,7 @@ async fn five_units_share_an_artifact_with_one_origin_download() {
     let units = units(&d, |_, _| {}).await;
     let offer = origin.offer();
     for u in &units {
-        u.offer(offer.clone()).await.expect("offer");
+        u.offer(signed(&offer)).await.expect("offer");
     }
     for u in &units {
         let path = complete(u, offer.root, Duration::from_secs(20)).await;
@@ -118,7 +119,7 @@ async fn corrupt_and_wrong_size_chunks_are_refused_and_the_peers_banned() {
         c.fault = fault;
         let u = start(c).await.expect("start");
         // Alone, each fetches from origin itself: no bad data reaches the seeds.
-        u.offer(offer.clone()).await.expect("offer");
+        u.offer(signed(&offer)).await.expect("offer");
         complete(&u, offer.root, Duration::from_secs(10)).await;
         first.push(u);
     }
@@ -142,7 +143,7 @@ async fn corrupt_and_wrong_size_chunks_are_refused_and_the_peers_banned() {
         },
     )
     .await;
-    late.offer(offer.clone()).await.expect("offer");
+    late.offer(signed(&offer)).await.expect("offer");
     until(
         "both bad peers to be banned",
         Duration::from_secs(20),
@@ -186,7 +187,7 @@ async fn origin_fetcher_killed_mid_download_another_takes_over() {
     let offer = origin.offer();
     let units = units(&d, |_, _| {}).await;
     for u in &units {
-        u.offer(offer.clone()).await.expect("offer");
+        u.offer(signed(&offer)).await.expect("offer");
     }
     until(
         "a third of the artifact from origin",
@@ -224,7 +225,7 @@ async fn restart_resumes_without_refetching_verified_chunks_and_gc_collects() {
     origin.set_rate(6 * MB);
     let offer = origin.offer();
     let u = units(&d, |_, _| {}).await.remove(0);
-    u.offer(offer.clone()).await.expect("offer");
+    u.offer(signed(&offer)).await.expect("offer");
     until("half the chunks", Duration::from_secs(10), || async {
         u.status(offer.root)
             .await
@@ -289,15 +290,54 @@ async fn bad_inputs_are_refused() {
     let origin = origin(tmp.path(), 1000).await;
     let mut bad = origin.offer();
     bad.size = 0;
-    assert!(matches!(u.offer(bad).await, Err(P2pError::Offer(_))));
+    assert!(matches!(
+        u.offer(signed(&bad)).await,
+        Err(P2pError::Refused(OfferError::Invalid(_)))
+    ));
     let mut bad = origin.offer();
     bad.url = "file:///etc/passwd".into();
-    assert!(matches!(u.offer(bad).await, Err(P2pError::Offer(_))));
+    assert!(matches!(
+        u.offer(signed(&bad)).await,
+        Err(P2pError::Refused(OfferError::Invalid(_)))
+    ));
+    // Offers HQ did not sign for this store now, from this unit's own server.
+    let good = origin.offer();
+    let mut unsigned = signed(&good);
+    unsigned.signature.clear();
+    let other_key = outpost_p2p::roster::HqKeypair::generate();
+    let expires = outpost_p2p::offer::now_ms() + 60_000;
+    let mut tampered = signed(&good);
+    tampered.offer.url = "http://127.0.0.1:1/elsewhere".into();
+    for (what, o, want) in [
+        ("unsigned", unsigned, "not signed"),
+        (
+            "wrong key",
+            SignedOffer::sign(&other_key, good.clone(), STORE, expires),
+            "does not verify",
+        ),
+        ("tampered", tampered, "does not verify"),
+        (
+            "expired",
+            SignedOffer::sign(&demo_hq_keypair(), good.clone(), STORE, 1_000),
+            "expired",
+        ),
+        (
+            "other store",
+            SignedOffer::sign(&demo_hq_keypair(), good.clone(), "store-other", expires),
+            "store-other",
+        ),
+    ] {
+        let e = u.offer(o).await.expect_err(what);
+        assert!(matches!(e, P2pError::Refused(_)), "{what}: {e}");
+        assert!(e.to_string().contains(want), "{what}: {e}");
+    }
+    assert!(u.status(good.root).await.expect("status").is_none());
+    assert_eq!(origin.hits(), 0, "nothing was asked of origin");
     // Wrong hash for the content: the chunk list from origin does not verify, nothing
     // is written, and the unit reports the failure instead of completing.
     let mut bad = origin.offer();
     bad.root = outpost_p2p::Root([7; 32]);
-    u.offer(bad.clone()).await.expect("accepted for download");
+    u.offer(signed(&bad)).await.expect("accepted for download");
     let res = tokio::time::timeout(Duration::from_secs(15), u.wait_complete(bad.root))
         .await
         .expect("settles");
@@ -317,7 +357,7 @@ async fn a_late_unit_fetches_everything_from_a_peer() {
     let a = start(config(d[0].path(), r.clone(), &[]))
         .await
         .expect("start");
-    a.offer(offer.clone()).await.expect("offer");
+    a.offer(signed(&offer)).await.expect("offer");
     complete(&a, offer.root, Duration::from_secs(10)).await;
     let mut c = config(d[1].path(), r, &[addr(&a)]);
     c.requests_per_peer = 4;
@@ -332,7 +372,7 @@ async fn a_late_unit_fetches_everything_from_a_peer() {
     .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let sent = origin.bytes_sent();
-    b.offer(offer.clone()).await.expect("offer");
+    b.offer(signed(&offer)).await.expect("offer");
     let path = complete(&b, offer.root, Duration::from_secs(15)).await;
     assert_eq!(root_of(&path), offer.root);
     assert_eq!(origin.bytes_sent(), sent);

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use outpost_p2p::roster::SignedRoster;
-use outpost_p2p::{Multiaddr, Offer, PeerId};
+use outpost_p2p::{Multiaddr, Offer, PeerId, SignedOffer};
 use serde::{Deserialize, Serialize};
 
 use crate::helpers::*;
@@ -24,7 +24,7 @@ struct UnitSpec {
     data_dir: std::path::PathBuf,
     roster: SignedRoster,
     peers: Vec<String>,
-    offer: Offer,
+    offer: SignedOffer,
     /// Longest the unit lives.
     life_secs: u64,
 }
@@ -57,7 +57,7 @@ async fn unit_process() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.offer(spec.offer.clone()).await.expect("offer");
     let deadline = Instant::now() + Duration::from_secs(spec.life_secs);
-    let root = spec.offer.root;
+    let root = spec.offer.offer.root;
     let mut said_fetching = false;
     loop {
         let s = c.status(root).await.expect("status").expect("known");
@@ -71,11 +71,11 @@ async fn unit_process() {
             // Complete means the node counted every chunk: the bytes add up.
             let s = c.status(root).await.expect("status").expect("known");
             assert!(
-                s.origin_bytes + s.peer_bytes >= spec.offer.size,
+                s.origin_bytes + s.peer_bytes >= spec.offer.offer.size,
                 "complete with {} + {} of {} bytes counted",
                 s.origin_bytes,
                 s.peer_bytes,
-                spec.offer.size
+                spec.offer.offer.size
             );
             out(format!(
                 "DONE {} {} {}",
@@ -173,7 +173,7 @@ fn start_units(n: usize, offer: &Offer, spec_dir: &Path) -> (Vec<Unit>, Vec<temp
             data_dir: dir.path().to_owned(),
             roster: r.clone(),
             peers: addrs.clone(),
-            offer: offer.clone(),
+            offer: signed(offer),
             life_secs: 60,
         };
         let u = Unit::spawn(spec_dir, i, &spec, ids[i]);

@@ -151,6 +151,21 @@ impl Trust {
         }
     }
 
+    /// The data key from the TPM alone, on a unit whose unlock policy is "tpm only" and
+    /// that is not locked in its TPM; `None` otherwise (HQ's recovery is needed).
+    pub fn reopen_tpm_only(&self) -> Result<Option<DataKey>, AccessError> {
+        let mut anchor = lock(&self.anchor);
+        let envelope = lock(&self.envelope);
+        if !envelope.needs().is_tpm_only() {
+            return Ok(None);
+        }
+        match envelope.open_share(anchor.as_mut()) {
+            Ok(t) => Ok(Some(envelope.unwrap(&t, &envelope.tpm_only_share()?)?)),
+            Err(SealError::Locked { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Asks HQ for the data key back (after a lock); returns it with what HQ sent along.
     pub async fn recover(
         &self,

@@ -152,6 +152,16 @@ impl Access {
     /// Called with `transition` held.
     async fn recover_key(&self) -> Result<(), AccessError> {
         let trust = self.trust.as_ref().ok_or(AccessError::Locked)?;
+        // A lock that never reached the TPM (no lease yet) on a unit whose TPM alone opens
+        // its key: open it here, as at start.
+        if let Some(key) = trust.reopen_tpm_only()? {
+            self.install_key(key)?;
+            self.persist_guard(true)?;
+            tracing::info!("Unlocked: the data key is unsealed again");
+            self.restore_spooled();
+            self.audit("security", "unlocked", "data key unsealed");
+            return Ok(());
+        }
         let link = self.escrow.get().ok_or_else(|| {
             AccessError::NeedsFactor(
                 "the data key comes back only through HQ's recovery, and this unit has no HQ link (sync.hq_url)"

@@ -335,6 +335,51 @@ impl Access {
         self.tree.flush()?;
         Ok(())
     }
+
+    /// A cipher under the data key for `purpose` (e.g. `"file:mesh-identity"`), for a
+    /// secret kept in a file of its own; [`AccessError::Locked`] while the key is wiped.
+    pub fn cipher(&self, purpose: &str) -> Result<Cipher, AccessError> {
+        let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        let u = unlocked.as_ref().ok_or(AccessError::Locked)?;
+        u.vault
+            .cipher(purpose)
+            .map_err(|e| AccessError::Crypto(e.to_string()))
+    }
+}
+
+/// Test fixtures: an enrolled data dir.
+#[cfg(test)]
+pub(crate) mod testing {
+    use outpost_security::enroll::{Enrollment, LeasePolicy, SecondFactors, to_hex};
+    use outpost_security::escrow::EscrowSecret;
+    use outpost_security::lease::HqSigner;
+
+    /// Settings over `dir` (software sealer, fast hashing) that enrol the unit at its
+    /// first open with a bundle signed by `hq`, unlocked by the TPM alone.
+    pub fn enrolled_settings(dir: &std::path::Path, hq: &HqSigner) -> crate::config::Settings {
+        let mut s = crate::config::Settings {
+            data_dir: dir.to_owned(),
+            ..crate::config::Settings::default()
+        };
+        s.security.allow_software = true;
+        s.security.password_hashing = "fast".into();
+        let bundle = Enrollment {
+            store_id: s.store.id.clone(),
+            unit_id: s.sync.unit_id.clone(),
+            hq_public_key: to_hex(hq.verifying_key().as_bytes()),
+            escrow_share_key: Some(EscrowSecret::generate().public().to_hex()),
+            escrow_recovery_key: Some(EscrowSecret::generate().public().to_hex()),
+            lease: LeasePolicy::default(),
+            unlock: SecondFactors::default(),
+            issued_at: 1_800_000_000,
+        }
+        .sign(hq)
+        .unwrap();
+        let path = dir.join("bundle.json");
+        std::fs::write(&path, bundle).unwrap();
+        s.security.enrollment = Some(path);
+        s
+    }
 }
 
 #[cfg(all(test, not(feature = "tpm")))]

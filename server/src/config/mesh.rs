@@ -2,7 +2,7 @@
 //!
 //! The mesh is off unless `[p2p] enabled = true`. A unit on the mesh needs the store
 //! roster HQ signed (`roster_file`, JSON as HQ ships it) and HQ's roster key
-//! (`hq_public_key`, 64 hex digits).
+//! (`hq_public_key`, 64 hex digits), which also signs every artifact offer.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,8 @@ pub struct P2pSettings {
     pub mdns: bool,
     /// The roster HQ signed: which peer ids are this store's units.
     pub roster_file: Option<PathBuf>,
-    /// HQ's roster signing key, as 64 hex digits.
+    /// HQ's roster signing key, as 64 hex digits. It also signs every artifact offer:
+    /// the mesh fetches nothing else.
     pub hq_public_key: Option<String>,
 }
 
@@ -92,12 +93,27 @@ impl P2pSettings {
         if !self.enabled {
             return Ok(());
         }
-        self.node_config(Path::new("."))?;
+        self.checked()?;
         Ok(())
     }
 
-    /// The node's configuration, its content store and identity under `data_dir`.
-    pub fn node_config(&self, data_dir: &Path) -> Result<P2pConfig, MeshConfigError> {
+    /// The node's configuration: its content store under `data_dir`, its identity
+    /// `keypair` (the caller keeps it; the server seals it, `crate::mesh`).
+    pub fn node_config(
+        &self,
+        data_dir: &Path,
+        keypair: outpost_p2p::identity::Keypair,
+    ) -> Result<P2pConfig, MeshConfigError> {
+        let c = self.checked()?;
+        let mut cfg = P2pConfig::new(data_dir.to_owned(), keypair, c.roster, c.hq_key);
+        cfg.listen = c.listen;
+        cfg.static_peers = c.static_peers;
+        cfg.mdns = self.mdns;
+        Ok(cfg)
+    }
+
+    /// Every setting parsed, and the roster read and verified.
+    fn checked(&self) -> Result<Checked, MeshConfigError> {
         let listen = addrs("p2p.listen", &self.listen)?;
         if listen.is_empty() {
             return Err(bad("p2p.listen", "needs at least one address"));
@@ -123,12 +139,21 @@ impl P2pSettings {
         roster
             .verify(&key)
             .map_err(|e| bad("p2p.roster_file", format!("{}: {e}", path.display())))?;
-        let mut cfg = P2pConfig::new(data_dir.to_owned(), roster, key);
-        cfg.listen = listen;
-        cfg.static_peers = static_peers;
-        cfg.mdns = self.mdns;
-        Ok(cfg)
+        Ok(Checked {
+            listen,
+            static_peers,
+            hq_key: key,
+            roster,
+        })
     }
+}
+
+/// `[p2p]` parsed.
+struct Checked {
+    listen: Vec<Multiaddr>,
+    static_peers: Vec<Multiaddr>,
+    hq_key: outpost_p2p::identity::ed25519::PublicKey,
+    roster: SignedRoster,
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //! HQ publishes a catalog snapshot once per store at an HTTP origin, sealed (an
 //! `outpost_security::stream` of the JSON lines) and addressed by the BLAKE3 hash of the
 //! sealed bytes, then sends the same [`OfferRequest`] to every unit of the store over
-//! gRPC. Each unit records the offer durably, hands it to its mesh node (which elects
-//! one unit to download from origin; the others fetch from it: `docs/p2p.md`), and once
-//! the artifact is complete and verified, opens it with the key that came with the offer
+//! gRPC, signed with HQ's roster key for that store until an expiry (the mesh fetches
+//! nothing HQ did not sign: `outpost_p2p::offer`). Each unit checks the signature,
+//! records the offer durably, hands it to its mesh node (which elects one unit to
+//! download from origin; the others fetch from it: `docs/p2p.md`), and once the
+//! artifact is complete and verified, opens it with the key that came with the offer
 //! and imports it as the new catalog (readers see the old catalog or the new one).
 //!
 //! Origin and peers only ever hold ciphertext; the key exists only in the offer record
@@ -21,7 +23,7 @@ use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_p2p::{Client, Offer, P2pError, Root};
+use outpost_p2p::{Client, Offer, P2pError, Root, SignedOffer};
 use outpost_security::stream::{OpeningReader, StreamKey};
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +140,13 @@ pub struct OfferRequest {
     pub content_key: Vec<u8>,
     /// The catalog version the snapshot becomes.
     pub catalog_version: u64,
+    /// The store HQ signed the offer for.
+    pub store_id: String,
+    /// Until when (Unix ms) the offer may be taken.
+    pub expires_at_ms: u64,
+    /// HQ's Ed25519 signature (its roster key) over the mesh offer: root, size, both
+    /// URLs, store id and expiry (`outpost_p2p::offer`).
+    pub hq_signature: Vec<u8>,
 }
 
 /// Why an offer was refused.
@@ -307,6 +316,22 @@ impl Artifacts {
                 "catalog_version: must be at least 1".into(),
             ));
         }
+        // Only what HQ signed for this store reaches the mesh, and nothing is recorded
+        // of an offer that fails the check.
+        let signed = SignedOffer::from_parts(
+            Offer {
+                root,
+                size: req.size,
+                url: req.url.clone(),
+                chunks_url: req.chunks_url.clone(),
+            },
+            &req.store_id,
+            req.expires_at_ms,
+            &req.hq_signature,
+        );
+        self.mesh
+            .verify_offer(&signed)
+            .map_err(|e| OfferError::Invalid(format!("hq_signature: {e}")))?;
         let _one = self.offers.lock().await;
         let existing = self.get(&root)?;
         if let Some(r) = &existing
@@ -353,17 +378,8 @@ impl Artifacts {
             products: None,
         };
         self.put(&record).await?;
-        if let Err(e) = self
-            .mesh
-            .offer(Offer {
-                root,
-                size: req.size,
-                url: req.url,
-                chunks_url: req.chunks_url,
-            })
-            .await
-        {
-            let refused = matches!(e, P2pError::Offer(_));
+        if let Err(e) = self.mesh.offer(signed).await {
+            let refused = matches!(e, P2pError::Offer(_) | P2pError::Refused(_));
             self.fail(&root, format!("the mesh refused the offer: {e}"))
                 .await?;
             return Err(if refused {

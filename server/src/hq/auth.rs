@@ -330,22 +330,20 @@ mod tests {
 
     const SECRET: [u8; 32] = [5; 32];
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
-
     /// An `Access` over a fresh data dir, trusting `SECRET`'s public key when `hq_key`.
     fn access(dir: &std::path::Path, hq_key: bool) -> Arc<Access> {
-        let mut s = crate::config::Settings {
-            data_dir: dir.to_owned(),
-            ..crate::config::Settings::default()
+        let s = if hq_key {
+            let hq = outpost_security::lease::HqSigner::from_bytes(SECRET);
+            crate::access::testing::enrolled_settings(dir, &hq)
+        } else {
+            let mut s = crate::config::Settings {
+                data_dir: dir.to_owned(),
+                ..crate::config::Settings::default()
+            };
+            s.security.allow_software = true;
+            s.security.password_hashing = "fast".into();
+            s
         };
-        s.security.allow_software = true;
-        s.security.password_hashing = "fast".into();
-        if hq_key {
-            let key = PushTokenSigner::from_bytes(SECRET).verifying_key();
-            s.security.hq_public_key = Some(hex(key.as_bytes()));
-        }
         crate::access::open_data_dir(&s, &crate::store::StoreOptions::default())
             .unwrap()
             .1

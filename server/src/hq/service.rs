@@ -686,6 +686,9 @@ impl StoreService for StoreGrpc {
                 chunks_url: offer.chunks_url,
                 content_key: offer.content_key,
                 catalog_version: catalog.version,
+                store_id: offer.store_id,
+                expires_at_ms: offer.expires_at_ms,
+                hq_signature: offer.hq_signature,
             })
             .await
             .map_err(|e| match e {

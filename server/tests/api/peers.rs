@@ -6,12 +6,22 @@ use std::time::{Duration, Instant};
 
 use outpost_p2p::PeerId;
 use outpost_p2p::roster::{SignedRoster, demo_hq_keypair};
+use outpost_server::store::StoreOptions;
 use serde_json::Value;
 
 use crate::helpers::*;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The peer id of the unit whose data dir is `dir`: its identity is sealed under the
+/// data key, so this opens the data dir (as `outpost p2p id` does).
+fn peer_id_of(dir: &Path) -> String {
+    let (_store, access) =
+        outpost_server::access::open_data_dir(&test_settings(dir), &StoreOptions::default())
+            .unwrap();
+    outpost_server::mesh::peer_id(dir, &access).unwrap()
 }
 
 /// Mesh settings for a unit in `dir`, with `roster`, dialling `peers`.
@@ -60,10 +70,7 @@ fn state_of<'a>(view: &'a Value, peer: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_of_a_store_see_each_other_and_a_stranger_is_refused() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ids: Vec<String> = dirs
-        .iter()
-        .map(|d| outpost_server::mesh::peer_id(d.path()).unwrap())
-        .collect();
+    let ids: Vec<String> = dirs.iter().map(|d| peer_id_of(d.path())).collect();
     let pid = |s: &String| s.parse::<PeerId>().unwrap();
     let hq = demo_hq_keypair();
     let store = SignedRoster::sign(&hq, "store-1", 1, [pid(&ids[0]), pid(&ids[1])]);
@@ -129,7 +136,7 @@ async fn the_mesh_is_off_by_default_and_a_bad_roster_stops_start_up() {
 
     // A roster signed by someone other than HQ: refused before anything starts.
     let dir = tempfile::tempdir().unwrap();
-    let id = outpost_server::mesh::peer_id(dir.path()).unwrap();
+    let id = peer_id_of(dir.path());
     let forger = outpost_p2p::identity::ed25519::Keypair::generate();
     let forged = SignedRoster::sign(&forger, "store-1", 1, [id.parse::<PeerId>().unwrap()]);
     let s = unit_settings(dir.path(), &forged, vec![]);
@@ -137,4 +144,29 @@ async fn the_mesh_is_off_by_default_and_a_bad_roster_stops_start_up() {
     assert!(e.contains("p2p.roster_file"), "{e}");
     let built = outpost_server::startup::Application::build(s, Default::default()).await;
     assert!(built.is_err(), "a forged roster must stop start-up");
+}
+
+/// An older unit kept its mesh identity in a plaintext `p2p/identity.key`: the server
+/// moves it under the data key at start, with the same peer id (the roster still
+/// lists it), and destroys the plaintext file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_units_plaintext_identity_is_sealed_at_start_with_the_same_peer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("p2p").join("identity.key");
+    let old = outpost_p2p::keyfile::load_or_create(&plain).unwrap();
+    let id = old.public().to_peer_id();
+    let roster = SignedRoster::sign(&demo_hq_keypair(), "store-1", 1, [id]);
+    let app = spawn_configured(unit_settings(dir.path(), &roster, vec![]), None, false).await;
+    let (status, view) = app.get("/api/v1/peers").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["peer_id"], id.to_base58().as_str(), "{view}");
+    assert!(!plain.exists(), "the plaintext identity was destroyed");
+    let sealed = std::fs::read(dir.path().join("p2p").join("identity.sealed")).unwrap();
+    let secret = outpost_p2p::keyfile::secret_of(&old).unwrap();
+    assert!(
+        !sealed.windows(secret.len()).any(|w| w == &secret[..]),
+        "the sealed identity holds the key in clear"
+    );
+    app.stop().await;
+    assert_eq!(peer_id_of(dir.path()), id.to_base58());
 }

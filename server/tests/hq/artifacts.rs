@@ -1,15 +1,18 @@
 //! Catalog snapshots HQ offers through the store mesh (`OfferArtifact`): fetched from
 //! origin once per store, shared between the units, opened with the key HQ sent, and
-//! applied on every unit; bad offers are refused and change nothing.
+//! applied on every unit; bad offers (among them any HQ did not sign for this store
+//! now) are refused and change nothing.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use outpost_mocks::hq::offer::{DEFAULT_TTL, expiry_in, sign_offer};
 use outpost_p2p::PeerId;
-use outpost_p2p::roster::{SignedRoster, demo_hq_keypair};
+use outpost_p2p::roster::{HqKeypair, SignedRoster, demo_hq_keypair};
 use outpost_p2p::testing::OriginServer;
 use outpost_proto::hq;
 use outpost_security::stream::{StreamKey, seal};
+use outpost_server::store::StoreOptions;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -71,7 +74,20 @@ fn rand_suffix() -> u64 {
         .as_nanos() as u64
 }
 
-fn offer_of(origin: &OriginServer, key: &[u8], version: u64) -> hq::ArtifactOffer {
+/// The peer id of the unit whose data dir is `dir` (its identity is sealed under the
+/// data key, so the data dir is opened, as `outpost p2p id` does).
+fn peer_id_of(dir: &Path) -> PeerId {
+    let s = settings(dir, None);
+    let (_store, access) =
+        outpost_server::access::open_data_dir(&s, &StoreOptions::default()).unwrap();
+    outpost_server::mesh::peer_id(dir, &access)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// HQ's offer of what `origin` serves, unsigned.
+fn unsigned_offer_of(origin: &OriginServer, key: &[u8], version: u64) -> hq::ArtifactOffer {
     let o = origin.offer();
     hq::ArtifactOffer {
         root_hex: o.root.to_hex(),
@@ -82,7 +98,29 @@ fn offer_of(origin: &OriginServer, key: &[u8], version: u64) -> hq::ArtifactOffe
         payload: Some(hq::artifact_offer::Payload::CatalogSnapshot(
             hq::CatalogArtifact { version },
         )),
+        ..hq::ArtifactOffer::default()
     }
+}
+
+/// `o` signed as the mock HQ signs it: its roster key (the demo's), "store-1", a day.
+fn signed(
+    mut o: hq::ArtifactOffer,
+    key: &HqKeypair,
+    store: &str,
+    expires: u64,
+) -> hq::ArtifactOffer {
+    sign_offer(&mut o, key, store, expires).unwrap();
+    o
+}
+
+/// HQ's signed offer of what `origin` serves.
+fn offer_of(origin: &OriginServer, key: &[u8], version: u64) -> hq::ArtifactOffer {
+    signed(
+        unsigned_offer_of(origin, key, version),
+        &demo_hq_keypair(),
+        "store-1",
+        expiry_in(DEFAULT_TTL),
+    )
 }
 
 /// Poll `GetArtifactState` until it reaches `want` (at most 60 s).
@@ -144,15 +182,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_offered_to_every_unit_crosses_the_wan_once_and_is_applied_everywhere() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ids: Vec<PeerId> = dirs
-        .iter()
-        .map(|d| {
-            outpost_server::mesh::peer_id(d.path())
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let ids: Vec<PeerId> = dirs.iter().map(|d| peer_id_of(d.path())).collect();
     let roster = SignedRoster::sign(&demo_hq_keypair(), "store-1", 1, ids.clone());
     let a = spawn_with(mesh_settings(dirs[0].path(), &roster, vec![])).await;
     let at = mesh_addr(&a).await;
@@ -271,10 +301,7 @@ async fn bad_offers_are_refused_and_a_wrong_key_changes_nothing() {
     plain.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
-    let id: PeerId = outpost_server::mesh::peer_id(dir.path())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = peer_id_of(dir.path());
     let roster = SignedRoster::sign(&demo_hq_keypair(), "store-1", 1, [id]);
     let app = spawn_with(mesh_settings(dir.path(), &roster, vec![])).await;
     snapshot(&app, 2, 10).await;
@@ -306,6 +333,47 @@ async fn bad_offers_are_refused_and_a_wrong_key_changes_nothing() {
             bad(&|o| o.payload = None),
             Code::InvalidArgument,
         ),
+        // Offers HQ did not sign for this store now.
+        (
+            "unsigned",
+            unsigned_offer_of(&origin, key.as_bytes(), 3),
+            Code::InvalidArgument,
+        ),
+        (
+            "signed by another key",
+            signed(
+                unsigned_offer_of(&origin, key.as_bytes(), 3),
+                &HqKeypair::generate(),
+                "store-1",
+                expiry_in(DEFAULT_TTL),
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "pointed elsewhere after signing",
+            bad(&|o| o.url = format!("{}?elsewhere", o.url)),
+            Code::InvalidArgument,
+        ),
+        (
+            "expired",
+            signed(
+                unsigned_offer_of(&origin, key.as_bytes(), 3),
+                &demo_hq_keypair(),
+                "store-1",
+                1_000,
+            ),
+            Code::InvalidArgument,
+        ),
+        (
+            "for another store",
+            signed(
+                unsigned_offer_of(&origin, key.as_bytes(), 3),
+                &demo_hq_keypair(),
+                "store-2",
+                expiry_in(DEFAULT_TTL),
+            ),
+            Code::InvalidArgument,
+        ),
         (
             "not newer than the live catalog",
             bad(&|o| {
@@ -318,7 +386,11 @@ async fn bad_offers_are_refused_and_a_wrong_key_changes_nothing() {
     ] {
         let e = c.offer_artifact(offer).await.unwrap_err();
         assert_eq!(e.code(), code, "{what}: {e:?}");
+        if what.contains("sign") || what.contains("expired") || what.contains("store") {
+            assert!(e.message().starts_with("hq_signature:"), "{what}: {e:?}");
+        }
     }
+    assert_eq!(origin.hits(), 0, "a refused offer made a unit ask origin");
     let e = c
         .get_artifact_state(hq::GetArtifactStateRequest {
             root_hex: good.root_hex.clone(),

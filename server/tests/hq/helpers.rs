@@ -52,6 +52,32 @@ pub fn settings(dir: &std::path::Path, hq_url: Option<String>) -> Settings {
     s
 }
 
+/// Enrols the unit of `s` (at its first start) with a bundle HQ signs with `keys`: the
+/// unlock policy `unlock`, `grace_secs` of offline grace.
+#[allow(dead_code)]
+pub fn enroll(
+    s: &mut Settings,
+    keys: &outpost_mocks::hq::escrow::HqKeys,
+    unlock: outpost_security::enroll::SecondFactors,
+    grace_secs: u64,
+) {
+    let bundle = keys
+        .enrollment(
+            &s.store.id,
+            &s.sync.unit_id,
+            unlock,
+            outpost_security::enroll::LeasePolicy {
+                offline_grace_secs: grace_secs,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    std::fs::create_dir_all(&s.data_dir).unwrap();
+    let path = s.data_dir.join("hq-bundle.json");
+    std::fs::write(&path, bundle).unwrap();
+    s.security.enrollment = Some(path);
+}
+
 /// The session cookie of each running test app, by base URL, so helpers that only get
 /// the base URL can authenticate.
 static COOKIES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());

@@ -6,12 +6,38 @@ use outpost_security::lease::{Action, Command, HqSigner, Lease};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::helpers::{settings, spawn_with};
+use outpost_mocks::hq::{Faults, MockHq, MockHqHandle};
+use outpost_security::enroll::SecondFactors;
 
-const HQ_SECRET: [u8; 32] = [7; 32];
+use crate::helpers::{enroll, settings, spawn_with};
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// A mock HQ (its data dir inside `dir`): it signs the bundles, leases and commands, and
+/// answers the enrolled unit's escrow exchanges.
+async fn hq(dir: &std::path::Path) -> MockHqHandle {
+    MockHq::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &dir.join("hq"),
+        Faults::none(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Settings of a unit in `dir` enrolled with `hq` (TPM alone releases its key at start;
+/// a lock comes back only through `hq`'s recovery).
+fn enrolled(
+    dir: &std::path::Path,
+    hq: &MockHqHandle,
+    grace_secs: u64,
+) -> outpost_server::config::Settings {
+    let mut s = settings(dir, Some(hq.url()));
+    enroll(
+        &mut s,
+        hq.escrow().keys(),
+        SecondFactors::default(),
+        grace_secs,
+    );
+    s
 }
 
 fn lease(signer: &HqSigner, hours: i64) -> Vec<u8> {
@@ -68,9 +94,10 @@ async fn checkout(app: &crate::helpers::HqTestApp, key: &str) -> (u16, Value) {
 #[tokio::test]
 async fn lease_lock_unlock_wipe_and_refusals() {
     let tmp = tempfile::tempdir().unwrap();
-    let signer = HqSigner::from_bytes(HQ_SECRET);
-    let mut s = settings(tmp.path(), None);
-    s.security.hq_public_key = Some(hex(signer.verifying_key().as_bytes()));
+    let hq = hq(tmp.path()).await;
+    let signer = &hq.escrow().keys().signer;
+    let s = enrolled(&tmp.path().join("unit"), &hq, 72 * 3600);
+    let unit = s.data_dir.clone();
     let app = spawn_with(s.clone()).await;
     let mut client = app.client().await;
 
@@ -91,7 +118,7 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     let ok = send(
         &mut client,
         "l1",
-        hq::command::Kind::SignedLease(lease(&signer, 1)),
+        hq::command::Kind::SignedLease(lease(signer, 1)),
     )
     .await
     .unwrap();
@@ -108,7 +135,7 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     send(
         &mut client,
         "k1",
-        hq::command::Kind::SignedCommand(command(&signer, Action::Lock, 1)),
+        hq::command::Kind::SignedCommand(command(signer, Action::Lock, 1)),
     )
     .await
     .unwrap();
@@ -137,7 +164,7 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     let e = send(
         &mut client,
         "k1-again",
-        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 1)),
+        hq::command::Kind::SignedCommand(command(signer, Action::Unlock, 1)),
     )
     .await
     .unwrap_err();
@@ -163,7 +190,7 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     send(
         &mut client,
         "k2",
-        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 2)),
+        hq::command::Kind::SignedCommand(command(signer, Action::Unlock, 2)),
     )
     .await
     .unwrap();
@@ -180,7 +207,7 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     send(
         &mut client,
         "k3",
-        hq::command::Kind::SignedCommand(command(&signer, Action::Lock, 3)),
+        hq::command::Kind::SignedCommand(command(signer, Action::Lock, 3)),
     )
     .await
     .unwrap();
@@ -214,24 +241,24 @@ async fn lease_lock_unlock_wipe_and_refusals() {
     let e = send(
         &mut client,
         "k2-replay",
-        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 2)),
+        hq::command::Kind::SignedCommand(command(signer, Action::Unlock, 2)),
     )
     .await
     .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
 
     // Wipe: the sealed key is crypto-erased and the device stays locked.
-    assert!(tmp.path().join("sealed-key").exists());
+    assert!(unit.join("sealed-key").exists());
     let r = send(
         &mut client,
         "w4",
-        hq::command::Kind::SignedCommand(command(&signer, Action::Wipe, 4)),
+        hq::command::Kind::SignedCommand(command(signer, Action::Wipe, 4)),
     )
     .await
     .unwrap();
     assert!(r.result.contains("wiped"), "{}", r.result);
-    assert!(!tmp.path().join("sealed-key").exists());
-    assert!(!tmp.path().join("software-kek").exists());
+    assert!(!unit.join("sealed-key").exists());
+    assert!(!unit.join("software-kek").exists());
     let (_, status) = app.get_json("/api/v1/security/status").await;
     assert_eq!(status["state"], "locked", "{status}");
     app.stop().await;
@@ -240,10 +267,9 @@ async fn lease_lock_unlock_wipe_and_refusals() {
 #[tokio::test]
 async fn an_expired_lease_wipes_the_key_and_a_fresh_lease_brings_it_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let signer = HqSigner::from_bytes(HQ_SECRET);
-    let mut s = settings(tmp.path(), None);
-    s.security.hq_public_key = Some(hex(signer.verifying_key().as_bytes()));
-    s.security.offline_grace_secs = 1;
+    let hq = hq(tmp.path()).await;
+    let signer = &hq.escrow().keys().signer;
+    let s = enrolled(&tmp.path().join("unit"), &hq, 1);
     let app = spawn_with(s).await;
     let mut client = app.client().await;
     let now = OffsetDateTime::now_utc();
@@ -295,12 +321,17 @@ async fn an_expired_lease_wipes_the_key_and_a_fresh_lease_brings_it_back() {
     send(
         &mut client,
         "l2",
-        hq::command::Kind::SignedLease(lease(&signer, 1)),
+        hq::command::Kind::SignedLease(lease(signer, 1)),
     )
     .await
     .unwrap();
     let (_, status) = app.get_json("/api/v1/security/status").await;
     assert_eq!(status["data_key"], "in_memory", "{status}");
+    assert_eq!(
+        hq.escrow().answered("recovery"),
+        1,
+        "the key came back through HQ"
+    );
     let (st, v) = app.get_json(&format!("/api/v1/sales/{sale_id}")).await;
     assert_eq!(st, 200, "{v}");
     let (st, _) = checkout(&app, "e2").await;
@@ -347,9 +378,9 @@ async fn security_state(app: &crate::helpers::HqTestApp, want: &str) -> Value {
 #[tokio::test]
 async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let signer = HqSigner::from_bytes(HQ_SECRET);
-    let mut s = settings(tmp.path(), None);
-    s.security.hq_public_key = Some(hex(signer.verifying_key().as_bytes()));
+    let hq = hq(tmp.path()).await;
+    let signer = &hq.escrow().keys().signer;
+    let mut s = enrolled(&tmp.path().join("unit"), &hq, 72 * 3600);
     s.devices.push(outpost_server::config::DeviceSettings {
         id: "case-1".into(),
         kind: "sensor".into(),
@@ -362,7 +393,7 @@ async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it()
     send(
         &mut client,
         "l1",
-        hq::command::Kind::SignedLease(lease(&signer, 1)),
+        hq::command::Kind::SignedLease(lease(signer, 1)),
     )
     .await
     .unwrap();
@@ -403,7 +434,7 @@ async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it()
     let _ = send(
         &mut client,
         "l2",
-        hq::command::Kind::SignedLease(lease(&signer, 2)),
+        hq::command::Kind::SignedLease(lease(signer, 2)),
     )
     .await;
     let (_, status) = app.get_json("/api/v1/security/status").await;
@@ -411,7 +442,7 @@ async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it()
     send(
         &mut client,
         "u1",
-        hq::command::Kind::SignedCommand(command(&signer, Action::Unlock, 1)),
+        hq::command::Kind::SignedCommand(command(signer, Action::Unlock, 1)),
     )
     .await
     .unwrap();
@@ -440,10 +471,13 @@ async fn a_case_sensor_opening_locks_at_once_and_only_a_signed_unlock_lifts_it()
     );
     app.stop().await;
 
-    // Misconfigurations stop the start with the setting named.
-    let mut no_key = s.clone();
-    no_key.security.hq_public_key = None;
-    let e = no_key.validate().unwrap_err().to_string();
+    // Misconfigurations stop the start with the setting named: tamper sensors on a unit
+    // that is not enrolled (nobody could unlock it), and sensors that are not there.
+    let mut no_key = settings(&tmp.path().join("unenrolled"), None);
+    no_key.devices = s.devices.clone();
+    no_key.security.tamper_sensors = s.security.tamper_sensors.clone();
+    let built = outpost_server::startup::Application::build(no_key, Default::default()).await;
+    let e = format!("{:#}", built.err().expect("refused"));
     assert!(e.contains("security.tamper_sensors"), "{e}");
     for (bad, why) in [("nope", "no device"), ("case-1x", "no device")] {
         let mut wrong = s.clone();

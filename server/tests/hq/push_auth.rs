@@ -316,12 +316,31 @@ async fn reads_stay_open_without_credentials() {
     app.stop().await;
 }
 
-/// A unit that trusts HQ's key (locked, applying nothing, until a lease signed with
+/// A unit enrolled with HQ's key (locked, applying nothing, until a lease signed with
 /// it arrives), and its data dir.
 async fn spawn_trusting(key: &HqKey) -> (HqTestApp, tempfile::TempDir) {
+    use outpost_security::enroll::{Enrollment, LeasePolicy, SecondFactors};
     let tmp = tempfile::tempdir().unwrap();
     let mut s = settings(tmp.path(), None);
-    s.security.hq_public_key = Some(key.public_hex());
+    let bundle = Enrollment {
+        store_id: s.store.id.clone(),
+        unit_id: s.sync.unit_id.clone(),
+        hq_public_key: key.public_hex(),
+        escrow_share_key: None,
+        escrow_recovery_key: Some(
+            outpost_security::escrow::EscrowSecret::generate()
+                .public()
+                .to_hex(),
+        ),
+        lease: LeasePolicy::default(),
+        unlock: SecondFactors::default(),
+        issued_at: OffsetDateTime::now_utc().unix_timestamp(),
+    }
+    .sign(&key.leases)
+    .unwrap();
+    let path = tmp.path().join("hq-bundle.json");
+    std::fs::write(&path, bundle).unwrap();
+    s.security.enrollment = Some(path);
     (spawn_with(s).await, tmp)
 }
 

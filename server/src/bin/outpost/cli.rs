@@ -99,7 +99,8 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum P2pWhat {
-    /// Print this unit's peer id (created once in the data dir), for HQ's store roster.
+    /// Print this unit's peer id (created once, sealed in the data dir), for HQ's store
+    /// roster (run on a stopped server's data dir).
     Id(Common),
 }
 

@@ -5,8 +5,10 @@ use crate::cli::P2pWhat;
 pub fn run(what: P2pWhat) -> anyhow::Result<()> {
     match what {
         P2pWhat::Id(common) => {
-            let s = common.settings()?;
-            println!("{}", outpost_server::mesh::peer_id(&s.data_dir)?);
+            // The identity is sealed under the data key: open the data dir like the other
+            // offline commands.
+            let (s, security) = common.open_security()?;
+            println!("{}", outpost_server::mesh::peer_id(&s.data_dir, &security)?);
             Ok(())
         }
     }
