@@ -21,9 +21,9 @@ use outpost_security::trust::{TimeBase, TrustRecord};
 use secrecy::SecretString;
 
 use super::AccessError;
-use super::data_dir::{KEY_FILE, Legacy, open_legacy_key};
+use super::anchor::{is_enrolled, open_anchor};
 use super::enrolled::IDENTITY_FILE;
-use super::unseal::{is_enrolled, open_anchor};
+use super::legacy::{KEY_FILE, Legacy, open_legacy_key};
 use crate::config::Settings;
 use crate::store::StoreOptions;
 

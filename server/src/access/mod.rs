@@ -16,7 +16,16 @@
 //! device_locked`. A signed unlock (or a fresh lease) unseals the key again.
 //!
 //! # Layout
-//! - [`data_dir`]: choosing the sealer, unsealing the data key, opening the store.
+//! - [`open`]: opening a data dir, enrolled or not (the entry point).
+//! - [`anchor`]: the trust anchor the settings name; whether a data dir is enrolled.
+//! - [`legacy`]: the data key sealed by itself (units not enrolled), the sealer, and
+//!   the TPM errors every sealed key shares.
+//! - [`enrol`]: enrolment with HQ's bundle; the config checked against it.
+//! - [`unseal`]: an enrolled unit's key: the TPM share, HQ's share or the PIN, HQ's
+//!   recovery; [`unseal::Pending`] while a factor is missing.
+//! - `enrolled`: the anchor, envelope, trust record and trusted clock of an open
+//!   enrolled unit.
+//! - [`escrow_link`]: the exchange with HQ, as a trait the `hq` layer implements.
 //! - [`lockdown`]: the presence lease, signed commands, tamper, wiping and restoring
 //!   the key.
 //! - [`staff`]: terminal tokens, staff accounts, logins and sessions.
@@ -24,20 +33,24 @@
 //! - [`tamper`]: the tamper sensors that lock the unit.
 //! - [`transport`]: which rustls configuration each port and the uplink get.
 
+pub mod anchor;
 pub mod audit;
-pub mod data_dir;
 pub mod enrol;
 mod enrolled;
 pub mod escrow_link;
+pub mod legacy;
 pub mod lockdown;
+pub mod open;
 pub mod staff;
 pub mod tamper;
 pub mod transport;
 pub mod unseal;
 
-pub use data_dir::{ForeignTpm, Opening, open_data_dir, unseal_data_dir};
 pub use enrol::enroll_data_dir;
+pub use legacy::ForeignTpm;
 pub use lockdown::{GuardError, LeaseStatus};
+pub use open::{open_data_dir, unseal_data_dir};
+pub use unseal::Opening;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

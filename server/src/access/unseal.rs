@@ -6,71 +6,32 @@
 //! what is open so far, and the server serves a status page and a PIN form while it
 //! asks HQ (`startup`, `http::gate`).
 
-use std::path::Path;
 use std::sync::Arc;
 
-use outpost_security::anchor::{Anchor, SoftwareAnchor};
-use outpost_security::seal::{BLOB_MAGIC, DataKey, Envelope, SealError, SecondShare, TpmShare};
+use outpost_security::anchor::Anchor;
+use outpost_security::seal::{DataKey, Envelope, SealError, SecondShare, TpmShare};
 use outpost_security::trust::TrustRecord;
 use outpost_security::vault::KeyVault;
 use secrecy::SecretString;
 
-use super::data_dir::{KEY_FILE, Opening};
+use super::anchor::open_anchor;
 use super::enrolled::Trust;
 use super::escrow_link::{EscrowLink, EscrowPurpose};
+use super::legacy::KEY_FILE;
 use super::{Access, AccessError};
 use crate::config::Settings;
 use crate::store::{Store, StoreOptions};
 
-/// The software anchor's state file in the data dir (development only).
-pub const SOFTWARE_ANCHOR_FILE: &str = "software-anchor";
-
-/// Whether the sealed key at `key_path` is an enrolled envelope (format 2).
-pub(super) fn is_enrolled(key_path: &Path) -> Result<bool, AccessError> {
-    use std::io::Read as _;
-    let mut head = [0u8; 7];
-    match std::fs::File::open(key_path) {
-        Ok(mut f) => match f.read_exact(&mut head) {
-            Ok(()) => Ok(&head[..6] == BLOB_MAGIC && head[6] == 2),
-            Err(_) => Ok(false),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(AccessError::Store(e.into())),
-    }
-}
-
-/// The trust anchor `[security] sealer` names: the TPM (feature `tpm`), or the software
-/// emulation in the data dir (development, refused unless allowed).
-pub fn open_anchor(settings: &Settings) -> Result<Box<dyn Anchor>, AccessError> {
-    let sec = &settings.security;
-    match sec.sealer.as_str() {
-        "tpm" => tpm_anchor(sec),
-        "software" => Ok(Box::new(SoftwareAnchor::open(
-            &settings.data_dir.join(SOFTWARE_ANCHOR_FILE),
-            sec.allow_software,
-        )?)),
-        other => Err(SealError::Config(format!(
-            "sealer {other:?} is unknown: \"tpm\" or \"software\""
-        ))
-        .into()),
-    }
-}
-
-#[cfg(feature = "tpm")]
-fn tpm_anchor(sec: &crate::config::SecuritySettings) -> Result<Box<dyn Anchor>, AccessError> {
-    match outpost_security::anchor::TpmAnchor::new(sec.tpm_config()) {
-        Ok(a) => Ok(Box::new(a)),
-        Err(e @ SealError::Tpm { op: "connect", .. }) => Err(AccessError::TpmUnreachable {
-            tcti: sec.tcti.clone(),
-            source: e,
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
-#[cfg(not(feature = "tpm"))]
-fn tpm_anchor(_: &crate::config::SecuritySettings) -> Result<Box<dyn Anchor>, AccessError> {
-    Err(AccessError::TpmNotBuilt)
+/// How [`super::unseal_data_dir`] went.
+#[derive(Debug)]
+pub enum Opening {
+    /// The data key is in memory: the store and the access layer are open. The lockdown
+    /// a restored guard asks for is not applied yet: the server finishes building
+    /// (loading what it keeps in memory) and then calls [`Access::enforce_lockdown`].
+    Open(Arc<Store>, Arc<Access>),
+    /// An enrolled unit whose data key needs HQ's share, the manager's PIN, or (locked
+    /// in its TPM) HQ's recovery first.
+    Waiting(Pending),
 }
 
 /// What an enrolled unit still needs before its data key opens.
@@ -150,7 +111,7 @@ pub(super) fn open_enrolled(
             );
             None
         }
-        Err(e) => return Err(super::data_dir::anchor_error(settings, e)),
+        Err(e) => return Err(super::legacy::anchor_error(settings, e)),
     };
     let pending = Pending {
         settings: settings.clone(),

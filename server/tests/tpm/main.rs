@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 mod bench;
+mod theft;
 
 const MILK: &str = r#"{"sku":"MILK","barcodes":["4006381333931"],"name":"Whole Milk 1 L","category":"dairy","price":129,"currency":"EUR","tax_class":"reduced"}"#;
 
@@ -43,6 +44,11 @@ fn tpm_settings(dir: &Path, tpm: &Swtpm) -> Settings {
 /// A server running on its data dir, with a staff session that may sell.
 struct Running {
     base: String,
+    /// The gRPC port's URL, when the settings open one.
+    grpc: Option<String>,
+    /// The admin session the client sends (also as the gRPC bearer).
+    session: String,
+    store: std::sync::Arc<outpost_server::store::Store>,
     client: reqwest::Client,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -53,39 +59,57 @@ impl Running {
         let app = Application::build(settings, InjectedDevices::default())
             .await
             .expect("app builds");
+        let running = Running::serve(app);
         if seed {
-            let store = app.sales().store();
-            let mut import = store.begin_catalog_import(ImportMode::Replace).unwrap();
-            import
-                .add(&parse_product_json(MILK.as_bytes()).unwrap(), 1)
-                .unwrap()
-                .unwrap();
-            import.finish("tpm-test-1").unwrap();
+            running.seed_milk();
         }
-        let id = app.security().start_session(Principal {
+        running
+    }
+
+    /// Serves a built app, with a staff session that may sell.
+    fn serve(app: Application) -> Running {
+        let store = app.sales().store().clone();
+        let session = app.security().start_session(Principal {
             name: "tester".into(),
             roles: vec![Role::Supervisor, Role::Technician, Role::Admin],
         });
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::COOKIE,
-            format!("{SESSION_COOKIE}={id}").parse().unwrap(),
+            format!("{SESSION_COOKIE}={session}").parse().unwrap(),
         );
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .build()
             .unwrap();
         let base = app.base_url();
+        let grpc = app.grpc_addr().map(|a| format!("http://{a}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
         Running {
             base,
+            grpc,
+            session,
+            store,
             client,
             stop,
             task,
         }
+    }
+
+    /// Puts the milk on sale (a catalog of one product).
+    fn seed_milk(&self) {
+        let mut import = self
+            .store
+            .begin_catalog_import(ImportMode::Replace)
+            .unwrap();
+        import
+            .add(&parse_product_json(MILK.as_bytes()).unwrap(), 1)
+            .unwrap()
+            .unwrap();
+        import.finish("tpm-test-1").unwrap();
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {

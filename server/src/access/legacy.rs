@@ -1,5 +1,6 @@
-//! Opening a data dir: the configured sealer, the data key it unseals, the store and
-//! the access layer opened with that key.
+//! Sealing outside an enrolment, and what every sealed key shares: the data key sealed
+//! by itself (`sealed-key` format 1, units never enrolled), the configured sealer, and
+//! the errors a TPM that will not open a key turns into.
 
 use std::sync::Arc;
 
@@ -8,89 +9,11 @@ use outpost_security::seal::{
 };
 use outpost_security::vault::KeyVault;
 
-use super::{Access, AccessError};
+use super::AccessError;
 use crate::store::{Store, StoreError, StoreOptions};
-
-/// Open a data dir: unseal the data key, open the store with it and the access layer,
-/// and apply the lockdown the restored lease guard asks for. For the offline commands
-/// (`outpost terminals`, `users`, `import`, `export`, `demo`) and tests: an enrolled
-/// unit that needs a second factor is refused here with what it needs
-/// ([`AccessError::NeedsFactor`]); the server waits for it instead
-/// ([`unseal_data_dir`], [`super::unseal::Pending`]).
-pub fn open_data_dir(
-    settings: &crate::config::Settings,
-    opts: &StoreOptions,
-) -> Result<(Arc<Store>, Arc<Access>), AccessError> {
-    match unseal_data_dir(settings, opts)? {
-        Opening::Open(store, access) => {
-            access.enforce_lockdown();
-            Ok((store, access))
-        }
-        Opening::Waiting(pending) => Err(AccessError::NeedsFactor(pending.needs_text())),
-    }
-}
-
-/// How [`unseal_data_dir`] went.
-#[derive(Debug)]
-pub enum Opening {
-    /// The data key is in memory: the store and the access layer are open. The lockdown
-    /// a restored guard asks for is not applied yet: the server finishes building
-    /// (loading what it keeps in memory) and then calls [`Access::enforce_lockdown`].
-    Open(Arc<Store>, Arc<Access>),
-    /// An enrolled unit whose data key needs HQ's share, the manager's PIN, or (locked
-    /// in its TPM) HQ's recovery first.
-    Waiting(super::unseal::Pending),
-}
-
-/// Unseal the data key (`[security] sealer`: `tpm` or `software`; see
-/// docs/security.md) and open the store and the access layer with it, enrolling the
-/// unit first when `[security] enrollment` names a bundle and it is not enrolled yet.
-/// A sealed key that will not open (another TPM, changed PCRs, another sealer) is an
-/// error that changes nothing. A data dir that already holds data under another key is
-/// refused before anything is written; when the sealed key was just created for such a
-/// dir it is deleted again, so no new key is left over old data.
-pub fn unseal_data_dir(
-    settings: &crate::config::Settings,
-    opts: &StoreOptions,
-) -> Result<Opening, AccessError> {
-    let data_dir = &settings.data_dir;
-    std::fs::create_dir_all(data_dir).map_err(|e| AccessError::Store(StoreError::from(e)))?;
-    let key_path = data_dir.join(KEY_FILE);
-    if !super::unseal::is_enrolled(&key_path)? {
-        let Some(bundle) = &settings.security.enrollment else {
-            return open_unenrolled(settings, opts).map(|(s, a)| Opening::Open(s, a));
-        };
-        let json = super::enrol::read_bundle(bundle)?;
-        if let Some(e) = super::enrol::enroll(settings, opts, &json, None)? {
-            let trust =
-                super::enrolled::Trust::new(data_dir, &key_path, e.anchor, e.envelope, e.record)?;
-            let access = Access::open(e.store.clone(), e.vault, Some(trust), settings)?;
-            return Ok(Opening::Open(e.store, Arc::new(access)));
-        }
-    }
-    super::unseal::open_enrolled(settings, opts)
-}
 
 /// The sealed key's file in the data dir.
 pub const KEY_FILE: &str = "sealed-key";
-
-/// A unit that was never enrolled: the data key sealed by itself (`sealed-key` format
-/// 1), no lease, no lock. Refused on a TPM that holds an enrolment: a unit that was
-/// enrolled never comes up unenrolled.
-pub(super) fn open_unenrolled(
-    settings: &crate::config::Settings,
-    opts: &StoreOptions,
-) -> Result<(Arc<Store>, Arc<Access>), AccessError> {
-    let data_dir = &settings.data_dir;
-    if settings.security.sealer == "tpm"
-        && super::unseal::open_anchor(settings)?.is_provisioned()?
-    {
-        return Err(AccessError::EnrolledTpm(data_dir.display().to_string()));
-    }
-    let Legacy { store, vault, .. } = open_legacy_key(settings, opts)?;
-    let security = Access::open(store.clone(), vault, None, settings)?;
-    Ok((store, Arc::new(security)))
-}
 
 /// The legacy (format 1) sealed key, unsealed (or, in a new data dir, created), and the
 /// store opened with it.
