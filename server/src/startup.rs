@@ -72,7 +72,17 @@ impl Waiting {
 
     /// Waits for a factor to open the unit, then builds the server on the same port.
     pub async fn opened(self) -> anyhow::Result<Application> {
-        let ((store, security), listener) = self.gate.opened().await;
+        let ((store, security), listener) = self
+            .gate
+            .opened()
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| {
+                format!(
+                    "Failed to open the data dir {}",
+                    self.settings.data_dir.display()
+                )
+            })?;
         Application::finish(
             self.settings,
             self.devices,

@@ -245,19 +245,28 @@ impl Pending {
         }
     }
 
-    fn open_with_key(self, key: DataKey) -> Result<Opened, Box<Retry>> {
+    fn open_with_key(mut self, key: DataKey) -> Result<Opened, Box<Retry>> {
         let data_dir = self.settings.data_dir.clone();
         let vault = KeyVault::new(key);
+        // The record first: an older copy of the data dir, or a config naming other
+        // anchors, is refused before the store is opened (which writes).
         let opened = (|| {
-            let store = Store::open(&data_dir, &self.opts, &vault)?;
             let record = TrustRecord::load(&data_dir, &vault)?
                 .ok_or_else(|| AccessError::TrustMissing(data_dir.display().to_string()))?;
+            record.check_epoch(self.anchor.epoch()?)?;
             super::enrol::check_config(&self.settings, &record)?;
+            let store = Store::open(&data_dir, &self.opts, &vault)?;
             Ok::<_, AccessError>((store, record))
         })();
+        // The key is right: what fails now, another try would not change.
         let (store, record) = match opened {
             Ok(o) => o,
-            Err(e) => return Err(self.retry(e)),
+            Err(e) => {
+                return Err(Box::new(Retry {
+                    pending: None,
+                    error: e,
+                }));
+            }
         };
         let Pending {
             settings,

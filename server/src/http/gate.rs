@@ -41,9 +41,13 @@ struct GateState {
     needs_text: String,
     /// The last HQ error, for the status page.
     last_hq_error: Mutex<Option<String>>,
-    /// Set once the unit opened.
-    opened: watch::Sender<Option<Arc<Mutex<Option<Opened>>>>>,
+    /// Set once the unit opened, or once a try failed past what another try can change
+    /// (the unit then stops with that error).
+    opened: watch::Sender<Option<Arc<Mutex<Option<Outcome>>>>>,
 }
+
+/// How the wait ended.
+type Outcome = Result<Opened, String>;
 
 /// What `GET /api/v1/security/status` answers at the gate.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -98,7 +102,7 @@ fn locked(state: &GateState) -> ApiError {
         "device_locked",
         format!("This unit is locked: {}", state.needs_text),
     )
-    .header("Retry-After", "5")
+    .header("retry-after", "5")
 }
 
 async fn other(state: web::Data<GateState>) -> HttpResponse {
@@ -139,7 +143,7 @@ async fn unlock(state: web::Data<GateState>, body: web::Bytes) -> HttpResponse {
             "unlock_in_progress",
             "Another try (HQ's answer, or a PIN) is being checked; try again in a moment",
         )
-        .header("Retry-After", "1")
+        .header("retry-after", "1")
         .error_response();
     };
     // The TPM call blocks for milliseconds (and the software anchor's KDF longer).
@@ -149,7 +153,7 @@ async fn unlock(state: web::Data<GateState>, body: web::Bytes) -> HttpResponse {
             tracing::info!("The store manager's PIN released the data key");
             state
                 .opened
-                .send_replace(Some(Arc::new(Mutex::new(Some(opened)))));
+                .send_replace(Some(Arc::new(Mutex::new(Some(Ok(opened))))));
             HttpResponse::Ok().json(serde_json::json!({"unlocked": true}))
         }
         Ok(Err(retry)) => {
@@ -163,7 +167,7 @@ async fn unlock(state: web::Data<GateState>, body: web::Bytes) -> HttpResponse {
                     "pin_locked_out",
                     message.clone(),
                 )
-                .header("Retry-After", "60"),
+                .header("retry-after", "60"),
                 AccessError::Seal(SealError::Malformed(_) | SealError::Config(_)) => {
                     ApiError::bad_request("invalid_pin", message.clone()).field("pin")
                 }
@@ -174,8 +178,13 @@ async fn unlock(state: web::Data<GateState>, body: web::Bytes) -> HttpResponse {
                 ),
             };
             tracing::warn!(error = %message, "A PIN did not release the data key");
-            if let Some(p) = retry.pending {
-                *state.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+            match retry.pending {
+                Some(p) => *state.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(p),
+                None => {
+                    state
+                        .opened
+                        .send_replace(Some(Arc::new(Mutex::new(Some(Err(message))))));
+                }
             }
             answer.error_response()
         }
@@ -206,7 +215,7 @@ async fn ask_hq(state: Arc<GateState>, link: Arc<dyn EscrowLink>) {
                     tracing::info!("HQ released the data key");
                     state
                         .opened
-                        .send_replace(Some(Arc::new(Mutex::new(Some(o)))));
+                        .send_replace(Some(Arc::new(Mutex::new(Some(Ok(o))))));
                     return;
                 }
                 Err(retry) => {
@@ -219,7 +228,14 @@ async fn ask_hq(state: Arc<GateState>, link: Arc<dyn EscrowLink>) {
                         Some(p) => {
                             *state.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(p)
                         }
-                        None => return,
+                        None => {
+                            state
+                                .opened
+                                .send_replace(Some(Arc::new(Mutex::new(Some(Err(retry
+                                    .error
+                                    .to_string()))))));
+                            return;
+                        }
                     }
                 }
             }
@@ -231,13 +247,29 @@ async fn ask_hq(state: Arc<GateState>, link: Arc<dyn EscrowLink>) {
     }
 }
 
-/// A running gate.
+/// A running gate. Dropping it stops it.
 pub struct Gate {
     addr: SocketAddr,
-    listener: std::net::TcpListener,
-    server: actix_web::dev::Server,
+    listener: Option<std::net::TcpListener>,
+    server: actix_web::dev::ServerHandle,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     state: Arc<GateState>,
     hq: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(hq) = self.hq.take() {
+            hq.abort();
+        }
+        if let Some(served) = self.served.take() {
+            let handle = self.server.clone();
+            tokio::spawn(async move {
+                handle.stop(false).await;
+                let _ = served.await;
+            });
+        }
+    }
 }
 
 impl std::fmt::Debug for Gate {
@@ -294,10 +326,12 @@ impl Gate {
             .filter(|_| needs.hq || needs.recovery)
             .map(|link| tokio::spawn(ask_hq(state.clone(), link)));
         tracing::warn!(%addr, reason = %state.needs_text, "Locked: serving the unlock gate until a factor releases the data key");
+        let handle = server.handle();
         Ok(Gate {
             addr,
-            listener,
-            server,
+            listener: Some(listener),
+            server: handle,
+            served: Some(tokio::spawn(server)),
             state,
             hq,
         })
@@ -309,28 +343,31 @@ impl Gate {
     }
 
     /// Waits until the unit opens, stops the gate, and hands back the unit and the
-    /// still-bound listener.
-    pub async fn opened(self) -> (Opened, std::net::TcpListener) {
-        let handle = self.server.handle();
-        let server = tokio::spawn(self.server);
+    /// still-bound listener; or the error that ended the wait (the unit then stops).
+    pub async fn opened(mut self) -> Result<(Opened, std::net::TcpListener), String> {
         let mut rx = self.state.opened.subscribe();
-        let opened = loop {
+        let outcome = loop {
             let got = rx.borrow_and_update().clone();
             if let Some(slot) = got
                 && let Some(o) = slot.lock().unwrap_or_else(|p| p.into_inner()).take()
             {
                 break o;
             }
-            if rx.changed().await.is_err() {
-                // The sender lives in `state`, which this function holds.
-                continue;
-            }
+            // The sender lives in `state`, which this function holds: `changed` only
+            // ends with a new value.
+            let _ = rx.changed().await;
         };
-        handle.stop(true).await;
-        let _ = server.await;
-        if let Some(hq) = self.hq {
+        if let Some(hq) = self.hq.take() {
             hq.abort();
         }
-        (opened, self.listener)
+        self.server.stop(true).await;
+        if let Some(served) = self.served.take() {
+            let _ = served.await;
+        }
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| "the gate's listener is gone".to_owned())?;
+        outcome.map(|o| (o, listener))
     }
 }
