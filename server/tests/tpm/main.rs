@@ -49,6 +49,7 @@ struct Running {
     /// The admin session the client sends (also as the gRPC bearer).
     session: String,
     store: std::sync::Arc<outpost_server::store::Store>,
+    security: std::sync::Arc<outpost_server::access::Access>,
     client: reqwest::Client,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -69,6 +70,7 @@ impl Running {
     /// Serves a built app, with a staff session that may sell.
     fn serve(app: Application) -> Running {
         let store = app.sales().store().clone();
+        let security = app.security().clone();
         let session = app.security().start_session(Principal {
             name: "tester".into(),
             roles: vec![Role::Supervisor, Role::Technician, Role::Admin],
@@ -93,6 +95,7 @@ impl Running {
             grpc,
             session,
             store,
+            security,
             client,
             stop,
             task,

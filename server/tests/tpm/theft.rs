@@ -430,3 +430,119 @@ async fn the_second_factor_hq_or_the_pin_releases_the_key() {
     running.stop().await;
     let _ = MILK;
 }
+
+/// A free loopback port (bound and released: the child binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `outpost serve` on `dir`, under libfaketime with the wall clock `offset`
+/// (e.g. `-3d`), until dropped.
+struct FakedServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl FakedServer {
+    async fn start(dir: &Path, tpm: &Swtpm, offset: &str) -> FakedServer {
+        let port = free_port();
+        let config = dir.with_extension("serve.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n[security]\nsealer = \"tpm\"\ntcti = {:?}\npassword_hashing = \"fast\"\n",
+                dir.display().to_string(),
+                tpm.tcti()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("faketime")
+            .arg("-f")
+            .arg(offset)
+            .arg(env!("CARGO_BIN_EXE_outpost"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            // Only the wall clock is set back, as a BIOS clock would be.
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .env("TSS2_LOG", "all+none")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("faketime (Debian package faketime) runs the outpost binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the faked server never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        FakedServer { child, base }
+    }
+
+    /// A checkout with `token`: the status and the body.
+    async fn checkout(&self, token: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/checkout", self.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", format!("k{}", rand::random::<u32>()))
+            .json(&json!({"lines":[{"sku":"MILK","quantity":1}],
+                          "payment":{"method":"cash","tendered":1000}}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for FakedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// (b) The lease expired while the unit was off; the BIOS clock is set back three days
+/// so the lease looks fresh again: the unit still counts the time (the TPM's clock ran
+/// on), locks at start, and stays locked on every later start with the clock back.
+#[tokio::test]
+async fn a_clock_set_back_after_expiry_leaves_it_locked() {
+    let tpm = Swtpm::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let hq = mock_hq(&tmp.path().join("hq")).await;
+    let keys = hq.escrow().keys();
+    let dir = tmp.path().join("unit");
+    let s = enrolled(&dir, &tpm, &hq, SecondFactors::default(), 1);
+    let app = leased(&dir, &s, keys, 4).await;
+    let (_, token) = app.security.add_terminal("test", "till-9").unwrap();
+    let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();
+    app.stop().await;
+    // The lease (4 s) and its grace (1 s) run out while the unit is off.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+
+    let server = FakedServer::start(&dir, &tpm, "-3d").await;
+    let (st, v) = server.checkout(&token).await;
+    assert_eq!(st, 423, "sold with the clock set back: {v}");
+    assert_eq!(v["code"], "device_locked", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("expired"),
+        "{v}"
+    );
+    drop(server);
+
+    // Again with the clock back: locked in the TPM now, it serves only its gate.
+    let server = FakedServer::start(&dir, &tpm, "-3d").await;
+    let (st, v) = server.checkout(&token).await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["code"], "device_locked", "{v}");
+    drop(server);
+    let _ = hq;
+}
