@@ -13,7 +13,9 @@
 //! lock command, tamper), [`Access::enforce_lockdown`] wipes the data key from
 //! memory: the store's ciphers and decrypted caches, this layer's vault, the
 //! credential cipher and the audit log handle. Business routes then answer `423
-//! device_locked`. A signed unlock (or a fresh lease) unseals the key again.
+//! device_locked`. A signed unlock (or a fresh lease) unseals the key again. What is
+//! audited meanwhile goes to the spool, signed by a key kept in memory for that alone
+//! (see [`audit`]).
 //!
 //! # Layout
 //! - [`data_dir`]: choosing the sealer, unsealing the data key, opening the store.
@@ -51,7 +53,7 @@ use outpost_security::vault::{Cipher, KeyVault};
 use time::OffsetDateTime;
 
 use crate::store::{Store, StoreError};
-use audit::open_audit;
+use audit::{open_audit, spool_signer};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "outpost_session";
@@ -145,7 +147,8 @@ struct Session {
 pub struct Access {
     tree: sled::Tree,
     audit_tree: sled::Tree,
-    /// Audit entries written while locked, sealed to a public key (locked after
+    /// Audit entries written while locked, sealed to a public key and signed by the
+    /// spool's signer, which it keeps while the data key is wiped (locked after
     /// `unlocked`, never before it).
     spool: Mutex<AuditSpool>,
     store: Arc<Store>,
@@ -242,8 +245,7 @@ impl Access {
         };
         let audit_tree = db.open_tree("audit")?;
         let audit = open_audit(&audit_tree, &vault)?;
-        let spool = AuditSpool::new(db.open_tree(SPOOL_TREE)?, SPOOL_MAX);
-        spool.publish(&vault)?;
+        let spool = AuditSpool::new(db.open_tree(SPOOL_TREE)?, SPOOL_MAX, spool_signer(&vault)?);
         let security = Access {
             tree,
             audit_tree,
@@ -268,7 +270,9 @@ impl Access {
             key_file,
             transition: Mutex::new(()),
         };
-        security.restore_spooled();
+        // Drain before publishing: entries spooled under a previous signer verify
+        // against the key bound then.
+        security.drain_spool()?;
         Ok(security)
     }
 

@@ -1,0 +1,144 @@
+//! Issue 14, "audit that can't be forged or cut quietly": an entry written into the
+//! spool of a locked unit by someone who can write its data dir is refused and
+//! audited (done-when (f)).
+
+use std::time::Duration;
+
+use outpost_proto::hq;
+use outpost_security::auth::spool::{AuditSpool, SpoolSigner, SpooledEntry};
+use outpost_security::lease::{HqSigner, Lease};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::helpers::*;
+
+const HQ_SECRET: [u8; 32] = [7; 32];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn lease(signer: &HqSigner) -> Vec<u8> {
+    let now = OffsetDateTime::now_utc();
+    signer
+        .sign_lease(&Lease {
+            store: "store-1".into(),
+            unit: "unit-1".into(),
+            issued_at: now - time::Duration::seconds(1),
+            expires_at: now + time::Duration::hours(1),
+            nonce: rand::random(),
+        })
+        .unwrap()
+}
+
+/// The data dir's sled database, once the stopped server has let go of it.
+fn open_db(dir: &std::path::Path) -> sled::Db {
+    for _ in 0..50 {
+        match sled::open(dir.join("db")) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    panic!("the data dir's database stayed locked");
+}
+
+async fn failed_login(base: &str, user: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": user, "password": "guess"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+async fn audit_page(app: &HqTestApp) -> Value {
+    let (st, page) = app.get_json("/api/v1/audit?limit=1000").await;
+    assert_eq!(st, 200, "{page}");
+    page
+}
+
+/// (f): a spooled entry sealed with the spool's clear public key but not signed by the
+/// unit's key is not appended as genuine; the chain says how many were refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_spool_entry_is_refused_and_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hq_signer = HqSigner::from_bytes(HQ_SECRET);
+    let mut s = settings(tmp.path(), None);
+    s.security.hq_public_key = Some(hex(hq_signer.verifying_key().as_bytes()));
+
+    // No lease: the unit is locked, and a login tried on it is spooled.
+    let app = spawn_with(s.clone()).await;
+    let (_, status) = app.get_json("/api/v1/security/status").await;
+    assert_eq!(status["data_key"], "wiped", "{status}");
+    failed_login(&app.base, "intruder").await;
+    app.stop().await;
+
+    // With the server stopped, someone who can write the data dir seals entries to the
+    // spool's public key: one unsigned, one signed by a key of their own that they
+    // also put where the clear verifying key is kept.
+    {
+        let db = open_db(tmp.path());
+        let tree = db.open_tree("audit-spool").unwrap();
+        let forger = SpoolSigner::from_secret_bytes(&[0x66; 32]);
+        tree.insert("meta/verify", forger.verifying_key().as_bytes().as_slice())
+            .unwrap();
+        let mut spool = AuditSpool::new(tree, 10_000, SpoolSigner::from_secret_bytes(&[1; 32]));
+        let fake = |n: u32| SpooledEntry {
+            at_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+            actor: "supervisor-anna".into(),
+            action: "refund.approved".into(),
+            detail: format!("forged-refund-{n}"),
+        };
+        spool.forge(&fake(1), None).unwrap();
+        spool.forge(&fake(2), Some(&forger)).unwrap();
+        db.flush().unwrap();
+    }
+
+    // The unit starts (still locked) and HQ's lease unlocks it.
+    let app = spawn_with(s).await;
+    let mut client = app.client().await;
+    client
+        .send_command(hq::Command {
+            command_id: "l1".into(),
+            kind: Some(hq::command::Kind::SignedLease(lease(&hq_signer))),
+        })
+        .await
+        .unwrap();
+    eventually(10, "the unit unlocked", || async {
+        let (_, status) = app.get_json("/api/v1/security/status").await;
+        status["data_key"] == "in_memory"
+    })
+    .await;
+
+    let page = audit_page(&app).await;
+    assert_eq!(page["verified"], true, "{page}");
+    let entries = page["entries"].as_array().unwrap();
+    let has = |action: &str, detail: &str| {
+        entries
+            .iter()
+            .any(|e| e["action"] == action && e["detail"].as_str().unwrap().contains(detail))
+    };
+    assert!(
+        has("login.failed", "intruder"),
+        "the genuine entry is kept: {page}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("forged-refund")),
+        "a forged entry reached the chain: {page}"
+    );
+    assert!(
+        has("audit.spool_forged", "2 spooled entries refused"),
+        "the refusal is audited: {page}"
+    );
+    assert!(
+        has(
+            "audit.spool_forged",
+            "verifying key on disk had been replaced"
+        ),
+        "{page}"
+    );
+    app.stop().await;
+}
