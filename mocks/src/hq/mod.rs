@@ -6,6 +6,8 @@
 //!   highest contiguous sequence, dedup by (unit, seq)), fault injection ([`Faults`]),
 //!   stop/start on the same port, counters ([`HqStats`]).
 //! - [`storage`]: the sled store under the data dir, mirrored in memory for tests.
+//! - [`audit`]: the last audit head per unit, and alerts for a chain that went
+//!   backwards.
 //! - [`product`]: JSON-lines products (the REST product's fields) to `hq.Product`, with
 //!   line numbers on every error.
 //! - [`push`]: [`push_catalog`] (checked, chunked, resumable through `GetPushState`),
@@ -14,11 +16,13 @@
 //! The binary `outpost-hq` (`src/bin/outpost-hq.rs`) is a thin CLI over these; see
 //! `docs/mock-hq.md`.
 
+pub mod audit;
 pub mod product;
 pub mod push;
 pub mod server;
 pub mod storage;
 
+pub use audit::{AuditHead, ChainAlert};
 pub use product::{LineError, parse_product_line};
 pub use push::{CatalogSource, PushError, PushKind, PushOptions, push_catalog, store_status};
 pub use server::{Faults, HqError, HqStats, MockHq, MockHqHandle};

@@ -1,9 +1,11 @@
 //! Issue 14, "audit that can't be forged or cut quietly": an entry written into the
 //! spool of a locked unit by someone who can write its data dir is refused and
-//! audited (done-when (f)).
+//! audited (done-when (f)); the audit chain's head reaches HQ, and HQ notices a log
+//! cut short on a stopped unit.
 
 use std::time::Duration;
 
+use outpost_mocks::hq::{Faults, MockHq};
 use outpost_proto::hq;
 use outpost_security::auth::spool::{AuditSpool, SpoolSigner, SpooledEntry};
 use outpost_security::lease::{HqSigner, Lease};
@@ -141,4 +143,90 @@ async fn a_forged_spool_entry_is_refused_and_audited() {
         "{page}"
     );
     app.stop().await;
+}
+
+/// The head reaches HQ; a log cut on a stopped unit shows at HQ as a chain that went
+/// backwards, although the shorter chain verifies on the unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_head_reaches_hq_and_a_cut_log_is_reported() {
+    let hq_dir = tempfile::tempdir().unwrap();
+    let hq = MockHq::start(
+        "127.0.0.1:0".parse().unwrap(),
+        hq_dir.path(),
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), Some(hq.url()));
+    s.events.poll_ms = 50;
+    s.events.audit_head_ms = 200;
+    let app = spawn_with(s.clone()).await;
+
+    // Audited actions; HQ ends up with the unit's head.
+    for n in 0..5 {
+        failed_login(&app.base, &format!("guess-{n}")).await;
+    }
+    let head = audit_page(&app).await["head"].clone();
+    let (seq, hash) = (
+        head[0].as_u64().unwrap(),
+        head[1].as_str().unwrap().to_owned(),
+    );
+    assert!(seq >= 5, "{head}");
+    eventually(20, "the audit head at HQ", || async {
+        hq.audit_head("unit-1")
+            .is_some_and(|h| h.seq == seq && h.hash == hash)
+    })
+    .await;
+    assert!(hq.audit_alerts().is_empty(), "{:?}", hq.audit_alerts());
+    assert!(
+        !hq.received_kind("unit-1", hq::EnvelopeKind::AuditHead)
+            .is_empty(),
+        "sent as its own envelope kind"
+    );
+    app.stop().await;
+
+    // With the unit stopped, its last three audit entries are deleted.
+    {
+        let db = open_db(dir.path());
+        let tree = db.open_tree("audit").unwrap();
+        for cut in seq - 2..=seq {
+            assert!(tree.remove(cut.to_be_bytes()).unwrap().is_some());
+        }
+        db.flush().unwrap();
+    }
+
+    let app = spawn_with(s).await;
+    let page = audit_page(&app).await;
+    assert_eq!(
+        page["verified"], true,
+        "a cut tail leaves a valid chain: {page}"
+    );
+    assert_eq!(page["head"][0].as_u64(), Some(seq - 3), "{page}");
+    eventually(20, "HQ's alert of a chain that went backwards", || async {
+        !hq.audit_alerts().is_empty()
+    })
+    .await;
+    let alerts = hq.audit_alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].unit, "unit-1");
+    assert_eq!(alerts[0].held.as_ref().map(|h| h.seq), Some(seq));
+    assert_eq!(alerts[0].reported.seq, seq - 3);
+    assert!(
+        alerts[0].reason.contains("backwards"),
+        "{}",
+        alerts[0].reason
+    );
+
+    // The unit carries on from the shorter chain; its next head extends the one HQ
+    // now holds, so the cut is reported once.
+    failed_login(&app.base, "after-cut").await;
+    let next = audit_page(&app).await["head"][0].as_u64().unwrap();
+    eventually(20, "the next head at HQ", || async {
+        hq.audit_head("unit-1").is_some_and(|h| h.seq == next)
+    })
+    .await;
+    assert_eq!(hq.audit_alerts().len(), 1);
+    app.stop().await;
+    hq.shutdown().await.unwrap();
 }

@@ -369,3 +369,17 @@ pub async fn outbox_pending(base: &str) -> u64 {
         .unwrap();
     v["outbox_pending"].as_u64().unwrap()
 }
+
+/// Entries of one event kind (`device_event`, `alert`, `telemetry`, `audit_head`)
+/// waiting for HQ, as the store reports them.
+pub async fn events_pending(base: &str, kind: &str) -> u64 {
+    let v: serde_json::Value = authed(base)
+        .get(format!("{base}/api/v1/sync/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["events_pending"][kind].as_u64().unwrap()
+}
