@@ -1,19 +1,19 @@
 //! Audit entries written while the device is locked down, kept until the key is back.
 //!
 //! A locked device has no data key in memory, so it cannot append to the hash-chained
-//! [`AuditLog`](super::audit::AuditLog): the chain key and the log's cipher derive from
-//! the data key. Yet what happens while locked (the lockdown's own aftermath, refused
-//! unlocks, tamper signals, logins tried on a stolen unit) is what an investigator
-//! wants most. The spool keeps those entries on disk, each sealed to a public key the
-//! device holds in clear and signed by a key only this unit holds, so writing needs no
-//! data key, reading needs it, and nobody else can write an entry that passes:
+//! [`AuditLog`]: the chain key and the log's cipher derive from the data key. Yet what
+//! happens while locked (the lockdown's own aftermath, refused unlocks, tamper
+//! signals, logins tried on a stolen unit) is what an investigator wants most. The
+//! spool keeps those entries on disk, each sealed to a public key the device holds in
+//! clear and signed by a key only this unit holds, so writing needs no data key,
+//! reading needs it, and nobody else can write an entry that passes:
 //!
 //! - The spool key pair is X25519. Its secret is derived from the data key
 //!   (`KeyVault::subkey("audit-spool")`); its public key is stored in clear in the spool
 //!   tree whenever the device holds the key ([`AuditSpool::publish`]).
 //! - Each entry is signed with Ed25519 by the spool's [`SpoolSigner`] over a
 //!   domain-separated encoding of the entry, the spool's public key and the entry's
-//!   position (see [`signer`]). The server derives the signing key from the data key
+//!   position (the `signer` submodule). The server derives the signing key from the data key
 //!   (`"audit-spool-sign"`) and keeps only it in memory while locked; the signer is a
 //!   constructor argument so it can come from elsewhere (a TPM-sealed identity key).
 //! - Each entry is sealed to the public key ECIES-style: a fresh ephemeral X25519 key,

@@ -40,11 +40,20 @@ pub(super) fn spool_signer(vault: &KeyVault) -> Result<SpoolSigner, AccessError>
 }
 
 impl Access {
-    /// [`Access::drain_spool`] after an unlock, where a failure can only be logged.
+    /// [`Access::drain_spool`] after an unlock, where a failure can only be logged;
+    /// counts the unlock ([`Access::unlocks`]).
     pub(super) fn restore_spooled(&self) {
         if let Err(e) = self.drain_spool() {
             tracing::error!(error = %e, "Failed to publish the keys of the spool for audit entries written while locked");
         }
+        self.unlocks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times the data key came back since start (unlocks). A poller compares
+    /// it to see an unlock even when the lockdown before it was shorter than its poll.
+    pub fn unlocks(&self) -> u64 {
+        self.unlocks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends what was audited while locked (see `AuditSpool`) to the chain, with

@@ -151,6 +151,9 @@ pub struct Access {
     /// spool's signer, which it keeps while the data key is wiped (locked after
     /// `unlocked`, never before it).
     spool: Mutex<AuditSpool>,
+    /// Unlocks since start (the key back and the spool restored): lets a poller that
+    /// missed a short lockdown still see that one happened.
+    unlocks: std::sync::atomic::AtomicU64,
     store: Arc<Store>,
     /// `None` while locked down: the key, the credential cipher and the audit log
     /// are gone from memory. A std mutex: held for short, non-async sections only.
@@ -250,6 +253,7 @@ impl Access {
             tree,
             audit_tree,
             spool: Mutex::new(spool),
+            unlocks: std::sync::atomic::AtomicU64::new(0),
             store: store.clone(),
             unlocked: Mutex::new(Some(Unlocked {
                 vault,

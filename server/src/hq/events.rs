@@ -83,8 +83,8 @@ struct AuditWatch {
     queued: Option<Option<AuditCheckpoint>>,
     /// When the periodic report is due; `None`: at the next look.
     next_due: Option<std::time::Instant>,
-    /// Whether the last look found the data key wiped.
-    was_locked: bool,
+    /// The unlocks counted at the last look (`Access::unlocks`).
+    unlocks: u64,
 }
 
 /// Everything the watcher reads.
@@ -143,11 +143,16 @@ pub async fn run(w: Watched, cfg: EventSettings) {
 /// an unlock) and changed since the last one queued. A look that cannot finish (the
 /// unit locked meanwhile, a store error) is retried at the next poll.
 async fn report_audit_head(w: &Watched, a: &mut AuditWatch, every: Duration) {
-    let locked = w.security.is_locked_down();
-    let just_unlocked = a.was_locked && !locked;
-    a.was_locked = locked;
+    let unlocks = w.security.unlocks();
+    if unlocks != a.unlocks {
+        // Unlocked since the last look (however short the lockdown was): due at the
+        // next poll, once the unlock has appended its own entry after the spooled ones.
+        a.unlocks = unlocks;
+        a.next_due = None;
+        return;
+    }
     let now = std::time::Instant::now();
-    if locked || (!just_unlocked && a.next_due.is_some_and(|due| now < due)) {
+    if w.security.is_locked_down() || a.next_due.is_some_and(|due| now < due) {
         return;
     }
     let queued = match &a.queued {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use outpost_mocks::hq::{Faults, MockHq};
 use outpost_proto::hq;
 use outpost_security::auth::spool::{AuditSpool, SpoolSigner, SpooledEntry};
-use outpost_security::lease::{HqSigner, Lease};
+use outpost_security::lease::{Action, Command, HqSigner, Lease};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -31,6 +31,29 @@ fn lease(signer: &HqSigner) -> Vec<u8> {
             nonce: rand::random(),
         })
         .unwrap()
+}
+
+fn command(signer: &HqSigner, action: Action, counter: u64) -> Vec<u8> {
+    signer
+        .sign_command(&Command {
+            action,
+            store: "store-1".into(),
+            unit: "unit-1".into(),
+            counter,
+            issued_at: OffsetDateTime::now_utc() - time::Duration::seconds(1),
+        })
+        .unwrap()
+}
+
+async fn send(app: &HqTestApp, id: &str, kind: hq::command::Kind) {
+    app.client()
+        .await
+        .send_command(hq::Command {
+            command_id: id.into(),
+            kind: Some(kind),
+        })
+        .await
+        .unwrap();
 }
 
 /// The data dir's sled database, once the stopped server has let go of it.
@@ -227,6 +250,76 @@ async fn the_audit_head_reaches_hq_and_a_cut_log_is_reported() {
     })
     .await;
     assert_eq!(hq.audit_alerts().len(), 1);
+    app.stop().await;
+    hq.shutdown().await.unwrap();
+}
+
+/// While locked nothing can be queued (the outbox is sealed too); right after an
+/// unlock the head goes out, covering the lockdown, what was spooled and the unlock,
+/// without waiting for `audit_head_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_goes_to_hq_right_after_an_unlock() {
+    let hq_dir = tempfile::tempdir().unwrap();
+    let hq = MockHq::start(
+        "127.0.0.1:0".parse().unwrap(),
+        hq_dir.path(),
+        Faults::none(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let hq_signer = HqSigner::from_bytes(HQ_SECRET);
+    let mut s = settings(dir.path(), Some(hq.url()));
+    s.security.hq_public_key = Some(hex(hq_signer.verifying_key().as_bytes()));
+    s.events.poll_ms = 200;
+    // Never periodically within this test: only the unlock can send the head.
+    s.events.audit_head_ms = 3_600_000;
+    let app = spawn_with(s).await;
+    send(
+        &app,
+        "l1",
+        hq::command::Kind::SignedLease(lease(&hq_signer)),
+    )
+    .await;
+    let unlocked_head = |page: &Value| {
+        let entries = page["entries"].as_array().unwrap();
+        entries
+            .iter()
+            .rev()
+            .find(|e| e["action"] == "unlocked")
+            .and_then(|e| e["seq"].as_u64())
+    };
+    eventually(20, "the head after the first unlock at HQ", || async {
+        let (st, page) = app.get_json("/api/v1/audit?limit=1000").await;
+        st == 200
+            && unlocked_head(&page)
+                .is_some_and(|u| hq.audit_head("unit-1").is_some_and(|h| h.seq >= u))
+    })
+    .await;
+    let before = hq.audit_head("unit-1").unwrap().seq;
+
+    // Locked, a login tried meanwhile (spooled), then HQ's signed unlock.
+    send(
+        &app,
+        "k1",
+        hq::command::Kind::SignedCommand(command(&hq_signer, Action::Lock, 1)),
+    )
+    .await;
+    failed_login(&app.base, "while-locked").await;
+    send(
+        &app,
+        "u1",
+        hq::command::Kind::SignedCommand(command(&hq_signer, Action::Unlock, 2)),
+    )
+    .await;
+    let page = audit_page(&app).await;
+    let unlocked = unlocked_head(&page).unwrap();
+    assert!(unlocked > before, "{page}");
+    eventually(10, "the head after the second unlock at HQ", || async {
+        hq.audit_head("unit-1").is_some_and(|h| h.seq >= unlocked)
+    })
+    .await;
+    assert!(hq.audit_alerts().is_empty(), "{:?}", hq.audit_alerts());
     app.stop().await;
     hq.shutdown().await.unwrap();
 }
