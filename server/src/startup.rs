@@ -52,7 +52,7 @@ pub enum Start {
     Ready(Box<Application>),
     /// An enrolled unit whose data key waits for a second factor or HQ's recovery: the
     /// unlock gate serves on the REST port meanwhile.
-    Waiting(Waiting),
+    Waiting(Box<Waiting>),
 }
 
 /// A unit serving its unlock gate (`http::gate`).
@@ -137,17 +137,17 @@ impl Application {
                 let gate = crate::http::gate::Gate::start(
                     listener,
                     tls.http.clone(),
-                    pending,
+                    *pending,
                     escrow.clone(),
                 )
                 .context("Failed to serve the unlock gate")?;
-                Ok(Start::Waiting(Waiting {
+                Ok(Start::Waiting(Box::new(Waiting {
                     gate,
                     settings,
                     devices,
                     tls,
                     escrow,
-                }))
+                })))
             }
         }
     }

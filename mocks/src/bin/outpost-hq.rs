@@ -32,6 +32,10 @@ enum Command {
     /// Print what a data dir holds (the server must not be running on it), one JSON
     /// line per envelope: unit, seq, kind, id, at_unix_ms and the record.
     List(ListArgs),
+    /// Print what a data dir knows of the units' audit chains (the server must not be
+    /// running on it): one JSON line per unit with the last head it reported, then one
+    /// per alert of a chain that went backwards. Exits 2 when there is an alert.
+    Audit(AuditArgs),
     /// Push a tax table (the whole table) to a store.
     PushTax(PushTaxArgs),
     /// Push the store's name and receipt header.
@@ -290,7 +294,8 @@ struct ListArgs {
     /// Only this unit.
     #[arg(long)]
     unit: Option<String>,
-    /// Only this kind: sale, refund, inventory_movement, device_event, alert, telemetry.
+    /// Only this kind: sale, refund, inventory_movement, device_event, alert, telemetry,
+    /// audit_head.
     #[arg(long)]
     kind: Option<String>,
     /// At most this many lines (the latest).
@@ -341,6 +346,16 @@ fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         keys.enrollment(&args.store_id, &args.unit_id, unlock, lease)?
     );
     Ok(())
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// The `serve --data-dir` to read.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Only this unit.
+    #[arg(long)]
+    unit: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -414,7 +429,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE
@@ -435,8 +450,10 @@ fn init_tracing() {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+/// Runs the command; `audit` decides its own exit code (2: a chain went backwards).
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let done = match cli.command {
+        Command::Audit(args) => return audit(args),
         Command::Serve(args) => serve(args).await,
         Command::PushCatalog(args) => push_cmd(args).await,
         Command::List(args) => list(args),
@@ -465,7 +482,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -496,6 +514,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     tls_refused = hq.tls_refused(),
                     errors = s.errors,
                     acked = %acked.join(","),
+                    audit_alerts = hq.audit_alerts().len(),
                     "Summary"
                 );
             }
@@ -549,7 +568,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
         Some(k) => Some(
             EnvelopeKind::from_str_name(&format!("ENVELOPE_KIND_{}", k.to_ascii_uppercase()))
                 .filter(|k| *k != EnvelopeKind::Unspecified)
-                .with_context(|| format!("unknown kind {k:?}: use sale, refund, inventory_movement, device_event, alert or telemetry"))?,
+                .with_context(|| format!("unknown kind {k:?}: use sale, refund, inventory_movement, device_event, alert, telemetry or audit_head"))?,
         ),
     };
     let storage = outpost_mocks::hq::storage::Storage::open(&args.data_dir)
@@ -625,6 +644,34 @@ async fn offer_artifact(args: OfferArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let storage = outpost_mocks::hq::storage::Storage::open(&args.data_dir)
+        .context("Failed to open the data dir (is a server running on it?)")?;
+    let units = match &args.unit {
+        Some(u) => vec![u.clone()],
+        None => storage.units(),
+    };
+    for unit in &units {
+        println!(
+            "{}",
+            serde_json::json!({"unit": unit, "head": storage.audit_head(unit)})
+        );
+    }
+    let alerts: Vec<_> = storage
+        .audit_alerts()
+        .into_iter()
+        .filter(|a| args.unit.as_ref().is_none_or(|u| *u == a.unit))
+        .collect();
+    for alert in &alerts {
+        println!("{}", serde_json::json!({"alert": alert}));
+    }
+    Ok(if alerts.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn print_reply(

@@ -9,6 +9,8 @@
 //! - [`storage`]: the sled store under the data dir, mirrored in memory for tests.
 //! - [`escrow`]: HQ's keys (`hq-keys`), the enrolment bundles it signs, and its side
 //!   of the blinded escrow exchange of enrolled units (share and recovery).
+//! - [`audit`]: the last audit head per unit, and alerts for a chain that went
+//!   backwards.
 //! - [`product`]: JSON-lines products (the REST product's fields) to `hq.Product`, with
 //!   line numbers on every error.
 //! - [`push`]: [`push_catalog`] (checked, chunked, resumable through `GetPushState`),
@@ -21,6 +23,7 @@
 //! The binary `outpost-hq` (`src/bin/outpost-hq.rs`) is a thin CLI over these; see
 //! `docs/mock-hq.md`.
 
+pub mod audit;
 pub mod auth;
 pub mod escrow;
 pub mod offer;
@@ -29,6 +32,7 @@ pub mod push;
 pub mod server;
 pub mod storage;
 
+pub use audit::{AuditHead, ChainAlert};
 pub use auth::{Credentials, HqKey, StoreClient, load_hq_key};
 pub use offer::{OfferSignError, offer_artifact, read_roster_key, sign_offer};
 pub use product::{LineError, parse_product_line};

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::audit::{AuditHead, ChainAlert};
 use super::escrow::{Escrow, HqKeys};
 use super::storage::{AppendStop, MAX_UNIT_ID_LEN, Storage, StorageError};
 
@@ -390,6 +391,15 @@ async fn run_upload(
             .map_err(storage_status)?;
         Shared::bump(&shared.counters.envelopes_stored, out.stored);
         Shared::bump(&shared.counters.duplicates_ignored, out.duplicates);
+        for alert in &out.audit_alerts {
+            tracing::warn!(
+                unit = %alert.unit,
+                held_seq = alert.held.as_ref().map(|h| h.seq),
+                reported_seq = alert.reported.seq,
+                reason = %alert.reason,
+                "A unit's audit chain went backwards"
+            );
+        }
         unflushed = Some(out.acked);
         if let Err(cut) = cut_now(shared, n) {
             // The N-th message is stored and flushed, never acknowledged.
@@ -639,6 +649,17 @@ impl MockHqHandle {
     /// Units that uploaded anything, sorted.
     pub fn units(&self) -> Vec<String> {
         self.shared.storage.units()
+    }
+
+    /// The last audit chain head the unit reported.
+    pub fn audit_head(&self, unit: &str) -> Option<AuditHead> {
+        self.shared.storage.audit_head(unit)
+    }
+
+    /// Every report so far (this data dir's, across restarts) that showed a unit's
+    /// audit chain went backwards, oldest first.
+    pub fn audit_alerts(&self) -> Vec<ChainAlert> {
+        self.shared.storage.audit_alerts()
     }
 
     /// The counters since start.

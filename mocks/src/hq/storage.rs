@@ -10,6 +10,9 @@
 //!
 //! (Before runs, each envelope had its own key in a tree `envelopes`; a data dir still
 //! holding one is refused rather than half read.)
+//!
+//! Each unit's audit heads are watched as they are stored ([`super::audit`]); the
+//! heads and alerts are rebuilt from the stored envelopes at open.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +21,8 @@ use std::time::Duration;
 
 use outpost_proto::hq::{Envelope, EnvelopeBatch};
 use prost::Message;
+
+use super::audit::{AuditHead, AuditWatch, ChainAlert};
 
 /// Longest unit id accepted in a `Hello`, in bytes.
 pub const MAX_UNIT_ID_LEN: usize = 128;
@@ -65,6 +70,9 @@ pub struct AppendOutcome {
     pub duplicates: u64,
     /// Set when the batch stopped early.
     pub stop: Option<AppendStop>,
+    /// Audit heads among the new envelopes that show the unit's audit chain went
+    /// backwards.
+    pub audit_alerts: Vec<ChainAlert>,
 }
 
 /// The envelopes per unit, on disk and in memory.
@@ -75,6 +83,8 @@ pub struct Storage {
     /// only for the in-memory update and the sled insert, never across `.await`,
     /// and it orders concurrent appends of one unit (two connections of the same unit).
     units: Mutex<HashMap<String, Vec<Envelope>>>,
+    /// The audit heads of what is stored. Locked after `units`, never before it.
+    audit: Mutex<AuditWatch>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -153,11 +163,35 @@ impl Storage {
                 list.push(env);
             }
         }
+        let mut audit = AuditWatch::default();
+        let mut names: Vec<&String> = units.keys().collect();
+        names.sort();
+        for unit in names {
+            for env in &units[unit] {
+                audit.observe(unit, env);
+            }
+        }
         Ok(Storage {
             db,
             runs,
             units: Mutex::new(units),
+            audit: Mutex::new(audit),
         })
+    }
+
+    fn audit(&self) -> MutexGuard<'_, AuditWatch> {
+        // Updated in one call that leaves it consistent; a panic cannot half-apply it.
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The last audit head `unit` reported.
+    pub fn audit_head(&self, unit: &str) -> Option<AuditHead> {
+        self.audit().head(unit)
+    }
+
+    /// Every report that showed a unit's audit chain went backwards, oldest first.
+    pub fn audit_alerts(&self) -> Vec<ChainAlert> {
+        self.audit().alerts().to_vec()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<Envelope>>> {
@@ -228,11 +262,14 @@ impl Storage {
             next += 1;
         }
         let stored = fresh.len() as u64;
+        let mut audit_alerts = Vec::new();
         if let Some(first) = fresh.first().map(|e| e.seq) {
             let run = EnvelopeBatch {
                 envelopes: fresh.into_iter().cloned().collect(),
             };
             self.runs.insert(key(unit, first), run.encode_to_vec())?;
+            let mut audit = self.audit();
+            audit_alerts.extend(run.envelopes.iter().filter_map(|e| audit.observe(unit, e)));
             list.extend(run.envelopes);
         }
         Ok(AppendOutcome {
@@ -240,6 +277,7 @@ impl Storage {
             stored,
             duplicates,
             stop,
+            audit_alerts,
         })
     }
 

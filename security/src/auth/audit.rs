@@ -5,8 +5,11 @@
 //! chain: an edited, deleted, reordered or inserted entry breaks it. The chain key is a
 //! subkey of the data key (`KeyVault::subkey("audit-chain")`), so someone who can write
 //! the store but does not hold the key cannot forge a consistent chain. Cutting entries
-//! off the *end* leaves a valid shorter chain; that is caught by comparing the head
-//! (`seq`, `hash`) with the one last reported to HQ (see docs/security.md).
+//! off the *end* leaves a valid shorter chain; that is caught outside the unit: the
+//! server sends the head (`seq`, `hash`, [`AuditLog::head`]) to HQ regularly, each time
+//! with the hash its chain now has at the head it sent before ([`AuditLog::hash_at`]),
+//! and HQ flags a head that went backwards or no longer extends the one it holds (see
+//! docs/security.md).
 //!
 //! Details must never contain secrets (tokens, passwords, keys) or card data.
 //!
@@ -76,6 +79,18 @@ pub trait AuditStore {
         &self,
         f: &mut dyn FnMut(AuditEntry) -> Result<(), AuditError>,
     ) -> Result<(), AuditError>;
+    /// The entry with sequence `seq`, if stored. The default visits every entry; a
+    /// store with an index answers directly.
+    fn get(&self, seq: u64) -> Result<Option<AuditEntry>, AuditError> {
+        let mut found = None;
+        self.for_each(&mut |e| {
+            if e.seq == seq {
+                found = Some(e);
+            }
+            Ok(())
+        })?;
+        Ok(found)
+    }
 }
 
 /// In-memory store (tests, and a server without persistence).
@@ -208,6 +223,18 @@ impl AuditStore for SledAuditStore {
         }
         Ok(())
     }
+
+    fn get(&self, seq: u64) -> Result<Option<AuditEntry>, AuditError> {
+        let key = seq.to_be_bytes();
+        match self
+            .tree
+            .get(key)
+            .map_err(|e| AuditError::Store(e.to_string()))?
+        {
+            Some(v) => Ok(Some(self.decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 const ZERO_HASH: [u8; 32] = [0; 32];
@@ -338,6 +365,13 @@ impl<S: AuditStore> AuditLog<S> {
         self.head.as_ref().map(|(s, h)| (*s, h.as_str()))
     }
 
+    /// The hash stored with entry `seq`; `None` when the log does not reach it (it
+    /// was cut). An entry that does not decrypt is an error. With a head reported
+    /// earlier, this says whether the log still passes through it.
+    pub fn hash_at(&self, seq: u64) -> Result<Option<String>, AuditError> {
+        Ok(self.store.get(seq)?.map(|e| e.hash))
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &S {
         &self.store
@@ -382,6 +416,19 @@ mod tests {
         let log = filled(5);
         assert_eq!(log.verify(), Ok(5));
         assert_eq!(log.head().unwrap().0, 5);
+    }
+
+    #[test]
+    fn hash_at_says_whether_the_log_still_reaches_an_entry() {
+        let mut log = filled(5);
+        let (seq, hash) = log.head().map(|(s, h)| (s, h.to_owned())).unwrap();
+        assert_eq!(log.hash_at(seq).unwrap(), Some(hash));
+        let third = log.store().entries[2].hash.clone();
+        assert_eq!(log.hash_at(3).unwrap(), Some(third));
+        // Cut after entry 3: the head reported before is gone.
+        log.store_mut().entries.truncate(3);
+        assert_eq!(log.hash_at(seq).unwrap(), None);
+        assert_eq!(log.hash_at(0).unwrap(), None);
     }
 
     #[test]
@@ -483,6 +530,10 @@ mod tests {
         log.append("tech1", "login", "", OffsetDateTime::UNIX_EPOCH)
             .unwrap();
         assert_eq!(log.verify(), Ok(3));
+        let head = log.head().map(|(s, h)| (s, h.to_owned())).unwrap();
+        assert_eq!(log.hash_at(3).unwrap(), Some(head.1));
+        assert_eq!(log.hash_at(4).unwrap(), None);
+        assert_eq!(log.hash_at(1).unwrap().map(|h| h.len()), Some(64));
         // Moving entry 1's ciphertext to key 2 is caught by the associated data.
         let one = tree.get(1u64.to_be_bytes()).unwrap().unwrap();
         tree.insert(2u64.to_be_bytes(), one).unwrap();

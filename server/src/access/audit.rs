@@ -1,7 +1,13 @@
 //! The hash-chained audit log, and the spool that keeps entries written while locked.
+//!
+//! While locked, [`Access::audit`] seals each entry to the spool and signs it with the
+//! spool's [`SpoolSigner`]; the next time the key is in memory (an unlock, or the next
+//! start) `Access::restore_spooled` appends the genuine ones to the chain and audits
+//! what was lost (`audit.spool_loss`) and what was refused as not this unit's
+//! (`audit.spool_forged`).
 
 use outpost_security::auth::audit::{AuditEntry, AuditLog, SledAuditStore};
-use outpost_security::auth::spool::SpooledEntry;
+use outpost_security::auth::spool::{DrainReport, SpoolSigner, SpooledEntry};
 use outpost_security::vault::KeyVault;
 use time::OffsetDateTime;
 
@@ -19,16 +25,51 @@ pub(super) fn open_audit(
     )?)
 }
 
+/// The key that signs audit entries spooled while locked: derived from the data key
+/// at open (`KeyVault::subkey("audit-spool-sign")`), then kept by the spool, alone, in
+/// memory while the data key is wiped, so entries written while locked are provably
+/// this unit's.
+///
+/// This is the one place that chooses it. To use a key sealed by the TPM with the
+/// unit's identity instead (so a locked unit that restarts can still sign), return
+/// `SpoolSigner::from_secret_bytes` of that key here. Nothing else changes: the spool
+/// binds whichever verifying key it is given when it publishes, and drains before it
+/// publishes, so entries signed by the previous key still verify.
+pub(super) fn spool_signer(vault: &KeyVault) -> Result<SpoolSigner, AccessError> {
+    SpoolSigner::derive(vault).map_err(|e| AccessError::Crypto(e.to_string()))
+}
+
 impl Access {
-    /// Appends what was audited while locked (see [`AuditSpool`]) to the chain, with
-    /// its original times, and audits what could not be kept. Call with the key in
-    /// memory; a failure is logged and the rest stays spooled for the next unlock.
+    /// [`Access::drain_spool`] after an unlock, where a failure can only be logged;
+    /// counts the unlock ([`Access::unlocks`]).
     pub(super) fn restore_spooled(&self) {
+        if let Err(e) = self.drain_spool() {
+            tracing::error!(error = %e, "Failed to publish the keys of the spool for audit entries written while locked");
+        }
+        self.unlocks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many times the data key came back since start (unlocks). A poller compares
+    /// it to see an unlock even when the lockdown before it was shorter than its poll.
+    pub fn unlocks(&self) -> u64 {
+        self.unlocks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Appends what was audited while locked (see `AuditSpool`) to the chain, with
+    /// its original times, audits what could not be kept and what was refused as
+    /// forged, then publishes the spool's keys. Call with the key in memory. A drain
+    /// failure is logged and the rest stays spooled for the next unlock; a failure to
+    /// publish is returned (without it nothing more can be spooled).
+    pub(super) fn drain_spool(&self) -> Result<(), AccessError> {
         let mut unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(u) = unlocked.as_mut() else { return };
+        let Some(u) = unlocked.as_mut() else {
+            return Ok(());
+        };
         let spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
-        if spool.is_empty() && !spool.has_dropped() {
-            return;
+        if !spool.needs_drain() {
+            spool.publish(&u.vault)?;
+            return Ok(());
         }
         let audit = &mut u.audit;
         // One flush for the batch (the drain ends with one), not one per entry: the
@@ -39,26 +80,31 @@ impl Access {
         if let Err(e) = audit.store().flush() {
             tracing::error!(error = %e, "Failed to flush the audit log");
         }
+        let published = spool.publish(&u.vault);
         drop(spool);
         match report {
             Ok(r) => {
-                if r.dropped > 0 || r.unreadable > 0 || r.refused > 0 {
-                    let detail = format!(
-                        "while locked: {} entries lost (spool full), {} unreadable (tampered or sealed to another key), {} refused (a field over its limit)",
-                        r.dropped, r.unreadable, r.refused
-                    );
-                    if let Err(e) = u.audit.append(
-                        "security",
-                        "audit.spool_loss",
-                        &detail,
-                        OffsetDateTime::now_utc(),
-                    ) {
+                for (action, detail) in drain_findings(&r) {
+                    if let Err(e) =
+                        u.audit
+                            .append("security", action, &detail, OffsetDateTime::now_utc())
+                    {
                         tracing::error!(error = %e, "Failed to append to the audit log");
                     }
+                }
+                if r.has_losses() {
                     tracing::warn!(
                         dropped = r.dropped,
                         unreadable = r.unreadable,
+                        refused = r.refused,
                         "Some audit entries written while locked were lost"
+                    );
+                }
+                if r.has_forgeries() {
+                    tracing::error!(
+                        forged = r.forged,
+                        verifying_key_replaced = r.verifying_key_replaced,
+                        "Spooled audit entries not signed by this unit were refused: someone wrote to the data dir"
                     );
                 }
                 if r.restored > 0 {
@@ -72,6 +118,7 @@ impl Access {
                 tracing::error!(error = %e, "Failed to restore the audit entries written while locked; they stay spooled");
             }
         }
+        Ok(published?)
     }
 
     /// Appends to the audit log. A failure to record is logged loudly, never hidden.
@@ -132,7 +179,19 @@ impl Access {
             .verify()?)
     }
 
-    /// The last audit entry's (sequence, hash).
+    /// The hash of audit entry `seq`; `None` when the log does not reach it (it was
+    /// cut). Locked: [`AccessError::Locked`].
+    pub fn audit_hash_at(&self, seq: u64) -> Result<Option<String>, AccessError> {
+        let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(unlocked
+            .as_ref()
+            .ok_or(AccessError::Locked)?
+            .audit
+            .hash_at(seq)?)
+    }
+
+    /// The last audit entry's (sequence, hash); `None` while locked or before the
+    /// first entry.
     pub fn audit_head(&self) -> Option<(u64, String)> {
         let unlocked = self.unlocked.lock().unwrap_or_else(|p| p.into_inner());
         unlocked
@@ -140,5 +199,62 @@ impl Access {
             .audit
             .head()
             .map(|(s, h)| (s, h.to_owned()))
+    }
+}
+
+/// The audit entries a drain calls for: `audit.spool_loss` for entries lost,
+/// `audit.spool_forged` for entries refused as not this unit's.
+fn drain_findings(r: &DrainReport) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if r.has_losses() {
+        out.push((
+            "audit.spool_loss",
+            format!(
+                "while locked: {} entries lost (spool full), {} unreadable (tampered or sealed to another key), {} refused (a field over its limit)",
+                r.dropped, r.unreadable, r.refused
+            ),
+        ));
+    }
+    if r.has_forgeries() {
+        let mut detail = format!(
+            "while locked: {} spooled entries refused as forged (no valid signature by this unit's spool key, or a replay)",
+            r.forged
+        );
+        if r.verifying_key_replaced {
+            detail.push_str("; the spool's verifying key on disk had been replaced");
+        }
+        out.push(("audit.spool_forged", detail));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgeries_and_losses_each_get_their_own_entry() {
+        assert!(drain_findings(&DrainReport::default()).is_empty());
+        let r = DrainReport {
+            forged: 2,
+            ..DrainReport::default()
+        };
+        let found = drain_findings(&r);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "audit.spool_forged");
+        assert!(
+            found[0].1.contains("2 spooled entries refused"),
+            "{}",
+            found[0].1
+        );
+        let r = DrainReport {
+            unreadable: 1,
+            verifying_key_replaced: true,
+            ..DrainReport::default()
+        };
+        let found = drain_findings(&r);
+        let actions: Vec<&str> = found.iter().map(|f| f.0).collect();
+        assert_eq!(actions, ["audit.spool_loss", "audit.spool_forged"]);
+        assert!(found[1].1.contains("replaced"), "{}", found[1].1);
     }
 }

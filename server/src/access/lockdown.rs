@@ -90,10 +90,8 @@ impl Access {
     fn enforce_held(&self) {
         let Some(g) = &self.guard else { return };
         let latched = lock(g).latch_expiry();
-        if latched {
-            if let Err(e) = self.persist_guard(true) {
-                tracing::error!(error = %e, "Failed to save the lock the lease's expiry caused");
-            }
+        if latched && let Err(e) = self.persist_guard(true) {
+            tracing::error!(error = %e, "Failed to save the lock the lease's expiry caused");
         }
         if !self.lease_status().can_transact && !self.is_locked_down() {
             self.wipe_key();
@@ -290,7 +288,7 @@ impl Access {
                 let Some(s) = me.upgrade() else { break };
                 s.enforce_lockdown();
                 ticks += 1;
-                if ticks % per_save == 0
+                if ticks.is_multiple_of(per_save)
                     && s.trust.is_some()
                     && !s.is_locked_down()
                     && let Err(e) = s.persist_guard(false)

@@ -13,7 +13,9 @@
 //! lock command, tamper), [`Access::enforce_lockdown`] wipes the data key from
 //! memory: the store's ciphers and decrypted caches, this layer's vault, the
 //! credential cipher and the audit log handle. Business routes then answer `423
-//! device_locked`. A signed unlock (or a fresh lease) unseals the key again.
+//! device_locked`. A signed unlock (or a fresh lease) unseals the key again. What is
+//! audited meanwhile goes to the spool, signed by a key kept in memory for that alone
+//! (see [`audit`]).
 //!
 //! # Layout
 //! - [`open`]: opening a data dir, enrolled or not (the entry point).
@@ -70,7 +72,7 @@ use outpost_security::vault::{Cipher, KeyVault};
 use time::OffsetDateTime;
 
 use crate::store::{Store, StoreError};
-use audit::open_audit;
+use audit::{open_audit, spool_signer};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "outpost_session";
@@ -203,9 +205,13 @@ struct Session {
 pub struct Access {
     tree: sled::Tree,
     audit_tree: sled::Tree,
-    /// Audit entries written while locked, sealed to a public key (locked after
+    /// Audit entries written while locked, sealed to a public key and signed by the
+    /// spool's signer, which it keeps while the data key is wiped (locked after
     /// `unlocked`, never before it).
     spool: Mutex<AuditSpool>,
+    /// Unlocks since start (the key back and the spool restored): lets a poller that
+    /// missed a short lockdown still see that one happened.
+    unlocks: std::sync::atomic::AtomicU64,
     store: Arc<Store>,
     /// `None` while locked down: the key, the credential cipher and the audit log
     /// are gone from memory. A std mutex: held for short, non-async sections only.
@@ -297,12 +303,12 @@ impl Access {
             .map(Mutex::new);
         let audit_tree = db.open_tree("audit")?;
         let audit = open_audit(&audit_tree, &vault)?;
-        let spool = AuditSpool::new(db.open_tree(SPOOL_TREE)?, SPOOL_MAX);
-        spool.publish(&vault)?;
+        let spool = AuditSpool::new(db.open_tree(SPOOL_TREE)?, SPOOL_MAX, spool_signer(&vault)?);
         let security = Access {
             tree,
             audit_tree,
             spool: Mutex::new(spool),
+            unlocks: std::sync::atomic::AtomicU64::new(0),
             store: store.clone(),
             unlocked: Mutex::new(Some(Unlocked {
                 vault,
@@ -323,7 +329,9 @@ impl Access {
             escrow: std::sync::OnceLock::new(),
             transition: tokio::sync::Mutex::new(()),
         };
-        security.restore_spooled();
+        // Drain before publishing: entries spooled under a previous signer verify
+        // against the key bound then.
+        security.drain_spool()?;
         Ok(security)
     }
 

@@ -31,7 +31,7 @@ pub enum Opening {
     Open(Arc<Store>, Arc<Access>),
     /// An enrolled unit whose data key needs HQ's share, the manager's PIN, or (locked
     /// in its TPM) HQ's recovery first.
-    Waiting(Pending),
+    Waiting(Box<Pending>),
 }
 
 /// What an enrolled unit still needs before its data key opens.
@@ -132,7 +132,7 @@ pub(super) fn open_enrolled(
             Err(retry) => Err(retry.error),
         };
     }
-    Ok(Opening::Waiting(pending))
+    Ok(Opening::Waiting(Box::new(pending)))
 }
 
 impl Pending {

@@ -12,6 +12,9 @@ pub struct EventSettings {
     pub poll_ms: u64,
     /// Milliseconds between telemetry samples (default 300,000: 5 minutes).
     pub telemetry_ms: u64,
+    /// Milliseconds between reports of the audit chain's head to HQ, each only when it
+    /// changed (default 300,000: 5 minutes; also at start and right after an unlock).
+    pub audit_head_ms: u64,
     /// Telemetry samples that may wait for HQ.
     pub max_pending_telemetry: u64,
     /// Device events that may wait for HQ.
@@ -26,6 +29,7 @@ impl Default for EventSettings {
             enabled: true,
             poll_ms: 1000,
             telemetry_ms: 300_000,
+            audit_head_ms: 300_000,
             max_pending_telemetry: 288,
             max_pending_device_events: 1000,
             max_pending_alerts: 200,
@@ -36,8 +40,8 @@ impl Default for EventSettings {
 impl EventSettings {
     /// Check values the types cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.poll_ms == 0 || self.telemetry_ms == 0 {
-            return Err("poll_ms and telemetry_ms must be positive".into());
+        if self.poll_ms == 0 || self.telemetry_ms == 0 || self.audit_head_ms == 0 {
+            return Err("poll_ms, telemetry_ms and audit_head_ms must be positive".into());
         }
         let caps = [
             self.max_pending_telemetry,
@@ -59,9 +63,10 @@ mod tests {
     fn bad_event_settings_are_refused() {
         assert!(EventSettings::default().validate().is_ok());
         type Break = fn(&mut EventSettings);
-        let cases: [Break; 5] = [
+        let cases: [Break; 6] = [
             |s| s.poll_ms = 0,
             |s| s.telemetry_ms = 0,
+            |s| s.audit_head_ms = 0,
             |s| s.max_pending_telemetry = 0,
             |s| s.max_pending_alerts = 100_001,
             |s| s.max_pending_device_events = 0,

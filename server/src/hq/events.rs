@@ -11,13 +11,22 @@
 //!   oldest entry older than `sync.alert_after_secs`, a device not usable, the
 //!   presence lease in `grace` or `locked`;
 //! - **telemetry** every `telemetry_ms`: cumulative counters (so a later sample
-//!   covers any sample that was never written).
+//!   covers any sample that was never written);
+//! - the **audit head** (the audit chain's last sequence and hash) every
+//!   `audit_head_ms`, at the first look after start and right after an unlock, each
+//!   time only when it changed since the last one queued. Each carries `since`: that
+//!   last head, with the hash the chain has at its sequence now, so HQ (which keeps
+//!   the last head per unit) sees a log that was cut, even when it has grown past the
+//!   cut since. While locked nothing is queued: the outbox is sealed with the data
+//!   key too; the head written right after the unlock covers the lockdown, what was
+//!   spooled meanwhile and the unlock.
 //!
 //! # Bounds
 //! Each kind has a cap on the entries waiting for HQ (`max_pending_*`); the records and
 //! their caps are kept by [`crate::store::outbox::events`]. A week offline therefore
 //! queues at most `max_pending_telemetry` samples (default 288: one day at 5 min),
-//! and the totals are not lost because the counters are cumulative.
+//! and the totals are not lost because the counters are cumulative. Audit heads are
+//! capped at [`MAX_PENDING_AUDIT_HEADS`]; one not written is covered by the next.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,13 +38,21 @@ use crate::config::{EventSettings, Settings};
 use crate::devices::{DeviceView, Registry};
 use crate::store::Store;
 use crate::store::outbox::OutboxKind;
-use crate::store::outbox::events::{Enqueued, EventBody, Telemetry, enqueue};
+use crate::store::outbox::events::{
+    AuditCheckpoint, AuditHead, Enqueued, EventBody, Telemetry, enqueue, last_audit_head,
+};
+
+/// Most audit heads waiting for HQ (one day at the default 5 min). Only the newest
+/// matters: a head not written is covered by the next one queued, whose `since` is
+/// the last one queued before it.
+pub const MAX_PENDING_AUDIT_HEADS: u64 = 288;
 
 /// The cap of `kind` in `cfg`.
 fn cap(cfg: &EventSettings, kind: OutboxKind) -> u64 {
     match kind {
         OutboxKind::Telemetry => cfg.max_pending_telemetry,
         OutboxKind::Alert => cfg.max_pending_alerts,
+        OutboxKind::AuditHead => MAX_PENDING_AUDIT_HEADS,
         _ => cfg.max_pending_device_events,
     }
 }
@@ -56,6 +73,18 @@ struct Seen {
     devices: HashMap<String, (&'static str, u64)>,
     outbox_alert: bool,
     lease: Option<String>,
+    audit: AuditWatch,
+}
+
+/// The audit head as last queued, and when it is due again.
+#[derive(Default)]
+struct AuditWatch {
+    /// The last head queued for HQ; `None` until read from the store.
+    queued: Option<Option<AuditCheckpoint>>,
+    /// When the periodic report is due; `None`: at the next look.
+    next_due: Option<std::time::Instant>,
+    /// The unlocks counted at the last look (`Access::unlocks`).
+    unlocks: u64,
 }
 
 /// Everything the watcher reads.
@@ -82,6 +111,7 @@ pub async fn run(w: Watched, cfg: EventSettings) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let telemetry_every = Duration::from_millis(cfg.telemetry_ms);
     let mut next_telemetry = started + telemetry_every;
+    let audit_every = Duration::from_millis(cfg.audit_head_ms);
     loop {
         tick.tick().await;
         let mut out = Vec::new();
@@ -105,6 +135,87 @@ pub async fn run(w: Watched, cfg: EventSettings) {
                 Err(e) => tracing::warn!(error = %e, "Failed to queue an event for HQ"),
             }
         }
+        report_audit_head(&w, &mut seen.audit, audit_every).await;
+    }
+}
+
+/// Queue the audit head when it is due (every `every`, at the first look, right after
+/// an unlock) and changed since the last one queued. A look that cannot finish (the
+/// unit locked meanwhile, a store error) is retried at the next poll.
+async fn report_audit_head(w: &Watched, a: &mut AuditWatch, every: Duration) {
+    let unlocks = w.security.unlocks();
+    if unlocks != a.unlocks {
+        // Unlocked since the last look (however short the lockdown was): due at the
+        // next poll, once the unlock has appended its own entry after the spooled ones.
+        a.unlocks = unlocks;
+        a.next_due = None;
+        return;
+    }
+    let now = std::time::Instant::now();
+    if w.security.is_locked_down() || a.next_due.is_some_and(|due| now < due) {
+        return;
+    }
+    let queued = match &a.queued {
+        Some(q) => q.clone(),
+        None => match last_audit_head(&w.store) {
+            Ok(q) => a.queued.insert(q).clone(),
+            Err(e) => {
+                tracing::debug!(error = %e, "Failed to read the last audit head queued; retrying");
+                return;
+            }
+        },
+    };
+    let Some((seq, hash)) = w.security.audit_head() else {
+        // An empty log (or locked since the look above): nothing to report yet.
+        return;
+    };
+    if queued
+        .as_ref()
+        .is_some_and(|q| q.seq == seq && q.hash.as_deref() == Some(hash.as_str()))
+    {
+        a.next_due = Some(now + every);
+        return;
+    }
+    let since = match queued {
+        None => None,
+        Some(q) => match w.security.audit_hash_at(q.seq) {
+            Ok(now_hash) => {
+                if now_hash != q.hash {
+                    tracing::error!(
+                        reported_seq = q.seq,
+                        "The audit log no longer holds the head last reported to HQ: entries were cut or rewritten"
+                    );
+                }
+                Some(AuditCheckpoint {
+                    seq: q.seq,
+                    hash: now_hash,
+                })
+            }
+            Err(crate::access::AccessError::Locked) => return,
+            Err(e) => {
+                tracing::error!(error = %e, reported_seq = q.seq, "The audit entry last reported to HQ does not read");
+                Some(AuditCheckpoint {
+                    seq: q.seq,
+                    hash: None,
+                })
+            }
+        },
+    };
+    let body = EventBody::AuditHead(AuditHead {
+        seq,
+        hash: hash.clone(),
+        since,
+    });
+    match enqueue(&w.store, body, MAX_PENDING_AUDIT_HEADS).await {
+        Ok(Enqueued::Queued(_)) => {
+            a.queued = Some(Some(AuditCheckpoint {
+                seq,
+                hash: Some(hash),
+            }));
+            a.next_due = Some(now + every);
+        }
+        Ok(Enqueued::Dropped) => a.next_due = Some(now + every),
+        Err(e) => tracing::warn!(error = %e, "Failed to queue the audit head for HQ"),
     }
 }
 

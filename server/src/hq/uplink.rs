@@ -228,6 +228,7 @@ fn envelope(o: Outgoing) -> Envelope {
         OutboxKind::DeviceEvent => EnvelopeKind::DeviceEvent,
         OutboxKind::Alert => EnvelopeKind::Alert,
         OutboxKind::Telemetry => EnvelopeKind::Telemetry,
+        OutboxKind::AuditHead => EnvelopeKind::AuditHead,
     };
     Envelope {
         seq: o.entry.seq,

@@ -235,9 +235,10 @@ pub(crate) fn outbox_to_blocks(db: &sled::Db, at_rest: &Arc<AtRest>) -> Result<(
                 OutboxKind::Sale => keys::sale(entry.id),
                 OutboxKind::Refund => keys::refund(entry.id),
                 OutboxKind::InventoryMovement => keys::movement(entry.id),
-                OutboxKind::DeviceEvent | OutboxKind::Alert | OutboxKind::Telemetry => {
-                    crate::store::outbox::events::record_key(entry.id)
-                }
+                OutboxKind::DeviceEvent
+                | OutboxKind::Alert
+                | OutboxKind::Telemetry
+                | OutboxKind::AuditHead => crate::store::outbox::events::record_key(entry.id),
             };
             let record = match journal.get(&record_key)? {
                 Some(r) => open(&record_key, &r)?,

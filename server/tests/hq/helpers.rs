@@ -78,6 +78,31 @@ pub fn enroll(
     s.security.enrollment = Some(path);
 }
 
+/// Enrols the unit of `s` (at its first start) with a bundle `hq` signs: its TPM alone
+/// releases its key (no lock reached the TPM yet, so a first lease needs no HQ), HQ's
+/// escrow keys are throwaway ones.
+#[allow(dead_code)]
+pub fn enroll_signed(s: &mut Settings, hq: &outpost_security::lease::HqSigner) {
+    use outpost_security::enroll::{Enrollment, LeasePolicy, SecondFactors, to_hex};
+    use outpost_security::escrow::EscrowSecret;
+    let bundle = Enrollment {
+        store_id: s.store.id.clone(),
+        unit_id: s.sync.unit_id.clone(),
+        hq_public_key: to_hex(hq.verifying_key().as_bytes()),
+        escrow_share_key: None,
+        escrow_recovery_key: Some(EscrowSecret::generate().public().to_hex()),
+        lease: LeasePolicy::default(),
+        unlock: SecondFactors::default(),
+        issued_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+    }
+    .sign(hq)
+    .unwrap();
+    std::fs::create_dir_all(&s.data_dir).unwrap();
+    let path = s.data_dir.join("hq-bundle.json");
+    std::fs::write(&path, bundle).unwrap();
+    s.security.enrollment = Some(path);
+}
+
 /// The session cookie of each running test app, by base URL, so helpers that only get
 /// the base URL can authenticate.
 static COOKIES: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
@@ -423,4 +448,18 @@ pub async fn outbox_pending(base: &str) -> u64 {
         .await
         .unwrap();
     v["outbox_pending"].as_u64().unwrap()
+}
+
+/// Entries of one event kind (`device_event`, `alert`, `telemetry`, `audit_head`)
+/// waiting for HQ, as the store reports them.
+pub async fn events_pending(base: &str, kind: &str) -> u64 {
+    let v: serde_json::Value = authed(base)
+        .get(format!("{base}/api/v1/sync/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["events_pending"][kind].as_u64().unwrap()
 }

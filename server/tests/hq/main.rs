@@ -7,6 +7,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod artifacts;
+mod audit;
 mod events;
 mod helpers;
 mod lease;

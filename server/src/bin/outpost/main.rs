@@ -5,7 +5,7 @@
 //! - [`serve`]: `serve` and `demo`.
 //! - [`terminals`], [`users`]: terminal tokens and staff accounts.
 //! - [`catalog`]: `import catalog` and `export catalog`.
-//! - [`enroll`]: `enroll`.
+//! - [`enroll`]: enrolment with HQ's bundle (`outpost enroll`).
 //! - [`p2p`]: `p2p id`.
 
 mod catalog;

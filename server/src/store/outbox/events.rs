@@ -1,4 +1,5 @@
-//! Device events, alerts and telemetry records for HQ, in the outbox like sales.
+//! Device events, alerts, telemetry and audit head records for HQ, in the outbox like
+//! sales.
 //!
 //! Each kind has a cap on the entries waiting for HQ. While a kind is at its cap, new
 //! records of that kind are not written, only counted; the next record written carries
@@ -11,13 +12,14 @@
 //! | `e/r/` id | [`HqEvent`] |
 //! | `e/n/` kind | entries of that kind waiting for HQ, u64 BE |
 //! | `e/d/` kind | records of that kind not written since the last one, u64 BE |
+//! | `e/h` | the last [`AuditHead`] queued, as an [`AuditCheckpoint`] (written with it) |
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{OutboxKind, put_outbox};
-use crate::store::{Store, StoreError, Tx, keys, to_json};
+use crate::store::{Store, StoreError, Tx, from_json, keys, to_json};
 
 /// Records.
 const RECORD: &[u8] = b"e/r/";
@@ -25,6 +27,8 @@ const RECORD: &[u8] = b"e/r/";
 const PENDING: &[u8] = b"e/n/";
 /// Dropped counts per kind.
 const DROPPED: &[u8] = b"e/d/";
+/// The last audit head queued.
+const AUDIT_HEAD: &[u8] = b"e/h";
 
 /// One record for HQ (the envelope's JSON).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +77,32 @@ pub enum EventBody {
     },
     /// Cumulative counters.
     Telemetry(Telemetry),
+    /// The audit chain's head.
+    AuditHead(AuditHead),
+}
+
+/// The audit chain's head as this unit reports it. HQ keeps the last one per unit and
+/// flags a chain that went backwards: a lower `seq` than it holds, the same `seq` with
+/// another hash, or a `since` that is not the head it holds (the log no longer passes
+/// through what was reported, or the record of it is gone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// The last entry's sequence.
+    pub seq: u64,
+    /// The last entry's hash (hex).
+    pub hash: String,
+    /// The head queued before this one, with the hash the chain has at its sequence
+    /// now; `None` for the first head this data dir reports.
+    pub since: Option<AuditCheckpoint>,
+}
+
+/// An entry of the audit chain: its sequence and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    /// The entry's sequence.
+    pub seq: u64,
+    /// Its hash (hex); `None` when the chain no longer reaches `seq`.
+    pub hash: Option<String>,
 }
 
 /// Counters since the unit started (cumulative) and gauges now.
@@ -109,6 +139,7 @@ impl EventBody {
             EventBody::DeviceEvent { .. } => OutboxKind::DeviceEvent,
             EventBody::Alert { .. } => OutboxKind::Alert,
             EventBody::Telemetry(_) => OutboxKind::Telemetry,
+            EventBody::AuditHead(_) => OutboxKind::AuditHead,
         }
     }
 }
@@ -118,6 +149,7 @@ fn kind_name(kind: OutboxKind) -> &'static str {
         OutboxKind::DeviceEvent => "device_event",
         OutboxKind::Alert => "alert",
         OutboxKind::Telemetry => "telemetry",
+        OutboxKind::AuditHead => "audit_head",
         OutboxKind::Sale => "sale",
         OutboxKind::Refund => "refund",
         OutboxKind::InventoryMovement => "inventory_movement",
@@ -148,7 +180,7 @@ fn counter(tx: &Tx<'_>, key: &[u8]) -> Result<u64, StoreError> {
 pub fn is_event(kind: OutboxKind) -> bool {
     matches!(
         kind,
-        OutboxKind::DeviceEvent | OutboxKind::Alert | OutboxKind::Telemetry
+        OutboxKind::DeviceEvent | OutboxKind::Alert | OutboxKind::Telemetry | OutboxKind::AuditHead
     )
 }
 
@@ -175,11 +207,19 @@ pub enum Enqueued {
 }
 
 /// Write `body` to the outbox (durably, with its record), unless its kind already
-/// has `cap` entries waiting for HQ.
+/// has `cap` entries waiting for HQ. An audit head queued is remembered as the last
+/// one in the same write ([`last_audit_head`]).
 pub async fn enqueue(store: &Store, body: EventBody, cap: u64) -> Result<Enqueued, StoreError> {
     store
         .write(move |tx| {
             let kind = body.kind();
+            let checkpoint = match &body {
+                EventBody::AuditHead(h) => Some(AuditCheckpoint {
+                    seq: h.seq,
+                    hash: Some(h.hash.clone()),
+                }),
+                _ => None,
+            };
             let pending_key = counter_key(PENDING, kind);
             let dropped_key = counter_key(DROPPED, kind);
             let pending = counter(tx, &pending_key)?;
@@ -201,9 +241,20 @@ pub async fn enqueue(store: &Store, body: EventBody, cap: u64) -> Result<Enqueue
             if dropped > 0 {
                 tx.remove(dropped_key);
             }
+            if let Some(checkpoint) = checkpoint {
+                tx.put(AUDIT_HEAD.to_vec(), to_json(&checkpoint));
+            }
             Ok::<Enqueued, StoreError>(Enqueued::Queued(seq))
         })
         .await?
+}
+
+/// The last audit head queued for HQ (by [`enqueue`]), if any.
+pub fn last_audit_head(store: &Store) -> Result<Option<AuditCheckpoint>, StoreError> {
+    store
+        .journal_get(AUDIT_HEAD)?
+        .map(|v| from_json(&v, "last audit head"))
+        .transpose()
 }
 
 /// Entries of each event kind waiting for HQ, for the sync status.
@@ -215,20 +266,28 @@ pub struct EventsPending {
     pub alert: u64,
     /// Telemetry samples.
     pub telemetry: u64,
+    /// Audit chain heads.
+    pub audit_head: u64,
 }
 
 /// Entries of each event kind waiting for HQ.
 pub fn events_pending(store: &Store) -> Result<EventsPending, StoreError> {
-    let [(_, device_event), (_, alert), (_, telemetry)] = pending(store)?;
+    let [
+        (_, device_event),
+        (_, alert),
+        (_, telemetry),
+        (_, audit_head),
+    ] = pending(store)?;
     Ok(EventsPending {
         device_event,
         alert,
         telemetry,
+        audit_head,
     })
 }
 
 /// Entries of each event kind waiting for HQ (for status and tests).
-pub fn pending(store: &Store) -> Result<[(&'static str, u64); 3], StoreError> {
+pub fn pending(store: &Store) -> Result<[(&'static str, u64); 4], StoreError> {
     let get = |kind| -> Result<u64, StoreError> {
         Ok(match store.journal_get(&counter_key(PENDING, kind))? {
             Some(v) => keys::decode_u64(&v)?,
@@ -239,6 +298,7 @@ pub fn pending(store: &Store) -> Result<[(&'static str, u64); 3], StoreError> {
         ("device_event", get(OutboxKind::DeviceEvent)?),
         ("alert", get(OutboxKind::Alert)?),
         ("telemetry", get(OutboxKind::Telemetry)?),
+        ("audit_head", get(OutboxKind::AuditHead)?),
     ])
 }
 
@@ -324,5 +384,46 @@ mod tests {
             first[0].entry.seq, 3,
             "1 and 2 were acknowledged and deleted"
         );
+    }
+
+    #[tokio::test]
+    async fn an_audit_head_queued_is_remembered_with_it_and_one_not_written_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::crypt::test_store(dir.path());
+        assert_eq!(last_audit_head(&store).unwrap(), None);
+        let head = |seq: u64, since: Option<AuditCheckpoint>| {
+            EventBody::AuditHead(AuditHead {
+                seq,
+                hash: format!("h{seq}"),
+                since,
+            })
+        };
+        assert_eq!(
+            enqueue(&store, head(4, None), 1).await.unwrap(),
+            Enqueued::Queued(1)
+        );
+        let first = AuditCheckpoint {
+            seq: 4,
+            hash: Some("h4".into()),
+        };
+        assert_eq!(last_audit_head(&store).unwrap(), Some(first.clone()));
+        // At its cap: counted, and the last head queued stays the one HQ will get.
+        assert_eq!(
+            enqueue(&store, head(5, Some(first.clone())), 1)
+                .await
+                .unwrap(),
+            Enqueued::Dropped
+        );
+        assert_eq!(last_audit_head(&store).unwrap(), Some(first.clone()));
+        assert_eq!(events_pending(&store).unwrap().audit_head, 1);
+        let sent = super::super::drain::read_from(&store, 1, 10, 1 << 20).unwrap();
+        assert_eq!(sent[0].entry.kind, OutboxKind::AuditHead);
+        let v: serde_json::Value = serde_json::from_slice(&sent[0].record).unwrap();
+        assert_eq!(v["type"], "audit_head");
+        assert_eq!(
+            (v["seq"].as_u64(), v["hash"].as_str()),
+            (Some(4), Some("h4"))
+        );
+        assert!(v["since"].is_null(), "{v}");
     }
 }

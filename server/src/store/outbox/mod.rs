@@ -9,7 +9,8 @@
 //! - this file: entry kinds, the entry, its encoding in a block, [`put_outbox`].
 //! - [`drain`]: reading entries in order for the uplink, the backlog, and deleting
 //!   what HQ acknowledged.
-//! - [`events`]: device events, alerts and telemetry records, capped per kind.
+//! - [`events`]: device events, alerts, telemetry and audit head records, capped per
+//!   kind.
 
 pub mod drain;
 pub mod events;
@@ -40,6 +41,8 @@ pub enum OutboxKind {
     Alert,
     /// A telemetry sample (`e/r/` record).
     Telemetry,
+    /// The audit chain's head (`e/r/` record): how HQ notices a log cut short.
+    AuditHead,
 }
 
 /// One entry for HQ. In the journal it sits in an outbox block with a copy of its
@@ -71,6 +74,7 @@ fn kind_code(kind: OutboxKind) -> u8 {
         OutboxKind::DeviceEvent => 4,
         OutboxKind::Alert => 5,
         OutboxKind::Telemetry => 6,
+        OutboxKind::AuditHead => 7,
     }
 }
 
@@ -107,6 +111,7 @@ pub(crate) fn decode_outbox_item(
         4 => OutboxKind::DeviceEvent,
         5 => OutboxKind::Alert,
         6 => OutboxKind::Telemetry,
+        7 => OutboxKind::AuditHead,
         _ => return Err(bad("unknown kind")),
     };
     let id = Uuid::from_slice(&header[1..17]).map_err(|_| bad("id"))?;
@@ -134,4 +139,36 @@ pub(crate) fn put_outbox(
 ) -> u64 {
     tx.add_outbox_bytes(record.len() as i64);
     tx.append_outbox(encode_outbox_item(kind, id, at, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_survives_its_block_encoding() {
+        let kinds = [
+            OutboxKind::Sale,
+            OutboxKind::Refund,
+            OutboxKind::InventoryMovement,
+            OutboxKind::DeviceEvent,
+            OutboxKind::Alert,
+            OutboxKind::Telemetry,
+            OutboxKind::AuditHead,
+        ];
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        for kind in kinds {
+            let id = Uuid::now_v7();
+            let item = encode_outbox_item(kind, id, at, b"{}");
+            let (entry, record) = decode_outbox_item(9, &item).unwrap();
+            assert_eq!(
+                (entry.kind, entry.id, entry.at, entry.seq),
+                (kind, id, at, 9)
+            );
+            assert_eq!(record, b"{}");
+        }
+        let mut unknown = encode_outbox_item(OutboxKind::Sale, Uuid::now_v7(), at, b"{}");
+        unknown[0] = 8;
+        assert!(decode_outbox_item(1, &unknown).is_err());
+    }
 }
