@@ -31,6 +31,19 @@ pub(crate) struct Cli {
     /// Tokio worker threads for the client (1 = a current-thread runtime).
     #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub(crate) threads: usize,
+    /// `login-storm`: guess this account's password on every request (default: a
+    /// fresh unknown username each time, which costs the server the same argon2 work).
+    #[arg(long, value_name = "USERNAME")]
+    pub(crate) login_user: Option<String>,
+    /// Spread the connections over this many loopback source addresses (127.1.x.y,
+    /// connection i from address i mod N), as if from that many hosts: the server
+    /// throttles logins per address. Needs a 127.x.x.x `--url`.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=60_000))]
+    pub(crate) sources: usize,
+    /// Process id of the server, to report its peak and current resident memory
+    /// (`VmHWM`, `VmRSS` from `/proc/PID/status`; Linux, same machine).
+    #[arg(long, value_name = "PID")]
+    pub(crate) server_pid: Option<u32>,
 }
 
 /// The kind of request sent.
@@ -44,6 +57,8 @@ pub(crate) enum Scenario {
     Checkout,
     /// `POST /api/v1/checkout`, paid by card through the server's payment terminal.
     CardCheckout,
+    /// `POST /api/v1/auth/login` with a wrong password (no token needed).
+    LoginStorm,
 }
 
 impl Scenario {
@@ -54,6 +69,7 @@ impl Scenario {
             Scenario::Barcode => "barcode",
             Scenario::Checkout => "checkout",
             Scenario::CardCheckout => "card-checkout",
+            Scenario::LoginStorm => "login-storm",
         }
     }
 }

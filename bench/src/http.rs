@@ -2,7 +2,7 @@
 //! request headers every request carries, the few requests made outside the load
 //! (sampling, `/metrics`), and reading a response body.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +12,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 /// Time limit of each request made outside the load itself (sampling, `/metrics`).
@@ -94,11 +94,42 @@ pub(crate) fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Opens one HTTP/1.1 connection with `TCP_NODELAY` and drives it on its own task.
-pub(crate) async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(target.addr)
-        .await
-        .with_context(|| format!("connecting to {}", target.addr))?;
+/// The loopback source address of connection `id` when the connections are spread over
+/// `sources` addresses (`--sources`): 127.1.x.y, never a .0 or .255 last octet; `None`
+/// for one source (the system picks it).
+pub(crate) fn source_address(target: &Target, id: usize, sources: usize) -> Result<Option<IpAddr>> {
+    if sources <= 1 {
+        return Ok(None);
+    }
+    if !target.addr.ip().is_loopback() || !target.addr.is_ipv4() {
+        bail!(
+            "--sources needs a 127.x.x.x server address, not {}",
+            target.addr
+        );
+    }
+    let k = id % sources;
+    let third = u8::try_from(k / 254).context("too many sources")?;
+    let fourth = u8::try_from(k % 254 + 1).context("too many sources")?;
+    Ok(Some(IpAddr::V4(Ipv4Addr::new(127, 1, third, fourth))))
+}
+
+/// Opens one HTTP/1.1 connection with `TCP_NODELAY` (from `source` when given) and
+/// drives it on its own task.
+pub(crate) async fn connect(
+    target: &Target,
+    source: Option<IpAddr>,
+) -> Result<SendRequest<Full<Bytes>>> {
+    let stream = match source {
+        None => TcpStream::connect(target.addr).await,
+        Some(ip) => {
+            let socket = TcpSocket::new_v4().context("opening a socket")?;
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .with_context(|| format!("binding to {ip}"))?;
+            socket.connect(target.addr).await
+        }
+    }
+    .with_context(|| format!("connecting to {}", target.addr))?;
     stream.set_nodelay(true).context("setting TCP_NODELAY")?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -146,7 +177,7 @@ pub(crate) struct SimpleClient<'a> {
 impl<'a> SimpleClient<'a> {
     /// Opens a connection to `target`.
     pub(crate) async fn connect(target: &'a Target) -> Result<Self> {
-        let sender = timeout(SETUP_TIMEOUT, connect(target))
+        let sender = timeout(SETUP_TIMEOUT, connect(target, None))
             .await
             .with_context(|| format!("connecting to {} timed out", target.url))?
             .with_context(|| format!("cannot reach the server at {}", target.url))?;
@@ -180,6 +211,11 @@ pub(crate) fn checkout_uri(target: &Target) -> Result<Uri> {
     }
 }
 
+/// The request target of a login.
+pub(crate) fn login_uri(target: &Target) -> Result<Uri> {
+    target.uri("/api/v1/auth/login")
+}
+
 /// Reads a response body to its end, keeping up to [`BODY_CAPTURE_LIMIT`] bytes in `keep`.
 pub(crate) async fn drain(
     mut body: Incoming,
@@ -198,6 +234,33 @@ pub(crate) async fn drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spreads_connections_over_loopback_sources() -> Result<()> {
+        let target = |addr: &str| Target {
+            url: String::new(),
+            addr: addr.parse().unwrap(),
+            host: HeaderValue::from_static("x"),
+            base: String::new(),
+        };
+        let lo = target("127.0.0.1:8080");
+        assert_eq!(source_address(&lo, 7, 1)?, None);
+        assert_eq!(
+            source_address(&lo, 0, 500)?,
+            Some("127.1.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            source_address(&lo, 253, 500)?,
+            Some("127.1.0.254".parse().unwrap())
+        );
+        assert_eq!(
+            source_address(&lo, 254, 500)?,
+            Some("127.1.1.1".parse().unwrap())
+        );
+        assert_eq!(source_address(&lo, 500, 500)?, source_address(&lo, 0, 500)?);
+        assert!(source_address(&target("10.0.0.1:80"), 0, 2).is_err());
+        Ok(())
+    }
 
     #[test]
     fn encodes_query_values() {

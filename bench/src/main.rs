@@ -13,7 +13,12 @@
 //! - `barcode`: `GET /api/v1/products?barcode=…` for random sampled barcodes;
 //! - `checkout`: `POST /api/v1/checkout` with three distinct random products sold by the
 //!   piece, a fresh `Idempotency-Key` each; the storage counters of `/metrics` are read
-//!   before and after the recorded window to report fsyncs per checkout.
+//!   before and after the recorded window to report fsyncs per checkout;
+//! - `card-checkout`: the same, paid by card through the server's payment terminal;
+//! - `login-storm`: `POST /api/v1/auth/login` with a wrong password, for `--login-user`
+//!   or a fresh unknown username each time (no catalog sample, no token), optionally
+//!   from `--sources` loopback addresses. Every answer is a refusal (401 or 429) by
+//!   design; with `--server-pid` the report adds the server's peak resident memory.
 //!
 //! Between the warm-up and the recorded window every connection finishes its request in
 //! flight and waits, so that the `/metrics` reading before the window sees no warm-up
@@ -38,11 +43,13 @@
 //! - [`worker`]: one connection's driver and the state the connections share;
 //! - [`stats`]: what a connection recorded (latency histogram, statuses, errors);
 //! - [`metrics`]: the storage counters of `/metrics` (fsyncs per checkout);
+//! - [`memory`]: the server's resident memory from `/proc` (`--server-pid`);
 //! - [`report`]: the summary, as readable text and one JSON line;
 //! - [`run`]: the coordinator: sample, warm up, record, report.
 
 mod cli;
 mod http;
+mod memory;
 mod metrics;
 mod report;
 mod run;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cli::{Cli, Scenario};
+use crate::memory::ServerMemory;
 use crate::metrics::{StorageCounters, fsync_ratios};
 use crate::stats::Stats;
 
@@ -63,6 +64,10 @@ pub(crate) struct Summary {
     /// Growth of the storage counters over the window (checkout only).
     #[serde(skip)]
     storage: Option<StorageCounters>,
+    /// The server's memory before the load (`--server-pid`).
+    server_memory_before: Option<ServerMemory>,
+    /// The server's memory after the load: its peak covers the whole run.
+    server_memory_after: Option<ServerMemory>,
 }
 
 impl Summary {
@@ -122,7 +127,20 @@ impl Summary {
             warmup_s: cli.warmup,
             threads: cli.threads,
             storage,
+            server_memory_before: None,
+            server_memory_after: None,
         }
+    }
+
+    /// Adds the server's memory readings before and after the load.
+    pub(crate) fn with_memory(
+        mut self,
+        before: Option<ServerMemory>,
+        after: Option<ServerMemory>,
+    ) -> Self {
+        self.server_memory_before = before;
+        self.server_memory_after = after;
+        self
     }
 
     /// The readable report (without the JSON line).
@@ -166,6 +184,12 @@ impl Summary {
                 fmt(self.checkouts_per_fsync),
             ));
         }
+        if let (Some(before), Some(after)) = (self.server_memory_before, self.server_memory_after) {
+            out.push_str(&format!(
+                "server RSS   peak {} MiB (peak before the load {} MiB), {} MiB at the end\n",
+                after.peak_mib, before.peak_mib, after.rss_mib,
+            ));
+        }
         out
     }
 }
@@ -186,6 +210,9 @@ mod tests {
             warmup: 2,
             sample: 100,
             threads: 1,
+            login_user: None,
+            sources: 1,
+            server_pid: None,
         }
     }
 
@@ -259,6 +286,21 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&s)?)?;
         assert!(json["fsyncs_per_checkout"].is_null());
+        assert!(json["server_memory_after"].is_null());
+        assert!(!s.render().contains("server RSS"));
+
+        let reading = |peak_mib, rss_mib| Some(ServerMemory { peak_mib, rss_mib });
+        let s = Summary::new(
+            &cli(Scenario::LoginStorm),
+            Duration::from_secs(10),
+            &stats,
+            None,
+        )
+        .with_memory(reading(40.0, 35.0), reading(80.5, 41.0));
+        let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&s)?)?;
+        assert_eq!(json["scenario"], "login-storm");
+        assert_eq!(json["server_memory_after"]["peak_mib"], 80.5);
+        assert!(s.render().contains("peak 80.5 MiB"), "{}", s.render());
         Ok(())
     }
 }

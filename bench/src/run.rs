@@ -1,5 +1,6 @@
 //! The coordinator of a run: sample the catalog, start the connections, warm up, read
-//! the storage counters, open the recorded window, collect and print the report.
+//! the storage counters, open the recorded window, collect and print the report (with
+//! the server's memory before and after, given `--server-pid`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::cli::{Cli, Scenario};
 use crate::http::Target;
+use crate::memory::ServerMemory;
 use crate::metrics::StorageCounters;
 use crate::report::Summary;
 use crate::sample::fetch_sample;
@@ -20,25 +22,38 @@ use crate::worker::{GRACE, Shared, Worker};
 /// Runs the whole load test and prints its report.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let target = Target::resolve(&cli.url).await?;
-    let products = fetch_sample(&target, cli.sample).await?;
-    let work = Work::prepare(cli.scenario, &products, &target)?;
-    eprintln!(
-        "outpost-load: sampled {} products from {}; {} usable for {}",
-        products.len(),
-        target.url,
-        work.len(),
-        cli.scenario.name()
-    );
-    if work.len() < CART_LINES
-        && matches!(cli.scenario, Scenario::Checkout | Scenario::CardCheckout)
-    {
+    let work = if cli.scenario == Scenario::LoginStorm {
         eprintln!(
-            "outpost-load: only {} products can go in a cart; carts will be smaller than {CART_LINES}",
-            work.len()
+            "outpost-load: wrong passwords for {} from {} source address(es)",
+            cli.login_user.as_deref().map_or_else(
+                || "fresh unknown usernames".to_owned(),
+                |u| format!("{u:?}")
+            ),
+            cli.sources
         );
-    }
-    drop(products);
-    let shared = Arc::new(Shared::new(target, work));
+        Work::login(&target, cli.login_user.clone())?
+    } else {
+        let products = fetch_sample(&target, cli.sample).await?;
+        let work = Work::prepare(cli.scenario, &products, &target)?;
+        eprintln!(
+            "outpost-load: sampled {} products from {}; {} usable for {}",
+            products.len(),
+            target.url,
+            work.len(),
+            cli.scenario.name()
+        );
+        if work.len() < CART_LINES
+            && matches!(cli.scenario, Scenario::Checkout | Scenario::CardCheckout)
+        {
+            eprintln!(
+                "outpost-load: only {} products can go in a cart; carts will be smaller than {CART_LINES}",
+                work.len()
+            );
+        }
+        work
+    };
+    let memory_before = cli.server_pid.map(ServerMemory::read).transpose()?;
+    let shared = Arc::new(Shared::new(target, work, cli.sources));
 
     let warmup = Duration::from_secs(cli.warmup);
     let duration = Duration::from_secs(cli.duration);
@@ -109,7 +124,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         None => None,
     };
 
-    let summary = Summary::new(&cli, duration, &total, storage);
+    let memory_after = cli.server_pid.map(ServerMemory::read).transpose()?;
+    let summary =
+        Summary::new(&cli, duration, &total, storage).with_memory(memory_before, memory_after);
     let mut report = summary.render();
     let bodies = shared.bodies.lock().map(|b| b.clone()).unwrap_or_default();
     if !bodies.is_empty() {
@@ -134,7 +151,12 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         "{}",
         serde_json::to_string(&summary).context("serializing the summary")?
     );
-    if summary.requests - summary.non_2xx == 0 {
+    // Every login of the storm is meant to be refused; it fails only unanswered.
+    if cli.scenario == Scenario::LoginStorm {
+        if summary.requests == 0 {
+            bail!("no request was answered");
+        }
+    } else if summary.requests - summary.non_2xx == 0 {
         bail!("no request succeeded");
     }
     Ok(())

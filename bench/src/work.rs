@@ -1,12 +1,13 @@
-//! The requests of each scenario, prepared once from the sampled products, and the
-//! checkout body each checkout request is written into.
+//! The requests of each scenario, prepared once from the sampled products (or, for
+//! the login storm, from nothing), and the bodies each checkout or login request is
+//! written into.
 
 use anyhow::{Context, Result, bail};
 use hyper::Uri;
 use rand::Rng;
 
 use crate::cli::Scenario;
-use crate::http::{Target, percent_encode};
+use crate::http::{Target, login_uri, percent_encode};
 use crate::sample::Product;
 
 /// Products per checkout cart.
@@ -25,7 +26,14 @@ pub(crate) enum Work {
     /// POST a checkout of products among these SKUs, each already a JSON string
     /// literal, with this tail (the tender).
     Checkout(Vec<String>, &'static str),
+    /// POST a wrong password to this login target, for this account or (`None`) a
+    /// fresh unknown username each time.
+    Login(Uri, Option<String>),
 }
+
+/// The password of every login-storm request: long enough to be checked (10 to 256
+/// characters), and wrong.
+pub(crate) const WRONG_PASSWORD: &str = "not the password, a guess";
 
 impl Work {
     /// Prepares the requests of `scenario` from the sampled products.
@@ -76,7 +84,13 @@ impl Work {
                 };
                 Ok(Work::Checkout(skus, tail))
             }
+            Scenario::LoginStorm => bail!("the login storm is not made of products: Work::login"),
         }
+    }
+
+    /// The login storm's requests: wrong passwords for `user` or unknown usernames.
+    pub(crate) fn login(target: &Target, user: Option<String>) -> Result<Self> {
+        Ok(Work::Login(login_uri(target)?, user))
     }
 
     /// How many distinct request targets or products there are.
@@ -84,6 +98,7 @@ impl Work {
         match self {
             Work::Get(uris) => uris.len(),
             Work::Checkout(skus, _) => skus.len(),
+            Work::Login(..) => 1,
         }
     }
 }
@@ -123,6 +138,19 @@ pub(crate) fn write_checkout_body<'a>(
         buf.push('}');
     }
     buf.push_str(tail);
+}
+
+/// Writes a login body for `username` with [`WRONG_PASSWORD`] into `buf`.
+pub(crate) fn write_login_body(buf: &mut String, username: &str) -> Result<()> {
+    buf.clear();
+    buf.push_str(
+        &serde_json::to_string(&serde_json::json!({
+            "username": username,
+            "password": WRONG_PASSWORD,
+        }))
+        .context("encoding a login body")?,
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -195,14 +223,28 @@ mod tests {
                 assert_eq!(skus, vec!["\"A\"".to_owned()]);
                 assert_eq!(tail, CHECKOUT_TAIL);
             }
-            Work::Get(_) => bail!("checkout prepared GETs"),
+            _ => bail!("checkout prepared something else"),
         }
         match Work::prepare(Scenario::CardCheckout, &products, &target)? {
             Work::Checkout(_, tail) => assert_eq!(tail, CARD_CHECKOUT_TAIL),
-            Work::Get(_) => bail!("card checkout prepared GETs"),
+            _ => bail!("card checkout prepared something else"),
         }
         assert!(Work::prepare(Scenario::Checkout, &products[1..2], &target).is_err());
         assert!(Work::prepare(Scenario::Barcode, &products[1..2], &target).is_err());
+        match Work::login(&target, None)? {
+            Work::Login(uri, None) => assert_eq!(uri.path(), "/api/v1/auth/login"),
+            _ => bail!("login prepared something else"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn login_body_is_valid_json() -> Result<()> {
+        let mut buf = String::from("left over");
+        write_login_body(&mut buf, "storm-\"1\"")?;
+        let v: serde_json::Value = serde_json::from_str(&buf)?;
+        assert_eq!(v["username"], "storm-\"1\"");
+        assert_eq!(v["password"], WRONG_PASSWORD);
         Ok(())
     }
 }

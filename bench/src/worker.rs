@@ -16,9 +16,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::http::{Target, auth_header, checkout_uri, connect, drain, get_request};
+use crate::http::{Target, auth_header, checkout_uri, connect, drain, get_request, source_address};
 use crate::stats::Stats;
-use crate::work::{CART_LINES, Work, pick_distinct, write_checkout_body};
+use crate::work::{CART_LINES, Work, pick_distinct, write_checkout_body, write_login_body};
 
 /// How long requests still in flight may take after a phase ends before they are cut off.
 pub(crate) const GRACE: Duration = Duration::from_secs(2);
@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) target: Target,
     /// The prepared requests.
     work: Work,
+    /// Loopback source addresses the connections are spread over (`--sources`).
+    sources: usize,
     /// Connections done with the warm-up (or given up).
     parked: AtomicUsize,
     /// Signalled whenever `parked` grows.
@@ -48,11 +50,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The state of a run that sends `work` to `target`.
-    pub(crate) fn new(target: Target, work: Work) -> Self {
+    /// The state of a run that sends `work` to `target` from `sources` addresses.
+    pub(crate) fn new(target: Target, work: Work, sources: usize) -> Self {
         Self {
             target,
             work,
+            sources,
             parked: AtomicUsize::new(0),
             parked_notify: Notify::new(),
             bodies_wanted: AtomicUsize::new(DIAGNOSTIC_SAMPLES),
@@ -124,6 +127,10 @@ pub(crate) struct Worker {
     body: String,
     /// `X-Terminal-Id` of this connection.
     terminal: HeaderValue,
+    /// The address this connection connects from (`--sources`), or the system's pick.
+    source: Option<std::net::IpAddr>,
+    /// Requests built so far (numbers the login storm's usernames).
+    sent: u64,
     /// Transport errors in a row.
     consecutive_errors: u32,
     /// Set after [`MAX_CONSECUTIVE_ERRORS`] transport errors in a row.
@@ -137,9 +144,12 @@ impl Worker {
     pub(crate) fn new(shared: Arc<Shared>, id: usize) -> Result<Self> {
         let terminal =
             HeaderValue::from_str(&format!("load-{id}")).context("building X-Terminal-Id")?;
+        let source = source_address(&shared.target, id, shared.sources)?;
         Ok(Self {
             shared,
             id,
+            source,
+            sent: 0,
             sender: None,
             rng: SmallRng::seed_from_u64(rand::random::<u64>() ^ (id as u64)),
             body: String::with_capacity(256),
@@ -204,7 +214,24 @@ impl Worker {
 
     /// Builds the next request.
     fn next_request(&mut self) -> Result<Request<Full<Bytes>>> {
+        self.sent += 1;
         match &self.shared.work {
+            Work::Login(uri, user) => {
+                match user {
+                    Some(user) => write_login_body(&mut self.body, user)?,
+                    None => write_login_body(
+                        &mut self.body,
+                        &format!("storm-{}-{}", self.id, self.sent),
+                    )?,
+                }
+                let mut req = Request::new(Full::new(Bytes::copy_from_slice(self.body.as_bytes())));
+                *req.method_mut() = Method::POST;
+                *req.uri_mut() = uri.clone();
+                let headers = req.headers_mut();
+                headers.insert(HOST, self.shared.target.host.clone());
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(req)
+            }
             Work::Get(uris) => {
                 let uri = uris[self.rng.random_range(0..uris.len())].clone();
                 Ok(get_request(uri, &self.shared.target.host))
@@ -255,7 +282,7 @@ impl Worker {
             self.sender = None;
         }
         if self.sender.is_none() {
-            let sender = timeout_at(hard, connect(&self.shared.target))
+            let sender = timeout_at(hard, connect(&self.shared.target, self.source))
                 .await
                 .map_err(|_| anyhow!("connect timed out"))??;
             self.sender = Some(sender);

@@ -85,6 +85,9 @@ const SPOOL_TREE: &str = "audit-spool";
 /// Most audit entries kept while locked (a thief trying logins for days fills it;
 /// what is past it is counted and reported when the key is back).
 const SPOOL_MAX: usize = 10_000;
+/// Most keys (username and address pairs, and addresses) the login throttle
+/// remembers (a few MB at most).
+const LOGIN_THROTTLE_KEYS: usize = 10_000;
 /// Most live sessions; the oldest is dropped beyond it.
 const MAX_SESSIONS: usize = 10_000;
 
@@ -219,7 +222,11 @@ pub struct Access {
     terminals: RwLock<TerminalTokens>,
     users: RwLock<UserDirectory>,
     sessions: Mutex<HashMap<String, Session>>,
-    limiter: Mutex<LoginRateLimiter>,
+    /// The login throttle; shared with the login attempts in flight, which give
+    /// their slot back when dropped before their password was checked.
+    limiter: Arc<LoginRateLimiter>,
+    /// How many argon2 runs at once, and how many logins may wait for one.
+    login_gate: staff::LoginGate,
     session_ttl: Duration,
     /// The presence lease, on enrolled units (`None`: the lease is off).
     guard: Option<Mutex<LeaseGuard>>,
@@ -318,11 +325,18 @@ impl Access {
             terminals: RwLock::new(terminals),
             users: RwLock::new(users),
             sessions: Mutex::new(HashMap::new()),
-            limiter: Mutex::new(LoginRateLimiter::new(
-                settings.login_max_failures,
-                Duration::from_secs(settings.login_window_secs),
-                10_000,
-            )),
+            limiter: Arc::new(
+                LoginRateLimiter::new(
+                    settings.login_max_failures,
+                    Duration::from_secs(settings.login_window_secs),
+                    LOGIN_THROTTLE_KEYS,
+                )
+                .with_source_limit(settings.login_max_failures_per_source),
+            ),
+            login_gate: staff::LoginGate::new(
+                settings.login_hash_permits(),
+                settings.login_hash_queue as usize,
+            ),
             session_ttl: Duration::from_secs(settings.session_ttl_secs),
             guard,
             trust,

@@ -188,6 +188,18 @@ pub struct SecuritySettings {
     pub login_max_failures: u32,
     /// The login rate-limit window, in seconds.
     pub login_window_secs: u64,
+    /// Failed logins per client address, over every username it tries, before that
+    /// address is refused for the rest of its window (default 20): one host can
+    /// neither spray guesses over many accounts nor fill the throttle's table.
+    pub login_max_failures_per_source: u32,
+    /// How many password checks (argon2: 19 MiB each with `production` hashing) run at
+    /// once, 1 to 256; unset, the number of CPU cores. This bounds the memory that
+    /// logins can take, whatever the number of parallel requests.
+    pub login_hash_permits: Option<u32>,
+    /// How many logins may wait for a hashing permit (default 32, at most 10,000);
+    /// past that a login is refused at once with `429 rate_limited` and
+    /// `Retry-After: 1`.
+    pub login_hash_queue: u32,
     /// argon2id cost for new password hashes: `production` (m 19 MiB, t 2) or `fast`
     /// (m 64 KiB, t 1: tests only).
     pub password_hashing: String,
@@ -250,6 +262,15 @@ impl SecuritySettings {
             ..outpost_security::seal::TpmConfig::default()
         }
     }
+
+    /// How many password checks run at once: `login_hash_permits`, or the number of
+    /// CPU cores (at least 1).
+    pub fn login_hash_permits(&self) -> usize {
+        match self.login_hash_permits {
+            Some(n) => (n as usize).max(1),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 impl Default for SecuritySettings {
@@ -262,6 +283,9 @@ impl Default for SecuritySettings {
             session_ttl_secs: 8 * 3600,
             login_max_failures: 5,
             login_window_secs: 15 * 60,
+            login_max_failures_per_source: 20,
+            login_hash_permits: None,
+            login_hash_queue: 32,
             password_hashing: "production".into(),
             enrollment: None,
             hq_public_key: None,
@@ -805,6 +829,27 @@ impl Settings {
                     .into(),
             ));
         }
+        if sec.login_max_failures_per_source == 0 {
+            return Err(invalid(
+                "security.login_max_failures_per_source",
+                "must be positive".into(),
+            ));
+        }
+        if sec
+            .login_hash_permits
+            .is_some_and(|n| !(1..=256).contains(&n))
+        {
+            return Err(invalid(
+                "security.login_hash_permits",
+                "must be 1 to 256 (or unset: the number of CPU cores)".into(),
+            ));
+        }
+        if sec.login_hash_queue > 10_000 {
+            return Err(invalid(
+                "security.login_hash_queue",
+                "must be 0 to 10000".into(),
+            ));
+        }
         if self.sync.unit_id.trim().is_empty() || self.sync.unit_id.len() > 64 {
             return Err(invalid("sync.unit_id", "must be 1 to 64 characters".into()));
         }
@@ -1140,6 +1185,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.security.pcrs, vec![0, 7]);
+    }
+
+    #[test]
+    fn login_limits_default_parse_and_are_checked() {
+        let s = Settings::default();
+        assert_eq!(s.security.login_max_failures_per_source, 20);
+        assert_eq!(s.security.login_hash_queue, 32);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.security.login_hash_permits(), cores);
+        let s = Settings::from_toml(
+            "[security]\nlogin_max_failures_per_source = 50\nlogin_hash_permits = 3\nlogin_hash_queue = 0\n",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.security.login_hash_permits(), 3);
+        assert_eq!(s.security.login_max_failures_per_source, 50);
+        for (text, field) in [
+            (
+                "login_max_failures_per_source = 0",
+                "login_max_failures_per_source",
+            ),
+            ("login_hash_permits = 0", "login_hash_permits"),
+            ("login_hash_permits = 257", "login_hash_permits"),
+            ("login_hash_queue = 10001", "login_hash_queue"),
+        ] {
+            let err = Settings::from_toml(&format!("[security]\n{text}\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     /// sealer = "tpm" in a build without the feature: the error says how to get one.

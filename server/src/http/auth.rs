@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::JsonBody;
 use super::{ApiError, AppState};
 use crate::access::SESSION_COOKIE;
+use crate::access::staff::LoginError;
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
@@ -52,6 +53,23 @@ impl From<AuthError> for ApiError {
                     "the credential store is unavailable",
                 )
             }
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Auth(e) => e.into(),
+            // 429 rather than 503: the server is healthy, this caller (and every
+            // other) is asked to slow down; the same code as the throttle, so a
+            // terminal needs one retry rule.
+            LoginError::Busy { retry_after_secs } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many logins are being checked at once; retry in {retry_after_secs} s"),
+            )
+            .header("retry-after", retry_after_secs.to_string()),
         }
     }
 }
@@ -144,7 +162,9 @@ fn session_cookie<'a>(state: &AppState, value: String) -> Cookie<'a> {
 }
 
 /// Log in with a username and password; sets the session cookie (HttpOnly,
-/// SameSite=Strict, Secure on TLS). Rate-limited per username and client address.
+/// SameSite=Strict, Secure on TLS). Throttled per username and client address and per
+/// client address; `429 rate_limited` with `Retry-After` also when too many logins are
+/// being checked at once.
 #[utoipa::path(tag = "auth", security(()), request_body = LoginRequest, responses((status = 200, body = LoginView), (status = 401, body = super::ErrorBody), (status = 429, body = super::ErrorBody)))]
 #[post("/api/v1/auth/login")]
 pub async fn login(
@@ -158,9 +178,13 @@ pub async fn login(
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let LoginRequest { username, password } = body.0;
     let password = SecretString::from(password);
+    // Throttle slot and queue place first (refused at once when either is full), then
+    // a hashing permit (waiting here is cheap: no thread is held).
+    let turn = state.security.begin_login(&username, ip)?.turn().await?;
     let security = state.security.clone();
-    // argon2 is deliberately slow: keep it off the async workers.
-    let (session, principal) = web::block(move || security.login(&username, &password, ip))
+    // argon2 is deliberately slow: keep it off the async workers. The turn moves into
+    // the job, so its permit is held until argon2 ends even if this request is dropped.
+    let (session, principal) = web::block(move || security.finish_login(turn, &password))
         .await
         .map_err(|_| {
             ApiError::new(

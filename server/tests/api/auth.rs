@@ -579,3 +579,56 @@ async fn the_audit_log_records_logins_refunds_terminals_and_verifies() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 }
+
+/// Fires `usernames` as parallel wrong logins; the statuses, in any order.
+async fn parallel_wrong_logins(app: &TestApp, usernames: Vec<String>) -> Vec<(u16, Value)> {
+    let anon = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for username in usernames {
+        let (anon, url) = (anon.clone(), app.url("/api/v1/auth/login"));
+        tasks.spawn(async move {
+            let r = anon
+                .post(url)
+                .json(&json!({"username": username, "password": "wrong password!"}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(a) = tasks.join_next().await {
+        answers.push(a.unwrap());
+    }
+    answers
+}
+
+// Check-then-record let every parallel guess pass the check before the first failure
+// was recorded, so each of them had its password checked.
+#[tokio::test]
+async fn parallel_wrong_logins_each_count_and_only_the_allowed_ones_are_checked() {
+    let app = spawn_app().await;
+    let pw = SecretString::from("correct horse battery".to_owned());
+    app.security
+        .set_user("test", "tina", &pw, vec![Role::Technician])
+        .unwrap();
+    let count = |answers: &[(u16, Value)], status: u16| {
+        answers.iter().filter(|(s, _)| *s == status).count()
+    };
+
+    // 50 at one account from one address: 5 (login_max_failures) are checked.
+    let answers = parallel_wrong_logins(&app, vec!["tina".to_owned(); 50]).await;
+    assert_eq!((count(&answers, 401), count(&answers, 429)), (5, 45));
+    assert!(
+        answers
+            .iter()
+            .all(|(s, v)| *s == 401 || v["code"] == "rate_limited")
+    );
+
+    // 30 unknown usernames from the same address: the address has 15 of its 20
+    // failures (login_max_failures_per_source) left.
+    let others = (0..30).map(|i| format!("nobody{i}")).collect();
+    let answers = parallel_wrong_logins(&app, others).await;
+    assert_eq!((count(&answers, 401), count(&answers, 429)), (15, 15));
+}

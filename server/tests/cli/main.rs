@@ -1,5 +1,6 @@
 //! The `outpost` command line through the real binary: import and export, staff
-//! accounts, and a running server's logs searched for secrets and card numbers.
+//! accounts, a running server's logs searched for secrets and card numbers, and a
+//! storm of parallel logins.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -7,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod card_data;
+mod login_storm;
 mod logs;
 
 /// A real `outpost serve` at `trace` for every crate, its stdout and stderr captured.
