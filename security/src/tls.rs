@@ -31,11 +31,17 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use time::{Duration, OffsetDateTime};
 
 use crate::fsutil::{self, FsError};
+use crate::vault::Cipher;
 
 /// File name of the device certificate chain in the data dir.
 pub const CERT_FILE: &str = "device-cert.pem";
 /// File name of the device private key in the data dir.
 pub const KEY_FILE: &str = "device-key.pem";
+/// The device's private key in the data dir, sealed (AEAD) under the cipher the caller
+/// gives: an identity key sealed to the TPM on an enrolled unit, the data key otherwise.
+pub const SEALED_KEY_FILE: &str = "device-key.sealed";
+/// The associated data the sealed key is bound to.
+const SEALED_KEY_AD: &[u8] = b"outpost device-key.pem v1";
 /// File name of the generated device CA certificate (public; terminals pin it).
 pub const CA_FILE: &str = "device-ca.pem";
 /// Largest PEM file accepted.
@@ -66,6 +72,17 @@ pub enum TlsError {
         cert: String,
         /// The key path.
         key: String,
+    },
+    /// The sealed device key does not open with the key it is sealed under (another
+    /// unit's, or edited).
+    #[error(
+        "the sealed device key {path} does not open with this unit's key ({reason}); restore it from this unit's backup, or remove it and the certificate to make a new one (terminals must then pin the new CA)"
+    )]
+    Sealed {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
     },
     /// Certificate and key do not belong together, or rustls refused them.
     #[error("TLS configuration refused: {0}")]
@@ -226,29 +243,94 @@ impl DeviceIdentity {
         })
     }
 
-    /// Loads `device-cert.pem` / `device-key.pem` from `dir`, or generates and writes
-    /// them (key 0600) when neither exists. One without the other is an error.
-    pub fn load_or_generate(
+    /// Loads `device-cert.pem` and the sealed `device-key.sealed` from `dir` (opened with
+    /// `cipher`), or generates them when neither exists. A plaintext `device-key.pem`
+    /// left from before (mode-checked) is sealed and then destroyed. A certificate
+    /// without its key, or the other way round, is an error; so is a sealed key that
+    /// does not open with `cipher`.
+    pub fn load_or_generate_sealed(
         dir: &Path,
         names: &[String],
+        cipher: &Cipher,
     ) -> Result<(Self, IdentityOrigin), TlsError> {
         let cert_path = dir.join(CERT_FILE);
-        let key_path = dir.join(KEY_FILE);
-        match (cert_path.exists(), key_path.exists()) {
-            (true, true) => Ok((Self::load(&cert_path, &key_path)?, IdentityOrigin::Loaded)),
-            (false, false) => {
+        let sealed_path = dir.join(SEALED_KEY_FILE);
+        let plain_path = dir.join(KEY_FILE);
+        let incomplete = || TlsError::Incomplete {
+            cert: cert_path.display().to_string(),
+            key: sealed_path.display().to_string(),
+        };
+        let read_cert = || {
+            std::fs::read(&cert_path).map_err(|source| FsError::Io {
+                op: "read",
+                path: cert_path.clone(),
+                source,
+            })
+        };
+        let seal = |key_pem: &[u8]| -> Result<(), TlsError> {
+            fsutil::write_private(&sealed_path, &cipher.seal(SEALED_KEY_AD, key_pem))?;
+            Ok(())
+        };
+        match (
+            cert_path.exists(),
+            sealed_path.exists(),
+            plain_path.exists(),
+        ) {
+            (true, true, _) => {
+                let sealed =
+                    fsutil::read_private(&sealed_path, MAX_PEM_LEN + 64)?.ok_or_else(incomplete)?;
+                let key_pem =
+                    cipher
+                        .open(SEALED_KEY_AD, &sealed)
+                        .map_err(|e| TlsError::Sealed {
+                            path: sealed_path.display().to_string(),
+                            reason: e.to_string(),
+                        })?;
+                if plain_path.exists() {
+                    fsutil::destroy(&plain_path)?;
+                }
+                Ok((
+                    Self::from_pem(&read_cert()?, &key_pem)?,
+                    IdentityOrigin::Loaded,
+                ))
+            }
+            (true, false, true) => {
+                let key_pem = zeroize::Zeroizing::new(
+                    fsutil::read_private(&plain_path, MAX_PEM_LEN)?.ok_or_else(incomplete)?,
+                );
+                let identity = Self::from_pem(&read_cert()?, &key_pem)?;
+                seal(&key_pem)?;
+                fsutil::destroy(&plain_path)?;
+                tracing::info!(key = %sealed_path.display(), "Sealed the device key that was in clear");
+                Ok((identity, IdentityOrigin::Loaded))
+            }
+            (false, false, false) => {
                 let generated = Self::generate(names)?;
-                fsutil::write_private(&key_path, generated.key_pem.as_bytes())?;
+                seal(generated.key_pem.as_bytes())?;
                 fsutil::write_private(&dir.join(CA_FILE), generated.ca_pem.as_bytes())?;
                 fsutil::write_private(&cert_path, generated.cert_pem.as_bytes())?;
                 tracing::info!(cert = %cert_path.display(), "Generated the device certificate");
                 Ok((generated.identity, IdentityOrigin::Generated))
             }
-            _ => Err(TlsError::Incomplete {
-                cert: cert_path.display().to_string(),
-                key: key_path.display().to_string(),
-            }),
+            _ => Err(incomplete()),
         }
+    }
+
+    /// Seals the device key again under `to` (it was sealed under `from`): enrolment
+    /// moves it from the data key to the identity key. Nothing to do without one.
+    pub fn reseal_key(dir: &Path, from: &Cipher, to: &Cipher) -> Result<(), TlsError> {
+        let path = dir.join(SEALED_KEY_FILE);
+        let Some(sealed) = fsutil::read_private(&path, MAX_PEM_LEN + 64)? else {
+            return Ok(());
+        };
+        let key_pem = from
+            .open(SEALED_KEY_AD, &sealed)
+            .map_err(|e| TlsError::Sealed {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        fsutil::write_private(&path, &to.seal(SEALED_KEY_AD, &key_pem))?;
+        Ok(())
     }
 
     /// The certificate chain, leaf first.
@@ -408,21 +490,57 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn cipher(byte: u8) -> Cipher {
+        crate::vault::KeyVault::new(crate::seal::DataKey::from_bytes([byte; 32]))
+            .cipher("file:device-key")
+            .unwrap()
+    }
+
     #[test]
-    fn generated_identity_persists_with_a_private_key_file() {
+    fn generated_identity_persists_sealed_and_nothing_of_the_key_is_in_clear() {
         let dir = tempfile::tempdir().unwrap();
         let names = vec!["outpost.local".to_owned(), "127.0.0.1".to_owned()];
-        let (a, origin) = DeviceIdentity::load_or_generate(dir.path(), &names).unwrap();
+        let (a, origin) =
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &names, &cipher(1)).unwrap();
         assert_eq!(origin, IdentityOrigin::Generated);
-        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let sealed = dir.path().join(SEALED_KEY_FILE);
+        let mode = std::fs::metadata(&sealed).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (b, origin) = DeviceIdentity::load_or_generate(dir.path(), &names).unwrap();
+        assert!(!dir.path().join(KEY_FILE).exists());
+        let bytes = crate::testing::all_bytes(dir.path());
+        assert!(!crate::testing::contains(&bytes, "PRIVATE KEY"));
+        let (b, origin) =
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &names, &cipher(1)).unwrap();
         assert_eq!(origin, IdentityOrigin::Loaded);
         assert_eq!(a.chain(), b.chain());
         server_config(&b).unwrap();
+        // Another unit's key opens nothing; a reseal moves it under another key.
+        assert!(matches!(
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &names, &cipher(2)),
+            Err(TlsError::Sealed { .. })
+        ));
+        DeviceIdentity::reseal_key(dir.path(), &cipher(1), &cipher(2)).unwrap();
+        let (c, _) =
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &names, &cipher(2)).unwrap();
+        assert_eq!(a.chain(), c.chain());
+    }
+
+    /// Regression: the generated device key lay in clear in the data dir, so a stolen
+    /// disk could impersonate the unit.
+    #[test]
+    fn a_key_left_in_clear_is_sealed_and_destroyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = DeviceIdentity::generate(&["a.test".into()]).unwrap();
+        fsutil::write_private(&dir.path().join(CERT_FILE), g.cert_pem.as_bytes()).unwrap();
+        fsutil::write_private(&dir.path().join(KEY_FILE), g.key_pem.as_bytes()).unwrap();
+        let (id, origin) =
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &[], &cipher(3)).unwrap();
+        assert_eq!(origin, IdentityOrigin::Loaded);
+        assert!(!dir.path().join(KEY_FILE).exists());
+        assert!(dir.path().join(SEALED_KEY_FILE).exists());
+        let (again, _) =
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &[], &cipher(3)).unwrap();
+        assert_eq!(id.chain(), again.chain());
     }
 
     #[test]
@@ -464,7 +582,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CERT_FILE), &cert_pem).unwrap();
         assert!(matches!(
-            DeviceIdentity::load_or_generate(dir.path(), &[]),
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &[], &cipher(1)),
             Err(TlsError::Incomplete { .. })
         ));
         std::fs::write(dir.path().join(KEY_FILE), key_pem.as_bytes()).unwrap();
@@ -474,7 +592,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            DeviceIdentity::load_or_generate(dir.path(), &[]),
+            DeviceIdentity::load_or_generate_sealed(dir.path(), &[], &cipher(1)),
             Err(TlsError::Fs(FsError::InsecureMode { .. }))
         ));
     }

@@ -111,25 +111,55 @@ impl Application {
 
     /// Like [`Application::build`], but hands back the unlock gate instead of waiting.
     pub async fn start(settings: Settings, devices: InjectedDevices) -> anyhow::Result<Start> {
-        let tls =
-            crate::access::transport::TlsSetup::load(&settings).context("Failed to set up TLS")?;
-        let escrow: Option<Arc<dyn EscrowLink>> = settings.sync.hq_url.clone().map(|url| {
-            Arc::new(crate::hq::escrow::GrpcEscrow::new(
-                url,
-                tls.uplink.clone(),
-                Duration::from_secs(settings.sync.ack_timeout_secs),
-            )) as Arc<dyn EscrowLink>
-        });
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("Failed to bind {}", settings.listen))?;
-        let opening = crate::access::unseal_data_dir(&settings, &store_options(&settings))
-            .with_context(|| {
-                format!(
-                    "Failed to open the data dir {}",
-                    settings.data_dir.display()
-                )
-            })?;
-        match opening {
+        let open_err = || {
+            format!(
+                "Failed to open the data dir {}",
+                settings.data_dir.display()
+            )
+        };
+        std::fs::create_dir_all(&settings.data_dir).with_context(open_err)?;
+        let key_path = settings.data_dir.join(crate::access::legacy::KEY_FILE);
+        let escrow_for = |tls: &crate::access::transport::TlsSetup| {
+            settings.sync.hq_url.clone().map(|url| {
+                Arc::new(crate::hq::escrow::GrpcEscrow::new(
+                    url,
+                    tls.uplink.clone(),
+                    Duration::from_secs(settings.sync.ack_timeout_secs),
+                )) as Arc<dyn EscrowLink>
+            })
+        };
+        if !crate::access::anchor::is_enrolled(&key_path).with_context(open_err)? {
+            // Not enrolled (or enrolled now, from the config's bundle): the key is in
+            // memory once it opens, and the device key is sealed under it (or, enrolled
+            // now, under the identity secret).
+            let (store, security) =
+                match crate::access::unseal_data_dir(&settings, &store_options(&settings))
+                    .with_context(open_err)?
+                {
+                    Opening::Open(store, security) => (store, security),
+                    Opening::Waiting(p) => anyhow::bail!("{}", p.needs_text()),
+                };
+            let cipher = crate::access::device_key_cipher(&settings, Some(&security))
+                .context("Failed to open the device key")?;
+            let tls = crate::access::transport::TlsSetup::load(&settings, &cipher)
+                .context("Failed to set up TLS")?;
+            let escrow = escrow_for(&tls);
+            return Ok(Start::Ready(Box::new(
+                Self::finish(settings, devices, store, security, tls, listener, escrow).await?,
+            )));
+        }
+        // Enrolled: the device key opens before the data key (the identity secret is not
+        // bound to the lock), so a locked unit still reaches HQ for its factor or recovery.
+        let cipher = crate::access::device_key_cipher(&settings, None)
+            .context("Failed to open the device key")?;
+        let tls = crate::access::transport::TlsSetup::load(&settings, &cipher)
+            .context("Failed to set up TLS")?;
+        let escrow = escrow_for(&tls);
+        match crate::access::unseal_data_dir(&settings, &store_options(&settings))
+            .with_context(open_err)?
+        {
             Opening::Open(store, security) => Ok(Start::Ready(Box::new(
                 Self::finish(settings, devices, store, security, tls, listener, escrow).await?,
             ))),

@@ -171,7 +171,12 @@ async fn hq_refuses_a_device_certificate_from_another_ca_or_expired() {
 async fn rest_port_serves_tls13_with_the_generated_device_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let names = vec!["outpost.local".to_owned(), "127.0.0.1".to_owned()];
-    let (device, _) = DeviceIdentity::load_or_generate(dir.path(), &names).unwrap();
+    let cipher = outpost_security::vault::KeyVault::new(
+        outpost_security::seal::DataKey::from_bytes([4; 32]),
+    )
+    .cipher("file:device-key")
+    .unwrap();
+    let (device, _) = DeviceIdentity::load_or_generate_sealed(dir.path(), &names, &cipher).unwrap();
     let server = tls::server_config(&device).unwrap();
 
     // A terminal that pinned device-ca.pem.

@@ -13,7 +13,7 @@ use crate::config::Settings;
 pub const SOFTWARE_ANCHOR_FILE: &str = "software-anchor";
 
 /// Whether the sealed key at `key_path` is an enrolled envelope (format 2).
-pub(super) fn is_enrolled(key_path: &Path) -> Result<bool, AccessError> {
+pub fn is_enrolled(key_path: &Path) -> Result<bool, AccessError> {
     use std::io::Read as _;
     let mut head = [0u8; 7];
     match std::fs::File::open(key_path) {

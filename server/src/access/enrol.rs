@@ -206,6 +206,20 @@ pub(super) fn enroll(
     )?;
     let identity = Secret::generate();
     let identity_blob = anchor.seal_identity(&identity)?;
+    // The device key (if the unit made one) moves from the data key to the identity
+    // secret, which a locked unit can still open.
+    let identity_vault = outpost_security::vault::KeyVault::new(
+        outpost_security::seal::DataKey::from_bytes(*identity.expose()),
+    );
+    let crypto = |e: outpost_security::vault::CryptoError| AccessError::Crypto(e.to_string());
+    outpost_security::tls::DeviceIdentity::reseal_key(
+        data_dir,
+        &vault.cipher(super::DEVICE_KEY_PURPOSE).map_err(crypto)?,
+        &identity_vault
+            .cipher(super::DEVICE_KEY_PURPOSE)
+            .map_err(crypto)?,
+    )
+    .map_err(|e| AccessError::Crypto(e.to_string()))?;
     let epoch = anchor.epoch()? + 1;
     let record = TrustRecord {
         enrollment: bundle.clone(),

@@ -382,6 +382,38 @@ impl Access {
     }
 }
 
+/// The purpose of the cipher the device key is sealed with.
+pub const DEVICE_KEY_PURPOSE: &str = "file:device-key";
+
+/// The cipher the device TLS key in the data dir is sealed with: on an enrolled unit,
+/// one from the identity secret its TPM seals to the boot state but not to the lock (a
+/// locked unit still proves who it is to HQ, which is how it gets unlocked); on a unit
+/// not enrolled, `access`'s data key (the unit must be open). A disk alone holds only
+/// ciphertext either way.
+pub fn device_key_cipher(
+    settings: &crate::config::Settings,
+    access: Option<&Access>,
+) -> Result<Cipher, AccessError> {
+    if anchor::is_enrolled(&settings.data_dir.join(legacy::KEY_FILE))? {
+        let blob = outpost_security::fsutil::read_private(
+            &settings.data_dir.join(enrolled::IDENTITY_FILE),
+            4096,
+        )
+        .map_err(|e| AccessError::Crypto(e.to_string()))?
+        .ok_or_else(|| AccessError::TrustMissing(settings.data_dir.display().to_string()))?;
+        let secret = anchor::open_anchor(settings)?.unseal_identity(&blob)?;
+        let vault = KeyVault::new(outpost_security::seal::DataKey::from_bytes(
+            *secret.expose(),
+        ));
+        return vault
+            .cipher(DEVICE_KEY_PURPOSE)
+            .map_err(|e| AccessError::Crypto(e.to_string()));
+    }
+    access
+        .ok_or(AccessError::Locked)?
+        .cipher(DEVICE_KEY_PURPOSE)
+}
+
 /// Test fixtures: an enrolled data dir.
 #[cfg(test)]
 pub(crate) mod testing {

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use outpost_security::tls::{self as sectls, DeviceIdentity, IdentityOrigin, TlsError};
+use outpost_security::vault::Cipher;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::config::Settings;
@@ -82,14 +83,17 @@ impl std::fmt::Debug for TlsSetup {
 
 impl TlsSetup {
     /// Loads (or generates) what `settings` call for. The data dir must exist.
-    pub fn load(settings: &Settings) -> Result<TlsSetup, ServerTlsError> {
+    ///
+    /// `key_cipher` seals the device key in the data dir (see
+    /// [`super::device_key_cipher`]); a provisioned key (`tls.key`) is the operator's file.
+    pub fn load(settings: &Settings, key_cipher: &Cipher) -> Result<TlsSetup, ServerTlsError> {
         settings.validate_tls()?;
         let http_tls = settings.http_tls();
         let mtls = settings.hq_mtls();
         if !http_tls && !mtls {
             return Ok(TlsSetup::default());
         }
-        let identity = device_identity(settings)?;
+        let identity = device_identity(settings, key_cipher)?;
         let http = if http_tls {
             Some(sectls::server_config(&identity).map_err(ServerTlsError::Identity)?)
         } else {
@@ -129,15 +133,19 @@ impl TlsSetup {
     }
 }
 
-fn device_identity(settings: &Settings) -> Result<DeviceIdentity, ServerTlsError> {
+fn device_identity(
+    settings: &Settings,
+    key_cipher: &Cipher,
+) -> Result<DeviceIdentity, ServerTlsError> {
     if let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) {
         let identity = DeviceIdentity::load(cert, key).map_err(ServerTlsError::Identity)?;
         tracing::info!(cert = %cert.display(), "Loaded the provisioned device certificate");
         return Ok(identity);
     }
     let names = settings.certificate_names();
-    let (identity, origin) = DeviceIdentity::load_or_generate(&settings.data_dir, &names)
-        .map_err(ServerTlsError::Identity)?;
+    let (identity, origin) =
+        DeviceIdentity::load_or_generate_sealed(&settings.data_dir, &names, key_cipher)
+            .map_err(ServerTlsError::Identity)?;
     let ca = settings.data_dir.join(sectls::CA_FILE);
     match origin {
         IdentityOrigin::Generated => tracing::warn!(
