@@ -101,6 +101,11 @@ async fn the_rest_port_serves_tls_1_3_with_the_generated_device_certificate() {
     assert!(app.base.starts_with("https://"), "{}", app.base);
     let addr: SocketAddr = app.base.trim_start_matches("https://").parse().unwrap();
     let ca = std::fs::read(dir.path().join(CA_FILE)).expect("device-ca.pem generated");
+    // The device key is sealed: nothing of it is in clear in the data dir.
+    assert!(dir.path().join("device-key.sealed").exists());
+    assert!(!dir.path().join("device-key.pem").exists());
+    let bytes = outpost_security::testing::all_bytes(dir.path());
+    assert!(!outpost_security::testing::contains(&bytes, "PRIVATE KEY"));
 
     // A terminal pinning device-ca.pem gets TLS 1.3 and a working API.
     let cookie = session_for(
