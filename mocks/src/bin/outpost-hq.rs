@@ -53,7 +53,7 @@ enum Command {
     /// does not transact without one).
     SendLease(SendLeaseArgs),
     /// Make HQ's signing key (push tokens and leases) in a new file, mode 0600, and
-    /// print its public key for the units' `[security] hq_public_key`.
+    /// print its public key.
     Keygen {
         /// The key file to create (an existing file is never replaced).
         #[arg(long, value_name = "FILE")]
@@ -103,10 +103,11 @@ impl ClientTlsArgs {
 /// http:// store URL); over mutual TLS the client certificate does.
 #[derive(Debug, Args)]
 struct CredentialArgs {
-    /// HQ's key file (64 hex digits, mode 0600, from `outpost-hq keygen`): each call
-    /// carries a push token signed with it. The store must trust its public key
-    /// (`[security] hq_public_key`). Wins over --admin-session.
-    #[arg(long, value_name = "FILE")]
+    /// HQ's key: a key file (64 hex digits, mode 0600, from `outpost-hq keygen`), or a
+    /// mock HQ's data dir (the key its `enroll` bundles name). Each call carries a push
+    /// token signed with it; the store must be enrolled with its public half. Wins over
+    /// --admin-session.
+    #[arg(long, value_name = "FILE|DIR")]
     hq_key: Option<PathBuf>,
     /// The session id of a store admin (the `outpost_session` cookie that
     /// `POST /api/v1/auth/login` sets), sent as `authorization: Bearer`.
@@ -122,8 +123,15 @@ struct CredentialArgs {
 impl CredentialArgs {
     fn credentials(&self) -> anyhow::Result<Credentials> {
         if let Some(path) = &self.hq_key {
-            let key = auth::load_hq_key(path)
-                .with_context(|| format!("Failed to load HQ's key {}", path.display()))?;
+            // A mock HQ's data dir holds its keys (`hq-keys`: the key its bundles name).
+            let key = if path.is_dir() {
+                let keys = outpost_mocks::hq::escrow::HqKeys::load_or_create(path)
+                    .with_context(|| format!("Failed to load HQ's keys in {}", path.display()))?;
+                auth::HqKey::from_bytes(keys.signer_secret())
+            } else {
+                auth::load_hq_key(path)
+                    .with_context(|| format!("Failed to load HQ's key {}", path.display()))?
+            };
             return Ok(Credentials::HqKey(Arc::new(key)));
         }
         Ok(match &self.admin_session {
@@ -238,8 +246,9 @@ struct SendLeaseArgs {
     store: String,
     #[command(flatten)]
     tls: ClientTlsArgs,
-    /// HQ's key file: signs the lease, and the call's push token.
-    #[arg(long, value_name = "FILE")]
+    /// HQ's key file, or a mock HQ's data dir: signs the lease, and the call's push
+    /// token.
+    #[arg(long, value_name = "FILE|DIR")]
     hq_key: PathBuf,
     /// How long the lease is valid.
     #[arg(long, default_value_t = 24)]
@@ -821,12 +830,20 @@ async fn push_planogram(args: PushFileArgs) -> anyhow::Result<()> {
     )
 }
 
+/// HQ's key from a key file, or from a mock HQ's data dir (`hq-keys`: the key its
+/// `enroll` bundles name).
+fn hq_key(path: &std::path::Path) -> anyhow::Result<auth::HqKey> {
+    if path.is_dir() {
+        let keys = outpost_mocks::hq::escrow::HqKeys::load_or_create(path)
+            .with_context(|| format!("Failed to load HQ's keys in {}", path.display()))?;
+        return Ok(auth::HqKey::from_bytes(keys.signer_secret()));
+    }
+    auth::load_hq_key(path).with_context(|| format!("Failed to load HQ's key {}", path.display()))
+}
+
 async fn send_lease(args: SendLeaseArgs) -> anyhow::Result<()> {
     use outpost_security::lease::Lease;
-    let key = Arc::new(
-        auth::load_hq_key(&args.hq_key)
-            .with_context(|| format!("Failed to load HQ's key {}", args.hq_key.display()))?,
-    );
+    let key = Arc::new(hq_key(&args.hq_key)?);
     let tls = args.tls.config()?;
     let status = store_status(&args.store, tls.as_ref()).await?;
     let now = std::time::SystemTime::now();

@@ -105,6 +105,11 @@ impl HqKeys {
         Ok(keys)
     }
 
+    /// The signing key's 32 secret bytes (for the CLI's push tokens).
+    pub fn signer_secret(&self) -> [u8; 32] {
+        self.signer_secret
+    }
+
     /// HQ's public keys as a unit pins them.
     pub fn publics(&self) -> (String, EscrowPublic, EscrowPublic) {
         (
