@@ -195,6 +195,17 @@ impl Application {
         if let Some(link) = escrow {
             security.set_escrow_link(link);
         }
+        if settings.p2p.enabled
+            && let Some(enrolled) = security.hq_verifying_key()
+        {
+            let named = settings.p2p.hq_public_key.as_deref().unwrap_or_default();
+            let hex = outpost_security::enroll::to_hex(enrolled.as_bytes());
+            if !named.trim().eq_ignore_ascii_case(&hex) {
+                anyhow::bail!(
+                    "setting p2p.hq_public_key: it must be the HQ key this unit is enrolled with ({hex}): the mesh trusts rosters and offers signed by it"
+                );
+            }
+        }
         if !settings.security.tamper_sensors.is_empty() && security.hq_verifying_key().is_none() {
             anyhow::bail!(
                 "setting security.tamper_sensors: needs a unit enrolled with HQ ([security] enrollment): a tamper lock is lifted only by HQ's signed unlock"

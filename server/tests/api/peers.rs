@@ -146,6 +146,46 @@ async fn the_mesh_is_off_by_default_and_a_bad_roster_stops_start_up() {
     assert!(built.is_err(), "a forged roster must stop start-up");
 }
 
+/// On an enrolled unit the mesh must trust the HQ key it is enrolled with: a config that
+/// names another roster key (a thief's, with a roster of his own) stops the start.
+#[tokio::test]
+async fn an_enrolled_unit_refuses_a_roster_key_other_than_its_hq_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = peer_id_of(dir.path());
+    // The roster is genuinely signed by the key the config names; the unit is enrolled
+    // with another HQ key.
+    let roster = SignedRoster::sign(
+        &demo_hq_keypair(),
+        "store-1",
+        1,
+        [id.parse::<PeerId>().unwrap()],
+    );
+    let mut s = unit_settings(dir.path(), &roster, vec![]);
+    let hq = outpost_security::lease::HqSigner::generate();
+    let bundle = outpost_security::enroll::Enrollment {
+        store_id: s.store.id.clone(),
+        unit_id: s.sync.unit_id.clone(),
+        hq_public_key: hex(hq.verifying_key().as_bytes()),
+        escrow_share_key: None,
+        escrow_recovery_key: Some(
+            outpost_security::escrow::EscrowSecret::generate()
+                .public()
+                .to_hex(),
+        ),
+        lease: Default::default(),
+        unlock: Default::default(),
+        issued_at: 1_800_000_000,
+    }
+    .sign(&hq)
+    .unwrap();
+    let path = dir.path().join("bundle.json");
+    std::fs::write(&path, bundle).unwrap();
+    s.security.enrollment = Some(path);
+    let built = outpost_server::startup::Application::build(s, Default::default()).await;
+    let e = format!("{:#}", built.err().expect("refused"));
+    assert!(e.contains("p2p.hq_public_key"), "{e}");
+}
+
 /// An older unit kept its mesh identity in a plaintext `p2p/identity.key`: the server
 /// moves it under the data key at start, with the same peer id (the roster still
 /// lists it), and destroys the plaintext file.
