@@ -384,6 +384,8 @@ fn start_child(args: &[&std::ffi::OsStr]) -> Child {
             .lines()
             .map_while(Result::ok)
         {
+            // Shown with the test's output when it fails.
+            eprintln!("outpost: {line}");
             if !sent && line.contains("Outpost is listening") {
                 let v: Value = serde_json::from_str(&line).unwrap_or_default();
                 let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
@@ -400,7 +402,9 @@ fn start_child(args: &[&std::ffi::OsStr]) -> Child {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the simulator must answer the server's start-up diagnosis while this
+// test blocks on the child's "listening" line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_authorization_and_completion_leaves_one_outcome_and_one_charge() {
     let pay = PaymentSim::start(loopback(), PaySimOptions::default())
         .await
@@ -451,6 +455,12 @@ async fn sigkill_between_authorization_and_completion_leaves_one_outcome_and_one
     // Wait (bounded) until the terminal has the payment, then kill the server.
     let deadline = Instant::now() + Duration::from_secs(10);
     while pay.pending_modes() > 0 {
+        if inflight.is_finished() {
+            panic!(
+                "the checkout ended before the terminal had the payment: {:?}",
+                inflight.await.unwrap().map(|r| r.status())
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "the payment never reached the terminal"

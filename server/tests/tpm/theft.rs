@@ -546,3 +546,140 @@ async fn a_clock_set_back_after_expiry_leaves_it_locked() {
     drop(server);
     let _ = hq;
 }
+
+/// Opens the stopped unit's sled database directly, as someone with the disk would
+/// (sled releases its lock a moment after the server stops).
+fn open_db(dir: &Path) -> sled::Db {
+    for _ in 0..50 {
+        match sled::open(dir.join("db")) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    panic!("the data dir's database stayed locked");
+}
+
+/// (f) Entries forged into the audit spool of a unit locked in its TPM are refused and
+/// audited when HQ's recovery brings the key back; the genuine one is kept.
+#[tokio::test]
+async fn a_forged_spool_entry_on_a_locked_unit_is_refused_and_audited() {
+    use outpost_security::auth::spool::{AuditSpool, SpoolSigner, SpooledEntry};
+    let tpm = Swtpm::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let hq = mock_hq(&tmp.path().join("hq")).await;
+    let keys = hq.escrow().keys();
+    let dir = tmp.path().join("unit");
+    let s = enrolled(&dir, &tpm, &hq, SecondFactors::default(), 3600);
+    let app = leased(&dir, &s, keys, 3600).await;
+    send(&app, command(keys, Action::Lock)).await.unwrap();
+    until_status(&app, |s| s["data_key"] == "wiped").await;
+    // A login tried on the locked unit: spooled (signed by the unit).
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .json(&json!({"username": "intruder", "password": "guess"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    app.stop().await;
+
+    // Someone with the disk seals entries to the spool's clear public key: unsigned.
+    {
+        let db = open_db(&dir);
+        let tree = db.open_tree("audit-spool").unwrap();
+        let mut spool = AuditSpool::new(tree, 10_000, SpoolSigner::from_secret_bytes(&[1; 32]));
+        spool
+            .forge(
+                &SpooledEntry {
+                    at_ms: 1,
+                    actor: "supervisor-anna".into(),
+                    action: "refund.approved".into(),
+                    detail: "forged-refund".into(),
+                },
+                None,
+            )
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    // HQ unlocks it: the gate gets the key back through HQ's recovery.
+    hq.escrow().approve_unlock("store-1", "unit-1");
+    let app = Running::start(s, false).await;
+    until_status(&app, |s| s["data_key"] == "in_memory").await;
+    let (st, page) = app.get("/api/v1/audit?limit=1000").await;
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(page["verified"], true, "{page}");
+    let entries = page["entries"].as_array().unwrap();
+    let has = |action: &str, detail: &str| {
+        entries
+            .iter()
+            .any(|e| e["action"] == action && e["detail"].as_str().unwrap().contains(detail))
+    };
+    assert!(has("login.failed", "intruder"), "{page}");
+    assert!(has("audit.spool_forged", "refused"), "{page}");
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("forged-refund")),
+        "{page}"
+    );
+    app.stop().await;
+}
+
+/// (g) On the loopback gRPC port without mutual TLS, a push without credentials is
+/// refused and changes nothing; HQ's push token opens it.
+#[tokio::test]
+async fn a_push_without_credentials_on_the_loopback_port_is_refused() {
+    use outpost_security::push_token::{PUSH_TOKEN_METADATA, PushToken, PushTokenSigner};
+    let tpm = Swtpm::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let hq = mock_hq(&tmp.path().join("hq")).await;
+    let keys = hq.escrow().keys();
+    let dir = tmp.path().join("unit");
+    let s = enrolled(&dir, &tpm, &hq, SecondFactors::default(), 3600);
+    let app = leased(&dir, &s, keys, 3600).await;
+    let channel = tonic::transport::Channel::from_shared(app.grpc.clone().unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut bare = StoreServiceClient::new(channel);
+    let tax = |version: u64| hq::TaxRatesPush {
+        version,
+        rates: vec![hq::TaxRate {
+            tax_class: "standard".into(),
+            rate_bp: 1,
+        }],
+        mode: hq::TaxMode::Unspecified as i32,
+    };
+    let e = bare.push_tax_rates(tax(7)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let status = bare
+        .get_status(hq::GetStatusRequest {})
+        .await
+        .expect("reads stay open")
+        .into_inner();
+    assert_eq!(status.tax_rates_version, 0, "nothing changed");
+    // With HQ's token (signed by the key the unit is enrolled with) it applies.
+    let signer = PushTokenSigner::from_bytes(keys.signer_secret());
+    let token = signer
+        .sign_text(&PushToken::new(
+            "store-1",
+            "unit-1",
+            time::OffsetDateTime::now_utc(),
+            time::Duration::minutes(5),
+        ))
+        .unwrap();
+    let mut request = tonic::Request::new(tax(7));
+    request
+        .metadata_mut()
+        .insert(PUSH_TOKEN_METADATA, token.parse().unwrap());
+    bare.push_tax_rates(request).await.unwrap();
+    let status = bare
+        .get_status(hq::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.tax_rates_version, 7);
+    app.stop().await;
+}
