@@ -29,6 +29,8 @@ const LAYERS: &[&str] = &[
     "http",
     // Wiring.
     "startup",
+    // Self-update: the health gate looks at the running server.
+    "update",
 ];
 
 /// A module path: `[]` is the crate root, `["store", "outbox"]` is `crate::store::outbox`.

@@ -12,6 +12,7 @@
 //! - [`apply`]: verify, stage, self-test, switch.
 //! - [`guard`]: before every start: probation, crash loops, rollback.
 //! - [`supervisor`]: the process that starts the server and restarts it.
+//! - [`fsx`]: durable file steps (atomic write, symlink switch, tree copy).
 //! - [`publish`]: building a signed release bundle (HQ's side).
 //!
 //! Dependencies point down the list: `signed` ← `root` ← `manifest` ← `artifact`,
@@ -20,7 +21,7 @@
 pub mod apply;
 pub mod artifact;
 pub mod error;
-mod fsx;
+pub mod fsx;
 pub mod guard;
 pub mod layout;
 pub mod manifest;
@@ -32,6 +33,7 @@ pub mod state;
 pub mod supervisor;
 
 pub use error::UpdateError;
+pub use semver;
 
 /// This build's target triple (what a manifest's `target` must say).
 pub fn target() -> &'static str {

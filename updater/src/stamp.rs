@@ -16,6 +16,16 @@ const MARKER_HEAD: &[u8] = b"<<OUTPOST-RELEASE";
 const MARKER_TAIL: &[u8] = b"-VERSION>>";
 const MARKER_LEN: usize = MARKER_HEAD.len() + MARKER_TAIL.len();
 
+/// The slot bytes for `version`, as a release tool writes them into a binary.
+pub fn slot_for(version: &Version) -> Vec<u8> {
+    let mut slot = marker();
+    let v = version.to_string();
+    let n = v.len().min(SLOT_LEN - MARKER_LEN - 1);
+    slot.extend_from_slice(&v.as_bytes()[..n]);
+    slot.resize(SLOT_LEN, 0);
+    slot
+}
+
 const fn make_slot(version: &str) -> [u8; SLOT_LEN] {
     let mut slot = [0u8; SLOT_LEN];
     let mut i = 0;
@@ -64,16 +74,23 @@ fn marker() -> Vec<u8> {
     [MARKER_HEAD, MARKER_TAIL].concat()
 }
 
+/// The one slot of `binary`: the marker followed by a version and NUL padding. Other
+/// copies of the marker (the pieces the compiler placed side by side, an empty slot
+/// built at compile time) hold no version and do not count.
 fn find_slot(binary: &[u8]) -> Result<usize, UpdateError> {
     let m = marker();
     let hits: Vec<usize> = binary
         .windows(m.len())
         .enumerate()
-        .filter(|(_, w)| *w == m.as_slice())
+        .filter(|(i, w)| {
+            *w == m.as_slice()
+                && i + SLOT_LEN <= binary.len()
+                && valid_slot(&binary[*i..i + SLOT_LEN])
+        })
         .map(|(i, _)| i)
         .collect();
     match hits.as_slice() {
-        [one] if one + SLOT_LEN <= binary.len() => Ok(*one),
+        [one] => Ok(*one),
         _ => Err(UpdateError::Malformed {
             what: "binary",
             reason: format!(
@@ -82,6 +99,12 @@ fn find_slot(binary: &[u8]) -> Result<usize, UpdateError> {
             ),
         }),
     }
+}
+
+fn valid_slot(slot: &[u8]) -> bool {
+    let body = &slot[MARKER_LEN..];
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    end > 0 && body[end..].iter().all(|&b| b == 0) && parse_slot(slot).is_some()
 }
 
 /// The version stamped in `binary` (the bytes of an Outpost executable).
@@ -129,6 +152,12 @@ mod tests {
     #[test]
     fn no_slot_or_two_slots_are_refused() {
         assert!(read(b"not a binary").is_err());
+        // A bare marker, or one followed by no version, is not a slot.
+        let mut decoys = marker();
+        decoys.extend_from_slice(&[0xff; 80]);
+        decoys.extend_from_slice(&make_slot(""));
+        decoys.extend_from_slice(&make_slot("3.0.0"));
+        assert_eq!(read(&decoys).unwrap(), Version::new(3, 0, 0));
         let mut two = make_slot("1.0.0").to_vec();
         two.extend_from_slice(&make_slot("2.0.0"));
         let err = read(&two).unwrap_err();

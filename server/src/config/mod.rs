@@ -7,10 +7,12 @@
 pub mod devices;
 pub mod events;
 pub mod mesh;
+pub mod updates;
 
 pub use devices::{DeviceSpec, Driver, SpecError};
 pub use events::EventSettings;
 pub use mesh::{MeshConfigError, P2pSettings};
+pub use updates::UpdateSettings;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -55,6 +57,9 @@ pub struct Settings {
     pub events: EventSettings,
     /// TLS on the REST / console port and the device certificate (`[tls]`).
     pub tls: TlsSettings,
+    /// Self-update: the releases directory, the first release root, the health gate
+    /// (`[updates]`).
+    pub updates: UpdateSettings,
 }
 
 impl Default for Settings {
@@ -74,6 +79,7 @@ impl Default for Settings {
             security: SecuritySettings::default(),
             events: EventSettings::default(),
             tls: TlsSettings::default(),
+            updates: UpdateSettings::default(),
         }
     }
 }
@@ -647,6 +653,7 @@ impl Settings {
                     })?;
                 }
                 "OUTPOST_DATA_DIR" => s.data_dir = PathBuf::from(value),
+                "OUTPOST_RELEASES" => s.updates.releases_dir = Some(PathBuf::from(value)),
                 "OUTPOST_LOG" => s.log = value,
                 "OUTPOST_PAYMENT_TERMINAL" => s.payment.terminal = value,
                 "OUTPOST_GRPC_LISTEN" => {
@@ -742,6 +749,9 @@ impl Settings {
             .map_err(|(i, e)| invalid(&format!("store.variable_measure[{i}]"), e))?;
         DeviceSpec::parse_all(&self.devices, &self.payment.terminal)
             .map_err(|e| invalid(&e.field, e.message))?;
+        self.updates
+            .validate()
+            .map_err(|(field, message)| invalid(field, message))?;
         let r = &self.receipts;
         if r.queue_max == 0 || r.queue_max > 1_000_000 {
             return Err(invalid(

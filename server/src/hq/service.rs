@@ -646,7 +646,7 @@ impl StoreService for StoreGrpc {
         Ok(Response::new(hq::StoreStatus {
             unit_id: self.settings.sync.unit_id.clone(),
             store_id: self.settings.store.id.clone(),
-            software_version: env!("CARGO_PKG_VERSION").into(),
+            software_version: outpost_updater::stamp::running_version().to_string(),
             catalog_version: catalog.version.parse().unwrap_or(0),
             catalog_products: catalog.len,
             promotions_version: status.versions.promotions,

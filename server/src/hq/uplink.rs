@@ -276,7 +276,7 @@ async fn session(
         body: Some(upload_message::Body::Hello(Hello {
             unit_id: cfg.unit_id.clone(),
             store_id: cfg.store_id.clone(),
-            software_version: env!("CARGO_PKG_VERSION").into(),
+            software_version: outpost_updater::stamp::running_version().to_string(),
         })),
     };
     // The channel is empty and its receiver is alive: this cannot fail or wait.

@@ -16,8 +16,8 @@ use outpost_security::auth::roles::Permission;
 pub struct Health {
     /// Always `ok` when the server answers.
     pub status: &'static str,
-    /// Outpost version.
-    pub version: &'static str,
+    /// Outpost version (the binary's release stamp).
+    pub version: String,
     /// Seconds since start.
     pub uptime_secs: u64,
     /// Products in the live catalog.
@@ -30,7 +30,7 @@ pub struct Health {
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
+        version: outpost_updater::stamp::running_version().to_string(),
         uptime_secs: state.started.elapsed().as_secs(),
         catalog_products: state.sales.store().catalog().len,
     })

@@ -95,6 +95,63 @@ pub enum Command {
         #[command(subcommand)]
         what: UsersWhat,
     },
+    /// Self-update: this unit's releases, checking and applying a release bundle (a
+    /// directory with `manifest.json`, the archive and any deltas), rolling back.
+    Update {
+        #[command(subcommand)]
+        what: UpdateWhat,
+    },
+    /// Start this binary on a copy of the data dir (its migrations run on the copy),
+    /// run the health gate on loopback, stop, and say whether it passed. The updater
+    /// runs a new release's self-test before it switches to it.
+    SelfTest(Common),
+}
+
+#[derive(Subcommand)]
+pub enum UpdateWhat {
+    /// The running, current, previous and installed releases, an update on probation
+    /// and the last update's result (JSON).
+    Status {
+        #[command(flatten)]
+        releases: Releases,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify a release bundle for this unit (signature, expiry, target, downgrade,
+    /// every file); changes nothing (run on a stopped server's data dir).
+    Check {
+        /// The bundle directory.
+        bundle: PathBuf,
+        #[command(flatten)]
+        releases: Releases,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify, stage, self-test and switch to a release bundle; the next start runs it
+    /// on probation (run on a stopped server's data dir).
+    Apply {
+        /// The bundle directory.
+        bundle: PathBuf,
+        #[command(flatten)]
+        releases: Releases,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Go back to the previous release (the server stopped).
+    Rollback {
+        #[command(flatten)]
+        releases: Releases,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Where the releases directory is.
+#[derive(clap::Args, Clone)]
+pub struct Releases {
+    /// The releases directory (default: `[updates] releases_dir`, or OUTPOST_RELEASES).
+    #[arg(long = "releases", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +240,27 @@ pub enum ImportWhat {
 }
 
 impl Common {
+    /// These flags again, for a child process (the self-test of a new release).
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(c) = &self.config {
+            out.extend(["--config".into(), c.clone().into_os_string()]);
+        }
+        if let Some(l) = self.listen {
+            out.extend(["--listen".into(), l.to_string().into()]);
+        }
+        if let Some(d) = &self.data_dir {
+            out.extend(["--data-dir".into(), d.clone().into_os_string()]);
+        }
+        if let Some(g) = self.grpc_listen {
+            out.extend(["--grpc-listen".into(), g.to_string().into()]);
+        }
+        if let Some(u) = &self.hq_url {
+            out.extend(["--hq-url".into(), u.into()]);
+        }
+        out
+    }
+
     /// The settings: the config file, then `OUTPOST_*` variables, then these flags.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let flags = Flags {

@@ -7,6 +7,7 @@
 //! - [`catalog`]: `import catalog` and `export catalog`.
 //! - [`enroll`]: enrolment with HQ's bundle (`outpost enroll`).
 //! - [`p2p`]: `p2p id`.
+//! - [`update`]: `update status|check|apply|rollback` and `self-test`.
 
 mod catalog;
 mod cli;
@@ -14,9 +15,10 @@ mod enroll;
 mod p2p;
 mod serve;
 mod terminals;
+mod update;
 mod users;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 use cli::{Cli, Command, ExportWhat, ImportWhat};
 
@@ -27,7 +29,16 @@ use cli::{Cli, Command, ExportWhat, ImportWhat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // The version is the binary's release stamp, which a release tool may rewrite.
+    let version: &'static str = Box::leak(
+        outpost_updater::stamp::running_version()
+            .to_string()
+            .into_boxed_str(),
+    );
+    let cli = match Cli::from_arg_matches(&Cli::command().version(version).get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -57,6 +68,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => enroll::run(&bundle, pin_stdin, &common),
         Command::Terminals { what } => terminals::run(what),
         Command::Users { what } => users::run(what),
+        Command::Update { what } => update::run(what).await,
+        Command::SelfTest(common) => update::self_test(&common).await,
         Command::Export {
             what: ExportWhat::Catalog { file, common },
         } => catalog::export(&file, &common),

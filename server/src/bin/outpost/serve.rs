@@ -10,6 +10,8 @@ use outpost_server::config::{DeviceSettings, Settings};
 use outpost_server::devices::InjectedDevices;
 use outpost_server::startup::Application;
 use outpost_server::store::StoreOptions;
+use outpost_server::update::gate::GateTargets;
+use outpost_server::update::probation::{self, Settled};
 
 use crate::cli::Common;
 
@@ -17,8 +19,59 @@ use crate::cli::Common;
 pub async fn serve(common: &Common) -> anyhow::Result<()> {
     let s = common.settings()?;
     outpost_server::telemetry::init(&s.log);
+    let releases = s.updates.releases_dir.clone();
+    if std::env::var_os(outpost_updater::supervisor::ENV_RELEASES).is_some() {
+        stop_with_supervisor();
+    }
     let app = Application::build(s, InjectedDevices::default()).await?;
-    app.run_until(shutdown_signal()).await
+    // The health gate after every start; a release on probation that fails it stops.
+    let targets = GateTargets::of(&app);
+    let store = app.sales().store().clone();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        if let Settled::Failed(r) = probation::settle(&targets, &store, releases.as_deref()).await {
+            let _ = failed_tx.send(r.failures());
+        }
+    });
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let failed_set = failed.clone();
+    app.run_until(async move {
+        let gate_failed = async {
+            match failed_rx.await {
+                Ok(why) => why,
+                // The gate passed or only degraded: nothing to stop for.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown_signal() => {}
+            why = gate_failed => {
+                if let Ok(mut f) = failed_set.lock() {
+                    *f = Some(why);
+                }
+            }
+        }
+    })
+    .await?;
+    let why = failed.lock().ok().and_then(|f| f.clone());
+    match why {
+        Some(why) => anyhow::bail!("this release failed its health gate and stopped: {why}"),
+        None => Ok(()),
+    }
+}
+
+/// Under `outpost-supervisor`: SIGTERM (a graceful stop) when the supervisor goes, so
+/// a supervisor that is killed never leaves a server behind holding the data dir.
+fn stop_with_supervisor() {
+    use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+    if let Err(e) = set_parent_process_death_signal(Some(Signal::TERM)) {
+        tracing::warn!(error = %e, "Cannot tie this server's life to its supervisor's");
+    }
+    // The supervisor may have gone before the line above.
+    if getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        tracing::warn!("The supervisor is gone; stopping.");
+        std::process::exit(1);
+    }
 }
 
 /// `outpost demo`: seed an empty data dir with `products` demo products, print the

@@ -1,0 +1,97 @@
+//! `outpost-supervisor`: starts `current/outpost` of a releases directory and keeps it
+//! running across updates, with the start guard before every start (so a release that
+//! crashes, fails its health gate or never passes it is rolled back by itself).
+//! `guard` runs the guard alone, for systemd's `ExecStartPre` where systemd restarts
+//! the service instead. See docs/updates.md.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use outpost_updater::guard::{self, Decision, Policy};
+use outpost_updater::layout::Layout;
+use outpost_updater::supervisor::{self, Restart};
+
+#[derive(Parser)]
+#[command(
+    name = "outpost-supervisor",
+    version,
+    about = "Starts Outpost from its releases directory and rolls a failed release back."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Options {
+    /// The releases directory.
+    #[arg(long = "releases", value_name = "DIR", env = "OUTPOST_RELEASES")]
+    releases: PathBuf,
+    /// Starts of a new release without passing its health gate before it is rolled back.
+    #[arg(long, default_value_t = 3)]
+    max_starts: u32,
+    /// Seconds from the switch to a passed health gate before a rollback.
+    #[arg(long, default_value_t = 300)]
+    gate_timeout_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run `current/outpost ARGS` (e.g. `-- serve --config /etc/outpost/outpost.toml`)
+    /// until it stops cleanly.
+    Run {
+        #[command(flatten)]
+        options: Options,
+        /// Arguments for `outpost`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Run the start guard once and say what starts (systemd's `ExecStartPre`).
+    Guard {
+        #[command(flatten)]
+        options: Options,
+    },
+}
+
+fn policy(o: &Options) -> Policy {
+    Policy {
+        max_starts: o.max_starts.max(1),
+        gate_timeout: Duration::from_secs(o.gate_timeout_secs.max(1)),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { options, args } => {
+            let layout = Layout::new(&options.releases);
+            supervisor::run(&layout, &policy(&options), &Restart::default(), &args)
+        }
+        Command::Guard { options } => {
+            let layout = Layout::new(&options.releases);
+            guard::before_start(&layout, &policy(&options), outpost_updater::unix_now()).map(|d| {
+                match d {
+                    Decision::Start(v) => println!("start {v}"),
+                    Decision::Probation { to, start } => {
+                        println!("start {to} on probation (start {start})")
+                    }
+                    Decision::RolledBack {
+                        failed,
+                        back,
+                        reason,
+                    } => println!("rolled back {failed} to {back}: {reason}"),
+                }
+                0
+            })
+        }
+    };
+    match result {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
