@@ -508,9 +508,11 @@ pub struct SyncSettings {
     pub alert_after_secs: u64,
     /// Largest catalog push accepted, in products.
     pub max_push_products: u64,
-    /// Seconds a catalog push stream may go without a message before the store stops
-    /// waiting: the push is parked (resumable) and the push lock is free again, so a
-    /// stalled HQ cannot hold every other push and `GetPushState` off.
+    /// Seconds within which each chunk of a catalog push stream must arrive whole
+    /// (counted from the previous one); else the store stops waiting: the push is parked
+    /// (resumable) and the push lock is free again, so a stalled HQ cannot hold every
+    /// other push and `GetPushState` off. A whole chunk, not a byte: on a slow WAN link
+    /// it must exceed the time a chunk takes to send.
     pub push_idle_secs: u64,
     /// Seconds a parked push stays resumable. It holds the catalog's change lock (no
     /// other push, import or artifact can change the catalog meanwhile), so it expires.
@@ -536,7 +538,7 @@ impl Default for SyncSettings {
             ack_timeout_secs: 30,
             alert_after_secs: 3600,
             max_push_products: 5_000_000,
-            push_idle_secs: 30,
+            push_idle_secs: 60,
             push_resume_secs: 300,
             grpc_keepalive_secs: 30,
         }

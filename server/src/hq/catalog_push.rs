@@ -14,8 +14,9 @@
 //! do not survive a restart: HQ then starts again from offset 0.
 //!
 //! Time bounds, so that no peer holds the push lock or the catalog for good:
-//! - a stream that sends nothing for `sync.push_idle_secs` is treated as cut short
-//!   (parked, `ABORTED`), which frees the push lock for `GetPushState` and other pushes;
+//! - a stream whose next chunk does not arrive whole within `sync.push_idle_secs` is
+//!   treated as cut short (parked, `ABORTED`), which frees the push lock for
+//!   `GetPushState` and other pushes;
 //! - a parked push holds the catalog's change lock (no import or artifact can change
 //!   the catalog meanwhile), so it expires after `sync.push_resume_secs`.
 //!
