@@ -36,6 +36,9 @@
 //! - [`trust`]: the trust record (the anchors, the guard's state, the epoch, the time
 //!   base) sealed under the data key, and the trusted clock.
 //! - [`fsutil`]: owner-only (0600) file writes and reads shared by the modules above.
+//! - [`sled_lock`]: opening a sled database whose last handle was just dropped (its
+//!   lock outlives the handle a moment), for every crate that opens sled; with
+//!   `test-utils`, [`sled_lock::reopen`] for tests.
 //! - `testing` (feature `test-utils`): fixtures other crates' tests reuse; with `tpm`,
 //!   a software TPM (swtpm) on loopback that can restart with its state, and the
 //!   tpm2-tools proof that a locked share does not unseal outside this crate.
@@ -49,6 +52,7 @@ pub mod fsutil;
 pub mod lease;
 pub mod push_token;
 pub mod seal;
+pub mod sled_lock;
 pub mod stream;
 #[cfg(feature = "test-utils")]
 pub mod testing;

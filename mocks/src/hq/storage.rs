@@ -111,10 +111,6 @@ fn decode_key(k: &[u8]) -> Option<(String, u64)> {
     Some((unit.to_owned(), seq))
 }
 
-fn is_lock_error(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock")
-}
-
 impl Storage {
     /// Opens (or creates) the store under `dir` and loads every unit into memory.
     ///
@@ -122,19 +118,17 @@ impl Storage {
     /// exiting) is retried for up to 2 s.
     pub fn open(dir: &Path) -> Result<Storage, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Sled(e.into()))?;
-        let mut tries = 0;
-        let db = loop {
-            match sled::Config::new().path(dir.join("hq.sled")).open() {
-                Err(sled::Error::Io(io)) if is_lock_error(&io) => {
-                    if tries == 20 {
-                        return Err(StorageError::Locked(dir.display().to_string()));
-                    }
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                other => break other?,
+        let db = outpost_security::sled_lock::open_released(
+            &sled::Config::new().path(dir.join("hq.sled")),
+            Duration::from_secs(2),
+        )
+        .map_err(|e| {
+            if outpost_security::sled_lock::is_lock_error(&e) {
+                StorageError::Locked(dir.display().to_string())
+            } else {
+                StorageError::Sled(e)
             }
-        };
+        })?;
         if db.tree_names().iter().any(|n| &n[..] == b"envelopes")
             && !db.open_tree("envelopes")?.is_empty()
         {

@@ -489,22 +489,6 @@ mod tests {
         assert_eq!(log.verify(), Ok(0));
     }
 
-    /// Open a sled database dropped just before: sled releases its file lock when its
-    /// background flusher finishes, a moment after the last handle goes (10 s at most).
-    fn reopen(path: &std::path::Path) -> sled::Db {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match sled::open(path) {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("lock") && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => return other.unwrap(),
-            }
-        }
-    }
-
     #[test]
     fn sled_store_is_encrypted_survives_reopen_and_detects_tampering() {
         let dir = tempfile::tempdir().unwrap();
@@ -532,7 +516,7 @@ mod tests {
             .unwrap();
             db.flush().unwrap();
         }
-        let db = reopen(dir.path());
+        let db = crate::sled_lock::reopen(dir.path());
         let tree = db.open_tree("audit").unwrap();
         for item in tree.iter() {
             let (_, v) = item.unwrap();

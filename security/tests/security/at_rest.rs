@@ -53,7 +53,7 @@ fn data_dir_holds_no_plaintext_and_reads_back_after_restart() {
     // "Restart": unseal again and read everything back.
     let mut sealer = SoftwareSealer::open(&kek, true).unwrap();
     let vault = KeyVault::new(key_file.unseal(&mut sealer).unwrap());
-    let db = sled::open(dir.path().join("db")).unwrap();
+    let db = outpost_security::sled_lock::reopen(&dir.path().join("db"));
     let tree = db.open_tree("products").unwrap();
     let cipher = vault.cipher("tree:products").unwrap();
     for (sku, value) in PRODUCTS {
@@ -99,7 +99,7 @@ fn wipe_leaves_nothing_that_opens() {
         Err(SealError::Missing(_))
     ));
     let fresh = KeyVault::new(key_file.load_or_create(&mut thief).unwrap().0);
-    let db = sled::open(dir.path().join("db")).unwrap();
+    let db = outpost_security::sled_lock::reopen(&dir.path().join("db"));
     let tree = db.open_tree("products").unwrap();
     let sealed = tree.get("sku-0001").unwrap().unwrap();
     assert_eq!(

@@ -514,6 +514,19 @@ pub struct SyncSettings {
     pub alert_after_secs: u64,
     /// Largest catalog push accepted, in products.
     pub max_push_products: u64,
+    /// Seconds within which each chunk of a catalog push stream must arrive whole
+    /// (counted from the previous one); else the store stops waiting: the push is parked
+    /// (resumable) and the push lock is free again, so a stalled HQ cannot hold every
+    /// other push and `GetPushState` off. A whole chunk, not a byte: on a slow WAN link
+    /// it must exceed the time a chunk takes to send.
+    pub push_idle_secs: u64,
+    /// Seconds a parked push stays resumable. It holds the catalog's change lock (no
+    /// other push, import or artifact can change the catalog meanwhile), so it expires.
+    pub push_resume_secs: u64,
+    /// Seconds between HTTP/2 pings on the gRPC port, and how long a ping may go
+    /// unanswered before the connection is closed: a peer that vanished (a cut cable,
+    /// a half-open connection) lets go of its streams in at most twice this.
+    pub grpc_keepalive_secs: u64,
 }
 
 impl Default for SyncSettings {
@@ -531,6 +544,9 @@ impl Default for SyncSettings {
             ack_timeout_secs: 30,
             alert_after_secs: 3600,
             max_push_products: 5_000_000,
+            push_idle_secs: 60,
+            push_resume_secs: 300,
+            grpc_keepalive_secs: 30,
         }
     }
 }
@@ -876,6 +892,9 @@ impl Settings {
         if self.sync.backoff_min_ms == 0
             || self.sync.backoff_max_secs == 0
             || self.sync.ack_timeout_secs == 0
+            || self.sync.push_idle_secs == 0
+            || self.sync.push_resume_secs == 0
+            || self.sync.grpc_keepalive_secs == 0
         {
             return Err(invalid(
                 "sync",

@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`service`]: `StoreService`, which HQ calls to push catalogs, promotions,
 //!   stock counts and commands, and to ask the store's status.
+//! - [`catalog_push`]: `PushCatalog` and `GetPushState`: the streamed, resumable
+//!   catalog push, bounded in time (idle streams, parked pushes).
 //! - [`auth`]: on a port without mutual TLS, who may call what: reads are open,
 //!   changes need HQ's push token or an admin session.
 //! - [`record_push`]: tax rates, store profile, planogram and device set pushes,
@@ -23,6 +25,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod catalog_push;
 pub mod convert;
 pub mod escrow;
 pub mod events;
@@ -45,6 +48,22 @@ use uplink::SyncState;
 /// Largest gRPC message the store accepts (one catalog chunk).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// A storage failure as a gRPC status: busy and locked are the caller's to retry or
+/// wait out; anything else is the store's fault, logged.
+fn store_status(e: crate::store::StoreError) -> tonic::Status {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Busy(m) => tonic::Status::unavailable(m),
+        StoreError::DeviceLocked => tonic::Status::failed_precondition(
+            "the device is locked: its data key is wiped from memory until a signed unlock",
+        ),
+        other => {
+            tracing::error!(error = %other, "A push failed in storage");
+            tonic::Status::internal(format!("storage failed: {other}"))
+        }
+    }
+}
+
 /// Serve the store's gRPC port on `listener` until `shutdown` resolves: mutual TLS
 /// under `tls` (clients must present a certificate from HQ's CA), plaintext without;
 /// then every call that changes the store needs HQ's push token or an admin session
@@ -62,6 +81,9 @@ pub async fn serve(
     artifacts: Option<Arc<crate::hq::artifacts::Artifacts>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    // Pings find a peer that vanished (its streams end, a push it held is parked);
+    // a ping unanswered for as long again closes the connection.
+    let keepalive = std::time::Duration::from_secs(settings.sync.grpc_keepalive_secs);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<StoreServiceServer<StoreGrpc>>()
@@ -90,7 +112,10 @@ pub async fn serve(
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut builder = tonic::transport::Server::builder().concurrency_limit_per_connection(64);
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(64)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive));
     let mut router = builder.add_service(health);
     router = match auth {
         Some(auth) => router.add_service(auth::Authenticated::new(service, auth)),

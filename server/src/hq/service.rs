@@ -1,47 +1,27 @@
 //! `StoreService`: what HQ pushes to the store, applied atomically or not at all.
-//! Tax rates, store profile, planogram and device set are in [`super::record_push`].
-//!
-//! A catalog push streams chunks into a [`CatalogImport`], which builds a new catalog
-//! generation beside the live one; only the last chunk switches readers over, so a
-//! push that fails, is malformed, or is cut short changes nothing that is served. A
-//! snapshot whose products arrive in SKU order has its `products` tree written while
-//! the chunks arrive (`CatalogImport` streams it to a writer thread), so the apply
-//! after the last chunk writes only the barcodes and the search index. A push cut
-//! short stays parked (its import, holding what arrived, in memory or in the unswitched
-//! new generation) so HQ can resume it from the offset `GetPushState` reports; a newer
-//! push replaces a parked one and its trees are dropped. Parked pushes do not survive a
-//! restart: HQ then starts again from offset 0.
+//! The catalog push is in [`super::catalog_push`]; tax rates, store profile,
+//! planogram and device set are in [`super::record_push`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use outpost_proto::hq::{self, store_service_server::StoreService};
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert;
+use super::catalog_push::CatalogPushes;
 use super::record_push;
 use super::status::sync_status;
+use super::store_status as internal;
 use super::uplink::SyncState;
 use crate::config::Settings;
 use crate::domain::promotion::Promotion;
 use crate::domain::sale::MovementKind;
 use crate::sales::journal;
-use crate::store::{CatalogImport, ImportMode, PROMOTIONS_VERSION, Store, StoreError, keys};
+use crate::store::{PROMOTIONS_VERSION, Store, StoreError, keys};
 
-/// Most products in one chunk.
-pub const MAX_CHUNK_PRODUCTS: usize = 100_000;
 /// Commands remembered for answering a repeated command id.
 const COMMANDS_REMEMBERED: usize = 256;
-
-/// A push that has not received its last chunk yet.
-struct Parked {
-    header: hq::CatalogPushHeader,
-    import: CatalogImport,
-    received: u64,
-}
 
 /// The store's gRPC service for HQ.
 pub struct StoreGrpc {
@@ -52,9 +32,8 @@ pub struct StoreGrpc {
     apply: record_push::ApplyLock,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
-    /// The push in progress, if any. A tokio mutex: a push holds it for its whole
-    /// stream, across awaits, so two pushes never interleave.
-    push: Arc<Mutex<Option<Parked>>>,
+    /// Catalog pushes: the one in progress or parked.
+    pushes: CatalogPushes,
     /// Answers to recent commands, by command id.
     commands: Arc<std::sync::Mutex<VecDeque<hq::CommandReply>>>,
     /// The presence lease and signed commands (absent: refused as not configured).
@@ -68,11 +47,11 @@ impl StoreGrpc {
     pub fn new(sales: crate::sales::Sales, settings: Arc<Settings>, sync: Arc<SyncState>) -> Self {
         Self {
             store: sales.store().clone(),
+            pushes: CatalogPushes::new(sales.store().clone(), settings.clone()),
             sales,
             apply: record_push::ApplyLock::default(),
             settings,
             sync,
-            push: Arc::new(Mutex::new(None)),
             commands: Arc::default(),
             security: None,
             artifacts: None,
@@ -120,152 +99,10 @@ fn guard_status(e: crate::access::GuardError) -> Status {
     }
 }
 
-fn internal(e: StoreError) -> Status {
-    match e {
-        StoreError::Busy(m) => Status::unavailable(m),
-        StoreError::DeviceLocked => Status::failed_precondition(
-            "the device is locked: its data key is wiped from memory until a signed unlock",
-        ),
-        other => {
-            tracing::error!(error = %other, "A push failed in storage");
-            Status::internal(format!("storage failed: {other}"))
-        }
-    }
-}
-
-/// The live catalog's version as HQ numbers it, if it came from HQ.
-fn live_version(store: &Store) -> Option<u64> {
-    store.catalog().version.parse().ok()
-}
-
 fn meta_version(store: &Store, key: &str) -> Result<u64, Status> {
     match store.meta_get(key).map_err(internal)? {
         Some(v) => keys::decode_u64(&v).map_err(internal),
         None => Ok(0),
-    }
-}
-
-fn check_header(
-    h: &hq::CatalogPushHeader,
-    live: Option<u64>,
-    max_products: u64,
-) -> Result<ImportMode, Status> {
-    if h.push_id.is_empty() || h.push_id.len() > 128 {
-        return Err(Status::invalid_argument(
-            "header.push_id must be 1 to 128 characters",
-        ));
-    }
-    if h.total_products > max_products {
-        return Err(Status::resource_exhausted(format!(
-            "push of {} products is over this store's limit of {max_products}",
-            h.total_products
-        )));
-    }
-    match hq::CatalogPushKind::try_from(h.kind) {
-        Ok(hq::CatalogPushKind::Snapshot) => {
-            if h.total_removals != 0 {
-                return Err(Status::invalid_argument(
-                    "a snapshot has no removals: products not in it are removed",
-                ));
-            }
-            if let Some(live) = live
-                && h.version <= live
-            {
-                return Err(Status::failed_precondition(format!(
-                    "snapshot version {} is not newer than the live version {live}",
-                    h.version
-                )));
-            }
-            Ok(ImportMode::Replace)
-        }
-        Ok(hq::CatalogPushKind::Delta) => {
-            match live {
-                Some(live) if live == h.base_version => {}
-                Some(live) => {
-                    return Err(Status::failed_precondition(format!(
-                        "delta applies to version {} but the live version is {live}",
-                        h.base_version
-                    )));
-                }
-                None => {
-                    return Err(Status::failed_precondition(format!(
-                        "delta applies to version {} but the live catalog did not come from HQ (version {:?}): push a snapshot first",
-                        h.base_version, ""
-                    )));
-                }
-            }
-            if h.version <= h.base_version {
-                return Err(Status::invalid_argument(format!(
-                    "delta version {} must be newer than its base {}",
-                    h.version, h.base_version
-                )));
-            }
-            Ok(ImportMode::Merge)
-        }
-        _ => Err(Status::invalid_argument(
-            "header.kind must be SNAPSHOT or DELTA",
-        )),
-    }
-}
-
-impl StoreGrpc {
-    /// Take in one chunk. Errors leave the live catalog as it was; `Ok(true)` means
-    /// the chunk was the last.
-    fn take_chunk(parked: &mut Parked, chunk: hq::CatalogChunk) -> Result<bool, Status> {
-        if chunk.offset != parked.received {
-            return Err(Status::out_of_range(format!(
-                "chunk offset {} but the store expects offset {}",
-                chunk.offset, parked.received
-            )));
-        }
-        if chunk.products.len() > MAX_CHUNK_PRODUCTS {
-            return Err(Status::resource_exhausted(format!(
-                "chunk of {} products is over the limit of {MAX_CHUNK_PRODUCTS}",
-                chunk.products.len()
-            )));
-        }
-        let end = parked.received + chunk.products.len() as u64;
-        if end > parked.header.total_products {
-            return Err(Status::invalid_argument(format!(
-                "chunk ends at product {end} but the header announced {}",
-                parked.header.total_products
-            )));
-        }
-        for (i, p) in chunk.products.into_iter().enumerate() {
-            let at = parked.received + i as u64;
-            let sku = p.sku.clone();
-            let product = convert::product(p).map_err(|e| {
-                Status::invalid_argument(format!("product {at} (sku {sku:?}): {e}"))
-            })?;
-            if let Err(conflict) = parked.import.add_owned(product, at).map_err(internal)? {
-                return Err(Status::invalid_argument(format!(
-                    "product {at}: {conflict}"
-                )));
-            }
-        }
-        parked.received = end;
-        if !chunk.removed_skus.is_empty() {
-            if parked.header.kind != hq::CatalogPushKind::Delta as i32 {
-                return Err(Status::invalid_argument("removed_skus in a snapshot"));
-            }
-            if chunk.removed_skus.len() as u64 > parked.header.total_removals {
-                return Err(Status::invalid_argument(format!(
-                    "{} removals but the header announced {}",
-                    chunk.removed_skus.len(),
-                    parked.header.total_removals
-                )));
-            }
-            for sku in &chunk.removed_skus {
-                parked.import.remove(sku);
-            }
-        }
-        if chunk.last && parked.received != parked.header.total_products {
-            return Err(Status::invalid_argument(format!(
-                "last chunk after {} products but the header announced {}",
-                parked.received, parked.header.total_products
-            )));
-        }
-        Ok(chunk.last)
     }
 }
 
@@ -275,125 +112,19 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<Streaming<hq::CatalogChunk>>,
     ) -> Result<Response<hq::PushCatalogReply>, Status> {
-        let mut stream = request.into_inner();
-        let mut slot = self.push.lock().await;
-        let first = match stream.message().await? {
-            Some(c) => c,
-            None => return Err(Status::invalid_argument("empty push: no chunks")),
-        };
-        let Some(header) = first.header.clone() else {
-            return Err(Status::invalid_argument(
-                "the first chunk of a push must carry the header",
-            ));
-        };
-        let mut parked = match slot.take() {
-            Some(p) if p.header.push_id == header.push_id => {
-                if p.header != header {
-                    let msg = "header differs from the one this push started with";
-                    *slot = Some(p);
-                    return Err(Status::invalid_argument(msg));
-                }
-                p
-            }
-            other => {
-                // A newer push replaces a parked one (and frees its catalog lock).
-                if let Some(old) = &other {
-                    tracing::warn!(push = %old.header.push_id, received = old.received, "Dropping an unfinished catalog push for a new one");
-                }
-                drop(other);
-                let mode = check_header(
-                    &header,
-                    live_version(&self.store),
-                    self.settings.sync.max_push_products,
-                )?;
-                let import = self.store.begin_catalog_import(mode).map_err(internal)?;
-                Parked {
-                    header,
-                    import,
-                    received: 0,
-                }
-            }
-        };
-        let mut chunk = first;
-        loop {
-            let last = match Self::take_chunk(&mut parked, chunk) {
-                Ok(last) => last,
-                Err(status) if status.code() == tonic::Code::OutOfRange => {
-                    // Nothing of the chunk was taken: the push can still resume.
-                    *slot = Some(parked);
-                    return Err(status);
-                }
-                // A malformed product or count: this push can never apply.
-                Err(status) => return Err(status),
-            };
-            if last {
-                break;
-            }
-            chunk = match stream.message().await {
-                Ok(Some(c)) => {
-                    if c.header.is_some() {
-                        return Err(Status::invalid_argument(
-                            "only the first chunk of a stream carries the header",
-                        ));
-                    }
-                    c
-                }
-                Ok(None) => {
-                    let msg = format!(
-                        "push {} incomplete: {} of {} products received; resume from offset {}",
-                        parked.header.push_id,
-                        parked.received,
-                        parked.header.total_products,
-                        parked.received
-                    );
-                    *slot = Some(parked);
-                    return Err(Status::aborted(msg));
-                }
-                Err(status) => {
-                    // A cut connection or an undecodable message: keep what arrived.
-                    *slot = Some(parked);
-                    return Err(status);
-                }
-            };
-        }
-        let started = Instant::now();
-        let version = parked.header.version;
-        let products = parked.received;
-        let kind = parked.header.kind;
-        let push_id = parked.header.push_id.clone();
-        let summary =
-            tokio::task::spawn_blocking(move || parked.import.finish(&version.to_string()))
-                .await
-                .map_err(|e| Status::internal(format!("apply task failed: {e}")))?
-                .map_err(internal)?;
-        let apply_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(push = %push_id, version, products, kind, apply_ms, generation = summary.generation, "Applied a catalog push");
-        Ok(Response::new(hq::PushCatalogReply {
-            version,
-            products: self.store.catalog().len,
-            apply_ms,
-        }))
+        self.pushes
+            .receive(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_push_state(
         &self,
         request: Request<hq::GetPushStateRequest>,
     ) -> Result<Response<hq::PushState>, Status> {
-        let id = request.into_inner().push_id;
-        // A push being received holds the lock: it is not resumable until it stops.
-        let slot = self
-            .push
-            .try_lock()
-            .map_err(|_| Status::unavailable("a catalog push is being received right now"))?;
-        let (received, header) = match slot.as_ref() {
-            Some(p) if p.header.push_id == id => (p.received, Some(p.header.clone())),
-            _ => (0, None),
-        };
-        Ok(Response::new(hq::PushState {
-            push_id: id,
-            received,
-            header,
-        }))
+        self.pushes
+            .state(request.into_inner().push_id)
+            .map(Response::new)
     }
 
     async fn push_promotions(

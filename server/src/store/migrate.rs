@@ -286,7 +286,7 @@ mod tests {
     /// were acknowledged long ago), one of them (sequence 100) an alert.
     fn write_schema3_outbox(dir: &std::path::Path, n: u64) -> Old {
         drop(test_store(dir));
-        let db = sled::open(dir.join("db")).unwrap();
+        let db = outpost_security::sled_lock::reopen(&dir.join("db"));
         let at_rest = AtRest::new(&test_vault()).unwrap();
         let k = at_rest.keys().unwrap();
         let journal = db.open_tree("journal").unwrap();
@@ -420,7 +420,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = write_schema3_outbox(dir.path(), 3);
         {
-            let db = crate::store::raw_open(&dir.path().join("db"));
+            let db = outpost_security::sled_lock::reopen(&dir.path().join("db"));
             let journal = db.open_tree("journal").unwrap();
             journal.remove(keys::movement(old[0].2)).unwrap();
             db.flush().unwrap();

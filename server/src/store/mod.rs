@@ -199,23 +199,18 @@ impl Store {
                 .path(path)
                 .cache_capacity(opts.cache_bytes)
         };
-        // Another process may be releasing the dir (a restart): wait a moment for it.
-        let mut tries = 0;
-        let mut db = loop {
-            match config(&dir.join("db")).open() {
-                Err(sled::Error::Io(io)) if tries < 20 && is_lock_error(&io) => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    let _ = io;
-                }
-                other => break other,
-            }
-        }
-        .map_err(|e| match e {
-            sled::Error::Io(io) if is_lock_error(&io) => {
+        // Another process, or a store dropped just before, may be releasing the dir (a
+        // restart): wait a moment for it.
+        let mut db = outpost_security::sled_lock::open_released(
+            &config(&dir.join("db")),
+            std::time::Duration::from_secs(2),
+        )
+        .map_err(|e| {
+            if outpost_security::sled_lock::is_lock_error(&e) {
                 StoreError::Locked(dir.display().to_string())
+            } else {
+                StoreError::from(e)
             }
-            other => StoreError::from(other),
         })?;
         let at_rest = Arc::new(crypt::AtRest::new(vault)?);
         let mut meta = db.open_tree("meta")?;
@@ -767,27 +762,4 @@ fn load_promotions(
         promos.push(from_json::<Promotion>(&json, "promotion")?);
     }
     Ok(promos)
-}
-
-fn is_lock_error(io: &std::io::Error) -> bool {
-    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
-}
-
-/// Tests: open a data dir's sled database directly, as a thief or an older build
-/// would, waiting (10 s at most) for a store dropped just before to release it: sled
-/// finishes its background writes, and drops its file lock, a moment after the last
-/// handle goes.
-#[cfg(test)]
-pub(crate) fn raw_open(path: &Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(path) {
-            Err(sled::Error::Io(io))
-                if is_lock_error(&io) && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
-        }
-    }
 }

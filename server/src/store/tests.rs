@@ -68,7 +68,7 @@ async fn swapped_and_flipped_values_are_errors_not_wrong_data() {
     // Swap the two sales' ciphertexts, and flip one bit of a catalog block.
     let generation;
     {
-        let db = crate::store::raw_open(&dir.path().join("db"));
+        let db = outpost_security::sled_lock::reopen(&dir.path().join("db"));
         let journal = db.open_tree("journal").unwrap();
         let va = journal.get(keys::sale(a)).unwrap().unwrap();
         let vb = journal.get(keys::sale(b)).unwrap().unwrap();
@@ -440,7 +440,7 @@ fn a_schema_1_data_dir_opened_with_a_bad_key_check_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write_schema1(dir.path());
     {
-        let db = crate::store::raw_open(&dir.path().join("db"));
+        let db = outpost_security::sled_lock::reopen(&dir.path().join("db"));
         let at = super::crypt::AtRest::new(&test_vault()).unwrap();
         db.open_tree("meta")
             .unwrap()

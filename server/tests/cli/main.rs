@@ -1,6 +1,6 @@
 //! The `outpost` command line through the real binary: import and export, staff
-//! accounts, a running server's logs searched for secrets and card numbers, and a
-//! storm of parallel logins.
+//! accounts, a running server's logs searched for secrets and card numbers, a storm
+//! of parallel logins, and the README's walkthrough run as written.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -10,6 +10,7 @@ use std::time::Duration;
 mod card_data;
 mod login_storm;
 mod logs;
+mod readme;
 
 /// A real `outpost serve` at `trace` for every crate, its stdout and stderr captured.
 pub(crate) struct Serving {
@@ -24,13 +25,21 @@ impl Serving {
     /// `outpost serve --listen 127.0.0.1:0 --data-dir DATA` plus `extra` arguments;
     /// waits (60 s at most) for it to log the address it serves.
     pub(crate) fn start(data: &std::path::Path, extra: &[&str]) -> Serving {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_outpost"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .args(extra)
             .env("OUTPOST_LOG", "trace")
             .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
-            .env_remove("RUST_LOG")
+            .env_remove("RUST_LOG");
+        Serving::spawn(command)
+    }
+
+    /// Runs `command` (an `outpost` that serves, logging JSON to stderr) and waits (60 s
+    /// at most) for it to log the address it serves.
+    pub(crate) fn spawn(mut command: Command) -> Serving {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -3,8 +3,6 @@
 //! audited (done-when (f)); the audit chain's head reaches HQ, and HQ notices a log
 //! cut short on a stopped unit.
 
-use std::time::Duration;
-
 use outpost_mocks::hq::{Faults, MockHq};
 use outpost_proto::hq;
 use outpost_security::auth::spool::{AuditSpool, SpoolSigner, SpooledEntry};
@@ -52,17 +50,6 @@ async fn send(app: &HqTestApp, id: &str, kind: hq::command::Kind) {
         .unwrap();
 }
 
-/// The data dir's sled database, once the stopped server has let go of it.
-fn open_db(dir: &std::path::Path) -> sled::Db {
-    for _ in 0..50 {
-        match sled::open(dir.join("db")) {
-            Ok(db) => return db,
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    panic!("the data dir's database stayed locked");
-}
-
 async fn failed_login(base: &str, user: &str) {
     let r = reqwest::Client::new()
         .post(format!("{base}/api/v1/auth/login"))
@@ -99,7 +86,7 @@ async fn a_forged_spool_entry_is_refused_and_audited() {
     // spool's public key: one unsigned, one signed by a key of their own that they
     // also put where the clear verifying key is kept.
     {
-        let db = open_db(tmp.path());
+        let db = outpost_security::sled_lock::reopen(&tmp.path().join("db"));
         let tree = db.open_tree("audit-spool").unwrap();
         let forger = SpoolSigner::from_secret_bytes(&[0x66; 32]);
         tree.insert("meta/verify", forger.verifying_key().as_bytes().as_slice())
@@ -207,7 +194,7 @@ async fn the_audit_head_reaches_hq_and_a_cut_log_is_reported() {
 
     // With the unit stopped, its last three audit entries are deleted.
     {
-        let db = open_db(dir.path());
+        let db = outpost_security::sled_lock::reopen(&dir.path().join("db"));
         let tree = db.open_tree("audit").unwrap();
         for cut in seq - 2..=seq {
             assert!(tree.remove(cut.to_be_bytes()).unwrap().is_some());

@@ -13,6 +13,7 @@ mod helpers;
 mod lease;
 mod pki;
 mod push_auth;
+mod push_faults;
 mod pushes;
 mod settings;
 mod snapshot_load;

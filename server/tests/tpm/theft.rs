@@ -547,18 +547,6 @@ async fn a_clock_set_back_after_expiry_leaves_it_locked() {
     let _ = hq;
 }
 
-/// Opens the stopped unit's sled database directly, as someone with the disk would
-/// (sled releases its lock a moment after the server stops).
-fn open_db(dir: &Path) -> sled::Db {
-    for _ in 0..50 {
-        match sled::open(dir.join("db")) {
-            Ok(db) => return db,
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    panic!("the data dir's database stayed locked");
-}
-
 /// (f) Entries forged into the audit spool of a unit locked in its TPM are refused and
 /// audited when HQ's recovery brings the key back; the genuine one is kept.
 #[tokio::test]
@@ -585,7 +573,7 @@ async fn a_forged_spool_entry_on_a_locked_unit_is_refused_and_audited() {
 
     // Someone with the disk seals entries to the spool's clear public key: unsigned.
     {
-        let db = open_db(&dir);
+        let db = outpost_security::sled_lock::reopen(&dir.join("db"));
         let tree = db.open_tree("audit-spool").unwrap();
         let mut spool = AuditSpool::new(tree, 10_000, SpoolSigner::from_secret_bytes(&[1; 32]));
         spool
