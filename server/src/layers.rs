@@ -25,12 +25,12 @@ const LAYERS: &[&str] = &[
     "access",
     "mesh",
     "hq",
+    // Self-update: the health gate, probation, a release applied live.
+    "update",
     // Adapters.
     "http",
     // Wiring.
     "startup",
-    // Self-update: the health gate looks at the running server.
-    "update",
 ];
 
 /// A module path: `[]` is the crate root, `["store", "outbox"]` is `crate::store::outbox`.

@@ -30,6 +30,19 @@ fn store_options(settings: &Settings) -> StoreOptions {
     }
 }
 
+/// The REST port's socket when a supervisor (or systemd's socket activation) hands
+/// one over (`LISTEN_FDS`): it stays open across restarts, so a connection made while
+/// the server restarts waits in its backlog instead of being refused.
+fn inherited_listener() -> anyhow::Result<Option<TcpListener>> {
+    let listener = listenfd::ListenFd::from_env()
+        .take_tcp_listener(0)
+        .context("LISTEN_FDS names no usable TCP socket")?;
+    if let Some(l) = &listener {
+        tracing::info!(addr = ?l.local_addr().ok(), "Serving on the listening socket handed over (LISTEN_FDS)");
+    }
+    Ok(listener)
+}
+
 /// A built, bound, not yet running server.
 pub struct Application {
     addr: SocketAddr,
@@ -44,6 +57,7 @@ pub struct Application {
     security: Arc<crate::access::Access>,
     artifacts: Option<Arc<crate::hq::artifacts::Artifacts>>,
     tls: crate::access::transport::TlsSetup,
+    restart: Arc<tokio::sync::Notify>,
 }
 
 /// How [`Application::start`] went.
@@ -111,8 +125,11 @@ impl Application {
 
     /// Like [`Application::build`], but hands back the unlock gate instead of waiting.
     pub async fn start(settings: Settings, devices: InjectedDevices) -> anyhow::Result<Start> {
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("Failed to bind {}", settings.listen))?;
+        let listener = match inherited_listener()? {
+            Some(l) => l,
+            None => TcpListener::bind(settings.listen)
+                .with_context(|| format!("Failed to bind {}", settings.listen))?,
+        };
         let open_err = || {
             format!(
                 "Failed to open the data dir {}",
@@ -300,6 +317,7 @@ impl Application {
             n => n,
         };
         let settings = Arc::new(settings);
+        let restart = Arc::new(tokio::sync::Notify::new());
         let state = web::Data::new(AppState {
             sales: sales.clone(),
             settings: settings.clone(),
@@ -309,6 +327,7 @@ impl Application {
             mesh: mesh.clone(),
             security: security.clone(),
             tls: tls.http.is_some(),
+            restart: restart.clone(),
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -344,7 +363,16 @@ impl Application {
             security,
             artifacts,
             tls,
+            restart,
         })
+    }
+
+    /// Resolves when an update switched this unit to a new release and asked for a
+    /// restart into it (the caller stops gracefully and exits with
+    /// `outpost_updater::supervisor::EXIT_RESTART`).
+    pub fn restart_requested(&self) -> impl Future<Output = ()> + use<> {
+        let restart = self.restart.clone();
+        async move { restart.notified().await }
     }
 
     /// `https://ADDR` when the REST port serves TLS, else `http://ADDR`.

@@ -101,12 +101,12 @@ pub fn files(
 
 fn check_stamp(m: &Manifest, bin: &[u8]) -> Result<(), UpdateError> {
     let stamped = stamp::read(bin).map_err(|e| UpdateError::StampMismatch {
-        release: m.version.clone(),
+        release: m.version.to_string(),
         stamped: e.to_string(),
     })?;
     if stamped != m.version {
         return Err(UpdateError::StampMismatch {
-            release: m.version.clone(),
+            release: m.version.to_string(),
             stamped: stamped.to_string(),
         });
     }
@@ -123,12 +123,14 @@ pub fn stage(
 ) -> Result<Staged, UpdateError> {
     let state = UpdateState::load(&layout.state_path())?;
     if let Some(p) = state.pending {
-        return Err(UpdateError::Busy(p.to));
+        return Err(UpdateError::Busy(p.to.to_string()));
     }
     let manifest = verify(dir, root, unit)?;
     let scratch = layout.root().join("tmp");
     let (files, via) = files(dir, &manifest, (&unit.running, running_binary), &scratch)?;
+    crate::failpoint("before-stage");
     let staged = layout.stage(&manifest, &files)?;
+    crate::failpoint("after-stage");
     Ok(Staged {
         manifest,
         dir: staged,
@@ -145,12 +147,15 @@ pub fn self_test(
     limit: Duration,
 ) -> Result<(), UpdateError> {
     let fail = |reason: String| UpdateError::SelfTest {
-        release: release.clone(),
+        release: release.to_string(),
         reason,
     };
     let mut child = std::process::Command::new(binary)
         .arg("self-test")
         .args(args)
+        // The REST socket a supervisor handed over is the server's, not the test's.
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -207,5 +212,8 @@ pub fn switch(
         snapshot_taken: false,
     });
     state.save(&path)?;
-    layout.switch_to(&staged.manifest.version)
+    crate::failpoint("after-journal");
+    layout.switch_to(&staged.manifest.version)?;
+    crate::failpoint("after-switch");
+    Ok(())
 }

@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use semver::Version;
-
 /// An update refused, or a step of one that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -51,28 +49,28 @@ pub enum UpdateError {
     )]
     Downgrade {
         /// The offered release.
-        release: Version,
+        release: String,
         /// The anti-rollback floor.
-        highest: Version,
+        highest: String,
     },
     /// The release is the one running.
     #[error("release {0} is already running")]
-    AlreadyRunning(Version),
+    AlreadyRunning(String),
     /// The running version is older than the release's minimum.
     #[error("release {release} upgrades only from {min_from} or later; this unit runs {running}")]
     TooOld {
         /// The offered release.
-        release: Version,
+        release: String,
         /// Its minimum.
-        min_from: Version,
+        min_from: String,
         /// The running version.
-        running: Version,
+        running: String,
     },
     /// Built for another machine.
     #[error("release {release} is built for {target}; this unit is {ours}")]
     WrongTarget {
         /// The offered release.
-        release: Version,
+        release: String,
         /// Its target triple.
         target: String,
         /// This unit's.
@@ -86,7 +84,7 @@ pub enum UpdateError {
         /// The file's name in the manifest.
         name: String,
         /// The release of the manifest.
-        release: Version,
+        release: String,
         /// Which of size or hash differs, with both values.
         detail: String,
     },
@@ -96,7 +94,7 @@ pub enum UpdateError {
     )]
     StampMismatch {
         /// The manifest's release.
-        release: Version,
+        release: String,
         /// What the binary's version slot holds.
         stamped: String,
     },
@@ -114,13 +112,13 @@ pub enum UpdateError {
     #[error("release {release} offers no delta from {from}")]
     NoDelta {
         /// The offered release.
-        release: Version,
+        release: String,
         /// The running version.
-        from: Version,
+        from: String,
     },
     /// An update is already switched and waiting for its health gate.
     #[error("release {0} is switched and waiting for its health gate; one update at a time")]
-    Busy(Version),
+    Busy(String),
     /// Nothing to roll back to.
     #[error("there is no previous release to roll back to")]
     NoPrevious,
@@ -128,7 +126,7 @@ pub enum UpdateError {
     #[error("release {release} failed its self-test: {reason}")]
     SelfTest {
         /// The release.
-        release: Version,
+        release: String,
         /// What the self-test printed or why it could not run.
         reason: String,
     },

@@ -69,6 +69,26 @@ pub fn before_start(layout: &Layout, policy: &Policy, now: i64) -> Result<Decisi
         return Ok(Decision::Start(current));
     };
     if current != p.to {
+        if current == p.from && p.starts > 0 {
+            // A rollback stopped after its switch back: finish recording it.
+            let reason = format!(
+                "release {} was being rolled back when the unit stopped; the rollback is finished",
+                p.to
+            );
+            rollback(
+                layout,
+                &mut state,
+                &p,
+                reason.clone(),
+                Ended::RolledBack,
+                now,
+            )?;
+            return Ok(Decision::RolledBack {
+                failed: p.to,
+                back: p.from,
+                reason,
+            });
+        }
         // A power cut between the journal and the switch: the switch never happened.
         state.pending = None;
         state.save(&path)?;
@@ -157,7 +177,9 @@ fn rollback(
     {
         restore_snapshot(layout, &p.to, data)?;
     }
+    crate::failpoint("rollback-before-switch");
     layout.switch_back(&p.from)?;
+    crate::failpoint("rollback-after-switch");
     state.pending = None;
     state.last = Some(Outcome {
         version: p.to.clone(),
@@ -346,6 +368,23 @@ mod tests {
             before_start(&l, &p, 200).unwrap(),
             Decision::RolledBack { .. }
         ));
+    }
+
+    #[test]
+    fn a_rollback_cut_after_its_switch_back_is_recorded_at_the_next_start() {
+        let (_d, l, v1, v2) = setup();
+        switch(&l, &v1, &v2, None);
+        before_start(&l, &Policy::default(), 101).unwrap();
+        // The rollback switched back, then the power went before the journal.
+        l.switch_back(&v1).unwrap();
+        let Decision::RolledBack { reason, .. } =
+            before_start(&l, &Policy::default(), 102).unwrap()
+        else {
+            panic!("not recorded")
+        };
+        assert!(reason.contains("was being rolled back"), "{reason}");
+        let last = UpdateState::load(&l.state_path()).unwrap().last.unwrap();
+        assert_eq!(last.result, Ended::RolledBack);
     }
 
     #[test]

@@ -158,6 +158,7 @@ impl Layout {
             let mode = if name == BINARY { 0o755 } else { 0o644 };
             fsx::write_atomic(&partial.join(name), bytes, mode)?;
         }
+        crate::failpoint("partial-written");
         let dir = self.release_dir(v);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&partial, &dir).map_err(|e| UpdateError::io("rename", &dir, e))?;
@@ -183,6 +184,7 @@ impl Layout {
         {
             fsx::replace_symlink(&self.root.join("previous"), &self.rel(&cur))?;
         }
+        crate::failpoint("between-links");
         fsx::replace_symlink(&self.root.join("current"), &self.rel(v))
     }
 

@@ -47,3 +47,16 @@ pub fn unix_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// The environment variable that names a step at which an update stops dead
+/// (`std::process::abort`, as a power cut or SIGKILL would): the crash tests use it to
+/// prove every step leaves a unit that starts on the old or the new release.
+pub const FAILPOINT_ENV: &str = "OUTPOST_UPDATE_FAILPOINT";
+
+/// Aborts the process here when [`FAILPOINT_ENV`] names `step`.
+pub fn failpoint(step: &str) {
+    if std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == step) {
+        eprintln!("failpoint {step}: stopping dead");
+        std::process::abort();
+    }
+}

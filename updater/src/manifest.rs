@@ -95,7 +95,7 @@ impl FileEntry {
     pub fn check(&self, bytes: &[u8], release: &Version) -> Result<(), UpdateError> {
         let mismatch = |detail: String| UpdateError::FileMismatch {
             name: self.name.clone(),
-            release: release.clone(),
+            release: release.to_string(),
             detail,
         };
         if bytes.len() as u64 != self.size {
@@ -199,7 +199,7 @@ impl Manifest {
     pub fn check_for(&self, unit: &UnitFacts) -> Result<(), UpdateError> {
         if self.target != unit.target {
             return Err(UpdateError::WrongTarget {
-                release: self.version.clone(),
+                release: self.version.to_string(),
                 target: self.target.clone(),
                 ours: unit.target.clone(),
             });
@@ -210,20 +210,20 @@ impl Manifest {
         };
         if self.version < *floor {
             return Err(UpdateError::Downgrade {
-                release: self.version.clone(),
-                highest: floor.clone(),
+                release: self.version.to_string(),
+                highest: floor.to_string(),
             });
         }
         if self.version == unit.running {
-            return Err(UpdateError::AlreadyRunning(self.version.clone()));
+            return Err(UpdateError::AlreadyRunning(self.version.to_string()));
         }
         if let Some(min) = &self.min_from
             && unit.running < *min
         {
             return Err(UpdateError::TooOld {
-                release: self.version.clone(),
-                min_from: min.clone(),
-                running: unit.running.clone(),
+                release: self.version.to_string(),
+                min_from: min.to_string(),
+                running: unit.running.to_string(),
             });
         }
         Ok(())

@@ -58,6 +58,17 @@ pub enum Result {
     RolledBackByHand,
 }
 
+impl Result {
+    /// Its name, as in the journal: `installed`, `rolled_back`, `rolled_back_by_hand`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Result::Installed => "installed",
+            Result::RolledBack => "rolled_back",
+            Result::RolledBackByHand => "rolled_back_by_hand",
+        }
+    }
+}
+
 /// The last update's result.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Outcome {
@@ -120,6 +131,13 @@ mod tests {
         };
         s.save(&p).unwrap();
         assert_eq!(UpdateState::load(&p).unwrap(), s);
+        for r in [
+            Result::Installed,
+            Result::RolledBack,
+            Result::RolledBackByHand,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
         std::fs::write(&p, b"{not json").unwrap();
         assert_eq!(UpdateState::load(&p).unwrap_err().code(), "malformed");
     }

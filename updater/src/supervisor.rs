@@ -52,6 +52,7 @@ pub fn run(
     policy: &Policy,
     restart: &Restart,
     args: &[OsString],
+    env: &[(&str, &str)],
 ) -> Result<i32, UpdateError> {
     let mut failures: Vec<Instant> = Vec::new();
     loop {
@@ -73,6 +74,7 @@ pub fn run(
             layout,
             &bin,
             args,
+            env,
             on_probation.then_some(policy.gate_timeout),
         );
         let code = match status {
@@ -112,11 +114,13 @@ fn run_once(
     layout: &Layout,
     bin: &std::path::Path,
     args: &[OsString],
+    env: &[(&str, &str)],
     gate_deadline: Option<Duration>,
 ) -> std::io::Result<ExitStatus> {
     let mut child = Command::new(bin)
         .args(args)
         .env(ENV_RELEASES, layout.root())
+        .envs(env.iter().copied())
         .spawn()?;
     let started = Instant::now();
     loop {

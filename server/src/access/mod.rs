@@ -34,6 +34,7 @@
 //! - [`audit`]: the audit log, and the spool of entries written while locked.
 //! - [`tamper`]: the tamper sensors that lock the unit.
 //! - [`transport`]: which rustls configuration each port and the uplink get.
+//! - [`releases`]: the release root and the anti-rollback floor the updater trusts.
 
 pub mod anchor;
 pub mod audit;
@@ -43,6 +44,7 @@ pub mod escrow_link;
 pub mod legacy;
 pub mod lockdown;
 pub mod open;
+pub mod releases;
 pub mod staff;
 pub mod tamper;
 pub mod transport;

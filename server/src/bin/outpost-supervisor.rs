@@ -37,6 +37,15 @@ struct Options {
     gate_timeout_secs: u64,
 }
 
+#[derive(clap::Args)]
+struct Listen {
+    /// Hold the REST port here and hand it to every server started (LISTEN_FDS), so
+    /// checkouts sent while the server restarts for an update wait instead of being
+    /// refused.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run `current/outpost ARGS` (e.g. `-- serve --config /etc/outpost/outpost.toml`)
@@ -44,6 +53,8 @@ enum Command {
     Run {
         #[command(flatten)]
         options: Options,
+        #[command(flatten)]
+        listen: Listen,
         /// Arguments for `outpost`.
         #[arg(last = true)]
         args: Vec<OsString>,
@@ -62,12 +73,48 @@ fn policy(o: &Options) -> Policy {
     }
 }
 
+/// The REST socket, bound at descriptor 3 (where `LISTEN_FDS` says the first one is)
+/// and inherited by every server started.
+fn hold(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    use std::os::fd::AsRawFd as _;
+    let l = std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    if l.as_raw_fd() != 3 {
+        return Err(format!(
+            "the listening socket is descriptor {}, not 3: start the supervisor with only \
+             standard input, output and error open",
+            l.as_raw_fd()
+        ));
+    }
+    rustix::io::fcntl_setfd(&l, rustix::io::FdFlags::empty())
+        .map_err(|e| format!("cannot let the server inherit {addr}: {e}"))?;
+    eprintln!("outpost-supervisor: holding {addr} for the server");
+    Ok(l)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { options, args } => {
+        Command::Run {
+            options,
+            listen,
+            args,
+        } => {
             let layout = Layout::new(&options.releases);
-            supervisor::run(&layout, &policy(&options), &Restart::default(), &args)
+            // Bound first, so it is the first descriptor after the standard three.
+            let held = match listen.listen.map(hold) {
+                Some(Ok(l)) => Some(l),
+                Some(Err(e)) => {
+                    eprintln!("Error: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+                None => None,
+            };
+            let env: &[(&str, &str)] = if held.is_some() {
+                &[("LISTEN_FDS", "1")]
+            } else {
+                &[]
+            };
+            supervisor::run(&layout, &policy(&options), &Restart::default(), &args, env)
         }
         Command::Guard { options } => {
             let layout = Layout::new(&options.releases);

@@ -394,6 +394,7 @@ impl StoreService for StoreGrpc {
             last_sync_unix_ms: status.last_sync_unix_ms,
             health: status.health.to_owned(),
             health_reasons: status.reasons,
+            ..census(self.settings.updates.releases_dir.as_deref())
         }))
     }
 
@@ -472,4 +473,29 @@ fn store_movements_since(t: OffsetDateTime) -> uuid::Uuid {
     let mut bytes = [0u8; 16];
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     uuid::Uuid::from_bytes(bytes)
+}
+
+/// The update fields of `StoreStatus`, from the releases directory's journal.
+fn census(releases: Option<&std::path::Path>) -> hq::StoreStatus {
+    let state = releases
+        .map(|d| outpost_updater::layout::Layout::new(d).state_path())
+        .and_then(|p| outpost_updater::state::UpdateState::load(&p).ok())
+        .unwrap_or_default();
+    let (result, version, reason) = state
+        .last
+        .map(|l| {
+            (
+                l.result.as_str().to_owned(),
+                l.version.to_string(),
+                l.reason,
+            )
+        })
+        .unwrap_or_default();
+    hq::StoreStatus {
+        pending_version: state.pending.map(|p| p.to.to_string()).unwrap_or_default(),
+        last_update_result: result,
+        last_update_version: version,
+        last_update_reason: reason,
+        ..Default::default()
+    }
 }

@@ -32,6 +32,7 @@ pub mod mesh;
 pub mod ops;
 pub mod pushed;
 pub mod selling;
+pub mod updates;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,6 +62,9 @@ pub struct AppState {
     pub security: Arc<crate::access::Access>,
     /// Whether the REST port serves TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// Notified when an update switched to a new release: the server then stops
+    /// gracefully and its supervisor starts the new one.
+    pub restart: Arc<tokio::sync::Notify>,
 }
 
 /// `423 device_locked` when the presence lease does not allow transacting.
@@ -133,6 +137,8 @@ api!(
     device_inputs::get_weight,
     device_inputs::get_scans,
     mesh::peers,
+    updates::get_update,
+    updates::post_update,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer

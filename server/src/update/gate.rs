@@ -32,19 +32,6 @@ pub struct GateTargets {
     pub devices: Arc<Registry>,
 }
 
-impl GateTargets {
-    /// The targets of a built server.
-    pub fn of(app: &crate::startup::Application) -> GateTargets {
-        GateTargets {
-            rest: app.addr(),
-            rest_tls: app.base_url().starts_with("https"),
-            grpc: app.grpc_addr(),
-            sales: app.sales().clone(),
-            devices: app.devices().clone(),
-        }
-    }
-}
-
 /// One check's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {

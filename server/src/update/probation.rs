@@ -13,8 +13,9 @@ use outpost_updater::state::UpdateState;
 use outpost_updater::{guard, stamp};
 
 use super::gate::{self, GateReport, GateTargets};
-use super::trust;
+use crate::access::releases as trust;
 use crate::store::Store;
+use crate::store::outbox::events::{EventBody, enqueue};
 
 /// How long the gate may take after a start (the server is already serving).
 pub const GATE_WITHIN: Duration = Duration::from_secs(60);
@@ -28,6 +29,35 @@ pub enum Settled {
     Degraded(GateReport),
     /// The gate failed on a release on probation: it must stop.
     Failed(GateReport),
+}
+
+/// Puts the journal's last update result in the outbox for HQ (an `update` alert
+/// whose state is the result) once, and marks it reported. `cap` is the alerts'
+/// outbox cap; `None` when there is no HQ to tell (the result waits for one).
+pub async fn report_last(store: &Store, releases: &Path, cap: Option<u64>) {
+    let Some(cap) = cap else { return };
+    let path = Layout::new(releases).state_path();
+    let Ok(mut state) = UpdateState::load(&path) else {
+        return;
+    };
+    let Some(last) = state.last.as_mut().filter(|l| !l.reported) else {
+        return;
+    };
+    let body = EventBody::Alert {
+        alert: "update".into(),
+        state: last.result.as_str().to_owned(),
+        subject: Some(format!("{} -> {}", last.from, last.version)),
+        message: last.reason.clone(),
+    };
+    match enqueue(store, body, cap).await {
+        Ok(_) => {
+            last.reported = true;
+            if let Err(e) = state.save(&path) {
+                tracing::warn!(error = %e, "Failed to mark the update result reported");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Failed to queue the update result for HQ"),
+    }
 }
 
 /// Runs the gate and settles an update on probation in `releases`.

@@ -29,6 +29,9 @@ pub struct HqTestApp {
     /// The session of the "tester" account (every staff role, admin included), which
     /// [`HqTestApp::client`] sends as `authorization: Bearer`.
     pub session: String,
+    /// The unit's store (to drive the server's own services in tests).
+    #[allow(dead_code)]
+    pub store: Arc<outpost_server::store::Store>,
     _tmp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -188,6 +191,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
     ));
     let devices = app.devices().clone();
     let security = app.security().clone();
+    let store = app.sales().store().clone();
     let grpc = format!(
         "{grpc_scheme}://{}",
         app.grpc_addr().expect("grpc configured")
@@ -205,6 +209,7 @@ pub async fn spawn_with(s: Settings) -> HqTestApp {
         devices,
         security,
         session,
+        store,
         _tmp: None,
         stop: Some(stop),
         task: Some(task),

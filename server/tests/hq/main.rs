@@ -18,4 +18,5 @@ mod pushes;
 mod settings;
 mod snapshot_load;
 mod tls;
+mod update_census;
 mod uplink;

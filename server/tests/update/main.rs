@@ -16,6 +16,8 @@ use outpost_updater::root::Root;
 use outpost_updater::semver::Version;
 use outpost_updater::state::{self, UpdateState};
 
+mod crash;
+mod live;
 mod refusals;
 mod rollback;
 
@@ -85,7 +87,18 @@ impl Unit {
 
     /// `current/outpost ARGS... EXTRA... --config C` (and `--releases R` for `update`).
     pub fn outpost(&self, args: &[&str], extra: &[&std::ffi::OsStr]) -> Output {
+        self.outpost_env(args, extra, &[])
+    }
+
+    /// [`Unit::outpost`] with environment variables.
+    pub fn outpost_env(
+        &self,
+        args: &[&str],
+        extra: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> Output {
         let mut c = Command::new(self.layout.root().join("current/outpost"));
+        c.envs(env.iter().copied());
         c.args(args).args(extra).arg("--config").arg(&self.config);
         if args.first() == Some(&"update") {
             c.arg("--releases").arg(self.layout.root());
@@ -165,10 +178,16 @@ pub(crate) struct Supervised {
 
 impl Supervised {
     pub fn start(unit: &Unit) -> Supervised {
+        Supervised::start_with(unit, &[])
+    }
+
+    /// With more `outpost-supervisor run` flags (`--listen ADDR`).
+    pub fn start_with(unit: &Unit, flags: &[&str]) -> Supervised {
         use std::os::unix::process::CommandExt as _;
         let mut child = Command::new(env!("CARGO_BIN_EXE_outpost-supervisor"))
             .args(["run", "--releases"])
             .arg(unit.layout.root())
+            .args(flags)
             .args(["--gate-timeout-secs", "10", "--", "serve", "--config"])
             .arg(&unit.config)
             .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")

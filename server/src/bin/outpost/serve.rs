@@ -20,21 +20,30 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
     let s = common.settings()?;
     outpost_server::telemetry::init(&s.log);
     let releases = s.updates.releases_dir.clone();
+    let report_cap =
+        (s.events.enabled && s.sync.hq_url.is_some()).then_some(s.events.max_pending_alerts);
     if std::env::var_os(outpost_updater::supervisor::ENV_RELEASES).is_some() {
         stop_with_supervisor();
     }
     let app = Application::build(s, InjectedDevices::default()).await?;
     // The health gate after every start; a release on probation that fails it stops.
-    let targets = GateTargets::of(&app);
+    let targets = gate_targets(&app);
     let store = app.sales().store().clone();
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
-        if let Settled::Failed(r) = probation::settle(&targets, &store, releases.as_deref()).await {
+        let settled = probation::settle(&targets, &store, releases.as_deref()).await;
+        if let Some(dir) = &releases {
+            probation::report_last(&store, dir, report_cap).await;
+        }
+        if let Settled::Failed(r) = settled {
             let _ = failed_tx.send(r.failures());
         }
     });
     let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let failed_set = failed.clone();
+    let restarting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let restarting_set = restarting.clone();
+    let restart = app.restart_requested();
     app.run_until(async move {
         let gate_failed = async {
             match failed_rx.await {
@@ -45,6 +54,10 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
         };
         tokio::select! {
             () = shutdown_signal() => {}
+            () = restart => {
+                tracing::info!("Switched to a new release: stopping to start it.");
+                restarting_set.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             why = gate_failed => {
                 if let Ok(mut f) = failed_set.lock() {
                     *f = Some(why);
@@ -53,10 +66,25 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
         }
     })
     .await?;
+    if restarting.load(std::sync::atomic::Ordering::SeqCst) {
+        // The supervisor starts the release the update switched to.
+        std::process::exit(outpost_updater::supervisor::EXIT_RESTART);
+    }
     let why = failed.lock().ok().and_then(|f| f.clone());
     match why {
         Some(why) => anyhow::bail!("this release failed its health gate and stopped: {why}"),
         None => Ok(()),
+    }
+}
+
+/// What the health gate looks at in a built server.
+pub fn gate_targets(app: &Application) -> GateTargets {
+    GateTargets {
+        rest: app.addr(),
+        rest_tls: app.base_url().starts_with("https"),
+        grpc: app.grpc_addr(),
+        sales: app.sales().clone(),
+        devices: app.devices().clone(),
     }
 }
 

@@ -4,17 +4,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use outpost_server::access::releases as trust;
 use outpost_server::config::Settings;
 use outpost_server::devices::InjectedDevices;
 use outpost_server::startup::Application;
 use outpost_server::store::StoreOptions;
-use outpost_server::update::gate::{self, GateTargets};
-use outpost_server::update::trust;
+use outpost_server::update::gate;
 use outpost_updater::apply::{self, Via};
 use outpost_updater::layout::Layout;
 use outpost_updater::manifest::UnitFacts;
 use outpost_updater::semver::Version;
-use outpost_updater::state::UpdateState;
 use outpost_updater::{guard, stamp};
 
 use crate::cli::{Common, Releases, UpdateWhat};
@@ -49,18 +48,9 @@ fn layout(releases: &Releases, s: &Settings) -> anyhow::Result<Layout> {
 fn status(releases: &Releases, common: &Common) -> anyhow::Result<()> {
     let s = common.settings()?;
     let l = layout(releases, &s)?;
-    let state = UpdateState::load(&l.state_path())?;
-    let v = serde_json::json!({
-        "running": stamp::running_version().to_string(),
-        "target": outpost_updater::target(),
-        "releases_dir": l.root(),
-        "current": l.current()?.map(|v| v.to_string()),
-        "previous": l.previous()?.map(|v| v.to_string()),
-        "installed": l.installed()?.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "pending": state.pending,
-        "last": state.last,
-    });
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    // The floor is in the data dir, which a running server holds: not shown here.
+    let status = outpost_server::http::updates::update_status(Some(l.root()), None)?;
+    println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
 }
 
@@ -120,8 +110,8 @@ impl Opened {
             .downcast_ref::<outpost_updater::UpdateError>()
             .map(outpost_updater::UpdateError::code)
             .or_else(|| {
-                e.downcast_ref::<outpost_server::update::UpdateFlowError>()
-                    .map(outpost_server::update::UpdateFlowError::code)
+                e.downcast_ref::<outpost_server::access::releases::ReleaseTrustError>()
+                    .map(outpost_server::access::releases::ReleaseTrustError::code)
             })
             .unwrap_or("failed");
         self.access.audit(
@@ -175,6 +165,7 @@ fn apply_bundle(bundle: &Path, releases: &Releases, common: &Common) -> anyhow::
     .map_err(anyhow::Error::from)
     .inspect_err(|e| unit.audit_refusal(bundle, e))?;
     eprintln!("Release {v} passed its self-test.");
+    outpost_updater::failpoint("after-self-test");
     apply::switch(
         &l,
         &staged,
@@ -225,7 +216,7 @@ pub async fn self_test(common: &Common) -> anyhow::Result<()> {
     let app = Application::build(s, InjectedDevices::default())
         .await
         .context("the release could not start on a copy of the data dir")?;
-    let targets = GateTargets::of(&app);
+    let targets = crate::serve::gate_targets(&app);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;

@@ -10,9 +10,45 @@ use outpost_updater::root::Root;
 use outpost_updater::semver::Version;
 use outpost_updater::signed::SignedDoc;
 
-use super::UpdateFlowError;
 use crate::config::UpdateSettings;
 use crate::store::Store;
+
+/// Why the release root or the floor could not be read or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseTrustError {
+    /// The updater refused the root (signature, shape, chain).
+    #[error(transparent)]
+    Update(Box<outpost_updater::UpdateError>),
+    /// The data dir could not be read or written.
+    #[error("the data dir: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// No release root is trusted yet, and none is configured.
+    #[error(
+        "no release root is trusted yet: set [updates] release_root to HQ's root document (first use only)"
+    )]
+    NoRoot,
+    /// A stored or configured value is unreadable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<outpost_updater::UpdateError> for ReleaseTrustError {
+    fn from(e: outpost_updater::UpdateError) -> Self {
+        ReleaseTrustError::Update(Box::new(e))
+    }
+}
+
+impl ReleaseTrustError {
+    /// A stable code: the updater's, or `untrusted`, `store`, `invalid`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReleaseTrustError::Update(e) => e.code(),
+            ReleaseTrustError::Store(_) => "store",
+            ReleaseTrustError::NoRoot => "untrusted",
+            ReleaseTrustError::Invalid(_) => "invalid",
+        }
+    }
+}
 
 const ROOT_KEY: &str = "updates.release_root";
 const FLOOR_KEY: &str = "updates.highest_installed";
@@ -22,9 +58,9 @@ fn rotation_file(dir: &Path, version: u64) -> std::path::PathBuf {
     dir.join(format!("root-{version}.json"))
 }
 
-fn read_doc(path: &Path) -> Result<SignedDoc, UpdateFlowError> {
+fn read_doc(path: &Path) -> Result<SignedDoc, ReleaseTrustError> {
     let bytes = std::fs::read(path)
-        .map_err(|e| UpdateFlowError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| ReleaseTrustError::Invalid(format!("cannot read {}: {e}", path.display())))?;
     Ok(SignedDoc::from_json(&bytes, "release root")?)
 }
 
@@ -37,7 +73,7 @@ pub fn trusted_root(
     settings: &UpdateSettings,
     bundle: Option<&Path>,
     persist: bool,
-) -> Result<Root, UpdateFlowError> {
+) -> Result<Root, ReleaseTrustError> {
     let (mut root, mut doc, mut changed) = match store.meta_get(ROOT_KEY)? {
         Some(bytes) => {
             let doc = SignedDoc::from_json(&bytes, "release root")?;
@@ -47,7 +83,7 @@ pub fn trusted_root(
             let path = settings
                 .release_root
                 .as_deref()
-                .ok_or(UpdateFlowError::NoRoot)?;
+                .ok_or(ReleaseTrustError::NoRoot)?;
             let doc = read_doc(path)?;
             let root = Root::parse(&doc)?;
             root.verify(&doc, "release root")?;
@@ -74,22 +110,22 @@ pub fn trusted_root(
 }
 
 /// The highest release ever installed here, if one was recorded.
-pub fn floor(store: &Store) -> Result<Option<Version>, UpdateFlowError> {
+pub fn floor(store: &Store) -> Result<Option<Version>, ReleaseTrustError> {
     match store.meta_get(FLOOR_KEY)? {
         Some(bytes) => {
             let s = String::from_utf8(bytes).map_err(|_| {
-                UpdateFlowError::Invalid("the kept release floor is not text".into())
+                ReleaseTrustError::Invalid("the kept release floor is not text".into())
             })?;
             Version::parse(&s)
                 .map(Some)
-                .map_err(|e| UpdateFlowError::Invalid(format!("the kept release floor: {e}")))
+                .map_err(|e| ReleaseTrustError::Invalid(format!("the kept release floor: {e}")))
         }
         None => Ok(None),
     }
 }
 
 /// Raises the floor to `v` (never lowers it).
-pub fn raise_floor(store: &Store, v: &Version) -> Result<(), UpdateFlowError> {
+pub fn raise_floor(store: &Store, v: &Version) -> Result<(), ReleaseTrustError> {
     if floor(store)?.is_some_and(|f| f >= *v) {
         return Ok(());
     }
