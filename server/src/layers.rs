@@ -25,6 +25,8 @@ const LAYERS: &[&str] = &[
     "access",
     "mesh",
     "hq",
+    // systemd's notify protocol: ready, the watchdog from a health loop.
+    "sdnotify",
     // Self-update: the health gate, probation, a release applied live.
     "update",
     // Adapters.

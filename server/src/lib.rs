@@ -18,6 +18,8 @@
 //! - [`mesh`]: this unit's store-mesh node.
 //! - [`hq`]: the gRPC port HQ pushes to, the uplink that drains the outbox, events,
 //!   the sync status, catalog artifacts through the mesh.
+//! - [`sdnotify`]: systemd's notify protocol: ready, watchdog from a health loop.
+//! - [`update`]: the health gate, probation, a release applied live.
 //! - [`http`]: the REST API v1 and its OpenAPI document.
 //! - [`startup`]: `Application::build` and `run_until`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -33,6 +35,7 @@ pub mod import;
 mod layers;
 pub mod mesh;
 pub mod sales;
+pub mod sdnotify;
 pub mod seed;
 pub mod startup;
 pub mod store;

@@ -105,6 +105,14 @@ fn matrix() -> Vec<Row> {
             &[Admin],
         ),
         row("GET", "/api/v1/peers", "/api/v1/peers", None, tech_admin),
+        row("GET", "/api/v1/update", "/api/v1/update", None, tech_admin),
+        row(
+            "POST",
+            "/api/v1/update",
+            "/api/v1/update",
+            Some(json!({"bundle": "/nonexistent"})),
+            tech_admin,
+        ),
         row(
             "GET",
             "/api/v1/security/status",

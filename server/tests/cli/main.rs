@@ -10,6 +10,7 @@ use std::time::Duration;
 mod card_data;
 mod login_storm;
 mod logs;
+mod notify;
 mod readme;
 
 /// A real `outpost serve` at `trace` for every crate, its stdout and stderr captured.

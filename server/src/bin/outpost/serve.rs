@@ -8,6 +8,7 @@ use outpost_security::auth::roles::Role;
 use outpost_server::access::Access;
 use outpost_server::config::{DeviceSettings, Settings};
 use outpost_server::devices::InjectedDevices;
+use outpost_server::sdnotify;
 use outpost_server::startup::Application;
 use outpost_server::store::StoreOptions;
 use outpost_server::update::gate::GateTargets;
@@ -30,13 +31,30 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
     let targets = gate_targets(&app);
     let store = app.sales().store().clone();
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    let notifier = sdnotify::Notifier::from_env().map(std::sync::Arc::new);
+    let rest = app.addr();
+    let ready = notifier.clone();
     tokio::spawn(async move {
         let settled = probation::settle(&targets, &store, releases.as_deref()).await;
         if let Some(dir) = &releases {
             probation::report_last(&store, dir, report_cap).await;
         }
-        if let Settled::Failed(r) = settled {
-            let _ = failed_tx.send(r.failures());
+        let status = match &settled {
+            Settled::Failed(r) => {
+                let _ = failed_tx.send(r.failures());
+                return;
+            }
+            Settled::Passed(_) => format!("Serving {rest}"),
+            Settled::Degraded(r) => format!("Serving {rest}; health gate: {}", r.failures()),
+        };
+        if let Some(n) = ready {
+            n.notify(&format!(
+                "READY=1\nSTATUS={status} (release {})",
+                outpost_updater::stamp::running_version()
+            ));
+            if let Some(every) = sdnotify::watchdog_interval() {
+                tokio::spawn(sdnotify::watchdog_loop(n, store, rest, every));
+            }
         }
     });
     let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
@@ -44,6 +62,7 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
     let restarting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let restarting_set = restarting.clone();
     let restart = app.restart_requested();
+    let stopping = notifier.clone();
     app.run_until(async move {
         let gate_failed = async {
             match failed_rx.await {
@@ -63,6 +82,9 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
                     *f = Some(why);
                 }
             }
+        }
+        if let Some(n) = &stopping {
+            n.notify("STOPPING=1\nSTATUS=Stopping");
         }
     })
     .await?;
