@@ -185,6 +185,40 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
         "Seconds since start.",
         state.started.elapsed().as_secs(),
     );
+    let journal = state
+        .settings
+        .updates
+        .releases_dir
+        .as_deref()
+        .and_then(|d| {
+            outpost_updater::state::UpdateState::load(
+                &outpost_updater::layout::Layout::new(d).state_path(),
+            )
+            .ok()
+        })
+        .unwrap_or_default();
+    metric(
+        "outpost_update_on_probation",
+        "gauge",
+        "1 while a release switched to by an update waits for its health gate.",
+        u64::from(journal.pending.is_some()),
+    );
+    metric(
+        "outpost_update_last_rolled_back",
+        "gauge",
+        "1 when the last update was rolled back.",
+        u64::from(
+            journal
+                .last
+                .as_ref()
+                .is_some_and(|l| l.result != outpost_updater::state::Result::Installed),
+        ),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP outpost_release_info The running release.\n# TYPE outpost_release_info gauge\noutpost_release_info{{version=\"{}\"}} 1",
+        outpost_updater::stamp::running_version()
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))

@@ -1,6 +1,6 @@
 //! What HQ learns of updates: the last update's result reaches HQ once, as an
-//! `update` alert through the outbox; `GetStatus` and `GET /api/v1/update` carry the
-//! version census.
+//! `update` alert through the outbox; `GetStatus`, `GET /api/v1/update` and `/metrics`
+//! carry the version census.
 
 use outpost_mocks::hq::{Faults, MockHq};
 use outpost_proto::hq::{EnvelopeKind, GetStatusRequest};
@@ -62,6 +62,30 @@ async fn a_rolled_back_update_reaches_hq_once_and_the_census_shows_it() {
     assert_eq!(body["current"], "0.1.0", "{body}");
     assert_eq!(body["installed"], serde_json::json!(["0.1.0", "0.2.0"]));
     assert_eq!(body["last"]["result"], "rolled_back", "{body}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\noutpost_update_last_rolled_back 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\noutpost_update_on_probation 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "outpost_release_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
 
     // Reported twice (two starts): HQ gets it once.
     for _ in 0..2 {
