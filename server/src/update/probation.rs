@@ -77,10 +77,20 @@ pub async fn settle(t: &GateTargets, store: &Store, releases: Option<&Path>) -> 
         }
         if let (true, Some(l)) = (on_probation, &layout) {
             match guard::gate_passed(l, &running, outpost_updater::unix_now()) {
-                Ok(_) => tracing::info!(
-                    release = %running,
-                    "The release passed its health gate: the update is done."
-                ),
+                Ok(_) => {
+                    tracing::info!(
+                        release = %running,
+                        "The release passed its health gate: the update is done."
+                    );
+                    // Current, previous and one older release stay.
+                    match l.prune(1) {
+                        Ok(gone) if !gone.is_empty() => {
+                            tracing::info!(removed = ?gone, "Old releases removed")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "Failed to remove old releases"),
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "Failed to record the passed health gate"),
             }
         }
