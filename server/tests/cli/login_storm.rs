@@ -37,7 +37,7 @@ struct Demo {
 }
 
 impl Demo {
-    fn start(data: &std::path::Path, config: &std::path::Path) -> Demo {
+    fn start(data: &std::path::Path, config: &std::path::Path, env: &[(&str, &str)]) -> Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
             .args(["demo", "--products", "50", "--listen", "127.0.0.1:0"])
             .arg("--config")
@@ -46,6 +46,7 @@ impl Demo {
             .arg(data)
             .env("OUTPOST_LOG", "info")
             .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -139,8 +140,16 @@ async fn login(
     )
 }
 
+// The `tpm` target runs the same storm on a TPM-sealed unit (tests/tpm/theft.rs).
+#[cfg(not(feature = "tpm"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_wrong_logins_keep_memory_bounded_and_the_right_password_works_after_the_window() {
+    storm(&[]).await;
+}
+
+/// The storm against `outpost demo` started with `env` (the sealer's variables).
+#[cfg_attr(feature = "tpm", allow(dead_code))]
+pub(crate) async fn storm(env: &[(&str, &str)]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = tmp.path().join("outpost.toml");
@@ -156,7 +165,7 @@ async fn parallel_wrong_logins_keep_memory_bounded_and_the_right_password_works_
         ),
     )
     .unwrap();
-    let demo = Demo::start(&data, &config);
+    let demo = Demo::start(&data, &config, env);
     let creds: Value =
         serde_json::from_slice(&std::fs::read(data.join("demo-credentials.json")).unwrap())
             .unwrap();

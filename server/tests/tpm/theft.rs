@@ -671,3 +671,12 @@ async fn a_push_without_credentials_on_the_loopback_port_is_refused() {
     assert_eq!(status.tax_rates_version, 7);
     app.stop().await;
 }
+
+/// (h) on a TPM-sealed unit: 500 parallel wrong logins keep the server's memory
+/// bounded, and the right password works after the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_logins_on_a_tpm_sealed_unit_keep_memory_bounded() {
+    let tpm = Swtpm::start();
+    let tcti = tpm.tcti();
+    crate::login_storm::storm(&[("OUTPOST_SEALER", "tpm"), ("OUTPOST_TPM_TCTI", &tcti)]).await;
+}
