@@ -171,14 +171,75 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// The answer to a path no route serves.
+/// The answer to a request no route serves: `405 Method Not Allowed` with `Allow` when
+/// the path is one the API serves with other methods (from the OpenAPI document, so
+/// the two cannot disagree), else `404`.
 pub async fn no_such_route(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
+    let allowed = allowed_methods(req.path());
+    if !allowed.is_empty() {
+        return ApiError::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} does not serve {}; it serves {}",
+                req.path(),
+                req.method(),
+                allowed.join(", ")
+            ),
+        )
+        .header("allow", allowed.join(", "))
+        .error_response();
+    }
     ApiError::not_found(
         "no_such_route",
         format!("no route serves {} {}", req.method(), req.path()),
     )
     .error_response()
+}
+
+/// The methods the OpenAPI document lists for the path template `path` matches
+/// (`{name}` matches one non-empty segment), upper case and sorted.
+fn allowed_methods(path: &str) -> Vec<String> {
+    static ROUTES: std::sync::OnceLock<Vec<(Vec<String>, Vec<String>)>> =
+        std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or_default();
+        let mut out = Vec::new();
+        if let Some(paths) = doc["paths"].as_object() {
+            for (template, item) in paths {
+                let segments = template.split('/').map(str::to_owned).collect();
+                let mut methods: Vec<String> = item
+                    .as_object()
+                    .map(|m| {
+                        m.keys()
+                            .filter(|k| {
+                                ["get", "put", "post", "delete", "patch"].contains(&k.as_str())
+                            })
+                            .map(|k| k.to_uppercase())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                methods.sort();
+                out.push((segments, methods));
+            }
+        }
+        out
+    });
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut allowed: Vec<String> = routes
+        .iter()
+        .filter(|(template, _)| {
+            template.len() == parts.len()
+                && template.iter().zip(&parts).all(|(t, p)| {
+                    t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty())
+                })
+        })
+        .flat_map(|(_, m)| m.iter().cloned())
+        .collect();
+    allowed.sort();
+    allowed.dedup();
+    allowed
 }
 
 /// App-wide handlers for query and path extraction errors, so they too answer JSON.

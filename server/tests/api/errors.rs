@@ -155,6 +155,41 @@ async fn headers_queries_and_paths_are_checked() {
     assert_eq!((s, v["code"].as_str()), (404, Some("sale_not_found")));
     let (s, v) = app.get("/api/v1/nothing-here").await;
     assert_eq!((s, v["code"].as_str()), (404, Some("no_such_route")));
+    // A path the API serves, with a method it does not: 405 and what it does serve.
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/v1/checkout".to_owned(), "POST"),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/checkout".to_owned(),
+            "POST",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/sales/00000000-0000-0000-0000-000000000000".to_owned(),
+            "GET",
+        ),
+        (reqwest::Method::POST, "/healthz".to_owned(), "GET"),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/inventory/MILK".to_owned(),
+            "GET, PUT",
+        ),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(
+            r.headers().get("allow").and_then(|h| h.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "method_not_allowed");
+    }
     let r = app
         .client
         .put(app.url("/api/v1/inventory/MILK"))

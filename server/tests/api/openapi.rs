@@ -28,8 +28,8 @@ async fn every_documented_route_is_served_and_every_served_route_is_documented()
                 .unwrap();
             let status = r.status().as_u16();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
-            assert_ne!(
-                body["code"], "no_such_route",
+            assert!(
+                body["code"] != "no_such_route" && body["code"] != "method_not_allowed",
                 "{method} {path} is documented but not served"
             );
             assert!(status < 500, "{method} {path} answered {status}");
