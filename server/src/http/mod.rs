@@ -91,7 +91,7 @@ macro_rules! api {
             info(title = "Outpost store API", description = "Sell, price, count stock and look up the catalog of one store, with no WAN needed."),
             paths($($handler),*),
             components(schemas(ErrorBody)),
-            modifiers(&SecurityAddon),
+            modifiers(&SecurityAddon, &CommonResponses),
             security(("terminal_token" = []), ("session_cookie" = []))
         )]
         pub struct ApiDoc;
@@ -168,6 +168,68 @@ impl utoipa::Modify for SecurityAddon {
                 "Staff session from POST /api/v1/auth/login",
             ))),
         );
+    }
+}
+
+/// Adds the answers every operation can give, whatever its handler: `401` and `403`
+/// where credentials are needed, `400` where it takes parameters (a malformed or
+/// unknown query, a bad path) or a body (malformed JSON), `413` and `415` where it takes
+/// a body; each with the error body. A generated client then handles every answer the server can give.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let public = op.security.as_ref().is_some_and(|reqs| {
+                    reqs.iter()
+                        .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+                });
+                let params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let body = op.request_body.is_some();
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                if !public {
+                    add("401", "No or unknown credentials (`unauthorized`)");
+                    add("403", "The caller's role may not do this (`forbidden`)");
+                }
+                if params || body {
+                    add(
+                        "400",
+                        "A malformed or unknown parameter, or malformed JSON (`invalid_query`, `invalid_path`, `invalid_json`, …)",
+                    );
+                }
+                if body {
+                    add("413", "The body is larger than `http.max_body_bytes`");
+                    add("415", "The body is not `application/json`");
+                }
+            }
+        }
     }
 }
 
