@@ -6,7 +6,7 @@ mod helpers;
 
 use std::os::unix::fs::MetadataExt as _;
 
-use helpers::{Machine, assert_ok, listing, stdout};
+use helpers::{Machine, assert_ok, stdout};
 use outpost_installer::{install, uninstall};
 
 /// What the install adds to the skeleton: path, mode, owner ("root", "outpost",
@@ -455,5 +455,4 @@ port = "/dev/ttyUSB0"
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("notfy"));
-    let _ = listing;
 }
