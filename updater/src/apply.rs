@@ -156,6 +156,9 @@ pub fn self_test(
         // The REST socket a supervisor handed over is the server's, not the test's.
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
+        // Nor is systemd's notify socket: a self-test must not say READY for it.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -53,12 +53,24 @@ pub fn sync_dir(dir: &Path) -> Result<(), UpdateError> {
 }
 
 /// Copies the tree at `from` to `to` (regular files and directories), each file
-/// fsync'd; `to` must not exist.
+/// fsync'd.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), UpdateError> {
+    copy_tree_except(from, to, |_| false)
+}
+
+/// [`copy_tree`] without the top-level entries `skip` names.
+pub fn copy_tree_except(
+    from: &Path,
+    to: &Path,
+    skip: impl Fn(&std::ffi::OsStr) -> bool,
+) -> Result<(), UpdateError> {
     std::fs::create_dir_all(to).map_err(|e| UpdateError::io("create", to, e))?;
     let entries = std::fs::read_dir(from).map_err(|e| UpdateError::io("read", from, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| UpdateError::io("read", from, e))?;
+        if skip(&entry.file_name()) {
+            continue;
+        }
         let src = entry.path();
         let dst = to.join(entry.file_name());
         let kind = entry

@@ -142,25 +142,55 @@ fn take_snapshot(layout: &Layout, to: &Version, data: &Path) -> Result<(), Updat
     let snap = layout.snapshot_dir(to);
     let partial = snap.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
-    fsx::copy_tree(data, &partial)?;
+    fsx::copy_tree_except(data, &partial, is_failed_copy)?;
     let _ = std::fs::remove_dir_all(&snap);
     std::fs::rename(&partial, &snap).map_err(|e| UpdateError::io("rename", &snap, e))?;
     fsx::sync_dir(snap.parent().unwrap_or(layout.root()))
 }
 
+/// The data a failed release left, kept inside the data dir for the technician and
+/// HQ to look at (`.failed-<version>`).
+fn is_failed_copy(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with(".failed-")
+}
+
+/// Puts the snapshot back into `data` in place: the data dir itself is neither
+/// renamed nor replaced (the service may write only inside it, and the snapshot may be
+/// on another mount), its entries move into `data/.failed-<to>`, and the snapshot's are
+/// copied in. A stop half-way is finished by the next rollback: the snapshot stays
+/// until the copy is complete.
 fn restore_snapshot(layout: &Layout, to: &Version, data: &Path) -> Result<(), UpdateError> {
     let snap = layout.snapshot_dir(to);
     if !snap.is_dir() {
         return Ok(());
     }
-    // The migrated data dir is kept beside, for the technician and HQ to look at.
-    let failed = data.with_extension(format!("failed-{to}"));
-    let _ = std::fs::remove_dir_all(&failed);
-    if data.exists() {
-        std::fs::rename(data, &failed).map_err(|e| UpdateError::io("rename", data, e))?;
+    std::fs::create_dir_all(data).map_err(|e| UpdateError::io("create", data, e))?;
+    let failed = data.join(format!(".failed-{to}"));
+    std::fs::create_dir_all(&failed).map_err(|e| UpdateError::io("create", &failed, e))?;
+    let entries = std::fs::read_dir(data).map_err(|e| UpdateError::io("read", data, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| UpdateError::io("read", data, e))?;
+        if is_failed_copy(&entry.file_name()) {
+            continue;
+        }
+        let dst = failed.join(entry.file_name());
+        if dst.exists() {
+            // A previous, interrupted restore already kept this one: the entry in the
+            // data dir is a partial copy of the snapshot.
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| UpdateError::io("remove", &path, e))?;
+        } else {
+            std::fs::rename(entry.path(), &dst).map_err(|e| UpdateError::io("rename", &dst, e))?;
+        }
     }
-    std::fs::rename(&snap, data).map_err(|e| UpdateError::io("rename", &snap, e))?;
-    fsx::sync_dir(data.parent().unwrap_or(Path::new(".")))
+    fsx::copy_tree_except(&snap, data, |_| false)?;
+    std::fs::remove_dir_all(&snap).map_err(|e| UpdateError::io("remove", &snap, e))?;
+    fsx::sync_dir(data)
 }
 
 fn rollback(
@@ -337,9 +367,10 @@ mod tests {
         assert!(reason.contains("price lookup failed"), "{reason}");
         assert_eq!(std::fs::read(data.join("db")).unwrap(), b"schema 1");
         assert_eq!(
-            std::fs::read(d.path().join("data.failed-1.1.0/db")).unwrap(),
+            std::fs::read(data.join(".failed-1.1.0/db")).unwrap(),
             b"schema 2"
         );
+        assert!(!l.snapshot_dir(&v2).exists());
     }
 
     #[test]
