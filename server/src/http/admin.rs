@@ -197,7 +197,7 @@ pub struct SetUser {
     /// 10 to 256 characters.
     pub password: String,
     /// One or more of `supervisor`, `technician`, `admin`.
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<RoleName>, min_items = 1)]
     pub roles: Vec<Role>,
 }
 
@@ -279,4 +279,14 @@ pub async fn disable_user(
             format!("no staff account {:?}", username.as_str()),
         ))
     }
+}
+
+/// A staff role, as the API names it.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum RoleName {
+    Supervisor,
+    Technician,
+    Admin,
 }

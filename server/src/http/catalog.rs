@@ -49,14 +49,19 @@ pub async fn get_product(
 #[serde(deny_unknown_fields)]
 pub struct ProductQuery {
     /// Exact barcode (GTIN-8/12/13/14); other filters are ignored when given.
+    #[param(min_length = 1)]
     pub barcode: Option<String>,
     /// Words that start words of the product name.
+    #[param(min_length = 1)]
     pub q: Option<String>,
     /// Exact category.
+    #[param(min_length = 1)]
     pub category: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -148,6 +153,7 @@ pub async fn list_products(
 #[serde(deny_unknown_fields)]
 pub struct PromotionQuery {
     /// RFC 3339 time (default: now).
+    #[param(format = DateTime)]
     pub at: Option<String>,
 }
 

@@ -60,6 +60,7 @@ pub struct ScansQuery {
     /// 30000): a long poll.
     pub wait_ms: Option<u64>,
     /// Most scans returned (default and at most 100).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
 }
 

@@ -138,7 +138,7 @@ pub async fn put_inventory(
 /// Adjust stock by a delta with a reason. Needs an `Idempotency-Key`.
 #[utoipa::path(
     tag = "inventory",
-    params(("sku" = String, Path), ("Idempotency-Key" = String, Header)),
+    params(("sku" = String, Path), ("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters, unique per operation, reused on retry")),
     request_body = Adjustment,
     responses((status = 201, body = Movement), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody))
 )]

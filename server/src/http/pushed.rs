@@ -51,10 +51,13 @@ pub async fn get_tax_rates(
 #[serde(deny_unknown_fields)]
 pub struct PlanogramQuery {
     /// Only this SKU's locations.
+    #[param(min_length = 1)]
     pub sku: Option<String>,
     /// Page size, 1 to 1000 (default 200).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

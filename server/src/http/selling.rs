@@ -143,7 +143,7 @@ fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
 /// the first sale with `Idempotent-Replayed: true`.
 #[utoipa::path(
     tag = "selling",
-    params(("Idempotency-Key" = String, Header), ("X-Terminal-Id" = Option<String>, Header)),
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters, unique per operation, reused on retry"), ("X-Terminal-Id" = Option<String>, Header)),
     request_body = CheckoutRequest,
     responses(
         (status = 201, body = SaleView),
@@ -216,10 +216,13 @@ pub async fn get_sale(
 #[serde(deny_unknown_fields)]
 pub struct SalesQuery {
     /// Sales recorded at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -296,7 +299,7 @@ pub async fn list_sales(
 /// Refund some lines of a sale, or all of what is left. Needs an `Idempotency-Key`.
 #[utoipa::path(
     tag = "selling",
-    params(("id" = String, Path), ("Idempotency-Key" = String, Header), ("X-Terminal-Id" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters, unique per operation, reused on retry"), ("X-Terminal-Id" = Option<String>, Header)),
     request_body = RefundRequest,
     responses(
         (status = 201, body = Refund),

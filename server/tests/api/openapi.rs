@@ -53,3 +53,63 @@ async fn every_documented_route_is_served_and_every_served_route_is_documented()
         );
     }
 }
+
+/// The document says what validation refuses: a generated client cannot build a
+/// request the server turns down for a reason the document hides.
+#[tokio::test]
+async fn the_document_states_the_constraints_the_server_checks() {
+    let app = spawn_app().await;
+    let (_, doc) = app.get("/api/v1/openapi.json").await;
+    let param = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no {name}"))["schema"]
+            .clone()
+    };
+    assert_eq!(param("/api/v1/products", "get", "limit")["minimum"], 1);
+    assert_eq!(param("/api/v1/products", "get", "limit")["maximum"], 200);
+    assert_eq!(param("/api/v1/products", "get", "barcode")["minLength"], 1);
+    assert_eq!(
+        param("/api/v1/sales", "get", "since")["format"],
+        "date-time"
+    );
+    assert_eq!(
+        param("/api/v1/promotions", "get", "at")["format"],
+        "date-time"
+    );
+    assert_eq!(param("/api/v1/planogram", "get", "sku")["minLength"], 1);
+    assert_eq!(
+        param("/api/v1/checkout", "post", "Idempotency-Key")["pattern"],
+        "^[!-~]{1,255}$"
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["CheckoutRequest"]["properties"]["lines"]["minItems"],
+        1
+    );
+    assert_eq!(schemas["CartRequest"]["properties"]["lines"]["minItems"], 1);
+    // Every operation that needs credentials documents 401 and 403; every one with a
+    // body, 400, 413 and 415.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let codes = op["responses"].as_object().unwrap();
+            let public = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .all(|r| r.as_object().is_some_and(|o| o.is_empty()))
+            });
+            if !public {
+                for c in ["401", "403"] {
+                    assert!(codes.contains_key(c), "{method} {path} lacks {c}");
+                }
+            }
+            if op.get("requestBody").is_some() {
+                for c in ["400", "413", "415"] {
+                    assert!(codes.contains_key(c), "{method} {path} lacks {c}");
+                }
+            }
+        }
+    }
+}

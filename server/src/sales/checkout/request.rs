@@ -53,6 +53,7 @@ impl Weigher for crate::devices::Registry {
 #[serde(deny_unknown_fields)]
 pub struct CartRequest {
     /// The lines.
+    #[schema(min_items = 1)]
     pub lines: Vec<LineRequest>,
 }
 
@@ -61,6 +62,7 @@ pub struct CartRequest {
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
     /// The lines.
+    #[schema(min_items = 1)]
     pub lines: Vec<LineRequest>,
     /// A single tender.
     #[serde(default, skip_serializing_if = "Option::is_none")]
