@@ -19,9 +19,12 @@ use crate::state::UpdateState;
 /// new release): `EX_TEMPFAIL`.
 pub const EXIT_RESTART: i32 = 75;
 
-/// The environment variable that tells the server where its releases directory is
-/// (and that it runs supervised).
+/// The environment variable that tells the server where its releases directory is.
 pub const ENV_RELEASES: &str = "OUTPOST_RELEASES";
+
+/// Set (to `1`) for a server this supervisor started: it then stops when the
+/// supervisor goes. systemd sets only [`ENV_RELEASES`].
+pub const ENV_SUPERVISED: &str = "OUTPOST_SUPERVISED";
 
 /// How the supervisor restarts a server that failed outside an update.
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +123,7 @@ fn run_once(
     let mut child = Command::new(bin)
         .args(args)
         .env(ENV_RELEASES, layout.root())
+        .env(ENV_SUPERVISED, "1")
         .envs(env.iter().copied())
         .spawn()?;
     let started = Instant::now();

@@ -53,3 +53,44 @@ fn ready_once_serving_then_watchdog_pings_then_stopping() {
     assert!(stopping, "no STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+/// Run as systemd runs the unit (`OUTPOST_RELEASES` set, the parent pid 1: here an
+/// orphan re-parented to init), the server serves: only a server that
+/// `outpost-supervisor` started ties its life to its parent's.
+#[test]
+fn a_server_whose_parent_is_init_serves_when_not_supervised() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("outpost.log");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" serve --listen 127.0.0.1:0 --data-dir \"$1\" >\"$2\" 2>&1 & echo $!")
+        .arg(env!("CARGO_BIN_EXE_outpost"))
+        .arg(dir.path().join("data"))
+        .arg(&log)
+        .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
+        .env("OUTPOST_RELEASES", dir.path().join("opt"))
+        .env("OUTPOST_LOG", "info")
+        .env_remove("RUST_LOG")
+        .env_remove("OUTPOST_SUPERVISED")
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listening = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Outpost is listening") {
+            break true;
+        }
+        if text.contains("supervisor is gone") || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    assert!(
+        listening,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

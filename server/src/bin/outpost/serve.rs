@@ -23,7 +23,8 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
     let releases = s.updates.releases_dir.clone();
     let report_cap =
         (s.events.enabled && s.sync.hq_url.is_some()).then_some(s.events.max_pending_alerts);
-    if std::env::var_os(outpost_updater::supervisor::ENV_RELEASES).is_some() {
+    // Under outpost-supervisor only: systemd's services are children of pid 1.
+    if std::env::var_os(outpost_updater::supervisor::ENV_SUPERVISED).is_some() {
         stop_with_supervisor();
     }
     let app = Application::build(s, InjectedDevices::default()).await?;
