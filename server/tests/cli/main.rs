@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod card_data;
+mod doctor;
 mod login_storm;
 mod logs;
 mod notify;

@@ -105,6 +105,10 @@ pub enum Command {
     /// run the health gate on loopback, stop, and say whether it passed. The updater
     /// runs a new release's self-test before it switches to it.
     SelfTest(Common),
+    /// Check this machine for the settings: data dir and disk, sealer and TPM, clock,
+    /// ports, HQ, mesh peers, devices. Each line ok, warning or error with the fix;
+    /// exit code 1 on any error. Changes nothing.
+    Doctor(Common),
 }
 
 #[derive(Subcommand)]

@@ -7,10 +7,12 @@
 //! - [`catalog`]: `import catalog` and `export catalog`.
 //! - [`enroll`]: enrolment with HQ's bundle (`outpost enroll`).
 //! - [`p2p`]: `p2p id`.
+//! - [`doctor`]: `doctor`, what a technician runs first.
 //! - [`update`]: `update status|check|apply|rollback` and `self-test`.
 
 mod catalog;
 mod cli;
+mod doctor;
 mod enroll;
 mod p2p;
 mod serve;
@@ -70,6 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users { what } => users::run(what),
         Command::Update { what } => update::run(what).await,
         Command::SelfTest(common) => update::self_test(&common).await,
+        Command::Doctor(common) => doctor::run(&common),
         Command::Export {
             what: ExportWhat::Catalog { file, common },
         } => catalog::export(&file, &common),
