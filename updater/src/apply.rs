@@ -44,6 +44,19 @@ pub struct Staged {
     pub via: Via,
 }
 
+/// The release that runs here and its binary's bytes (the base of a delta): `current`'s,
+/// or, in no releases directory yet, this process's own.
+pub fn running_release(layout: &Layout) -> Result<(Version, Vec<u8>), UpdateError> {
+    if let Some(v) = layout.current()? {
+        let bin = layout.binary(&v);
+        let bytes = std::fs::read(&bin).map_err(|e| UpdateError::io("read", &bin, e))?;
+        return Ok((v, bytes));
+    }
+    let exe = std::env::current_exe().map_err(|e| UpdateError::io("find", "this binary", e))?;
+    let bytes = std::fs::read(&exe).map_err(|e| UpdateError::io("read", &exe, e))?;
+    Ok((stamp::running_version(), bytes))
+}
+
 /// The signed manifest of the bundle in `dir`.
 pub fn read_manifest(dir: &Path) -> Result<SignedDoc, UpdateError> {
     let path = dir.join(MANIFEST_FILE);

@@ -149,23 +149,29 @@ fn take_snapshot(layout: &Layout, to: &Version, data: &Path) -> Result<(), Updat
 }
 
 /// The data a failed release left, kept inside the data dir for the technician and
-/// HQ to look at (`.failed-<version>`).
+/// HQ to look at (`.failed-<version>-<switch time>`).
 fn is_failed_copy(name: &std::ffi::OsStr) -> bool {
     name.to_string_lossy().starts_with(".failed-")
 }
 
 /// Puts the snapshot back into `data` in place: the data dir itself is neither
 /// renamed nor replaced (the service may write only inside it, and the snapshot may be
-/// on another mount), its entries move into `data/.failed-<to>`, and the snapshot's are
-/// copied in. A stop half-way is finished by the next rollback: the snapshot stays
-/// until the copy is complete.
-fn restore_snapshot(layout: &Layout, to: &Version, data: &Path) -> Result<(), UpdateError> {
+/// on another mount), its entries move into `data/.failed-<to>-<switched_at>` (one per
+/// attempt, so a later failure of the same release keeps its own), and the snapshot's
+/// are copied in. A stop half-way is finished by the next rollback of the same attempt:
+/// the snapshot stays until the copy is complete.
+fn restore_snapshot(
+    layout: &Layout,
+    to: &Version,
+    switched_at: i64,
+    data: &Path,
+) -> Result<(), UpdateError> {
     let snap = layout.snapshot_dir(to);
     if !snap.is_dir() {
         return Ok(());
     }
     std::fs::create_dir_all(data).map_err(|e| UpdateError::io("create", data, e))?;
-    let failed = data.join(format!(".failed-{to}"));
+    let failed = data.join(format!(".failed-{to}-{switched_at}"));
     std::fs::create_dir_all(&failed).map_err(|e| UpdateError::io("create", &failed, e))?;
     let entries = std::fs::read_dir(data).map_err(|e| UpdateError::io("read", data, e))?;
     for entry in entries {
@@ -205,7 +211,7 @@ fn rollback(
     if p.snapshot_taken
         && let Some(data) = &p.data_dir
     {
-        restore_snapshot(layout, &p.to, data)?;
+        restore_snapshot(layout, &p.to, p.switched_at, data)?;
     }
     crate::failpoint("rollback-before-switch");
     layout.switch_back(&p.from)?;
@@ -367,7 +373,7 @@ mod tests {
         assert!(reason.contains("price lookup failed"), "{reason}");
         assert_eq!(std::fs::read(data.join("db")).unwrap(), b"schema 1");
         assert_eq!(
-            std::fs::read(data.join(".failed-1.1.0/db")).unwrap(),
+            std::fs::read(data.join(".failed-1.1.0-100/db")).unwrap(),
             b"schema 2"
         );
         assert!(!l.snapshot_dir(&v2).exists());

@@ -100,6 +100,16 @@ impl UpdateState {
         }
     }
 
+    /// The journal of the releases directory `releases`, or the empty journal when
+    /// there is none (no directory, no journal yet, or one that cannot be read: this
+    /// is for reports, which must not fail for it).
+    pub fn of_releases(releases: Option<&Path>) -> UpdateState {
+        releases
+            .map(|d| crate::layout::Layout::new(d).state_path())
+            .and_then(|p| UpdateState::load(&p).ok())
+            .unwrap_or_default()
+    }
+
     /// Writes the journal durably.
     pub fn save(&self, path: &Path) -> std::result::Result<(), UpdateError> {
         // Versions, strings and numbers always serialise.

@@ -477,10 +477,7 @@ fn store_movements_since(t: OffsetDateTime) -> uuid::Uuid {
 
 /// The update fields of `StoreStatus`, from the releases directory's journal.
 fn census(releases: Option<&std::path::Path>) -> hq::StoreStatus {
-    let state = releases
-        .map(|d| outpost_updater::layout::Layout::new(d).state_path())
-        .and_then(|p| outpost_updater::state::UpdateState::load(&p).ok())
-        .unwrap_or_default();
+    let state = outpost_updater::state::UpdateState::of_releases(releases);
     let (result, version, reason) = state
         .last
         .map(|l| {

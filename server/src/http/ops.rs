@@ -185,18 +185,9 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
         "Seconds since start.",
         state.started.elapsed().as_secs(),
     );
-    let journal = state
-        .settings
-        .updates
-        .releases_dir
-        .as_deref()
-        .and_then(|d| {
-            outpost_updater::state::UpdateState::load(
-                &outpost_updater::layout::Layout::new(d).state_path(),
-            )
-            .ok()
-        })
-        .unwrap_or_default();
+    let journal = outpost_updater::state::UpdateState::of_releases(
+        state.settings.updates.releases_dir.as_deref(),
+    );
     metric(
         "outpost_update_on_probation",
         "gauge",

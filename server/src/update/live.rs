@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use outpost_updater::UpdateError;
 use outpost_updater::apply::{self, Via};
 use outpost_updater::layout::Layout;
 use outpost_updater::manifest::UnitFacts;
 use outpost_updater::semver::Version;
-use outpost_updater::{UpdateError, stamp};
 
 use crate::access::Access;
 use crate::access::releases::{self, ReleaseTrustError};
@@ -112,18 +112,7 @@ fn apply_inner(
         .ok_or(LiveUpdateError::NotUpdating)?;
     let args = self_test_args(std::env::args_os().skip(1))?;
     let layout = Layout::new(dir);
-    let (running, running_bin) = match layout.current()? {
-        Some(v) => {
-            let bin = layout.binary(&v);
-            let bytes = std::fs::read(&bin).map_err(|e| UpdateError::io("read", &bin, e))?;
-            (v, bytes)
-        }
-        None => {
-            let exe = std::env::current_exe().map_err(|e| UpdateError::io("find", "outpost", e))?;
-            let bytes = std::fs::read(&exe).map_err(|e| UpdateError::io("read", &exe, e))?;
-            (stamp::running_version(), bytes)
-        }
-    };
+    let (running, running_bin) = apply::running_release(&layout)?;
     let root = releases::trusted_root(store, &settings.updates, Some(bundle), true)?;
     let facts = UnitFacts {
         running: running.clone(),
@@ -136,7 +125,11 @@ fn apply_inner(
     let copy = layout.root().join("tmp").join("self-test-data");
     copy_data_dir(store, &settings.data_dir, &copy)?;
     let mut test_args = args;
-    test_args.extend([OsString::from("--data-dir"), copy.clone().into_os_string()]);
+    test_args.extend([
+        OsString::from("--data-dir"),
+        copy.clone().into_os_string(),
+        OsString::from("--data-is-copy"),
+    ]);
     let tested = apply::self_test(
         &layout.binary(&v),
         &v,
@@ -191,7 +184,7 @@ fn copy_data_dir(store: &Store, data_dir: &Path, to: &Path) -> Result<(), LiveUp
     for entry in std::fs::read_dir(data_dir).map_err(|e| fail(e.to_string()))? {
         let entry = entry.map_err(|e| fail(e.to_string()))?;
         let name = entry.file_name();
-        if name == "db" || name == "p2p" {
+        if name == "db" || name == "p2p" || name.to_string_lossy().starts_with(".failed-") {
             continue;
         }
         let kind = entry.file_type().map_err(|e| fail(e.to_string()))?;

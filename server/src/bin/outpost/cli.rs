@@ -104,7 +104,14 @@ pub enum Command {
     /// Start this binary on a copy of the data dir (its migrations run on the copy),
     /// run the health gate on loopback, stop, and say whether it passed. The updater
     /// runs a new release's self-test before it switches to it.
-    SelfTest(Common),
+    SelfTest {
+        #[command(flatten)]
+        common: Common,
+        /// The data dir given is already a scratch copy (the running server made it):
+        /// use it as it is instead of copying it again.
+        #[arg(long)]
+        data_is_copy: bool,
+    },
     /// Check this machine for the settings: data dir and disk, sealer and TPM, clock,
     /// ports, HQ, mesh peers, devices. Each line ok, warning or error with the fix;
     /// exit code 1 on any error. Changes nothing.

@@ -71,7 +71,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Terminals { what } => terminals::run(what),
         Command::Users { what } => users::run(what),
         Command::Update { what } => update::run(what).await,
-        Command::SelfTest(common) => update::self_test(&common).await,
+        Command::SelfTest {
+            common,
+            data_is_copy,
+        } => update::self_test(&common, data_is_copy).await,
         Command::Doctor(common) => doctor::run(&common),
         Command::Export {
             what: ExportWhat::Catalog { file, common },

@@ -11,10 +11,10 @@ use outpost_server::startup::Application;
 use outpost_server::store::StoreOptions;
 use outpost_server::update::gate;
 use outpost_updater::apply::{self, Via};
+use outpost_updater::guard;
 use outpost_updater::layout::Layout;
 use outpost_updater::manifest::UnitFacts;
 use outpost_updater::semver::Version;
-use outpost_updater::{guard, stamp};
 
 use crate::cli::{Common, Releases, UpdateWhat};
 
@@ -52,18 +52,6 @@ fn status(releases: &Releases, common: &Common) -> anyhow::Result<()> {
     let status = outpost_server::http::updates::update_status(Some(l.root()), None)?;
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
-}
-
-/// The version that runs here (`current`'s, else this binary's) and its bytes.
-fn running(l: &Layout) -> anyhow::Result<(Version, Vec<u8>)> {
-    if let Some(v) = l.current()? {
-        let bin = l.binary(&v);
-        let bytes = std::fs::read(&bin).with_context(|| format!("read {}", bin.display()))?;
-        return Ok((v, bytes));
-    }
-    let exe = std::env::current_exe().context("find this binary")?;
-    let bytes = std::fs::read(&exe).with_context(|| format!("read {}", exe.display()))?;
-    Ok((stamp::running_version(), bytes))
 }
 
 /// A stopped server's data dir, for the root, the floor and the audit log.
@@ -125,7 +113,7 @@ impl Opened {
 fn check(bundle: &Path, releases: &Releases, common: &Common) -> anyhow::Result<()> {
     let s = common.settings()?;
     let l = layout(releases, &s)?;
-    let (running, _) = running(&l)?;
+    let (running, _) = apply::running_release(&l)?;
     let unit = open(&s)?;
     let verified = unit
         .facts(&s, bundle, &running, false)
@@ -141,7 +129,7 @@ fn check(bundle: &Path, releases: &Releases, common: &Common) -> anyhow::Result<
 fn apply_bundle(bundle: &Path, releases: &Releases, common: &Common) -> anyhow::Result<()> {
     let s = common.settings()?;
     let l = layout(releases, &s)?;
-    let (running, running_bin) = running(&l)?;
+    let (running, running_bin) = apply::running_release(&l)?;
     let unit = open(&s)?;
     let staged = unit
         .facts(&s, bundle, &running, true)
@@ -193,18 +181,27 @@ fn rollback(releases: &Releases, common: &Common) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `outpost self-test`: this binary on a copy of the data dir, with no devices, no
-/// HQ and no mesh, on loopback ports; the gate's report on standard output.
-pub async fn self_test(common: &Common) -> anyhow::Result<()> {
+/// `outpost self-test`: this binary on a copy of the data dir (the mesh's content and
+/// kept failed data left out), with no devices, no HQ and no mesh, on loopback ports;
+/// the gate's report on standard output. With `data_is_copy` the data dir is already a
+/// scratch copy and is used as it is.
+pub async fn self_test(common: &Common, data_is_copy: bool) -> anyhow::Result<()> {
     let mut s = common.settings()?;
     outpost_server::telemetry::init("warn");
-    let scratch = tempfile::Builder::new()
-        .prefix(".outpost-self-test")
-        .tempdir_in(s.data_dir.parent().unwrap_or(Path::new(".")))
-        .context("make a scratch dir beside the data dir")?;
-    let copy: PathBuf = scratch.path().join("data");
-    outpost_updater::fsx::copy_tree(&s.data_dir, &copy)?;
-    s.data_dir = copy;
+    // Kept until the end: the copy lives in it.
+    let mut _scratch = None;
+    if !data_is_copy {
+        let scratch = tempfile::Builder::new()
+            .prefix(".outpost-self-test")
+            .tempdir_in(s.data_dir.parent().unwrap_or(Path::new(".")))
+            .context("make a scratch dir beside the data dir")?;
+        let copy: PathBuf = scratch.path().join("data");
+        outpost_updater::fsx::copy_tree_except(&s.data_dir, &copy, |name| {
+            name == "p2p" || name.to_string_lossy().starts_with(".failed-")
+        })?;
+        s.data_dir = copy;
+        _scratch = Some(scratch);
+    }
     s.listen = ([127, 0, 0, 1], 0).into();
     if s.sync.grpc_listen.is_some() {
         s.sync.grpc_listen = Some(([127, 0, 0, 1], 0).into());
