@@ -48,8 +48,9 @@ pub async fn get_product(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ProductQuery {
-    /// Exact barcode (GTIN-8/12/13/14); other filters are ignored when given.
-    #[param(min_length = 1)]
+    /// Exact barcode (GTIN-8/12/13/14, with its check digit); other filters are
+    /// ignored when given.
+    #[param(pattern = "^([0-9]{8}|[0-9]{12,14})$")]
     pub barcode: Option<String>,
     /// Words that start words of the product name.
     #[param(min_length = 1)]

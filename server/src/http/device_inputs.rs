@@ -58,6 +58,7 @@ pub struct ScansQuery {
     pub after: Option<u64>,
     /// Wait up to this many ms for a scan when there is none yet (default 0, at most
     /// 30000): a long poll.
+    #[param(maximum = 30000)]
     pub wait_ms: Option<u64>,
     /// Most scans returned (default and at most 100).
     #[param(minimum = 1, maximum = 100)]

@@ -71,7 +71,15 @@ async fn the_document_states_the_constraints_the_server_checks() {
     };
     assert_eq!(param("/api/v1/products", "get", "limit")["minimum"], 1);
     assert_eq!(param("/api/v1/products", "get", "limit")["maximum"], 200);
-    assert_eq!(param("/api/v1/products", "get", "barcode")["minLength"], 1);
+    assert_eq!(
+        param("/api/v1/products", "get", "barcode")["pattern"],
+        "^([0-9]{8}|[0-9]{12,14})$"
+    );
+    assert_eq!(param("/api/v1/products", "get", "q")["minLength"], 1);
+    assert_eq!(
+        param("/api/v1/devices/{id}/scans", "get", "wait_ms")["maximum"],
+        30000
+    );
     assert_eq!(
         param("/api/v1/sales", "get", "since")["format"],
         "date-time"
