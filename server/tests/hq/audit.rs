@@ -3,7 +3,6 @@
 //! audited (done-when (f)); the audit chain's head reaches HQ, and HQ notices a log
 //! cut short on a stopped unit.
 
-use outpost_mocks::hq::{Faults, MockHq};
 use outpost_proto::hq;
 use outpost_security::auth::spool::{AuditSpool, SpoolSigner, SpooledEntry};
 use outpost_security::lease::{Action, Command, HqSigner, Lease};
@@ -156,13 +155,7 @@ async fn a_forged_spool_entry_is_refused_and_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_head_reaches_hq_and_a_cut_log_is_reported() {
     let hq_dir = tempfile::tempdir().unwrap();
-    let hq = MockHq::start(
-        "127.0.0.1:0".parse().unwrap(),
-        hq_dir.path(),
-        Faults::none(),
-    )
-    .await
-    .unwrap();
+    let hq = mock_hq(hq_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path(), Some(hq.url()));
     s.events.poll_ms = 50;
@@ -243,13 +236,7 @@ async fn the_audit_head_reaches_hq_and_a_cut_log_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_head_goes_to_hq_right_after_an_unlock() {
     let hq_dir = tempfile::tempdir().unwrap();
-    let hq = MockHq::start(
-        "127.0.0.1:0".parse().unwrap(),
-        hq_dir.path(),
-        Faults::none(),
-    )
-    .await
-    .unwrap();
+    let hq = mock_hq(hq_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     // Enrolled with this HQ: after the lock, the key comes back through its recovery.
     let hq_signer = &hq.escrow().keys().signer;

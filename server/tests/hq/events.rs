@@ -4,19 +4,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use outpost_mocks::hq::{Faults, MockHq, MockHqHandle};
 use outpost_mocks::sim::escpos::{EscPosSim, SimOptions};
 use outpost_proto::hq::{Envelope, EnvelopeKind};
 use outpost_server::config::{DeviceSettings, Settings};
 use serde_json::Value;
 
 use crate::helpers::*;
-
-async fn start_hq(dir: &std::path::Path) -> MockHqHandle {
-    MockHq::start("127.0.0.1:0".parse().unwrap(), dir, Faults::none())
-        .await
-        .expect("mock HQ starts")
-}
 
 fn records(envs: &[Envelope]) -> Vec<Value> {
     envs.iter()
@@ -46,7 +39,7 @@ async fn device_events_alerts_and_telemetry_reach_hq_exactly_once() {
         .await
         .unwrap();
     let hq_dir = tempfile::tempdir().unwrap();
-    let hq = start_hq(hq_dir.path()).await;
+    let hq = mock_hq(hq_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path(), Some(hq.url()));
     quick_events(&mut s);
@@ -140,7 +133,7 @@ async fn device_events_alerts_and_telemetry_reach_hq_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_queues_at_most_the_cap_of_telemetry_and_the_rest_is_counted() {
     let hq_dir = tempfile::tempdir().unwrap();
-    let hq = start_hq(hq_dir.path()).await;
+    let hq = mock_hq(hq_dir.path()).await;
     let url = hq.url();
     hq.stop().await;
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use outpost_mocks::MockTerminal;
 use outpost_mocks::hq::StoreClient;
 use outpost_mocks::hq::auth::Authorizer;
+use outpost_mocks::hq::{Faults, MockHq, MockHqHandle};
 use outpost_proto::hq;
 use outpost_proto::hq::store_service_client::StoreServiceClient;
 use outpost_server::config::Settings;
@@ -467,4 +468,12 @@ pub async fn events_pending(base: &str, kind: &str) -> u64 {
         .await
         .unwrap();
     v["events_pending"][kind].as_u64().unwrap()
+}
+
+/// A mock HQ on loopback with its data in `dir`, no faults.
+#[allow(dead_code)]
+pub async fn mock_hq(dir: &std::path::Path) -> MockHqHandle {
+    MockHq::start("127.0.0.1:0".parse().unwrap(), dir, Faults::none())
+        .await
+        .expect("mock HQ starts")
 }

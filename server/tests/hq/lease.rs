@@ -6,21 +6,15 @@ use outpost_security::lease::{Action, Command, HqSigner, Lease};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use outpost_mocks::hq::{Faults, MockHq, MockHqHandle};
+use outpost_mocks::hq::MockHqHandle;
 use outpost_security::enroll::SecondFactors;
 
-use crate::helpers::{enroll, settings, spawn_with};
+use crate::helpers::{enroll, mock_hq, settings, spawn_with};
 
 /// A mock HQ (its data dir inside `dir`): it signs the bundles, leases and commands, and
 /// answers the enrolled unit's escrow exchanges.
 async fn hq(dir: &std::path::Path) -> MockHqHandle {
-    MockHq::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &dir.join("hq"),
-        Faults::none(),
-    )
-    .await
-    .unwrap()
+    mock_hq(&dir.join("hq")).await
 }
 
 /// Settings of a unit in `dir` enrolled with `hq` (TPM alone releases its key at start;

@@ -2,7 +2,6 @@
 //! `update` alert through the outbox; `GetStatus`, `GET /api/v1/update` and `/metrics`
 //! carry the version census.
 
-use outpost_mocks::hq::{Faults, MockHq};
 use outpost_proto::hq::{EnvelopeKind, GetStatusRequest};
 use outpost_updater::layout::Layout;
 use outpost_updater::semver::Version;
@@ -13,13 +12,7 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_update_reaches_hq_once_and_the_census_shows_it() {
     let hq_dir = tempfile::tempdir().unwrap();
-    let hq = MockHq::start(
-        "127.0.0.1:0".parse().unwrap(),
-        hq_dir.path(),
-        Faults::none(),
-    )
-    .await
-    .unwrap();
+    let hq = mock_hq(hq_dir.path()).await;
     let dir = tempfile::tempdir().unwrap();
     let releases = dir.path().join("opt");
     let layout = Layout::new(&releases);
