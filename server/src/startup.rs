@@ -272,9 +272,17 @@ impl Application {
             .context("Failed to join the store mesh")?;
         // A device that was locked when it stopped locks again before serving.
         security.enforce_lockdown();
-        let artifacts = mesh
-            .clone()
-            .map(|m| crate::hq::artifacts::Artifacts::new(store.clone(), m, settings.currency()));
+        // Asked for by a live update (`POST /api/v1/update`) or a release from the mesh.
+        let restart = Arc::new(tokio::sync::Notify::new());
+        let releases = crate::update::distribute::MeshReleases::for_unit(
+            store.clone(),
+            security.clone(),
+            &settings,
+            restart.clone(),
+        );
+        let artifacts = mesh.clone().map(|m| {
+            crate::hq::artifacts::Artifacts::new(store.clone(), m, settings.currency(), releases)
+        });
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -317,7 +325,6 @@ impl Application {
             n => n,
         };
         let settings = Arc::new(settings);
-        let restart = Arc::new(tokio::sync::Notify::new());
         let state = web::Data::new(AppState {
             sales: sales.clone(),
             settings: settings.clone(),
@@ -438,10 +445,10 @@ impl Application {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     artifacts = n,
-                    "Resuming catalog artifacts offered before the restart"
+                    "Resuming artifacts offered before the restart"
                 ),
                 Err(e) => {
-                    tracing::error!(error = %e, "Failed to read the catalog artifacts offered before the restart")
+                    tracing::error!(error = %e, "Failed to read the artifacts offered before the restart")
                 }
             }
         }

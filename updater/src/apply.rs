@@ -97,6 +97,12 @@ pub fn files(
         check_stamp(m, &bin)?;
         return Ok((vec![(BINARY.to_owned(), bin)], Via::Delta));
     }
+    if !dir.join(&m.artifact.name).is_file() {
+        return Err(UpdateError::NoDelta {
+            release: m.version.to_string(),
+            from: running.0.to_string(),
+        });
+    }
     let out = scratch.join(format!("unpack-{}", m.version));
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| UpdateError::io("create", &out, e))?;

@@ -108,8 +108,11 @@ pub enum UpdateError {
         /// Why.
         reason: String,
     },
-    /// No delta from the running version; the full artifact is needed.
-    #[error("release {release} offers no delta from {from}")]
+    /// No delta from the running version here, and no full archive: HQ must send the
+    /// full artifact.
+    #[error(
+        "release {release} came without a delta from {from} (the running binary) and without its full archive: HQ must offer the full artifact"
+    )]
     NoDelta {
         /// The offered release.
         release: String,

@@ -14,12 +14,14 @@
 //! - [`supervisor`]: the process that starts the server and restarts it.
 //! - [`fsx`]: durable file steps (atomic write, symlink switch, tree copy).
 //! - [`publish`]: building a signed release bundle (HQ's side).
+//! - [`bundle`]: part of a bundle as one artifact for the store mesh.
 //!
 //! Dependencies point down the list: `signed` ← `root` ← `manifest` ← `artifact`,
 //! `layout` ← `state` ← `apply`, `guard` ← `supervisor`. See `docs/updates.md`.
 
 pub mod apply;
 pub mod artifact;
+pub mod bundle;
 pub mod error;
 pub mod fsx;
 pub mod guard;

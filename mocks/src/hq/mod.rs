@@ -19,8 +19,10 @@
 //!   an admin session), HQ's key file.
 //! - [`offer`]: artifact offers for the store mesh, signed with HQ's roster key
 //!   ([`sign_offer`]) and sent with [`offer_artifact`].
+//! - [`release`]: release rollouts: the cohort, the part a store is sent, the origin,
+//!   canary first.
 //!
-//! The binary `outpost-hq` (`src/bin/outpost-hq.rs`) is a thin CLI over these; see
+//! The binary `outpost-hq` (`src/bin/outpost-hq/`) is a thin CLI over these; see
 //! `docs/mock-hq.md`.
 
 pub mod audit;
@@ -29,6 +31,7 @@ pub mod escrow;
 pub mod offer;
 pub mod product;
 pub mod push;
+pub mod release;
 pub mod server;
 pub mod storage;
 

@@ -402,13 +402,24 @@ impl StoreService for StoreGrpc {
         &self,
         request: Request<hq::ArtifactOffer>,
     ) -> Result<Response<hq::ArtifactState>, Status> {
-        use crate::hq::artifacts::{OfferError, OfferRequest};
+        use crate::hq::artifacts::{Carries, OfferError, OfferRequest};
         let artifacts = self.artifacts()?;
         let offer = request.into_inner();
-        let Some(hq::artifact_offer::Payload::CatalogSnapshot(catalog)) = offer.payload else {
-            return Err(Status::invalid_argument(
-                "payload: an artifact offer must say what it carries (catalog_snapshot)",
-            ));
+        let carries = match offer.payload {
+            Some(hq::artifact_offer::Payload::CatalogSnapshot(c)) => Carries::Catalog(c.version),
+            Some(hq::artifact_offer::Payload::Release(r)) => Carries::Release(
+                outpost_updater::semver::Version::parse(r.version.trim()).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "release.version: {:?} is not a semantic version: {e}",
+                        r.version
+                    ))
+                })?,
+            ),
+            None => {
+                return Err(Status::invalid_argument(
+                    "payload: an artifact offer must say what it carries (catalog_snapshot or release)",
+                ));
+            }
         };
         let view = artifacts
             .offer(OfferRequest {
@@ -417,7 +428,7 @@ impl StoreService for StoreGrpc {
                 url: offer.url,
                 chunks_url: offer.chunks_url,
                 content_key: offer.content_key,
-                catalog_version: catalog.version,
+                carries,
                 store_id: offer.store_id,
                 expires_at_ms: offer.expires_at_ms,
                 hq_signature: offer.hq_signature,
@@ -464,6 +475,7 @@ fn artifact_state(
         origin_bytes,
         peer_bytes,
         catalog_version: view.catalog_version,
+        release_version: view.release_version.clone().unwrap_or_default(),
     }
 }
 

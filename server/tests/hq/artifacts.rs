@@ -375,6 +375,24 @@ async fn bad_offers_are_refused_and_a_wrong_key_changes_nothing() {
             Code::InvalidArgument,
         ),
         (
+            "a release that is not a version",
+            bad(&|o| {
+                o.payload = Some(hq::artifact_offer::Payload::Release(hq::ReleaseArtifact {
+                    version: "9.x".into(),
+                }))
+            }),
+            Code::InvalidArgument,
+        ),
+        (
+            "a release to a unit that does not update itself",
+            bad(&|o| {
+                o.payload = Some(hq::artifact_offer::Payload::Release(hq::ReleaseArtifact {
+                    version: "9.0.0".into(),
+                }))
+            }),
+            Code::FailedPrecondition,
+        ),
+        (
             "not newer than the live catalog",
             bad(&|o| {
                 o.payload = Some(hq::artifact_offer::Payload::CatalogSnapshot(

@@ -17,6 +17,7 @@ use outpost_updater::semver::Version;
 use outpost_updater::state::{self, UpdateState};
 
 mod crash;
+mod distribute;
 mod live;
 mod refusals;
 mod rollback;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+mod mesh;
+
 use outpost_mocks::hq::{
     CatalogSource, Credentials, Faults, MockHq, PushError, PushKind, PushOptions, auth, push,
     push_catalog, store_status,
@@ -61,7 +63,12 @@ enum Command {
     },
     /// Offer a sealed catalog snapshot, published at an HTTP origin, to a unit for its
     /// store mesh, signed with HQ's roster key.
-    OfferArtifact(OfferArgs),
+    OfferArtifact(mesh::OfferArgs),
+    /// Roll a release bundle out to a store's units through its mesh: the delta from
+    /// the version they run (else the full archive), served once from a loopback
+    /// origin, the first --unit (the canary) first and the others after its health
+    /// gate passed; a refusal or rollback halts the store's rollout (exit 1).
+    PublishRelease(mesh::PublishReleaseArgs),
     /// Print a store's GetStatus as JSON.
     Status {
         /// The store's gRPC URL, e.g. http://127.0.0.1:50051 (https:// with --ca).
@@ -256,46 +263,6 @@ struct SendLeaseArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("signer").required(true).args(["roster_key", "demo_roster_key"])))]
-struct OfferArgs {
-    /// The unit's gRPC URL (https:// with --ca).
-    #[arg(long)]
-    store: String,
-    #[command(flatten)]
-    tls: ClientTlsArgs,
-    #[command(flatten)]
-    auth: CredentialArgs,
-    /// The sealed artifact exactly as origin serves it at --url (its BLAKE3 hash and
-    /// size go into the offer).
-    #[arg(long, value_name = "FILE")]
-    file: PathBuf,
-    /// Where origin serves FILE (must honour Range requests).
-    #[arg(long)]
-    url: String,
-    /// Where origin serves FILE's chunk list.
-    #[arg(long)]
-    chunks_url: String,
-    /// The key FILE was sealed with: 64 hex digits in a file only its owner may read.
-    #[arg(long, value_name = "FILE")]
-    content_key_file: PathBuf,
-    /// The catalog version the snapshot becomes.
-    #[arg(long)]
-    catalog_version: u64,
-    /// The store the offer is for (the roster's store id).
-    #[arg(long)]
-    store_id: String,
-    /// HQ's roster key: the Ed25519 secret key as 64 hex digits, mode 0600.
-    #[arg(long, value_name = "FILE")]
-    roster_key: Option<PathBuf>,
-    /// Sign with the public demo roster key (units whose hq_public_key is the demo's).
-    #[arg(long)]
-    demo_roster_key: bool,
-    /// How long units may take the offer.
-    #[arg(long, default_value_t = 86_400)]
-    ttl_secs: u64,
-}
-
-#[derive(Debug, Args)]
 struct ListArgs {
     /// The `serve --data-dir` to read.
     #[arg(long)]
@@ -481,7 +448,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(())
         }
-        Command::OfferArtifact(args) => offer_artifact(args).await,
+        Command::OfferArtifact(args) => mesh::offer_artifact(args).await,
+        Command::PublishRelease(args) => mesh::publish_release(args).await,
         Command::Status { store, tls } => {
             let tls = tls.config()?;
             let status = store_status(&store, tls.as_ref()).await?;
@@ -609,49 +577,6 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-async fn offer_artifact(args: OfferArgs) -> anyhow::Result<()> {
-    use outpost_mocks::hq::offer;
-    use outpost_proto::hq::{ArtifactOffer, CatalogArtifact, artifact_offer::Payload};
-    let key = match &args.roster_key {
-        Some(path) => offer::read_roster_key(path)?,
-        None => offer::demo_hq_keypair(),
-    };
-    let content_key = offer::read_secret_hex(&args.content_key_file)?.to_vec();
-    let file = args.file.clone();
-    let list = tokio::task::spawn_blocking(move || {
-        outpost_p2p::chunks::ChunkList::compute(std::fs::File::open(&file)?)
-    })
-    .await?
-    .with_context(|| format!("Failed to hash {}", args.file.display()))?;
-    let mut o = ArtifactOffer {
-        root_hex: list.root().to_hex(),
-        size: list.size(),
-        url: args.url,
-        chunks_url: args.chunks_url,
-        content_key,
-        payload: Some(Payload::CatalogSnapshot(CatalogArtifact {
-            version: args.catalog_version,
-        })),
-        ..ArtifactOffer::default()
-    };
-    let expires = offer::expiry_in(std::time::Duration::from_secs(args.ttl_secs));
-    offer::sign_offer(&mut o, &key, &args.store_id, expires)?;
-    let credentials = args.auth.credentials()?;
-    let state =
-        offer::offer_artifact(&args.store, o, args.tls.config()?.as_ref(), &credentials).await?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "root_hex": state.root_hex,
-            "state": state.state,
-            "error": state.error,
-            "catalog_version": state.catalog_version,
-            "expires_at_ms": expires,
-        })
-    );
     Ok(())
 }
 

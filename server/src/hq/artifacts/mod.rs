@@ -1,35 +1,40 @@
 //! Artifacts HQ offers through the store mesh, and applying them when they are complete.
 //!
-//! HQ publishes a catalog snapshot once per store at an HTTP origin, sealed (an
-//! `outpost_security::stream` of the JSON lines) and addressed by the BLAKE3 hash of the
-//! sealed bytes, then sends the same [`OfferRequest`] to every unit of the store over
-//! gRPC, signed with HQ's roster key for that store until an expiry (the mesh fetches
-//! nothing HQ did not sign: `outpost_p2p::offer`). Each unit checks the signature,
-//! records the offer durably, hands it to its mesh node (which elects one unit to
-//! download from origin; the others fetch from it: `docs/p2p.md`), and once the
-//! artifact is complete and verified, opens it with the key that came with the offer
-//! and imports it as the new catalog (readers see the old catalog or the new one).
+//! HQ publishes an artifact once per store at an HTTP origin, sealed (an
+//! `outpost_security::stream`) and addressed by the BLAKE3 hash of the sealed bytes,
+//! then sends the same [`OfferRequest`] to the units of the store over gRPC, signed
+//! with HQ's roster key for that store until an expiry (the mesh fetches nothing HQ did
+//! not sign: `outpost_p2p::offer`). Each unit checks the signature, records the offer
+//! durably, hands it to its mesh node (which elects one unit to download from origin;
+//! the others fetch from it: `docs/p2p.md`), and once the artifact is complete and
+//! verified, opens it with the key that came with the offer and applies it: a catalog
+//! snapshot is imported as the new catalog (`catalog`: readers see the old catalog or
+//! the new one); a release is handed to the updater (`release`).
 //!
 //! Origin and peers only ever hold ciphertext; the key exists only in the offer record
-//! (in the store's journal) and in memory while the import runs.
+//! (in the store's journal) and in memory while the artifact is applied.
 //!
 //! The records live in the journal under `a/<root>`; an offer that was not applied when
 //! the unit stopped is resumed at start ([`Artifacts::resume`]), and the mesh node resumes
-//! its download. Once a newer snapshot is applied, older artifacts are released to the
-//! mesh's garbage collection and their records dropped.
+//! its download. Once a newer artifact of the same kind is applied, older ones are
+//! released to the mesh's garbage collection and their records dropped.
+
+mod catalog;
+mod release;
+
+pub use release::{InstallError, ReleaseInstaller};
 
 use std::collections::HashSet;
-use std::io::BufReader;
 use std::sync::Arc;
 use std::time::Duration;
 
 use outpost_p2p::{Client, Offer, P2pError, Root, SignedOffer};
-use outpost_security::stream::{OpeningReader, StreamKey};
+use outpost_security::stream::StreamKey;
+use outpost_updater::semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Currency;
-use crate::import::{ImportError, import_catalog};
-use crate::store::{ImportMode, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Journal prefix of artifact records.
 pub const PREFIX: &[u8] = b"a/";
@@ -81,7 +86,11 @@ struct Record {
     chunks_url: String,
     /// The sealed stream's key, hex.
     content_key: String,
+    /// The catalog version a snapshot carries (0 for a release).
     catalog_version: u64,
+    /// The release a release artifact carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    release: Option<String>,
     stage: ArtifactStage,
     error: Option<String>,
     offered_at_ms: i64,
@@ -96,8 +105,10 @@ pub struct ArtifactView {
     pub root: String,
     /// Size of the sealed bytes.
     pub size: u64,
-    /// The catalog version it carries.
+    /// The catalog version it carries (0: a release).
     pub catalog_version: u64,
+    /// The release it carries, when it is one.
+    pub release_version: Option<String>,
     /// Where it stands.
     pub stage: ArtifactStage,
     /// Why it failed.
@@ -116,6 +127,7 @@ impl From<&Record> for ArtifactView {
             root: r.root.clone(),
             size: r.size,
             catalog_version: r.catalog_version,
+            release_version: r.release.clone(),
             stage: r.stage,
             error: r.error.clone(),
             offered_at_ms: r.offered_at_ms,
@@ -125,7 +137,34 @@ impl From<&Record> for ArtifactView {
     }
 }
 
-/// HQ's offer of a catalog snapshot, as received.
+/// What an artifact carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carries {
+    /// A catalog snapshot that becomes this catalog version.
+    Catalog(u64),
+    /// A release of Outpost (`outpost_updater::bundle`).
+    Release(Version),
+}
+
+impl Carries {
+    fn of(r: &Record) -> Carries {
+        match r.release.as_deref().map(Version::parse) {
+            Some(Ok(v)) => Carries::Release(v),
+            _ => Carries::Catalog(r.catalog_version),
+        }
+    }
+}
+
+impl std::fmt::Display for Carries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Carries::Catalog(v) => write!(f, "catalog version {v}"),
+            Carries::Release(v) => write!(f, "release {v}"),
+        }
+    }
+}
+
+/// HQ's offer of an artifact, as received.
 #[derive(Debug, Clone)]
 pub struct OfferRequest {
     /// BLAKE3 of the sealed bytes, hex.
@@ -138,8 +177,8 @@ pub struct OfferRequest {
     pub chunks_url: String,
     /// The key the snapshot was sealed with.
     pub content_key: Vec<u8>,
-    /// The catalog version the snapshot becomes.
-    pub catalog_version: u64,
+    /// What it carries.
+    pub carries: Carries,
     /// The store HQ signed the offer for.
     pub store_id: String,
     /// Until when (Unix ms) the offer may be taken.
@@ -156,7 +195,8 @@ pub enum OfferError {
     /// A field is unusable.
     #[error("{0}")]
     Invalid(String),
-    /// The offer cannot apply here now (mesh off, version not newer).
+    /// The offer cannot apply here now (mesh off, version not newer, a release on a
+    /// unit that does not update itself).
     #[error("{0}")]
     Precondition(String),
     /// Another artifact already carries this version.
@@ -211,6 +251,8 @@ pub struct Artifacts {
     store: Arc<Store>,
     mesh: Client,
     currency: Currency,
+    /// Who installs releases; none: this unit does not update itself.
+    releases: Option<Arc<dyn ReleaseInstaller>>,
     /// Roots with an apply task running.
     running: std::sync::Mutex<HashSet<String>>,
     /// Serializes offers (check then record).
@@ -224,12 +266,19 @@ impl std::fmt::Debug for Artifacts {
 }
 
 impl Artifacts {
-    /// Artifacts of this unit, distributed by `mesh`.
-    pub fn new(store: Arc<Store>, mesh: Client, currency: Currency) -> Arc<Artifacts> {
+    /// Artifacts of this unit, distributed by `mesh`; releases go to `releases` (none:
+    /// release offers are refused).
+    pub fn new(
+        store: Arc<Store>,
+        mesh: Client,
+        currency: Currency,
+        releases: Option<Arc<dyn ReleaseInstaller>>,
+    ) -> Arc<Artifacts> {
         Arc::new(Artifacts {
             store,
             mesh,
             currency,
+            releases,
             running: std::sync::Mutex::new(HashSet::new()),
             offers: tokio::sync::Mutex::new(()),
         })
@@ -311,10 +360,27 @@ impl Artifacts {
                 )));
             }
         }
-        if req.catalog_version == 0 {
-            return Err(OfferError::Invalid(
-                "catalog_version: must be at least 1".into(),
-            ));
+        match &req.carries {
+            Carries::Catalog(0) => {
+                return Err(OfferError::Invalid(
+                    "catalog_version: must be at least 1".into(),
+                ));
+            }
+            Carries::Catalog(_) => {}
+            Carries::Release(v) => {
+                if self.releases.is_none() {
+                    return Err(OfferError::Precondition(
+                        "this unit does not update itself: no releases directory ([updates] releases_dir)"
+                            .into(),
+                    ));
+                }
+                let running = outpost_updater::stamp::running_version();
+                if *v <= running {
+                    return Err(OfferError::Precondition(format!(
+                        "release {v} is not newer than the running release {running}"
+                    )));
+                }
+            }
         }
         // Only what HQ signed for this store reaches the mesh, and nothing is recorded
         // of an offer that fails the check.
@@ -337,31 +403,32 @@ impl Artifacts {
         if let Some(r) = &existing
             && r.stage != ArtifactStage::Failed
         {
-            if r.catalog_version != req.catalog_version {
+            if Carries::of(r) != req.carries {
                 return Err(OfferError::Conflict(format!(
-                    "artifact {} is already offered as catalog version {}",
-                    r.root, r.catalog_version
+                    "artifact {} is already offered as {}",
+                    r.root,
+                    Carries::of(r)
                 )));
             }
             return Ok(ArtifactView::from(r));
         }
         for other in records(&self.store)? {
-            if other.catalog_version == req.catalog_version
+            if Carries::of(&other) == req.carries
                 && other.root != root.to_hex()
                 && other.stage != ArtifactStage::Failed
             {
                 return Err(OfferError::Conflict(format!(
-                    "catalog version {} is already offered as artifact {}",
-                    req.catalog_version, other.root
+                    "{} is already offered as artifact {}",
+                    req.carries, other.root
                 )));
             }
         }
-        if let Some(live) = live_version(&self.store)
-            && req.catalog_version <= live
+        if let Carries::Catalog(v) = req.carries
+            && let Some(live) = live_version(&self.store)
+            && v <= live
         {
             return Err(OfferError::Precondition(format!(
-                "catalog version {} is not newer than the live version {live}",
-                req.catalog_version
+                "catalog version {v} is not newer than the live version {live}"
             )));
         }
         let record = Record {
@@ -370,7 +437,14 @@ impl Artifacts {
             url: req.url.clone(),
             chunks_url: req.chunks_url.clone(),
             content_key: hex(&req.content_key),
-            catalog_version: req.catalog_version,
+            catalog_version: match req.carries {
+                Carries::Catalog(v) => v,
+                Carries::Release(_) => 0,
+            },
+            release: match &req.carries {
+                Carries::Release(v) => Some(v.to_string()),
+                Carries::Catalog(_) => None,
+            },
             stage: ArtifactStage::Fetching,
             error: None,
             offered_at_ms: now_ms(),
@@ -388,7 +462,7 @@ impl Artifacts {
                 OfferError::Mesh(e)
             });
         }
-        tracing::info!(root = %record.root, size = record.size, version = record.catalog_version, "Accepted a catalog artifact from HQ");
+        tracing::info!(root = %record.root, size = record.size, carries = %req.carries, "Accepted an artifact from HQ");
         self.spawn(root);
         Ok(ArtifactView::from(&record))
     }
@@ -437,7 +511,7 @@ impl Artifacts {
 
     async fn fail(&self, root: &Root, why: String) -> Result<(), StoreError> {
         if let Some(mut r) = self.get(root)? {
-            tracing::warn!(root = %r.root, version = r.catalog_version, error = %why, "A catalog artifact failed");
+            tracing::warn!(root = %r.root, carries = %Carries::of(&r), error = %why, "An artifact from HQ failed");
             r.stage = ArtifactStage::Failed;
             r.error = Some(why);
             r.finished_at_ms = Some(now_ms());
@@ -446,7 +520,7 @@ impl Artifacts {
         Ok(())
     }
 
-    /// Wait for the artifact, then import it.
+    /// Wait for the artifact, then apply it.
     async fn run(&self, root: Root) -> Result<(), StoreError> {
         let path = match self.mesh.wait_complete(root).await {
             Ok(p) => p,
@@ -454,101 +528,25 @@ impl Artifacts {
             Err(P2pError::Stopped) => return Ok(()),
             Err(e) => return self.fail(&root, format!("download failed: {e}")).await,
         };
-        for _ in 0..BUSY_ATTEMPTS {
-            let Some(mut r) = self.get(&root)? else {
-                return Ok(());
-            };
-            if r.stage == ArtifactStage::Applied {
-                return Ok(());
-            }
-            if let Some(live) = live_version(&self.store)
-                && r.catalog_version <= live
-            {
-                return self
-                    .fail(
-                        &root,
-                        format!(
-                            "superseded: the live catalog version {live} is not older than {}",
-                            r.catalog_version
-                        ),
-                    )
-                    .await;
-            }
-            let Some(key) = unhex(&r.content_key) else {
-                return self
-                    .fail(&root, "the recorded content key is not hex".into())
-                    .await;
-            };
-            if r.stage != ArtifactStage::Applying {
-                r.stage = ArtifactStage::Applying;
-                self.put(&r).await?;
-            }
-            let (store, currency, version, file) = (
-                self.store.clone(),
-                self.currency,
-                r.catalog_version.to_string(),
-                path.clone(),
-            );
-            let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || {
-                let key = StreamKey::from_slice(&key).map_err(|e| {
-                    ImportError::Read(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                })?;
-                let f = std::fs::File::open(&file)?;
-                let plain = OpeningReader::new(&key, BufReader::with_capacity(1 << 20, f))?;
-                import_catalog(
-                    &store,
-                    BufReader::with_capacity(1 << 20, plain),
-                    &currency,
-                    ImportMode::Replace,
-                    &version,
-                    |_| {},
-                )
-            })
-            .await;
-            match result {
-                Ok(Ok(summary)) => {
-                    r.stage = ArtifactStage::Applied;
-                    r.error = None;
-                    r.finished_at_ms = Some(now_ms());
-                    r.products = Some(summary.imported);
-                    self.put(&r).await?;
-                    tracing::info!(root = %r.root, version = r.catalog_version, products = summary.imported, apply_ms = started.elapsed().as_millis() as u64, "Applied a catalog artifact from the store mesh");
-                    self.release_older(&root).await?;
-                    return Ok(());
-                }
-                Ok(Err(ImportError::Store(StoreError::Busy(_)))) => {
-                    tokio::time::sleep(BUSY_RETRY).await;
-                }
-                // Locked mid-import: nothing of it is live; the caller retries.
-                Ok(Err(ImportError::Store(StoreError::DeviceLocked))) => {
-                    return Err(StoreError::DeviceLocked);
-                }
-                Ok(Err(ImportError::Read(e))) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return self
-                        .fail(
-                            &root,
-                            format!("the artifact does not open with the key HQ sent: {e}"),
-                        )
-                        .await;
-                }
-                Ok(Err(e)) => return self.fail(&root, format!("import failed: {e}")).await,
-                Err(e) => return self.fail(&root, format!("import task failed: {e}")).await,
-            }
+        let Some(r) = self.get(&root)? else {
+            return Ok(());
+        };
+        match Carries::of(&r) {
+            Carries::Catalog(_) => self.apply_catalog(root, path).await,
+            Carries::Release(v) => self.apply_release(root, path, v).await,
         }
-        self.fail(
-            &root,
-            "another catalog change kept the catalog busy for 10 minutes".into(),
-        )
-        .await
     }
 
-    /// After `current` is applied, hand every other finished artifact back to the
-    /// mesh's garbage collection and drop its record.
+    /// After `current` is applied, hand every other finished artifact of its kind
+    /// (catalog or release) back to the mesh's garbage collection and drop its record.
     async fn release_older(&self, current: &Root) -> Result<(), StoreError> {
+        let Some(is_release) = self.get(current)?.map(|r| r.release.is_some()) else {
+            return Ok(());
+        };
         let mut released = false;
         for r in records(&self.store)? {
             if r.root == current.to_hex()
+                || r.release.is_some() != is_release
                 || !matches!(r.stage, ArtifactStage::Applied | ArtifactStage::Failed)
             {
                 continue;
