@@ -226,8 +226,10 @@ pub async fn logout(
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries after this sequence number (default 0).
+    #[param(maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -80,8 +80,51 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-/// Parse JSON into `T`, naming the field at fault on error.
+/// Parse JSON into `T`, naming the field at fault on error. JSON has one number type:
+/// `5.0` is the integer 5 (as JSON Schema's `integer` says), so a body refused only
+/// for an integral float where an integer goes is read again with those as integers.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match parse_as_is(bytes) {
+        Err(e) if e.code == "invalid_type" && e.message.contains("floating point") => {
+            let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+                return Err(e);
+            };
+            if !integralize(&mut value) {
+                return Err(e);
+            }
+            // A number is what it was: its own error if it still does not fit.
+            serde_json::to_vec(&value).map_or(Err(e), |again| parse_as_is(&again))
+        }
+        other => other,
+    }
+}
+
+/// Turns every float of `v` with no fraction that fits a 64-bit integer into that
+/// integer (every such float is one exactly); says whether any was.
+fn integralize(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return false };
+            if f.fract() != 0.0
+                || !(-9.223_372_036_854_776e18..1.844_674_407_370_955_2e19).contains(&f)
+            {
+                return false;
+            }
+            *v = if f < 0.0 {
+                Value::from(f as i64)
+            } else {
+                Value::from(f as u64)
+            };
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |any, i| integralize(i) | any),
+        Value::Object(map) => map.values_mut().fold(false, |any, i| integralize(i) | any),
+        _ => false,
+    }
+}
+
+fn parse_as_is<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -127,13 +170,11 @@ mod tests {
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Line {
         quantity: u32,
     }
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct Req {
         lines: Vec<Line>,
     }
@@ -160,6 +201,22 @@ mod tests {
             (e.code.as_ref(), e.field.as_deref()),
             ("missing_field", Some("lines"))
         );
+        // An integral float is the integer; a fraction, or a float too large to be
+        // exact, is still refused with its field.
+        let r = parse::<Req>(br#"{"lines":[{"quantity":2.0},{"quantity":3e0}]}"#).unwrap();
+        assert_eq!(r.lines[0].quantity + r.lines[1].quantity, 5);
+        let e = parse::<Req>(br#"{"lines":[{"quantity":1},{"quantity":2.5}]}"#).unwrap_err();
+        assert_eq!(
+            (e.code.as_ref(), e.field.as_deref()),
+            ("invalid_type", Some("lines[1].quantity"))
+        );
+        let e = parse::<Req>(br#"{"lines":[{"quantity":-2.0}]}"#).unwrap_err();
+        assert_eq!(
+            (e.code.as_ref(), e.field.as_deref()),
+            ("invalid_value", Some("lines[0].quantity"))
+        );
+        let e = parse::<Req>(br#"{"lines":[{"quantity":1e300}]}"#).unwrap_err();
+        assert_eq!(e.code, "invalid_type");
         let e = parse::<Req>(br#"{"lines":[{"quantity":1}"#).unwrap_err();
         assert_eq!(e.code, "malformed_json");
         assert_eq!(e.status, StatusCode::BAD_REQUEST);

@@ -3,6 +3,16 @@
 use actix_web::{HttpResponse, get, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+/// Cursors as clients send them back: unpadded base64url, unused trailing bits
+/// ignored, so every string of the documented pattern is a cursor.
+const CURSOR: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::IntoParams;
@@ -53,16 +63,17 @@ pub struct ProductQuery {
     #[param(pattern = "^([0-9]{8}|[0-9]{12,14})$")]
     pub barcode: Option<String>,
     /// Words that start words of the product name.
-    #[param(min_length = 1)]
+    #[param(min_length = 1, max_length = 200)]
     pub q: Option<String>,
     /// Exact category.
-    #[param(min_length = 1)]
+    #[param(min_length = 1, max_length = 200)]
     pub category: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// `next_cursor` of the previous page (unpadded base64url; any such string is a
+    /// position in the listing).
+    #[param(pattern = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$", min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -94,6 +105,40 @@ pub async fn list_products(
         )
         .field("limit"));
     }
+    // Every filter given is checked, also those a barcode makes moot.
+    let cursor = q
+        .cursor
+        .map(|c| {
+            if c.is_empty() {
+                Err(base64::DecodeError::InvalidLength(0))
+            } else {
+                CURSOR.decode(c.as_bytes())
+            }
+        })
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is not unpadded base64url: pass the next_cursor this server gave",
+            )
+            .field("cursor")
+        })?;
+    for (name, v) in [("q", &q.q), ("category", &q.category)] {
+        if v.as_ref().is_some_and(String::is_empty) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("{name} is empty: leave it out to list everything"),
+            )
+            .field(name));
+        }
+        if v.as_ref().is_some_and(|s| s.chars().count() > 200) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("{name} is longer than 200 characters"),
+            )
+            .field(name));
+        }
+    }
     let (items, next) = if let Some(code) = q.barcode {
         let gtin = Gtin::parse(&code).map_err(|e| {
             ApiError::bad_request("invalid_barcode", e.to_string()).field("barcode")
@@ -104,23 +149,6 @@ pub async fn list_products(
         };
         (item.into_iter().collect(), None)
     } else {
-        let cursor = q
-            .cursor
-            .map(|c| URL_SAFE_NO_PAD.decode(c.as_bytes()))
-            .transpose()
-            .map_err(|_| {
-                ApiError::bad_request("invalid_cursor", "cursor is not one this server gave")
-                    .field("cursor")
-            })?;
-        for (name, v) in [("q", &q.q), ("category", &q.category)] {
-            if v.as_ref().is_some_and(|s| s.len() > 200) {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    format!("{name} is longer than 200 bytes"),
-                )
-                .field(name));
-            }
-        }
         catalog.search(
             q.q.as_deref().filter(|s| !s.trim().is_empty()),
             q.category.as_deref(),

@@ -55,6 +55,7 @@ pub async fn get_weight(
 #[serde(deny_unknown_fields)]
 pub struct ScansQuery {
     /// Scans after this sequence number (default 0: every scan kept).
+    #[param(maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
     /// Wait up to this many ms for a scan when there is none yet (default 0, at most
     /// 30000): a long poll.

@@ -25,6 +25,8 @@ pub mod catalog;
 pub mod device_inputs;
 pub mod devices;
 pub mod error;
+pub mod exact;
+use exact::Exact;
 pub mod gate;
 pub mod headers;
 pub mod inventory;
@@ -91,7 +93,7 @@ macro_rules! api {
             info(title = "Outpost store API", description = "Sell, price, count stock and look up the catalog of one store, with no WAN needed."),
             paths($($handler),*),
             components(schemas(ErrorBody)),
-            modifiers(&SecurityAddon, &CommonResponses),
+            modifiers(&SecurityAddon, &CommonResponses, &Exact),
             security(("terminal_token" = []), ("session_cookie" = []))
         )]
         pub struct ApiDoc;

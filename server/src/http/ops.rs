@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiDoc, ApiError, AppState};
+use super::{ApiError, AppState};
 use outpost_security::auth::roles::Permission;
 
 /// Liveness and what is running.
@@ -219,5 +219,5 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
 #[utoipa::path(tag = "ops", security(()), responses((status = 200, description = "OpenAPI 3.1 document")))]
 #[get("/api/v1/openapi.json")]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(super::exact::document())
 }

@@ -50,14 +50,14 @@ pub async fn get_tax_rates(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PlanogramQuery {
-    /// Only this SKU's locations.
-    #[param(min_length = 1)]
+    /// Only this SKU's locations (all on one page: `limit` and `cursor` do not apply).
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: Option<String>,
     /// Page size, 1 to 1000 (default 200).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// `next_cursor` of the previous page: the page starts after this SKU.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub cursor: Option<String>,
 }
 
@@ -98,21 +98,14 @@ pub async fn get_planogram(
         )
         .field("limit"));
     }
-    let (items, next_cursor) = match (q.sku, q.cursor) {
-        (Some(_), Some(_)) => {
-            return Err(
-                ApiError::bad_request("invalid_query", "give sku or cursor, not both")
-                    .field("cursor"),
-            );
-        }
-        (Some(sku), None) => {
+    // A cursor beside a SKU does not apply, but it must still be one.
+    let cursor = q.cursor.map(|c| sku_param("cursor", &c)).transpose()?;
+    let (items, next_cursor) = match (q.sku, cursor) {
+        (Some(sku), _) => {
             let sku = sku_param("sku", &sku)?;
             (records::locations_of(store, sku.as_str())?, None)
         }
-        (None, cursor) => {
-            let after = cursor.map(|c| sku_param("cursor", &c)).transpose()?;
-            records::locations_page(store, after.as_ref().map(Sku::as_str), limit)?
-        }
+        (None, after) => records::locations_page(store, after.as_ref().map(Sku::as_str), limit)?,
     };
     Ok(HttpResponse::Ok().json(PlanogramPage {
         version,

@@ -221,8 +221,9 @@ pub struct SalesQuery {
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    #[param(min_length = 1)]
+    /// `next_cursor` of the previous page (a sale id, 16 bytes in unpadded base64url):
+    /// the page starts after it.
+    #[param(pattern = "^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<String>,
 }
 
@@ -252,19 +253,11 @@ pub async fn list_sales(
                 .field("limit"),
         );
     }
-    let after = match (&q.cursor, &q.since) {
-        (Some(c), _) => {
-            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| Uuid::from_slice(&b).ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request("invalid_cursor", "cursor is not one this server gave")
-                        .field("cursor")
-                })?;
-            Some(raw)
-        }
-        (None, Some(s)) => {
+    // Both are checked; the cursor, when given, says where the page starts.
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| {
             let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
                 .map_err(|e| {
                     ApiError::bad_request(
@@ -276,10 +269,27 @@ pub async fn list_sales(
             // The largest UUIDv7 of the millisecond before `since`: the scan starts
             // with the first sale at or after it.
             let ms = (t.unix_timestamp_nanos() / 1_000_000).max(1) as u64 - 1;
-            Some(Uuid::from_u128(((ms as u128) << 80) | ((1u128 << 80) - 1)))
-        }
-        (None, None) => None,
-    };
+            Ok::<_, ApiError>(Uuid::from_u128(((ms as u128) << 80) | ((1u128 << 80) - 1)))
+        })
+        .transpose()?;
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| Uuid::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_cursor",
+                        "cursor is not a sale id in unpadded base64url (22 characters): pass the next_cursor this server gave",
+                    )
+                    .field("cursor")
+                })
+        })
+        .transpose()?;
+    let after = cursor.or(since);
     let sales = state.sales.store().sales_after(after, limit + 1)?;
     let more = sales.len() > limit;
     let mut items = Vec::with_capacity(limit);

@@ -28,6 +28,15 @@ async fn pricing_applies_promotions_and_taxes_per_class() {
         "3-for-2 on bread (250) + 10 % on soap (40)"
     );
     assert_eq!(v["total"], 1117);
+    // JSON has one number type: 2.0 is the quantity 2 (JSON Schema's integer agrees).
+    let (s2, v2, _) = app
+        .post(
+            "/api/v1/carts/price",
+            None,
+            &json!({"lines":[{"sku":"MILK","quantity":2.0},{"barcode":"96385074","quantity":3.0},{"sku":"SOAP"}]}),
+        )
+        .await;
+    assert_eq!((s2, &v2["total"]), (200, &v["total"]), "{v2}");
     let taxes = v["taxes"].as_array().unwrap();
     let reduced = taxes.iter().find(|t| t["tax_class"] == "reduced").unwrap();
     let standard = taxes.iter().find(|t| t["tax_class"] == "standard").unwrap();

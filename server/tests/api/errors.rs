@@ -151,6 +151,33 @@ async fn headers_queries_and_paths_are_checked() {
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_query")));
     let (s, v) = app.get("/api/v1/products?cursor=!!!").await;
     assert_eq!((s, v["code"].as_str()), (400, Some("invalid_cursor")));
+    // Every string of the cursor's documented pattern is a position.
+    let (s, _) = app.get("/api/v1/products?cursor=AB").await;
+    assert_eq!(s, 200);
+    let (s, v) = app.get("/api/v1/products?cursor=A").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_cursor")));
+    let (s, v) = app.get("/api/v1/products?q=").await;
+    assert_eq!(
+        (s, v["code"].as_str(), v["field"].as_str()),
+        (400, Some("invalid_query"), Some("q"))
+    );
+    let (s, _) = app.get("/api/v1/sales?cursor=AAAAAAAAAAAAAAAAAAAAAw").await;
+    assert_eq!(s, 200);
+    let (s, v) = app.get("/api/v1/sales?cursor=0").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_cursor")));
+    // A filter another one makes moot is still checked.
+    let (s, v) = app.get("/api/v1/products?barcode=96385074&q=").await;
+    assert_eq!((s, v["field"].as_str()), (400, Some("q")));
+    let (s, v) = app.get("/api/v1/products?barcode=96385074&cursor=A").await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_cursor")));
+    let (s, v) = app
+        .get("/api/v1/sales?cursor=AAAAAAAAAAAAAAAAAAAAAw&since=yesterday")
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_time")));
+    let (s, v) = app
+        .get("/api/v1/planogram?sku=MILK&cursor=no%20spaces")
+        .await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_sku")));
     let (s, v) = app.get("/api/v1/sales/not-a-uuid").await;
     assert_eq!((s, v["code"].as_str()), (404, Some("sale_not_found")));
     let (s, v) = app.get("/api/v1/nothing-here").await;

@@ -88,16 +88,59 @@ async fn the_document_states_the_constraints_the_server_checks() {
         param("/api/v1/promotions", "get", "at")["format"],
         "date-time"
     );
-    assert_eq!(param("/api/v1/planogram", "get", "sku")["minLength"], 1);
+    assert_eq!(
+        param("/api/v1/products", "get", "barcode")["format"],
+        "gtin",
+        "the check digit is a format the conformance run knows"
+    );
+    assert_eq!(param("/api/v1/products", "get", "q")["maxLength"], 200);
+    assert_eq!(
+        param("/api/v1/products", "get", "cursor")["pattern"],
+        "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$"
+    );
+    assert_eq!(
+        param("/api/v1/sales", "get", "cursor")["pattern"],
+        "^[A-Za-z0-9_-]{21}[AQgw]$"
+    );
+    assert_eq!(
+        param("/api/v1/planogram", "get", "sku")["pattern"],
+        "^[A-Za-z0-9._-]{1,64}$"
+    );
     assert_eq!(
         param("/api/v1/checkout", "post", "Idempotency-Key")["pattern"],
         "^[!-~]{1,255}$"
     );
+    // A checkout links to its sale, refunds and reprint by `sale_id`.
+    let links = &doc["paths"]["/api/v1/checkout"]["post"]["responses"]["201"]["links"];
+    for (name, op) in [
+        ("GetSale", "get_sale"),
+        ("Refund", "post_refund"),
+        ("Reprint", "reprint"),
+    ] {
+        assert_eq!(links[name]["operationId"], op);
+        assert_eq!(links[name]["parameters"]["id"], "$response.body#/sale_id");
+        assert!(doc["paths"].as_object().unwrap().values().any(|item| {
+            item.as_object()
+                .unwrap()
+                .values()
+                .any(|o| o["operationId"] == op)
+        }));
+    }
     let schemas = &doc["components"]["schemas"];
-    assert_eq!(
-        schemas["CheckoutRequest"]["properties"]["lines"]["minItems"],
-        1
-    );
+    let checkout = &schemas["CheckoutRequest"]["allOf"];
+    assert_eq!(checkout[0]["properties"]["lines"]["minItems"], 1);
+    // `payment` or `payments`, not both: one of them absent or null.
+    let either = checkout[1]["anyOf"].as_array().unwrap();
+    assert_eq!(either[0]["properties"]["payment"]["type"], "null");
+    assert_eq!(either[1]["properties"]["payments"]["type"], "null");
+    // A line: exactly one of `sku` or `barcode`.
+    let line = &schemas["LineRequest"]["allOf"];
+    assert_eq!(line[0]["properties"]["barcode"]["format"], "gtin");
+    let one = line[1]["oneOf"].as_array().unwrap();
+    assert_eq!(one[0]["required"], serde_json::json!(["sku"]));
+    assert_eq!(one[0]["properties"]["barcode"]["type"], "null");
+    assert_eq!(one[1]["required"], serde_json::json!(["barcode"]));
+    assert_eq!(one[1]["properties"]["sku"]["type"], "null");
     assert_eq!(schemas["CartRequest"]["properties"]["lines"]["minItems"], 1);
     // Every operation that needs credentials documents 401 and 403; every one with a
     // body, 400, 413 and 415.
