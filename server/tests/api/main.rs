@@ -8,6 +8,7 @@ mod checkout;
 mod device_inputs;
 mod devices;
 mod errors;
+mod fuzz;
 mod helpers;
 mod openapi;
 mod payments;

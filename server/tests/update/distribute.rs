@@ -196,6 +196,10 @@ fn a_release_reaches_every_unit_of_a_store_through_its_mesh_once_canary_first() 
                 .all(|d| d.installed_at > done[0].installed_at)
         );
         let sent = published.origin.bytes_sent();
+        println!(
+            "origin bytes for the store: {sent} for a {size}-byte release ({:.4} x)",
+            sent as f64 / size as f64
+        );
         assert!(
             sent as f64 <= 1.05 * size as f64,
             "origin sent {sent} bytes for a {size}-byte release to a three-unit store"
