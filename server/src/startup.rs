@@ -336,6 +336,7 @@ impl Application {
                 .app_data(limit.clone())
                 .configure(http::extractor_config)
                 .configure(http::register)
+                .configure(crate::console::register)
                 .default_service(web::to(http::no_such_route))
         })
         .workers(workers)

@@ -131,7 +131,8 @@ impl SaleView {
     }
 }
 
-fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
+/// A sale as the API shows it, with its refunds and where its receipt is.
+pub fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
     let refunds = state.sales.store().refunds_of(sale.id)?;
     let receipt = state.devices.spooler().queue().status(sale.id)?;
     let mut view = SaleView::new(sale, &refunds, state.settings.store.receipt_width);
