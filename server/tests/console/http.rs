@@ -616,3 +616,97 @@ fn enroll(s: &mut outpost_server::config::Settings, hq: &outpost_security::lease
     std::fs::write(&path, bundle).unwrap();
     s.security.enrollment = Some(path);
 }
+
+#[test]
+fn outpost_demo_prints_the_console_and_its_login_and_the_console_shows_the_store() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args([
+            "demo",
+            "--products",
+            "30",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("RUST_LOG")
+        .env_remove("OUTPOST_LISTEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut url, mut password, mut seen) = (None, None, Vec::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while url.is_none() || password.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!(
+                "outpost demo did not print its console and login:\n{}",
+                seen.join("\n")
+            );
+        };
+        if let Some(rest) = line.strip_prefix("Technician console: ") {
+            url = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("technician:") {
+            password = rest.split(" / ").nth(1).map(|p| p.trim().to_owned());
+        }
+        seen.push(line);
+    }
+    let (url, password) = (url.unwrap(), password.unwrap());
+    assert!(url.ends_with("/console/"), "{url}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let result = rt.block_on(async {
+        let http = no_redirects();
+        let r = http.get(format!("{url}login")).send().await.unwrap();
+        let (nonce, _) = set_cookie(&r, "outpost_console_login").unwrap();
+        let csrf = field(&r.text().await.unwrap(), "csrf").unwrap();
+        let r = http
+            .post(format!("{url}login"))
+            .header("cookie", format!("outpost_console_login={nonce}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                serde_urlencoded::to_string([
+                    ("csrf", csrf.as_str()),
+                    ("username", "demo-tech"),
+                    ("password", password.as_str()),
+                ])
+                .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let (session, _) = set_cookie(&r, "outpost_session").unwrap();
+        let base = url.trim_end_matches("/console/").to_owned();
+        let c = Console {
+            base,
+            cookie: format!("outpost_session={session}"),
+            http,
+        };
+        let (status, dashboard) = c.get("/console/").await;
+        let (_, devices) = c.get("/console/devices").await;
+        let (_, stock) = c.get("/console/stock").await;
+        (status, dashboard, devices, stock)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, dashboard, devices, stock) = result;
+    assert_eq!(status, 200);
+    assert!(dashboard.contains("Outpost Demo Store"), "{dashboard}");
+    assert!(devices.contains("printer-1") && devices.contains("Receipt printer"));
+    assert!(stock.contains("Products (30)"), "{stock}");
+}
