@@ -10,36 +10,10 @@ use crate::devices::DeviceView;
 use crate::domain::sale::Sale;
 use crate::hq::status::SyncStatus;
 use crate::http::AppState;
+pub use crate::http::process::Disk;
 use crate::http::updates::UpdateStatus;
 use crate::mesh::PeersView;
 use crate::store::Store;
-
-/// Space on the data dir's file system.
-#[derive(Debug, Clone, Copy)]
-pub struct Disk {
-    /// Bytes an unprivileged process may still write.
-    pub free: u64,
-    /// Size of the file system.
-    pub total: u64,
-}
-
-impl Disk {
-    /// Free space of the file system that holds `path`.
-    pub fn of(path: &std::path::Path) -> Option<Disk> {
-        let s = rustix::fs::statvfs(path).ok()?;
-        Some(Disk {
-            free: s.f_bavail.saturating_mul(s.f_frsize),
-            total: s.f_blocks.saturating_mul(s.f_frsize),
-        })
-    }
-
-    /// Free space in per cent of the whole.
-    pub fn free_percent(&self) -> u64 {
-        (self.free.saturating_mul(100))
-            .checked_div(self.total)
-            .unwrap_or(100)
-    }
-}
 
 /// One read of the unit's state. A part that could not be read holds why (a locked
 /// unit cannot read its journal, a mesh node may not answer).

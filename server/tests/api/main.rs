@@ -9,6 +9,7 @@ mod device_inputs;
 mod devices;
 mod errors;
 mod helpers;
+mod metrics;
 mod openapi;
 mod payments;
 mod peers;

@@ -19,6 +19,7 @@ use crate::domain::product::Quantity;
 use crate::domain::sale::{IdempotencyKey, Sale};
 use crate::http::AppState;
 use crate::http::auth::Caller;
+use crate::http::observe;
 use crate::sales::refund::RefundRequest;
 
 /// Sales looked at per search at most; a wider window asks to be narrowed.
@@ -432,7 +433,11 @@ pub async fn refund(
             .refund(sale_id, &key, &terminal, request.clone())
             .await
         {
-            Ok(r) => break r,
+            Ok(r) => {
+                let outcome = if r.replayed { "replayed" } else { "completed" };
+                observe::record_outcome("refund", outcome, observe::tender_of(&r.refund.tenders));
+                break r;
+            }
             Err(e) => {
                 let e: crate::http::ApiError = e.into();
                 if e.code == "in_progress" && tries < IN_PROGRESS_TRIES {
@@ -440,6 +445,7 @@ pub async fn refund(
                     tokio::time::sleep(IN_PROGRESS_WAIT).await;
                     continue;
                 }
+                observe::record_outcome("refund", &e.code, "unknown");
                 return Err(api_failed(Msg::RefundFailed, l)(e));
             }
         }
