@@ -231,6 +231,20 @@ async fn more_metrics(state: &AppState, out: &mut String) {
             "release"
         }
     );
+    let left = match state.security.lease_state() {
+        Some(outpost_security::lease::LeaseState::Active { expires_at }) => Some(expires_at),
+        Some(outpost_security::lease::LeaseState::Grace { locks_at, .. }) => Some(locks_at),
+        _ => None,
+    };
+    if let Some(until) = left {
+        let secs = (until - time::OffsetDateTime::now_utc())
+            .whole_seconds()
+            .max(0);
+        let _ = writeln!(
+            out,
+            "# HELP outpost_lease_expires_in_seconds Seconds until the presence lease expires (active) or the unit locks (grace); absent when not enrolled or locked.\n# TYPE outpost_lease_expires_in_seconds gauge\noutpost_lease_expires_in_seconds {secs}"
+        );
+    }
     let devices = state.devices.views();
     let _ = writeln!(
         out,

@@ -168,6 +168,7 @@ fn the_alerting_rules_pass_promtool() {
     for alert in [
         "OutpostBacklogOld",
         "OutpostDeviceDown",
+        "OutpostLeaseExpiring",
         "OutpostLeaseInGrace",
         "OutpostDiskNearlyFull",
         "OutpostCrashLoop",

@@ -54,7 +54,7 @@ pub async fn security(
     let body = html! {
         @if q.done.as_deref() == Some("revoked") { (notice(true, l.t(Msg::TerminalRevoked), q.name.as_deref())) }
         div.grid {
-            section.card.lock[!lease.can_transact] #lock aria-labelledby="h-lock" {
+            section.card.span2.lock[!lease.can_transact] #lock aria-labelledby="h-lock" {
                 h2 #h-lock { (l.t(Msg::LockAndLease)) }
                 dl {
                     dt { (l.t(Msg::State)) } dd #lock-state data-state=(lease.state) { (label(l, "lease", &lease.state)) }
@@ -66,7 +66,7 @@ pub async fn security(
                     dt { (l.t(Msg::UnlockPolicy)) } dd.raw translate="no" { (lease.unlock_policy) }
                 }
             }
-            section.card aria-labelledby="h-unlock" {
+            section.card.span2 aria-labelledby="h-unlock" {
                 h2 #h-unlock { (l.t(Msg::UnlockProcedure)) }
                 ol {
                     li { (l.t(Msg::Unlock1)) }
