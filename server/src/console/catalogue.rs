@@ -135,7 +135,7 @@ catalogue! {
     Terminal "terminal" => "Terminal", "Терминал";
     Total "total" => "Total", "Итого";
     OpenSale "open_sale" => "Open the sale", "Открыть продажу";
-    NoSalesYet "no_sales" => "No sales yet.", "Продаж пока нет.";
+    NoSalesYet "no_sales" => "No sale in the last 30 days.", "Продаж за последние 30 дней нет.";
 
     DevicesCaption "devices.caption" => "Every configured device, printers first.", "Все настроенные устройства, сначала принтеры.";
     Device "device" => "Device", "Устройство";

@@ -115,12 +115,6 @@ impl ResponseError for ConsoleError {
     }
 }
 
-/// A service error as a console error: `status`, the catalogue's `msg`, the error's
-/// own text as detail.
-pub fn failed(status: StatusCode, msg: Msg, l: Lang) -> impl FnOnce(String) -> ConsoleError {
-    move |detail| ConsoleError::new(status, msg).detail(detail).lang(l)
-}
-
 /// An API error of a service call (the REST handlers' mapping, reused) as a console
 /// error: its status, the catalogue's `msg`, its code and message as detail.
 pub fn api_failed(msg: Msg, l: Lang) -> impl FnOnce(crate::http::ApiError) -> ConsoleError {

@@ -105,12 +105,12 @@ pub fn update_status(state: &AppState) -> Result<UpdateStatus, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The most recent sale: the journal is ordered by time-ordered ids, so it looks in
-/// ever wider windows back from now and takes the last of the first window that
-/// holds any (a window with [`PROBE`] sales or more is narrowed no further: no store
-/// sells that many in its narrowest window, one minute).
+/// The most recent sale of the last 30 days: the journal is ordered by time-ordered
+/// ids, so it looks in ever wider windows back from now and takes the last of the
+/// first window that holds any. Bounded (the dashboard asks every few seconds): at most
+/// [`PROBE`] sales read per window; a store selling more than that in its narrowest
+/// window, one minute, does not exist.
 pub fn last_sale(store: &Store) -> Result<Option<Sale>, crate::store::StoreError> {
-    const PROBE: usize = 500;
     let now_ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     for window_ms in [60_000i128, 3_600_000, 86_400_000, 30 * 86_400_000] {
         let from = (now_ms - window_ms).max(1) as u64;
@@ -119,24 +119,11 @@ pub fn last_sale(store: &Store) -> Result<Option<Sale>, crate::store::StoreError
             return Ok(Some(s));
         }
     }
-    // Older than a month: the first page from the start, then page forward.
-    let mut after = None;
-    let mut last = None;
-    loop {
-        let mut page = store.sales_after(after, PROBE)?;
-        let full = page.len() == PROBE;
-        match page.pop() {
-            Some(s) => {
-                after = Some(s.id);
-                last = Some(s);
-            }
-            None => return Ok(last),
-        }
-        if !full {
-            return Ok(last);
-        }
-    }
+    Ok(None)
 }
+
+/// Sales [`last_sale`] reads per window at most.
+const PROBE: usize = 500;
 
 /// The largest UUIDv7 of the millisecond before `ms`: a scan after it starts with the
 /// first sale at or after `ms`.

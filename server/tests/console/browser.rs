@@ -235,6 +235,30 @@ async fn the_console_in_chromium() {
     assert_eq!(v["refunds"].as_array().unwrap().len(), 1, "{v}");
     b.screenshot(&shots.join("en-sale-refunded.png")).await;
 
+    // A form whose CSRF token was taken out is refused, and changes nothing.
+    visit(&b, &app, "/console/devices").await;
+    let kicks = sim.counters().kicks;
+    b.script(
+        "const f = document.querySelector(\"tr[data-device='drawer-1'] form[action$='/open_drawer']\"); \
+         f.querySelector('input[name=csrf]').remove(); f.submit(); return 1;",
+    )
+    .await;
+    assert!(
+        b.wait_for("document.title.startsWith('Something went wrong')", 10)
+            .await
+    );
+    assert!(
+        b.text("p.notice.bad")
+            .await
+            .contains("did not come from this console session")
+    );
+    assert_eq!(
+        sim.counters().kicks,
+        kicks,
+        "the drawer opened without a token"
+    );
+    let _ = b.console_log().await; // the refused POST's 403, expected
+
     // Switching to Russian translates every visible string on every page.
     visit(&b, &app, "/console/").await;
     b.click(&b.find("form.lang button[value='ru']").await).await;
@@ -322,4 +346,46 @@ async fn the_login_page_in_chromium_refuses_a_wrong_password() {
         b.wait_for("location.pathname === '/console/devices'", 10)
             .await
     );
+}
+
+#[tokio::test]
+async fn a_locked_unit_in_chromium_shows_its_lock_and_refuses_actions() {
+    if !available("a_locked_unit_in_chromium_shows_its_lock_and_refuses_actions") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = test_settings(dir.path());
+    s.devices = outpost_server::devices::demo_devices(false);
+    // Enrolled with an HQ that never sent a lease: the unit starts locked.
+    crate::http::enroll(&mut s, &outpost_security::lease::HqSigner::generate());
+    let app = spawn_configured(s, Some(MockTerminal::new()), false).await;
+    let cookie = crate::helpers::session_for(
+        &app.security,
+        "boss",
+        vec![Role::Supervisor, Role::Technician, Role::Admin],
+    );
+    let b = Browser::start("en-US").await;
+    b.goto(&app.url("/console/login")).await;
+    let (name, value) = cookie.split_once('=').unwrap();
+    b.add_cookie(name, value).await;
+    visit(&b, &app, "/console/").await;
+    assert!(b.text("ul.alerts li").await.contains("The unit is locked"));
+    b.screenshot(&screenshots().join("en-locked-dashboard.png"))
+        .await;
+    visit(&b, &app, "/console/security").await;
+    assert_eq!(b.text("#lock-state").await, "Locked");
+    // An action: refused with the lock's page.
+    visit(&b, &app, "/console/devices").await;
+    b.click(
+        &b.find("tr[data-device='printer-1'] form[action$='/health_check'] button")
+            .await,
+    )
+    .await;
+    assert!(
+        b.wait_for("document.title.startsWith('Something went wrong')", 10)
+            .await
+    );
+    assert!(b.text("p.notice.bad").await.contains("This unit is locked"));
+    b.screenshot(&screenshots().join("en-locked-refused.png"))
+        .await;
 }

@@ -596,7 +596,7 @@ async fn a_locked_unit_shows_its_lock_and_refuses_actions() {
 }
 
 /// Enrols the unit of `s` with a bundle `hq` signs (as tests/hq's `enroll_signed`).
-fn enroll(s: &mut outpost_server::config::Settings, hq: &outpost_security::lease::HqSigner) {
+pub fn enroll(s: &mut outpost_server::config::Settings, hq: &outpost_security::lease::HqSigner) {
     use outpost_security::enroll::{Enrollment, LeasePolicy, SecondFactors, to_hex};
     use outpost_security::escrow::EscrowSecret;
     let bundle = Enrollment {

@@ -121,6 +121,15 @@ impl Browser {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// Sets a cookie on the current page's site.
+    pub async fn add_cookie(&self, name: &str, value: &str) {
+        self.post(
+            "/cookie",
+            json!({"cookie": {"name": name, "value": value, "path": "/", "httpOnly": true, "sameSite": "Strict"}}),
+        )
+        .await;
+    }
+
     /// Opens `url` and waits for it to load.
     pub async fn goto(&self, url: &str) {
         self.post("/url", json!({ "url": url })).await;
