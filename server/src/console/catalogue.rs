@@ -241,7 +241,14 @@ catalogue! {
     RefundFailed "refund_failed" => "The refund was refused.", "Возврат отклонён.";
     Reprint "reprint" => "Print the receipt again", "Напечатать чек повторно";
 
-    StockReadOnly "stock.read_only" => "HQ owns products, prices and promotions; stock counts and adjustments are entered through the store API.", "Товары, цены и акции ведёт центральный офис; инвентаризация и корректировки остатков вносятся через программный интерфейс магазина.";
+    StockReadOnly "stock.read_only" => "HQ owns products, prices and promotions. Stock counts are entered through the store API; adjustments here or there.", "Товары, цены и акции ведёт центральный офис. Инвентаризация вносится через программный интерфейс магазина, корректировки — здесь или там.";
+    AdjustStock "adjust" => "Adjust stock", "Корректировка остатка";
+    Delta "delta" => "Change (negative to take off)", "Изменение (отрицательное — списание)";
+    IsDelivery "delivery" => "A delivery (goods received)", "Поставка (приёмка товара)";
+    Record "record" => "Record", "Записать";
+    BadDelta "bad.delta" => "The change is not a whole number.", "Изменение не является целым числом.";
+    AdjustFailed "adjust.failed" => "The adjustment was refused.", "Корректировка отклонена.";
+    DoneAdjusted "done.adjusted" => "Stock adjusted:", "Остаток скорректирован:";
     SearchProducts "search_products" => "Name, item code or word", "Название, артикул или слово";
     QueryTooLong "query_too_long" => "The search is too long (at most 200 characters).", "Слишком длинный запрос (не более 200 символов).";
     Products "products" => "Products", "Товары";

@@ -46,6 +46,7 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         .service(pages::sales::refund)
         .service(pages::sales::reprint)
         .service(pages::stock::stock)
+        .service(pages::stock::adjust)
         .service(pages::sync::sync)
         .service(pages::updates::updates)
         .service(pages::updates::apply)

@@ -183,6 +183,15 @@ fn posts(sale: &str) -> Vec<(String, Vec<(&'static str, String)>)> {
             "/console/updates/apply".into(),
             vec![("bundle", "/nonexistent".into())],
         ),
+        (
+            "/console/stock/adjust".into(),
+            vec![
+                ("key", "console-csrf-adjust".into()),
+                ("sku", "MILK".into()),
+                ("delta", "5".into()),
+                ("reason", "csrf test".into()),
+            ],
+        ),
         ("/console/security/terminals/till-1/revoke".into(), vec![]),
         ("/console/lang".into(), vec![("lang", "ru".into())]),
         (
@@ -212,7 +221,17 @@ async fn a_form_posted_without_its_csrf_token_is_refused() {
         let (status, _, _) = staff.post(&path, &with_foreign).await;
         assert_eq!(status, 403, "{path} with another session's token");
     }
-    // Nothing happened: no refund, the terminal keeps its token, the session lives.
+    // Nothing happened: no refund, no stock change, the terminal keeps its token, the
+    // session lives.
+    let (_, v) = app.get("/api/v1/inventory/MILK").await;
+    assert!(
+        v["movements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["kind"] != "adjustment"),
+        "{v}"
+    );
     let (_, v) = app.get(&format!("/api/v1/sales/{sale}")).await;
     assert_eq!(v["refunds"], json!([]), "{v}");
     assert!(
@@ -709,4 +728,74 @@ fn outpost_demo_prints_the_console_and_its_login_and_the_console_shows_the_store
     assert!(dashboard.contains("Outpost Demo Store"), "{dashboard}");
     assert!(devices.contains("printer-1") && devices.contains("Receipt printer"));
     assert!(stock.contains("Products (30)"), "{stock}");
+}
+
+#[tokio::test]
+async fn a_stock_adjustment_from_the_console_is_recorded_once() {
+    let app = spawn_app().await;
+    let before = app.stock("MILK").await;
+    let tech = Console::open(&app, "tech", vec![Role::Technician]);
+    let (_, page) = tech.get("/console/stock?q=milk").await;
+    assert!(
+        page.contains("id=\"adjust\""),
+        "the form is offered to a technician"
+    );
+    let (key, csrf) = (field(&page, "key").unwrap(), field(&page, "csrf").unwrap());
+    let adjust = |delta: &str, sku: &str, key: &str| {
+        let fields = [
+            ("csrf", csrf.clone()),
+            ("key", key.to_owned()),
+            ("sku", sku.to_owned()),
+            ("delta", delta.to_owned()),
+            ("reason", "damaged in transit".to_owned()),
+        ];
+        let tech = &tech;
+        async move {
+            let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            tech.post("/console/stock/adjust", &f).await
+        }
+    };
+    // Posted twice with the same form: one movement.
+    let (status, location, _) = adjust("-3", "MILK", &key).await;
+    assert_eq!(status, 303);
+    assert!(
+        location.starts_with("/console/stock?q=MILK&done=adjusted"),
+        "{location}"
+    );
+    assert_eq!(adjust("-3", "MILK", &key).await.0, 303);
+    assert_eq!(app.stock("MILK").await, before - 3);
+    let (_, page) = tech.get(&location).await;
+    assert!(page.contains("Stock adjusted"));
+    assert!(
+        page.contains("damaged in transit"),
+        "the reason is in the movements"
+    );
+    // Bad input: a clear page, no change.
+    let (status, _, page) = adjust("three", "MILK", "k-1").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("The change is not a whole number"));
+    let (status, _, page) = adjust("0", "MILK", "k-2").await;
+    assert_eq!(status, 422);
+    assert!(page.contains("invalid_delta"), "{page}");
+    assert_eq!(adjust("1", "NOPE", "k-3").await.0, 404);
+    assert_eq!(adjust("1", "MILK", "").await.0, 400, "an empty key");
+    assert_eq!(app.stock("MILK").await, before - 3);
+    // A supervisor may not adjust stock and is not offered the form.
+    let sup = Console::open(&app, "sup", vec![Role::Supervisor]);
+    let (_, page) = sup.get("/console/stock").await;
+    assert!(!page.contains("id=\"adjust\""));
+    let csrf = sup.csrf().await;
+    let (status, _, _) = sup
+        .post(
+            "/console/stock/adjust",
+            &[
+                ("csrf", &csrf),
+                ("key", "sup-1"),
+                ("sku", "MILK"),
+                ("delta", "1"),
+                ("reason", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403);
 }

@@ -1,16 +1,17 @@
-//! Inventory and catalog: products with their stock, the promotions in force, and
-//! the latest stock movements with their reasons. Read-only: HQ owns the catalog and
-//! promotions, and stock changes go through the API's adjustments and counts.
+//! Inventory and catalog: products with their stock, the promotions in force, the
+//! latest stock movements with their reasons, and stock adjustments (the API's, same
+//! permission and idempotency). HQ owns the catalog and promotions; counts go through
+//! the API.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, get, post, web};
 use maud::html;
 use outpost_security::auth::roles::Permission;
 use serde::Deserialize;
 
 use super::super::catalogue::Msg;
-use super::super::page::{ConsoleError, notice, shell};
-use super::super::session::Staff;
+use super::super::page::{ConsoleError, api_failed, csrf_field, notice, shell};
+use super::super::session::{ConsoleForm, Posted, Staff};
 use super::super::{label, snake};
 use crate::domain::money::{Currency, Money};
 use crate::http::AppState;
@@ -23,6 +24,8 @@ const MAX_SCAN: usize = 20_000;
 #[derive(Deserialize)]
 struct StockQuery {
     q: Option<String>,
+    done: Option<String>,
+    sku: Option<String>,
 }
 
 /// The inventory and catalog page.
@@ -67,6 +70,7 @@ pub async fn stock(
             div { button type="submit" { (l.t(Msg::Search)) } }
         }
         @if too_long { (notice(false, l.t(Msg::QueryTooLong), None)) }
+        @if query.done.as_deref() == Some("adjusted") { (notice(true, l.t(Msg::DoneAdjusted), query.sku.as_deref())) }
         section.card aria-labelledby="h-products" {
             h2 #h-products { (l.t(Msg::Products)) " (" (l.number(store.catalog().len as i64)) ")" }
             @if products.is_empty() { p { (l.t(Msg::NoProductsFound)) } }
@@ -95,6 +99,20 @@ pub async fn stock(
                     }
                 }
                 @if more.is_some() { p.muted { (l.t(Msg::MoreProducts)) } }
+            }
+        }
+        @if staff.may(Permission::Configure) {
+            section.card.mt aria-labelledby="h-adjust" {
+                h2 #h-adjust { (l.t(Msg::AdjustStock)) }
+                form #adjust.filters method="post" action="/console/stock/adjust" data-once {
+                    (csrf_field(&staff.csrf()))
+                    input type="hidden" name="key" value=(format!("console-{}", uuid::Uuid::now_v7()));
+                    div { label for="adj-sku" { (l.t(Msg::Sku)) } input #adj-sku name="sku" required size="14" value=(q.unwrap_or_default()); }
+                    div { label for="adj-delta" { (l.t(Msg::Delta)) } input #adj-delta name="delta" required inputmode="numeric" size="8"; }
+                    div { label for="adj-reason" { (l.t(Msg::Why)) } input #adj-reason name="reason" required maxlength="200" size="24"; }
+                    div { label for="adj-receipt" { input #adj-receipt type="checkbox" name="receipt" value="1"; " " (l.t(Msg::IsDelivery)) } }
+                    div { button type="submit" { (l.t(Msg::Record)) } }
+                }
             }
         }
         div.grid.mt {
@@ -136,4 +154,63 @@ pub async fn stock(
         }
     };
     Ok(shell(&staff, "/console/stock", Msg::NavStock, body))
+}
+
+#[derive(Deserialize)]
+struct AdjustForm {
+    key: String,
+    sku: String,
+    delta: String,
+    reason: String,
+    receipt: Option<String>,
+}
+impl ConsoleForm for AdjustForm {}
+
+/// Record a stock adjustment: the API's adjustment (permission `configure`, the form's
+/// idempotency key: posted twice, it is one movement).
+#[post("/console/stock/adjust")]
+pub async fn adjust(
+    state: web::Data<AppState>,
+    posted: Posted<AdjustForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let staff = posted.staff;
+    staff.require(Permission::Configure)?;
+    let l = staff.lang;
+    let f = posted.form;
+    let bad = |msg: Msg, field: &str| {
+        ConsoleError::new(StatusCode::BAD_REQUEST, msg)
+            .detail(field.to_owned())
+            .lang(l)
+    };
+    let delta: i64 = f
+        .delta
+        .trim()
+        .trim_start_matches('+')
+        .parse()
+        .map_err(|_| bad(Msg::BadDelta, &f.delta))?;
+    let key = crate::domain::sale::IdempotencyKey::parse(&f.key)
+        .map_err(|_| bad(Msg::ErrBadForm, "key"))?;
+    let sku = f.sku.trim().to_owned();
+    let adjustment = crate::http::inventory::Adjustment {
+        delta,
+        reason: f.reason,
+        receipt: f.receipt.is_some(),
+    };
+    crate::http::inventory::adjust(&state, staff.name(), key, sku.clone(), adjustment)
+        .await
+        .map_err(api_failed(Msg::AdjustFailed, l))?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((
+            "location",
+            format!(
+                "/console/stock?{}",
+                serde_urlencoded::to_string([
+                    ("q", sku.as_str()),
+                    ("done", "adjusted"),
+                    ("sku", sku.as_str())
+                ])
+                .unwrap_or_default()
+            ),
+        ))
+        .finish())
 }
