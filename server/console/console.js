@@ -35,6 +35,18 @@ function onceForms() {
   });
 }
 
+// A JSON log line as "time LEVEL target: message key=value ..."; as is when not JSON.
+function readable(line) {
+  var v;
+  try { v = JSON.parse(line); } catch (e) { return line; }
+  if (!v || typeof v !== "object") return line;
+  var out = [(v.timestamp || "").replace("T", " ").slice(0, 23), v.level || "", (v.target || "") + ":", v.message || ""];
+  Object.keys(v).forEach(function (k) {
+    if (["timestamp", "level", "target", "message"].indexOf(k) < 0) out.push(k + "=" + JSON.stringify(v[k]));
+  });
+  return out.join(" ");
+}
+
 // The log page: server-sent events into a list, newest last, at most 500 lines.
 function logTail() {
   var out = document.getElementById("log-lines");
@@ -47,7 +59,7 @@ function logTail() {
     source = new EventSource("/console/logs/stream?" + q);
     source.onmessage = function (e) {
       var li = document.createElement("li");
-      li.textContent = e.data;
+      li.textContent = readable(e.data);
       li.setAttribute("translate", "no");
       out.appendChild(li);
       while (out.children.length > 500) out.removeChild(out.firstChild);

@@ -165,6 +165,22 @@ async fn the_console_in_chromium() {
         b.screenshot(&shots.join(format!("en-{name}.png"))).await;
     }
 
+    // The log page tails the log live: a line logged now shows up without a reload.
+    // (Logging is installed at `warn`, so the rest of the suite stays quiet; the page's
+    // level and module filter is unit-tested in `console::pages::logs`.)
+    outpost_server::telemetry::init("warn");
+    visit(&b, &app, "/console/logs?level=warn").await;
+    tracing::warn!(probe = "console-tail", "Console tail probe line");
+    assert!(
+        b.wait_for(
+            "[...document.querySelectorAll('#log-lines li')].some(l => l.textContent.includes('Console tail probe line'))",
+            10
+        )
+        .await,
+        "the warning did not reach the live tail"
+    );
+    b.screenshot(&shots.join("en-logs-live.png")).await;
+
     // A health check and a test print from the devices page reach the printer
     // simulator over the wire.
     let sim = app
