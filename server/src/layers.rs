@@ -31,6 +31,8 @@ const LAYERS: &[&str] = &[
     "update",
     // Adapters.
     "http",
+    // The technician console: pages over the services, reusing the API's mapping.
+    "console",
     // Wiring.
     "startup",
 ];

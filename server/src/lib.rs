@@ -21,11 +21,13 @@
 //! - [`sdnotify`]: systemd's notify protocol: ready, watchdog from a health loop.
 //! - [`update`]: the health gate, probation, a release applied live.
 //! - [`http`]: the REST API v1 and its OpenAPI document.
+//! - [`console`]: the technician console, server-rendered pages under `/console/`.
 //! - [`startup`]: `Application::build` and `run_until`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod access;
 pub mod config;
+pub mod console;
 pub mod devices;
 pub mod domain;
 pub mod hq;

@@ -339,10 +339,12 @@ impl Application {
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::observe::track))
                 .app_data(state.clone())
                 .app_data(limit.clone())
                 .configure(http::extractor_config)
                 .configure(http::register)
+                .configure(crate::console::register)
                 .default_service(web::to(http::no_such_route))
         })
         .workers(workers)

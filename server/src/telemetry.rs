@@ -18,7 +18,10 @@ pub const RING_LINES: usize = 2000;
 const RING_LINE_BYTES: usize = 4096;
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
-static RING: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+/// The recent lines, each with its sequence number (counting from 1 since start), so
+/// a reader that follows the log asks for what came after the last line it saw.
+static RING: Mutex<VecDeque<(u64, String)>> = Mutex::new(VecDeque::new());
+static NEXT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Why the log filter could not be changed.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +85,28 @@ pub fn set_filter(filter: &str) -> Result<(), LogError> {
 pub fn recent_lines(max: usize) -> Vec<String> {
     let ring = RING.lock().unwrap_or_else(|p| p.into_inner());
     let skip = ring.len().saturating_sub(max);
-    ring.iter().skip(skip).cloned().collect()
+    ring.iter().skip(skip).map(|(_, l)| l.clone()).collect()
+}
+
+/// The sequence number of the newest line so far (0 before the first).
+pub fn last_seq() -> u64 {
+    NEXT_SEQ.load(std::sync::atomic::Ordering::Relaxed) - 1
+}
+
+/// The lines after sequence number `after` (0: from the oldest kept), at most `max`
+/// of the newest, oldest first, and the sequence number of the last line kept (pass
+/// it as `after` next time). Lines that fell out of the ring meanwhile are skipped.
+pub fn lines_after(after: u64, max: usize) -> (u64, Vec<String>) {
+    let ring = RING.lock().unwrap_or_else(|p| p.into_inner());
+    let last = ring.back().map_or(after, |(seq, _)| *seq);
+    let newer: Vec<&(u64, String)> = ring.iter().filter(|(seq, _)| *seq > after).collect();
+    let skip = newer.len().saturating_sub(max);
+    let lines = newer
+        .into_iter()
+        .skip(skip)
+        .map(|(_, l)| l.clone())
+        .collect();
+    (last, lines)
 }
 
 /// Collects one formatted event, then pushes it into the ring when dropped.
@@ -111,6 +135,26 @@ impl Drop for RingWriter {
         if ring.len() == RING_LINES {
             ring.pop_front();
         }
-        ring.push_back(line);
+        let seq = NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ring.push_back((seq, line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_gets_each_line_once() {
+        let start = last_seq();
+        drop(RingWriter(b"{\"n\":1}\n".to_vec()));
+        drop(RingWriter(b"{\"n\":2}".to_vec()));
+        let (seq, lines) = lines_after(start, 10);
+        let ours: Vec<&String> = lines.iter().filter(|l| l.starts_with("{\"n\":")).collect();
+        assert_eq!(ours, ["{\"n\":1}", "{\"n\":2}"]);
+        let (_, again) = lines_after(seq, 10);
+        assert!(again.iter().all(|l| !l.starts_with("{\"n\":")), "{again:?}");
+        let (_, one) = lines_after(start, 1);
+        assert_eq!(one.len(), 1, "at most max, the newest");
     }
 }

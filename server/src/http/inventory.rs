@@ -152,7 +152,24 @@ pub async fn post_adjustment(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::Configure)?;
     let key = idempotency_key(&req)?;
-    let adj = body.0;
+    let (movement, replayed) = adjust(&state, caller.name(), key, sku.into_inner(), body.0).await?;
+    let mut r = HttpResponse::Created();
+    if replayed {
+        r.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(r.json(movement))
+}
+
+/// Adjusts the stock of `sku` as `actor` under idempotency `key`: the movement, and
+/// whether it is the replay of an earlier one with the same key. The API's handler and
+/// the technician console both adjust through it.
+pub async fn adjust(
+    state: &AppState,
+    actor: &str,
+    key: crate::domain::sale::IdempotencyKey,
+    sku: String,
+    adj: Adjustment,
+) -> Result<(Movement, bool), ApiError> {
     if adj.delta == 0 || adj.delta.unsigned_abs() > MAX_STOCK as u64 {
         return Err(ApiError::unprocessable(
             "invalid_delta",
@@ -168,15 +185,15 @@ pub async fn post_adjustment(
         )
         .field("reason"));
     }
-    known(&state, &sku)?;
+    known(state, &sku)?;
     state.security.audit(
-        caller.name(),
+        actor,
         "inventory.adjust",
-        &format!("sku {} delta {}", *sku, adj.delta),
+        &format!("sku {} delta {}", sku, adj.delta),
     );
     let fp = fingerprint(&sku, &adj);
     let scope = "adjustment";
-    let s = sku.into_inner();
+    let s = sku;
     let written = state
         .sales
         .store()
@@ -216,10 +233,5 @@ pub async fn post_adjustment(
             Ok((m, false))
         })
         .await??;
-    let (movement, replayed) = written;
-    let mut r = HttpResponse::Created();
-    if replayed {
-        r.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(r.json(movement))
+    Ok(written)
 }

@@ -10,7 +10,8 @@
 //! - [`selling`]: cart pricing, checkout, sales and refunds.
 //! - [`devices`]: the device list, health checks, receipt reprints and the queue.
 //! - [`device_inputs`]: a scale's weight, a scanner's scans.
-//! - [`ops`]: health, metrics and the OpenAPI document.
+//! - [`ops`]: health, metrics and the OpenAPI document; [`observe`]: the request and
+//!   checkout counters behind `/metrics`; [`process`]: memory, files, CPU and disk.
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
@@ -31,7 +32,9 @@ pub mod gate;
 pub mod headers;
 pub mod inventory;
 pub mod mesh;
+pub mod observe;
 pub mod ops;
+pub mod process;
 pub mod pushed;
 pub mod selling;
 pub mod updates;

@@ -210,9 +210,123 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
         "# HELP outpost_release_info The running release.\n# TYPE outpost_release_info gauge\noutpost_release_info{{version=\"{}\"}} 1",
         outpost_updater::stamp::running_version()
     );
+    more_metrics(&state, &mut out).await;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))
+}
+
+/// The families Prometheus users look for first: build, devices, mesh bytes, disk,
+/// the process, requests, checkouts and refunds.
+async fn more_metrics(state: &AppState, out: &mut String) {
+    use super::observe::label;
+    let _ = writeln!(
+        out,
+        "# HELP outpost_build_info The running build (always 1).\n# TYPE outpost_build_info gauge\noutpost_build_info{{version=\"{}\",target=\"{}\",profile=\"{}\"}} 1",
+        label(&outpost_updater::stamp::running_version().to_string()),
+        label(outpost_updater::target()),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let left = match state.security.lease_state() {
+        Some(outpost_security::lease::LeaseState::Active { expires_at }) => Some(expires_at),
+        Some(outpost_security::lease::LeaseState::Grace { locks_at, .. }) => Some(locks_at),
+        _ => None,
+    };
+    if let Some(until) = left {
+        let secs = (until - time::OffsetDateTime::now_utc())
+            .whole_seconds()
+            .max(0);
+        let _ = writeln!(
+            out,
+            "# HELP outpost_lease_expires_in_seconds Seconds until the presence lease expires (active) or the unit locks (grace); absent when not enrolled or locked.\n# TYPE outpost_lease_expires_in_seconds gauge\noutpost_lease_expires_in_seconds {secs}"
+        );
+    }
+    let devices = state.devices.views();
+    let _ = writeln!(
+        out,
+        "# HELP outpost_device_up 1 while the device is usable.\n# TYPE outpost_device_up gauge"
+    );
+    for d in &devices {
+        let kind = serde_json::to_value(d.kind).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "outpost_device_up{{device=\"{}\",kind=\"{}\"}} {}",
+            label(&d.id),
+            label(kind.as_str().unwrap_or_default()),
+            u8::from(d.usable)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP outpost_device_health The last health check's verdict: 1 on the label it gave.\n# TYPE outpost_device_health gauge"
+    );
+    for d in &devices {
+        let verdict = serde_json::to_value(d.health.health).unwrap_or_default();
+        for health in ["unknown", "ok", "degraded", "failed"] {
+            let _ = writeln!(
+                out,
+                "outpost_device_health{{device=\"{}\",health=\"{health}\"}} {}",
+                label(&d.id),
+                u8::from(verdict.as_str() == Some(health))
+            );
+        }
+    }
+    if let Ok(Ok(mesh)) = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        crate::mesh::view(state.mesh.as_ref()),
+    )
+    .await
+        && mesh.enabled
+    {
+        let sum = |f: fn(&outpost_p2p::ArtifactStatus) -> u64| -> u64 {
+            mesh.artifacts.iter().map(f).sum()
+        };
+        let _ = writeln!(
+            out,
+            "# HELP outpost_mesh_received_bytes Artifact bytes this unit received, from HQ (origin) or from store peers.\n# TYPE outpost_mesh_received_bytes counter"
+        );
+        for (source, bytes) in [
+            ("origin", sum(|a| a.origin_bytes)),
+            ("peers", sum(|a| a.peer_bytes)),
+        ] {
+            let _ = writeln!(
+                out,
+                "outpost_mesh_received_bytes{{source=\"{source}\"}} {bytes}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP outpost_mesh_served_bytes Artifact bytes this unit gave its peers.\n# TYPE outpost_mesh_served_bytes counter\noutpost_mesh_served_bytes {}",
+            sum(|a| a.served_bytes)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP outpost_mesh_peers_connected Store peers connected now.\n# TYPE outpost_mesh_peers_connected gauge\noutpost_mesh_peers_connected {}",
+            mesh.peers
+                .iter()
+                .filter(|p| p.state == outpost_p2p::PeerState::Connected)
+                .count()
+        );
+    }
+    if let Some(d) = super::process::Disk::of(&state.settings.data_dir) {
+        let _ = writeln!(
+            out,
+            "# HELP outpost_data_disk_free_bytes Free space for the data dir.\n# TYPE outpost_data_disk_free_bytes gauge\noutpost_data_disk_free_bytes {}\n# HELP outpost_data_disk_size_bytes Size of the data dir's file system.\n# TYPE outpost_data_disk_size_bytes gauge\noutpost_data_disk_size_bytes {}",
+            d.free, d.total
+        );
+    }
+    if let Some(p) = super::process::ProcessStats::read() {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n# HELP process_open_fds Open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds {}\n# HELP process_cpu_seconds_total User and system CPU time.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}\n# HELP process_threads Threads.\n# TYPE process_threads gauge\nprocess_threads {}",
+            p.rss_bytes, p.open_fds, p.cpu_seconds, p.threads
+        );
+    }
+    super::observe::render(out);
 }
 
 /// This document.

@@ -131,7 +131,8 @@ impl SaleView {
     }
 }
 
-fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
+/// A sale as the API shows it, with its refunds and where its receipt is.
+pub fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
     let refunds = state.sales.store().refunds_of(sale.id)?;
     let receipt = state.devices.spooler().queue().status(sale.id)?;
     let mut view = SaleView::new(sale, &refunds, state.settings.store.receipt_width);
@@ -166,10 +167,27 @@ pub async fn checkout(
     let key = idempotency_key(&req)?;
     let terminal = terminal_id(&req, &caller)?;
     let weigher: &dyn crate::sales::checkout::Weigher = state.devices.as_ref();
-    let result = state
+    let asked = super::observe::tender_asked(body.0.payment.as_ref(), body.0.payments.as_deref());
+    let result = match state
         .sales
         .checkout_weighed(&key, &terminal, body.0, Some(weigher))
-        .await?;
+        .await
+    {
+        Ok(r) => {
+            let outcome = if r.replayed { "replayed" } else { "completed" };
+            super::observe::record_outcome(
+                "checkout",
+                outcome,
+                super::observe::tender_of(&r.sale.tenders),
+            );
+            r
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            super::observe::record_outcome("checkout", &e.code, asked);
+            return Err(e);
+        }
+    };
     let mut r = HttpResponse::Created();
     if result.replayed {
         r.insert_header(("Idempotent-Replayed", "true"));
@@ -331,7 +349,22 @@ pub async fn post_refund(
     let key = idempotency_key(&req)?;
     let terminal = terminal_id(&req, &caller)?;
     let id = parse_id(&id)?;
-    let result = state.sales.refund(id, &key, &terminal, body.0).await?;
+    let result = match state.sales.refund(id, &key, &terminal, body.0).await {
+        Ok(r) => {
+            let outcome = if r.replayed { "replayed" } else { "completed" };
+            super::observe::record_outcome(
+                "refund",
+                outcome,
+                super::observe::tender_of(&r.refund.tenders),
+            );
+            r
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            super::observe::record_outcome("refund", &e.code, "unknown");
+            return Err(e);
+        }
+    };
     if !result.replayed {
         state.security.audit(
             caller.name(),

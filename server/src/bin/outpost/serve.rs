@@ -165,6 +165,10 @@ pub async fn demo(common: &Common, products: usize) -> anyhow::Result<()> {
         "Outpost demo serving on {}  (try /api/v1/products?q=milk, Ctrl-C to stop)",
         app.base_url()
     );
+    eprintln!(
+        "Technician console: {}/console/  (log in as demo-tech with the password above)",
+        app.base_url()
+    );
     app.run_until(shutdown_signal()).await
 }
 

@@ -1,0 +1,11 @@
+//! The technician console: its HTTP contract (sessions, CSRF, roles, terminal tokens,
+//! locks, bad input) and, in a real headless Chromium driven over WebDriver, its pages.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod browser;
+mod client;
+mod http;
+mod webdriver;
