@@ -13,6 +13,7 @@
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
+//! - [`vending`]: a vending site's slots: list, edit, refill, count.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -33,6 +34,7 @@ pub mod ops;
 pub mod pushed;
 pub mod selling;
 pub mod updates;
+pub mod vending;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -139,6 +141,12 @@ api!(
     mesh::peers,
     updates::get_update,
     updates::post_update,
+    vending::list_slots,
+    vending::get_slot,
+    vending::put_slot,
+    vending::delete_slot,
+    vending::refill_slot,
+    vending::count_slot,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer

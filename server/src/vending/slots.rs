@@ -245,33 +245,47 @@ pub async fn remove_one(store: &Store, id: SlotId) -> Result<(), VendError> {
 /// Put `units` into a slot; refused past its capacity.
 pub async fn refill(store: &Store, id: SlotId, units: u32) -> Result<Slot, VendError> {
     store
-        .write(move |tx| {
-            let mut slot = get(tx, id)?.ok_or(VendError::NoSlot(id))?;
-            let after = u64::from(slot.count) + u64::from(units);
-            if units == 0 || after > u64::from(slot.config.capacity) {
-                return Err(VendError::Invalid {
-                    code: "invalid_refill",
-                    message: format!(
-                        "slot {id} holds {} of {}: a refill of 1 to {} units fits",
-                        slot.count,
-                        slot.config.capacity,
-                        slot.config.capacity.saturating_sub(slot.count)
-                    ),
-                    field: Some("units".into()),
-                });
-            }
-            move_slot(
-                tx,
-                &mut slot,
-                i64::from(units),
-                SlotMovementKind::Refill,
-                None,
-                None,
-                OffsetDateTime::now_utc(),
-            );
-            Ok(slot)
-        })
+        .write(move |tx| refill_tx(tx, id, units).map(|(s, _)| s))
         .await?
+}
+
+/// [`refill`] in the caller's write (with its idempotency record).
+pub fn refill_tx(
+    tx: &mut Tx<'_>,
+    id: SlotId,
+    units: u32,
+) -> Result<(Slot, SlotMovement), VendError> {
+    let mut slot = get(tx, id)?.ok_or(VendError::NoSlot(id))?;
+    let after = u64::from(slot.count) + u64::from(units);
+    if units == 0 || after > u64::from(slot.config.capacity) {
+        return Err(VendError::Invalid {
+            code: "invalid_refill",
+            message: format!(
+                "slot {id} holds {} of {}: a refill of 1 to {} units fits",
+                slot.count,
+                slot.config.capacity,
+                slot.config.capacity.saturating_sub(slot.count)
+            ),
+            field: Some("units".into()),
+        });
+    }
+    let m = move_slot(
+        tx,
+        &mut slot,
+        i64::from(units),
+        SlotMovementKind::Refill,
+        None,
+        None,
+        OffsetDateTime::now_utc(),
+    );
+    Ok((slot, m))
+}
+
+/// A slot movement by id, as the writer sees it.
+pub fn movement_get(tx: &Tx<'_>, id: Uuid) -> Result<Option<SlotMovement>, StoreError> {
+    tx.get(&movement_key(id))?
+        .map(|v| from_json(&v, "slot movement"))
+        .transpose()
 }
 
 /// Set a slot's count after a technician counted it. The difference is journaled as a

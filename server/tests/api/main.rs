@@ -14,3 +14,4 @@ mod payments;
 mod peers;
 mod refunds;
 mod tls;
+mod vending;
