@@ -13,7 +13,7 @@
 //! - [`ops`]: health, metrics and the OpenAPI document.
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
-//! - [`vending`]: a vending site's slots: list, edit, refill, count.
+//! - [`vending`]: a vending site's slots (list, edit, refill, count) and its DEX audit.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -147,6 +147,8 @@ api!(
     vending::delete_slot,
     vending::refill_slot,
     vending::count_slot,
+    vending::get_dex,
+    vending::reset_dex,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer

@@ -401,3 +401,61 @@ pub async fn count_slot(
     slots::count(state.sales.store(), id, b.count, reason).await?;
     detail(&state, id)
 }
+
+fn dex_identity(state: &AppState) -> crate::vending::dex::DexIdentity {
+    crate::vending::dex::DexIdentity {
+        unit: state.settings.store.id.clone(),
+        location: state.sales.config().store_name.clone(),
+    }
+}
+
+fn dex_response(file: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=us-ascii")
+        .body(file)
+}
+
+/// The DEX/UCS audit file (EVA-DTS): paid, cash and cashless totals, per slot, since
+/// initialisation and since the last reset, with its G85 CRC (`docs/vending.md`).
+#[utoipa::path(
+    tag = "vending",
+    responses((status = 200, description = "The DEX file, CR LF separated segments", content_type = "text/plain", body = String))
+)]
+#[get("/api/v1/vending/dex")]
+pub async fn get_dex(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Configure)?;
+    let store = state.sales.store().clone();
+    let who = dex_identity(&state);
+    let file = web::block(move || crate::vending::dex::export(&store, &who))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                e.to_string(),
+            )
+        })??;
+    Ok(dex_response(file))
+}
+
+/// Close the audit interval: the DEX file up to now, then the "since reset" totals
+/// start again at zero (a route driver's read with reset).
+#[utoipa::path(
+    tag = "vending",
+    responses((status = 200, description = "The DEX file closing the interval", content_type = "text/plain", body = String))
+)]
+#[post("/api/v1/vending/dex/reset")]
+pub async fn reset_dex(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Configure)?;
+    state.security.audit(
+        caller.name(),
+        "vending.dex_reset",
+        "DEX interim totals reset",
+    );
+    let file =
+        crate::vending::dex::export_and_reset(state.sales.store(), &dex_identity(&state)).await?;
+    Ok(dex_response(file))
+}

@@ -9,14 +9,18 @@
 //!   record before every device call.
 //! - [`recovery`]: finishing every vend a power cut left open, by asking the devices
 //!   about its key.
+//! - [`dex`]: the DEX/EVA-DTS audit file from the journal, and its reset.
 //! - `records` (private): the vend records in the journal tree and the final writes
 //!   (the sale with its slot movement, or the failure).
 
+pub mod dex;
 pub mod flow;
 mod records;
 pub mod recovery;
 pub mod slots;
 
+#[cfg(test)]
+mod dex_tests;
 #[cfg(test)]
 mod tests;
 

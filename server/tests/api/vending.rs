@@ -248,3 +248,46 @@ async fn a_cashier_terminal_reads_slots_but_cannot_change_them() {
     assert_eq!((s, v["price"].as_i64()), (200, Some(175)));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_dex_audit_lists_every_slot_and_only_technicians_and_admins_read_it() {
+    let app = spawn_app().await;
+    put(&app, &app.client, "/api/v1/vending/slots/B7", &milk(180)).await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/vending/dex"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let dex = r.text().await.unwrap();
+    assert!(dex.starts_with("DXS*"), "{dex}");
+    assert!(
+        dex.contains("\r\nPA1*B7*180*MILK\r\nPA2*0*0*0*0\r\n"),
+        "{dex}"
+    );
+    let r = app
+        .client
+        .post(app.url("/api/v1/vending/dex/reset"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cashier = client_with(
+        "cookie",
+        &session_for(&app.security, "sup", vec![Role::Supervisor]),
+    );
+    let r = cashier
+        .get(app.url("/api/v1/vending/dex"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    app.stop().await;
+}

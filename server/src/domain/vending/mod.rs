@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`slot`]: [`SlotId`] (`B7`), a slot's configuration and count, and the checks of
 //!   what HQ or a technician sends.
+//! - [`dex`]: the DEX/UCS audit file's writer and its CRC.
 //! - [`vend`]: [`VendRecord`] and its only moves ([`vend::EDGES`]).
 
+pub mod dex;
 pub mod slot;
 pub mod vend;
 

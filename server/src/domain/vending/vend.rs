@@ -326,4 +326,39 @@ mod tests {
         assert_eq!((e.from, e.to), ("selected", "dispensing"));
         assert_eq!(r.state(), VendState::Selected);
     }
+
+    #[test]
+    fn the_table_in_docs_vending_md_is_the_table_in_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vending.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let section = doc
+            .split("\n### ")
+            .find(|s| s.starts_with("The state machine"))
+            .expect("docs/vending.md has a section \"The state machine\"");
+        let unquote = |c: &str| c.trim().trim_matches('`').to_owned();
+        let documented: Vec<(String, String)> = section
+            .lines()
+            .skip_while(|l| !l.starts_with("| from | to |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').collect();
+                (unquote(cells[1]), unquote(cells[2]))
+            })
+            .collect();
+        let code: Vec<(String, String)> = EDGES
+            .iter()
+            .map(|(f, t)| (f.name().to_owned(), t.name().to_owned()))
+            .collect();
+        assert_eq!(
+            documented, code,
+            "regenerate the table in docs/vending.md from EDGES"
+        );
+        for st in VendState::ALL {
+            assert_eq!(
+                serde_json::to_value(st).unwrap(),
+                serde_json::json!(st.name())
+            );
+        }
+    }
 }
