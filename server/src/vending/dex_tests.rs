@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use outpost_mocks::mock::vend::VendStep;
 use outpost_mocks::sim::mdb::Decision;
+use outpost_mocks::sim::spiral::SlotTrouble;
 
 use super::dex::{DexIdentity, export, export_and_reset};
 use super::tests::slot;
@@ -141,8 +141,7 @@ async fn the_dex_file_read_back_from_the_standard_totals_the_journal() {
     }
     s.sim.decide_next([Decision::Deny]);
     v.vend(slot("A1"), PayMethod::Cashless).await.unwrap();
-    s.disp
-        .expect([VendStep::NotDispensed("nothing fell".into())]);
+    s.disp.trouble("A1", [SlotTrouble::Hang]);
     v.vend(slot("A1"), PayMethod::Cashless).await.unwrap();
     let closing = parse(&export_and_reset(&s.store, &who).await.unwrap()).unwrap();
     assert_eq!(closing.num("VA1", 2), 3);
