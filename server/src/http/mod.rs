@@ -149,6 +149,8 @@ api!(
     vending::count_slot,
     vending::get_dex,
     vending::reset_dex,
+    vending::list_alerts,
+    vending::clear_temperature,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer

@@ -459,3 +459,46 @@ pub async fn reset_dex(
         crate::vending::dex::export_and_reset(state.sales.store(), &dex_identity(&state)).await?;
     Ok(dex_response(file))
 }
+
+/// The machine's raised alerts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertList {
+    /// Raised now, by alert then subject.
+    pub alerts: Vec<crate::vending::alerts::ActiveAlert>,
+}
+
+/// The machine's raised alerts (temperature, door, slot levels, dispense and payment
+/// faults).
+#[utoipa::path(tag = "vending", responses((status = 200, body = AlertList)))]
+#[get("/api/v1/vending/alerts")]
+pub async fn list_alerts(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::ReadCatalog)?;
+    Ok(HttpResponse::Ok().json(AlertList {
+        alerts: crate::vending::alerts::active(state.sales.store())?,
+    }))
+}
+
+/// Clear the temperature excursion once the chilled compartment is cold again:
+/// chilled slots sell again. Refused (422 `cannot_clear`) while none is raised or it
+/// is still too warm.
+#[utoipa::path(
+    tag = "vending",
+    responses((status = 204), (status = 422, body = super::ErrorBody))
+)]
+#[post("/api/v1/vending/alerts/temperature/clear")]
+pub async fn clear_temperature(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Configure)?;
+    crate::vending::alerts::clear_temperature(state.sales.store(), Default::default()).await?;
+    state.security.audit(
+        caller.name(),
+        "vending.temperature_cleared",
+        "temperature excursion cleared",
+    );
+    Ok(HttpResponse::NoContent().finish())
+}

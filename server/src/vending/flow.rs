@@ -22,7 +22,7 @@ use crate::domain::sale::{
     CardSummary, IdempotencyKey, Sale, SaleStatus, Tender, TenderMethod, TerminalId,
 };
 use crate::domain::vending::vend::VendFault;
-use crate::domain::vending::{PayMethod, SlotId, VendRecord, VendState};
+use crate::domain::vending::{Climate, PayMethod, SlotId, VendRecord, VendState};
 use crate::sales::terminal::{Asked, asked_from, not_delivered};
 use crate::store::StoreError;
 
@@ -160,6 +160,16 @@ impl Vending {
                     return Err(VendError::NotSellable {
                         slot,
                         reason: "it changed while the vend was being priced".into(),
+                    });
+                }
+                if s.config.climate == Climate::Chilled
+                    && super::alerts::is_raised(tx, "temperature", "chilled")?
+                {
+                    return Err(VendError::NotSellable {
+                        slot,
+                        reason: "chilled goods were too warm: a technician must clear the \
+                                 temperature alert"
+                            .into(),
                     });
                 }
                 put_open(tx, &rec);

@@ -9,16 +9,21 @@
 //!   record before every device call.
 //! - [`recovery`]: finishing every vend a power cut left open, by asking the devices
 //!   about its key.
+//! - [`alerts`]: the machine's alerts (temperature, door, slot levels, dispense and
+//!   payment faults), raised and cleared once through the outbox.
 //! - [`dex`]: the DEX/EVA-DTS audit file from the journal, and its reset.
 //! - `records` (private): the vend records in the journal tree and the final writes
 //!   (the sale with its slot movement, or the failure).
 
+pub mod alerts;
 pub mod dex;
 pub mod flow;
 mod records;
 pub mod recovery;
 pub mod slots;
 
+#[cfg(test)]
+mod alert_tests;
 #[cfg(test)]
 mod dex_tests;
 #[cfg(test)]
@@ -131,6 +136,8 @@ pub struct Vending {
     /// Held for a whole vend: the machine has one delivery bin and one reader session.
     /// A tokio mutex because it is held across device calls.
     pub(crate) machine: Arc<tokio::sync::Mutex<()>>,
+    /// When chilled goods are too warm.
+    pub(crate) temp_policy: crate::domain::vending::climate::TempPolicy,
 }
 
 impl Vending {
@@ -141,7 +148,14 @@ impl Vending {
             devices,
             timeouts,
             machine: Arc::new(tokio::sync::Mutex::new(())),
+            temp_policy: Default::default(),
         }
+    }
+
+    /// Use these temperature thresholds instead of 8 °C for 15 minutes.
+    pub fn with_temp_policy(mut self, p: crate::domain::vending::climate::TempPolicy) -> Self {
+        self.temp_policy = p;
+        self
     }
 
     /// The store underneath.

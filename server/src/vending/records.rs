@@ -83,7 +83,7 @@ pub(crate) fn finish(
                 Some(r.id),
                 None,
                 now,
-            );
+            )?;
         }
         match sale {
             Some(sale) => record_sale(tx, sale, &format!("vend:{}", r.id))?,
@@ -104,5 +104,6 @@ pub(crate) fn finish(
             }
         }
     }
+    super::alerts::after_vend(tx, r)?;
     Ok(true)
 }

@@ -143,7 +143,7 @@ pub fn move_slot(
     vend: Option<Uuid>,
     reason: Option<String>,
     at: OffsetDateTime,
-) -> SlotMovement {
+) -> Result<SlotMovement, StoreError> {
     let after = (i64::from(slot.count) + delta).clamp(0, i64::from(u32::MAX));
     slot.count = u32::try_from(after).unwrap_or(0);
     let m = SlotMovement {
@@ -159,7 +159,8 @@ pub fn move_slot(
     };
     tx.put(movement_key(m.id), to_json(&m));
     put(tx, slot);
-    m
+    super::alerts::slot_levels(tx, slot)?;
+    Ok(m)
 }
 
 /// The latest `limit` movements of `slot` (or of every slot), oldest first.
@@ -200,9 +201,16 @@ pub fn replace_all(
     for id in old.keys() {
         tx.remove(slot_key(*id));
     }
+    for (id, _) in old
+        .iter()
+        .filter(|(id, _)| !configs.iter().any(|c| c.slot == **id))
+    {
+        clear_levels(tx, *id)?;
+    }
     for c in configs {
         let slot = reconfigure(old.get(&c.slot), c);
         put(tx, &slot);
+        super::alerts::slot_levels(tx, &slot)?;
     }
     tx.put(HEAD.to_vec(), to_json(&SlotsHead { version }));
     Ok(())
@@ -215,6 +223,7 @@ pub async fn put_one(store: &Store, config: SlotConfig) -> Result<Slot, VendErro
             let old = get(tx, config.slot)?;
             let slot = reconfigure(old.as_ref(), config);
             put(tx, &slot);
+            super::alerts::slot_levels(tx, &slot)?;
             Ok::<Slot, StoreError>(slot)
         })
         .await??)
@@ -237,9 +246,20 @@ pub async fn remove_one(store: &Store, id: SlotId) -> Result<(), VendError> {
                 });
             }
             tx.remove(slot_key(id));
+            clear_levels(tx, id)?;
             Ok(())
         })
         .await?
+}
+
+/// A removed slot has no level alerts.
+fn clear_levels(tx: &mut Tx<'_>, id: SlotId) -> Result<(), StoreError> {
+    for alert in ["slot_empty", "slot_low"] {
+        super::alerts::set(tx, alert, &id.to_string(), false, || {
+            format!("slot {id} was removed")
+        })?;
+    }
+    Ok(())
 }
 
 /// Put `units` into a slot; refused past its capacity.
@@ -277,7 +297,7 @@ pub fn refill_tx(
         None,
         None,
         OffsetDateTime::now_utc(),
-    );
+    )?;
     Ok((slot, m))
 }
 
@@ -319,7 +339,7 @@ pub async fn count(
                     None,
                     reason.clone(),
                     now,
-                );
+                )?;
                 move_stock(
                     tx,
                     slot.config.sku.as_str(),
@@ -331,6 +351,7 @@ pub async fn count(
                 )?;
             } else {
                 put(tx, &slot);
+                super::alerts::slot_levels(tx, &slot)?;
             }
             Ok(slot)
         })

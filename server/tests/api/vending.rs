@@ -291,3 +291,22 @@ async fn the_dex_audit_lists_every_slot_and_only_technicians_and_admins_read_it(
     assert_eq!(r.status().as_u16(), 403);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn slot_alerts_are_listed_and_a_temperature_clear_without_an_excursion_is_refused() {
+    let app = spawn_app().await;
+    put(&app, &app.client, "/api/v1/vending/slots/C2", &milk(100)).await;
+    let (s, v) = app.get("/api/v1/vending/alerts").await;
+    assert_eq!(s, 200);
+    let alerts = v["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{v}");
+    assert_eq!(
+        (alerts[0]["alert"].as_str(), alerts[0]["subject"].as_str()),
+        (Some("slot_empty"), Some("C2"))
+    );
+    let (s, e, _) = app
+        .post("/api/v1/vending/alerts/temperature/clear", None, &json!({}))
+        .await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("cannot_clear")));
+    app.stop().await;
+}
