@@ -166,49 +166,14 @@ pub(crate) fn temp_watch(tx: &Tx<'_>) -> Result<TempWatch, StoreError> {
 
 impl Vending {
     /// Take a reading of the machine's sensors at `at`: the temperature watch and
-    /// the door switch. Returns the alerts raised or cleared by it.
+    /// the door switch. Returns how many alerts it raised or cleared.
     pub async fn observe(
         &self,
         milli_celsius: Option<i32>,
         door_open: Option<bool>,
         at: OffsetDateTime,
     ) -> Result<usize, VendError> {
-        let policy = self.temp_policy;
-        Ok(self
-            .store()
-            .write(move |tx| {
-                let mut changed = 0;
-                if let Some(t) = milli_celsius {
-                    let mut w = temp_watch(tx)?;
-                    let before = w;
-                    if w.observe(&policy, t, at) == Some(TempChange::Raised) {
-                        let c = f64::from(t) / 1000.0;
-                        changed += usize::from(set(tx, "temperature", "chilled", true, || {
-                            format!(
-                                "chilled goods above {} m°C for {} min (now {c:.1} °C): chilled \
-                                 slots stop selling until a technician clears it",
-                                policy.limit_milli_c,
-                                policy.hold.whole_minutes()
-                            )
-                        })?);
-                    }
-                    if w != before {
-                        tx.put(TEMP.to_vec(), to_json(&w));
-                    }
-                }
-                if let Some(open) = door_open {
-                    changed += usize::from(set(tx, "door_open", "door", open, || {
-                        if open {
-                            "the door is open"
-                        } else {
-                            "the door is closed"
-                        }
-                        .into()
-                    })?);
-                }
-                Ok::<usize, StoreError>(changed)
-            })
-            .await??)
+        observe(self.store(), self.temp_policy, milli_celsius, door_open, at).await
     }
 
     /// A technician clears the temperature excursion: chilled slots sell again.
@@ -235,4 +200,48 @@ pub async fn clear_temperature(store: &Store, policy: TempPolicy) -> Result<(), 
             Ok(())
         })
         .await?
+}
+
+/// [`Vending::observe`] on `store` with `policy`.
+pub async fn observe(
+    store: &Store,
+    policy: TempPolicy,
+    milli_celsius: Option<i32>,
+    door_open: Option<bool>,
+    at: OffsetDateTime,
+) -> Result<usize, VendError> {
+    Ok(store
+        .write(move |tx| {
+            let mut changed = 0;
+            if let Some(t) = milli_celsius {
+                let mut w = temp_watch(tx)?;
+                let before = w;
+                if w.observe(&policy, t, at) == Some(TempChange::Raised) {
+                    let c = f64::from(t) / 1000.0;
+                    changed += usize::from(set(tx, "temperature", "chilled", true, || {
+                        format!(
+                            "chilled goods above {} m°C for {} min (now {c:.1} °C): chilled \
+                             slots stop selling until a technician clears it",
+                            policy.limit_milli_c,
+                            policy.hold.whole_minutes()
+                        )
+                    })?);
+                }
+                if w != before {
+                    tx.put(TEMP.to_vec(), to_json(&w));
+                }
+            }
+            if let Some(open) = door_open {
+                changed += usize::from(set(tx, "door_open", "door", open, || {
+                    if open {
+                        "the door is open"
+                    } else {
+                        "the door is closed"
+                    }
+                    .into()
+                })?);
+            }
+            Ok::<usize, StoreError>(changed)
+        })
+        .await??)
 }
