@@ -23,8 +23,10 @@
 //!   nexo-style payment terminal over TCP; `scanner_serial` (feature
 //!   `scanner-serial`), line-framed scanners with AIM symbology identifiers; `sics`
 //!   (feature `scale-serial`), Mettler-Toledo MT-SICS scales; `mdb` (feature `mdb`),
-//!   MDB cashless readers through a serial MDB bridge. `docs/devices-serial.md`
-//!   describes the last three.
+//!   MDB cashless readers through a serial MDB bridge; `spiral` (feature `spiral`),
+//!   spiral-motor vending boards speaking OSB/1 (described in the module and in
+//!   `docs/vending.md`). `docs/devices-serial.md` describes the scanner, scale and
+//!   MDB protocols.
 //! - `transport` (any driver feature): TCP, serial and in-memory byte streams, and
 //!   the bounded line framer the line-based protocols share.
 //! - `link` (any driver feature, private): the one connection a request-then-reply
@@ -58,6 +60,8 @@ pub mod scanner_serial;
 pub mod sensor;
 #[cfg(feature = "scale-serial")]
 pub mod sics;
+#[cfg(feature = "spiral")]
+pub mod spiral;
 #[cfg(feature = "transport")]
 pub mod transport;
 pub mod vend;

@@ -22,6 +22,8 @@ const LAYERS: &[&str] = &[
     "seed",
     "devices",
     "sales",
+    // The vending site: slots, vends over the cashless reader and the dispenser.
+    "vending",
     "access",
     "mesh",
     "hq",

@@ -13,6 +13,7 @@
 //! - [`import`], [`seed`]: the catalog importer and the demo store.
 //! - [`devices`]: the device registry and supervisor, the receipt queue and spooler.
 //! - [`sales`]: checkout, refunds, idempotency and payment recovery.
+//! - [`vending`]: the vending site: slots, the vend state machine and its recovery.
 //! - [`access`]: the data key, the presence lease and lockdown, staff and terminal
 //!   credentials, sessions, the audit log, tamper sensors, TLS.
 //! - [`mesh`]: this unit's store-mesh node.
@@ -43,3 +44,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod update;
+pub mod vending;

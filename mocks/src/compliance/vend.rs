@@ -32,6 +32,21 @@ impl VendHarness for MockVend {
     }
 }
 
+impl VendHarness for crate::sim::SpiralSim {
+    fn lose_next_answer(&self) {
+        self.fault_next([crate::sim::spiral::SpiralFault::LoseReply]);
+    }
+    fn lose_power_next(&self) {
+        self.fault_next([crate::sim::spiral::SpiralFault::Swallow]);
+    }
+    fn dispensed(&self, key: &CommandKey) -> u32 {
+        crate::sim::SpiralSim::dispensed(self, &key.0)
+    }
+    fn slots(&self) -> (String, String) {
+        ("A1".into(), "B2".into())
+    }
+}
+
 fn key(name: &str) -> CommandKey {
     CommandKey(format!("vend-compliance-{name}"))
 }

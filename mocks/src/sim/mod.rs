@@ -6,6 +6,7 @@
 //! - [`scanner`]: a serial barcode scanner ([`ScannerSim`]), over TCP or in memory.
 //! - [`scale`]: an MT-SICS scale ([`ScaleSim`]), over TCP or in memory.
 //! - [`mdb`]: an MDB cashless reader behind a serial bridge ([`MdbSim`]).
+//! - [`spiral`]: a spiral-motor vending board speaking OSB/1 ([`SpiralSim`]).
 //! - [`handle`]: [`Handle`], what starting any of them gives back (where it listens,
 //!   `attach` and `connector` for more links, `shutdown`, stop on last drop); each
 //!   simulator's handle type is `Handle` of its model.
@@ -16,12 +17,14 @@ pub mod mdb;
 pub mod payment;
 pub mod scale;
 pub mod scanner;
+pub mod spiral;
 
 pub use handle::Handle;
 pub use mdb::MdbSim;
 pub use payment::PaymentSim;
 pub use scale::ScaleSim;
 pub use scanner::ScannerSim;
+pub use spiral::SpiralSim;
 
 /// The longest control line accepted.
 const MAX_CONTROL_LINE: usize = 256;

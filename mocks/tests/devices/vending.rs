@@ -151,3 +151,82 @@ async fn mock_sensor_reports_door_tamper_and_temperature() {
     assert_eq!(s.read().await.unwrap_err().kind(), ErrorKind::Timeout);
     s.done();
 }
+
+mod spiral {
+    //! The OSB/1 spiral board driver against its wire simulator.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use outpost_mocks::compliance::vend::vend_dispenser;
+    use outpost_mocks::sim::SpiralSim;
+    use outpost_mocks::sim::spiral::{SlotTrouble, SpiralFault};
+    use outpost_peripherals::spiral::{SpiralBoard, SpiralConfig};
+    use outpost_peripherals::vend::{VendDispenser, VendOutcome, VendStatus};
+    use outpost_peripherals::{CommandKey, Device, DeviceError, ErrorKind};
+
+    fn board(sim: &SpiralSim) -> SpiralBoard {
+        SpiralBoard::with_connector(
+            "spirals",
+            Arc::new(sim.connector("osb")),
+            SpiralConfig {
+                connect_timeout: Duration::from_secs(1),
+                io_timeout: Duration::from_millis(300),
+                vend_timeout: Duration::from_millis(300),
+                drain_quiet: Duration::from_millis(20),
+            },
+        )
+    }
+
+    fn key(k: &str) -> CommandKey {
+        CommandKey(k.into())
+    }
+
+    #[tokio::test]
+    async fn the_spiral_board_driver_meets_the_vend_contract_on_the_wire() {
+        let sim = SpiralSim::new(6, 8, &[("A1", 5), ("B2", 0)]);
+        let d = board(&sim);
+        vend_dispenser(&d, &sim).await;
+        assert_eq!(sim.stock("A1"), 3, "two real drops");
+    }
+
+    #[tokio::test]
+    async fn a_jam_and_a_hanging_product_are_not_dispensed_and_say_why() {
+        let sim = SpiralSim::new(6, 8, &[("A1", 5)]);
+        let d = board(&sim);
+        d.open().await.unwrap();
+        d.core().claim().unwrap();
+        d.core().enable().unwrap();
+        sim.trouble("A1", [SlotTrouble::Jam, SlotTrouble::Hang]);
+        match d.vend(&key("j"), "A1").await.unwrap() {
+            VendOutcome::NotDispensed { reason } => assert!(reason.contains("jammed"), "{reason}"),
+            o => panic!("{o:?}"),
+        }
+        match d.vend(&key("h"), "A1").await.unwrap() {
+            VendOutcome::NotDispensed { reason } => {
+                assert!(reason.contains("drop sensor"), "{reason}")
+            }
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(sim.stock("A1"), 5);
+        assert_eq!(d.core().statistics().counters["jams"], 1);
+        // A lost reply, then the next command works on the drained link.
+        sim.fault_next([SpiralFault::LoseReply]);
+        let e = d.vend(&key("l"), "A1").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::OutcomeUnknown);
+        assert_eq!(
+            d.vend(&key("n"), "A1").await.unwrap(),
+            VendOutcome::Dispensed
+        );
+        assert_eq!(
+            d.vend_status(&key("l")).await.unwrap(),
+            VendStatus::Done(VendOutcome::Dispensed)
+        );
+        assert_eq!(sim.dispensed_total(), 2);
+        // Bad keys and slots are refused before the wire.
+        let before = sim.commands();
+        assert!(d.vend(&key("has space"), "A1").await.is_err());
+        assert!(d.vend(&key("ok"), "A0").await.is_err());
+        assert_eq!(sim.commands(), before);
+    }
+}

@@ -22,6 +22,7 @@
 //! - [`store_profile`]: the store's name and receipt header, as HQ pushes them.
 //! - [`variable_measure`]: GS1 variable-measure barcodes (weight on in-store scale
 //!   labels).
+//! - [`vending`]: a vending machine's slots and the vend state machine.
 //! - [`demo`]: a deterministic demo store (catalogue, stock, promotions, taxes).
 
 pub mod demo;
@@ -36,6 +37,7 @@ pub mod sale;
 pub mod store_profile;
 pub mod tax;
 pub mod variable_measure;
+pub mod vending;
 
 pub use demo::{demo_products, demo_promotions, demo_stock, demo_tax_config};
 pub use gtin::{Gtin, GtinError};

@@ -80,6 +80,9 @@ pub struct PricedLine {
     pub promotion_name: Option<String>,
     /// `gross - discount`.
     pub total: Money,
+    /// The vending slot the unit dropped from (`B7`); absent for a till's lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
 }
 
 /// Tax of one class.
@@ -323,6 +326,7 @@ pub fn price_cart(
             promotion_id,
             promotion_name,
             total,
+            slot: None,
         });
     }
 

@@ -389,6 +389,7 @@ mod tests {
             promotion_id: None,
             promotion_name: None,
             total: Money(gross),
+            slot: None,
         }
     }
 

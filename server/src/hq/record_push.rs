@@ -14,6 +14,7 @@ use crate::domain::planogram::{self, PlanogramError, RawLocation};
 use crate::domain::pricing::TaxConfig;
 use crate::domain::store_profile::StoreProfile;
 use crate::domain::tax::{TaxTableError, parse_tax_table};
+use crate::domain::vending::slot::{self, RawSlot};
 use crate::hq::records::{self as settings, DeviceSet, PutError};
 use crate::sales::Sales;
 use crate::store::{Store, StoreError};
@@ -116,8 +117,29 @@ pub async fn store_config(
     })
 }
 
-/// `PushPlanogram`: every shelf location of the store.
+/// `PushPlanogram`: every shelf location of the store, and a vending site's slots.
 pub async fn planogram(store: &Store, push: hq::PlanogramPush) -> Result<hq::PushReply, Status> {
+    let slots = if push.slots.is_empty() {
+        None
+    } else {
+        let raw = push
+            .slots
+            .into_iter()
+            .map(|s| RawSlot {
+                slot: s.slot,
+                sku: s.sku,
+                price: s.price,
+                capacity: s.capacity,
+                par: s.par,
+                chilled: s.chilled,
+            })
+            .collect();
+        Some(
+            slot::parse_slots(raw)
+                .map_err(|e| Status::invalid_argument(format!("{}: {e}", e.field)))?,
+        )
+    };
+    let n_slots = slots.as_ref().map_or(0, Vec::len);
     let raw = push
         .locations
         .into_iter()
@@ -139,12 +161,13 @@ pub async fn planogram(store: &Store, push: hq::PlanogramPush) -> Result<hq::Pus
             e => Status::invalid_argument(format!("{}: {e}", e.field())),
         })?;
     let n = locations.len();
-    settings::replace_planogram(store, push.version, locations)
+    settings::replace_planogram(store, push.version, locations, slots)
         .await
         .map_err(put_error)?;
     tracing::info!(
         version = push.version,
         locations = n,
+        slots = n_slots,
         "Applied a planogram from HQ"
     );
     Ok(hq::PushReply {

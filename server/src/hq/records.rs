@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 use crate::domain::planogram::ShelfLocation;
 use crate::domain::pricing::TaxConfig;
 use crate::domain::store_profile::StoreProfile;
+use crate::domain::vending::SlotConfig;
 use crate::store::{Store, StoreError, Tx, from_json, to_json};
 
 /// The tax table HQ pushed.
@@ -173,10 +174,14 @@ pub async fn replace_planogram(
     store: &Store,
     version: u64,
     locations: Vec<ShelfLocation>,
+    slots: Option<Vec<SlotConfig>>,
 ) -> Result<(), PutError> {
     store
         .write(move |tx| {
             check_newer(tx, PLANOGRAM, "planogram", version)?;
+            if let Some(slots) = slots {
+                crate::vending::slots::replace_all(tx, version, slots)?;
+            }
             for (k, _) in tx.scan_prefix(LOCATION)? {
                 tx.remove(k);
             }
@@ -330,7 +335,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::crypt::test_store(dir.path());
         let first = parse_planogram(vec![loc("A", "X1", 1), loc("B", "X1", 2)]).unwrap();
-        replace_planogram(&store, 1, first).await.unwrap();
+        replace_planogram(&store, 1, first, None).await.unwrap();
         let second = parse_planogram(vec![
             loc("B", "Y1", 1),
             loc("B", "Y2", 1),
@@ -338,7 +343,7 @@ mod tests {
             loc("D", "Y1", 3),
         ])
         .unwrap();
-        replace_planogram(&store, 2, second).await.unwrap();
+        replace_planogram(&store, 2, second, None).await.unwrap();
         assert!(locations_of(&store, "A").unwrap().is_empty(), "A is gone");
         assert_eq!(locations_of(&store, "B").unwrap().len(), 2);
         let (page, next) = locations_page(&store, None, 1).unwrap();
@@ -350,7 +355,9 @@ mod tests {
             ["C", "D"]
         );
         assert_eq!(next, None);
-        let e = replace_planogram(&store, 2, vec![]).await.unwrap_err();
+        let e = replace_planogram(&store, 2, vec![], None)
+            .await
+            .unwrap_err();
         assert!(matches!(e, PutError::Stale(_)));
         assert_eq!(locations_of(&store, "C").unwrap().len(), 1);
     }

@@ -14,6 +14,7 @@
 //!   checkout counters behind `/metrics`; [`process`]: memory, files, CPU and disk.
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
+//! - [`vending`]: a vending site's slots (list, edit, refill, count) and its DEX audit.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -38,6 +39,7 @@ pub mod process;
 pub mod pushed;
 pub mod selling;
 pub mod updates;
+pub mod vending;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -144,6 +146,16 @@ api!(
     mesh::peers,
     updates::get_update,
     updates::post_update,
+    vending::list_slots,
+    vending::get_slot,
+    vending::put_slot,
+    vending::delete_slot,
+    vending::refill_slot,
+    vending::count_slot,
+    vending::get_dex,
+    vending::reset_dex,
+    vending::list_alerts,
+    vending::clear_temperature,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer

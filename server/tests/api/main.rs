@@ -16,3 +16,4 @@ mod payments;
 mod peers;
 mod refunds;
 mod tls;
+mod vending;

@@ -1,5 +1,7 @@
 //! The OpenAPI document and the served routes are the same set.
 
+use serde_json::json;
+
 use crate::helpers::spawn_app;
 
 #[tokio::test]
@@ -142,6 +144,29 @@ async fn the_document_states_the_constraints_the_server_checks() {
     assert_eq!(one[1]["required"], serde_json::json!(["barcode"]));
     assert_eq!(one[1]["properties"]["sku"]["type"], "null");
     assert_eq!(schemas["CartRequest"]["properties"]["lines"]["minItems"], 1);
+    let slot = &schemas["SlotBody"]["properties"];
+    assert_eq!(
+        (&slot["price"]["minimum"], &slot["price"]["maximum"]),
+        (&json!(1), &json!(65000))
+    );
+    assert_eq!(
+        (&slot["capacity"]["minimum"], &slot["capacity"]["maximum"]),
+        (&json!(1), &json!(200))
+    );
+    assert_eq!(slot["sku"]["pattern"], "^[A-Za-z0-9._-]{1,64}$");
+    assert_eq!(schemas["RefillBody"]["properties"]["units"]["minimum"], 1);
+    assert_eq!(schemas["RefillBody"]["properties"]["units"]["maximum"], 200);
+    assert_eq!(schemas["CountBody"]["properties"]["count"]["maximum"], 200);
+    assert_eq!(
+        schemas["CountBody"]["properties"]["reason"]["maxLength"],
+        200
+    );
+    for (path, method) in [
+        ("/api/v1/vending/slots/{slot}", "put"),
+        ("/api/v1/vending/slots/{slot}/refill", "post"),
+    ] {
+        assert_eq!(param(path, method, "slot")["pattern"], "^[A-Z][1-9][0-9]?$");
+    }
     // Every operation that needs credentials documents 401 and 403; every one with a
     // body, 400, 413 and 415.
     for (path, item) in doc["paths"].as_object().unwrap() {

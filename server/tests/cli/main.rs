@@ -231,3 +231,15 @@ fn staff_accounts_are_added_listed_and_disabled_but_never_the_last_admin() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no staff account"));
 }
+
+#[test]
+fn the_dex_audit_of_a_data_dir_is_printed_and_its_interval_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dex = stdout(&outpost(&["vending", "dex"], &data));
+    assert!(dex.starts_with("DXS*"), "{dex}");
+    assert!(dex.contains("\r\nVA1*0*0*0*0\r\n"), "{dex}");
+    assert!(dex.ends_with("\r\nDXE*1*1\r\n"), "{dex}");
+    let closed = stdout(&outpost(&["vending", "dex", "--reset"], &data));
+    assert!(closed.contains("\r\nG85*"), "{closed}");
+}

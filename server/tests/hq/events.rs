@@ -215,3 +215,108 @@ async fn an_outage_queues_at_most_the_cap_of_telemetry_and_the_rest_is_counted()
     app.stop().await;
     hq.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vending_alerts_reach_hq_once_each_across_an_outage() {
+    use outpost_server::domain::vending::climate::TempPolicy;
+    use outpost_server::vending::alerts;
+    let hq_dir = tempfile::tempdir().unwrap();
+    let hq = mock_hq(hq_dir.path()).await;
+    let url = hq.url();
+    hq.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), Some(url));
+    quick_events(&mut s);
+    let app = spawn_with(s).await;
+    snapshot(&app, 1, 3).await;
+    // Stock: a new slot is empty; a refill below par makes it low; one to par clears.
+    let put = app
+        .http
+        .put(format!("{}/api/v1/vending/slots/C2", app.base))
+        .json(&serde_json::json!({"sku": "P0000001", "price": 150, "capacity": 12, "par": 6}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    for (key, units) in [("r1", 3), ("r2", 5)] {
+        let r = app
+            .http
+            .post(format!("{}/api/v1/vending/slots/C2/refill", app.base))
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({ "units": units }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    // Temperature and door, read by the machine's sensor, repeated readings included.
+    let p = TempPolicy::default();
+    let t0 = time::OffsetDateTime::now_utc();
+    for (minute, t, door) in [
+        (0, 9_000, true),
+        (10, 9_000, true),
+        (16, 9_500, false),
+        (20, 9_500, false),
+        (30, 4_000, true),
+    ] {
+        let at = t0 + time::Duration::minutes(minute);
+        alerts::observe(&app.store, p, Some(t), Some(door), at)
+            .await
+            .unwrap();
+    }
+    alerts::clear_temperature(&app.store, p).await.unwrap();
+    alerts::observe(&app.store, p, None, Some(false), t0)
+        .await
+        .unwrap();
+    assert!(hq.received_kind("unit-1", EnvelopeKind::Alert).is_empty());
+
+    hq.start().await.unwrap();
+    let base = app.base.clone();
+    eventually(20, "the outbox to drain", || {
+        let base = base.clone();
+        async move { outbox_pending(&base).await == 0 }
+    })
+    .await;
+    assert_contiguous_once(&hq.received("unit-1"));
+    let alerts = records(&hq.received_kind("unit-1", EnvelopeKind::Alert));
+    let of = |subject: &str| -> Vec<(String, String)> {
+        alerts
+            .iter()
+            .filter(|r| r["subject"] == subject)
+            .map(|r| {
+                (
+                    r["alert"].as_str().unwrap().to_owned(),
+                    r["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |a: &str, s: &str| (a.to_owned(), s.to_owned());
+    assert_eq!(
+        of("C2"),
+        [
+            pair("slot_empty", "raised"),
+            pair("slot_empty", "cleared"),
+            pair("slot_low", "raised"),
+            pair("slot_low", "cleared"),
+        ]
+    );
+    assert_eq!(
+        of("chilled"),
+        [
+            pair("temperature", "raised"),
+            pair("temperature", "cleared")
+        ]
+    );
+    assert_eq!(
+        of("door"),
+        [
+            pair("door_open", "raised"),
+            pair("door_open", "cleared"),
+            pair("door_open", "raised"),
+            pair("door_open", "cleared"),
+        ]
+    );
+    app.stop().await;
+    hq.shutdown().await.unwrap();
+}

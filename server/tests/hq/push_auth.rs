@@ -132,6 +132,7 @@ async fn every_change_without_credentials_is_refused_and_changes_nothing() {
         (
             "PushPlanogram",
             c.push_planogram(hq::PlanogramPush {
+                slots: vec![],
                 version: 1,
                 locations: vec![],
             })

@@ -336,6 +336,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
         (Some(0), Some(0))
     );
     c.push_planogram(hq::PlanogramPush {
+        slots: vec![],
         version: 3,
         locations: vec![
             loc("MILK", "A07", 3, 2, 1),
@@ -368,6 +369,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
     let cases: Vec<(hq::PlanogramPush, Code, &str)> = vec![
         (
             hq::PlanogramPush {
+                slots: vec![],
                 version: 4,
                 locations: vec![loc("MILK", "A07", 3, 0, 1)],
             },
@@ -376,6 +378,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
         ),
         (
             hq::PlanogramPush {
+                slots: vec![],
                 version: 4,
                 locations: vec![loc("MILK", "", 3, 1, 1)],
             },
@@ -384,6 +387,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
         ),
         (
             hq::PlanogramPush {
+                slots: vec![],
                 version: 4,
                 locations: vec![loc("bad sku", "A", 3, 1, 1)],
             },
@@ -392,6 +396,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
         ),
         (
             hq::PlanogramPush {
+                slots: vec![],
                 version: 4,
                 locations: vec![loc("A", "A", 1, 1, 1), loc("B", "A", 1, 1, 1)],
             },
@@ -400,6 +405,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
         ),
         (
             hq::PlanogramPush {
+                slots: vec![],
                 version: 4,
                 locations: too_many,
             },
@@ -408,6 +414,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
         ),
         (
             hq::PlanogramPush {
+                slots: vec![],
                 version: 3,
                 locations: vec![],
             },
@@ -435,6 +442,7 @@ async fn a_planogram_is_served_and_bad_ones_change_nothing() {
     );
     // A newer planogram replaces the whole set.
     c.push_planogram(hq::PlanogramPush {
+        slots: vec![],
         version: 4,
         locations: vec![loc("EGGS", "C01", 1, 1, 1)],
     })
@@ -519,5 +527,98 @@ async fn a_device_set_is_checked_stored_and_opened_at_the_next_start() {
     );
     let (_, devices) = app.get_json("/api/v1/devices").await;
     assert!(devices.to_string().contains("display-hq"), "{devices}");
+    app.stop().await;
+}
+
+fn vslot(slot: &str, sku: &str, price: i64) -> hq::VendingSlot {
+    hq::VendingSlot {
+        slot: slot.into(),
+        sku: sku.into(),
+        price,
+        capacity: 10,
+        par: 5,
+        chilled: sku == "COLA",
+    }
+}
+
+#[tokio::test]
+async fn vending_slots_come_with_the_planogram_and_keep_their_counts() {
+    use outpost_server::domain::vending::SlotId;
+    use outpost_server::vending::slots;
+    let app = spawn(None).await;
+    let mut c = app.client().await;
+    c.push_planogram(hq::PlanogramPush {
+        version: 1,
+        locations: vec![],
+        slots: vec![vslot("A2", "CRISPS", 120), vslot("A1", "COLA", 250)],
+    })
+    .await
+    .unwrap();
+    let (s, list) = app.get_json("/api/v1/vending/slots").await;
+    assert_eq!(s, 200);
+    assert_eq!(list["version"], 1);
+    assert_eq!(list["slots"][0]["slot"], "A1");
+    assert_eq!(list["slots"][0]["climate"], "chilled");
+    assert_eq!(list["slots"][1]["price"], 120);
+    let a1 = SlotId::parse("A1").unwrap();
+    let a2 = SlotId::parse("A2").unwrap();
+    slots::refill(&app.store, a1, 7).await.unwrap();
+    slots::refill(&app.store, a2, 3).await.unwrap();
+
+    // Bad slots are named and change nothing.
+    for (slots, says) in [
+        (vec![vslot("A1", "COLA", 0)], "slots[0].price"),
+        (
+            vec![vslot("A1", "COLA", 100), vslot("A1", "COLA", 100)],
+            "slots[1].slot",
+        ),
+        (vec![vslot("AA1", "COLA", 100)], "slots[0].slot"),
+    ] {
+        let e = c
+            .push_planogram(hq::PlanogramPush {
+                version: 2,
+                locations: vec![],
+                slots,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(says), "{says}: {}", e.message());
+    }
+    // A new price keeps the count; a new product over units needs a count; a slot
+    // left out is removed.
+    c.push_planogram(hq::PlanogramPush {
+        version: 2,
+        locations: vec![],
+        slots: vec![vslot("A1", "COLA", 260), vslot("A3", "WATER", 90)],
+    })
+    .await
+    .unwrap();
+    let s1 = slots::one(&app.store, a1).unwrap().unwrap();
+    assert_eq!(
+        (s1.count, s1.config.price.minor(), s1.needs_count),
+        (7, 260, false)
+    );
+    assert!(slots::one(&app.store, a2).unwrap().is_none());
+    c.push_planogram(hq::PlanogramPush {
+        version: 3,
+        locations: vec![],
+        slots: vec![vslot("A1", "WATER", 90)],
+    })
+    .await
+    .unwrap();
+    let s1 = slots::one(&app.store, a1).unwrap().unwrap();
+    assert_eq!((s1.count, s1.needs_count), (7, true));
+    // A planogram without slots (a shop's) leaves them as they are.
+    c.push_planogram(hq::PlanogramPush {
+        version: 4,
+        locations: vec![loc("EGGS", "C01", 1, 1, 1)],
+        slots: vec![],
+    })
+    .await
+    .unwrap();
+    let (_, list) = app.get_json("/api/v1/vending/slots").await;
+    assert_eq!(list["slots"].as_array().unwrap().len(), 1);
+    assert_eq!(list["version"], 3);
     app.stop().await;
 }

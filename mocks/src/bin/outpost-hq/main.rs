@@ -748,6 +748,7 @@ async fn push_planogram(args: PushFileArgs) -> anyhow::Result<()> {
     print_reply(
         client
             .push_planogram(outpost_proto::hq::PlanogramPush {
+                slots: vec![],
                 version: args.version,
                 locations,
             })

@@ -112,6 +112,11 @@ pub enum Command {
         #[arg(long)]
         data_is_copy: bool,
     },
+    /// A vending site (run on a stopped server's data dir).
+    Vending {
+        #[command(subcommand)]
+        what: VendingWhat,
+    },
     /// Check this machine for the settings: data dir and disk, sealer and TPM, clock,
     /// ports, HQ, mesh peers, devices. Each line ok, warning or error with the fix;
     /// exit code 1 on any error. Changes nothing.
@@ -222,6 +227,20 @@ pub enum UsersWhat {
 }
 
 #[derive(Subcommand)]
+pub enum VendingWhat {
+    /// Print the DEX/UCS audit file (EVA-DTS): totals since initialisation and since
+    /// the last reset, per slot, with its CRC.
+    Dex {
+        /// Close the audit interval: print the file up to now, then start the "since
+        /// reset" totals again.
+        #[arg(long)]
+        reset: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ExportWhat {
     /// Write the live catalog as JSON lines (the import format), in SKU order.
     Catalog {
@@ -285,6 +304,22 @@ impl Common {
             std::env::vars(),
             &flags,
         )?)
+    }
+
+    /// The settings and the open store of a stopped server's data dir.
+    pub fn open_store(&self) -> anyhow::Result<(Settings, Arc<outpost_server::store::Store>)> {
+        let s = self.settings()?;
+        outpost_server::telemetry::init("warn");
+        let (store, _security) =
+            outpost_server::access::open_data_dir(&s, &StoreOptions::default()).with_context(
+                || {
+                    format!(
+                        "Failed to open the data dir {} (is the server running?)",
+                        s.data_dir.display()
+                    )
+                },
+            )?;
+        Ok((s, store))
     }
 
     /// The settings and the access state of a stopped server's data dir, for the

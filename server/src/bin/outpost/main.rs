@@ -19,10 +19,11 @@ mod serve;
 mod terminals;
 mod update;
 mod users;
+mod vending;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 
-use cli::{Cli, Command, ExportWhat, ImportWhat};
+use cli::{Cli, Command, ExportWhat, ImportWhat, VendingWhat};
 
 /// mimalloc instead of the system allocator: an import or a snapshot apply makes
 /// millions of small allocations, and glibc's malloc spent a quarter of a 1,000,000
@@ -76,6 +77,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_is_copy,
         } => update::self_test(&common, data_is_copy).await,
         Command::Doctor(common) => doctor::run(&common),
+        Command::Vending {
+            what: VendingWhat::Dex { reset, common },
+        } => vending::dex(reset, &common).await,
         Command::Export {
             what: ExportWhat::Catalog { file, common },
         } => catalog::export(&file, &common),

@@ -210,43 +210,45 @@ pub enum Enqueued {
 /// has `cap` entries waiting for HQ. An audit head queued is remembered as the last
 /// one in the same write ([`last_audit_head`]).
 pub async fn enqueue(store: &Store, body: EventBody, cap: u64) -> Result<Enqueued, StoreError> {
-    store
-        .write(move |tx| {
-            let kind = body.kind();
-            let checkpoint = match &body {
-                EventBody::AuditHead(h) => Some(AuditCheckpoint {
-                    seq: h.seq,
-                    hash: Some(h.hash.clone()),
-                }),
-                _ => None,
-            };
-            let pending_key = counter_key(PENDING, kind);
-            let dropped_key = counter_key(DROPPED, kind);
-            let pending = counter(tx, &pending_key)?;
-            let dropped = counter(tx, &dropped_key)?;
-            if pending >= cap {
-                tx.put(dropped_key, (dropped + 1).to_be_bytes().to_vec());
-                return Ok(Enqueued::Dropped);
-            }
-            let ev = HqEvent {
-                id: Uuid::now_v7(),
-                at: OffsetDateTime::now_utc(),
-                dropped_before: dropped,
-                body,
-            };
-            let json = to_json(&ev);
-            let seq = put_outbox(tx, kind, ev.id, ev.at, &json);
-            tx.put(record_key(ev.id), json);
-            tx.put(pending_key, (pending + 1).to_be_bytes().to_vec());
-            if dropped > 0 {
-                tx.remove(dropped_key);
-            }
-            if let Some(checkpoint) = checkpoint {
-                tx.put(AUDIT_HEAD.to_vec(), to_json(&checkpoint));
-            }
-            Ok::<Enqueued, StoreError>(Enqueued::Queued(seq))
-        })
-        .await?
+    store.write(move |tx| enqueue_tx(tx, body, cap)).await?
+}
+
+/// [`enqueue`] in the caller's write, so a record that decides whether to send an
+/// event (an alert's state) changes atomically with the event's outbox entry.
+pub fn enqueue_tx(tx: &mut Tx<'_>, body: EventBody, cap: u64) -> Result<Enqueued, StoreError> {
+    let kind = body.kind();
+    let checkpoint = match &body {
+        EventBody::AuditHead(h) => Some(AuditCheckpoint {
+            seq: h.seq,
+            hash: Some(h.hash.clone()),
+        }),
+        _ => None,
+    };
+    let pending_key = counter_key(PENDING, kind);
+    let dropped_key = counter_key(DROPPED, kind);
+    let pending = counter(tx, &pending_key)?;
+    let dropped = counter(tx, &dropped_key)?;
+    if pending >= cap {
+        tx.put(dropped_key, (dropped + 1).to_be_bytes().to_vec());
+        return Ok(Enqueued::Dropped);
+    }
+    let ev = HqEvent {
+        id: Uuid::now_v7(),
+        at: OffsetDateTime::now_utc(),
+        dropped_before: dropped,
+        body,
+    };
+    let json = to_json(&ev);
+    let seq = put_outbox(tx, kind, ev.id, ev.at, &json);
+    tx.put(record_key(ev.id), json);
+    tx.put(pending_key, (pending + 1).to_be_bytes().to_vec());
+    if dropped > 0 {
+        tx.remove(dropped_key);
+    }
+    if let Some(checkpoint) = checkpoint {
+        tx.put(AUDIT_HEAD.to_vec(), to_json(&checkpoint));
+    }
+    Ok(Enqueued::Queued(seq))
 }
 
 /// The last audit head queued for HQ (by [`enqueue`]), if any.

@@ -1,0 +1,119 @@
+//! Finishing the vends a power cut (or a lost answer) left open.
+//!
+//! Recovery never asks the reader for money and never runs a motor: it asks the
+//! devices what happened under the vend's key and finishes from there.
+//!
+//! | state left | asks | then |
+//! |---|---|---|
+//! | `selected` | nothing (no device was called) | `failed` |
+//! | `authorizing` | the reader, about the key | approved: `voiding`; else `failed` |
+//! | `authorized` | nothing (the motor never ran) | `voiding` |
+//! | `dispensing` | the dispenser, about the key | dropped: `capturing`; not: `voiding` |
+//! | `dispensed` | nothing | `capturing` |
+//! | `capturing` | the reader, about the key | held: VEND SUCCESS, `completed`; not held: `unpaid`, in doubt |
+//! | `voiding` | the reader, about the key | held: VEND FAILURE; then `failed` |
+//!
+//! An answer not known yet leaves the vend open for the next round.
+
+use outpost_peripherals::payment::PaymentKey;
+
+use super::flow::Dropped;
+use super::records::open_vends;
+use super::{VendError, Vending};
+use crate::domain::vending::vend::VendFault;
+use crate::domain::vending::{VendRecord, VendState};
+use crate::sales::terminal::Asked;
+
+/// What one recovery round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Vends finished.
+    pub finished: usize,
+    /// Vends still open (a device could not say yet).
+    pub open: usize,
+}
+
+impl Vending {
+    /// Finish every open vend that the devices can answer for now. Holds the machine
+    /// for the round, so no new vend starts meanwhile.
+    pub async fn recover(&self) -> Result<Recovered, VendError> {
+        let _machine = self.machine.lock().await;
+        let mut out = Recovered::default();
+        for r in open_vends(self.store())? {
+            let id = r.id;
+            match self.resume(r).await {
+                Ok(done) => {
+                    tracing::info!(vend = %id, state = done.state().name(), "Recovered a vend");
+                    out.finished += 1;
+                }
+                Err(VendError::OutcomeUnknown) => out.open += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resume(&self, mut r: VendRecord) -> Result<VendRecord, VendError> {
+        let now = time::OffsetDateTime::now_utc;
+        match r.state() {
+            VendState::Selected => {
+                r.fail("the machine restarted before payment", None);
+                self.end(r, VendState::Failed).await
+            }
+            VendState::Authorizing => {
+                let mut asked = self.ask_payment(&r.key).await;
+                if asked.is_none()
+                    && let Some(t) = &self.devices.cashless
+                {
+                    // Still waiting for a card: withdraw the request, then ask again.
+                    let _ = t.abort(&PaymentKey(r.key.clone())).await;
+                    asked = self.ask_payment(&r.key).await;
+                }
+                match asked {
+                    Some(Asked::Approved(_)) => {
+                        r.fail("the machine restarted before dispensing", None);
+                        r.transition(VendState::Authorized, now())?;
+                        r.transition(VendState::Voiding, now())?;
+                        self.persist(&r).await?;
+                        self.void(r).await
+                    }
+                    Some(Asked::Declined(reason) | Asked::NotCharged(reason)) => {
+                        r.fail(reason, None);
+                        self.end(r, VendState::Failed).await
+                    }
+                    None => Err(VendError::OutcomeUnknown),
+                }
+            }
+            VendState::Authorized => {
+                r.fail("the machine restarted before dispensing", None);
+                r.transition(VendState::Voiding, now())?;
+                self.persist(&r).await?;
+                self.void(r).await
+            }
+            VendState::Dispensing => match self.ask_dispenser(&r).await {
+                Dropped::Yes => self.dropped(r).await,
+                Dropped::No(reason) => {
+                    r.fail(
+                        format!("not dispensed: {reason}"),
+                        Some(VendFault::NotDispensed),
+                    );
+                    r.transition(VendState::Voiding, now())?;
+                    self.persist(&r).await?;
+                    self.void(r).await
+                }
+                Dropped::NotKnown => Err(VendError::OutcomeUnknown),
+            },
+            VendState::Dispensed => {
+                r.transition(VendState::Capturing, now())?;
+                self.persist(&r).await?;
+                self.capture(r, false).await
+            }
+            VendState::Capturing => self.capture(r, true).await,
+            VendState::Voiding => self.void(r).await,
+            // A final state is never left open: finish wrote it away atomically.
+            VendState::Completed | VendState::Failed | VendState::Unpaid => Err(
+                VendError::Internal(format!("vend {} is open in a final state", r.id)),
+            ),
+        }
+    }
+}
