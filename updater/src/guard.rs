@@ -13,7 +13,7 @@ use semver::Version;
 use crate::error::UpdateError;
 use crate::fsx;
 use crate::layout::Layout;
-use crate::state::{Outcome, Pending, Result as Ended, UpdateState};
+use crate::state::{Outcome, Pending, Result as Ended, RollbackRequest, UpdateState};
 
 /// When a release on probation has failed.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +65,9 @@ pub fn before_start(layout: &Layout, policy: &Policy, now: i64) -> Result<Decisi
         what: "releases directory",
         reason: format!("{} has no current release", layout.root().display()),
     })?;
+    if let Some(req) = state.rollback_requested.clone() {
+        return requested_rollback(layout, &mut state, req, current, now);
+    }
     let Some(mut p) = state.pending.clone() else {
         return Ok(Decision::Start(current));
     };
@@ -289,9 +292,146 @@ pub fn rollback_by_hand(layout: &Layout, now: i64) -> Result<Version, UpdateErro
     Ok(prev)
 }
 
+/// Asks for a rollback of the running release to `previous`, done by the guard before
+/// the next start (the server restarts after asking). Returns (from, to).
+pub fn request_rollback(
+    layout: &Layout,
+    by: &str,
+    now: i64,
+) -> Result<(Version, Version), UpdateError> {
+    let path = layout.state_path();
+    let mut state = UpdateState::load(&path)?;
+    let cur = layout.current()?.ok_or(UpdateError::NoPrevious)?;
+    let prev = layout
+        .previous()?
+        .filter(|p| *p != cur && layout.binary(p).is_file())
+        .ok_or(UpdateError::NoPrevious)?;
+    state.rollback_requested = Some(RollbackRequest {
+        from: cur.clone(),
+        to: prev.clone(),
+        by: by.to_owned(),
+        at: now,
+    });
+    state.save(&path)?;
+    Ok((cur, prev))
+}
+
+/// The guard's side of [`request_rollback`]. Idempotent: a stop after the switch back
+/// finds `current` already at the target and only finishes the record; a request that
+/// no longer fits (another release is current) is dropped.
+fn requested_rollback(
+    layout: &Layout,
+    state: &mut UpdateState,
+    req: RollbackRequest,
+    current: Version,
+    now: i64,
+) -> Result<Decision, UpdateError> {
+    let reason = format!(
+        "rolled back by hand by {} from {} to {}",
+        req.by, req.from, req.to
+    );
+    state.rollback_requested = None;
+    if current == req.from {
+        // An update on probation keeps its data snapshot, which the rollback restores.
+        let p = state
+            .pending
+            .clone()
+            .filter(|p| p.to == req.from && p.from == req.to)
+            .unwrap_or(Pending {
+                from: req.to.clone(),
+                to: req.from.clone(),
+                switched_at: req.at,
+                starts: 0,
+                gate_failed: None,
+                data_dir: None,
+                snapshot_taken: false,
+            });
+        rollback(
+            layout,
+            state,
+            &p,
+            reason.clone(),
+            Ended::RolledBackByHand,
+            now,
+        )?;
+    } else if current == req.to {
+        state.pending = None;
+        state.last = Some(Outcome {
+            version: req.from.clone(),
+            from: req.to.clone(),
+            result: Ended::RolledBackByHand,
+            reason: reason.clone(),
+            at: now,
+            reported: false,
+        });
+        state.save(&layout.state_path())?;
+    } else {
+        tracing::warn!(asked_from = %req.from, current = %current, "Dropped a rollback request that no longer fits the running release");
+        state.save(&layout.state_path())?;
+        return Ok(Decision::Start(current));
+    }
+    Ok(Decision::RolledBack {
+        failed: req.from,
+        back: req.to,
+        reason,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_requested_rollback_is_done_by_the_guard_once_even_after_a_stop_mid_way() {
+        let (_d, l, v1, v2) = setup();
+        l.switch_to(&v2).unwrap();
+        assert_eq!(l.previous().unwrap(), Some(v1.clone()));
+        let (from, to) = request_rollback(&l, "tech", 10).unwrap();
+        assert_eq!((from, to), (v2.clone(), v1.clone()));
+        // Nothing moves until the guard runs.
+        assert_eq!(l.current().unwrap(), Some(v2.clone()));
+        let d = before_start(&l, &Policy::default(), 20).unwrap();
+        assert!(
+            matches!(d, Decision::RolledBack { ref back, .. } if *back == v1),
+            "{d:?}"
+        );
+        assert_eq!(l.current().unwrap(), Some(v1.clone()));
+        let s = UpdateState::load(&l.state_path()).unwrap();
+        assert!(s.rollback_requested.is_none());
+        let last = s.last.unwrap();
+        assert_eq!(last.result, Ended::RolledBackByHand);
+        assert!(last.reason.contains("by tech"), "{}", last.reason);
+        assert_eq!(
+            before_start(&l, &Policy::default(), 30).unwrap(),
+            Decision::Start(v1.clone())
+        );
+
+        // A stop after the switch back, before the record: the next guard finishes it.
+        l.switch_to(&v2).unwrap();
+        request_rollback(&l, "tech", 40).unwrap();
+        l.switch_back(&v1).unwrap();
+        let d = before_start(&l, &Policy::default(), 50).unwrap();
+        assert!(matches!(d, Decision::RolledBack { .. }), "{d:?}");
+        assert_eq!(l.current().unwrap(), Some(v1.clone()));
+        assert!(
+            UpdateState::load(&l.state_path())
+                .unwrap()
+                .rollback_requested
+                .is_none()
+        );
+
+        // Nothing to go back to: refused, nothing recorded.
+        assert!(matches!(
+            request_rollback(&l, "tech", 60),
+            Err(UpdateError::NoPrevious)
+        ));
+        assert!(
+            UpdateState::load(&l.state_path())
+                .unwrap()
+                .rollback_requested
+                .is_none()
+        );
+    }
 
     fn setup() -> (tempfile::TempDir, Layout, Version, Version) {
         let dir = tempfile::tempdir().unwrap();
@@ -315,6 +455,7 @@ mod tests {
                 snapshot_taken: false,
             }),
             last: None,
+            rollback_requested: None,
         }
         .save(&l.state_path())
         .unwrap();

@@ -21,6 +21,23 @@ pub struct UpdateState {
     /// The last update's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Outcome>,
+    /// A technician asked the running server to roll back; the guard does it before
+    /// the next start, with the server stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_requested: Option<RollbackRequest>,
+}
+
+/// A rollback asked of a running server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RollbackRequest {
+    /// The release running when it was asked.
+    pub from: Version,
+    /// The release to go back to (`previous` then).
+    pub to: Version,
+    /// Who asked.
+    pub by: String,
+    /// Unix seconds.
+    pub at: i64,
 }
 
 /// A switched release on probation.
@@ -138,6 +155,7 @@ mod tests {
                 snapshot_taken: false,
             }),
             last: None,
+            rollback_requested: None,
         };
         s.save(&p).unwrap();
         assert_eq!(UpdateState::load(&p).unwrap(), s);

@@ -303,6 +303,10 @@ catalogue! {
     Apply "apply" => "Apply", "Применить";
     UpdateApplied "update.applied" => "Update applied; the server restarts into", "Обновление применено; сервер перезапускается в версию";
     UpdateRefused "update.refused" => "The update was refused.", "Обновление отклонено.";
+    RollbackTo "rollback_to" => "Roll back to the previous release", "Вернуться к предыдущей версии";
+    RollbackNow "rollback_now" => "Roll back", "Вернуть";
+    RollbackStarted "update.rolling_back" => "Rolling back; the server restarts into", "Возврат; сервер перезапускается в версию";
+    RollbackRefused "update.rollback_refused" => "The rollback was refused.", "Возврат отклонён.";
 
     LogsHelp "logs.help" => "The newest lines the server keeps in memory, as they come.", "Последние строки, которые сервер хранит в памяти, по мере появления.";
     Level "level" => "Least severe level", "Минимальный уровень";

@@ -50,6 +50,7 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         .service(pages::sync::sync)
         .service(pages::updates::updates)
         .service(pages::updates::apply)
+        .service(pages::updates::rollback)
         .service(pages::logs::logs)
         .service(pages::logs::stream)
         .service(pages::logs::download)

@@ -39,6 +39,7 @@ pub async fn list_devices(
 pub struct HealthQuery {
     /// `internal` (ask the device; default) or `external` (exercise it, e.g. a test
     /// page on a printer).
+    #[param(pattern = "^(internal|external)$")]
     pub level: Option<String>,
 }
 

@@ -146,6 +146,7 @@ api!(
     mesh::peers,
     updates::get_update,
     updates::post_update,
+    updates::post_rollback,
     vending::list_slots,
     vending::get_slot,
     vending::put_slot,

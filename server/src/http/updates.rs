@@ -211,3 +211,52 @@ pub async fn post_update(
         restarting: true,
     }))
 }
+
+/// A rollback asked of the running server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollbackAnswer {
+    /// The release running now.
+    pub from: String,
+    /// The release it goes back to.
+    pub to: String,
+    /// The server restarts now; the guard rolls back before it starts again.
+    pub restarting: bool,
+}
+
+/// Roll back to the previous release: recorded in the update journal, then the
+/// server restarts and the guard (`outpost-supervisor`, or systemd's `ExecStartPre`)
+/// switches back before it starts again, restoring a migrating release's data
+/// snapshot. `409` without a releases directory, a previous release or a supervisor.
+#[utoipa::path(tag = "ops", responses((status = 202, body = RollbackAnswer), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 500, body = super::ErrorBody)))]
+#[post("/api/v1/update/rollback")]
+pub async fn post_rollback(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Permission::Configure)?;
+    let (access, settings) = (state.security.clone(), state.settings.clone());
+    let actor = caller.name().to_owned();
+    let result =
+        web::block(move || crate::update::live::request_rollback(&access, &settings, &actor))
+            .await
+            .map_err(|e| internal(format!("the rollback task: {e}")))?;
+    use crate::update::live::LiveUpdateError as E;
+    let (from, to) = result.map_err(|e| {
+        let status = match &e {
+            E::NotUpdating | E::NotSupervised => actix_web::http::StatusCode::CONFLICT,
+            E::Update(u) if u.code() == "no_previous" => actix_web::http::StatusCode::CONFLICT,
+            _ => actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    })?;
+    let restart = state.restart.clone();
+    actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        restart.notify_one();
+    });
+    Ok(HttpResponse::Accepted().json(RollbackAnswer {
+        from: from.to_string(),
+        to: to.to_string(),
+        restarting: true,
+    }))
+}

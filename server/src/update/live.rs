@@ -40,6 +40,10 @@ pub enum LiveUpdateError {
     /// The data dir could not be copied for the self-test.
     #[error("copy the data dir for the self-test: {0}")]
     Copy(String),
+    /// Nothing restarts this server through the guard (neither `outpost-supervisor`
+    /// nor systemd), so a rollback asked of it would never run.
+    #[error("this server runs without its supervisor: stop it and run `outpost update rollback`")]
+    NotSupervised,
 }
 
 impl From<UpdateError> for LiveUpdateError {
@@ -57,6 +61,7 @@ impl LiveUpdateError {
             LiveUpdateError::Update(e) => e.code(),
             LiveUpdateError::Trust(e) => e.code(),
             LiveUpdateError::Copy(_) => "copy_failed",
+            LiveUpdateError::NotSupervised => "not_supervised",
         }
     }
 }
@@ -150,6 +155,49 @@ fn apply_inner(
         to: v,
         via: staged.via,
     })
+}
+
+/// Asks for a rollback of the running release to the previous one, which the guard
+/// does before the next start (with the server stopped, so a migrating release's data
+/// snapshot can be put back); the caller then restarts the server. Audited either way.
+/// Returns (from, to).
+pub fn request_rollback(
+    access: &Access,
+    settings: &Settings,
+    actor: &str,
+) -> Result<(Version, Version), LiveUpdateError> {
+    let result = (|| {
+        let dir = settings
+            .updates
+            .releases_dir
+            .as_deref()
+            .ok_or(LiveUpdateError::NotUpdating)?;
+        // The supervisor marks the servers it starts; systemd marks every service
+        // (and the unit runs the guard before each start).
+        if std::env::var_os(outpost_updater::supervisor::ENV_SUPERVISED).is_none()
+            && std::env::var_os("INVOCATION_ID").is_none()
+        {
+            return Err(LiveUpdateError::NotSupervised);
+        }
+        Ok(outpost_updater::guard::request_rollback(
+            &Layout::new(dir),
+            actor,
+            outpost_updater::unix_now(),
+        )?)
+    })();
+    match &result {
+        Ok((from, to)) => access.audit(
+            actor,
+            "update.rollback_requested",
+            &format!("from {from} to {to}; the guard rolls back before the restart"),
+        ),
+        Err(e) => access.audit(
+            actor,
+            "update.rollback_refused",
+            &format!("[{}]: {e}", e.code()),
+        ),
+    }
+    result
 }
 
 /// The server's own flags (`serve ...`) for `self-test`, without `--data-dir` (the

@@ -30,6 +30,7 @@ async fn a_rolled_back_update_reaches_hq_once_and_the_census_shows_it() {
             at: 1_000,
             reported: false,
         }),
+        rollback_requested: None,
     }
     .save(&layout.state_path())
     .unwrap();
@@ -55,6 +56,22 @@ async fn a_rolled_back_update_reaches_hq_once_and_the_census_shows_it() {
     assert_eq!(body["current"], "0.1.0", "{body}");
     assert_eq!(body["installed"], serde_json::json!(["0.1.0", "0.2.0"]));
     assert_eq!(body["last"]["result"], "rolled_back", "{body}");
+    // A rollback asked of a server nothing restarts through the guard is refused.
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        let r = app
+            .http
+            .post(format!("{}/api/v1/update/rollback", app.base))
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(
+            (code, body["code"].as_str()),
+            (409, Some("not_supervised")),
+            "{body}"
+        );
+    }
     let metrics = app
         .http
         .get(format!("{}/metrics", app.base))

@@ -38,6 +38,8 @@ fn a_good_release_arrives_as_a_delta_and_passes_its_gate_under_the_supervisor() 
     assert_eq!(unit.current(), v("0.1.1"));
     assert_eq!(unit.state().pending.unwrap().to, v("0.1.1"));
 
+    let admin = unit.outpost(&["users", "add", "admin", "--role", "admin"], &[]);
+    let password = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
     let sup = Supervised::start(&unit);
     let addr = sup.address(0, Duration::from_secs(90));
     wait_for("the gate to pass", Duration::from_secs(90), || {
@@ -50,6 +52,49 @@ fn a_good_release_arrives_as_a_delta_and_passes_its_gate_under_the_supervisor() 
     assert_eq!(unit.layout.previous().unwrap(), Some(v("0.1.0")));
     let version = unit.outpost(&["--version"], &[]);
     assert!(String::from_utf8_lossy(&version.stdout).contains("0.1.1"));
+
+    // An admin rolls it back on the running server: the guard switches back before
+    // the restart, and the previous release serves.
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let http = reqwest::Client::new();
+            let r = http
+                .post(format!("http://{addr}/api/v1/auth/login"))
+                .json(&serde_json::json!({"username": "admin", "password": password}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+            let session = cookie.split(';').next().unwrap().to_owned();
+            let r = http
+                .post(format!("http://{addr}/api/v1/update/rollback"))
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        });
+    assert_eq!(answer.0, 202, "{}", answer.1);
+    assert_eq!(
+        (answer.1["from"].as_str(), answer.1["to"].as_str()),
+        (Some("0.1.1"), Some("0.1.0"))
+    );
+    let back = sup.address(1, Duration::from_secs(90));
+    wait_for("0.1.0 to serve", Duration::from_secs(90), || {
+        get(&format!("http://{back}/healthz")).is_some_and(|(_, b)| b["version"] == "0.1.0")
+    });
+    assert_eq!(unit.current(), v("0.1.0"));
+    let last = unit.state().last.unwrap();
+    assert_eq!(last.result, Ended::RolledBackByHand);
+    assert!(last.reason.contains("by admin"), "{}", last.reason);
+    assert!(unit.state().rollback_requested.is_none());
 }
 
 #[test]

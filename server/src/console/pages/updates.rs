@@ -1,5 +1,6 @@
 //! Updates: running, staged and previous releases and the last update's result;
-//! applying a release bundle (the API's `POST /api/v1/update`, same permission).
+//! applying a release bundle and rolling back to the previous release (the API's
+//! `POST /api/v1/update` and `POST /api/v1/update/rollback`, same permission).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
@@ -32,6 +33,7 @@ pub async fn updates(
     let status = update_status(&state);
     let body = html! {
         @if q.done.as_deref() == Some("applied") { (notice(true, l.t(Msg::UpdateApplied), q.to.as_deref())) }
+        @if q.done.as_deref() == Some("rolling_back") { (notice(true, l.t(Msg::RollbackStarted), q.to.as_deref())) }
         @match &status {
             Err(e) => { (notice(false, l.t(Msg::Unavailable), Some(e))) }
             Ok(s) => {
@@ -83,6 +85,16 @@ pub async fn updates(
                     h2 #h-apply { (l.t(Msg::ApplyUpdate)) }
                     p.muted { (l.t(Msg::ApplyHelp)) }
                     p.muted { (l.t(Msg::RollbackHelp)) " " code translate="no" { "outpost update rollback" } }
+                    @if staff.may(Permission::Configure) && s.releases_dir.is_some()
+                        && let Some(prev) = s.previous.as_deref().filter(|p| Some(*p) != s.current.as_deref())
+                    {
+                        form method="post" action="/console/updates/rollback" data-once {
+                            (csrf_field(&staff.csrf()))
+                            span { (l.t(Msg::RollbackTo)) ": " span translate="no" { (prev) } }
+                            " "
+                            button.danger type="submit" { (l.t(Msg::RollbackNow)) }
+                        }
+                    }
                     @if staff.may(Permission::Configure) && s.releases_dir.is_some() {
                         form method="post" action="/console/updates/apply" data-once {
                             (csrf_field(&staff.csrf()))
@@ -151,6 +163,48 @@ pub async fn apply(
         .insert_header((
             "location",
             format!("/console/updates?done=applied&to={}", switched.to),
+        ))
+        .finish())
+}
+
+#[derive(Deserialize)]
+struct RollbackForm {}
+impl ConsoleForm for RollbackForm {}
+
+/// Roll back to the previous release: the guard switches back before the server
+/// starts again.
+#[post("/console/updates/rollback")]
+pub async fn rollback(
+    state: web::Data<AppState>,
+    posted: Posted<RollbackForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let staff = posted.staff;
+    staff.require(Permission::Configure)?;
+    let l = staff.lang;
+    let (access, settings) = (state.security.clone(), state.settings.clone());
+    let actor = staff.name().to_owned();
+    let result =
+        web::block(move || crate::update::live::request_rollback(&access, &settings, &actor))
+            .await
+            .map_err(|e| {
+                ConsoleError::new(StatusCode::INTERNAL_SERVER_ERROR, Msg::ErrInternal)
+                    .detail(e.to_string())
+                    .lang(l)
+            })?;
+    let (_, to) = result.map_err(|e| {
+        ConsoleError::new(StatusCode::CONFLICT, Msg::RollbackRefused)
+            .detail(format!("{}: {e}", e.code()))
+            .lang(l)
+    })?;
+    let restart = state.restart.clone();
+    actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+        restart.notify_one();
+    });
+    Ok(HttpResponse::SeeOther()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/console/updates?done=rolling_back&to={to}"),
         ))
         .finish())
 }
