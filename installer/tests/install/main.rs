@@ -3,6 +3,7 @@
 //! `systemd-analyze verify`.
 
 mod helpers;
+mod purge;
 
 use std::os::unix::fs::MetadataExt as _;
 
