@@ -2,6 +2,7 @@
 //! short at every step, uninstall, refusals, and the units through
 //! `systemd-analyze verify`.
 
+mod deb;
 mod helpers;
 mod purge;
 
