@@ -92,7 +92,7 @@ fn command(keys: &HqKeys, action: Action) -> hq::command::Kind {
 }
 
 /// Polls `GET /api/v1/security/status` until `want(status)`.
-async fn until_status(app: &Running, want: impl Fn(&Value) -> bool) -> Value {
+pub(super) async fn until_status(app: &Running, want: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, status) = app.get("/api/v1/security/status").await;
