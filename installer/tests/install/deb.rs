@@ -215,6 +215,17 @@ fn the_deb_builds_lists_what_the_installer_expects_and_installs_and_purges_clean
     }
     let status = dpkg(m.root.path(), &["-s", "outpost"]);
     assert!(status.contains("Status: install ok installed"), "{status}");
+    // The package again over itself (dpkg's upgrade path): the release is left to the
+    // updater, and the tree does not change.
+    let installed = listing(m.root.path(), true);
+    let said = dpkg(m.root.path(), &["-i", deb.to_str().unwrap()]);
+    assert!(said.contains("outpost update apply"), "{said}");
+    let again = listing(m.root.path(), true);
+    for (path, what) in &installed {
+        if !path.starts_with("var/lib/dpkg") && !path.starts_with("usr/") && path != "usr" {
+            assert_eq!(again.get(path), Some(what), "the upgrade changed {path}");
+        }
+    }
 
     // The server's first start: a sealed data key.
     let data = m.path("/var/lib/outpost");
