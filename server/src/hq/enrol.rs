@@ -172,13 +172,14 @@ pub async fn enroll_with_token(
         )));
     }
     let files = destinations(settings)?;
-    if !(url.starts_with("http://127.")
-        || url.starts_with("http://[::1]")
-        || url.starts_with("http://localhost"))
-    {
-        return Err(not_ready(format!(
-            "--hq {url}: this build enrols over loopback (http://127.0.0.1:PORT, e.g. through an SSH tunnel to HQ) only"
-        )));
+    match crate::config::url_scheme_and_loopback(url) {
+        Ok((false, true)) => {}
+        Ok(_) => {
+            return Err(not_ready(format!(
+                "--hq {url}: before its first enrolment the unit has no pin for HQ's certificate, so this build enrols over loopback only (http://127.0.0.1:PORT, e.g. through an SSH tunnel to HQ)"
+            )));
+        }
+        Err(m) => return Err(not_ready(format!("--hq: {m}"))),
     }
     let tpm = {
         let s = settings.clone();

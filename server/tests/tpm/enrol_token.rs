@@ -77,6 +77,11 @@ async fn a_bare_data_dir_becomes_an_enrolled_unit_whose_sale_reaches_hq() {
         "{err}"
     );
     nothing("a missing TPM");
+    for url in ["http://127.0.0.1.example.com:80", "https://hq.example.com"] {
+        let err = enroll_with_token(&s, url, &token(&good)).await.unwrap_err();
+        assert!(err.to_string().contains("loopback only"), "{err}");
+        nothing("a URL off loopback");
+    }
     let err = enroll_with_token(&s, &hq.url(), &token("OPET-0000"))
         .await
         .unwrap_err();
