@@ -36,6 +36,13 @@ pub enum InstallError {
         /// Its exit status and error output, or why it did not start.
         reason: String,
     },
+    /// The data key could not be destroyed: the purge stopped before removing
+    /// anything, so the run can be repeated once the cause is fixed.
+    #[error("crypto-erase: {reason}")]
+    Erase {
+        /// What failed and what to do.
+        reason: String,
+    },
     /// The releases directory refused (from `outpost-updater`).
     #[error("releases directory: {0}")]
     Releases(#[from] outpost_updater::UpdateError),

@@ -15,6 +15,8 @@
 //!   facts the units need from it (REST address, low ports, serial ports, start
 //!   policy).
 //! - [`unit`]: `outpost.service` and `outpost.socket`, generated from those facts.
+//! - [`erase`]: the crypto-erase of `uninstall --purge` (the TPM's anchor, then the
+//!   key files), before the data dir goes.
 //! - [`install`] and [`uninstall`]: the steps, in order, with the dry-run plan and
 //!   progress.
 //!
@@ -24,6 +26,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod config;
+pub mod erase;
 pub mod error;
 pub mod fsio;
 pub mod install;

@@ -2,21 +2,22 @@
 //! reverse order, each step idempotent like the install's. The data dir stays (the
 //! store's sales, keys and journal) unless `purge`; a kept data dir keeps its numeric
 //! owner, and a later install gives the new `outpost` user those same ids back
-//! ([`crate::users::snippet_ids`]).
+//! ([`crate::users::snippet_ids`]). `purge` crypto-erases the data key first
+//! ([`crate::erase`]).
 
 use std::process::Command;
 
 use crate::error::InstallError;
-use crate::fsio;
 use crate::install::{Step, run_command};
 use crate::paths::{
     CONFIG_DIR, CONFIG_FILE, DATA_DIR, RELEASES, Root, SERVICE, SOCKET, SYSUSERS, UNIT_DIR,
 };
 use crate::users;
+use crate::{erase, fsio};
 
 /// The uninstall steps, in the order they run.
-pub const STEPS: [&str; 7] = [
-    "stop", "units", "config", "releases", "data", "sysusers", "user",
+pub const STEPS: [&str; 8] = [
+    "stop", "erase", "units", "config", "releases", "data", "sysusers", "user",
 ];
 
 /// Uninstalls (or, with `apply` false, plans), calling `progress` after each step.
@@ -53,6 +54,15 @@ pub fn uninstall(
         );
     } else {
         step("stop", false, "nothing to stop".into());
+    }
+
+    // The data key goes before anything else (the config still names the TPM), so
+    // a purge cut short leaves ciphertext that no copy of the disk opens.
+    if purge {
+        let (c, detail) = erase::crypto_erase(root, apply)?;
+        step("erase", c, detail);
+    } else {
+        step("erase", false, "data key kept (--purge destroys it)".into());
     }
 
     let mut c = fsio::remove_file(&service, apply)?;

@@ -2,7 +2,9 @@
 //! short at every step, uninstall, refusals, and the units through
 //! `systemd-analyze verify`.
 
+mod deb;
 mod helpers;
+mod purge;
 
 use std::os::unix::fs::MetadataExt as _;
 

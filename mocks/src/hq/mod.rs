@@ -9,6 +9,8 @@
 //! - [`storage`]: the sled store under the data dir, mirrored in memory for tests.
 //! - [`escrow`]: HQ's keys (`hq-keys`), the enrolment bundles it signs, and its side
 //!   of the blinded escrow exchange of enrolled units (share and recovery).
+//! - [`enrol`]: enrolment with a one-time token (`Enroll`): the tokens in sled, HQ's
+//!   CA that certifies the units' keys, the signed bundle in the answer.
 //! - [`audit`]: the last audit head per unit, and alerts for a chain that went
 //!   backwards.
 //! - [`product`]: JSON-lines products (the REST product's fields) to `hq.Product`, with
@@ -27,6 +29,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod enrol;
 pub mod escrow;
 pub mod offer;
 pub mod product;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use outpost_proto::hq::hq_service_server::{HqService, HqServiceServer};
 use outpost_proto::hq::{
-    Envelope, EnvelopeBatch, EnvelopeKind, EscrowReply, EscrowRequest, UploadAck, UploadMessage,
-    upload_message,
+    EnrollReply, EnrollRequest, Envelope, EnvelopeBatch, EnvelopeKind, EscrowReply, EscrowRequest,
+    UploadAck, UploadMessage, upload_message,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,6 +18,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::audit::{AuditHead, ChainAlert};
+use super::enrol::{HqCa, Tokens};
 use super::escrow::{Escrow, HqKeys};
 use super::storage::{AppendStop, MAX_UNIT_ID_LEN, Storage, StorageError};
 
@@ -145,6 +146,10 @@ struct Shared {
     serving: watch::Sender<bool>,
     /// HQ's keys and its escrow policy.
     escrow: Arc<Escrow>,
+    /// The one-time enrolment tokens (in `storage`'s database).
+    tokens: Tokens,
+    /// HQ's CA, which signs the units' certificates at enrolment.
+    ca: HqCa,
 }
 
 impl Shared {
@@ -178,6 +183,24 @@ impl HqService for HqSvc {
             .escrow
             .exchange(request.get_ref())
             .map(Response::new)
+    }
+
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollReply>, Status> {
+        if self.shared.faults().fail {
+            return Err(Status::unavailable("the mock HQ is set to fail"));
+        }
+        let shared = Arc::clone(&self.shared);
+        let request = request.into_inner();
+        // sled and the signatures block: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            super::enrol::enroll(&shared.tokens, &shared.ca, shared.escrow.keys(), &request)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("enrolment task failed: {e}")))?
+        .map(Response::new)
     }
 
     async fn upload(
@@ -467,6 +490,9 @@ impl MockHq {
             })??;
         let keys = HqKeys::load_or_create(data_dir)
             .map_err(|e| HqError::Storage(StorageError::Corrupt(e.to_string())))?;
+        let tokens = storage.enroll_tokens()?;
+        let ca = HqCa::load_or_create(data_dir)
+            .map_err(|e| HqError::Storage(StorageError::Corrupt(e.to_string())))?;
         let (serving, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             storage,
@@ -474,6 +500,8 @@ impl MockHq {
             counters: Counters::default(),
             serving,
             escrow: Arc::new(Escrow::new(keys)),
+            tokens,
+            ca,
         });
         let handle = MockHqHandle {
             shared,
@@ -552,6 +580,22 @@ impl MockHqHandle {
         tracing::info!(addr = %bound, tls = self.tls.is_some(), "Mock HQ serving");
         *running = Some(Running { shutdown, task });
         Ok(())
+    }
+
+    /// Issues a one-time enrolment token for `store_id`, valid `ttl_secs`
+    /// (`outpost-hq enroll-token` on a stopped HQ does the same).
+    pub fn issue_enroll_token(
+        &self,
+        store_id: &str,
+        ttl_secs: u64,
+    ) -> Result<String, super::enrol::EnrolError> {
+        self.shared.tokens.issue(store_id, ttl_secs)
+    }
+
+    /// HQ's CA: its certificate, and certificates it issues (HQ's own server
+    /// certificate for mutual TLS).
+    pub fn ca(&self) -> &HqCa {
+        &self.shared.ca
     }
 
     /// HQ's keys and escrow policy: sign bundles, leases and commands; mark a unit

@@ -173,6 +173,13 @@ impl Storage {
         })
     }
 
+    /// The one-time enrolment tokens, in this database ([`super::enrol::Tokens`]).
+    pub fn enroll_tokens(&self) -> Result<super::enrol::Tokens, StorageError> {
+        Ok(super::enrol::Tokens::new(
+            self.db.open_tree(super::enrol::TOKENS_TREE)?,
+        ))
+    }
+
     fn audit(&self) -> MutexGuard<'_, AuditWatch> {
         // Updated in one call that leaves it consistent; a panic cannot half-apply it.
         self.audit.lock().unwrap_or_else(|p| p.into_inner())

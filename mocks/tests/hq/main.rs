@@ -2,6 +2,7 @@
 //! tonic client, and `push_catalog` against a small recording `StoreService`.
 
 mod audit;
+mod enrol;
 mod helpers;
 mod push;
 mod tls;

@@ -59,6 +59,31 @@ pub use software::{PinKdf, SoftwareAnchor};
 #[cfg(feature = "tpm")]
 pub use tpm::TpmAnchor;
 
+/// The TPM anchor reached through `tcti`, for callers that do not build with the `tpm`
+/// feature themselves (the installer's crypto-erase: the feature is unified with the
+/// server's in one build). Only [`Anchor::erase`], [`Anchor::is_provisioned`] and the
+/// counters are meant for it: it seals to the default PCR selection (PCR 7). In a build
+/// without the feature, a [`SealError::Config`] that says so.
+pub fn open_tpm(tcti: &str) -> Result<Box<dyn Anchor>, SealError> {
+    #[cfg(feature = "tpm")]
+    {
+        let config = crate::seal::TpmConfig {
+            tcti: tcti.to_owned(),
+            ..crate::seal::TpmConfig::default()
+        };
+        Ok(Box::new(TpmAnchor::new(config)?))
+    }
+    #[cfg(not(feature = "tpm"))]
+    {
+        Err(SealError::Config(format!(
+            "this build has no TPM support (cargo feature `tpm`), so the TPM at {tcti:?} cannot be reached: use a build with `--features tpm`"
+        )))
+    }
+}
+
+/// Whether this build can reach a TPM (cargo feature `tpm`).
+pub const TPM_BUILT: bool = cfg!(feature = "tpm");
+
 /// The first bytes of every anchor blob.
 pub const ANCHOR_MAGIC: &[u8; 6] = b"OPANCH";
 /// The anchor blob format version.
@@ -267,6 +292,14 @@ pub trait Anchor: Send {
 
     /// Opens a [`Anchor::seal_identity`] blob.
     fn unseal_identity(&mut self, blob: &[u8]) -> Result<Secret, SealError>;
+
+    /// Crypto-erase (`outpost-install uninstall --purge`): destroys everything the
+    /// anchor keeps for this unit, so no share or PIN share it ever sealed opens again,
+    /// from any copy of the disk, on any OS; and leaves it unprovisioned, so a fresh
+    /// install starts afresh. Idempotent (an erased anchor erases to nothing) and safe
+    /// to repeat after a power cut: the lock key goes first (that kills the shares),
+    /// the counters after it. Returns whether anything was there to destroy.
+    fn erase(&mut self) -> Result<bool, SealError>;
 }
 
 #[cfg(test)]

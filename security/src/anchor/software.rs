@@ -341,6 +341,13 @@ impl Anchor for SoftwareAnchor {
         Ok(self.state.provisioned)
     }
 
+    fn erase(&mut self) -> Result<bool, SealError> {
+        let existed = self.path.exists();
+        fsutil::destroy(&self.path)?;
+        self.state.provisioned = false;
+        Ok(existed)
+    }
+
     fn lock_count(&mut self) -> Result<u64, SealError> {
         self.require_provisioned()?;
         Ok(self.state.lock_count)
@@ -570,6 +577,21 @@ mod tests {
             again.unseal_share(&fresh).unwrap().expose(),
             secret.expose()
         );
+    }
+
+    #[test]
+    fn erase_destroys_the_state_and_no_share_opens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("software-anchor");
+        let mut a = anchor(dir.path());
+        let blob = a.seal_share(&Secret::generate()).unwrap();
+        assert!(a.erase().unwrap());
+        assert!(!path.exists());
+        assert!(!a.is_provisioned().unwrap());
+        assert!(!a.erase().unwrap(), "a second erase finds nothing");
+        // A new anchor in the same place is another one: the old share stays dead.
+        let mut fresh = anchor(dir.path());
+        assert!(fresh.unseal_share(&blob).is_err());
     }
 
     #[test]

@@ -611,6 +611,37 @@ impl Anchor for TpmAnchor {
         Ok(counter(&mut ctx, LOCK_COUNTER_INDEX)?.is_some())
     }
 
+    fn erase(&mut self) -> Result<bool, SealError> {
+        let mut ctx = self.connect()?;
+        let mut found = false;
+        // The lock key first: without it no share sealed so far satisfies its policy,
+        // on any OS; a power cut after this leaves only the counters for the next run.
+        if let Some((key, _)) = lock_key(&mut ctx)? {
+            let persistent = Persistent::Persistent(lock_key_handle()?);
+            ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                ctx.evict_control(Provision::Owner, key, persistent)
+            })
+            .map_err(tpm("evict the lock key"))?;
+            found = true;
+        }
+        // The lock counter last: its presence is what says "this TPM is enrolled".
+        for index in [EPOCH_COUNTER_INDEX, LOCK_COUNTER_INDEX] {
+            if let Some((handle, _)) = counter(&mut ctx, index)? {
+                ctx.execute_with_session(Some(AuthSession::Password), |ctx| {
+                    ctx.nv_undefine_space(Provision::Owner, handle)
+                })
+                .map_err(tpm("undefine an NV counter"))?;
+                found = true;
+            }
+        }
+        if found {
+            tracing::warn!(
+                "Erased the TPM trust anchor: the lock key is evicted and the counters undefined"
+            );
+        }
+        Ok(found)
+    }
+
     fn lock_count(&mut self) -> Result<u64, SealError> {
         let mut ctx = self.connect()?;
         Ok(counter_value(&mut ctx, LOCK_COUNTER_INDEX)?.1)

@@ -120,6 +120,41 @@ fn a_lock_kills_shares_sealed_before_it_for_good() {
     assert_eq!(a.unseal_share(&after).unwrap().expose(), secret.expose());
 }
 
+/// `outpost-install uninstall --purge`: the erase kills every share sealed so far
+/// (a copy of the blob kept elsewhere included), leaves the TPM unprovisioned so a
+/// fresh install starts afresh, and a new enrolment does not revive the old shares.
+#[test]
+fn erase_kills_every_share_and_unprovisions_the_tpm() {
+    let mut tpm = Swtpm::start();
+    let mut a = provisioned(&tpm);
+    let secret = Secret::generate();
+    let blob = a.seal_share(&secret).unwrap();
+    let pin_blob = a.seal_pin(&secret, &pin("2468")).unwrap();
+    assert!(a.erase().unwrap());
+    assert!(!a.is_provisioned().unwrap());
+    assert!(
+        !outpost_security::anchor::open_tpm(&tpm.tcti())
+            .unwrap()
+            .erase()
+            .unwrap(),
+        "a second erase finds nothing"
+    );
+    assert!(a.unseal_share(&blob).is_err());
+    // Provisioned again (a new install): the old shares stay dead, even after a reboot.
+    a.provision().unwrap();
+    assert!(matches!(
+        a.unseal_share(&blob),
+        Err(SealError::Locked { .. })
+    ));
+    assert!(a.unseal_pin(&pin_blob, &pin("2468")).is_err());
+    let fresh = a.seal_share(&secret).unwrap();
+    drop(a);
+    tpm.restart();
+    let mut a = anchor(&tpm, &[7, 16]);
+    assert!(a.unseal_share(&blob).is_err());
+    assert_eq!(a.unseal_share(&fresh).unwrap().expose(), secret.expose());
+}
+
 #[test]
 fn a_changed_boot_state_is_a_policy_mismatch_not_a_lock() {
     let tpm = Swtpm::start();

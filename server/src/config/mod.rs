@@ -340,7 +340,7 @@ impl Default for SyncSettings {
 
 /// Whether `url` is `https://` (`true`) or `http://` (`false`), and whether its host is
 /// a loopback address (`localhost` or 127.0.0.0/8, `::1`).
-fn url_scheme_and_loopback(url: &str) -> Result<(bool, bool), String> {
+pub(crate) fn url_scheme_and_loopback(url: &str) -> Result<(bool, bool), String> {
     let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
         (Some(rest), _) => (true, rest),
         (None, Some(rest)) => (false, rest),

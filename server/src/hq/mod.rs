@@ -17,6 +17,8 @@
 //! - [`artifacts`]: catalog snapshots HQ offers through the store mesh.
 //! - [`escrow`]: the escrow exchange an enrolled unit's sealed key needs
 //!   (`HqService.Escrow`).
+//! - [`enrol`]: enrolment with HQ's one-time token (`HqService.Enroll`), applied
+//!   through the bundle path of `access`.
 //!
 //! The gRPC port also serves the standard health service and server reflection, so
 //! `grpcurl -plaintext 127.0.0.1:50051 list` works on a bench (or, with mutual TLS,
@@ -27,6 +29,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod catalog_push;
 pub mod convert;
+pub mod enrol;
 pub mod escrow;
 pub mod events;
 pub mod record_push;

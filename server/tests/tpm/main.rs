@@ -18,8 +18,10 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 mod bench;
+mod enrol_token;
 #[path = "../cli/login_storm.rs"]
 mod login_storm;
+mod purge;
 mod theft;
 
 const MILK: &str = r#"{"sku":"MILK","barcodes":["4006381333931"],"name":"Whole Milk 1 L","category":"dairy","price":129,"currency":"EUR","tax_class":"reduced"}"#;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::{MILK, Running, copy_dir, snapshot, start_error, tpm_settings};
 
 /// A mock HQ in `dir`: it signs the bundle, leases and commands, and answers escrow.
-async fn mock_hq(dir: &Path) -> MockHqHandle {
+pub(super) async fn mock_hq(dir: &Path) -> MockHqHandle {
     MockHq::start("127.0.0.1:0".parse().unwrap(), dir, Faults::none())
         .await
         .unwrap()
@@ -29,7 +29,7 @@ async fn mock_hq(dir: &Path) -> MockHqHandle {
 
 /// TPM settings for a unit in `dir` with a gRPC port and `hq` as its HQ, enrolled (at
 /// its first start) by a bundle `hq` signs with `unlock` and `grace_secs`.
-fn enrolled(
+pub(super) fn enrolled(
     dir: &Path,
     tpm: &Swtpm,
     hq: &MockHqHandle,
@@ -92,7 +92,7 @@ fn command(keys: &HqKeys, action: Action) -> hq::command::Kind {
 }
 
 /// Polls `GET /api/v1/security/status` until `want(status)`.
-async fn until_status(app: &Running, want: impl Fn(&Value) -> bool) -> Value {
+pub(super) async fn until_status(app: &Running, want: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, status) = app.get("/api/v1/security/status").await;
@@ -105,7 +105,12 @@ async fn until_status(app: &Running, want: impl Fn(&Value) -> bool) -> Value {
 }
 
 /// An enrolled unit in `dir`, leased for `lease_secs`, with milk on sale and one sale.
-async fn leased(dir: &Path, settings: &Settings, keys: &HqKeys, lease_secs: i64) -> Running {
+pub(super) async fn leased(
+    dir: &Path,
+    settings: &Settings,
+    keys: &HqKeys,
+    lease_secs: i64,
+) -> Running {
     let app = Running::start(settings.clone(), false).await;
     send(&app, lease(keys, lease_secs)).await.unwrap();
     until_status(&app, |s| s["data_key"] == "in_memory").await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+mod enrol;
 mod mesh;
 
 use outpost_mocks::hq::{
@@ -51,6 +52,9 @@ enum Command {
     /// there on first use, as `serve` does): the file `[security] enrollment` or
     /// `outpost enroll --bundle` takes.
     Enroll(EnrollArgs),
+    /// Issue a one-time enrolment token for a store (`outpost enroll --hq URL --token
+    /// T` on the unit spends it); run it while `serve` on the data dir is stopped.
+    EnrollToken(enrol::EnrollTokenArgs),
     /// Send a store a presence lease signed with HQ's key (a unit that trusts an HQ key
     /// does not transact without one).
     SendLease(SendLeaseArgs),
@@ -438,6 +442,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::PushDevices(args) => push_devices(args).await,
         Command::PushPlanogram(args) => push_planogram(args).await,
         Command::Enroll(args) => enroll(args),
+        Command::EnrollToken(args) => enrol::enroll_token(args),
         Command::SendLease(args) => send_lease(args).await,
         Command::Keygen { out } => {
             let key = auth::write_hq_key(&out)

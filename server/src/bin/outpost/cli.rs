@@ -59,10 +59,25 @@ pub enum Command {
     /// lease policy and the unlock policy become fixed in the trust record and the TPM,
     /// and the data key's sealing gains the TPM lock and the second factor the bundle
     /// names. Nothing of the data is re-encrypted.
+    ///
+    /// With `--hq URL --token T` instead of `--bundle`: ask HQ for the bundle with its
+    /// one-time token; the device key is made here, and the certificate HQ issues for
+    /// it, its key and HQ's CA go where `[tls] cert`, `[tls] key` and `sync.hq_ca` say.
     Enroll {
         /// The bundle (JSON) HQ signed for this unit.
-        #[arg(long, value_name = "FILE")]
-        bundle: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "hq",
+            conflicts_with = "hq"
+        )]
+        bundle: Option<PathBuf>,
+        /// HQ's gRPC URL for the enrolment (loopback in this build, e.g. an SSH tunnel).
+        #[arg(long, value_name = "URL", requires = "token")]
+        hq: Option<String>,
+        /// The one-time enrolment token HQ issued for this store.
+        #[arg(long, value_name = "TOKEN", requires = "hq")]
+        token: Option<String>,
         /// Read the store manager's PIN (4 to 64 characters) from the first line of
         /// standard input, for a bundle whose unlock policy takes one.
         #[arg(long)]

@@ -1,4 +1,4 @@
-//! `outpost enroll --bundle FILE [--pin-stdin]`.
+//! `outpost enroll --bundle FILE [--pin-stdin]`, or `outpost enroll --hq URL --token T`.
 
 use std::io::BufRead as _;
 use std::path::Path;
@@ -42,5 +42,30 @@ pub fn run(bundle: &Path, pin_stdin: bool, common: &Common) -> anyhow::Result<()
     } else {
         println!("Already enrolled with this bundle: nothing to do");
     }
+    Ok(())
+}
+
+/// Enrols the stopped server's data dir with HQ's one-time token, over gRPC.
+pub async fn run_token(url: &str, token: &str, common: &Common) -> anyhow::Result<()> {
+    let s = common.settings()?;
+    outpost_server::telemetry::init("warn");
+    let token = SecretString::from(token.trim().to_owned());
+    let done = outpost_server::hq::enrol::enroll_with_token(&s, url, &token)
+        .await
+        .with_context(|| {
+            format!(
+                "Failed to enrol the data dir {} with HQ at {url} (is the server running?)",
+                s.data_dir.display()
+            )
+        })?;
+    println!(
+        "Enrolled {} as {}/{}: HQ's key, the lease policy and the lock are fixed in the trust record and TPM; the certificate is in {}, its key in {}, HQ's CA in {}",
+        s.data_dir.display(),
+        done.store_id,
+        done.unit_id,
+        done.files[0].display(),
+        done.files[1].display(),
+        done.files[2].display()
+    );
     Ok(())
 }

@@ -66,9 +66,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::P2p { what } => p2p::run(what),
         Command::Enroll {
             bundle,
+            hq,
+            token,
             pin_stdin,
             common,
-        } => enroll::run(&bundle, pin_stdin, &common),
+        } => match (bundle, hq, token) {
+            (Some(bundle), _, _) => enroll::run(&bundle, pin_stdin, &common),
+            (None, Some(hq), Some(token)) => enroll::run_token(&hq, &token, &common).await,
+            _ => anyhow::bail!("give --bundle FILE, or --hq URL and --token TOKEN"),
+        },
         Command::Terminals { what } => terminals::run(what),
         Command::Users { what } => users::run(what),
         Command::Update { what } => update::run(what).await,
