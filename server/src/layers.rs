@@ -23,6 +23,8 @@ const LAYERS: &[&str] = &[
     "devices",
     "sales",
     "access",
+    // Self-checkout: store tokens (sealed by access's vault), shopper sessions, carts.
+    "shopper",
     "mesh",
     "hq",
     // systemd's notify protocol: ready, the watchdog from a health loop.

@@ -15,6 +15,8 @@
 //! - [`sales`]: checkout, refunds, idempotency and payment recovery.
 //! - [`access`]: the data key, the presence lease and lockdown, staff and terminal
 //!   credentials, sessions, the audit log, tamper sensors, TLS.
+//! - [`shopper`]: self-checkout on the shopper's phone: store tokens, shopper
+//!   sessions and their carts.
 //! - [`mesh`]: this unit's store-mesh node.
 //! - [`hq`]: the gRPC port HQ pushes to, the uplink that drains the outbox, events,
 //!   the sync status, catalog artifacts through the mesh.
@@ -39,6 +41,7 @@ pub mod mesh;
 pub mod sales;
 pub mod sdnotify;
 pub mod seed;
+pub mod shopper;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

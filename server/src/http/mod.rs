@@ -14,6 +14,7 @@
 //!   checkout counters behind `/metrics`; [`process`]: memory, files, CPU and disk.
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
+//! - [`shopper`]: the store QR, shopper sessions and their carts.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -37,6 +38,7 @@ pub mod ops;
 pub mod process;
 pub mod pushed;
 pub mod selling;
+pub mod shopper;
 pub mod updates;
 
 use std::sync::Arc;
@@ -70,6 +72,8 @@ pub struct AppState {
     /// Notified when an update switched to a new release: the server then stops
     /// gracefully and its supervisor starts the new one.
     pub restart: Arc<tokio::sync::Notify>,
+    /// The open shopper sessions (self-checkout on the shopper's phone).
+    pub shoppers: Arc<crate::shopper::Sessions>,
 }
 
 /// `423 device_locked` when the presence lease does not allow transacting.
@@ -144,6 +148,12 @@ api!(
     mesh::peers,
     updates::get_update,
     updates::post_update,
+    shopper::store_qr,
+    shopper::open_session,
+    shopper::products,
+    shopper::get_cart,
+    shopper::add_line,
+    shopper::remove_line,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer
@@ -171,6 +181,13 @@ impl utoipa::Modify for SecurityAddon {
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 crate::access::SESSION_COOKIE,
                 "Staff session from POST /api/v1/auth/login",
+            ))),
+        );
+        components.add_security_scheme(
+            "shopper_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::shopper::SHOPPER_COOKIE,
+                "Shopper session from POST /api/v1/shopper/sessions (the /api/v1/shopper/ routes only)",
             ))),
         );
     }

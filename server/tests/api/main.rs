@@ -15,4 +15,5 @@ mod openapi;
 mod payments;
 mod peers;
 mod refunds;
+mod shopper;
 mod tls;
