@@ -35,6 +35,8 @@ const LAYERS: &[&str] = &[
     "http",
     // The technician console: pages over the services, reusing the API's mapping.
     "console",
+    // The shopper page under /shop/: the console's languages, the API's routes.
+    "shop",
     // Wiring.
     "startup",
 ];

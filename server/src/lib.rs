@@ -24,6 +24,7 @@
 //! - [`update`]: the health gate, probation, a release applied live.
 //! - [`http`]: the REST API v1 and its OpenAPI document.
 //! - [`console`]: the technician console, server-rendered pages under `/console/`.
+//! - [`shop`]: the shopper page under `/shop/` the store QR opens.
 //! - [`startup`]: `Application::build` and `run_until`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -41,6 +42,7 @@ pub mod mesh;
 pub mod sales;
 pub mod sdnotify;
 pub mod seed;
+pub mod shop;
 pub mod shopper;
 pub mod startup;
 pub mod store;

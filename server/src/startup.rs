@@ -346,6 +346,7 @@ impl Application {
                 .configure(http::extractor_config)
                 .configure(http::register)
                 .configure(crate::console::register)
+                .configure(crate::shop::register)
                 .default_service(web::to(http::no_such_route))
         })
         .workers(workers)
