@@ -69,20 +69,20 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                     p.store { (state.settings.store.name) }
                 }
                 main #shop data-words=(words) data-session=(if session { "1" } else { "" }) {
-                        p #status role="status" aria-live="polite" { (Msg::Starting.text(l)) }
-                        p.intro { (Msg::Intro.text(l)) }
-                        section #scanner {
+                    p #status role="status" aria-live="polite" { (Msg::Starting.text(l)) }
+                    p.intro { (Msg::Intro.text(l)) }
+                    section #scanner {
                         button #scan type="button" hidden { (Msg::Scan.text(l)) }
                         video #camera playsinline muted hidden {}
                     }
-                        form #add {
+                    form #add {
                         label for="barcode" { (Msg::Barcode.text(l)) }
                         div.row {
                             input #barcode name="barcode" inputmode="numeric" autocomplete="off" required maxlength="64";
                             button type="submit" { (Msg::Add.text(l)) }
                         }
                     }
-                        section #cart aria-labelledby="cart-title" {
+                    section #cart aria-labelledby="cart-title" {
                         h2 #cart-title { (Msg::Cart.text(l)) }
                         ul #lines {}
                         p #empty { (Msg::Empty.text(l)) }
@@ -92,7 +92,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                             dt.total { (Msg::Total.text(l)) } dd #total .total {}
                         }
                     }
-                        p.pay { (Msg::PayLater.text(l)) }
+                    p.pay { (Msg::PayLater.text(l)) }
                 }
             }
         }
