@@ -25,6 +25,8 @@ const LAYERS: &[&str] = &[
     // The vending site: slots, vends over the cashless reader and the dispenser.
     "vending",
     "access",
+    // Self-checkout: store tokens (sealed by access's vault), shopper sessions, carts.
+    "shopper",
     "mesh",
     "hq",
     // systemd's notify protocol: ready, the watchdog from a health loop.
@@ -35,6 +37,8 @@ const LAYERS: &[&str] = &[
     "http",
     // The technician console: pages over the services, reusing the API's mapping.
     "console",
+    // The shopper page under /shop/: the console's languages, the API's routes.
+    "shop",
     // Wiring.
     "startup",
 ];

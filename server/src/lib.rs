@@ -16,6 +16,8 @@
 //! - [`vending`]: the vending site: slots, the vend state machine and its recovery.
 //! - [`access`]: the data key, the presence lease and lockdown, staff and terminal
 //!   credentials, sessions, the audit log, tamper sensors, TLS.
+//! - [`shopper`]: self-checkout on the shopper's phone: store tokens, shopper
+//!   sessions and their carts.
 //! - [`mesh`]: this unit's store-mesh node.
 //! - [`hq`]: the gRPC port HQ pushes to, the uplink that drains the outbox, events,
 //!   the sync status, catalog artifacts through the mesh.
@@ -23,6 +25,7 @@
 //! - [`update`]: the health gate, probation, a release applied live.
 //! - [`http`]: the REST API v1 and its OpenAPI document.
 //! - [`console`]: the technician console, server-rendered pages under `/console/`.
+//! - [`shop`]: the shopper page under `/shop/` the store QR opens.
 //! - [`startup`]: `Application::build` and `run_until`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -40,6 +43,8 @@ pub mod mesh;
 pub mod sales;
 pub mod sdnotify;
 pub mod seed;
+pub mod shop;
+pub mod shopper;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -335,6 +335,7 @@ impl Application {
             security: security.clone(),
             tls: tls.http.is_some(),
             restart: restart.clone(),
+            shoppers: Arc::new(crate::shopper::Sessions::new(settings.shopper.clone())),
         });
         let limit = web::Data::new(BodyLimit(settings.http.max_body_bytes));
         let server = HttpServer::new(move || {
@@ -345,6 +346,7 @@ impl Application {
                 .configure(http::extractor_config)
                 .configure(http::register)
                 .configure(crate::console::register)
+                .configure(crate::shop::register)
                 .default_service(web::to(http::no_such_route))
         })
         .workers(workers)

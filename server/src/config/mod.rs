@@ -8,6 +8,7 @@ pub mod devices;
 pub mod events;
 pub mod mesh;
 pub mod security;
+pub mod shopper;
 pub mod tls;
 pub mod updates;
 
@@ -15,6 +16,7 @@ pub use devices::{DeviceSpec, Driver, SpecError};
 pub use events::EventSettings;
 pub use mesh::{MeshConfigError, P2pSettings};
 pub use security::SecuritySettings;
+pub use shopper::ShopperSettings;
 pub use tls::{HttpTls, TlsSettings};
 pub use updates::UpdateSettings;
 
@@ -64,6 +66,8 @@ pub struct Settings {
     /// Self-update: the releases directory, the first release root, the health gate
     /// (`[updates]`).
     pub updates: UpdateSettings,
+    /// Self-checkout on the shopper's phone (`[shopper]`).
+    pub shopper: ShopperSettings,
 }
 
 impl Default for Settings {
@@ -84,6 +88,7 @@ impl Default for Settings {
             events: EventSettings::default(),
             tls: TlsSettings::default(),
             updates: UpdateSettings::default(),
+            shopper: ShopperSettings::default(),
         }
     }
 }
@@ -586,6 +591,9 @@ impl Settings {
             ));
         }
         self.events.validate().map_err(|m| invalid("events", m))?;
+        self.shopper
+            .validate()
+            .map_err(|(field, m)| invalid(field, m))?;
         if self.storage.max_group == 0 {
             return Err(invalid("storage.max_group", "must be at least 1".into()));
         }

@@ -81,11 +81,24 @@ pub struct Caller {
     pub principal: Principal,
     /// Whether a terminal token (not a staff session) authenticated the request.
     pub is_terminal: bool,
+    /// Whether a shopper session authenticated the request: a principal with no role,
+    /// refused by every permission check (it uses `/api/v1/shopper/…` routes only).
+    pub is_shopper: bool,
 }
 
 impl Caller {
     /// `Ok` when the caller holds `permission`, else `403`.
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.is_shopper {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "a shopper session may not {}: it may only use the /api/v1/shopper/ routes",
+                    permission.as_str()
+                ),
+            ));
+        }
         Ok(self.principal.require(permission)?)
     }
 
@@ -109,6 +122,7 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         return Ok(Caller {
             principal,
             is_terminal: true,
+            is_shopper: false,
         });
     }
     if let Some(c) = req.cookie(SESSION_COOKIE) {
@@ -116,6 +130,21 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         return Ok(Caller {
             principal,
             is_terminal: false,
+            is_shopper: false,
+        });
+    }
+    if let Some(c) = req.cookie(crate::shopper::SHOPPER_COOKIE) {
+        // Counted against the session's request budget like its own routes, so
+        // probing staff routes is rate-limited too.
+        let session = state.shoppers.touch(c.value(), std::time::Instant::now())?;
+        let number = session.lock().unwrap_or_else(|p| p.into_inner()).number;
+        return Ok(Caller {
+            principal: Principal {
+                name: format!("shopper-{number}"),
+                roles: Vec::new(),
+            },
+            is_terminal: false,
+            is_shopper: true,
         });
     }
     Err(AuthError::Unauthorized.into())

@@ -95,7 +95,11 @@ pub async fn list_products(
     query: web::Query<ProductQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::ReadCatalog)?;
-    let q = query.into_inner();
+    product_page(&state, query.into_inner())
+}
+
+/// The page of products `q` asks for (also what a shopper's search answers).
+pub fn product_page(state: &AppState, q: ProductQuery) -> Result<HttpResponse, ApiError> {
     let catalog = state.sales.store().catalog();
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_LIMIT).contains(&limit) {

@@ -1,6 +1,6 @@
 //! What the derived OpenAPI document cannot say by itself, added so that it states
 //! exactly what the server accepts (`docs/api.md`, "Conformance with the document"):
-//! a cart line names exactly one of `sku` or `barcode`; a checkout gives `payment` or
+//! a cart line (and a shopper's line) names exactly one of `sku` or `barcode`; a checkout gives `payment` or
 //! `payments`, not both; a barcode is a GTIN whose check digit is right (`format:
 //! gtin`, a custom format: the conformance run teaches it to the fuzzer). And the
 //! links between operations a client (or a stateful fuzzer) follows: a checkout's
@@ -24,6 +24,16 @@ impl utoipa::Modify for Exact {
         if let Some(components) = openapi.components.as_mut() {
             if let Some(line) = components.schemas.get_mut("LineRequest") {
                 set_format(line, "barcode", GTIN_FORMAT);
+                let original = std::mem::replace(line, RefOr::T(Schema::default()));
+                *line = RefOr::T(Schema::AllOf(
+                    AllOfBuilder::new()
+                        .item(original)
+                        .item(exactly_one_of("sku", "barcode"))
+                        .build(),
+                ));
+            }
+            // A shopper's line too names exactly one product code.
+            if let Some(line) = components.schemas.get_mut("AddLine") {
                 let original = std::mem::replace(line, RefOr::T(Schema::default()));
                 *line = RefOr::T(Schema::AllOf(
                     AllOfBuilder::new()
@@ -93,14 +103,16 @@ impl utoipa::Modify for Exact {
                 );
             }
         }
-        if let Some(item) = openapi.paths.paths.get_mut("/api/v1/products")
-            && let Some(op) = item.get.as_mut()
-        {
-            for p in op.parameters.iter_mut().flatten() {
-                if p.name == "barcode"
-                    && let Some(schema) = p.schema.as_mut()
-                {
-                    set_format_of(schema, GTIN_FORMAT);
+        for path in ["/api/v1/products", "/api/v1/shopper/products"] {
+            if let Some(item) = openapi.paths.paths.get_mut(path)
+                && let Some(op) = item.get.as_mut()
+            {
+                for p in op.parameters.iter_mut().flatten() {
+                    if p.name == "barcode"
+                        && let Some(schema) = p.schema.as_mut()
+                    {
+                        set_format_of(schema, GTIN_FORMAT);
+                    }
                 }
             }
         }

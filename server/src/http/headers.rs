@@ -82,6 +82,7 @@ mod tests {
                 roles: Vec::new(),
             },
             is_terminal,
+            is_shopper: false,
         }
     }
 

@@ -15,6 +15,7 @@
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
 //! - [`vending`]: a vending site's slots (list, edit, refill, count) and its DEX audit.
+//! - [`shopper`]: the store QR, shopper sessions and their carts.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -38,6 +39,7 @@ pub mod ops;
 pub mod process;
 pub mod pushed;
 pub mod selling;
+pub mod shopper;
 pub mod updates;
 pub mod vending;
 
@@ -72,6 +74,8 @@ pub struct AppState {
     /// Notified when an update switched to a new release: the server then stops
     /// gracefully and its supervisor starts the new one.
     pub restart: Arc<tokio::sync::Notify>,
+    /// The open shopper sessions (self-checkout on the shopper's phone).
+    pub shoppers: Arc<crate::shopper::Sessions>,
 }
 
 /// `423 device_locked` when the presence lease does not allow transacting.
@@ -157,6 +161,12 @@ api!(
     vending::reset_dex,
     vending::list_alerts,
     vending::clear_temperature,
+    shopper::store_qr,
+    shopper::open_session,
+    shopper::products,
+    shopper::get_cart,
+    shopper::add_line,
+    shopper::remove_line,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer
@@ -184,6 +194,13 @@ impl utoipa::Modify for SecurityAddon {
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 crate::access::SESSION_COOKIE,
                 "Staff session from POST /api/v1/auth/login",
+            ))),
+        );
+        components.add_security_scheme(
+            "shopper_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::shopper::SHOPPER_COOKIE,
+                "Shopper session from POST /api/v1/shopper/sessions (the /api/v1/shopper/ routes only)",
             ))),
         );
     }

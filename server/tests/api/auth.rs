@@ -28,11 +28,11 @@ const CALLERS: [Who; 5] = [Nobody, Cashier, Supervisor, Technician, Admin];
 
 /// One row of the matrix: a route (as documented), a concrete request, and the roles
 /// that may call it.
-struct Row {
-    method: &'static str,
-    doc_path: &'static str,
-    path: String,
-    body: Option<Value>,
+pub(crate) struct Row {
+    pub(crate) method: &'static str,
+    pub(crate) doc_path: &'static str,
+    pub(crate) path: String,
+    pub(crate) body: Option<Value>,
     allowed: &'static [Who],
 }
 
@@ -52,7 +52,8 @@ fn row(
     }
 }
 
-fn matrix() -> Vec<Row> {
+/// Every staff route (also what a shopper session is refused on, in `shopper.rs`).
+pub(crate) fn matrix() -> Vec<Row> {
     let everyone: &'static [Who] = &[Cashier, Supervisor, Technician, Admin];
     let sellers: &'static [Who] = &[Cashier, Supervisor];
     let tech_admin: &'static [Who] = &[Technician, Admin];
@@ -111,6 +112,13 @@ fn matrix() -> Vec<Row> {
             "/api/v1/update",
             "/api/v1/update",
             Some(json!({"bundle": "/nonexistent"})),
+            tech_admin,
+        ),
+        row(
+            "POST",
+            "/api/v1/update/rollback",
+            "/api/v1/update/rollback",
+            None,
             tech_admin,
         ),
         row(
@@ -211,6 +219,13 @@ fn matrix() -> Vec<Row> {
             &format!("/api/v1/sales/{ZERO}/reprint"),
             None,
             sellers,
+        ),
+        row(
+            "GET",
+            "/api/v1/shopper/store-qr",
+            "/api/v1/shopper/store-qr",
+            None,
+            everyone,
         ),
         row(
             "GET",
@@ -375,6 +390,12 @@ async fn every_route_against_every_role_and_no_credentials() {
         ("GET", "/api/v1/openapi.json"),
         ("POST", "/api/v1/auth/login"),
         ("POST", "/api/v1/auth/logout"),
+        // Shopper routes: a store token or a shopper session, not a role (shopper.rs).
+        ("POST", "/api/v1/shopper/sessions"),
+        ("GET", "/api/v1/shopper/products"),
+        ("GET", "/api/v1/shopper/cart"),
+        ("POST", "/api/v1/shopper/cart/lines"),
+        ("DELETE", "/api/v1/shopper/cart/lines/{line}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -15,5 +15,6 @@ mod openapi;
 mod payments;
 mod peers;
 mod refunds;
+mod shopper;
 mod tls;
 mod vending;

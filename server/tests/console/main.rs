@@ -8,4 +8,5 @@ mod helpers;
 mod browser;
 mod client;
 mod http;
+mod shop;
 mod webdriver;

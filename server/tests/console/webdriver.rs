@@ -44,6 +44,16 @@ impl Browser {
     /// Starts chromedriver on a free loopback port and a headless Chromium session
     /// whose language is `lang` (Accept-Language).
     pub async fn start(lang: &str) -> Browser {
+        Browser::launch(lang, None).await
+    }
+
+    /// [`Browser::start`] emulating a phone whose viewport is `width` × `height` CSS
+    /// pixels (touch, a mobile user agent), for the shopper page.
+    pub async fn start_phone(lang: &str, width: u32, height: u32) -> Browser {
+        Browser::launch(lang, Some((width, height))).await
+    }
+
+    async fn launch(lang: &str, phone: Option<(u32, u32)>) -> Browser {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -83,6 +93,13 @@ impl Browser {
             },
             "goog:loggingPrefs": {"browser": "ALL"}
         }}});
+        let mut caps = caps;
+        if let Some((width, height)) = phone {
+            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2.0, "touch": true, "mobile": true},
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36"
+            });
+        }
         let r: Value = http
             .post(format!("{base}/session"))
             .json(&caps)

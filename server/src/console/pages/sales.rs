@@ -416,6 +416,7 @@ pub async fn refund(
     let caller = Caller {
         principal: staff.principal.clone(),
         is_terminal: false,
+        is_shopper: false,
     };
     let terminal =
         crate::http::terminal_id(&req, &caller).map_err(api_failed(Msg::RefundFailed, l))?;
