@@ -41,6 +41,9 @@ pub enum Driver {
     ScannerSerial(Transport),
     /// Mettler-Toledo MT-SICS scale.
     MtSics(Transport),
+    /// Spiral-motor vending board speaking OSB/1 (`docs/vending.md`), with its drop
+    /// sensor.
+    Osb(Transport),
     /// The real driver (ESC/POS, nexo, scanner or MT-SICS) talking to an in-process wire simulator on a
     /// loopback port. For demos and tests; needs the `demo` feature.
     Sim,
@@ -61,6 +64,7 @@ impl Driver {
             Driver::Mdb(_) => "mdb",
             Driver::ScannerSerial(_) => "scanner-serial",
             Driver::MtSics(_) => "mt-sics",
+            Driver::Osb(_) => "osb",
             Driver::Sim => "sim",
             Driver::Mock => "mock",
         }
@@ -119,10 +123,10 @@ const DRIVERS: &[(DeviceKind, &[&str])] = &[
         &["scanner-serial", "sim", "mock"],
     ),
     (DeviceKind::Scale, &["mt-sics", "sim", "mock"]),
-    // No real driver exists yet for these three: only the trait mocks, for demos and
-    // tests (a real coin/note acceptor, vend dispenser or sensor needs its own driver).
+    (DeviceKind::VendDispenser, &["osb", "sim", "mock"]),
+    // No real driver exists yet for these two: only the trait mocks, for demos and
+    // tests (a real coin/note acceptor or sensor needs its own driver).
     (DeviceKind::CashAcceptor, &["mock"]),
-    (DeviceKind::VendDispenser, &["mock"]),
     (DeviceKind::EnvironmentSensor, &["mock"]),
 ];
 
@@ -132,6 +136,7 @@ const SINGLE: &[DeviceKind] = &[
     DeviceKind::CashDrawer,
     DeviceKind::CustomerDisplay,
     DeviceKind::PaymentTerminal,
+    DeviceKind::VendDispenser,
 ];
 
 /// The config's kind names: the short ones and the API's.
@@ -278,7 +283,7 @@ impl DeviceSpec {
                 }
                 Driver::EscPosSerial { port, baud }
             }
-            "mdb" | "scanner-serial" | "mt-sics" => {
+            "mdb" | "scanner-serial" | "mt-sics" | "osb" => {
                 let transport = match (&d.address, &d.port) {
                     (Some(address), None) => {
                         check_address(address, false).map_err(|m| err("address", m))?;
@@ -291,7 +296,11 @@ impl DeviceSpec {
                         if port.trim().is_empty() {
                             return Err(err("port", "must name a serial port".into()));
                         }
-                        let default_baud = if d.driver == "mdb" { 115_200 } else { 9_600 };
+                        let default_baud = match d.driver.as_str() {
+                            "mdb" => 115_200,
+                            "osb" => 19_200,
+                            _ => 9_600,
+                        };
                         let baud = d.baud.unwrap_or(default_baud);
                         if !(1_200..=921_600).contains(&baud) {
                             return Err(err("baud", format!("{baud} is not a serial baud rate")));
@@ -323,6 +332,7 @@ impl DeviceSpec {
                 match d.driver.as_str() {
                     "mdb" => Driver::Mdb(transport),
                     "scanner-serial" => Driver::ScannerSerial(transport),
+                    "osb" => Driver::Osb(transport),
                     _ => Driver::MtSics(transport),
                 }
             }
@@ -613,7 +623,20 @@ mod tests {
             (
                 vec![dev("x", "vend_dispenser", "escpos-tcp")],
                 ".driver",
-                "use mock",
+                "use osb, sim, mock",
+            ),
+            (
+                vec![dev("x", "vend_dispenser", "osb")],
+                "devices[0] (id \"x\")",
+                "needs port = \"/dev/ttyUSB0\" (serial) or address",
+            ),
+            (
+                vec![
+                    dev("a", "vend_dispenser", "mock"),
+                    dev("b", "vend_dispenser", "mock"),
+                ],
+                "devices[1] (id \"b\").kind",
+                "one vend_dispenser",
             ),
             (
                 vec![dev("x", "scale", "mt-sics")],
@@ -745,6 +768,7 @@ mod tests {
                 scale,
                 mdb,
                 dev("door", "sensor", "mock"),
+                with_address(dev("board", "vend_dispenser", "osb"), "10.0.0.9"),
             ],
             "none",
         )
@@ -772,6 +796,21 @@ mod tests {
             })
         );
         assert_eq!(specs[4].kind, DeviceKind::EnvironmentSensor);
+        assert_eq!(
+            specs[5].driver,
+            Driver::Osb(Transport::Tcp {
+                address: "10.0.0.9".into()
+            })
+        );
+        let mut serial_board = dev("board", "vend_dispenser", "osb");
+        serial_board.port = Some("/dev/ttyS1".into());
+        assert_eq!(
+            DeviceSpec::parse(0, &serial_board).unwrap().driver,
+            Driver::Osb(Transport::Serial {
+                port: "/dev/ttyS1".into(),
+                baud: 19_200
+            })
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use outpost_mocks::sim::escpos::{self, EscPosSim, SimHandle};
 use outpost_mocks::sim::payment::{self, PaymentSim};
 use outpost_mocks::sim::scale::{ScaleOptions, ScaleSim};
 use outpost_mocks::sim::scanner::ScannerSim;
+use outpost_mocks::sim::spiral::SpiralSim;
 use outpost_peripherals::DeviceKind;
 use outpost_peripherals::sensor::SensorReading;
 
@@ -47,8 +48,10 @@ pub struct Sims {
     pub sensors: Vec<(String, MockSensor)>,
     /// Coin and note acceptor mocks (no real driver yet), by device id.
     pub cash_acceptors: Vec<(String, MockCashAcceptor)>,
-    /// Vend dispenser mocks (no real driver yet), by device id.
+    /// Vend dispenser mocks, by device id.
     pub vends: Vec<(String, MockVend)>,
+    /// The OSB/1 spiral board simulator, when the dispenser uses the `sim` driver.
+    pub spiral: Option<SpiralSim>,
 }
 
 impl Drop for Sims {
@@ -60,6 +63,19 @@ impl Drop for Sims {
             p.shutdown();
         }
     }
+}
+
+/// The demo vending machine: 6 trays (`A` to `F`) of 8 columns.
+pub const DEMO_TRAYS: u8 = 6;
+/// Columns per tray of the demo machine.
+pub const DEMO_COLUMNS: u8 = 8;
+/// Units the simulated board holds in each slot at start.
+pub const DEMO_SLOT_UNITS: u32 = 10;
+
+/// Every slot of the demo machine, `A1` to `F8`.
+pub fn demo_slots() -> impl Iterator<Item = String> {
+    (0..DEMO_TRAYS)
+        .flat_map(|t| (1..=DEMO_COLUMNS).map(move |c| format!("{}{c}", char::from(b'A' + t))))
 }
 
 /// Where a simulator listens: any free loopback port.
@@ -105,6 +121,17 @@ impl Sims {
                 self.scanners.push((s.id.clone(), sim));
                 ("barcode scanner", addr)
             }
+            DeviceKind::VendDispenser => {
+                let stock: Vec<(String, u32)> =
+                    demo_slots().map(|s| (s, DEMO_SLOT_UNITS)).collect();
+                let stock: Vec<(&str, u32)> = stock.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+                let sim = SpiralSim::start(loopback(), DEMO_TRAYS, DEMO_COLUMNS, &stock)
+                    .await
+                    .map_err(failed("OSB/1 spiral board"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.spiral = Some(sim);
+                ("OSB/1 spiral board", addr)
+            }
             _ => return Err(unsupported(s)),
         };
         tracing::info!(device = %s.id, %addr, "Started the {what} simulator.");
@@ -147,7 +174,7 @@ impl Sims {
                 };
                 let m = MockSensor::new(&s.id, reading);
                 self.sensors.push((id, m.clone()));
-                Built::Other(Arc::new(m))
+                Built::Sensor(Arc::new(m))
             }
             DeviceKind::CashAcceptor => {
                 let m = MockCashAcceptor::new(&s.id, &currency.to_string());
@@ -160,7 +187,7 @@ impl Sims {
                 let slots: Vec<(&str, u32)> = slots.iter().map(|(s, n)| (s.as_str(), *n)).collect();
                 let m = MockVend::closed(&s.id, &slots);
                 self.vends.push((id, m.clone()));
-                Built::Other(Arc::new(m))
+                Built::Dispenser(Arc::new(m))
             }
             _ => return Err(unsupported(s)),
         })

@@ -15,6 +15,7 @@
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
 //! - [`vending`]: a vending site's slots (list, edit, refill, count) and its DEX audit.
+//! - [`vends`]: selling one vend.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -40,6 +41,7 @@ pub mod pushed;
 pub mod selling;
 pub mod updates;
 pub mod vending;
+pub mod vends;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +71,8 @@ pub struct AppState {
     pub security: Arc<crate::access::Access>,
     /// Whether the REST port serves TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// The vending machine: vends over its cashless reader and dispenser.
+    pub vending: crate::vending::Vending,
     /// Notified when an update switched to a new release: the server then stops
     /// gracefully and its supervisor starts the new one.
     pub restart: Arc<tokio::sync::Notify>,
@@ -156,6 +160,7 @@ api!(
     vending::reset_dex,
     vending::list_alerts,
     vending::clear_temperature,
+    vends::vend,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer

@@ -17,3 +17,4 @@ mod peers;
 mod refunds;
 mod tls;
 mod vending;
+mod vends;
