@@ -47,6 +47,9 @@ pub enum Driver {
     /// The real driver (ESC/POS, nexo, scanner or MT-SICS) talking to an in-process wire simulator on a
     /// loopback port. For demos and tests; needs the `demo` feature.
     Sim,
+    /// The MDB cashless driver talking to the in-process MDB reader simulator on a
+    /// loopback port (a vending demo's card reader). Needs the `demo` feature.
+    MdbSim,
     /// A trait-level mock (payment terminal, customer display, scanner, scale, cash
     /// acceptor, vend dispenser, environment sensor). For demos and tests;
     /// needs the `demo` feature.
@@ -66,6 +69,7 @@ impl Driver {
             Driver::MtSics(_) => "mt-sics",
             Driver::Osb(_) => "osb",
             Driver::Sim => "sim",
+            Driver::MdbSim => "mdb-sim",
             Driver::Mock => "mock",
         }
     }
@@ -116,7 +120,7 @@ const DRIVERS: &[(DeviceKind, &[&str])] = &[
     (DeviceKind::CustomerDisplay, &["mock"]),
     (
         DeviceKind::PaymentTerminal,
-        &["nexo-tcp", "mdb", "sim", "mock"],
+        &["nexo-tcp", "mdb", "sim", "mdb-sim", "mock"],
     ),
     (
         DeviceKind::BarcodeScanner,
@@ -343,7 +347,7 @@ impl DeviceSpec {
                     printer: required("printer", &d.printer)?,
                 }
             }
-            "sim" | "mock" => {
+            "sim" | "mdb-sim" | "mock" => {
                 if !cfg!(feature = "demo") {
                     return Err(err(
                         "driver",
@@ -355,10 +359,10 @@ impl DeviceSpec {
                 }
                 unused("address", d.address.is_some())?;
                 unused("port", d.port.is_some())?;
-                if d.driver == "sim" {
-                    Driver::Sim
-                } else {
-                    Driver::Mock
+                match d.driver.as_str() {
+                    "sim" => Driver::Sim,
+                    "mdb-sim" => Driver::MdbSim,
+                    _ => Driver::Mock,
                 }
             }
             other => return Err(err("driver", format!("unknown driver {other:?}"))),
@@ -375,7 +379,7 @@ impl DeviceSpec {
             Some(0) => return Err(err("request_timeout_secs", "must be at least 1".into())),
             other => other.map(Duration::from_secs),
         };
-        if matches!(driver, Driver::Mdb(_)) {
+        if matches!(driver, Driver::Mdb(_) | Driver::MdbSim) {
             unused("poi_id", d.poi_id.is_some())?;
             unused("sale_id", d.sale_id.is_some())?;
         }
@@ -811,6 +815,26 @@ mod tests {
                 baud: 19_200
             })
         );
+    }
+
+    #[test]
+    fn the_vending_demo_reader_is_the_mdb_driver_on_its_simulator() {
+        let spec = DeviceSpec::parse(0, &dev("r", "payment", "mdb-sim")).unwrap();
+        assert_eq!(
+            (spec.driver.clone(), spec.driver.name()),
+            (Driver::MdbSim, "mdb-sim")
+        );
+        let mut d = dev("r", "payment", "mdb-sim");
+        d.poi_id = Some("P1".into());
+        assert!(
+            DeviceSpec::parse(0, &d)
+                .unwrap_err()
+                .message
+                .contains("not used")
+        );
+        let e =
+            DeviceSpec::parse(0, &with_address(dev("r", "payment", "mdb-sim"), "h:1")).unwrap_err();
+        assert_eq!(e.field, "devices[0] (id \"r\").address");
     }
 
     #[test]

@@ -208,7 +208,7 @@ fn drawer(s: &DeviceSpec, parts: &Parts) -> Result<Built, RegistryError> {
 }
 
 /// The payment terminal: nexo over TCP, an MDB cashless reader in the store's
-/// currency, or the demo's nexo simulator.
+/// currency, or the demo's nexo or MDB reader simulator.
 async fn payment(
     s: &DeviceSpec,
     sims: &mut Sims,
@@ -217,6 +217,10 @@ async fn payment(
     let t: Arc<dyn PaymentTerminal> = match &s.driver {
         Driver::NexoTcp { address } => Arc::new(nexo(s, address)),
         Driver::Mdb(transport) => Arc::new(mdb(s, transport, currency)),
+        Driver::MdbSim => {
+            let address = sims.start(s).await?;
+            Arc::new(mdb(s, &Transport::Tcp { address }, currency))
+        }
         Driver::Sim => Arc::new(nexo(s, &sims.start(s).await?)),
         _ => return Err(unsupported(s)),
     };

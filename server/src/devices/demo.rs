@@ -14,6 +14,7 @@ use outpost_mocks::mock::scanner::MockScanner;
 use outpost_mocks::mock::sensor::MockSensor;
 use outpost_mocks::mock::vend::MockVend;
 use outpost_mocks::sim::escpos::{self, EscPosSim, SimHandle};
+use outpost_mocks::sim::mdb::{MdbOptions, MdbSim};
 use outpost_mocks::sim::payment::{self, PaymentSim};
 use outpost_mocks::sim::scale::{ScaleOptions, ScaleSim};
 use outpost_mocks::sim::scanner::ScannerSim;
@@ -23,7 +24,7 @@ use outpost_peripherals::sensor::SensorReading;
 
 use super::{Built, RegistryError, unsupported};
 use crate::config::DeviceSettings;
-use crate::config::devices::DeviceSpec;
+use crate::config::devices::{DeviceSpec, Driver};
 use crate::domain::money::Currency;
 
 /// Simulators started for `driver = "sim"` entries and mocks made for `driver =
@@ -50,6 +51,9 @@ pub struct Sims {
     pub cash_acceptors: Vec<(String, MockCashAcceptor)>,
     /// Vend dispenser mocks, by device id.
     pub vends: Vec<(String, MockVend)>,
+    /// The MDB cashless reader simulator, when the payment terminal uses the
+    /// `mdb-sim` driver (it presents a card with funds for every vend).
+    pub mdb: Option<MdbSim>,
     /// The OSB/1 spiral board simulator, when the dispenser uses the `sim` driver.
     pub spiral: Option<SpiralSim>,
 }
@@ -96,6 +100,14 @@ impl Sims {
                 let addr = sim.local_addr().to_string();
                 self.printer = Some(sim);
                 ("ESC/POS printer", addr)
+            }
+            DeviceKind::PaymentTerminal if s.driver == Driver::MdbSim => {
+                let sim = MdbSim::start(loopback(), MdbOptions::default())
+                    .await
+                    .map_err(failed("MDB cashless reader"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.mdb = Some(sim);
+                ("MDB cashless reader", addr)
             }
             DeviceKind::PaymentTerminal => {
                 let sim = PaymentSim::start(loopback(), payment::SimOptions::default())
@@ -232,4 +244,23 @@ pub fn demo_devices(with_payment: bool) -> Vec<DeviceSettings> {
         dev("sensor-1", "sensor", "mock"),
     ]);
     v
+}
+
+/// The devices `outpost demo --vending` runs with: an MDB cashless reader simulator
+/// (a card with funds always presented) and an OSB/1 spiral board simulator of 6
+/// trays by 8 columns with its drop sensor, each reached through the real driver
+/// over loopback TCP, and the trait mock of the temperature and door sensor (4 °C,
+/// door closed).
+pub fn demo_vending_devices() -> Vec<DeviceSettings> {
+    let dev = |id: &str, kind: &str, driver: &str| DeviceSettings {
+        id: id.into(),
+        kind: kind.into(),
+        driver: driver.into(),
+        ..DeviceSettings::default()
+    };
+    vec![
+        dev("reader-1", "payment", "mdb-sim"),
+        dev("board-1", "vend_dispenser", "sim"),
+        dev("sensor-1", "sensor", "mock"),
+    ]
 }

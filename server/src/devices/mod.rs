@@ -27,7 +27,7 @@ pub mod supervisor;
 
 pub use demo::Sims;
 #[cfg(feature = "demo")]
-pub use demo::demo_devices;
+pub use demo::{demo_devices, demo_vending_devices};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};

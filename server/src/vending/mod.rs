@@ -11,6 +11,8 @@
 //!   about its key.
 //! - [`alerts`]: the machine's alerts (temperature, door, slot levels, dispense and
 //!   payment faults), raised and cleared once through the outbox.
+//! - [`demo`]: the vending demo's catalog of snacks and drinks and its filled 6x8
+//!   machine.
 //! - [`dex`]: the DEX/EVA-DTS audit file from the journal, and its reset.
 //! - [`upkeep`]: the running machine's background tasks: recovery of open vends, and
 //!   the sensors' readings into the alerts.
@@ -18,6 +20,7 @@
 //!   (the sale with its slot movement, or the failure).
 
 pub mod alerts;
+pub mod demo;
 pub mod dex;
 pub mod flow;
 mod records;

@@ -212,3 +212,49 @@ async fn without_a_dispenser_a_vend_is_refused_as_device_unavailable() {
         "{e}"
     );
 }
+
+async fn alerts(app: &TestApp) -> Vec<String> {
+    let (s, v) = app.get("/api/v1/vending/alerts").await;
+    assert_eq!(s, 200, "{v}");
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls the alerts until `want` says so, bounded.
+async fn until_alerts(app: &TestApp, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = alerts(app).await;
+        if want(&a) || std::time::Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_running_server_reads_the_door_sensor_into_the_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.devices = ["vend_dispenser", "sensor"]
+        .into_iter()
+        .map(|kind| DeviceSettings {
+            id: kind.into(),
+            kind: kind.into(),
+            driver: "mock".into(),
+            ..DeviceSettings::default()
+        })
+        .collect();
+    let app = spawn_configured(settings, None, true).await;
+    let sensor = app.devices.sims().sensors[0].1.clone();
+    sensor.set_door(true);
+    let a = until_alerts(&app, |a| a.iter().any(|x| x == "door_open")).await;
+    assert_eq!(a, ["door_open"]);
+    sensor.set_door(false);
+    let a = until_alerts(&app, |a| a.is_empty()).await;
+    assert!(a.is_empty(), "{a:?}");
+}
