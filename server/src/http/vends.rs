@@ -156,11 +156,16 @@ pub async fn vend(
         key,
         fingerprint: fp,
     };
-    match state
-        .vending
-        .vend_keyed(slot, method, Some(request.clone()))
+    // The vend runs in its own task: a client that hangs up does not cut it short
+    // (it would be left open for recovery); its retry with the key finds it.
+    let vending = state.vending.clone();
+    let keyed = request.clone();
+    let run =
+        actix_web::rt::spawn(async move { vending.vend_keyed(slot, method, Some(keyed)).await });
+    let ran = run
         .await
-    {
+        .map_err(|e| VendError::Internal(format!("the vend's task failed: {e}")))?;
+    match ran {
         Ok(r) => answer(&state, r.id, StatusCode::CREATED, false),
         Err(VendError::KeyUsed(id)) => answer(&state, id, StatusCode::OK, true),
         Err(VendError::OutcomeUnknown) => {

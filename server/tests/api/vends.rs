@@ -19,10 +19,13 @@ struct Machine {
 /// A vending machine: a reader and a 2x4 board, with `A1` (MILK at 1.80, 5 units)
 /// and `A2` (SOAP, empty) set up over REST.
 async fn machine() -> Machine {
+    machine_with(MdbOptions::default()).await
+}
+
+/// [`machine`] with the reader started with `options`.
+async fn machine_with(options: MdbOptions) -> Machine {
     let loopback = "127.0.0.1:0".parse().unwrap();
-    let reader = MdbSim::start(loopback, MdbOptions::default())
-        .await
-        .unwrap();
+    let reader = MdbSim::start(loopback, options).await.unwrap();
     let board = SpiralSim::start(loopback, 2, 4, &[("A1", 5)])
         .await
         .unwrap();
@@ -123,6 +126,48 @@ async fn a_vend_over_http_charges_once_drops_once_and_a_retry_starts_nothing() {
         (s, e["code"].as_str()),
         (422, Some("idempotency_key_reused"))
     );
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_cut_the_vend_and_its_retry_gets_the_outcome() {
+    // No card until the customer presents one.
+    let m = machine_with(MdbOptions {
+        card_funds: None,
+        ..MdbOptions::default()
+    })
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let cookie = crate::helpers::session_for(
+        &m.app.security,
+        "impatient",
+        vec![outpost_security::auth::roles::Role::Supervisor],
+    );
+    let gone = impatient
+        .post(m.app.url("/api/v1/vending/vends"))
+        .header("cookie", cookie)
+        .header("Idempotency-Key", "hung-up")
+        .json(&json!({"slot": "A1"}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out: {gone:?}");
+    // While the reader waits for the card, a retry sees the vend open.
+    let (s, v, _) = vend(&m.app, Some("hung-up"), &json!({"slot": "A1"})).await;
+    assert_eq!((s, v["state"].as_str()), (202, Some("authorizing")), "{v}");
+    m.reader.present_card(Some(50_000));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let v = loop {
+        let (s, v, _) = vend(&m.app, Some("hung-up"), &json!({"slot": "A1"})).await;
+        if s == 200 || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["state"], "completed", "{v}");
+    assert_eq!(charges(&m.reader, Charge::Settled), 1);
+    assert_eq!(m.board.dispensed_total(), 1);
 }
 
 #[tokio::test]
