@@ -48,6 +48,7 @@ pub struct Application {
     addr: SocketAddr,
     server: actix_web::dev::Server,
     sales: Sales,
+    vending: crate::vending::Vending,
     sales_recovery_secs: u64,
     settings: Arc<Settings>,
     sync: Arc<SyncState>,
@@ -325,7 +326,16 @@ impl Application {
             n => n,
         };
         let settings = Arc::new(settings);
+        let vending = crate::vending::Vending::new(
+            sales.clone(),
+            crate::vending::VendDevices {
+                cashless: registry.payment(),
+                dispenser: registry.dispenser(),
+            },
+            Default::default(),
+        );
         let state = web::Data::new(AppState {
+            vending: vending.clone(),
             sales: sales.clone(),
             settings: settings.clone(),
             started: Instant::now(),
@@ -365,6 +375,7 @@ impl Application {
             addr,
             server,
             sales,
+            vending,
             sales_recovery_secs,
             settings,
             sync,
@@ -438,6 +449,20 @@ impl Application {
         let every = Duration::from_secs(self.sales_recovery_secs);
         let recovery = self.sales.spawn_recovery(every);
         let lockdown = self.security.spawn_lockdown_watch(Duration::from_secs(1));
+        // Vends a restart left open are finished first (recovery holds the machine).
+        // The sensors feed the machine's alerts only on a vending site (one with a
+        // dispenser): a till's door sensor is the tamper watch's.
+        let vend_sensors = match self.registry.dispenser() {
+            Some(_) => self.registry.sensors(),
+            None => &[],
+        };
+        let vending = self.vending.spawn_upkeep(
+            vend_sensors,
+            crate::vending::upkeep::UpkeepConfig {
+                recovery_every: every,
+                ..Default::default()
+            },
+        );
         let mut device_tasks = self.registry.start();
         device_tasks.extend(crate::access::tamper::spawn(
             &self.registry,
@@ -516,6 +541,9 @@ impl Application {
         handle.stop(true).await;
         recovery.abort();
         lockdown.abort();
+        for t in vending {
+            t.abort();
+        }
         sweeper.abort();
         if let Some(e) = events {
             e.abort();

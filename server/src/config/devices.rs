@@ -41,9 +41,15 @@ pub enum Driver {
     ScannerSerial(Transport),
     /// Mettler-Toledo MT-SICS scale.
     MtSics(Transport),
+    /// Spiral-motor vending board speaking OSB/1 (`docs/vending.md`), with its drop
+    /// sensor.
+    Osb(Transport),
     /// The real driver (ESC/POS, nexo, scanner or MT-SICS) talking to an in-process wire simulator on a
     /// loopback port. For demos and tests; needs the `demo` feature.
     Sim,
+    /// The MDB cashless driver talking to the in-process MDB reader simulator on a
+    /// loopback port (a vending demo's card reader). Needs the `demo` feature.
+    MdbSim,
     /// A trait-level mock (payment terminal, customer display, scanner, scale, cash
     /// acceptor, vend dispenser, environment sensor). For demos and tests;
     /// needs the `demo` feature.
@@ -61,7 +67,9 @@ impl Driver {
             Driver::Mdb(_) => "mdb",
             Driver::ScannerSerial(_) => "scanner-serial",
             Driver::MtSics(_) => "mt-sics",
+            Driver::Osb(_) => "osb",
             Driver::Sim => "sim",
+            Driver::MdbSim => "mdb-sim",
             Driver::Mock => "mock",
         }
     }
@@ -112,17 +120,17 @@ const DRIVERS: &[(DeviceKind, &[&str])] = &[
     (DeviceKind::CustomerDisplay, &["mock"]),
     (
         DeviceKind::PaymentTerminal,
-        &["nexo-tcp", "mdb", "sim", "mock"],
+        &["nexo-tcp", "mdb", "sim", "mdb-sim", "mock"],
     ),
     (
         DeviceKind::BarcodeScanner,
         &["scanner-serial", "sim", "mock"],
     ),
     (DeviceKind::Scale, &["mt-sics", "sim", "mock"]),
-    // No real driver exists yet for these three: only the trait mocks, for demos and
-    // tests (a real coin/note acceptor, vend dispenser or sensor needs its own driver).
+    (DeviceKind::VendDispenser, &["osb", "sim", "mock"]),
+    // No real driver exists yet for these two: only the trait mocks, for demos and
+    // tests (a real coin/note acceptor or sensor needs its own driver).
     (DeviceKind::CashAcceptor, &["mock"]),
-    (DeviceKind::VendDispenser, &["mock"]),
     (DeviceKind::EnvironmentSensor, &["mock"]),
 ];
 
@@ -132,6 +140,7 @@ const SINGLE: &[DeviceKind] = &[
     DeviceKind::CashDrawer,
     DeviceKind::CustomerDisplay,
     DeviceKind::PaymentTerminal,
+    DeviceKind::VendDispenser,
 ];
 
 /// The config's kind names: the short ones and the API's.
@@ -278,7 +287,7 @@ impl DeviceSpec {
                 }
                 Driver::EscPosSerial { port, baud }
             }
-            "mdb" | "scanner-serial" | "mt-sics" => {
+            "mdb" | "scanner-serial" | "mt-sics" | "osb" => {
                 let transport = match (&d.address, &d.port) {
                     (Some(address), None) => {
                         check_address(address, false).map_err(|m| err("address", m))?;
@@ -291,7 +300,11 @@ impl DeviceSpec {
                         if port.trim().is_empty() {
                             return Err(err("port", "must name a serial port".into()));
                         }
-                        let default_baud = if d.driver == "mdb" { 115_200 } else { 9_600 };
+                        let default_baud = match d.driver.as_str() {
+                            "mdb" => 115_200,
+                            "osb" => 19_200,
+                            _ => 9_600,
+                        };
                         let baud = d.baud.unwrap_or(default_baud);
                         if !(1_200..=921_600).contains(&baud) {
                             return Err(err("baud", format!("{baud} is not a serial baud rate")));
@@ -323,6 +336,7 @@ impl DeviceSpec {
                 match d.driver.as_str() {
                     "mdb" => Driver::Mdb(transport),
                     "scanner-serial" => Driver::ScannerSerial(transport),
+                    "osb" => Driver::Osb(transport),
                     _ => Driver::MtSics(transport),
                 }
             }
@@ -333,7 +347,7 @@ impl DeviceSpec {
                     printer: required("printer", &d.printer)?,
                 }
             }
-            "sim" | "mock" => {
+            "sim" | "mdb-sim" | "mock" => {
                 if !cfg!(feature = "demo") {
                     return Err(err(
                         "driver",
@@ -345,10 +359,10 @@ impl DeviceSpec {
                 }
                 unused("address", d.address.is_some())?;
                 unused("port", d.port.is_some())?;
-                if d.driver == "sim" {
-                    Driver::Sim
-                } else {
-                    Driver::Mock
+                match d.driver.as_str() {
+                    "sim" => Driver::Sim,
+                    "mdb-sim" => Driver::MdbSim,
+                    _ => Driver::Mock,
                 }
             }
             other => return Err(err("driver", format!("unknown driver {other:?}"))),
@@ -365,7 +379,7 @@ impl DeviceSpec {
             Some(0) => return Err(err("request_timeout_secs", "must be at least 1".into())),
             other => other.map(Duration::from_secs),
         };
-        if matches!(driver, Driver::Mdb(_)) {
+        if matches!(driver, Driver::Mdb(_) | Driver::MdbSim) {
             unused("poi_id", d.poi_id.is_some())?;
             unused("sale_id", d.sale_id.is_some())?;
         }
@@ -613,7 +627,20 @@ mod tests {
             (
                 vec![dev("x", "vend_dispenser", "escpos-tcp")],
                 ".driver",
-                "use mock",
+                "use osb, sim, mock",
+            ),
+            (
+                vec![dev("x", "vend_dispenser", "osb")],
+                "devices[0] (id \"x\")",
+                "needs port = \"/dev/ttyUSB0\" (serial) or address",
+            ),
+            (
+                vec![
+                    dev("a", "vend_dispenser", "mock"),
+                    dev("b", "vend_dispenser", "mock"),
+                ],
+                "devices[1] (id \"b\").kind",
+                "one vend_dispenser",
             ),
             (
                 vec![dev("x", "scale", "mt-sics")],
@@ -745,6 +772,7 @@ mod tests {
                 scale,
                 mdb,
                 dev("door", "sensor", "mock"),
+                with_address(dev("board", "vend_dispenser", "osb"), "10.0.0.9"),
             ],
             "none",
         )
@@ -772,6 +800,41 @@ mod tests {
             })
         );
         assert_eq!(specs[4].kind, DeviceKind::EnvironmentSensor);
+        assert_eq!(
+            specs[5].driver,
+            Driver::Osb(Transport::Tcp {
+                address: "10.0.0.9".into()
+            })
+        );
+        let mut serial_board = dev("board", "vend_dispenser", "osb");
+        serial_board.port = Some("/dev/ttyS1".into());
+        assert_eq!(
+            DeviceSpec::parse(0, &serial_board).unwrap().driver,
+            Driver::Osb(Transport::Serial {
+                port: "/dev/ttyS1".into(),
+                baud: 19_200
+            })
+        );
+    }
+
+    #[test]
+    fn the_vending_demo_reader_is_the_mdb_driver_on_its_simulator() {
+        let spec = DeviceSpec::parse(0, &dev("r", "payment", "mdb-sim")).unwrap();
+        assert_eq!(
+            (spec.driver.clone(), spec.driver.name()),
+            (Driver::MdbSim, "mdb-sim")
+        );
+        let mut d = dev("r", "payment", "mdb-sim");
+        d.poi_id = Some("P1".into());
+        assert!(
+            DeviceSpec::parse(0, &d)
+                .unwrap_err()
+                .message
+                .contains("not used")
+        );
+        let e =
+            DeviceSpec::parse(0, &with_address(dev("r", "payment", "mdb-sim"), "h:1")).unwrap_err();
+        assert_eq!(e.field, "devices[0] (id \"r\").address");
     }
 
     #[test]

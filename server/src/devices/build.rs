@@ -16,7 +16,10 @@ use outpost_peripherals::printer::ReceiptPrinter;
 use outpost_peripherals::scale::Scale;
 use outpost_peripherals::scanner::BarcodeScanner;
 use outpost_peripherals::scanner_serial::{ScannerConfig, SerialScanner};
+use outpost_peripherals::sensor::EnvironmentSensor;
 use outpost_peripherals::sics::{SicsConfig, SicsScale};
+use outpost_peripherals::spiral::{SpiralBoard, SpiralConfig};
+use outpost_peripherals::vend::VendDispenser;
 use outpost_peripherals::{Device, DeviceKind};
 
 use super::demo::Sims;
@@ -51,8 +54,9 @@ impl Registry {
                 (DeviceKind::PaymentTerminal, _) => payment(s, &mut sims, &cfg.currency).await?,
                 (DeviceKind::Scale, _) => scale(s, &mut sims).await?,
                 (DeviceKind::BarcodeScanner, _) => scanner(s, &mut sims).await?,
-                // Customer displays, cash acceptors, vend dispensers and sensors have no
-                // real driver yet: only the mocks above.
+                (DeviceKind::VendDispenser, _) => dispenser(s, &mut sims).await?,
+                // Customer displays, cash acceptors and sensors have no real driver
+                // yet: only the mocks above.
                 _ => return Err(unsupported(s)),
             };
             parts.add(s, built);
@@ -76,6 +80,8 @@ impl Registry {
             payment: parts.payment,
             scales: parts.scales,
             scans: parts.scans,
+            dispenser: parts.dispenser,
+            sensors: parts.sensors,
             store,
             spooler,
             supervisor: cfg.supervisor,
@@ -97,6 +103,8 @@ struct Parts {
     payment: Option<Arc<dyn PaymentTerminal>>,
     scales: Vec<(String, Arc<dyn Scale>, Duration)>,
     scans: Vec<Arc<ScanFeed>>,
+    dispenser: Option<Arc<dyn VendDispenser>>,
+    sensors: Vec<(String, Arc<dyn EnvironmentSensor>)>,
 }
 
 impl Parts {
@@ -130,6 +138,14 @@ impl Parts {
                 self.scans
                     .push(Arc::new(ScanFeed::new(&s.id, scanner.clone())));
                 scanner
+            }
+            Built::Dispenser(d) => {
+                self.dispenser = Some(d.clone());
+                d
+            }
+            Built::Sensor(sensor) => {
+                self.sensors.push((s.id.clone(), sensor.clone()));
+                sensor
             }
             Built::Other(d) => d,
         };
@@ -192,7 +208,7 @@ fn drawer(s: &DeviceSpec, parts: &Parts) -> Result<Built, RegistryError> {
 }
 
 /// The payment terminal: nexo over TCP, an MDB cashless reader in the store's
-/// currency, or the demo's nexo simulator.
+/// currency, or the demo's nexo or MDB reader simulator.
 async fn payment(
     s: &DeviceSpec,
     sims: &mut Sims,
@@ -201,6 +217,10 @@ async fn payment(
     let t: Arc<dyn PaymentTerminal> = match &s.driver {
         Driver::NexoTcp { address } => Arc::new(nexo(s, address)),
         Driver::Mdb(transport) => Arc::new(mdb(s, transport, currency)),
+        Driver::MdbSim => {
+            let address = sims.start(s).await?;
+            Arc::new(mdb(s, &Transport::Tcp { address }, currency))
+        }
         Driver::Sim => Arc::new(nexo(s, &sims.start(s).await?)),
         _ => return Err(unsupported(s)),
     };
@@ -245,6 +265,28 @@ async fn scanner(s: &DeviceSpec, sims: &mut Sims) -> Result<Built, RegistryError
         _ => return Err(unsupported(s)),
     };
     Ok(Built::Scanner(scanner))
+}
+
+/// A vend dispenser: a spiral board speaking OSB/1 over a serial port or TCP, or the
+/// demo's OSB/1 board simulator.
+async fn dispenser(s: &DeviceSpec, sims: &mut Sims) -> Result<Built, RegistryError> {
+    let mut c = SpiralConfig::default();
+    if let Some(t) = s.connect_timeout {
+        c.connect_timeout = t;
+    }
+    if let Some(t) = s.io_timeout {
+        c.io_timeout = t;
+    }
+    let board: Arc<dyn VendDispenser> = match &s.driver {
+        Driver::Osb(transport) => Arc::new(SpiralBoard::with_connector(
+            &s.id,
+            transport.connector(outpost_peripherals::spiral::DEFAULT_PORT),
+            c,
+        )),
+        Driver::Sim => Arc::new(SpiralBoard::tcp(&s.id, &sims.start(s).await?, c)),
+        _ => return Err(unsupported(s)),
+    };
+    Ok(Built::Dispenser(board))
 }
 
 fn nexo(s: &DeviceSpec, address: &str) -> NexoTerminal {

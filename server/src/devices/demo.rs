@@ -14,15 +14,17 @@ use outpost_mocks::mock::scanner::MockScanner;
 use outpost_mocks::mock::sensor::MockSensor;
 use outpost_mocks::mock::vend::MockVend;
 use outpost_mocks::sim::escpos::{self, EscPosSim, SimHandle};
+use outpost_mocks::sim::mdb::{MdbOptions, MdbSim};
 use outpost_mocks::sim::payment::{self, PaymentSim};
 use outpost_mocks::sim::scale::{ScaleOptions, ScaleSim};
 use outpost_mocks::sim::scanner::ScannerSim;
+use outpost_mocks::sim::spiral::SpiralSim;
 use outpost_peripherals::DeviceKind;
 use outpost_peripherals::sensor::SensorReading;
 
 use super::{Built, RegistryError, unsupported};
 use crate::config::DeviceSettings;
-use crate::config::devices::DeviceSpec;
+use crate::config::devices::{DeviceSpec, Driver};
 use crate::domain::money::Currency;
 
 /// Simulators started for `driver = "sim"` entries and mocks made for `driver =
@@ -47,8 +49,13 @@ pub struct Sims {
     pub sensors: Vec<(String, MockSensor)>,
     /// Coin and note acceptor mocks (no real driver yet), by device id.
     pub cash_acceptors: Vec<(String, MockCashAcceptor)>,
-    /// Vend dispenser mocks (no real driver yet), by device id.
+    /// Vend dispenser mocks, by device id.
     pub vends: Vec<(String, MockVend)>,
+    /// The MDB cashless reader simulator, when the payment terminal uses the
+    /// `mdb-sim` driver (it presents a card with funds for every vend).
+    pub mdb: Option<MdbSim>,
+    /// The OSB/1 spiral board simulator, when the dispenser uses the `sim` driver.
+    pub spiral: Option<SpiralSim>,
 }
 
 impl Drop for Sims {
@@ -60,6 +67,19 @@ impl Drop for Sims {
             p.shutdown();
         }
     }
+}
+
+/// The demo vending machine: 6 trays (`A` to `F`) of 8 columns.
+pub const DEMO_TRAYS: u8 = 6;
+/// Columns per tray of the demo machine.
+pub const DEMO_COLUMNS: u8 = 8;
+/// Units the simulated board holds in each slot at start.
+pub const DEMO_SLOT_UNITS: u32 = 10;
+
+/// Every slot of the demo machine, `A1` to `F8`.
+pub fn demo_slots() -> impl Iterator<Item = String> {
+    (0..DEMO_TRAYS)
+        .flat_map(|t| (1..=DEMO_COLUMNS).map(move |c| format!("{}{c}", char::from(b'A' + t))))
 }
 
 /// Where a simulator listens: any free loopback port.
@@ -80,6 +100,14 @@ impl Sims {
                 let addr = sim.local_addr().to_string();
                 self.printer = Some(sim);
                 ("ESC/POS printer", addr)
+            }
+            DeviceKind::PaymentTerminal if s.driver == Driver::MdbSim => {
+                let sim = MdbSim::start(loopback(), MdbOptions::default())
+                    .await
+                    .map_err(failed("MDB cashless reader"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.mdb = Some(sim);
+                ("MDB cashless reader", addr)
             }
             DeviceKind::PaymentTerminal => {
                 let sim = PaymentSim::start(loopback(), payment::SimOptions::default())
@@ -104,6 +132,17 @@ impl Sims {
                 let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
                 self.scanners.push((s.id.clone(), sim));
                 ("barcode scanner", addr)
+            }
+            DeviceKind::VendDispenser => {
+                let stock: Vec<(String, u32)> =
+                    demo_slots().map(|s| (s, DEMO_SLOT_UNITS)).collect();
+                let stock: Vec<(&str, u32)> = stock.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+                let sim = SpiralSim::start(loopback(), DEMO_TRAYS, DEMO_COLUMNS, &stock)
+                    .await
+                    .map_err(failed("OSB/1 spiral board"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.spiral = Some(sim);
+                ("OSB/1 spiral board", addr)
             }
             _ => return Err(unsupported(s)),
         };
@@ -147,7 +186,7 @@ impl Sims {
                 };
                 let m = MockSensor::new(&s.id, reading);
                 self.sensors.push((id, m.clone()));
-                Built::Other(Arc::new(m))
+                Built::Sensor(Arc::new(m))
             }
             DeviceKind::CashAcceptor => {
                 let m = MockCashAcceptor::new(&s.id, &currency.to_string());
@@ -160,7 +199,7 @@ impl Sims {
                 let slots: Vec<(&str, u32)> = slots.iter().map(|(s, n)| (s.as_str(), *n)).collect();
                 let m = MockVend::closed(&s.id, &slots);
                 self.vends.push((id, m.clone()));
-                Built::Other(Arc::new(m))
+                Built::Dispenser(Arc::new(m))
             }
             _ => return Err(unsupported(s)),
         })
@@ -205,4 +244,23 @@ pub fn demo_devices(with_payment: bool) -> Vec<DeviceSettings> {
         dev("sensor-1", "sensor", "mock"),
     ]);
     v
+}
+
+/// The devices `outpost demo --vending` runs with: an MDB cashless reader simulator
+/// (a card with funds always presented) and an OSB/1 spiral board simulator of 6
+/// trays by 8 columns with its drop sensor, each reached through the real driver
+/// over loopback TCP, and the trait mock of the temperature and door sensor (4 °C,
+/// door closed).
+pub fn demo_vending_devices() -> Vec<DeviceSettings> {
+    let dev = |id: &str, kind: &str, driver: &str| DeviceSettings {
+        id: id.into(),
+        kind: kind.into(),
+        driver: driver.into(),
+        ..DeviceSettings::default()
+    };
+    vec![
+        dev("reader-1", "payment", "mdb-sim"),
+        dev("board-1", "vend_dispenser", "sim"),
+        dev("sensor-1", "sensor", "mock"),
+    ]
 }

@@ -27,7 +27,7 @@ pub mod supervisor;
 
 pub use demo::Sims;
 #[cfg(feature = "demo")]
-pub use demo::demo_devices;
+pub use demo::{demo_devices, demo_vending_devices};
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -39,6 +39,8 @@ use outpost_peripherals::payment::PaymentTerminal;
 use outpost_peripherals::printer::ReceiptPrinter;
 use outpost_peripherals::scale::Scale;
 use outpost_peripherals::scanner::BarcodeScanner;
+use outpost_peripherals::sensor::EnvironmentSensor;
+use outpost_peripherals::vend::VendDispenser;
 use outpost_peripherals::{
     Device, DeviceCore, DeviceKind, DeviceState, Health, HealthLevel, HealthReport, PowerState,
     Statistics,
@@ -245,6 +247,10 @@ pub struct Registry {
     /// Scales by id, with how long a checkout waits for each to settle.
     scales: Vec<(String, Arc<dyn Scale>, Duration)>,
     scans: Vec<Arc<ScanFeed>>,
+    /// The vending machine's dispenser.
+    dispenser: Option<Arc<dyn VendDispenser>>,
+    /// Environment sensors by id.
+    sensors: Vec<(String, Arc<dyn EnvironmentSensor>)>,
     store: Arc<crate::store::Store>,
     spooler: Arc<Spooler>,
     supervisor: SupervisorConfig,
@@ -311,7 +317,11 @@ enum Built {
     Payment(Arc<dyn PaymentTerminal>),
     Scale(Arc<dyn Scale>),
     Scanner(Arc<dyn BarcodeScanner>),
-    /// A device checkout does not use (yet): a cash acceptor, vend dispenser, sensor.
+    /// The vending machine's dispenser, with its drop sensor.
+    Dispenser(Arc<dyn VendDispenser>),
+    /// An environment sensor (temperature, door).
+    Sensor(Arc<dyn EnvironmentSensor>),
+    /// A device nothing uses yet: a cash acceptor.
     Other(Arc<dyn Device>),
 }
 
@@ -424,6 +434,16 @@ impl Registry {
     /// The payment terminal, when configured.
     pub fn payment(&self) -> Option<Arc<dyn PaymentTerminal>> {
         self.payment.clone()
+    }
+
+    /// The vending machine's dispenser, when configured.
+    pub fn dispenser(&self) -> Option<Arc<dyn VendDispenser>> {
+        self.dispenser.clone()
+    }
+
+    /// Every environment sensor, with its id.
+    pub fn sensors(&self) -> &[(String, Arc<dyn EnvironmentSensor>)] {
+        &self.sensors
     }
 
     /// The scale `id`, with how long a checkout waits for it to settle.

@@ -16,6 +16,7 @@
 //!   terminal tokens.
 //! - [`vending`]: a vending site's slots (list, edit, refill, count) and its DEX audit.
 //! - [`shopper`]: the store QR, shopper sessions and their carts.
+//! - [`vends`]: selling one vend.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
 //!
 //! Every route is listed once, in [`api!`]: the same list registers the handlers and
@@ -42,6 +43,7 @@ pub mod selling;
 pub mod shopper;
 pub mod updates;
 pub mod vending;
+pub mod vends;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +73,8 @@ pub struct AppState {
     pub security: Arc<crate::access::Access>,
     /// Whether the REST port serves TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// The vending machine: vends over its cashless reader and dispenser.
+    pub vending: crate::vending::Vending,
     /// Notified when an update switched to a new release: the server then stops
     /// gracefully and its supervisor starts the new one.
     pub restart: Arc<tokio::sync::Notify>,
@@ -167,6 +171,7 @@ api!(
     shopper::get_cart,
     shopper::add_line,
     shopper::remove_line,
+    vends::vend,
 );
 
 /// Adds the two ways to authenticate to the OpenAPI document: a terminal's bearer

@@ -124,6 +124,14 @@ impl From<VendError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "vend_in_progress", e.to_string())
                     .header("retry-after", "2")
             }
+            e @ VendError::KeyUsed(_) => {
+                ApiError::new(StatusCode::CONFLICT, "in_progress", e.to_string())
+                    .header("retry-after", "1")
+            }
+            e @ VendError::KeyReused => {
+                ApiError::unprocessable("idempotency_key_reused", e.to_string())
+                    .field("Idempotency-Key")
+            }
             e @ VendError::DeviceUnavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "device_unavailable",

@@ -15,7 +15,7 @@ use outpost_peripherals::vend::{VendOutcome, VendStatus};
 use time::OffsetDateTime;
 
 use super::records::{self, open_tx, put_open};
-use super::{VendError, Vending, slots};
+use super::{VEND_SCOPE, VendError, VendRequestKey, Vending, slots};
 use crate::domain::pricing::{CartItem, Quantity, price_cart};
 use crate::domain::promotion::PromotionSet;
 use crate::domain::sale::{
@@ -23,6 +23,8 @@ use crate::domain::sale::{
 };
 use crate::domain::vending::vend::VendFault;
 use crate::domain::vending::{Climate, PayMethod, SlotId, VendRecord, VendState};
+use crate::sales::idempotency::{IdemRecord, IdemState};
+use crate::sales::journal;
 use crate::sales::terminal::{Asked, asked_from, not_delivered};
 use crate::store::StoreError;
 
@@ -46,6 +48,18 @@ impl Vending {
     /// recovery. Not cancel-safe: a dropped call leaves the vend open, as a power cut
     /// would, and [`Vending::recover`] finishes it.
     pub async fn vend(&self, slot: SlotId, method: PayMethod) -> Result<VendRecord, VendError> {
+        self.vend_keyed(slot, method, None).await
+    }
+
+    /// [`Vending::vend`] under the caller's request key: the key is bound to the vend
+    /// in the same write as its `selected` record, so a retry never starts a second
+    /// vend ([`VendError::KeyUsed`] names the first).
+    pub async fn vend_keyed(
+        &self,
+        slot: SlotId,
+        method: PayMethod,
+        request: Option<VendRequestKey>,
+    ) -> Result<VendRecord, VendError> {
         let _machine = self.machine.try_lock().map_err(|_| VendError::Busy)?;
         if self.devices.dispenser.is_none() {
             return Err(VendError::DeviceUnavailable(
@@ -67,7 +81,7 @@ impl Vending {
                 ));
             }
         }
-        let mut r = self.select(slot, method).await?;
+        let mut r = self.select(slot, method, request).await?;
         // Authorizing: the record says the reader may hold money under the key.
         r.transition(VendState::Authorizing, now())?;
         self.persist(&r).await?;
@@ -110,7 +124,12 @@ impl Vending {
 
     /// Check the slot can sell, price it and write the vend as `selected`. Refused
     /// while another vend is open: an unfinished vend is finished by recovery first.
-    async fn select(&self, slot: SlotId, method: PayMethod) -> Result<VendRecord, VendError> {
+    async fn select(
+        &self,
+        slot: SlotId,
+        method: PayMethod,
+        request: Option<VendRequestKey>,
+    ) -> Result<VendRecord, VendError> {
         let store = self.store().clone();
         let s = slots::one(&store, slot)?.ok_or(VendError::NoSlot(slot))?;
         let not = |reason: &str| VendError::NotSellable {
@@ -152,6 +171,19 @@ impl Vending {
         let rec = r.clone();
         store
             .write(move |tx| {
+                if let Some(req) = &request
+                    && let Some(used) = journal::idem_get(tx, VEND_SCOPE, &req.key)?
+                {
+                    if used.fingerprint != req.fingerprint {
+                        return Err(VendError::KeyReused);
+                    }
+                    return match used.state {
+                        IdemState::InProgress { id } => Err(VendError::KeyUsed(id)),
+                        IdemState::Done { .. } => Err(VendError::Internal(
+                            "a vend's idempotency record is never marked done".into(),
+                        )),
+                    };
+                }
                 if !open_tx(tx)?.is_empty() {
                     return Err(VendError::Busy);
                 }
@@ -173,6 +205,19 @@ impl Vending {
                     });
                 }
                 put_open(tx, &rec);
+                if let Some(req) = &request {
+                    // The key stays bound to the vend: its record (open or finished)
+                    // is the answer to any retry.
+                    journal::idem_put(
+                        tx,
+                        VEND_SCOPE,
+                        &req.key,
+                        &IdemRecord {
+                            fingerprint: req.fingerprint.clone(),
+                            state: IdemState::InProgress { id: rec.id },
+                        },
+                    );
+                }
                 Ok(())
             })
             .await??;

@@ -11,16 +11,22 @@
 //!   about its key.
 //! - [`alerts`]: the machine's alerts (temperature, door, slot levels, dispense and
 //!   payment faults), raised and cleared once through the outbox.
+//! - [`demo`]: the vending demo's catalog of snacks and drinks and its filled 6x8
+//!   machine.
 //! - [`dex`]: the DEX/EVA-DTS audit file from the journal, and its reset.
+//! - [`upkeep`]: the running machine's background tasks: recovery of open vends, and
+//!   the sensors' readings into the alerts.
 //! - `records` (private): the vend records in the journal tree and the final writes
 //!   (the sale with its slot movement, or the failure).
 
 pub mod alerts;
+pub mod demo;
 pub mod dex;
 pub mod flow;
 mod records;
 pub mod recovery;
 pub mod slots;
+pub mod upkeep;
 
 #[cfg(test)]
 mod alert_tests;
@@ -41,7 +47,7 @@ use crate::domain::vending::vend::IllegalVendMove;
 use crate::sales::Sales;
 use crate::store::StoreError;
 
-pub use records::{finished, open_vends};
+pub use records::{by_request_key, finished, get, open_vends};
 
 /// Why a vend or a slot change was refused or could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,12 @@ pub enum VendError {
     /// Another vend is running: the machine serves one customer at a time.
     #[error("another vend is in progress")]
     Busy,
+    /// The request's idempotency key already started this vend: it is not run again.
+    #[error("this Idempotency-Key already started vend {0}")]
+    KeyUsed(uuid::Uuid),
+    /// The request's idempotency key was used for a different request.
+    #[error("this Idempotency-Key was used for a different vend request")]
+    KeyReused,
     /// A device this vend needs is not configured or cannot be reached; nothing was
     /// charged.
     #[error("{0}")]
@@ -105,6 +117,19 @@ pub struct VendDevices {
     /// The spiral motors with their drop sensor.
     pub dispenser: Option<Arc<dyn VendDispenser>>,
 }
+
+/// The caller's key for one vend request: a retry with it finds the vend it started
+/// instead of starting another.
+#[derive(Debug, Clone)]
+pub struct VendRequestKey {
+    /// The `Idempotency-Key`.
+    pub key: crate::domain::sale::IdempotencyKey,
+    /// What the request asked for (a retry must ask the same).
+    pub fingerprint: String,
+}
+
+/// Idempotency records of vend requests live in this scope.
+pub const VEND_SCOPE: &str = "vend";
 
 /// Timing of device calls.
 #[derive(Debug, Clone)]

@@ -56,6 +56,33 @@ pub fn finished(store: &Store) -> Result<Vec<VendRecord>, StoreError> {
         .collect()
 }
 
+/// The vend `id`, open or finished.
+pub fn get(store: &Store, id: Uuid) -> Result<Option<VendRecord>, StoreError> {
+    for prefix in [OPEN, DONE] {
+        if let Some(v) = store.journal_get(&key(prefix, id))? {
+            return from_json(&v, "vend record").map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The vend a request key started, with the fingerprint of that request.
+pub fn by_request_key(
+    store: &Store,
+    key: &crate::domain::sale::IdempotencyKey,
+) -> Result<Option<(String, Uuid)>, StoreError> {
+    use crate::sales::idempotency::{IdemRecord, IdemState};
+    let Some(v) = store.journal_get(&crate::store::keys::idem(super::VEND_SCOPE, key.as_str()))?
+    else {
+        return Ok(None);
+    };
+    let rec: IdemRecord = from_json(&v, "idempotency record")?;
+    Ok(match rec.state {
+        IdemState::InProgress { id } => Some((rec.fingerprint, id)),
+        IdemState::Done { .. } => None,
+    })
+}
+
 /// End a vend in state `r.state()` (final): remove it from the open ones, keep it as
 /// finished, and for a product that dropped take it off its slot; `sale` is recorded
 /// with it for a completed vend. Ends a vend once: a vend no longer open is left as

@@ -334,6 +334,14 @@ pub(crate) fn matrix() -> Vec<Row> {
         ),
         row(
             "POST",
+            "/api/v1/vending/vends",
+            "/api/v1/vending/vends",
+            // Refused after the permission check, before any device is needed.
+            Some(json!({"slot": "A1", "method": "cash"})),
+            sellers,
+        ),
+        row(
+            "POST",
             "/api/v1/vending/alerts/temperature/clear",
             "/api/v1/vending/alerts/temperature/clear",
             None,

@@ -533,8 +533,16 @@ async fn bad_device_entries_stop_the_server_with_the_entry_named() {
             "needs port = \"/dev/ttyUSB0\" (serial) or address",
         ),
         (
-            "id = \"v\"\nkind = \"vend_dispenser\"\ndriver = \"sim\"\n",
-            "unknown driver \"sim\" for vend_dispenser: use mock",
+            "id = \"c\"\nkind = \"cash_acceptor\"\ndriver = \"sim\"\n",
+            "unknown driver \"sim\" for cash_acceptor: use mock",
+        ),
+        (
+            "id = \"v\"\nkind = \"vend_dispenser\"\ndriver = \"escpos-tcp\"\n",
+            "unknown driver \"escpos-tcp\" for vend_dispenser: use osb, sim, mock",
+        ),
+        (
+            "id = \"v\"\nkind = \"vend_dispenser\"\ndriver = \"osb\"\n",
+            "needs port = \"/dev/ttyUSB0\" (serial) or address",
         ),
         (
             "id = \"p\"\nkind = \"printer\"\ndriver = \"escpos-tcp\"\nadress = \"x\"\n",

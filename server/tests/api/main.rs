@@ -18,3 +18,4 @@ mod refunds;
 mod shopper;
 mod tls;
 mod vending;
+mod vends;

@@ -13,6 +13,7 @@ mod login_storm;
 mod logs;
 mod notify;
 mod readme;
+mod vending_demo;
 
 /// A real `outpost serve` at `trace` for every crate, its stdout and stderr captured.
 pub(crate) struct Serving {

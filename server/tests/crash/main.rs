@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
+mod vending;
+
 const SKUS: usize = 12;
 const OPENING_STOCK: i64 = 1_000_000;
 const CLIENTS: usize = 16;
@@ -36,9 +38,18 @@ impl Drop for Server {
 }
 
 fn start(dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
+    start_with(dir, None)
+}
+
+/// `outpost serve` on `dir`, with the config file `config` when given.
+fn start_with(dir: &Path, config: Option<&Path>) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
         .env("OUTPOST_LOG", "info")
         .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
         .env_remove("RUST_LOG")

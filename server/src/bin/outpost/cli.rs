@@ -54,6 +54,11 @@ pub enum Command {
         /// Number of demo products.
         #[arg(long, default_value_t = 10_000)]
         products: usize,
+        /// A vending site instead of a shop: a 6x8 machine with its slots filled
+        /// from a catalog of snacks and drinks, a simulated MDB cashless reader,
+        /// OSB/1 spiral board with drop sensor, and temperature sensor.
+        #[arg(long)]
+        vending: bool,
     },
     /// Enrol this unit with HQ's signed bundle (the server stopped): HQ's key, the
     /// lease policy and the unlock policy become fixed in the trust record and the TPM,

@@ -62,7 +62,11 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(common) => serve::serve(&common).await,
-        Command::Demo { common, products } => serve::demo(&common, products).await,
+        Command::Demo {
+            common,
+            products,
+            vending,
+        } => serve::demo(&common, products, vending).await,
         Command::P2p { what } => p2p::run(what),
         Command::Enroll {
             bundle,

@@ -128,13 +128,17 @@ fn stop_with_supervisor() {
 /// `outpost demo`: seed an empty data dir with `products` demo products, print the
 /// demo's credentials, and serve it (with simulated devices when the config names
 /// none).
-pub async fn demo(common: &Common, products: usize) -> anyhow::Result<()> {
+pub async fn demo(common: &Common, products: usize, vending: bool) -> anyhow::Result<()> {
     let mut s = common.settings()?;
     outpost_server::telemetry::init(&s.log);
     if s.devices.is_empty() {
         // Simulators speaking the real wire protocols, so the demo runs the
-        // ESC/POS and nexo drivers end to end.
-        s.devices = demo_devices(&s)?;
+        // ESC/POS and nexo drivers (or the MDB and OSB/1 ones) end to end.
+        s.devices = if vending {
+            demo_vending_devices()?
+        } else {
+            demo_devices(&s)?
+        };
         s.validate()?;
     }
     // The demo runs on the development sealer (with its warning) unless a config
@@ -147,15 +151,28 @@ pub async fn demo(common: &Common, products: usize) -> anyhow::Result<()> {
         let (store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::default())
             .with_context(|| format!("Failed to open the data dir {}", s.data_dir.display()))?;
         let started = Instant::now();
-        match outpost_server::seed::seed_demo(&store, products).await? {
-            Some(seeded) => eprintln!(
-                "Demo store created in {}: {} products, {} promotions ({:.1} s)",
-                s.data_dir.display(),
-                seeded.products,
-                seeded.promotions,
-                started.elapsed().as_secs_f64()
-            ),
-            None => eprintln!("Using the existing store in {}", s.data_dir.display()),
+        if vending {
+            match outpost_server::vending::demo::seed(&store).await? {
+                Some(m) => eprintln!(
+                    "Demo vending machine created in {}: {} products in {} slots, filled ({:.1} s)",
+                    s.data_dir.display(),
+                    m.products,
+                    m.slots,
+                    started.elapsed().as_secs_f64()
+                ),
+                None => eprintln!("Using the existing store in {}", s.data_dir.display()),
+            }
+        } else {
+            match outpost_server::seed::seed_demo(&store, products).await? {
+                Some(seeded) => eprintln!(
+                    "Demo store created in {}: {} products, {} promotions ({:.1} s)",
+                    s.data_dir.display(),
+                    seeded.products,
+                    seeded.promotions,
+                    started.elapsed().as_secs_f64()
+                ),
+                None => eprintln!("Using the existing store in {}", s.data_dir.display()),
+            }
         }
         eprintln!("{}", demo_credentials(&security, &s.data_dir)?);
         drop((store, security));
@@ -179,6 +196,18 @@ fn demo_devices(s: &Settings) -> anyhow::Result<Vec<DeviceSettings>> {
     Ok(outpost_server::devices::demo_devices(
         s.payment.terminal == "none",
     ))
+}
+
+/// The vending demo's simulated reader, board and sensor.
+#[cfg(feature = "demo")]
+fn demo_vending_devices() -> anyhow::Result<Vec<DeviceSettings>> {
+    Ok(outpost_server::devices::demo_vending_devices())
+}
+
+/// Without the `demo` feature there are no simulators: the config must name devices.
+#[cfg(not(feature = "demo"))]
+fn demo_vending_devices() -> anyhow::Result<Vec<DeviceSettings>> {
+    demo_devices(&Settings::default())
 }
 
 /// Without the `demo` feature there are no simulators: the config must name devices.

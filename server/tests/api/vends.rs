@@ -1,0 +1,305 @@
+//! Selling vends through the running server over HTTP: the real MDB cashless driver
+//! and the real OSB/1 board driver, configured in `[[devices]]`, against their wire
+//! simulators on loopback.
+
+use outpost_mocks::sim::mdb::{Charge, Decision, MdbOptions, MdbSim};
+use outpost_mocks::sim::spiral::{SlotTrouble, SpiralSim};
+use outpost_server::config::DeviceSettings;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_configured, test_settings};
+
+struct Machine {
+    app: TestApp,
+    reader: MdbSim,
+    board: SpiralSim,
+    _dir: tempfile::TempDir,
+}
+
+/// A vending machine: a reader and a 2x4 board, with `A1` (MILK at 1.80, 5 units)
+/// and `A2` (SOAP, empty) set up over REST.
+async fn machine() -> Machine {
+    machine_with(MdbOptions::default()).await
+}
+
+/// [`machine`] with the reader started with `options`.
+async fn machine_with(options: MdbOptions) -> Machine {
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let reader = MdbSim::start(loopback, options).await.unwrap();
+    let board = SpiralSim::start(loopback, 2, 4, &[("A1", 5)])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.devices = vec![
+        DeviceSettings {
+            id: "reader".into(),
+            kind: "payment".into(),
+            driver: "mdb".into(),
+            address: Some(reader.local_addr().unwrap().to_string()),
+            ..DeviceSettings::default()
+        },
+        DeviceSettings {
+            id: "board".into(),
+            kind: "vend_dispenser".into(),
+            driver: "osb".into(),
+            address: Some(board.local_addr().unwrap().to_string()),
+            ..DeviceSettings::default()
+        },
+    ];
+    let app = spawn_configured(settings, None, true).await;
+    for (slot, sku) in [("A1", "MILK"), ("A2", "SOAP")] {
+        let r = app
+            .client
+            .put(app.url(&format!("/api/v1/vending/slots/{slot}")))
+            .json(&json!({"sku": sku, "price": 180, "capacity": 10, "par": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (s, v, _) = app
+        .post(
+            "/api/v1/vending/slots/A1/refill",
+            Some("fill-a1"),
+            &json!({"units": 5}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    Machine {
+        app,
+        reader,
+        board,
+        _dir: dir,
+    }
+}
+
+async fn vend(app: &TestApp, key: Option<&str>, body: &Value) -> (u16, Value, String) {
+    let (s, v, h) = app.post("/api/v1/vending/vends", key, body).await;
+    let replayed = h
+        .get("idempotent-replayed")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (s, v, replayed)
+}
+
+fn charges(reader: &MdbSim, c: Charge) -> usize {
+    reader.ledger().iter().filter(|e| e.charge == c).count()
+}
+
+async fn count(app: &TestApp, slot: &str) -> u64 {
+    let (s, v) = app.get(&format!("/api/v1/vending/slots/{slot}")).await;
+    assert_eq!(s, 200, "{v}");
+    v["count"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_vend_over_http_charges_once_drops_once_and_a_retry_starts_nothing() {
+    let m = machine().await;
+    let (s, v, _) = vend(&m.app, Some("vend-1"), &json!({"slot": "A1"})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["state"].as_str(), v["price"].as_i64(), v["sku"].as_str()),
+        (Some("completed"), Some(180), Some("MILK"))
+    );
+    assert_eq!(v["currency"], "EUR");
+    assert_eq!(charges(&m.reader, Charge::Settled), 1);
+    assert_eq!(m.board.dispensed_total(), 1);
+    assert_eq!(count(&m.app, "A1").await, 4);
+    // The sale is in the journal under the vend's id, with the slot on its line.
+    let (s, sale) = m
+        .app
+        .get(&format!("/api/v1/sales/{}", v["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(s, 200, "{sale}");
+    assert_eq!(sale["lines"][0]["slot"], "A1", "{sale}");
+
+    // A retry with the same key gets the same vend: no charge, no drop.
+    let (s, again, replayed) = vend(&m.app, Some("vend-1"), &json!({"slot": "A1"})).await;
+    assert_eq!((s, replayed.as_str()), (200, "true"), "{again}");
+    assert_eq!(again["id"], v["id"]);
+    assert_eq!(charges(&m.reader, Charge::Settled), 1);
+    assert_eq!(m.board.dispensed_total(), 1);
+    // The same key for another slot is refused.
+    let (s, e, _) = vend(&m.app, Some("vend-1"), &json!({"slot": "A2"})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_cut_the_vend_and_its_retry_gets_the_outcome() {
+    // No card until the customer presents one.
+    let m = machine_with(MdbOptions {
+        card_funds: None,
+        ..MdbOptions::default()
+    })
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let cookie = crate::helpers::session_for(
+        &m.app.security,
+        "impatient",
+        vec![outpost_security::auth::roles::Role::Supervisor],
+    );
+    let gone = impatient
+        .post(m.app.url("/api/v1/vending/vends"))
+        .header("cookie", cookie)
+        .header("Idempotency-Key", "hung-up")
+        .json(&json!({"slot": "A1"}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out: {gone:?}");
+    // While the reader waits for the card, a retry sees the vend open.
+    let (s, v, _) = vend(&m.app, Some("hung-up"), &json!({"slot": "A1"})).await;
+    assert_eq!((s, v["state"].as_str()), (202, Some("authorizing")), "{v}");
+    m.reader.present_card(Some(50_000));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let v = loop {
+        let (s, v, _) = vend(&m.app, Some("hung-up"), &json!({"slot": "A1"})).await;
+        if s == 200 || std::time::Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["state"], "completed", "{v}");
+    assert_eq!(charges(&m.reader, Charge::Settled), 1);
+    assert_eq!(m.board.dispensed_total(), 1);
+}
+
+#[tokio::test]
+async fn a_declined_card_or_a_product_not_dropping_charges_nothing() {
+    let m = machine().await;
+    m.reader.decide_next([Decision::Deny]);
+    let (s, v, _) = vend(&m.app, Some("declined"), &json!({"slot": "A1"})).await;
+    assert_eq!((s, v["state"].as_str()), (201, Some("failed")), "{v}");
+    assert!(v["failure"].as_str().unwrap().contains("declined"), "{v}");
+    assert_eq!(m.board.dispensed_total(), 0);
+
+    m.board.trouble("A1", [SlotTrouble::Hang]);
+    let (s, v, _) = vend(&m.app, Some("hang"), &json!({"slot": "A1"})).await;
+    assert_eq!((s, v["state"].as_str()), (201, Some("failed")), "{v}");
+    assert_eq!(charges(&m.reader, Charge::Refunded), 1);
+    assert_eq!(charges(&m.reader, Charge::Settled), 0);
+    assert_eq!(count(&m.app, "A1").await, 5);
+    let (_, alerts) = m.app.get("/api/v1/vending/alerts").await;
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["alert"] == "dispense_failure"),
+        "{alerts}"
+    );
+}
+
+#[tokio::test]
+async fn each_bad_vend_request_is_named_and_nothing_moves() {
+    let m = machine().await;
+    let cases: Vec<(Option<&str>, Value, u16, &str)> = vec![
+        (None, json!({"slot": "A1"}), 400, "idempotency_key_required"),
+        (Some("k1"), json!({"slot": "A0"}), 400, "invalid_slot"),
+        (Some("k2"), json!({"slot": "a1; DROP"}), 400, "invalid_slot"),
+        (Some("k3"), json!({"slot": "C3"}), 404, "slot_not_found"),
+        (Some("k4"), json!({"slot": "A2"}), 409, "slot_not_sellable"),
+        (
+            Some("k5"),
+            json!({"slot": "A1", "method": "cash"}),
+            422,
+            "method_not_supported",
+        ),
+    ];
+    for (key, body, status, code) in cases {
+        let (s, e, _) = vend(&m.app, key, &body).await;
+        assert_eq!((s, e["code"].as_str()), (status, Some(code)), "{body}: {e}");
+    }
+    for body in [
+        json!({"slot": "A1", "tip": 5}),
+        json!({"slot": 7}),
+        json!({"slot": "A1", "method": "bitcoin"}),
+        json!({}),
+    ] {
+        let (s, e, _) = vend(&m.app, Some("bad-body"), &body).await;
+        assert!(s == 400 || s == 422, "{body}: {s} {e}");
+        assert!(e["code"].is_string(), "{e}");
+    }
+    assert!(m.reader.ledger().is_empty());
+    assert_eq!(m.board.dispensed_total(), 0);
+    assert_eq!(count(&m.app, "A1").await, 5);
+}
+
+#[tokio::test]
+async fn without_a_dispenser_a_vend_is_refused_as_device_unavailable() {
+    let app = crate::helpers::spawn_app().await;
+    let r = app
+        .client
+        .put(app.url("/api/v1/vending/slots/A1"))
+        .json(&json!({"sku": "MILK", "price": 180, "capacity": 10, "par": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _, _) = app
+        .post(
+            "/api/v1/vending/slots/A1/refill",
+            Some("f"),
+            &json!({"units": 1}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, e, _) = vend(&app, Some("no-board"), &json!({"slot": "A1"})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (503, Some("device_unavailable")),
+        "{e}"
+    );
+}
+
+async fn alerts(app: &TestApp) -> Vec<String> {
+    let (s, v) = app.get("/api/v1/vending/alerts").await;
+    assert_eq!(s, 200, "{v}");
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["alert"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls the alerts until `want` says so, bounded.
+async fn until_alerts(app: &TestApp, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = alerts(app).await;
+        if want(&a) || std::time::Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_running_server_reads_the_door_sensor_into_the_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.devices = ["vend_dispenser", "sensor"]
+        .into_iter()
+        .map(|kind| DeviceSettings {
+            id: kind.into(),
+            kind: kind.into(),
+            driver: "mock".into(),
+            ..DeviceSettings::default()
+        })
+        .collect();
+    let app = spawn_configured(settings, None, true).await;
+    let sensor = app.devices.sims().sensors[0].1.clone();
+    sensor.set_door(true);
+    let a = until_alerts(&app, |a| a.iter().any(|x| x == "door_open")).await;
+    assert_eq!(a, ["door_open"]);
+    sensor.set_door(false);
+    let a = until_alerts(&app, |a| a.is_empty()).await;
+    assert!(a.is_empty(), "{a:?}");
+}
