@@ -20,12 +20,22 @@ fn doctor(config: &std::path::Path) -> (bool, String) {
 }
 
 /// A port nothing listens on.
-fn closed_port() -> u16 {
+/// A loopback port free now (for the server to bind).
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A loopback port nothing answers on, kept that way while the socket lives: bound
+/// but not listening, so no other test can start listening on it meanwhile.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
 }
 
 #[test]
@@ -34,7 +44,7 @@ fn a_fitting_machine_has_no_error_and_each_fault_is_named_with_its_fix() {
     let data = dir.path().join("data");
     let hq = TcpListener::bind("127.0.0.1:0").unwrap();
     let printer = TcpListener::bind("127.0.0.1:0").unwrap();
-    let rest = closed_port();
+    let rest = free_port();
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
@@ -64,6 +74,8 @@ fn a_fitting_machine_has_no_error_and_each_fault_is_named_with_its_fix() {
     // The faults: the REST port taken by another program, HQ and the printer not
     // answering, a serial scanner unplugged.
     let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_hq_socket, hq_port) = closed_port();
+    let (_printer_socket, printer_port) = closed_port();
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
@@ -74,8 +86,8 @@ fn a_fitting_machine_has_no_error_and_each_fault_is_named_with_its_fix() {
              [[devices]]\nid = \"printer-1\"\nkind = \"printer\"\ndriver = \"escpos-tcp\"\naddress = \"127.0.0.1:{}\"\n\
              [[devices]]\nid = \"scanner-1\"\nkind = \"scanner\"\ndriver = \"scanner-serial\"\nport = \"/dev/ttyOUTPOSTNONE0\"\n",
             squatter.local_addr().unwrap(),
-            closed_port(),
-            closed_port()
+            hq_port,
+            printer_port
         ),
     )
     .unwrap();
