@@ -2,6 +2,7 @@
 //! editing the config, winding the clock back, restoring an older data dir, unsealing
 //! the key with tpm2-tools, and starting a unit whose second factor is out of reach.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -476,6 +477,10 @@ impl FakedServer {
             .env("TSS2_LOG", "all+none")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            // Its own process group: faketime runs outpost as a child, and both must go
+            // when the test ends (an orphan would keep retrying its TPM's port, which a
+            // later test's software TPM may reuse).
+            .process_group(0)
             .spawn()
             .expect("faketime (Debian package faketime) runs the outpost binary");
         let base = format!("http://127.0.0.1:{port}");
@@ -507,6 +512,9 @@ impl FakedServer {
 
 impl Drop for FakedServer {
     fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
