@@ -195,11 +195,7 @@ pub async fn post_update(
         ApiError::new(status, e.code(), e.to_string())
     })?;
     // Answer first, then stop: the supervisor starts the new release.
-    let restart = state.restart.clone();
-    actix_web::rt::spawn(async move {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
-        restart.notify_one();
-    });
+    crate::update::live::restart_soon(&state.restart);
     Ok(HttpResponse::Accepted().json(ApplyAnswer {
         from: switched.from.to_string(),
         to: switched.to.to_string(),
@@ -249,11 +245,7 @@ pub async fn post_rollback(
         };
         ApiError::new(status, e.code(), e.to_string())
     })?;
-    let restart = state.restart.clone();
-    actix_web::rt::spawn(async move {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
-        restart.notify_one();
-    });
+    crate::update::live::restart_soon(&state.restart);
     Ok(HttpResponse::Accepted().json(RollbackAnswer {
         from: from.to_string(),
         to: to.to_string(),

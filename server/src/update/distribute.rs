@@ -7,7 +7,6 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use outpost_security::stream::{OpeningReader, StreamKey};
 use outpost_updater::apply::MANIFEST_FILE;
@@ -21,9 +20,6 @@ use crate::store::Store;
 
 /// Who the audit log names for a release HQ sent.
 const ACTOR: &str = "hq (store mesh)";
-/// Time between the switch and the restart, so the record of it is on disk and the
-/// census can be read once more.
-const RESTART_DELAY: Duration = Duration::from_millis(200);
 
 /// The updater, for releases from the mesh.
 pub struct MeshReleases {
@@ -158,11 +154,7 @@ impl ReleaseInstaller for MeshReleases {
     }
 
     fn restart(&self) {
-        let restart = self.restart.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(RESTART_DELAY).await;
-            restart.notify_one();
-        });
+        super::live::restart_soon(&self.restart);
     }
 }
 

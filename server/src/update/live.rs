@@ -157,6 +157,20 @@ fn apply_inner(
     })
 }
 
+/// Time between an update's answer and the restart it asks for, so the answer (and
+/// any record of the switch) is out first.
+pub const RESTART_DELAY: Duration = Duration::from_millis(200);
+
+/// Asks the server to restart after [`RESTART_DELAY`] (the supervisor or systemd starts
+/// it again, the guard first). Needs a Tokio runtime (actix's is one).
+pub fn restart_soon(restart: &Arc<tokio::sync::Notify>) {
+    let restart = restart.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(RESTART_DELAY).await;
+        restart.notify_one();
+    });
+}
+
 /// Asks for a rollback of the running release to the previous one, which the guard
 /// does before the next start (with the server stopped, so a migrating release's data
 /// snapshot can be put back); the caller then restarts the server. Audited either way.

@@ -154,11 +154,7 @@ pub async fn apply(
             .detail(format!("{}: {e}", e.code()))
             .lang(l)
     })?;
-    let restart = state.restart.clone();
-    actix_web::rt::spawn(async move {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
-        restart.notify_one();
-    });
+    crate::update::live::restart_soon(&state.restart);
     Ok(HttpResponse::SeeOther()
         .insert_header((
             "location",
@@ -196,11 +192,7 @@ pub async fn rollback(
             .detail(format!("{}: {e}", e.code()))
             .lang(l)
     })?;
-    let restart = state.restart.clone();
-    actix_web::rt::spawn(async move {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
-        restart.notify_one();
-    });
+    crate::update::live::restart_soon(&state.restart);
     Ok(HttpResponse::SeeOther()
         .insert_header((
             actix_web::http::header::LOCATION,
