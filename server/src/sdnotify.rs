@@ -88,24 +88,48 @@ pub async fn watchdog_loop(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_ok = true;
+    // The READY=1 message said "Serving …".
+    let mut status = String::from("Serving");
     loop {
         tick.tick().await;
-        match healthy(&store, rest, every).await {
+        let now = match healthy(&store, rest, every).await {
             Ok(()) => {
                 notifier.notify("WATCHDOG=1");
-                if !was_ok {
-                    notifier.notify("STATUS=Serving");
-                    was_ok = true;
-                }
+                storage_trouble(&store).unwrap_or_else(|| "Serving".into())
             }
             Err(why) => {
                 tracing::error!(%why, "Unhealthy: not pinging the watchdog");
-                notifier.notify(&format!("STATUS=Unhealthy: {why}"));
-                was_ok = false;
+                format!("Unhealthy: {why}")
             }
+        };
+        if now != status {
+            notifier.notify(&format!("STATUS={now}"));
+            status = now;
         }
     }
+}
+
+/// What a technician reading `systemctl status` must know about the data disk: a
+/// server that refuses writes at the reserve, or waits to reopen a failed storage
+/// engine, is alive (the watchdog is pinged) but not selling.
+fn storage_trouble(store: &Store) -> Option<String> {
+    let space = store.space();
+    let mib = |b: u64| b / (1024 * 1024);
+    let free = space
+        .free()
+        .map_or("unknown".into(), |f| format!("{} MiB", mib(f)));
+    if let Some(why) = space.failure() {
+        return Some(format!(
+            "Not selling: the storage engine failed ({why}); restarting once the data disk has {} MiB free (now {free})",
+            mib(space.reserve()).max(1)
+        ));
+    }
+    space.is_low().then(|| {
+        format!(
+            "Not selling: the data disk is down to its reserve ({free} free, {} MiB reserved); free space and selling resumes",
+            mib(space.reserve())
+        )
+    })
 }
 
 #[cfg(test)]

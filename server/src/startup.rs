@@ -21,15 +21,6 @@ use crate::http::{self, AppState, body::BodyLimit};
 use crate::sales::{Sales, SalesConfig};
 use crate::store::StoreOptions;
 
-/// The store options the settings ask for.
-fn store_options(settings: &Settings) -> StoreOptions {
-    StoreOptions {
-        max_group: settings.storage.max_group,
-        cache_bytes: settings.storage.cache_mib * 1024 * 1024,
-        ..StoreOptions::default()
-    }
-}
-
 /// The REST port's socket when a supervisor (or systemd's socket activation) hands
 /// one over (`LISTEN_FDS`): it stays open across restarts, so a connection made while
 /// the server restarts waits in its backlog instead of being refused.
@@ -153,7 +144,7 @@ impl Application {
             // memory once it opens, and the device key is sealed under it (or, enrolled
             // now, under the identity secret).
             let (store, security) =
-                match crate::access::unseal_data_dir(&settings, &store_options(&settings))
+                match crate::access::unseal_data_dir(&settings, &StoreOptions::of(&settings))
                     .with_context(open_err)?
                 {
                     Opening::Open(store, security) => (store, security),
@@ -175,7 +166,7 @@ impl Application {
         let tls = crate::access::transport::TlsSetup::load(&settings, &cipher)
             .context("Failed to set up TLS")?;
         let escrow = escrow_for(&tls);
-        match crate::access::unseal_data_dir(&settings, &store_options(&settings))
+        match crate::access::unseal_data_dir(&settings, &StoreOptions::of(&settings))
             .with_context(open_err)?
         {
             Opening::Open(store, security) => Ok(Start::Ready(Box::new(

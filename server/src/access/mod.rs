@@ -465,7 +465,7 @@ mod tests {
             ..crate::config::Settings::default()
         };
         s.security.sealer = "tpm".into();
-        match open_data_dir(&s, &StoreOptions::default()) {
+        match open_data_dir(&s, &StoreOptions::of(&s)) {
             Err(e @ AccessError::TpmNotBuilt) => {
                 assert!(e.to_string().contains("--features tpm"), "{e}");
             }

@@ -259,6 +259,10 @@ pub struct StorageSettings {
     pub max_group: usize,
     /// sled cache size in MiB.
     pub cache_mib: u64,
+    /// MiB kept free on the data disk: below it every write is refused with `507
+    /// storage_full` until space is freed (`store::space`). 0 turns the reserve off,
+    /// and a full disk then stops the storage engine until the server reopens it.
+    pub reserve_mib: u64,
 }
 
 impl Default for StorageSettings {
@@ -266,6 +270,7 @@ impl Default for StorageSettings {
         StorageSettings {
             max_group: 512,
             cache_mib: 256,
+            reserve_mib: 64,
         }
     }
 }

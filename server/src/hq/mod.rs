@@ -51,12 +51,13 @@ use uplink::SyncState;
 /// Largest gRPC message the store accepts (one catalog chunk).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-/// A storage failure as a gRPC status: busy and locked are the caller's to retry or
-/// wait out; anything else is the store's fault, logged.
+/// A storage failure as a gRPC status: busy, a data disk at its reserve and locked are
+/// the caller's to retry or wait out; anything else is the store's fault, logged.
 fn store_status(e: crate::store::StoreError) -> tonic::Status {
     use crate::store::StoreError;
     match e {
         StoreError::Busy(m) => tonic::Status::unavailable(m),
+        full @ StoreError::DiskFull { .. } => tonic::Status::unavailable(full.to_string()),
         StoreError::DeviceLocked => tonic::Status::failed_precondition(
             "the device is locked: its data key is wiped from memory until a signed unlock",
         ),

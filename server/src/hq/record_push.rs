@@ -17,17 +17,9 @@ use crate::domain::tax::{TaxTableError, parse_tax_table};
 use crate::domain::vending::slot::{self, RawSlot};
 use crate::hq::records::{self as settings, DeviceSet, PutError};
 use crate::sales::Sales;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
-fn storage(e: StoreError) -> Status {
-    match e {
-        StoreError::Busy(m) => Status::unavailable(m),
-        other => {
-            tracing::error!(error = %other, "A push failed in storage");
-            Status::internal(format!("storage failed: {other}"))
-        }
-    }
-}
+use super::store_status as storage;
 
 fn put_error(e: PutError) -> Status {
     match e {

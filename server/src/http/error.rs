@@ -118,6 +118,14 @@ impl From<crate::store::StoreError> for ApiError {
                 "the device is locked: its data key is wiped from memory until a signed unlock",
             );
         }
+        if let crate::store::StoreError::DiskFull { .. } = e {
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                format!("{e}; retry with the same Idempotency-Key"),
+            )
+            .header("retry-after", "30");
+        }
         tracing::error!(error = %e, "Storage failed while answering a request");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -170,11 +170,34 @@ fn not_both(a: &str, b: &str) -> Schema {
     )
 }
 
-/// The document as served: utoipa 5.5 writes a link's fields in snake case
-/// (`operation_id`); OpenAPI names them in camel case (`operationId`).
+/// The document as served: every write documents `507 storage_full`; and utoipa 5.5
+/// writes a link's fields in snake case (`operation_id`) where OpenAPI names them in
+/// camel case (`operationId`).
 pub fn document() -> serde_json::Value {
     let mut doc =
         serde_json::to_value(<super::ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or_default();
+    // Every operation that writes can find the data disk down to its reserve.
+    let writes = doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.iter_mut())
+        .filter(|(method, _)| matches!(method.as_str(), "post" | "put" | "patch" | "delete"))
+        .filter_map(|(_, op)| {
+            op.get_mut("responses")
+                .and_then(serde_json::Value::as_object_mut)
+        });
+    for responses in writes {
+        responses.entry("507").or_insert_with(|| {
+            serde_json::json!({
+                "description": "`storage_full`: the data disk is down to its reserve \
+                    (`storage.reserve_mib`); nothing was written. Retry with the same \
+                    Idempotency-Key once space is freed (`Retry-After`).",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            })
+        });
+    }
     let responses = doc["paths"]
         .as_object_mut()
         .into_iter()

@@ -11,6 +11,8 @@
 //! - [`migrate`]: in-place migration of a schema-1 (plaintext) data dir.
 //! - [`outbox`]: what this unit owes HQ: entries in sequence, their blocks, the
 //!   backlog, deleting what HQ acknowledged, and the capped event records.
+//! - [`space`]: the data disk's reserve, and the failure of the storage engine when
+//!   the disk fills anyway.
 //!
 //! Values are JSON, sealed with XChaCha20-Poly1305 (docs/storage.md, "Encryption at
 //! rest"): the stored product is the API's product, so a lookup serves the decrypted
@@ -21,6 +23,7 @@ pub(crate) mod crypt;
 pub mod keys;
 pub(crate) mod migrate;
 pub mod outbox;
+pub mod space;
 pub mod writer;
 
 #[cfg(test)]
@@ -98,6 +101,16 @@ pub enum StoreError {
     /// Subkeys could not be derived from the data key.
     #[error("data key: {0}")]
     Key(String),
+    /// The data disk is down to its reserve: nothing was written.
+    #[error(
+        "the data disk is nearly full ({free} bytes free, {reserve} kept in reserve): nothing was written; free space on the data disk and writes resume by themselves"
+    )]
+    DiskFull {
+        /// Bytes free.
+        free: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
 }
 
 impl From<sled::Error> for StoreError {
@@ -121,6 +134,21 @@ pub struct StoreOptions {
     pub queue: usize,
     /// sled page cache size.
     pub cache_bytes: u64,
+    /// Bytes kept free on the data disk: below them, writes are refused
+    /// ([`StoreError::DiskFull`]) before sled can meet a full disk ([`space`]).
+    pub reserve_bytes: u64,
+}
+
+impl StoreOptions {
+    /// The options `settings` ask for (`[storage]`).
+    pub fn of(settings: &crate::config::Settings) -> StoreOptions {
+        StoreOptions {
+            max_group: settings.storage.max_group,
+            cache_bytes: settings.storage.cache_mib.saturating_mul(1024 * 1024),
+            reserve_bytes: settings.storage.reserve_mib.saturating_mul(1024 * 1024),
+            ..StoreOptions::default()
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -129,6 +157,7 @@ impl Default for StoreOptions {
             max_group: 512,
             queue: 4096,
             cache_bytes: 256 * 1024 * 1024,
+            reserve_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -157,6 +186,8 @@ pub struct Store {
     promotions: ArcSwap<PromotionSet>,
     writer: Writer,
     writer_thread: WriterThread,
+    /// The data disk's reserve and the engine's failure (shared with the writer).
+    space: Arc<space::Space>,
     /// Catalog generations replaced but maybe still read by a request that loaded
     /// them before the switch; their trees are dropped once nobody holds them.
     retired: std::sync::Mutex<Vec<Arc<Catalog>>>,
@@ -262,10 +293,12 @@ impl Store {
         let promotions_tree = db.open_tree("promotions")?;
         let catalog = Catalog::open_current(&db, &meta, &at_rest)?;
         let promos = load_promotions(&promotions_tree, &at_rest)?;
+        let space = Arc::new(space::Space::new(dir, opts.reserve_bytes));
         let (writer, writer_thread) = Writer::start(
             db.clone(),
             journal.clone(),
             at_rest.clone(),
+            space.clone(),
             opts.max_group,
             opts.queue,
         )?;
@@ -280,6 +313,7 @@ impl Store {
             promotions: ArcSwap::from_pointee(PromotionSet::new(promos)),
             writer,
             writer_thread,
+            space,
             retired: std::sync::Mutex::new(Vec::new()),
             catalog_change: Arc::new(tokio::sync::Mutex::new(())),
             promotions_change: std::sync::Mutex::new(()),
@@ -564,6 +598,11 @@ impl Store {
         E: Send + 'static,
     {
         self.writer.write(f).await
+    }
+
+    /// The data disk's reserve and the storage engine's failure, if any.
+    pub fn space(&self) -> &space::Space {
+        &self.space
     }
 
     /// Group commit counters.

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::StoreError;
 use super::crypt::{self, AtRest, Keys};
 use super::keys;
+use super::space::{self, Space};
 
 /// What a job hands back to the writer: whether to keep its writes, and how to answer
 /// its caller once the group's flush is done.
@@ -211,6 +212,7 @@ impl Writer {
         db: sled::Db,
         tree: sled::Tree,
         at_rest: Arc<AtRest>,
+        space: Arc<Space>,
         max_group: usize,
         queue: usize,
     ) -> Result<(Writer, WriterThread), StoreError> {
@@ -240,8 +242,7 @@ impl Writer {
             .name("outpost-writer".into())
             .spawn(move || {
                 run(
-                    db,
-                    tree,
+                    Journal { db, tree, space },
                     at_rest,
                     rx,
                     max_group.max(1),
@@ -285,15 +286,23 @@ impl Writer {
     }
 }
 
-fn run(
+/// Where the writer writes: the data dir's database, its journal tree, and the disk's
+/// reserve.
+struct Journal {
     db: sled::Db,
     tree: sled::Tree,
+    space: Arc<Space>,
+}
+
+fn run(
+    journal: Journal,
     at_rest: Arc<AtRest>,
     mut rx: mpsc::Receiver<Job>,
     max_group: usize,
     mut next_seq: u64,
     stats: Arc<WriterStats>,
 ) {
+    let Journal { db, tree, space } = journal;
     let mut jobs = Vec::with_capacity(max_group);
     loop {
         if jobs.is_empty() {
@@ -378,6 +387,9 @@ fn run(
         let flushed = !group.is_empty() || !outbox_items.is_empty() || outbox_acked != acked_before;
         let result = if !flushed {
             Ok(())
+        } else if let Err(full) = space.check() {
+            // Down to the reserve: nothing is applied, so sled never meets a full disk.
+            Err(full)
         } else if let (Some(keys), false) = (group_keys.as_deref(), at_rest.is_locked()) {
             if next_seq != seq_before {
                 group.insert(
@@ -426,10 +438,20 @@ fn run(
             stats.outbox_next.store(next_seq, Ordering::Relaxed);
             stats.outbox_acked.store(outbox_acked, Ordering::Relaxed);
         } else {
-            tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
+            if let Err(e) = &result
+                && space::is_engine_failure(e)
+            {
+                space.fail(e);
+            }
+            if !matches!(result, Err(StoreError::DiskFull { .. })) {
+                tracing::error!(error = ?result, "Failed to commit a group of writes; answering every job with an error");
+            }
             // The batch may be in memory but not on disk: take the sequence numbers
             // from what the tree says, so they stay contiguous with what is durable.
-            if matches!(result, Err(StoreError::DeviceLocked)) {
+            if matches!(
+                result,
+                Err(StoreError::DeviceLocked | StoreError::DiskFull { .. })
+            ) {
                 // Nothing was applied.
                 next_seq = seq_before;
             } else if let Ok(keys) = at_rest.keys()

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod card_data;
+mod disk_full;
 mod doctor;
 mod login_storm;
 mod logs;
@@ -84,6 +85,16 @@ impl Serving {
                 panic!("outpost did not log its address: {}", logs.lock().unwrap());
             }
         }
+    }
+
+    /// Everything logged so far.
+    pub(crate) fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the server and returns everything it logged.

@@ -18,7 +18,7 @@ use crate::cli::Common;
 fn open_store(common: &Common) -> anyhow::Result<(Settings, Arc<Store>, Arc<Access>)> {
     let s = common.settings()?;
     outpost_server::telemetry::init("warn");
-    let (store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::default())
+    let (store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::of(&s))
         .with_context(|| format!("Failed to open the data dir {}", s.data_dir.display()))?;
     Ok((s, store, security))
 }

@@ -330,15 +330,13 @@ impl Common {
     pub fn open_store(&self) -> anyhow::Result<(Settings, Arc<outpost_server::store::Store>)> {
         let s = self.settings()?;
         outpost_server::telemetry::init("warn");
-        let (store, _security) =
-            outpost_server::access::open_data_dir(&s, &StoreOptions::default()).with_context(
-                || {
-                    format!(
-                        "Failed to open the data dir {} (is the server running?)",
-                        s.data_dir.display()
-                    )
-                },
-            )?;
+        let (store, _security) = outpost_server::access::open_data_dir(&s, &StoreOptions::of(&s))
+            .with_context(|| {
+            format!(
+                "Failed to open the data dir {} (is the server running?)",
+                s.data_dir.display()
+            )
+        })?;
         Ok((s, store))
     }
 
@@ -347,15 +345,13 @@ impl Common {
     pub fn open_security(&self) -> anyhow::Result<(Settings, Arc<Access>)> {
         let s = self.settings()?;
         outpost_server::telemetry::init("warn");
-        let (_store, security) =
-            outpost_server::access::open_data_dir(&s, &StoreOptions::default()).with_context(
-                || {
-                    format!(
-                        "Failed to open the data dir {} (is the server running?)",
-                        s.data_dir.display()
-                    )
-                },
-            )?;
+        let (_store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::of(&s))
+            .with_context(|| {
+            format!(
+                "Failed to open the data dir {} (is the server running?)",
+                s.data_dir.display()
+            )
+        })?;
         Ok((s, security))
     }
 }

@@ -27,7 +27,7 @@ pub fn run(bundle: &Path, pin_stdin: bool, common: &Common) -> anyhow::Result<()
         None
     };
     let enrolled =
-        outpost_server::access::enroll_data_dir(&s, &StoreOptions::default(), &json, pin.as_ref())
+        outpost_server::access::enroll_data_dir(&s, &StoreOptions::of(&s), &json, pin.as_ref())
             .with_context(|| {
                 format!(
                     "Failed to enrol the data dir {} (is the server running?)",

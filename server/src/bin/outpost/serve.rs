@@ -63,6 +63,9 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
     let restarting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let restarting_set = restarting.clone();
     let restart = app.restart_requested();
+    let reopen = storage_failed(app.sales().store().clone());
+    let reopening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reopening_set = reopening.clone();
     let stopping = notifier.clone();
     app.run_until(async move {
         let gate_failed = async {
@@ -78,6 +81,9 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
                 tracing::info!("Switched to a new release: stopping to start it.");
                 restarting_set.store(true, std::sync::atomic::Ordering::SeqCst);
             }
+            () = reopen => {
+                reopening_set.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             why = gate_failed => {
                 if let Ok(mut f) = failed_set.lock() {
                     *f = Some(why);
@@ -89,6 +95,9 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
         }
     })
     .await?;
+    if reopening.load(std::sync::atomic::Ordering::SeqCst) {
+        return restart_to_reopen();
+    }
     if restarting.load(std::sync::atomic::Ordering::SeqCst) {
         // The supervisor starts the release the update switched to.
         std::process::exit(outpost_updater::supervisor::EXIT_RESTART);
@@ -148,7 +157,7 @@ pub async fn demo(common: &Common, products: usize, vending: bool) -> anyhow::Re
         s.store.name = "Outpost Demo Store".into();
     }
     {
-        let (store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::default())
+        let (store, security) = outpost_server::access::open_data_dir(&s, &StoreOptions::of(&s))
             .with_context(|| format!("Failed to open the data dir {}", s.data_dir.display()))?;
         let started = Instant::now();
         if vending {
@@ -186,7 +195,49 @@ pub async fn demo(common: &Common, products: usize, vending: bool) -> anyhow::Re
         "Technician console: {}/console/  (log in as demo-tech with the password above)",
         app.base_url()
     );
-    app.run_until(shutdown_signal()).await
+    let reopen = storage_failed(app.sales().store().clone());
+    let mut reopening = false;
+    app.run_until(async {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = reopen => reopening = true,
+        }
+    })
+    .await?;
+    if reopening {
+        return restart_to_reopen();
+    }
+    Ok(())
+}
+
+/// Resolves once the storage engine failed writing (a disk that filled past the
+/// reserve) and the data disk has space again: the data dir must be reopened, which
+/// takes a restart of this server (`store::space`).
+async fn storage_failed(store: std::sync::Arc<outpost_server::store::Store>) {
+    let why = store.space().reopenable().await;
+    tracing::warn!(
+        error = %why,
+        "The data disk has space again: restarting to reopen the data dir its storage engine stopped on"
+    );
+}
+
+/// Start this server again in its place: its supervisor (or systemd) does when it has
+/// one; otherwise the process runs its own binary again, with the same arguments and
+/// the same pid.
+fn restart_to_reopen() -> anyhow::Result<()> {
+    if std::env::var_os(outpost_updater::supervisor::ENV_SUPERVISED).is_some()
+        || std::env::var_os("INVOCATION_ID").is_some()
+    {
+        std::process::exit(outpost_updater::supervisor::EXIT_RESTART);
+    }
+    use std::os::unix::process::CommandExt as _;
+    let mut args = std::env::args_os();
+    let mut again = std::process::Command::new("/proc/self/exe");
+    if let Some(argv0) = args.next() {
+        again.arg0(argv0);
+    }
+    let e = again.args(args).exec();
+    Err(anyhow::Error::new(e).context("Failed to start this server again to reopen its data dir"))
 }
 
 /// The demo's simulated devices, with a payment terminal unless `[payment] terminal`

@@ -62,7 +62,7 @@ struct Opened {
 
 fn open(s: &Settings) -> anyhow::Result<Opened> {
     outpost_server::telemetry::init("warn");
-    let (store, access) = outpost_server::access::open_data_dir(s, &StoreOptions::default())
+    let (store, access) = outpost_server::access::open_data_dir(s, &StoreOptions::of(s))
         .with_context(|| {
             format!(
                 "Failed to open the data dir {} (is the server running?)",

@@ -59,6 +59,10 @@ pub enum ImportConflict {
     },
 }
 
+/// Products added between two looks at the data disk's reserve (a few MiB of
+/// catalog: the reserve's default is 64 MiB).
+const SPACE_CHECK_EVERY: usize = 4096;
+
 /// An import in progress. Dropping it without [`finish`](Self::finish) discards it.
 ///
 /// A replace import whose SKUs arrive in increasing order writes its `products` tree
@@ -88,6 +92,9 @@ impl CatalogImport {
         guard: tokio::sync::OwnedMutexGuard<()>,
         format: BlockFormat,
     ) -> Result<Self, StoreError> {
+        // A catalog is the biggest write there is: none starts on a disk at its
+        // reserve, and a running one stops when the disk reaches it (`add`).
+        store.space().check()?;
         let generation = store.catalog().generation + 1;
         // A crashed import may have left this generation's trees behind.
         drop_generation(store.db(), generation)?;
@@ -160,6 +167,9 @@ impl CatalogImport {
                     sku: self.entries[owner as usize].sku.clone(),
                 }));
             }
+        }
+        if self.entries.len() % SPACE_CHECK_EVERY == SPACE_CHECK_EVERY - 1 {
+            self.store.space().check()?;
         }
         let i = entry_number(self.entries.len())?;
         let sku = sku.to_owned();
