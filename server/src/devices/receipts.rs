@@ -109,6 +109,9 @@ pub struct Reservation {
 impl ReceiptQueue {
     /// Load the index of what is queued.
     pub fn open(store: Arc<Store>, max: usize) -> Result<Self, StoreError> {
+        // Receipts print in the order of their ids, after a restart with the clock
+        // set back too.
+        store.raise_id_floor(QUEUE)?;
         let mut by_sale = HashMap::new();
         for kv in store.journal_scan_from(QUEUE, QUEUE) {
             let (k, v) = kv?;
@@ -154,7 +157,7 @@ impl ReceiptQueue {
         if ix.by_sale.contains_key(&sale_id) {
             return None;
         }
-        let key = key(QUEUE, Uuid::now_v7());
+        let key = key(QUEUE, crate::domain::ids::next());
         ix.by_sale.insert(sale_id, key.clone());
         Some(Reservation { sale_id, key })
     }

@@ -8,6 +8,7 @@
 //!
 //! - [`money`]: [`Money`] in integer minor units, ISO 4217 [`Currency`], formatting, and
 //!   [`div_round_half_up`], the one rounding rule.
+//! - [`ids`]: record ids (UUIDv7), ordered by creation even when the clock goes back.
 //! - [`gtin`]: GS1 barcodes ([`Gtin`]) with check-digit validation and GTIN-14 keys.
 //! - [`product`]: [`Sku`], [`Product`] and its validation, product JSON parsing, search
 //!   terms.
@@ -27,6 +28,7 @@
 
 pub mod demo;
 pub mod gtin;
+pub mod ids;
 pub mod money;
 pub mod planogram;
 pub mod pricing;

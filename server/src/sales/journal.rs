@@ -157,7 +157,7 @@ pub fn move_stock(
     let after = before.saturating_add(delta);
     tx.put(key, after.to_be_bytes().to_vec());
     let m = Movement {
-        id: Uuid::now_v7(),
+        id: crate::domain::ids::next(),
         sku: sku.to_owned(),
         delta,
         kind,

@@ -82,7 +82,7 @@ impl Sales {
             .ok_or_else(|| SellError::SaleNotFound(sale_id.to_string()))?;
         let fingerprint = idempotency::fingerprint(terminal.as_str(), &req);
         let scope = scope(sale_id);
-        let id = Uuid::now_v7();
+        let id = crate::domain::ids::next();
         let tax = self.config().tax.clone();
         let (fp, sc, k, t) = (
             fingerprint.clone(),

@@ -162,6 +162,20 @@ impl Default for StoreOptions {
     }
 }
 
+/// Raise the process's id floor ([`crate::domain::ids`]) to the newest id under
+/// `prefix` of `tree` (keys: `prefix`, then a UUIDv7), so ids made after a restart
+/// with the clock set back still sort after the ones on disk.
+fn raise_id_floor(tree: &sled::Tree, prefix: &[u8]) -> Result<(), StoreError> {
+    if let Some((key, _)) = tree.scan_prefix(prefix).next_back().transpose()?
+        && let Some(id) = key
+            .get(prefix.len()..prefix.len() + 16)
+            .and_then(|b| Uuid::from_slice(b).ok())
+    {
+        crate::domain::ids::at_least(id);
+    }
+    Ok(())
+}
+
 /// Encode a value as stored JSON.
 pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     // Serializing our own plain data types to a Vec cannot fail (no maps with
@@ -290,6 +304,9 @@ impl Store {
             meta = db.open_tree("meta")?;
         }
         let journal = db.open_tree("journal")?;
+        for prefix in [keys::SALE, keys::REFUND, keys::MOVEMENT] {
+            raise_id_floor(&journal, prefix)?;
+        }
         let promotions_tree = db.open_tree("promotions")?;
         let catalog = Catalog::open_current(&db, &meta, &at_rest)?;
         let promos = load_promotions(&promotions_tree, &at_rest)?;
@@ -598,6 +615,12 @@ impl Store {
         E: Send + 'static,
     {
         self.writer.write(f).await
+    }
+
+    /// Raise the process's id floor to the newest id under `prefix` of the journal
+    /// (keys: `prefix`, then a UUIDv7): for the layers above that key records by id.
+    pub fn raise_id_floor(&self, prefix: &[u8]) -> Result<(), StoreError> {
+        raise_id_floor(&self.journal, prefix)
     }
 
     /// The data disk's reserve and the storage engine's failure, if any.

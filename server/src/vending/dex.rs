@@ -172,7 +172,7 @@ pub fn export(store: &Store, who: &DexIdentity) -> Result<String, StoreError> {
 /// counts every sale and vend up to the new mark, and the next interval everything
 /// after it, so no vend is in two intervals or in none.
 pub async fn export_and_reset(store: &Store, who: &DexIdentity) -> Result<String, StoreError> {
-    let mark = Uuid::now_v7();
+    let mark = crate::domain::ids::next();
     let file = write(&audit_upto(store, who, Some(mark))?);
     store
         .write(move |tx| {

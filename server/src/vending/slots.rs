@@ -147,7 +147,7 @@ pub fn move_slot(
     let after = (i64::from(slot.count) + delta).clamp(0, i64::from(u32::MAX));
     slot.count = u32::try_from(after).unwrap_or(0);
     let m = SlotMovement {
-        id: Uuid::now_v7(),
+        id: crate::domain::ids::next(),
         slot: slot.config.slot,
         sku: slot.config.sku.clone(),
         delta,

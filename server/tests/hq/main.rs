@@ -8,6 +8,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod artifacts;
 mod audit;
+mod clock;
 mod events;
 mod helpers;
 mod lease;

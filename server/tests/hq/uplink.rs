@@ -19,7 +19,7 @@ fn count_from_env(name: &str, default: usize) -> usize {
 
 /// What HQ holds for the unit is every sequence from 1, once, in order, and its
 /// sales are exactly `sold`.
-fn assert_exactly_once(got: &[Envelope], sold: &[String]) {
+pub(crate) fn assert_exactly_once(got: &[Envelope], sold: &[String]) {
     for (i, e) in got.iter().enumerate() {
         assert_eq!(e.seq, i as u64 + 1, "HQ's envelopes are not 1..=n in order");
     }
@@ -43,7 +43,7 @@ fn assert_exactly_once(got: &[Envelope], sold: &[String]) {
     assert!(first["id"].is_string(), "{first}");
 }
 
-async fn start_hq(dir: &std::path::Path, faults: Faults) -> MockHqHandle {
+pub(crate) async fn start_hq(dir: &std::path::Path, faults: Faults) -> MockHqHandle {
     MockHq::start("127.0.0.1:0".parse().unwrap(), dir, faults)
         .await
         .expect("mock HQ starts")
@@ -140,9 +140,9 @@ async fn an_hq_that_fails_keeps_everything_queued_and_visible() {
 }
 
 /// A real `outpost serve` process, killed with SIGKILL when dropped.
-struct Store {
+pub(crate) struct Store {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Store {
@@ -152,7 +152,12 @@ impl Drop for Store {
     }
 }
 
-fn start_store(config: &std::path::Path, data: &std::path::Path) -> Store {
+/// `outpost serve` with `config` on `data`, with `env` added to its environment.
+pub(crate) fn start_store(
+    config: &std::path::Path,
+    data: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Store {
     let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
@@ -160,6 +165,7 @@ fn start_store(config: &std::path::Path, data: &std::path::Path) -> Store {
         .arg(data)
         .env("OUTPOST_LOG", "info")
         .env("OUTPOST_ALLOW_SOFTWARE_SEALER", "1")
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -237,7 +243,7 @@ async fn a_long_outage_drains_exactly_once_across_a_sigkill_of_the_store() {
     );
     let password = String::from_utf8(out.stdout).unwrap().trim().to_owned();
 
-    let store = start_store(&config, &data);
+    let store = start_store(&config, &data, &[]);
     crate::helpers::log_in(&store.base, "outage", &password).await;
     // The audit chain's head (the account added, the login) is queued at start; no
     // other until `[events] audit_head_ms` (5 min) has passed.
@@ -263,7 +269,7 @@ async fn a_long_outage_drains_exactly_once_across_a_sigkill_of_the_store() {
     assert!(acked_at_kill < total, "the drain finished before the kill");
 
     hq.set_faults(Faults::none()).unwrap();
-    let store = start_store(&config, &data);
+    let store = start_store(&config, &data, &[]);
     crate::helpers::log_in(&store.base, "outage", &password).await;
     let base = store.base.clone();
     eventually(120, "the outbox to drain after the restart", || {

@@ -196,7 +196,7 @@ impl VendRecord {
         method: PayMethod,
         at: OffsetDateTime,
     ) -> Self {
-        let id = Uuid::now_v7();
+        let id = crate::domain::ids::next();
         VendRecord {
             key: format!("vend-{id}"),
             id,

@@ -22,7 +22,6 @@ pub mod request;
 pub use request::{CartRequest, CheckoutRequest, CheckoutResult, LineRequest, MAX_LINES, Weigher};
 
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::idempotency::{self, IdemRecord, IdemState};
 use super::journal::{self, CheckoutPending, Pending};
@@ -85,7 +84,7 @@ impl Sales {
             ));
         }
         let (mut tenders, change) = allocate_tenders(cart.total, &tenders_req)?;
-        let id = Uuid::now_v7();
+        let id = crate::domain::ids::next();
         let now = OffsetDateTime::now_utc();
         let mut payments = card_payments(id, &mut tenders, PaymentKind::Charge);
         let sale = Sale {

@@ -233,7 +233,7 @@ pub fn enqueue_tx(tx: &mut Tx<'_>, body: EventBody, cap: u64) -> Result<Enqueued
         return Ok(Enqueued::Dropped);
     }
     let ev = HqEvent {
-        id: Uuid::now_v7(),
+        id: crate::domain::ids::next(),
         at: OffsetDateTime::now_utc(),
         dropped_before: dropped,
         body,
