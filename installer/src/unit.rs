@@ -84,6 +84,7 @@ pub fn units(facts: &Facts, groups: &[String]) -> Units {
          ExecStart={RELEASES}/current/outpost serve --config {CONFIG_FILE}\n\
          Restart=on-failure\n\
          RestartSec=1\n\
+         LimitNOFILE=65536\n\
          \n\
          ProtectSystem=strict\n\
          ReadWritePaths={DATA_DIR} {RELEASES}\n\
@@ -155,6 +156,7 @@ mod tests {
             "ExecStart=/opt/outpost/current/outpost serve --config /etc/outpost/outpost.toml",
             "Restart=on-failure",
             "RestartSec=1",
+            "LimitNOFILE=65536",
             "StartLimitIntervalSec=60",
             "StartLimitBurst=5",
             "Requires=outpost.socket",

@@ -5,8 +5,8 @@
 //! ours (TLS 1.3 only, exactly one pinned CA, the device identity), so:
 //!
 //! - **Serving**: [`incoming`] accepts TCP connections, runs each TLS handshake in its
-//!   own task (bounded in time and in number), and yields only the streams whose
-//!   handshake succeeded, for `Server::serve_with_incoming_shutdown`. A refused
+//!   own task (bounded in time and in number, [`crate::grpc_accept`]), and yields only
+//!   the streams whose handshake succeeded, for `Server::serve_with_incoming_shutdown`. A refused
 //!   handshake (no client certificate, one from another CA, an expired one) is logged
 //!   with the peer's address and rustls' reason, and never reaches a service.
 //! - **Dialing**: [`TlsConnector`] is the connector for `Endpoint::connect_with_connector`:
@@ -21,7 +21,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,7 +28,6 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Uri;
 
@@ -38,34 +36,11 @@ use tonic::transport::Uri;
 pub type ServerTlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// How long a peer may take to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at most; further connections wait in the listen backlog.
-const MAX_HANDSHAKES: usize = 256;
-/// Established connections not yet taken by the server.
-const ACCEPTED_QUEUE: usize = 64;
-/// Pause after a failed `accept` (out of file descriptors...), so the loop cannot spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+pub const HANDSHAKE_TIMEOUT: Duration = crate::grpc_accept::OPEN_TIMEOUT;
 
 const H2: &[u8] = b"h2";
 
-/// Counts of the handshakes an [`incoming`] stream ran.
-#[derive(Debug, Default)]
-pub struct HandshakeStats {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-}
-
-impl HandshakeStats {
-    /// Handshakes that succeeded.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    /// Handshakes that failed or timed out (the peer was refused).
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-}
+pub use crate::grpc_accept::HandshakeStats;
 
 /// `config` with ALPN `h2`, the only protocol gRPC speaks.
 pub fn server_config_h2(config: &ServerConfig) -> Arc<ServerConfig> {
@@ -75,11 +50,9 @@ pub fn server_config_h2(config: &ServerConfig) -> Arc<ServerConfig> {
 }
 
 /// TLS connections accepted on `listener` under `config`, for
-/// `tonic::transport::Server::serve_with_incoming_shutdown`.
-///
-/// A task owns the listener; it stops when the returned stream is dropped (the server
-/// stopped). Handshakes run concurrently, each bounded by [`HANDSHAKE_TIMEOUT`], so a
-/// peer that connects and says nothing holds up no one.
+/// `tonic::transport::Server::serve_with_incoming_shutdown`: each handshake runs in its
+/// own task, bounded in time ([`HANDSHAKE_TIMEOUT`]) and in number
+/// ([`crate::grpc_accept`]), so a peer that connects and says nothing holds up no one.
 pub fn incoming(
     listener: TcpListener,
     config: &ServerConfig,
@@ -88,51 +61,10 @@ pub fn incoming(
     Arc<HandshakeStats>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config_h2(config));
-    let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
-    let stats = Arc::new(HandshakeStats::default());
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let task_stats = Arc::clone(&stats);
-    tokio::spawn(async move {
-        loop {
-            let permit = tokio::select! {
-                p = Arc::clone(&permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                () = tx.closed() => break,
-            };
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Failed to accept a connection on the TLS port");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                        continue;
-                    }
-                },
-                () = tx.closed() => break,
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            let stats = Arc::clone(&task_stats);
-            tokio::spawn(async move {
-                let _permit = permit;
-                match handshake(&acceptor, tcp).await {
-                    Ok(tls) => {
-                        stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        // The server stopped if this fails; the connection just closes.
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Err(e) => {
-                        stats.refused.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, error = %e, "Refused a TLS connection");
-                    }
-                }
-            });
-        }
-    });
-    (ReceiverStream::new(rx), stats)
+    crate::grpc_accept::accept(listener, "TLS", move |tcp| {
+        let acceptor = acceptor.clone();
+        async move { handshake(&acceptor, tcp).await }
+    })
 }
 
 async fn handshake(

@@ -42,7 +42,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use outpost_proto::hq::store_service_server::StoreServiceServer;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Settings;
 use service::StoreGrpc;
@@ -136,8 +135,10 @@ pub async fn serve(
                 .await
         }
         None => {
+            // Silent and trickling peers are closed before tonic sees them.
+            let (incoming, _stats) = outpost_proto::grpc_accept::plaintext(listener);
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
     }

@@ -14,6 +14,7 @@ mod login_storm;
 mod logs;
 mod notify;
 mod readme;
+mod slow_clients;
 mod vending_demo;
 
 /// A real `outpost serve` at `trace` for every crate, its stdout and stderr captured.

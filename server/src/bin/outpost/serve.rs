@@ -20,6 +20,7 @@ use crate::cli::Common;
 pub async fn serve(common: &Common) -> anyhow::Result<()> {
     let s = common.settings()?;
     outpost_server::telemetry::init(&s.log);
+    raise_open_files_limit();
     let releases = s.updates.releases_dir.clone();
     let report_cap =
         (s.events.enabled && s.sync.hq_url.is_some()).then_some(s.events.max_pending_alerts);
@@ -109,6 +110,30 @@ pub async fn serve(common: &Common) -> anyhow::Result<()> {
     }
 }
 
+/// Open files up to the hard limit: every connection is one, and the soft limit
+/// (1024 on many systems) would stop the server accepting long before memory runs
+/// short; idle and slow connections are closed by the server's timeouts, so the count
+/// stays bounded by what clients open within them.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current >= limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?limit.current, to = ?limit.maximum, "Raised the open files limit")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, soft = ?limit.current, "Cannot raise the open files limit")
+        }
+    }
+}
+
 /// What the health gate looks at in a built server.
 pub fn gate_targets(app: &Application) -> GateTargets {
     GateTargets {
@@ -140,6 +165,7 @@ fn stop_with_supervisor() {
 pub async fn demo(common: &Common, products: usize, vending: bool) -> anyhow::Result<()> {
     let mut s = common.settings()?;
     outpost_server::telemetry::init(&s.log);
+    raise_open_files_limit();
     if s.devices.is_empty() {
         // Simulators speaking the real wire protocols, so the demo runs the
         // ESC/POS and nexo drivers (or the MDB and OSB/1 ones) end to end.
