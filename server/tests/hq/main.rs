@@ -18,6 +18,7 @@ mod push_faults;
 mod pushes;
 mod settings;
 mod snapshot_load;
+mod soak;
 mod tls;
 mod update_census;
 mod uplink;
