@@ -14,6 +14,7 @@
 //! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
 //! - [`status`]: the sync status (backlog, link, pushed versions).
 //! - [`events`]: the watcher that writes device events, alerts and telemetry for HQ.
+//! - [`metrics`]: the port's requests counted for `/metrics`.
 //! - [`artifacts`]: catalog snapshots HQ offers through the store mesh.
 //! - [`escrow`]: the escrow exchange an enrolled unit's sealed key needs
 //!   (`HqService.Escrow`).
@@ -32,6 +33,7 @@ pub mod convert;
 pub mod enrol;
 pub mod escrow;
 pub mod events;
+pub mod metrics;
 pub mod record_push;
 pub mod records;
 pub mod service;
@@ -118,7 +120,8 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(64)
         .http2_keepalive_interval(Some(keepalive))
-        .http2_keepalive_timeout(Some(keepalive));
+        .http2_keepalive_timeout(Some(keepalive))
+        .layer(metrics::GrpcMetricsLayer);
     let mut router = builder.add_service(health);
     router = match auth {
         Some(auth) => router.add_service(auth::Authenticated::new(service, auth)),

@@ -410,5 +410,21 @@ async fn commands_are_answered_once_per_id_and_health_is_served() {
         h.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // The port's calls are in /metrics, by method and status.
+    let metrics = authed(&app.base)
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "outpost_requests_total{protocol=\"grpc\",route=\"/grpc.health.v1.Health/Check\",method=\"POST\",status=\"OK\"}",
+        "outpost_requests_total{protocol=\"grpc\",route=\"/outpost.hq.v1.StoreService/SendCommand\",method=\"POST\",status=\"INVALID_ARGUMENT\"}",
+        "outpost_request_duration_seconds_count{protocol=\"grpc\",route=\"/grpc.health.v1.Health/Check\",method=\"POST\",status=\"OK\"}",
+    ] {
+        assert!(metrics.contains(want), "{want} not in {metrics}");
+    }
     app.stop().await;
 }

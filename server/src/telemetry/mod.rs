@@ -3,6 +3,10 @@
 //! The filter can be changed while running (HQ's `set_log_level` command), and the
 //! most recent lines are kept in a bounded in-memory ring for HQ's `collect_logs`
 //! command, so a technician far away can see what happened without a shell.
+//!
+//! [`requests`]: the request counters both ports feed, for `/metrics`.
+
+pub mod requests;
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
