@@ -16,6 +16,10 @@ pub enum ServeFault {
     CorruptChunks,
     /// Serve every chunk one byte short.
     TruncateChunks,
+    /// Announce every chunk but answer every chunk request "not found" (a liar).
+    DenyChunks,
+    /// Announce a hundred times per tick (a flood).
+    FloodAnnouncements,
 }
 
 /// Configuration of one unit. Build with [`P2pConfig::new`] and adjust fields.

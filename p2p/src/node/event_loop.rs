@@ -305,7 +305,16 @@ impl Node {
     }
 
     fn on_gossip(&mut self, source: PeerId, data: &[u8]) {
-        if !self.roster().contains(&source) {
+        if !self.roster().contains(&source) || self.swarm.behaviour().admission.is_banned(&source) {
+            return;
+        }
+        // Each author has an allowance; one that floods past it is banned.
+        let r = self.peers.entry(source).or_insert_with(PeerRecord::new);
+        if !r.allow_gossip(Instant::now()) {
+            if r.gossip_dropped >= super::GOSSIP_FLOOD_BAN {
+                tracing::warn!(peer = %source, dropped = r.gossip_dropped, "Banning a peer that floods announcements");
+                self.ban(source);
+            }
             return;
         }
         let g = match Gossip::decode(data) {
@@ -348,6 +357,7 @@ impl Node {
                 }
                 if r.have.len() < 1024 || r.have.contains_key(&root) {
                     r.have.insert(root, (bits, has_list));
+                    r.denied_since_announce.remove(&root);
                 }
                 if fetching_origin {
                     r.fetching.insert(root);
@@ -406,6 +416,14 @@ impl Node {
                 d.dirty = false;
                 d.last_announce = now;
                 self.announce(root);
+            }
+        }
+        #[cfg(feature = "test-utils")]
+        if self.cfg.fault == Some(crate::config::ServeFault::FloodAnnouncements) {
+            for info in self.store.list() {
+                for _ in 0..100 {
+                    self.announce(info.root);
+                }
             }
         }
         if now.duration_since(self.last_full_announce) >= self.cfg.announce_interval {

@@ -68,6 +68,10 @@ impl Node {
                         _ => Response::NotFound,
                     },
                 ),
+                #[cfg(feature = "test-utils")]
+                Request::Chunk(root, _) if fault == Some(crate::config::ServeFault::DenyChunks) => {
+                    (root, Response::NotFound)
+                }
                 Request::Chunk(root, index) => (
                     root,
                     match store.read_chunk(&root, index) {
@@ -79,7 +83,11 @@ impl Node {
                                 Some(crate::config::ServeFault::TruncateChunks) => {
                                     data.pop();
                                 }
-                                None => {}
+                                Some(
+                                    crate::config::ServeFault::DenyChunks
+                                    | crate::config::ServeFault::FloodAnnouncements,
+                                )
+                                | None => {}
                             }
                             Response::Chunk { index, data }
                         }
@@ -163,15 +171,30 @@ impl Node {
                 });
             }
             (Pending::Chunk(root, index), Response::NotFound) => {
-                // Stale announcement: forget that the peer has it.
+                // A stale announcement: forget that the peer has it. Denying what it
+                // announced, announcement after announcement, is lying: banned (one
+                // denial counts per announcement, so the other requests in flight to
+                // a peer that really dropped the artifact count no further).
+                let mut lies = 0;
                 if let Some(r) = self.peers.get_mut(&peer)
                     && let Some((bits, _)) = r.have.get_mut(&root)
                 {
+                    if bits.get(index) && r.denied_since_announce.insert(root) {
+                        r.denied_chunks += 1;
+                        lies = r.denied_chunks;
+                    }
                     let mut fresh = Bitfield::new(bits.len());
                     for i in (0..bits.len()).filter(|i| bits.get(*i) && *i != index) {
                         fresh.set(i);
                     }
                     *bits = fresh;
+                }
+                if lies >= super::MAX_DENIED_CHUNKS {
+                    self.punish(
+                        peer,
+                        root,
+                        &format!("denied chunks it had announced, after {lies} announcements"),
+                    );
                 }
                 self.schedule(root);
             }

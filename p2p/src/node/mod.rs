@@ -120,6 +120,21 @@ struct Download {
     error: Option<String>,
 }
 
+/// A peer that answers "not found" for a chunk it announced, after this many of its
+/// announcements, is lying about what it has: it is banned like one serving bad
+/// chunks. (One denial counts per announcement, so an artifact the peer really
+/// dropped costs one, and it stops announcing it.)
+const MAX_DENIED_CHUNKS: u32 = 5;
+/// Announcements an author may send in a burst; it earns [`GOSSIP_PER_SEC`] more a
+/// second. A unit announces each artifact at most every 200 ms while downloading and
+/// once per `announce_interval` otherwise: a store's units stay far below.
+const GOSSIP_BURST: f64 = 512.0;
+/// Announcements an author earns per second.
+const GOSSIP_PER_SEC: f64 = 128.0;
+/// Announcements dropped over the allowance before their author is banned for
+/// flooding.
+const GOSSIP_FLOOD_BAN: u32 = 256;
+
 struct PeerRecord {
     addrs: Vec<Multiaddr>,
     last_seen: Option<Instant>,
@@ -132,9 +147,32 @@ struct PeerRecord {
     /// Whether an announcement arrived since the connection came up: the election waits
     /// for it so it does not decide on an empty view of a peer.
     heard: bool,
+    /// Announcements it made and then denied (answered "not found" for a chunk in it).
+    denied_chunks: u32,
+    /// Artifacts it denied a chunk of since its last announcement of them.
+    denied_since_announce: HashSet<Root>,
+    /// Its announcement allowance (a token bucket) and when it was last topped up.
+    gossip_tokens: f64,
+    gossip_at: Instant,
+    /// Announcements dropped because it was over its allowance.
+    gossip_dropped: u32,
 }
 
 impl PeerRecord {
+    /// Takes one announcement from its allowance: `false` when it is over it.
+    fn allow_gossip(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.gossip_at).as_secs_f64() * GOSSIP_PER_SEC;
+        self.gossip_tokens = (self.gossip_tokens + earned).min(GOSSIP_BURST);
+        self.gossip_at = now;
+        if self.gossip_tokens >= 1.0 {
+            self.gossip_tokens -= 1.0;
+            true
+        } else {
+            self.gossip_dropped += 1;
+            false
+        }
+    }
+
     fn new() -> PeerRecord {
         PeerRecord {
             addrs: Vec::new(),
@@ -145,6 +183,11 @@ impl PeerRecord {
             bad_chunks: 0,
             refused_offers: 0,
             heard: false,
+            denied_chunks: 0,
+            denied_since_announce: HashSet::new(),
+            gossip_tokens: GOSSIP_BURST,
+            gossip_at: Instant::now(),
+            gossip_dropped: 0,
         }
     }
 }

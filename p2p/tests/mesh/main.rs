@@ -177,6 +177,76 @@ async fn corrupt_and_wrong_size_chunks_are_refused_and_the_peers_banned() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_lying_about_its_chunks_and_one_flooding_announcements_are_banned() {
+    // Units 0 (honest), 1 (announces everything, answers every chunk "not found") and
+    // 2 (serves good chunks but announces a hundred times a tick) hold the artifact.
+    // Unit 3 first knows only the liar, unit 4 only the flooder: each must ban its bad
+    // peer and end with a verified copy, the honest unit never banned.
+    let d = dirs(5);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let origin = origin(tmp.path(), 4 * MB).await;
+    let offer = origin.offer();
+    let ids = identities(&d);
+    let r = roster(&ids);
+    let mut first = Vec::new();
+    for (i, fault) in [
+        None,
+        Some(ServeFault::DenyChunks),
+        Some(ServeFault::FloodAnnouncements),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = config(d[i].path(), r.clone(), &[]);
+        c.fault = fault;
+        let u = start(c).await.expect("start");
+        u.offer(signed(&offer)).await.expect("offer");
+        complete(&u, offer.root, Duration::from_secs(10)).await;
+        first.push(u);
+    }
+    // HQ's origin goes away: the late units can only get the artifact from peers.
+    drop(origin);
+    for (late_i, bad_i, who) in [(3, 1, "the liar"), (4, 2, "the flooder")] {
+        let mut c = config(d[late_i].path(), r.clone(), &[addr(&first[bad_i])]);
+        c.requests_per_peer = 8;
+        let late = start(c).await.expect("start");
+        until(
+            &format!("unit {late_i} to see {who}"),
+            Duration::from_secs(10),
+            || async {
+                late.peers()
+                    .await
+                    .expect("peers")
+                    .iter()
+                    .any(|p| p.state == PeerState::Connected)
+            },
+        )
+        .await;
+        late.offer(signed(&offer)).await.expect("offer");
+        until(
+            &format!("{who} to be banned"),
+            Duration::from_secs(30),
+            || async {
+                let peers = late.peers().await.expect("peers");
+                peers
+                    .iter()
+                    .any(|p| p.peer_id == ids[bad_i].to_base58() && p.state == PeerState::Banned)
+            },
+        )
+        .await;
+        late.dial(addr(&first[0])).await.expect("dial");
+        let path = complete(&late, offer.root, Duration::from_secs(20)).await;
+        assert_eq!(root_of(&path), offer.root, "unit {late_i}");
+        let peers = late.peers().await.expect("peers");
+        let honest = peers
+            .iter()
+            .find(|p| p.peer_id == ids[0].to_base58())
+            .expect("listed");
+        assert_ne!(honest.state, PeerState::Banned, "{honest:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_fetcher_killed_mid_download_another_takes_over() {
     let d = dirs(5);
     let tmp = tempfile::tempdir().expect("tmp");
