@@ -68,6 +68,8 @@ pub struct Settings {
     pub updates: UpdateSettings,
     /// Self-checkout on the shopper's phone (`[shopper]`).
     pub shopper: ShopperSettings,
+    /// Prometheus's access to `/metrics` (`[metrics]`).
+    pub metrics: MetricsSettings,
 }
 
 impl Default for Settings {
@@ -89,8 +91,20 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             updates: UpdateSettings::default(),
             shopper: ShopperSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
+}
+
+/// Prometheus's access to `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// A file holding the scrape token (`outpost metrics-token FILE` makes one): a
+    /// request with `Authorization: Bearer <it>` may read `/metrics` and nothing else.
+    /// Read at each scrape, so replacing the file rotates the token. Without it,
+    /// `/metrics` needs a staff session that may read logs.
+    pub token_file: Option<PathBuf>,
 }
 
 /// What the store is.

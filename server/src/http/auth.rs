@@ -150,6 +150,54 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     Err(AuthError::Unauthorized.into())
 }
 
+/// Who may read `/metrics`: Prometheus with the scrape token (`[metrics] token_file`),
+/// or a staff member who may read logs.
+#[derive(Debug)]
+pub struct MetricsReader;
+
+/// The shortest scrape token accepted (`outpost metrics-token` makes 64 characters).
+pub const MIN_SCRAPE_TOKEN: usize = 32;
+
+fn authenticate_metrics(req: &HttpRequest) -> Result<MetricsReader, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no state"))?;
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let (Some(file), Some(bearer)) = (&state.settings.metrics.token_file, bearer) {
+        match std::fs::read_to_string(file) {
+            Ok(token) if token.trim().len() >= MIN_SCRAPE_TOKEN => {
+                use subtle::ConstantTimeEq as _;
+                if bool::from(token.trim().as_bytes().ct_eq(bearer.as_bytes())) {
+                    return Ok(MetricsReader);
+                }
+            }
+            Ok(_) => tracing::warn!(
+                file = %file.display(),
+                "The metrics scrape token file holds fewer than {MIN_SCRAPE_TOKEN} characters; make one with `outpost metrics-token`"
+            ),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "Cannot read the metrics scrape token file")
+            }
+        }
+    }
+    authenticate(req)?.require(Permission::ReadLogs)?;
+    Ok(MetricsReader)
+}
+
+impl FromRequest for MetricsReader {
+    type Error = ApiError;
+    type Future = Ready<Result<MetricsReader, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(authenticate_metrics(req))
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Caller, ApiError>>;

@@ -202,6 +202,17 @@ impl utoipa::Modify for SecurityAddon {
             ))),
         );
         components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Prometheus's scrape token (`[metrics] token_file`, made by `outpost metrics-token FILE`): reads /metrics only",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "shopper_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 crate::shopper::SHOPPER_COOKIE,

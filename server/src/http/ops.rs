@@ -60,10 +60,16 @@ pub async fn security_status(
 }
 
 /// Prometheus metrics.
-#[utoipa::path(tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(
+    tag = "ops",
+    security(("metrics_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
 #[get("/metrics")]
-pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    caller.require(Permission::ReadLogs)?;
+pub async fn metrics(
+    _reader: super::auth::MetricsReader,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let store = state.sales.store();
     let w = store.writer_stats();
     let sync = crate::hq::status::sync_status(store, &state.settings, &state.sync)?;

@@ -188,3 +188,93 @@ fn the_alerting_rules_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn the_scrape_token_reads_metrics_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("metrics.token");
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("metrics-token")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A second run keeps the token unless told to replace it.
+    let again = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .arg("metrics-token")
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+
+    let mut s = test_settings(&dir.path().join("data"));
+    s.metrics.token_file = Some(token_file.clone());
+    let app = spawn_configured(s, None, true).await;
+    let bare = reqwest::Client::new();
+    let get = |path: &str, bearer: Option<&str>| {
+        let mut r = bare.get(app.url(path));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        r.send()
+    };
+    let r = get("/metrics", Some(&token)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("outpost_build_info"));
+    // Not a terminal or staff credential: nothing else opens with it.
+    for path in [
+        "/api/v1/sales",
+        "/api/v1/products/MILK",
+        "/api/v1/security/status",
+    ] {
+        let r = get(path, Some(&token)).await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    // A wrong token, a terminal's token and no token are refused.
+    assert_eq!(
+        get("/metrics", Some(&"0".repeat(64)))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(get("/metrics", None).await.unwrap().status(), 401);
+    let (_, till) = app.security.add_terminal("test", "metrics-till").unwrap();
+    use secrecy::ExposeSecret as _;
+    assert_eq!(
+        get("/metrics", Some(till.expose_secret()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // Replacing the file rotates the token at the next scrape.
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["metrics-token", "--force"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(get("/metrics", Some(&token)).await.unwrap().status(), 401);
+    let fresh = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(get("/metrics", Some(&fresh)).await.unwrap().status(), 200);
+}

@@ -141,6 +141,16 @@ pub enum Command {
     /// ports, HQ, mesh peers, devices. Each line ok, warning or error with the fix;
     /// exit code 1 on any error. Changes nothing.
     Doctor(Common),
+    /// Write a new Prometheus scrape token to FILE (owner-only): name it in
+    /// `[metrics] token_file` and give Prometheus the same token (`authorization:
+    /// credentials_file`); it reads /metrics and nothing else.
+    MetricsToken {
+        /// Where to write it.
+        file: PathBuf,
+        /// Replace an existing token (Prometheus then needs the new one).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]

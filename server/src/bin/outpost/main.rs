@@ -87,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_is_copy,
         } => update::self_test(&common, data_is_copy).await,
         Command::Doctor(common) => doctor::run(&common),
+        Command::MetricsToken { file, force } => metrics_token(&file, force),
         Command::Vending {
             what: VendingWhat::Dex { reset, common },
         } => vending::dex(reset, &common).await,
@@ -103,4 +104,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => catalog::import(&file, replace, catalog_version, &common),
     }
+}
+
+/// `outpost metrics-token FILE [--force]`: 32 random bytes as 64 hex characters.
+fn metrics_token(file: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use rand::RngCore as _;
+    if file.exists() && !force {
+        anyhow::bail!(
+            "{} exists: pass --force to replace it (Prometheus then needs the new token)",
+            file.display()
+        );
+    }
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    outpost_security::fsutil::write_private(file, format!("{token}\n").as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+    println!(
+        "Wrote a new scrape token to {}. Set [metrics] token_file = {:?} in the config, and give Prometheus the same token (authorization: {{ type: Bearer, credentials_file: ... }})",
+        file.display(),
+        file.display().to_string()
+    );
+    Ok(())
 }
