@@ -87,8 +87,12 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
         /// Also remove the data dir and everything in the config dir.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keep_config")]
         purge: bool,
+        /// Keep the config dir (what a Debian package removal does; the purge removes
+        /// it).
+        #[arg(long)]
+        keep_config: bool,
     },
 }
 
@@ -178,10 +182,14 @@ fn main() -> anyhow::Result<()> {
                 .context("Failed to install Outpost")?;
             summary("the install", target.dry_run, &steps);
         }
-        Cmd::Uninstall { target, purge } => {
+        Cmd::Uninstall {
+            target,
+            purge,
+            keep_config,
+        } => {
             let steps = uninstall::uninstall(
                 &root(&target),
-                purge,
+                uninstall::Removal { purge, keep_config },
                 !target.dry_run,
                 &mut progress(target.dry_run),
             )

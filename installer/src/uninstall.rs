@@ -20,13 +20,24 @@ pub const STEPS: [&str; 8] = [
     "stop", "erase", "units", "config", "releases", "data", "sysusers", "user",
 ];
 
+/// What an uninstall keeps and what it destroys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// Also crypto-erase the data key and remove the data dir and the config dir.
+    pub purge: bool,
+    /// Keep the config dir as it is (a package removal: Debian keeps a removed
+    /// package's configuration until it is purged).
+    pub keep_config: bool,
+}
+
 /// Uninstalls (or, with `apply` false, plans), calling `progress` after each step.
 pub fn uninstall(
     root: &Root,
-    purge: bool,
+    removal: Removal,
     apply: bool,
     progress: &mut dyn FnMut(&Step),
 ) -> Result<Vec<Step>, InstallError> {
+    let Removal { purge, keep_config } = removal;
     let mut done = Vec::new();
     let mut step = |name: &'static str, changed: bool, detail: String| {
         let s = Step {
@@ -76,6 +87,11 @@ pub fn uninstall(
         (
             fsio::remove_tree(&root.path(CONFIG_DIR), apply)?,
             format!("{CONFIG_DIR} and all in it"),
+        )
+    } else if keep_config {
+        (
+            false,
+            format!("{CONFIG_DIR} kept for a later install (a purge removes it)"),
         )
     } else {
         let mut c = fsio::remove_file(&root.path(CONFIG_FILE), apply)?;

@@ -234,10 +234,17 @@ fn the_deb_builds_lists_what_the_installer_expects_and_installs_and_purges_clean
         .load_or_create(&mut sealer)
         .unwrap();
 
-    // Remove: everything but the data (and the installer copy the purge needs).
+    // Remove: everything but the data, the technician's config (Debian keeps a
+    // removed package's configuration) and the installer copy the purge needs.
+    let config = std::fs::read(m.path("/etc/outpost/outpost.toml")).unwrap();
     let said = dpkg(m.root.path(), &["-r", "outpost"]);
     assert!(said.contains("Done: the uninstall"), "{said}");
     assert!(data.join("sealed-key").exists() && data.join("software-kek").exists());
+    assert_eq!(
+        std::fs::read(m.path("/etc/outpost/outpost.toml")).unwrap(),
+        config,
+        "the removal kept the config as it was"
+    );
     assert!(!m.path("/opt/outpost").exists());
     assert!(!m.path("/etc/systemd/system/outpost.service").exists());
     assert!(m.id("/etc/passwd", "outpost").is_none());
