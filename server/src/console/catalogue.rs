@@ -338,14 +338,26 @@ catalogue! {
     Roles "roles" => "Roles", "Роли";
     Enabled "enabled" => "Enabled", "Включена";
     Disabled "disabled" => "Disabled", "Отключена";
-    UsersHelp "users.help" => "Accounts are added and changed through the admin API, or on the unit with:", "Учётные записи создаются и меняются через программный интерфейс администратора или на устройстве командой:";
+    UsersHelp "users.help" => "A new account's password is shown once. Accounts are changed and disabled through the admin API, or on the unit with:", "Пароль новой учётной записи показывается один раз. Учётные записи меняются и отключаются через программный интерфейс администратора или на устройстве командой:";
     TerminalTokens "terminals" => "Terminal tokens", "Токены терминалов";
     Issued "issued" => "Issued", "Выдан";
     Revoked "revoked" => "Revoked", "Отозван";
     Active "active" => "Active", "Действует";
     Revoke "revoke" => "Revoke", "Отозвать";
     TerminalRevoked "terminal.revoked" => "Token revoked:", "Токен отозван:";
-    TerminalsHelp "terminals.help" => "A token is shown once, when it is issued; new ones are issued on the unit with:", "Токен показывается один раз, при выдаче; новые выдаются на устройстве командой:";
+    TerminalsHelp "terminals.help" => "A token is shown once, when it is issued, here or on the unit with:", "Токен показывается один раз, при выдаче — здесь или на устройстве командой:";
+    IssueToken "token.issue" => "Issue a token", "Выдать токен";
+    TheToken "token" => "Its token:", "Его токен:";
+    TerminalName "terminal.name" => "Terminal name", "Имя терминала";
+    TokenIssued "token.issued" => "Token issued for the terminal", "Токен выдан терминалу";
+    ShownOnce "shown.once" => "Copy it into the terminal now: it is shown this once and cannot be shown again (only its hash is kept). Lost, it is revoked and a new one issued.", "Скопируйте его в терминал сейчас: он показывается только один раз и больше не может быть показан (хранится лишь его хеш). Если он утерян, его отзывают и выдают новый.";
+    AddStaff "staff.add" => "Add a staff account", "Добавить учётную запись";
+    NewUsername "username.new" => "Username (letters, digits, - _ . @)", "Имя пользователя (буквы, цифры, - _ . @)";
+    StaffAdded "staff.added" => "Account added", "Учётная запись добавлена";
+    FirstPassword "password.first" => "Its password (give it to the person in private; they log in with it)", "Пароль (передайте его лично; с ним входят в систему)";
+    AccountExists "account.exists" => "An account with that name exists already: change it with the admin API or `outpost users`.", "Учётная запись с таким именем уже есть: измените её через программный интерфейс администратора или `outpost users`.";
+    NoRoleChosen "role.none" => "Choose at least one role.", "Выберите хотя бы одну роль.";
+    BackToSecurity "back.security" => "Back to security and admin", "Назад к безопасности и администрированию";
 }
 
 #[cfg(test)]

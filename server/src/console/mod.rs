@@ -56,6 +56,8 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         .service(pages::logs::download)
         .service(pages::security::security)
         .service(pages::security::revoke_terminal)
+        .service(pages::accounts::issue_terminal)
+        .service(pages::accounts::add_staff)
         .route("/console", web::get().to(to_dashboard));
 }
 

@@ -275,6 +275,28 @@ async fn the_console_in_chromium() {
     );
     let _ = b.console_log().await; // the refused POST's 403, expected
 
+    // An admin issues a terminal token through the form: shown once, and it sells.
+    visit(&b, &app, "/console/security").await;
+    b.script("document.getElementById('issue-token').scrollIntoView(); return 1;")
+        .await;
+    b.screenshot(&shots.join("en-security-forms.png")).await;
+    let name = b.find("#issue-token input[name=name]").await;
+    b.type_into(&name, "till-browser").await;
+    b.click(&b.find("#issue-token button[type=submit]").await)
+        .await;
+    assert!(b.wait_for("!!document.getElementById('secret')", 10).await);
+    assert_no_errors(&b, "issue a token").await;
+    let token = b.text("#secret").await;
+    assert!(token.starts_with("opt_"), "{token}");
+    b.screenshot(&shots.join("en-token-issued.png")).await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/products/MILK", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the token from the console sells");
+
     // Switching to Russian translates every visible string on every page.
     visit(&b, &app, "/console/").await;
     b.click(&b.find("form.lang button[value='ru']").await).await;

@@ -193,6 +193,14 @@ fn posts(sale: &str) -> Vec<(String, Vec<(&'static str, String)>)> {
             ],
         ),
         ("/console/security/terminals/till-1/revoke".into(), vec![]),
+        (
+            "/console/security/terminals".into(),
+            vec![("name", "csrf-till".into())],
+        ),
+        (
+            "/console/security/users".into(),
+            vec![("username", "csrf-user".into()), ("admin", "on".into())],
+        ),
         ("/console/lang".into(), vec![("lang", "ru".into())]),
         (
             "/console/login".into(),
@@ -798,4 +806,122 @@ async fn a_stock_adjustment_from_the_console_is_recorded_once() {
         )
         .await;
     assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn an_admin_issues_a_terminal_token_and_adds_staff_each_secret_shown_once() {
+    let app = spawn_app().await;
+    let admin = Console::open(&app, "adm", vec![Role::Admin]);
+    let (_, page) = admin.get("/console/security").await;
+    assert!(page.contains("id=\"issue-token\"") && page.contains("id=\"add-staff\""));
+    let csrf = admin.csrf().await;
+
+    // A terminal token: shown once on the answer, never cached, and it sells.
+    let (status, _, page) = admin
+        .post(
+            "/console/security/terminals",
+            &[("csrf", &csrf), ("name", "till-7")],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let token = page
+        .split("id=\"secret\"")
+        .nth(1)
+        .and_then(|s| s.split('>').nth(1))
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_owned();
+    assert!(token.starts_with("opt_"), "{token}");
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/products/MILK", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, page) = admin.get("/console/security").await;
+    assert!(
+        page.contains("till-7") && !page.contains(&token),
+        "the list never shows it"
+    );
+    // A second token for the same active terminal is refused, clearly.
+    let (status, _, page) = admin
+        .post(
+            "/console/security/terminals",
+            &[("csrf", &csrf), ("name", "till-7")],
+        )
+        .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("already has an active token"), "{page}");
+
+    // A staff account: a generated password, shown once, that logs in with its roles.
+    let (status, _, page) = admin
+        .post(
+            "/console/security/users",
+            &[
+                ("csrf", &csrf),
+                ("username", "newtech"),
+                ("technician", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let password = page
+        .split("id=\"secret\"")
+        .nth(1)
+        .and_then(|s| s.split('>').nth(1))
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 20, "{password}");
+    let login = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .json(&json!({"username": "newtech", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let v: serde_json::Value = login.json().await.unwrap();
+    assert_eq!(v["roles"], json!(["technician"]));
+    // An existing account is not replaced, and a role is needed.
+    let (status, _, page) = admin
+        .post(
+            "/console/security/users",
+            &[("csrf", &csrf), ("username", "newtech"), ("admin", "on")],
+        )
+        .await;
+    assert_eq!(status, 409, "{page}");
+    let (status, _, _) = admin
+        .post(
+            "/console/security/users",
+            &[("csrf", &csrf), ("username", "norole")],
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(app.security.users().iter().all(|u| u.username != "norole"));
+    // Only an admin: a technician's session is refused both.
+    let technician = Console::open(&app, "tech", vec![Role::Technician]);
+    let tcsrf = technician.csrf().await;
+    let (status, _, _) = technician
+        .post(
+            "/console/security/terminals",
+            &[("csrf", &tcsrf), ("name", "till-8")],
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = technician
+        .post(
+            "/console/security/users",
+            &[("csrf", &tcsrf), ("username", "sneaky"), ("admin", "on")],
+        )
+        .await;
+    assert_eq!(status, 403);
+    // Both are in the audit log under the admin's name.
+    let (_, audit) = crate::helpers::audit_page(&app, &app.client).await;
+    for action in ["terminal.add", "user.set"] {
+        assert!(
+            audit.contains(&("adm".into(), action.into())),
+            "{action}: {audit:?}"
+        );
+    }
 }

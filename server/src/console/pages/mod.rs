@@ -1,5 +1,6 @@
 //! One file per console page, with the forms it posts.
 
+pub mod accounts;
 pub mod dashboard;
 pub mod devices;
 pub mod login;

@@ -119,6 +119,17 @@ pub async fn security(
                         }
                     }
                 }
+                form #add-staff.filters method="post" action="/console/security/users" data-once {
+                    (csrf_field(&csrf))
+                    label { (l.t(Msg::NewUsername)) " " input name="username" required maxlength="64" pattern="[A-Za-z0-9._@\\-]{1,64}" autocomplete="off"; }
+                    fieldset.roles {
+                        legend { (l.t(Msg::Roles)) }
+                        @for role in ["supervisor", "technician", "admin"] {
+                            label { input type="checkbox" name=(role) value="on"; " " (label(l, "role", role)) }
+                        }
+                    }
+                    button type="submit" { (l.t(Msg::AddStaff)) }
+                }
                 p.muted { (l.t(Msg::UsersHelp)) " " code translate="no" { "outpost users" } }
             }
         }
@@ -149,6 +160,11 @@ pub async fn security(
                             }
                         }
                     }
+                }
+                form #issue-token.filters method="post" action="/console/security/terminals" data-once {
+                    (csrf_field(&csrf))
+                    label { (l.t(Msg::TerminalName)) " " input name="name" required maxlength="64" pattern="[A-Za-z0-9._@\\-]{1,64}" autocomplete="off"; }
+                    button type="submit" { (l.t(Msg::IssueToken)) }
                 }
                 p.muted { (l.t(Msg::TerminalsHelp)) " " code translate="no" { "outpost terminals add NAME" } }
             }
