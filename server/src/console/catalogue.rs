@@ -355,7 +355,7 @@ catalogue! {
     NewUsername "username.new" => "Username (letters, digits, - _ . @)", "Имя пользователя (буквы, цифры, - _ . @)";
     StaffAdded "staff.added" => "Account added", "Учётная запись добавлена";
     FirstPassword "password.first" => "Its password (give it to the person in private; they log in with it)", "Пароль (передайте его лично; с ним входят в систему)";
-    AccountExists "account.exists" => "An account with that name exists already: change it with the admin API or `outpost users`.", "Учётная запись с таким именем уже есть: измените её через программный интерфейс администратора или `outpost users`.";
+    AccountExists "account.exists" => "An account with that name exists already: change it through the admin API or on the unit.", "Учётная запись с таким именем уже есть: измените её через программный интерфейс администратора или на устройстве.";
     NoRoleChosen "role.none" => "Choose at least one role.", "Выберите хотя бы одну роль.";
     BackToSecurity "back.security" => "Back to security and admin", "Назад к безопасности и администрированию";
 }
