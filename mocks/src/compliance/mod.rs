@@ -14,7 +14,9 @@
 //! - [`scanner`]: the barcode scanner check, [`scanner::barcode_scanner`].
 //! - [`scale`]: the scale check, [`scale::scale`].
 //! - [`vend`]: the vend dispenser check, [`vend::vend_dispenser`].
+//! - [`changer`]: the coin changer check, [`changer::coin_changer`].
 
+pub mod changer;
 pub mod drawer;
 pub mod payment;
 pub mod printer;

@@ -13,11 +13,13 @@
 //! - [`scale`]: the scale, [`scale::MockScale`].
 //! - [`cash`]: the coin and note acceptor, [`cash::MockCashAcceptor`].
 //! - [`vend`]: the vend dispenser, [`vend::MockVend`].
+//! - [`changer`]: the coin changer, [`changer::MockChanger`].
 //! - [`sensor`]: temperature, door and tamper sensors, [`sensor::MockSensor`].
 
 use outpost_peripherals::DeviceFault;
 
 pub mod cash;
+pub mod changer;
 pub mod display;
 pub mod drawer;
 pub mod printer;

@@ -118,6 +118,61 @@ mod tests {
     }
 
     #[test]
+    fn thirty_from_quarters_and_dimes_is_three_dimes() {
+        // Greedy takes the 25 and is left with 5 it cannot pay.
+        let tubes = [t(25, 10), t(10, 10)];
+        assert_eq!(
+            make_change(30, &tubes).unwrap().unwrap(),
+            [(25, 0), (10, 3)]
+        );
+        assert_eq!(
+            make_change(35, &tubes).unwrap().unwrap(),
+            [(25, 1), (10, 1)]
+        );
+        assert_eq!(make_change(5, &tubes).unwrap(), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever the tubes and the amount: an answer pays exactly, within the
+        /// tubes, with the fewest coins (brute force over every combination
+        /// agrees); `None` only when no combination pays it.
+        #[test]
+        fn change_is_exact_within_the_tubes_or_none(
+            amount in 0i64..400,
+            raw in proptest::collection::vec((1i64..120, 0u32..6), 1..5),
+        ) {
+            let tubes: Vec<Tube> = raw.iter().map(|&(v, n)| t(v, n)).collect();
+            // Brute force over every count of every tube.
+            let mut best: Option<u32> = None;
+            let mut counts = vec![0u32; tubes.len()];
+            loop {
+                let v: i64 = counts.iter().zip(&tubes).map(|(c, t)| i64::from(*c) * t.value).sum();
+                if v == amount {
+                    let n = counts.iter().sum();
+                    best = Some(best.map_or(n, |b: u32| b.min(n)));
+                }
+                let mut i = 0;
+                while i < counts.len() && counts[i] == tubes[i].count {
+                    counts[i] = 0;
+                    i += 1;
+                }
+                if i == counts.len() {
+                    break;
+                }
+                counts[i] += 1;
+            }
+            let got = make_change(amount, &tubes).unwrap();
+            proptest::prop_assert_eq!(got.as_ref().map(|c| coins(c)), best);
+            if let Some(c) = got {
+                proptest::prop_assert_eq!(paid(&c), amount);
+                for (i, (_, n)) in c.iter().enumerate() {
+                    proptest::prop_assert!(*n <= tubes[i].count);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn greedy_would_fail_where_the_tubes_can_pay() {
         let tubes = [t(50, 1), t(20, 3)];
         let c = make_change(60, &tubes).unwrap().unwrap();
