@@ -18,8 +18,8 @@
 //! - [`key`]: [`CommandKey`], the caller's key for vends and deposits.
 //! - [`escpos`] (feature `escpos`): the ESC/POS receipt printer driver and its drawer.
 //! - Capability traits, one module each: [`printer`], [`drawer`], [`scanner`],
-//!   [`scale`], [`display`], [`payment`], [`cash`], [`changer`], [`vend`],
-//!   [`sensor`].
+//!   [`scale`], [`display`], [`payment`], [`cash`], [`changer`], [`validator`],
+//!   [`vend`], [`sensor`].
 //! - [`change`]: paying an amount with the fewest coins the tubes hold (pure).
 //! - Drivers, one module each behind a cargo feature: `nexo` (feature `nexo`), the
 //!   nexo-style payment terminal over TCP; `scanner_serial` (feature
@@ -68,6 +68,7 @@ pub mod sics;
 pub mod spiral;
 #[cfg(feature = "transport")]
 pub mod transport;
+pub mod validator;
 pub mod vend;
 
 pub use device::{

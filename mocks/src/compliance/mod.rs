@@ -15,6 +15,7 @@
 //! - [`scale`]: the scale check, [`scale::scale`].
 //! - [`vend`]: the vend dispenser check, [`vend::vend_dispenser`].
 //! - [`changer`]: the coin changer check, [`changer::coin_changer`].
+//! - [`validator`]: the bill validator check, [`validator::bill_validator`].
 
 pub mod changer;
 pub mod drawer;
@@ -22,4 +23,5 @@ pub mod payment;
 pub mod printer;
 pub mod scale;
 pub mod scanner;
+pub mod validator;
 pub mod vend;

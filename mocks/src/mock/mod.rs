@@ -14,6 +14,7 @@
 //! - [`cash`]: the coin and note acceptor, [`cash::MockCashAcceptor`].
 //! - [`vend`]: the vend dispenser, [`vend::MockVend`].
 //! - [`changer`]: the coin changer, [`changer::MockChanger`].
+//! - [`validator`]: the bill validator, [`validator::MockValidator`].
 //! - [`sensor`]: temperature, door and tamper sensors, [`sensor::MockSensor`].
 
 use outpost_peripherals::DeviceFault;
@@ -27,6 +28,7 @@ pub mod scale;
 pub mod scanner;
 pub mod scripted;
 pub mod sensor;
+pub mod validator;
 pub mod vend;
 
 pub use scripted::{Mock, Model};

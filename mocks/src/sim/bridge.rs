@@ -32,6 +32,9 @@ pub(crate) struct Wire {
     pub(crate) money_faults: VecDeque<MdbFault>,
     unacked: Option<Vec<u8>>,
     pub(crate) silent: bool,
+    /// The next money command is carried out, then the bridge goes silent (its
+    /// answer lost too).
+    pub(crate) silent_after_money: bool,
     pub(crate) commands: u64,
 }
 
@@ -49,7 +52,13 @@ impl Wire {
         let Some(block) = line.ok().and_then(|l| parse_host_line(&l).ok()) else {
             return Some(BridgeReply::NoResponse.line().into_bytes());
         };
-        let fault = if dev.is_money(&block) {
+        let money = dev.is_money(&block);
+        if money && std::mem::take(&mut self.silent_after_money) {
+            let _ = dev.execute(&block);
+            self.silent = true;
+            return None;
+        }
+        let fault = if money {
             self.money_faults
                 .pop_front()
                 .or_else(|| self.faults.pop_front())

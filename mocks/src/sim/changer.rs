@@ -99,10 +99,6 @@ struct Changer {
     /// Coins the next payout pays before its tube jams.
     jam_after: Option<u32>,
     coin_jam: bool,
-    /// The bridge goes silent right after the next DISPENSE is carried out.
-    silent_after_dispense: bool,
-    /// Set by that DISPENSE; the wire reads it once the line is answered.
-    go_silent: bool,
     /// Coins that physically left the tubes through DISPENSE, per type.
     paid: [u32; 16],
     wire: Wire,
@@ -126,8 +122,6 @@ impl Changer {
             busy: 0,
             jam_after: None,
             coin_jam: false,
-            silent_after_dispense: false,
-            go_silent: false,
             paid: [0; 16],
             wire: Wire::default(),
         }
@@ -232,7 +226,6 @@ impl Peripheral for Changer {
                 self.tubes[i] -= n;
                 self.paid[i] += u32::from(n);
                 self.busy = self.opts.busy_polls;
-                self.go_silent = std::mem::take(&mut self.silent_after_dispense);
                 None
             }
             ChangerCommand::Poll => {
@@ -280,10 +273,6 @@ impl Serve for ChangerModel {
                 let mut wire = std::mem::take(&mut c.wire);
                 if let Some(r) = wire.handle(&mut *c, l) {
                     out.extend(r);
-                }
-                if std::mem::take(&mut c.go_silent) {
-                    wire.silent = true;
-                    out.clear();
                 }
                 c.wire = wire;
             }
@@ -403,7 +392,7 @@ impl ChangerSim {
     /// lost, and every answer after it) until [`set_silent`](Self::set_silent)
     /// `(false)`.
     pub fn silent_after_next_dispense(&self) {
-        self.c().silent_after_dispense = true;
+        self.c().wire.silent_after_money = true;
     }
 
     /// Answer nothing at all while set (the bridge lost power).

@@ -7,6 +7,8 @@
 //! - [`scale`]: an MT-SICS scale ([`ScaleSim`]), over TCP or in memory.
 //! - [`mdb`]: an MDB cashless reader behind a serial bridge ([`MdbSim`]).
 //! - [`changer`]: an MDB coin changer behind a serial bridge ([`ChangerSim`]).
+//! - [`validator`]: an MDB bill validator with escrow behind a serial bridge
+//!   ([`ValidatorSim`]).
 //! - `bridge` (private): the bridge's framing and wire faults the changer and
 //!   validator simulators share.
 //! - [`spiral`]: a spiral-motor vending board speaking OSB/1 ([`SpiralSim`]).
@@ -23,6 +25,7 @@ pub mod payment;
 pub mod scale;
 pub mod scanner;
 pub mod spiral;
+pub mod validator;
 
 pub use changer::ChangerSim;
 pub use handle::Handle;
@@ -31,6 +34,7 @@ pub use payment::PaymentSim;
 pub use scale::ScaleSim;
 pub use scanner::ScannerSim;
 pub use spiral::SpiralSim;
+pub use validator::ValidatorSim;
 
 /// The longest control line accepted.
 const MAX_CONTROL_LINE: usize = 256;

@@ -8,4 +8,5 @@ mod payment;
 mod printer;
 mod scale;
 mod scanner;
+mod validator;
 mod vending;
