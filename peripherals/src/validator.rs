@@ -107,6 +107,8 @@ pub struct Stacker {
     pub bills: u32,
     /// It is full: no note can be stacked.
     pub full: bool,
+    /// Notes it holds, when the validator says.
+    pub capacity: Option<u32>,
 }
 
 /// Where the note in escrow went under a key.

@@ -331,6 +331,7 @@ impl Application {
             crate::vending::VendDevices {
                 cashless: registry.payment(),
                 dispenser: registry.dispenser(),
+                ..Default::default()
             },
             Default::default(),
         );

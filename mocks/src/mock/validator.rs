@@ -240,6 +240,7 @@ impl BillValidator for MockValidator {
             Stacker {
                 bills: st.stacker,
                 full: st.stacker >= st.capacity,
+                capacity: Some(st.capacity),
             }
         });
         self.record(r)

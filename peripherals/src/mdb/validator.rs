@@ -375,9 +375,15 @@ impl Shared {
         let s = parse_stacker(&d).map_err(|e| {
             DeviceFault::failure(format!("validator answered STACKER with bad data: {e}"))
         })?;
+        let capacity = self
+            .st()
+            .setup
+            .as_ref()
+            .map(|s| u32::from(s.stacker_capacity));
         Ok(Stacker {
             bills: u32::from(s.bills),
             full: s.full,
+            capacity,
         })
     }
 
