@@ -331,7 +331,8 @@ impl Application {
             crate::vending::VendDevices {
                 cashless: registry.payment(),
                 dispenser: registry.dispenser(),
-                ..Default::default()
+                changer: registry.changer(),
+                validator: registry.validator(),
             },
             Default::default(),
         );

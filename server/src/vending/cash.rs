@@ -43,6 +43,45 @@ use crate::store::{Store, StoreError, Tx, from_json, to_json};
 
 const STATE: &[u8] = b"v/c";
 const MOVES: &[u8] = b"v/k/";
+const FITTED: &[u8] = b"v/f";
+
+/// Who a cash device says it is, for the DEX audit (CA1, BA1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CashDeviceId {
+    /// Serial number.
+    pub serial: String,
+    /// Model.
+    pub model: String,
+    /// Software version.
+    pub software: String,
+}
+
+/// The cash devices fitted, as they last said at open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fitted {
+    /// The coin changer.
+    pub changer: Option<CashDeviceId>,
+    /// The bill validator.
+    pub validator: Option<CashDeviceId>,
+}
+
+/// The cash devices fitted.
+pub fn fitted(store: &Store) -> Result<Fitted, StoreError> {
+    Ok(store
+        .journal_get(FITTED)?
+        .map(|v| from_json(&v, "cash devices"))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+fn id_of(d: &dyn outpost_peripherals::Device) -> CashDeviceId {
+    let i = d.core().info();
+    CashDeviceId {
+        serial: i.serial.unwrap_or_else(|| i.id.clone()),
+        model: i.model.unwrap_or_default(),
+        software: i.firmware.unwrap_or_default(),
+    }
+}
 
 /// A cash vend's price, taken from the credit while the vend runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +329,28 @@ impl Vending {
                 let mut s = state_tx(tx)?;
                 if s.escrow.take().is_some() {
                     put_state(tx, &s);
+                }
+                Ok::<(), StoreError>(())
+            })
+            .await??;
+        Ok(())
+    }
+
+    /// Record the cash devices fitted (what the DEX audit names), once they are
+    /// open.
+    pub async fn record_fitted(&self) -> Result<(), VendError> {
+        let f = Fitted {
+            changer: self.changer().map(|c| id_of(c.as_ref())),
+            validator: self.validator().map(|v| id_of(v.as_ref())),
+        };
+        self.store()
+            .write(move |tx| {
+                let now: Option<Fitted> = tx
+                    .get(FITTED)?
+                    .map(|v| from_json(&v, "cash devices"))
+                    .transpose()?;
+                if now.as_ref() != Some(&f) {
+                    tx.put(FITTED.to_vec(), to_json(&f));
                 }
                 Ok::<(), StoreError>(())
             })

@@ -580,3 +580,46 @@ async fn a_power_cut_at_every_cash_step_loses_no_credit_and_pays_no_change_twice
         }
     }
 }
+
+#[tokio::test]
+async fn the_dex_audit_counts_cash_in_and_out_as_the_journal_does() {
+    let s = cash_site().await;
+    s.vending.record_fitted().await.unwrap();
+    s.coins.insert_coin(E2);
+    s.coins.insert_coin(E1);
+    s.notes.insert_bill(N5);
+    s.vending.poll_cash().await.unwrap();
+    // 3.00 in coins and the note: the note is stacked for the cola, 5.50 back.
+    let r = s.vending.vend(slot("A1"), PayMethod::Cash).await.unwrap();
+    assert_eq!(r.state(), VendState::Completed);
+    s.coins.insert_coin(C50);
+    s.vending.poll_cash().await.unwrap();
+    let who = super::dex::DexIdentity {
+        unit: "unit-1".into(),
+        location: "Lobby".into(),
+    };
+    let file = super::dex::export(&s.store, &who).unwrap();
+    let seg = |tag: &str| -> Vec<i64> {
+        let line = file
+            .split("\r\n")
+            .find(|l| l.starts_with(&format!("{tag}*")))
+            .unwrap_or_else(|| panic!("no {tag} in {file}"));
+        line.split('*')
+            .skip(1)
+            .map(|e| e.parse().unwrap_or(-1))
+            .collect()
+    };
+    assert!(file.contains("\r\nCA1*SIM-CHANGER*"), "{file}");
+    assert!(file.contains("\r\nBA1*SIM-VALID-01*"), "{file}");
+    let ca3 = seg("CA3");
+    // Since reset = since initialisation here: 8.50 in, 3.50 coins to the tubes,
+    // 5.00 in notes.
+    assert_eq!(ca3, [850, 0, 350, 500, 850, 0, 350, 500]);
+    let ca4 = seg("CA4");
+    assert_eq!(ca4, [550, 0, 550, 0]);
+    let ca2 = seg("CA2");
+    // Cash in less cash out is the cash sales and the credit still held.
+    assert_eq!(ca3[4] - ca4[2], ca2[0] + credit(&s.vending), "{file}");
+    assert_eq!(credit(&s.vending), 50);
+    assert_eq!(moved(&s.store, CashMove::PaidOut), s.coins.paid_out_minor());
+}

@@ -358,7 +358,7 @@ async fn an_empty_slot_a_missing_slot_and_a_slot_needing_a_count_are_refused_bef
 }
 
 #[tokio::test]
-async fn cash_is_refused_until_the_changer_and_validator_are_driven() {
+async fn cash_is_refused_on_a_machine_without_a_changer_or_validator() {
     let s = site().await;
     let e = s
         .vending
