@@ -53,7 +53,7 @@ fn validator_config() -> ValidatorConfig {
     }
 }
 
-async fn changer(sim: &ChangerSim) -> Arc<MdbChanger> {
+pub(super) async fn changer(sim: &ChangerSim) -> Arc<MdbChanger> {
     let d = MdbChanger::with_connector("changer", Arc::new(sim.connector("c")), changer_config());
     d.open().await.expect("changer opens");
     d.core().claim().unwrap();
@@ -61,7 +61,7 @@ async fn changer(sim: &ChangerSim) -> Arc<MdbChanger> {
     Arc::new(d)
 }
 
-async fn validator(sim: &ValidatorSim) -> Arc<MdbValidator> {
+pub(super) async fn validator(sim: &ValidatorSim) -> Arc<MdbValidator> {
     let d = MdbValidator::with_connector(
         "validator",
         Arc::new(sim.connector("v")),
@@ -122,7 +122,7 @@ fn credit(v: &Vending) -> i64 {
     v.cash().unwrap().credit
 }
 
-fn moved(store: &Store, kind: CashMove) -> i64 {
+pub(super) fn moved(store: &Store, kind: CashMove) -> i64 {
     movements(store)
         .unwrap()
         .iter()
@@ -329,7 +329,7 @@ async fn exact_change_cash_box_and_fault_alerts_are_raised_and_cleared() {
 
 /// A device call where the power goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     /// ESCROW (stack the note).
     Escrow,
     /// The motor.
@@ -340,9 +340,9 @@ enum Step {
 
 /// The cut: at `step`, before the device sees it or after it acted.
 #[derive(Default)]
-struct Cut {
-    at: std::sync::Mutex<Option<(Step, bool)>>,
-    hit: tokio::sync::Notify,
+pub(super) struct Cut {
+    pub(super) at: std::sync::Mutex<Option<(Step, bool)>>,
+    pub(super) hit: tokio::sync::Notify,
 }
 
 impl Cut {
@@ -363,9 +363,9 @@ impl Cut {
     }
 }
 
-struct CutChanger(Arc<MdbChanger>, Arc<Cut>);
-struct CutValidator(Arc<MdbValidator>, Arc<Cut>);
-struct CutMotor(Arc<SpiralBoard>, Arc<Cut>);
+pub(super) struct CutChanger(pub(super) Arc<MdbChanger>, pub(super) Arc<Cut>);
+pub(super) struct CutValidator(pub(super) Arc<MdbValidator>, pub(super) Arc<Cut>);
+pub(super) struct CutMotor(pub(super) Arc<SpiralBoard>, pub(super) Arc<Cut>);
 
 macro_rules! device_via_inner {
     ($t:ty) => {

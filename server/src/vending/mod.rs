@@ -7,7 +7,10 @@
 //!   technician's edits, refills and counts.
 //! - [`cash`]: the customer's credit from coins and notes, the note in escrow, and
 //!   the journaled stacking and payout operations.
-//! - `cash_vend` (private): a vend paid with the cash credit.
+//! - `cash_poll` (private): polling the changer and validator into the credit, and
+//!   the tube and cash box checks; `cash_ops` (private): the journaled stacking and
+//!   payout operations and the payouts due; `cash_vend` (private): a vend paid with
+//!   the cash credit.
 //! - [`flow`]: one vend, from selection to the sale in the journal, writing the vend
 //!   record before every device call.
 //! - [`recovery`]: finishing every vend a power cut left open, by asking the devices
@@ -24,6 +27,8 @@
 
 pub mod alerts;
 pub mod cash;
+mod cash_ops;
+mod cash_poll;
 mod cash_vend;
 pub mod demo;
 pub mod dex;
@@ -35,6 +40,8 @@ pub mod upkeep;
 
 #[cfg(test)]
 mod alert_tests;
+#[cfg(test)]
+mod cash_crash_tests;
 #[cfg(test)]
 mod cash_tests;
 #[cfg(test)]
