@@ -461,3 +461,77 @@ mod tests {
         assert_eq!(acts, [Activity::Status(2), Activity::Status(7)]);
     }
 }
+
+/// `outpost-sim changer`: a euro MDB coin changer behind a serial MDB bridge.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to listen on for the driver.
+    #[arg(long, default_value = "127.0.0.1:4004")]
+    pub listen: SocketAddr,
+    /// Where to listen for control commands (`coin <type>`, `return`, `jam-payout
+    /// <coins>`, `coin-jam`, `clear-jam`, `tube <type> <coins>`, `tubes`, `paid`,
+    /// `silent on|off`).
+    #[arg(long)]
+    pub control: Option<SocketAddr>,
+}
+
+/// Run one control command and return its answer line.
+pub fn control_command(sim: &ChangerSim, line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let num = |i: usize| words.get(i).and_then(|w| w.parse::<u8>().ok());
+    match words.as_slice() {
+        ["coin", _] => match num(1) {
+            Some(t) if t < 16 => return format!("ok {:?}", sim.insert_coin(t)),
+            _ => return "err coin <type 0-15>".into(),
+        },
+        ["return"] => sim.press_return(),
+        ["jam-payout", _] => match num(1) {
+            Some(n) => sim.jam_next_payout(u32::from(n)),
+            None => return "err jam-payout <coins>".into(),
+        },
+        ["coin-jam"] => sim.coin_jam(),
+        ["clear-jam"] => sim.clear_coin_jam(),
+        ["tube", _, _] => match (num(1), num(2)) {
+            (Some(t), Some(n)) if t < 16 => sim.set_tube(t, n),
+            _ => return "err tube <type 0-15> <coins>".into(),
+        },
+        ["tubes"] => return format!("ok {:?}", sim.tubes()),
+        ["paid"] => return format!("ok {}", sim.paid_out_minor()),
+        ["silent", "on"] => sim.set_silent(true),
+        ["silent", "off"] => sim.set_silent(false),
+        _ => return format!("err unknown command {line:?}"),
+    }
+    "ok".into()
+}
+
+/// Run the simulator until Ctrl-C.
+pub async fn run(args: Args) -> std::io::Result<()> {
+    let sim = ChangerSim::start(args.listen, ChangerOptions::euro()).await?;
+    println!(
+        "MDB coin changer simulator listening on {}",
+        sim.local_addr().unwrap_or(args.listen)
+    );
+    let s = sim.clone();
+    super::run_until_ctrl_c(args.control, move |l| control_command(&s, l)).await
+}
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_commands_script_the_changer() {
+        let sim = ChangerSim::new(ChangerOptions::euro());
+        assert_eq!(
+            control_command(&sim, "coin 1"),
+            "ok Returned",
+            "not enabled"
+        );
+        assert_eq!(control_command(&sim, "tube 2 7"), "ok");
+        assert_eq!(sim.tubes()[2], 7);
+        assert_eq!(control_command(&sim, "paid"), "ok 0");
+        assert!(control_command(&sim, "coin 99").starts_with("err"));
+        assert!(control_command(&sim, "tube x").starts_with("err"));
+        assert!(control_command(&sim, "explode").starts_with("err"));
+    }
+}

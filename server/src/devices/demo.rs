@@ -148,7 +148,11 @@ impl Sims {
                 ("MDB coin changer", addr)
             }
             DeviceKind::CashAcceptor if s.driver == Driver::MdbValidatorSim => {
-                let sim = ValidatorSim::start(loopback(), ValidatorOptions::euro())
+                // Notes up to 20 euro, which the demo changer's tubes can change for
+                // any demo price (a 50 would need 48.80 in coins: "exact change only").
+                let mut options = ValidatorOptions::euro();
+                options.setup.credits = vec![5, 10, 20];
+                let sim = ValidatorSim::start(loopback(), options)
                     .await
                     .map_err(failed("MDB bill validator"))?;
                 let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
