@@ -37,58 +37,90 @@ pub enum ChangeError {
 /// The fewest coins from `tubes` that pay `amount` exactly, as (coin value, count)
 /// per tube in the order given; `Ok(None)` when the tubes cannot pay it exactly.
 pub fn make_change(amount: i64, tubes: &[Tube]) -> Result<Option<Vec<(i64, u32)>>, ChangeError> {
-    if !(0..=MAX_CHANGE).contains(&amount) {
-        return Err(ChangeError::OutOfRange(amount));
-    }
-    if tubes.len() > MAX_TYPES || tubes.iter().any(|t| t.value <= 0) {
-        return Err(ChangeError::BadTubes);
-    }
-    let target = amount as usize;
-    // Items: (tube index, coins, value), a tube's count split into 1, 2, 4, ... rest.
-    let mut items: Vec<(usize, u32, usize)> = Vec::new();
-    for (i, t) in tubes.iter().enumerate() {
-        let mut left = t.count;
-        let mut k = 1u32;
-        while left > 0 {
-            let take = k.min(left);
-            let value = t.value.saturating_mul(i64::from(take));
-            if value <= MAX_CHANGE {
-                items.push((i, take, value as usize));
+    let table = Table::build(amount, tubes)?;
+    Ok(table.coins(amount as usize, tubes))
+}
+
+/// The largest amount up to `limit` that the tubes can pay exactly (0 when none
+/// but nothing): what a coin return can give back of a credit the tubes cannot pay
+/// in full.
+pub fn max_payable(limit: i64, tubes: &[Tube]) -> Result<i64, ChangeError> {
+    let table = Table::build(limit, tubes)?;
+    Ok((0..=limit as usize)
+        .rev()
+        .find(|&a| table.best[a] != NONE)
+        .map_or(0, |a| a as i64))
+}
+
+const NONE: u32 = u32::MAX;
+
+/// The dynamic programme over every amount up to a target: the fewest coins for
+/// each, and which item reached it.
+struct Table {
+    /// (tube index, coins, value): a tube's count split into 1, 2, 4, ... rest.
+    items: Vec<(usize, u32, usize)>,
+    best: Vec<u32>,
+    /// took[j][a]: item j was used to reach amount a at its step.
+    took: Vec<Vec<bool>>,
+}
+
+impl Table {
+    fn build(amount: i64, tubes: &[Tube]) -> Result<Table, ChangeError> {
+        if !(0..=MAX_CHANGE).contains(&amount) {
+            return Err(ChangeError::OutOfRange(amount));
+        }
+        if tubes.len() > MAX_TYPES || tubes.iter().any(|t| t.value <= 0) {
+            return Err(ChangeError::BadTubes);
+        }
+        let target = amount as usize;
+        let mut items: Vec<(usize, u32, usize)> = Vec::new();
+        for (i, t) in tubes.iter().enumerate() {
+            let mut left = t.count;
+            let mut k = 1u32;
+            while left > 0 {
+                let take = k.min(left);
+                let value = t.value.saturating_mul(i64::from(take));
+                if value <= MAX_CHANGE {
+                    items.push((i, take, value as usize));
+                }
+                left -= take;
+                k = k.saturating_mul(2);
             }
-            left -= take;
-            k = k.saturating_mul(2);
         }
-    }
-    const NONE: u32 = u32::MAX;
-    let mut best = vec![NONE; target + 1];
-    best[0] = 0;
-    // took[j][a]: item j was used to reach amount a at its step.
-    let mut took = vec![vec![false; target + 1]; items.len()];
-    for (j, &(_, coins, value)) in items.iter().enumerate() {
-        if value > target {
-            continue;
-        }
-        for a in (value..=target).rev() {
-            let from = best[a - value];
-            if from != NONE && from + coins < best[a] {
-                best[a] = from + coins;
-                took[j][a] = true;
+        let mut best = vec![NONE; target + 1];
+        best[0] = 0;
+        let mut took = vec![vec![false; target + 1]; items.len()];
+        for (j, &(_, coins, value)) in items.iter().enumerate() {
+            if value > target {
+                continue;
+            }
+            for a in (value..=target).rev() {
+                let from = best[a - value];
+                if from != NONE && from + coins < best[a] {
+                    best[a] = from + coins;
+                    took[j][a] = true;
+                }
             }
         }
+        Ok(Table { items, best, took })
     }
-    if best[target] == NONE {
-        return Ok(None);
-    }
-    let mut out: Vec<(i64, u32)> = tubes.iter().map(|t| (t.value, 0)).collect();
-    let mut a = target;
-    for j in (0..items.len()).rev() {
-        if a > 0 && took[j][a] {
-            let (i, coins, value) = items[j];
-            out[i].1 += coins;
-            a -= value;
+
+    /// The coins that pay `target` (at most the amount built for), per tube.
+    fn coins(&self, target: usize, tubes: &[Tube]) -> Option<Vec<(i64, u32)>> {
+        if self.best.get(target).is_none_or(|b| *b == NONE) {
+            return None;
         }
+        let mut out: Vec<(i64, u32)> = tubes.iter().map(|t| (t.value, 0)).collect();
+        let mut a = target;
+        for j in (0..self.items.len()).rev() {
+            if a > 0 && self.took[j][a] {
+                let (i, coins, value) = self.items[j];
+                out[i].1 += coins;
+                a -= value;
+            }
+        }
+        Some(out)
     }
-    Ok(Some(out))
 }
 
 /// Whether the machine must show "exact change only": some coin or note it accepts,
@@ -115,6 +147,15 @@ mod tests {
 
     fn paid(c: &[(i64, u32)]) -> i64 {
         c.iter().map(|(v, n)| v * i64::from(*n)).sum()
+    }
+
+    #[test]
+    fn the_largest_payable_amount_leaves_what_no_coin_can_pay() {
+        let tubes = [t(50, 2), t(20, 1)];
+        assert_eq!(max_payable(125, &tubes).unwrap(), 120);
+        assert_eq!(max_payable(15, &tubes).unwrap(), 0);
+        assert_eq!(max_payable(70, &tubes).unwrap(), 70);
+        assert_eq!(max_payable(-5, &tubes), Err(ChangeError::OutOfRange(-5)));
     }
 
     #[test]

@@ -287,16 +287,20 @@ pub(super) fn counts(levels: &[TubeLevel]) -> Vec<u32> {
     v
 }
 
-/// Whether the tubes can pay `amount` exactly.
-pub fn can_pay(levels: &[TubeLevel], amount: i64) -> bool {
-    let tubes: Vec<Tube> = levels
+/// The tubes as change-making sees them.
+pub(super) fn tubes_of(levels: &[TubeLevel]) -> Vec<Tube> {
+    levels
         .iter()
         .map(|l| Tube {
             value: l.value_minor,
             count: l.count,
         })
-        .collect();
-    matches!(make_change(amount, &tubes), Ok(Some(_)))
+        .collect()
+}
+
+/// Whether the tubes can pay `amount` exactly.
+pub fn can_pay(levels: &[TubeLevel], amount: i64) -> bool {
+    matches!(make_change(amount, &tubes_of(levels)), Ok(Some(_)))
 }
 
 /// A device fault as a vend error: the device cannot be used now.

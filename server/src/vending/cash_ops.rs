@@ -4,6 +4,7 @@
 //! out (DISPENSE, settled by the tube counts), and the payouts due (change, the coin
 //! return lever).
 
+use outpost_peripherals::change::{MAX_CHANGE, max_payable};
 use outpost_peripherals::changer::PayoutStatus;
 use outpost_peripherals::mdb::changer::paid_between;
 use outpost_peripherals::validator::{EscrowOutcome, EscrowStatus};
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use super::cash::{
     CashMove, Note, PayReason, PayoutOp, StackOp, can_pay, counts, movement, put_state, state_tx,
-    unavailable,
+    tubes_of, unavailable,
 };
 use super::{VendError, Vending, alerts};
 use crate::store::StoreError;
@@ -56,8 +57,18 @@ impl Vending {
                 let _ = self.move_note(note, false).await;
             }
             let s = self.cash()?;
-            let amount = s.credit;
-            let paid = if amount > 0 && self.changer().is_some() {
+            // All of the credit the tubes can pay; what no coin can pay stays credit.
+            let amount = match self.changer() {
+                Some(c) if s.credit > 0 => {
+                    let levels = c
+                        .tubes()
+                        .await
+                        .map_err(|e| unavailable("coin changer", &e))?;
+                    max_payable(s.credit.min(MAX_CHANGE), &tubes_of(&levels)).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            let paid = if amount > 0 {
                 self.pay_out(amount, reason).await?
             } else {
                 0

@@ -4,12 +4,12 @@
 //! the checks of the tubes and the cash box behind the `exact_change` and
 //! `cash_box` alerts.
 
-use outpost_peripherals::change::Tube;
 use outpost_peripherals::changer::{ChangerEvent, ChangerStatus, CoinRoute};
 use outpost_peripherals::validator::{BillRoute, ValidatorEvent, ValidatorStatus};
 
 use super::cash::{
-    CashMove, FITTED, Fitted, Note, PayReason, id_of, movement, put_state, state_tx, unavailable,
+    CashMove, FITTED, Fitted, Note, PayReason, id_of, movement, put_state, state_tx, tubes_of,
+    unavailable,
 };
 use super::{VendError, Vending, alerts};
 use crate::store::{StoreError, Tx, from_json, to_json};
@@ -115,13 +115,7 @@ impl Vending {
             if let Some(v) = self.validator() {
                 accepted.extend(v.bill_types().iter().map(|b| b.value_minor));
             }
-            let tubes: Vec<Tube> = levels
-                .iter()
-                .map(|l| Tube {
-                    value: l.value_minor,
-                    count: l.count,
-                })
-                .collect();
+            let tubes = tubes_of(&levels);
             let exact = outpost_peripherals::change::exact_change_only(&tubes, &accepted, &prices);
             self.device_alert(
                 "exact_change",

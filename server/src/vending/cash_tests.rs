@@ -281,6 +281,24 @@ async fn a_product_that_does_not_drop_keeps_the_credit_and_the_lever_returns_it(
 }
 
 #[tokio::test]
+async fn the_lever_pays_back_what_the_tubes_can_and_keeps_the_rest_as_credit() {
+    let s = cash_site().await;
+    // A 5c coin has no tube (it goes to the cash box): no coin can pay it back.
+    assert_eq!(
+        s.coins.insert_coin(0),
+        outpost_peripherals::changer::CoinRoute::CashBox
+    );
+    s.coins.insert_coin(E1);
+    s.vending.poll_cash().await.unwrap();
+    assert_eq!(credit(&s.vending), 105);
+    assert_eq!(s.vending.return_credit().await.unwrap(), 5);
+    assert_eq!(s.coins.paid_out_minor(), 100);
+    assert_eq!(moved(&s.store, CashMove::CoinToCashBox), 5);
+    assert_eq!(moved(&s.store, CashMove::PaidOut), 100);
+    assert_eq!(s.vending.cash().unwrap().pay_due, None);
+}
+
+#[tokio::test]
 async fn exact_change_cash_box_and_fault_alerts_are_raised_and_cleared() {
     let s = cash_site().await;
     let raised = |a: &str| {
