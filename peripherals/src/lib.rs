@@ -18,7 +18,9 @@
 //! - [`key`]: [`CommandKey`], the caller's key for vends and deposits.
 //! - [`escpos`] (feature `escpos`): the ESC/POS receipt printer driver and its drawer.
 //! - Capability traits, one module each: [`printer`], [`drawer`], [`scanner`],
-//!   [`scale`], [`display`], [`payment`], [`cash`], [`vend`], [`sensor`].
+//!   [`scale`], [`display`], [`payment`], [`cash`], [`changer`], [`validator`],
+//!   [`vend`], [`sensor`].
+//! - [`change`]: paying an amount with the fewest coins the tubes hold (pure).
 //! - Drivers, one module each behind a cargo feature: `nexo` (feature `nexo`), the
 //!   nexo-style payment terminal over TCP; `scanner_serial` (feature
 //!   `scanner-serial`), line-framed scanners with AIM symbology identifiers; `sics`
@@ -36,6 +38,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cash;
+pub mod change;
+pub mod changer;
 pub mod device;
 pub mod display;
 pub mod drawer;
@@ -64,6 +68,7 @@ pub mod sics;
 pub mod spiral;
 #[cfg(feature = "transport")]
 pub mod transport;
+pub mod validator;
 pub mod vend;
 
 pub use device::{

@@ -322,6 +322,8 @@ impl Application {
             crate::vending::VendDevices {
                 cashless: registry.payment(),
                 dispenser: registry.dispenser(),
+                changer: registry.changer(),
+                validator: registry.validator(),
             },
             Default::default(),
         );

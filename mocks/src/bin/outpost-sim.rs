@@ -1,6 +1,6 @@
 //! `outpost-sim`: the wire-level device simulators, standalone, for a technician's
 //! bench: `outpost-sim printer --listen ADDR`, `outpost-sim payment --listen ADDR`,
-//! `outpost-sim scanner|scale|mdb ...`. Point Outpost's real drivers at them.
+//! `outpost-sim scanner|scale|mdb|changer|validator ...`. Point Outpost's real drivers at them.
 
 use std::process::ExitCode;
 
@@ -26,6 +26,10 @@ enum Device {
     Scale(outpost_mocks::sim::scale::Args),
     /// An MDB cashless reader behind a serial bridge, over TCP.
     Mdb(outpost_mocks::sim::mdb::Args),
+    /// An MDB coin changer behind a serial bridge, over TCP.
+    Changer(outpost_mocks::sim::changer::Args),
+    /// An MDB bill validator with escrow behind a serial bridge, over TCP.
+    Validator(outpost_mocks::sim::validator::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
             Device::Scanner(args) => outpost_mocks::sim::scanner::run(args).await,
             Device::Scale(args) => outpost_mocks::sim::scale::run(args).await,
             Device::Mdb(args) => outpost_mocks::sim::mdb::run(args).await,
+            Device::Changer(args) => outpost_mocks::sim::changer::run(args).await,
+            Device::Validator(args) => outpost_mocks::sim::validator::run(args).await,
         }
     });
     match result {

@@ -14,10 +14,14 @@
 //! - [`scanner`]: the barcode scanner check, [`scanner::barcode_scanner`].
 //! - [`scale`]: the scale check, [`scale::scale`].
 //! - [`vend`]: the vend dispenser check, [`vend::vend_dispenser`].
+//! - [`changer`]: the coin changer check, [`changer::coin_changer`].
+//! - [`validator`]: the bill validator check, [`validator::bill_validator`].
 
+pub mod changer;
 pub mod drawer;
 pub mod payment;
 pub mod printer;
 pub mod scale;
 pub mod scanner;
+pub mod validator;
 pub mod vend;

@@ -13,11 +13,14 @@
 //! - [`scale`]: the scale, [`scale::MockScale`].
 //! - [`cash`]: the coin and note acceptor, [`cash::MockCashAcceptor`].
 //! - [`vend`]: the vend dispenser, [`vend::MockVend`].
+//! - [`changer`]: the coin changer, [`changer::MockChanger`].
+//! - [`validator`]: the bill validator, [`validator::MockValidator`].
 //! - [`sensor`]: temperature, door and tamper sensors, [`sensor::MockSensor`].
 
 use outpost_peripherals::DeviceFault;
 
 pub mod cash;
+pub mod changer;
 pub mod display;
 pub mod drawer;
 pub mod printer;
@@ -25,6 +28,7 @@ pub mod scale;
 pub mod scanner;
 pub mod scripted;
 pub mod sensor;
+pub mod validator;
 pub mod vend;
 
 pub use scripted::{Mock, Model};

@@ -6,11 +6,18 @@
 //! - [`scanner`]: a serial barcode scanner ([`ScannerSim`]), over TCP or in memory.
 //! - [`scale`]: an MT-SICS scale ([`ScaleSim`]), over TCP or in memory.
 //! - [`mdb`]: an MDB cashless reader behind a serial bridge ([`MdbSim`]).
+//! - [`changer`]: an MDB coin changer behind a serial bridge ([`ChangerSim`]).
+//! - [`validator`]: an MDB bill validator with escrow behind a serial bridge
+//!   ([`ValidatorSim`]).
+//! - `bridge` (private): the bridge's framing and wire faults the changer and
+//!   validator simulators share.
 //! - [`spiral`]: a spiral-motor vending board speaking OSB/1 ([`SpiralSim`]).
 //! - [`handle`]: [`Handle`], what starting any of them gives back (where it listens,
 //!   `attach` and `connector` for more links, `shutdown`, stop on last drop); each
 //!   simulator's handle type is `Handle` of its model.
 
+mod bridge;
+pub mod changer;
 pub mod escpos;
 pub mod handle;
 pub mod mdb;
@@ -18,13 +25,16 @@ pub mod payment;
 pub mod scale;
 pub mod scanner;
 pub mod spiral;
+pub mod validator;
 
+pub use changer::ChangerSim;
 pub use handle::Handle;
 pub use mdb::MdbSim;
 pub use payment::PaymentSim;
 pub use scale::ScaleSim;
 pub use scanner::ScannerSim;
 pub use spiral::SpiralSim;
+pub use validator::ValidatorSim;
 
 /// The longest control line accepted.
 const MAX_CONTROL_LINE: usize = 256;

@@ -147,7 +147,7 @@ impl Command {
 
     /// The host's bridge line for this command, with CR LF.
     pub fn line(&self) -> String {
-        format!("T {}\r\n", hex(&self.bytes()))
+        host_line(&self.bytes())
     }
 }
 
@@ -359,6 +359,13 @@ impl BridgeReply {
             BridgeReply::NoResponse => "X\r\n".into(),
         }
     }
+}
+
+/// The host's bridge line (`T <hex>`, CR LF) for any MDB block: address and command
+/// byte, then data, no checksum. The coin changer and bill validator drivers frame
+/// their blocks with it, as [`Command::line`] does the reader's.
+pub fn host_line(block: &[u8]) -> String {
+    format!("T {}\r\n", hex(block))
 }
 
 fn hex(bytes: &[u8]) -> String {

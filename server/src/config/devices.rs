@@ -44,12 +44,22 @@ pub enum Driver {
     /// Spiral-motor vending board speaking OSB/1 (`docs/vending.md`), with its drop
     /// sensor.
     Osb(Transport),
+    /// MDB coin changer through a serial MDB bridge (a cash acceptor).
+    MdbChanger(Transport),
+    /// MDB bill validator through a serial MDB bridge (a cash acceptor).
+    MdbValidator(Transport),
     /// The real driver (ESC/POS, nexo, scanner or MT-SICS) talking to an in-process wire simulator on a
     /// loopback port. For demos and tests; needs the `demo` feature.
     Sim,
     /// The MDB cashless driver talking to the in-process MDB reader simulator on a
     /// loopback port (a vending demo's card reader). Needs the `demo` feature.
     MdbSim,
+    /// The MDB coin changer driver talking to the in-process changer simulator on a
+    /// loopback port (a vending demo's changer). Needs the `demo` feature.
+    MdbChangerSim,
+    /// The MDB bill validator driver talking to the in-process validator simulator
+    /// on a loopback port (a vending demo's validator). Needs the `demo` feature.
+    MdbValidatorSim,
     /// A trait-level mock (payment terminal, customer display, scanner, scale, cash
     /// acceptor, vend dispenser, environment sensor). For demos and tests;
     /// needs the `demo` feature.
@@ -68,8 +78,12 @@ impl Driver {
             Driver::ScannerSerial(_) => "scanner-serial",
             Driver::MtSics(_) => "mt-sics",
             Driver::Osb(_) => "osb",
+            Driver::MdbChanger(_) => "mdb-changer",
+            Driver::MdbValidator(_) => "mdb-validator",
             Driver::Sim => "sim",
             Driver::MdbSim => "mdb-sim",
+            Driver::MdbChangerSim => "mdb-changer-sim",
+            Driver::MdbValidatorSim => "mdb-validator-sim",
             Driver::Mock => "mock",
         }
     }
@@ -128,9 +142,18 @@ const DRIVERS: &[(DeviceKind, &[&str])] = &[
     ),
     (DeviceKind::Scale, &["mt-sics", "sim", "mock"]),
     (DeviceKind::VendDispenser, &["osb", "sim", "mock"]),
-    // No real driver exists yet for these two: only the trait mocks, for demos and
-    // tests (a real coin/note acceptor or sensor needs its own driver).
-    (DeviceKind::CashAcceptor, &["mock"]),
+    (
+        DeviceKind::CashAcceptor,
+        &[
+            "mdb-changer",
+            "mdb-validator",
+            "mdb-changer-sim",
+            "mdb-validator-sim",
+            "mock",
+        ],
+    ),
+    // No real driver exists yet for sensors: only the trait mock, for demos and
+    // tests.
     (DeviceKind::EnvironmentSensor, &["mock"]),
 ];
 
@@ -287,7 +310,7 @@ impl DeviceSpec {
                 }
                 Driver::EscPosSerial { port, baud }
             }
-            "mdb" | "scanner-serial" | "mt-sics" | "osb" => {
+            "mdb" | "mdb-changer" | "mdb-validator" | "scanner-serial" | "mt-sics" | "osb" => {
                 let transport = match (&d.address, &d.port) {
                     (Some(address), None) => {
                         check_address(address, false).map_err(|m| err("address", m))?;
@@ -301,7 +324,7 @@ impl DeviceSpec {
                             return Err(err("port", "must name a serial port".into()));
                         }
                         let default_baud = match d.driver.as_str() {
-                            "mdb" => 115_200,
+                            "mdb" | "mdb-changer" | "mdb-validator" => 115_200,
                             "osb" => 19_200,
                             _ => 9_600,
                         };
@@ -335,6 +358,8 @@ impl DeviceSpec {
                 };
                 match d.driver.as_str() {
                     "mdb" => Driver::Mdb(transport),
+                    "mdb-changer" => Driver::MdbChanger(transport),
+                    "mdb-validator" => Driver::MdbValidator(transport),
                     "scanner-serial" => Driver::ScannerSerial(transport),
                     "osb" => Driver::Osb(transport),
                     _ => Driver::MtSics(transport),
@@ -347,7 +372,7 @@ impl DeviceSpec {
                     printer: required("printer", &d.printer)?,
                 }
             }
-            "sim" | "mdb-sim" | "mock" => {
+            "sim" | "mdb-sim" | "mdb-changer-sim" | "mdb-validator-sim" | "mock" => {
                 if !cfg!(feature = "demo") {
                     return Err(err(
                         "driver",
@@ -362,6 +387,8 @@ impl DeviceSpec {
                 match d.driver.as_str() {
                     "sim" => Driver::Sim,
                     "mdb-sim" => Driver::MdbSim,
+                    "mdb-changer-sim" => Driver::MdbChangerSim,
+                    "mdb-validator-sim" => Driver::MdbValidatorSim,
                     _ => Driver::Mock,
                 }
             }
@@ -429,6 +456,21 @@ impl DeviceSpec {
                 return Err(SpecError {
                     field: format!("devices[{i}] (id {:?}).id", d.id),
                     message: format!("duplicate id: devices[{first}] has it too"),
+                });
+            }
+            // A vending machine has one coin changer and one bill validator, both
+            // cash acceptors.
+            let role = |s: &DeviceSpec| match s.driver {
+                Driver::MdbChanger(_) | Driver::MdbChangerSim => Some("coin changer"),
+                Driver::MdbValidator(_) | Driver::MdbValidatorSim => Some("bill validator"),
+                _ => None,
+            };
+            if let Some(r) = role(&spec)
+                && let Some(other) = specs.iter().find(|s: &&DeviceSpec| role(s) == Some(r))
+            {
+                return Err(SpecError {
+                    field: format!("devices[{i}] (id {:?}).driver", d.id),
+                    message: format!("a unit has one {r}; {:?} is already configured", other.id),
                 });
             }
             if SINGLE.contains(&spec.kind)
@@ -622,7 +664,26 @@ mod tests {
             (
                 vec![dev("x", "cash_acceptor", "sim")],
                 ".driver",
-                "use mock",
+                "use mdb-changer, mdb-validator, mdb-changer-sim, mdb-validator-sim, mock",
+            ),
+            (
+                vec![dev("x", "cash_acceptor", "mdb-changer")],
+                "",
+                "needs port",
+            ),
+            (
+                vec![
+                    DeviceSettings {
+                        address: Some("10.0.0.9:4001".into()),
+                        ..dev("c1", "cash_acceptor", "mdb-changer")
+                    },
+                    DeviceSettings {
+                        address: Some("10.0.0.9:4002".into()),
+                        ..dev("c2", "cash_acceptor", "mdb-changer")
+                    },
+                ],
+                "devices[1]",
+                "one coin changer",
             ),
             (
                 vec![dev("x", "vend_dispenser", "escpos-tcp")],

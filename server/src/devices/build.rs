@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use outpost_peripherals::changer::CoinChanger;
 use outpost_peripherals::display::CustomerDisplay;
 use outpost_peripherals::drawer::CashDrawer;
 use outpost_peripherals::escpos::{EscPosConfig, EscPosPrinter};
@@ -19,6 +20,7 @@ use outpost_peripherals::scanner_serial::{ScannerConfig, SerialScanner};
 use outpost_peripherals::sensor::EnvironmentSensor;
 use outpost_peripherals::sics::{SicsConfig, SicsScale};
 use outpost_peripherals::spiral::{SpiralBoard, SpiralConfig};
+use outpost_peripherals::validator::BillValidator;
 use outpost_peripherals::vend::VendDispenser;
 use outpost_peripherals::{Device, DeviceKind};
 
@@ -55,6 +57,7 @@ impl Registry {
                 (DeviceKind::Scale, _) => scale(s, &mut sims).await?,
                 (DeviceKind::BarcodeScanner, _) => scanner(s, &mut sims).await?,
                 (DeviceKind::VendDispenser, _) => dispenser(s, &mut sims).await?,
+                (DeviceKind::CashAcceptor, _) => cash(s, &mut sims, &cfg.currency).await?,
                 // Customer displays, cash acceptors and sensors have no real driver
                 // yet: only the mocks above.
                 _ => return Err(unsupported(s)),
@@ -81,6 +84,8 @@ impl Registry {
             scales: parts.scales,
             scans: parts.scans,
             dispenser: parts.dispenser,
+            changer: parts.changer,
+            validator: parts.validator,
             sensors: parts.sensors,
             store,
             spooler,
@@ -104,6 +109,8 @@ struct Parts {
     scales: Vec<(String, Arc<dyn Scale>, Duration)>,
     scans: Vec<Arc<ScanFeed>>,
     dispenser: Option<Arc<dyn VendDispenser>>,
+    changer: Option<Arc<dyn CoinChanger>>,
+    validator: Option<Arc<dyn BillValidator>>,
     sensors: Vec<(String, Arc<dyn EnvironmentSensor>)>,
 }
 
@@ -146,6 +153,14 @@ impl Parts {
             Built::Sensor(sensor) => {
                 self.sensors.push((s.id.clone(), sensor.clone()));
                 sensor
+            }
+            Built::Changer(c) => {
+                self.changer = Some(c.clone());
+                c
+            }
+            Built::Validator(v) => {
+                self.validator = Some(v.clone());
+                v
             }
             Built::Other(d) => d,
         };
@@ -287,6 +302,54 @@ async fn dispenser(s: &DeviceSpec, sims: &mut Sims) -> Result<Built, RegistryErr
         _ => return Err(unsupported(s)),
     };
     Ok(Built::Dispenser(board))
+}
+
+/// A cash acceptor: an MDB coin changer or bill validator through a serial MDB
+/// bridge, or the demo's simulator of either.
+async fn cash(
+    s: &DeviceSpec,
+    sims: &mut Sims,
+    currency: &Currency,
+) -> Result<Built, RegistryError> {
+    use outpost_peripherals::mdb::{ChangerConfig, MdbChanger, MdbValidator, ValidatorConfig};
+    let port = outpost_peripherals::mdb::driver::DEFAULT_PORT;
+    let mut cc = ChangerConfig {
+        decimal_places: currency.exponent(),
+        ..Default::default()
+    };
+    let mut vc = ValidatorConfig {
+        decimal_places: currency.exponent(),
+        ..Default::default()
+    };
+    if let Some(t) = s.connect_timeout {
+        cc.connect_timeout = t;
+        vc.connect_timeout = t;
+    }
+    if let Some(t) = s.io_timeout {
+        cc.io_timeout = t;
+        vc.io_timeout = t;
+    }
+    Ok(match &s.driver {
+        Driver::MdbChanger(t) => Built::Changer(Arc::new(MdbChanger::with_connector(
+            &s.id,
+            t.connector(port),
+            cc,
+        ))),
+        Driver::MdbValidator(t) => Built::Validator(Arc::new(MdbValidator::with_connector(
+            &s.id,
+            t.connector(port),
+            vc,
+        ))),
+        Driver::MdbChangerSim => {
+            Built::Changer(Arc::new(MdbChanger::tcp(&s.id, &sims.start(s).await?, cc)))
+        }
+        Driver::MdbValidatorSim => Built::Validator(Arc::new(MdbValidator::tcp(
+            &s.id,
+            &sims.start(s).await?,
+            vc,
+        ))),
+        _ => return Err(unsupported(s)),
+    })
 }
 
 fn nexo(s: &DeviceSpec, address: &str) -> NexoTerminal {

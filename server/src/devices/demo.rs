@@ -13,12 +13,14 @@ use outpost_mocks::mock::scale::MockScale;
 use outpost_mocks::mock::scanner::MockScanner;
 use outpost_mocks::mock::sensor::MockSensor;
 use outpost_mocks::mock::vend::MockVend;
+use outpost_mocks::sim::changer::{ChangerOptions, ChangerSim};
 use outpost_mocks::sim::escpos::{self, EscPosSim, SimHandle};
 use outpost_mocks::sim::mdb::{MdbOptions, MdbSim};
 use outpost_mocks::sim::payment::{self, PaymentSim};
 use outpost_mocks::sim::scale::{ScaleOptions, ScaleSim};
 use outpost_mocks::sim::scanner::ScannerSim;
 use outpost_mocks::sim::spiral::SpiralSim;
+use outpost_mocks::sim::validator::{ValidatorOptions, ValidatorSim};
 use outpost_peripherals::DeviceKind;
 use outpost_peripherals::sensor::SensorReading;
 
@@ -56,6 +58,10 @@ pub struct Sims {
     pub mdb: Option<MdbSim>,
     /// The OSB/1 spiral board simulator, when the dispenser uses the `sim` driver.
     pub spiral: Option<SpiralSim>,
+    /// The MDB coin changer simulator of a `mdb-changer-sim` cash acceptor.
+    pub changer: Option<ChangerSim>,
+    /// The MDB bill validator simulator of a `mdb-validator-sim` cash acceptor.
+    pub validator: Option<ValidatorSim>,
 }
 
 impl Drop for Sims {
@@ -132,6 +138,26 @@ impl Sims {
                 let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
                 self.scanners.push((s.id.clone(), sim));
                 ("barcode scanner", addr)
+            }
+            DeviceKind::CashAcceptor if s.driver == Driver::MdbChangerSim => {
+                let sim = ChangerSim::start(loopback(), ChangerOptions::euro())
+                    .await
+                    .map_err(failed("MDB coin changer"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.changer = Some(sim);
+                ("MDB coin changer", addr)
+            }
+            DeviceKind::CashAcceptor if s.driver == Driver::MdbValidatorSim => {
+                // Notes up to 20 euro, which the demo changer's tubes can change for
+                // any demo price (a 50 would need 48.80 in coins: "exact change only").
+                let mut options = ValidatorOptions::euro();
+                options.setup.credits = vec![5, 10, 20];
+                let sim = ValidatorSim::start(loopback(), options)
+                    .await
+                    .map_err(failed("MDB bill validator"))?;
+                let addr = sim.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                self.validator = Some(sim);
+                ("MDB bill validator", addr)
             }
             DeviceKind::VendDispenser => {
                 let stock: Vec<(String, u32)> =
@@ -260,6 +286,8 @@ pub fn demo_vending_devices() -> Vec<DeviceSettings> {
     };
     vec![
         dev("reader-1", "payment", "mdb-sim"),
+        dev("changer-1", "cash_acceptor", "mdb-changer-sim"),
+        dev("validator-1", "cash_acceptor", "mdb-validator-sim"),
         dev("board-1", "vend_dispenser", "sim"),
         dev("sensor-1", "sensor", "mock"),
     ]

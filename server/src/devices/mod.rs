@@ -249,6 +249,10 @@ pub struct Registry {
     scans: Vec<Arc<ScanFeed>>,
     /// The vending machine's dispenser.
     dispenser: Option<Arc<dyn VendDispenser>>,
+    /// The vending machine's MDB coin changer.
+    changer: Option<Arc<dyn outpost_peripherals::changer::CoinChanger>>,
+    /// The vending machine's MDB bill validator.
+    validator: Option<Arc<dyn outpost_peripherals::validator::BillValidator>>,
     /// Environment sensors by id.
     sensors: Vec<(String, Arc<dyn EnvironmentSensor>)>,
     store: Arc<crate::store::Store>,
@@ -321,7 +325,11 @@ enum Built {
     Dispenser(Arc<dyn VendDispenser>),
     /// An environment sensor (temperature, door).
     Sensor(Arc<dyn EnvironmentSensor>),
-    /// A device nothing uses yet: a cash acceptor.
+    /// The vending machine's coin changer.
+    Changer(Arc<dyn outpost_peripherals::changer::CoinChanger>),
+    /// The vending machine's bill validator.
+    Validator(Arc<dyn outpost_peripherals::validator::BillValidator>),
+    /// A device nothing uses yet: the mock cash acceptor.
     Other(Arc<dyn Device>),
 }
 
@@ -439,6 +447,16 @@ impl Registry {
     /// The vending machine's dispenser, when configured.
     pub fn dispenser(&self) -> Option<Arc<dyn VendDispenser>> {
         self.dispenser.clone()
+    }
+
+    /// The vending machine's coin changer, when configured.
+    pub fn changer(&self) -> Option<Arc<dyn outpost_peripherals::changer::CoinChanger>> {
+        self.changer.clone()
+    }
+
+    /// The vending machine's bill validator, when configured.
+    pub fn validator(&self) -> Option<Arc<dyn outpost_peripherals::validator::BillValidator>> {
+        self.validator.clone()
     }
 
     /// Every environment sensor, with its id.

@@ -1,6 +1,6 @@
 //! Selling one vend: the machine's keypad (or its screen) asks for a slot, the vend
-//! runs to its end over the cashless reader and the dispenser, and its outcome comes
-//! back (`docs/vending.md`).
+//! runs to its end over the cashless reader (or the cash credit) and the dispenser,
+//! and its outcome comes back (`docs/vending.md`).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, post, web};
@@ -24,8 +24,8 @@ pub struct VendBody {
     #[schema(pattern = "^[A-Z][1-9][0-9]?$")]
     pub slot: String,
     /// How the customer pays: `cashless` (the default; the MDB cashless reader) or
-    /// `cash` (refused with 422 `method_not_supported`: Outpost does not drive the
-    /// coin changer and bill validator yet).
+    /// `cash` (the credit of coins and notes already inserted; the rest comes back
+    /// as change).
     #[serde(default)]
     pub method: Option<PayMethod>,
 }
@@ -104,9 +104,13 @@ fn answer(
 
 /// Sell one product from a slot: the customer pays on the cashless reader (VEND
 /// REQUEST), the spiral turns, the drop sensor confirms, and the charge is taken
-/// (VEND SUCCESS) or given back (VEND FAILURE). Runs to its end before answering (up
-/// to the reader's wait for a card). Needs an `Idempotency-Key`: a retry with it gets
-/// the vend it started, never a second vend.
+/// (VEND SUCCESS) or given back (VEND FAILURE). Or the customer pays with the
+/// machine's cash credit (`"method": "cash"`): the note in escrow is stacked only
+/// when the vend can be paid and changed, the price comes off the credit, and after
+/// the drop the rest is paid back as change (a product that does not drop leaves its
+/// price in the credit). Runs to its end before answering (up to the reader's wait
+/// for a card). Needs an `Idempotency-Key`: a retry with it gets the vend it started,
+/// never a second vend.
 #[utoipa::path(
     tag = "vending",
     params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters, unique per vend, reused on retry")),
@@ -118,8 +122,8 @@ fn answer(
         (status = 400, body = super::ErrorBody, description = "no or a bad Idempotency-Key, or a bad slot"),
         (status = 404, body = super::ErrorBody, description = "no such slot"),
         (status = 409, body = super::ErrorBody, description = "the slot cannot sell (`slot_not_sellable`) or another vend is running (`vend_in_progress`)"),
-        (status = 422, body = super::ErrorBody, description = "the key was used for another request (`idempotency_key_reused`), or cash (`method_not_supported`)"),
-        (status = 503, body = super::ErrorBody, description = "no dispenser or no cashless reader configured (`device_unavailable`)"),
+        (status = 422, body = super::ErrorBody, description = "the key was used for another request (`idempotency_key_reused`); cash: the credit is below the price (`insufficient_credit`), or the tubes cannot pay the change (`no_change`; a note in escrow is returned). Nothing was charged or dropped"),
+        (status = 503, body = super::ErrorBody, description = "no dispenser, no cashless reader (cashless), or no coin changer or bill validator (cash) configured (`device_unavailable`)"),
     )
 )]
 #[post("/api/v1/vending/vends")]
@@ -136,14 +140,6 @@ pub async fn vend(
     let slot = SlotId::parse(&b.slot)
         .map_err(|e| ApiError::bad_request("invalid_slot", e.to_string()).field("slot"))?;
     let method = b.method.unwrap_or(PayMethod::Cashless);
-    if method == PayMethod::Cash {
-        return Err(ApiError::unprocessable(
-            "method_not_supported",
-            "cash vends need the MDB coin changer and bill validator, which Outpost does not \
-             drive yet: pay cashless",
-        )
-        .field("method"));
-    }
     let fp = fingerprint("vend", &(slot.to_string(), method));
     // A retry finds its vend, open or ended, without waiting for the machine.
     if let Some((used, id)) = crate::vending::by_request_key(state.sales.store(), &key)? {

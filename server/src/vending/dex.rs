@@ -135,6 +135,7 @@ fn audit_upto(store: &Store, who: &DexIdentity, upto: Option<Uuid>) -> Result<Au
             paid,
         });
     }
+    cash_part(store, &mut a, &since, &counted)?;
     let mut events = [("OVF", 0u64, 0u64), ("OND", 0, 0), ("OUP", 0, 0)];
     for r in finished(store)?.into_iter().filter(|r| counted(r.id)) {
         let hits = [
@@ -161,6 +162,59 @@ fn audit_upto(store: &Store, who: &DexIdentity, upto: Option<Uuid>) -> Result<Au
         })
         .collect();
     Ok(a)
+}
+
+/// The cash devices (BA1, CA1) and the cash in and out (CA3, CA4) from the cash
+/// movements, when a changer or validator is fitted or any cash moved.
+fn cash_part(
+    store: &Store,
+    a: &mut Audit,
+    since: &dyn Fn(Uuid) -> bool,
+    counted: &dyn Fn(Uuid) -> bool,
+) -> Result<(), StoreError> {
+    use super::cash::{CashMove, fitted, movements};
+    use crate::domain::vending::dex::CashAudit;
+    let f = fitted(store)?;
+    let moves = movements(store)?;
+    let identity = |d: super::cash::CashDeviceId| Identity {
+        serial: d.serial,
+        model: d.model,
+        software: d.software,
+    };
+    a.bill_validator = f.validator.map(identity);
+    if f.changer.is_none() && a.bill_validator.is_none() && moves.is_empty() {
+        return Ok(());
+    }
+    let mut c = CashAudit {
+        changer: f.changer.map(identity),
+        ..CashAudit::default()
+    };
+    for m in moves.iter().filter(|m| counted(m.id)) {
+        for (i, on) in [(0, since(m.id)), (1, true)] {
+            if !on {
+                continue;
+            }
+            let (cin, cout) = (&mut c.cash_in[i], &mut c.cash_out[i]);
+            match m.kind {
+                CashMove::CoinToTube => {
+                    cin.total += m.value;
+                    cin.to_tubes += m.value;
+                }
+                CashMove::CoinToCashBox => {
+                    cin.total += m.value;
+                    cin.to_box += m.value;
+                }
+                CashMove::NoteStacked => {
+                    cin.total += m.value;
+                    cin.bills += m.value;
+                }
+                CashMove::PaidOut => cout.dispensed += m.value,
+                CashMove::ManualPaidOut => cout.manual += m.value,
+            }
+        }
+    }
+    a.cash_devices = Some(c);
+    Ok(())
 }
 
 /// The DEX file as of now.

@@ -73,13 +73,14 @@ impl Vending {
                 ));
             }
             PayMethod::Cashless => {}
-            PayMethod::Cash => {
+            PayMethod::Cash
+                if self.devices.changer.is_none() && self.devices.validator.is_none() =>
+            {
                 return Err(VendError::DeviceUnavailable(
-                    "cash vends need the MDB coin changer and bill validator, which Outpost \
-                     does not drive yet"
-                        .into(),
+                    "no coin changer or bill validator is configured".into(),
                 ));
             }
+            PayMethod::Cash => return self.vend_cash(slot, request).await,
         }
         let mut r = self.select(slot, method, request).await?;
         // Authorizing: the record says the reader may hold money under the key.
@@ -124,12 +125,28 @@ impl Vending {
 
     /// Check the slot can sell, price it and write the vend as `selected`. Refused
     /// while another vend is open: an unfinished vend is finished by recovery first.
-    async fn select(
+    pub(crate) async fn select(
         &self,
         slot: SlotId,
         method: PayMethod,
         request: Option<VendRequestKey>,
     ) -> Result<VendRecord, VendError> {
+        let (sku, cart) = self.quote(slot)?;
+        let r = VendRecord::new(slot, sku, cart, method, now());
+        self.select_write(slot, r, request).await
+    }
+
+    /// The slot's product and its priced one-line cart, if the slot can sell.
+    pub(crate) fn quote(
+        &self,
+        slot: SlotId,
+    ) -> Result<
+        (
+            crate::domain::product::Sku,
+            crate::domain::pricing::PricedCart,
+        ),
+        VendError,
+    > {
         let store = self.store().clone();
         let s = slots::one(&store, slot)?.ok_or(VendError::NoSlot(slot))?;
         let not = |reason: &str| VendError::NotSellable {
@@ -167,7 +184,17 @@ impl Vending {
         for line in &mut cart.lines {
             line.slot = Some(slot.to_string());
         }
-        let r = VendRecord::new(slot, s.config.sku.clone(), cart, method, now());
+        Ok((s.config.sku.clone(), cart))
+    }
+
+    /// Write the vend `r` as `selected`, bound to the request key.
+    async fn select_write(
+        &self,
+        slot: SlotId,
+        r: VendRecord,
+        request: Option<VendRequestKey>,
+    ) -> Result<VendRecord, VendError> {
+        let store = self.store().clone();
         let rec = r.clone();
         store
             .write(move |tx| {
@@ -243,7 +270,7 @@ impl Vending {
     }
 
     /// Run the motor once under the key; a lost answer is resolved by asking.
-    async fn dispense(&self, r: &VendRecord) -> Dropped {
+    pub(crate) async fn dispense(&self, r: &VendRecord) -> Dropped {
         let Some(d) = self.devices.dispenser.as_ref() else {
             return Dropped::NotKnown;
         };
@@ -316,6 +343,10 @@ impl Vending {
         r: VendRecord,
         resumed: bool,
     ) -> Result<VendRecord, VendError> {
+        if r.method == PayMethod::Cash {
+            // The price was taken from the credit when the vend was authorized.
+            return self.end(r, VendState::Completed).await;
+        }
         let Some(terminal) = self.devices.cashless.as_ref() else {
             return Err(VendError::OutcomeUnknown);
         };
@@ -347,6 +378,10 @@ impl Vending {
 
     /// VEND FAILURE under the key: the reader gives the held money back.
     pub(crate) async fn void(&self, r: VendRecord) -> Result<VendRecord, VendError> {
+        if r.method == PayMethod::Cash {
+            // The price goes back to the credit in the write that ends the vend.
+            return self.end(r, VendState::Failed).await;
+        }
         let Some(terminal) = self.devices.cashless.as_ref() else {
             return Err(VendError::OutcomeUnknown);
         };
@@ -386,7 +421,12 @@ impl Vending {
         };
         let rec = r.clone();
         self.store()
-            .write(move |tx| records::finish(tx, &rec, sale.as_ref()))
+            .write(move |tx| {
+                if records::finish(tx, &rec, sale.as_ref())? && rec.method == PayMethod::Cash {
+                    super::cash::end_of_vend(tx, &rec)?;
+                }
+                Ok::<(), StoreError>(())
+            })
             .await??;
         tracing::info!(
             vend = %r.id,
@@ -407,16 +447,19 @@ impl Vending {
             PayMethod::Cashless => (TenderMethod::Card, Some(r.key.clone()), r.card.clone()),
             PayMethod::Cash => (TenderMethod::Cash, None, None),
         };
+        let tendered = r.cash_tendered.filter(|_| r.method == PayMethod::Cash);
+        let change = tendered.map_or(crate::domain::money::Money::zero(), |t| {
+            crate::domain::money::Money(t.minor() - r.price.minor())
+        });
         let tenders = vec![Tender {
             method,
             amount: r.price,
-            tendered: None,
+            tendered,
             payment_key,
             card,
             refund_of: None,
         }];
         let at = now();
-        let change = crate::domain::money::Money::zero();
         let receipt = self
             .sales
             .receipt(r.id, &terminal, at, &r.cart, &tenders, change);

@@ -5,6 +5,12 @@
 //! # Layout
 //! - [`slots`]: slots and slot movements in the journal tree; HQ's push, a
 //!   technician's edits, refills and counts.
+//! - [`cash`]: the customer's credit from coins and notes, the note in escrow, and
+//!   the journaled stacking and payout operations.
+//! - `cash_poll` (private): polling the changer and validator into the credit, and
+//!   the tube and cash box checks; `cash_ops` (private): the journaled stacking and
+//!   payout operations and the payouts due; `cash_vend` (private): a vend paid with
+//!   the cash credit.
 //! - [`flow`]: one vend, from selection to the sale in the journal, writing the vend
 //!   record before every device call.
 //! - [`recovery`]: finishing every vend a power cut left open, by asking the devices
@@ -20,6 +26,10 @@
 //!   (the sale with its slot movement, or the failure).
 
 pub mod alerts;
+pub mod cash;
+mod cash_ops;
+mod cash_poll;
+mod cash_vend;
 pub mod demo;
 pub mod dex;
 pub mod flow;
@@ -31,6 +41,10 @@ pub mod upkeep;
 #[cfg(test)]
 mod alert_tests;
 #[cfg(test)]
+mod cash_crash_tests;
+#[cfg(test)]
+mod cash_tests;
+#[cfg(test)]
 mod dex_tests;
 #[cfg(test)]
 mod tests;
@@ -38,7 +52,9 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use outpost_peripherals::changer::CoinChanger;
 use outpost_peripherals::payment::PaymentTerminal;
+use outpost_peripherals::validator::BillValidator;
 use outpost_peripherals::vend::VendDispenser;
 
 use crate::domain::pricing::PricingError;
@@ -116,6 +132,10 @@ pub struct VendDevices {
     pub cashless: Option<Arc<dyn PaymentTerminal>>,
     /// The spiral motors with their drop sensor.
     pub dispenser: Option<Arc<dyn VendDispenser>>,
+    /// The MDB coin changer: coins in, change out.
+    pub changer: Option<Arc<dyn CoinChanger>>,
+    /// The MDB bill validator: notes in, through escrow.
+    pub validator: Option<Arc<dyn BillValidator>>,
 }
 
 /// The caller's key for one vend request: a retry with it finds the vend it started

@@ -13,6 +13,10 @@
 //! | `capturing` | the reader, about the key | held: VEND SUCCESS, `completed`; not held: `unpaid`, in doubt |
 //! | `voiding` | the reader, about the key | held: VEND FAILURE; then `failed` |
 //!
+//! A cash vend holds no reader: `authorized` and `voiding` give its price back to
+//! the credit, `dispensed` and `capturing` complete it. Then the cash operations a
+//! cut left in flight are finished ([`super::cash`]) and the change due is paid.
+//!
 //! An answer not known yet leaves the vend open for the next round.
 
 use outpost_peripherals::payment::PaymentKey;
@@ -49,6 +53,13 @@ impl Vending {
                 Err(VendError::OutcomeUnknown) => out.open += 1,
                 Err(e) => return Err(e),
             }
+        }
+        // The cash a cut left in flight (a note being stacked, coins being paid) and
+        // the change a finished vend left due.
+        match self.settle_cash().await {
+            Ok(()) => {}
+            Err(VendError::OutcomeUnknown) => out.open += 1,
+            Err(e) => return Err(e),
         }
         Ok(out)
     }

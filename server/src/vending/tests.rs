@@ -30,7 +30,7 @@ use crate::sales::{Sales, SalesConfig};
 use crate::store::Store;
 use crate::store::catalog::ImportMode;
 
-const OPENING: u32 = 6;
+pub(super) const OPENING: u32 = 6;
 /// Units in the simulated board's spiral for the power-cut runs.
 const MOCK_STOCK: u32 = 1_000_000;
 
@@ -58,7 +58,7 @@ async fn reader(sim: &MdbSim) -> Arc<MdbCashless> {
     Arc::new(d)
 }
 
-async fn board(sim: &SpiralSim) -> Arc<SpiralBoard> {
+pub(super) async fn board(sim: &SpiralSim) -> Arc<SpiralBoard> {
     let d = SpiralBoard::with_connector(
         "spirals",
         Arc::new(sim.connector("osb")),
@@ -75,7 +75,7 @@ async fn board(sim: &SpiralSim) -> Arc<SpiralBoard> {
     Arc::new(d)
 }
 
-fn sales(store: Arc<Store>) -> Sales {
+pub(super) fn sales(store: Arc<Store>) -> Sales {
     Sales::new(
         store,
         None,
@@ -96,7 +96,7 @@ fn sales(store: Arc<Store>) -> Sales {
 
 /// A store with two products and slot A1 (cola, 2.50, six units) and A2 (crisps,
 /// empty).
-async fn stocked_store(dir: &Path) -> Arc<Store> {
+pub(super) async fn stocked_store(dir: &Path) -> Arc<Store> {
     let store = crate::store::crypt::test_store(dir);
     let mut imp = store.begin_catalog_import(ImportMode::Replace).unwrap();
     for (i, (sku, name)) in [("COLA", "Cola 0.33"), ("CRISPS", "Crisps")]
@@ -140,7 +140,7 @@ pub(super) struct Site {
     pub(super) vending: Vending,
 }
 
-fn timeouts() -> VendTimeouts {
+pub(super) fn timeouts() -> VendTimeouts {
     VendTimeouts {
         authorize: Duration::from_secs(2),
         dispense: Duration::from_secs(1),
@@ -159,6 +159,7 @@ pub(super) async fn site() -> Site {
         VendDevices {
             cashless: Some(reader.clone()),
             dispenser: Some(board(&disp).await),
+            ..Default::default()
         },
         timeouts(),
     );
@@ -357,7 +358,7 @@ async fn an_empty_slot_a_missing_slot_and_a_slot_needing_a_count_are_refused_bef
 }
 
 #[tokio::test]
-async fn cash_is_refused_until_the_changer_and_validator_are_driven() {
+async fn cash_is_refused_on_a_machine_without_a_changer_or_validator() {
     let s = site().await;
     let e = s
         .vending
@@ -373,23 +374,23 @@ async fn cash_is_refused_until_the_changer_and_validator_are_driven() {
 /// Where the power goes: at the `at`-th device call of the vend (0-based), before the
 /// device sees it or after it acted but before Outpost hears the answer.
 #[derive(Debug, Clone, Copy)]
-struct CutAt {
-    at: usize,
-    after: bool,
+pub(super) struct CutAt {
+    pub(super) at: usize,
+    pub(super) after: bool,
 }
 
 /// Counts device calls and, at the cut, never returns: the test then aborts the vend
 /// as a power cut would stop the process.
 #[derive(Default)]
-struct PowerCut {
-    calls: AtomicUsize,
-    cut: std::sync::Mutex<Option<CutAt>>,
-    hit: tokio::sync::Notify,
+pub(super) struct PowerCut {
+    pub(super) calls: AtomicUsize,
+    pub(super) cut: std::sync::Mutex<Option<CutAt>>,
+    pub(super) hit: tokio::sync::Notify,
 }
 
 impl PowerCut {
     /// Run `call` unless this is the cut.
-    async fn through<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+    pub(super) async fn through<T>(&self, call: impl std::future::Future<Output = T>) -> T {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let cut = *self.cut.lock().unwrap();
         match cut {
@@ -450,9 +451,9 @@ impl PaymentTerminal for CutReader {
     }
 }
 
-struct CutVend {
-    inner: Arc<SpiralBoard>,
-    power: Arc<PowerCut>,
+pub(super) struct CutVend {
+    pub(super) inner: Arc<SpiralBoard>,
+    pub(super) power: Arc<PowerCut>,
 }
 
 #[async_trait]
@@ -541,6 +542,7 @@ async fn vends_with_cuts(vends: usize, mut cut: impl FnMut(usize) -> Option<CutA
                 inner: board_now.clone(),
                 power: power.clone(),
             })),
+            ..Default::default()
         };
         let vending = Vending::new(sales(store.clone()), devices, timeouts());
         let this_cut = cut(i);
@@ -567,6 +569,7 @@ async fn vends_with_cuts(vends: usize, mut cut: impl FnMut(usize) -> Option<CutA
                 VendDevices {
                     cashless: Some(reader_now.clone()),
                     dispenser: Some(board_now.clone()),
+                    ..Default::default()
                 },
                 timeouts(),
             );
@@ -593,7 +596,7 @@ async fn vends_with_cuts(vends: usize, mut cut: impl FnMut(usize) -> Option<CutA
     }
 }
 
-async fn reopen(dir: &Path, store: Arc<Store>) -> Arc<Store> {
+pub(super) async fn reopen(dir: &Path, store: Arc<Store>) -> Arc<Store> {
     // Every clone is gone with the service; wait for the writer thread to let go.
     let mut store = store;
     for _ in 0..200 {

@@ -1,6 +1,8 @@
 //! The running machine's background work: finishing the vends a restart or a lost
-//! answer left open, and feeding the environment sensors' readings (temperature,
-//! door) into the alerts.
+//! answer left open, feeding the environment sensors' readings (temperature, door)
+//! into the alerts, and, on a machine with a coin changer or bill validator,
+//! polling them for coins and notes (credit), finishing the cash operations a
+//! restart left in flight, and checking the tubes and the cash box (alerts).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,10 @@ pub struct UpkeepConfig {
     pub sensor_every: Duration,
     /// Bound on one sensor reading.
     pub read_bound: Duration,
+    /// Between polls of the coin changer and bill validator.
+    pub cash_every: Duration,
+    /// Between checks of the tubes (exact change) and the cash box.
+    pub cash_levels_every: Duration,
 }
 
 impl Default for UpkeepConfig {
@@ -26,6 +32,8 @@ impl Default for UpkeepConfig {
             recovery_every: Duration::from_secs(5),
             sensor_every: Duration::from_secs(5),
             read_bound: Duration::from_secs(3),
+            cash_every: Duration::from_millis(250),
+            cash_levels_every: Duration::from_secs(30),
         }
     }
 }
@@ -39,6 +47,9 @@ impl Vending {
         cfg: UpkeepConfig,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = vec![tokio::spawn(self.clone().recovery_loop(cfg.recovery_every))];
+        if self.devices.changer.is_some() || self.devices.validator.is_some() {
+            tasks.push(tokio::spawn(self.clone().cash_loop(cfg)));
+        }
         for (id, sensor) in sensors {
             tasks.push(tokio::spawn(self.clone().sensor_loop(
                 id.clone(),
@@ -70,6 +81,81 @@ impl Vending {
                 ),
                 Ok(r) => tracing::info!(finished = r.finished, "Finished the open vends"),
                 Err(e) => tracing::error!(error = %e, "Failed to recover the open vends"),
+            }
+        }
+    }
+
+    /// Whether the changer and validator (those configured) are open and enabled.
+    fn cash_ready(&self) -> bool {
+        let changer = self
+            .devices
+            .changer
+            .as_ref()
+            .is_none_or(|c| c.core().ensure_ready().is_ok());
+        let validator = self
+            .devices
+            .validator
+            .as_ref()
+            .is_none_or(|v| v.core().ensure_ready().is_ok());
+        changer && validator
+    }
+
+    async fn cash_loop(self, cfg: UpkeepConfig) {
+        let mut tick = tokio::time::interval(cfg.cash_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut started = false;
+        let mut failing = false;
+        let mut levels_at: Option<tokio::time::Instant> = None;
+        loop {
+            tick.tick().await;
+            if !started {
+                if !self.cash_ready() {
+                    continue;
+                }
+                // Opening reset the validator, which gave back a note left in
+                // escrow; then what a restart left in flight is finished before any
+                // new coin is taken.
+                let first = async {
+                    self.record_fitted().await?;
+                    self.cash_restarted().await?;
+                    self.recover().await?;
+                    self.accept_cash(true).await
+                };
+                match first.await {
+                    Ok(()) => {
+                        tracing::info!("Taking coins and notes");
+                        started = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot start taking cash yet");
+                        continue;
+                    }
+                }
+            }
+            match self.poll_cash().await {
+                Ok(_) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "Cannot poll the cash devices");
+                    }
+                    failing = true;
+                }
+            }
+            let in_flight = self
+                .cash()
+                .map(|c| c.payout.is_some() || c.stacking.is_some() || c.pay_due.is_some())
+                .unwrap_or(false);
+            if in_flight
+                && let Ok(_machine) = self.machine.try_lock()
+                && let Err(e) = self.settle_cash().await
+            {
+                tracing::warn!(error = %e, "A cash operation is still in flight");
+            }
+            if levels_at.is_none_or(|at| at.elapsed() >= cfg.cash_levels_every) {
+                levels_at = Some(tokio::time::Instant::now());
+                if let Err(e) = self.check_cash_levels().await {
+                    tracing::warn!(error = %e, "Cannot check the tubes and the cash box");
+                }
             }
         }
     }

@@ -336,8 +336,9 @@ pub(crate) fn matrix() -> Vec<Row> {
             "POST",
             "/api/v1/vending/vends",
             "/api/v1/vending/vends",
-            // Refused after the permission check, before any device is needed.
-            Some(json!({"slot": "A1", "method": "cash"})),
+            // Refused after the permission check, before any device is needed (a
+            // slot that cannot exist: 400).
+            Some(json!({"slot": "A0", "method": "cash"})),
             sellers,
         ),
         row(

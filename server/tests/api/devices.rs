@@ -534,7 +534,7 @@ async fn bad_device_entries_stop_the_server_with_the_entry_named() {
         ),
         (
             "id = \"c\"\nkind = \"cash_acceptor\"\ndriver = \"sim\"\n",
-            "unknown driver \"sim\" for cash_acceptor: use mock",
+            "unknown driver \"sim\" for cash_acceptor: use mdb-changer, mdb-validator, mdb-changer-sim, mdb-validator-sim, mock",
         ),
         (
             "id = \"v\"\nkind = \"vend_dispenser\"\ndriver = \"escpos-tcp\"\n",

@@ -2,8 +2,12 @@
 //! and the real OSB/1 board driver, configured in `[[devices]]`, against their wire
 //! simulators on loopback.
 
+use outpost_mocks::sim::changer::{ChangerOptions, ChangerSim};
 use outpost_mocks::sim::mdb::{Charge, Decision, MdbOptions, MdbSim};
 use outpost_mocks::sim::spiral::{SlotTrouble, SpiralSim};
+use outpost_mocks::sim::validator::{ValidatorOptions, ValidatorSim};
+use outpost_peripherals::changer::CoinRoute;
+use outpost_peripherals::validator::BillRoute;
 use outpost_server::config::DeviceSettings;
 use serde_json::{Value, json};
 
@@ -205,11 +209,12 @@ async fn each_bad_vend_request_is_named_and_nothing_moves() {
         (Some("k2"), json!({"slot": "a1; DROP"}), 400, "invalid_slot"),
         (Some("k3"), json!({"slot": "C3"}), 404, "slot_not_found"),
         (Some("k4"), json!({"slot": "A2"}), 409, "slot_not_sellable"),
+        // This machine has no coin changer or bill validator.
         (
             Some("k5"),
             json!({"slot": "A1", "method": "cash"}),
-            422,
-            "method_not_supported",
+            503,
+            "device_unavailable",
         ),
     ];
     for (key, body, status, code) in cases {
@@ -302,4 +307,150 @@ async fn the_running_server_reads_the_door_sensor_into_the_alerts() {
     sensor.set_door(false);
     let a = until_alerts(&app, |a| a.is_empty()).await;
     assert!(a.is_empty(), "{a:?}");
+}
+
+/// A cash machine: an MDB coin changer and bill validator (euro) and a 2x4 board,
+/// with `A1` (MILK at 1.80, 5 units) set up over REST.
+async fn cash_machine() -> (
+    TestApp,
+    ChangerSim,
+    ValidatorSim,
+    SpiralSim,
+    tempfile::TempDir,
+) {
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let coins = ChangerSim::start(loopback, ChangerOptions::euro())
+        .await
+        .unwrap();
+    let notes = ValidatorSim::start(loopback, ValidatorOptions::euro())
+        .await
+        .unwrap();
+    let board = SpiralSim::start(loopback, 2, 4, &[("A1", 5)])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    let dev = |id: &str, kind: &str, driver: &str, at: String| DeviceSettings {
+        id: id.into(),
+        kind: kind.into(),
+        driver: driver.into(),
+        address: Some(at),
+        ..DeviceSettings::default()
+    };
+    settings.devices = vec![
+        dev(
+            "changer",
+            "cash_acceptor",
+            "mdb-changer",
+            coins.local_addr().unwrap().to_string(),
+        ),
+        dev(
+            "validator",
+            "cash_acceptor",
+            "mdb-validator",
+            notes.local_addr().unwrap().to_string(),
+        ),
+        dev(
+            "board",
+            "vend_dispenser",
+            "osb",
+            board.local_addr().unwrap().to_string(),
+        ),
+    ];
+    let app = spawn_configured(settings, None, true).await;
+    let r = app
+        .client
+        .put(app.url("/api/v1/vending/slots/A1"))
+        .json(&json!({"sku": "MILK", "price": 180, "capacity": 10, "par": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, v, _) = app
+        .post(
+            "/api/v1/vending/slots/A1/refill",
+            Some("fill-a1"),
+            &json!({"units": 5}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    (app, coins, notes, board, dir)
+}
+
+/// Retry `f` every 50 ms for up to 10 s until it is true.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+/// POST a cash vend with `key` until the credit is seen (a 422 binds nothing).
+async fn cash_vend(app: &TestApp, key: &str) -> (u16, Value) {
+    let body = json!({"slot": "A1", "method": "cash"});
+    for _ in 0..100 {
+        let (s, v, _) = vend(app, Some(key), &body).await;
+        if s != 422 {
+            return (s, v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the credit never covered the price");
+}
+
+#[tokio::test]
+async fn a_cash_vend_over_http_takes_coins_and_a_note_and_pays_the_change() {
+    let (app, coins, notes, board, _dir) = cash_machine().await;
+    // No credit yet: refused, nothing moves.
+    let (s, e, _) = vend(&app, Some("none"), &json!({"slot": "A1", "method": "cash"})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("insufficient_credit")),
+        "{e}"
+    );
+    // The server starts taking coins once the changer is open.
+    eventually("the changer takes coins", || {
+        coins.insert_coin(5) == CoinRoute::Tube
+    })
+    .await;
+    let (s, v) = cash_vend(&app, "cash-1").await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["state"], "completed", "{v}");
+    assert_eq!(v["method"], "cash");
+    assert_eq!(board.dispensed_total(), 1);
+    assert_eq!(coins.paid_out_minor(), 20, "2.00 in, 1.80 sold, 0.20 back");
+    assert_eq!(count(&app, "A1").await, 4);
+    // The retry is the same vend.
+    let (s, again, _) = vend(
+        &app,
+        Some("cash-1"),
+        &json!({"slot": "A1", "method": "cash"}),
+    )
+    .await;
+    assert_eq!((s, &again["id"]), (200, &v["id"]));
+    assert_eq!(board.dispensed_total(), 1);
+
+    // A 5 euro note: held in escrow, stacked for the vend, 3.20 back in coins.
+    eventually("the validator takes notes", || {
+        notes.insert_bill(0) == BillRoute::Escrowed
+    })
+    .await;
+    let (s, v) = cash_vend(&app, "cash-2").await;
+    assert_eq!((s, v["state"].as_str()), (201, Some("completed")), "{v}");
+    assert_eq!(notes.stacked_minor(), 500);
+    assert_eq!(coins.paid_out_minor(), 20 + 320);
+    assert_eq!(board.dispensed_total(), 2);
+    // The DEX audit counts both as cash sales.
+    let r = app
+        .client
+        .get(app.url("/api/v1/vending/dex"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let dex = r.text().await.unwrap();
+    assert!(dex.contains("\r\nCA2*360*2*360*2\r\n"), "{dex}");
 }

@@ -15,6 +15,9 @@
 //! | `CA2` | value and number of cash vends since initialisation, then since reset |
 //! | `DA2` | value and number of cashless vends since initialisation, then since reset |
 //! | `BA1` | bill validator serial, model, software (only when one is fitted) |
+//! | `CA1` | coin changer serial, model, software (only when one is fitted) |
+//! | `CA3` | cash in since reset: total, to the cash box, to the tubes, notes; then the same since initialisation (with a changer or validator) |
+//! | `CA4` | cash paid out since reset: by Outpost (change, coin return), by hand; then the same since initialisation (with a changer or validator) |
 //! | `PA1` | per slot: selection (`B7`), price, product (SKU) |
 //! | `PA2` | per slot: number and value of paid vends since initialisation, then since reset |
 //! | `EA2` | per event kind: id, count since initialisation, since reset, active now (`1`/`0`) |
@@ -64,6 +67,39 @@ pub struct Identity {
     pub software: String,
 }
 
+/// Cash that came in (CA3), minor units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CashIn {
+    /// Every coin and note credited.
+    pub total: i64,
+    /// Coins into the cash box.
+    pub to_box: i64,
+    /// Coins into the tubes.
+    pub to_tubes: i64,
+    /// Notes stacked.
+    pub bills: i64,
+}
+
+/// Coins paid out (CA4), minor units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CashOut {
+    /// By Outpost: change, the coin return lever.
+    pub dispensed: i64,
+    /// By a technician, with the changer's buttons.
+    pub manual: i64,
+}
+
+/// The cash devices' part of the audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CashAudit {
+    /// The coin changer (CA1), when one is fitted.
+    pub changer: Option<Identity>,
+    /// Cash in since the last reset, then since initialisation (CA3).
+    pub cash_in: [CashIn; 2],
+    /// Cash out since the last reset, then since initialisation (CA4).
+    pub cash_out: [CashOut; 2],
+}
+
 /// One slot's PA1 and PA2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotAudit {
@@ -109,6 +145,8 @@ pub struct Audit {
     pub cash: Pair,
     /// Cashless vends (DA2).
     pub cashless: Pair,
+    /// Cash in and out (CA1, CA3, CA4), when a changer or validator is fitted.
+    pub cash_devices: Option<CashAudit>,
     /// Per slot, in slot order.
     pub slots: Vec<SlotAudit>,
     /// Per event kind.
@@ -169,6 +207,22 @@ pub fn write(audit: &Audit) -> String {
     if let Some(b) = &audit.bill_validator {
         let [s, m, v] = id(b);
         segs.push(format!("BA1*{s}*{m}*{v}"));
+    }
+    if let Some(c) = &audit.cash_devices {
+        if let Some(ch) = &c.changer {
+            let [s, m, v] = id(ch);
+            segs.push(format!("CA1*{s}*{m}*{v}"));
+        }
+        let [r, i] = c.cash_in;
+        segs.push(format!(
+            "CA3*{}*{}*{}*{}*{}*{}*{}*{}",
+            r.total, r.to_box, r.to_tubes, r.bills, i.total, i.to_box, i.to_tubes, i.bills
+        ));
+        let [r, i] = c.cash_out;
+        segs.push(format!(
+            "CA4*{}*{}*{}*{}",
+            r.dispensed, r.manual, i.dispensed, i.manual
+        ));
     }
     for slot in &audit.slots {
         segs.push(format!(

@@ -3,13 +3,10 @@
 //! # Layout
 //! - [`slot`]: [`SlotId`] (`B7`), a slot's configuration and count, and the checks of
 //!   what HQ or a technician sends.
-//! - [`change`]: paying change with the fewest coins the changer's tubes allow, and
-//!   when the machine must ask for exact change.
 //! - [`climate`]: the chilled compartment's temperature watch, with hysteresis.
 //! - [`dex`]: the DEX/UCS audit file's writer and its CRC.
 //! - [`vend`]: [`VendRecord`] and its only moves ([`vend::EDGES`]).
 
-pub mod change;
 pub mod climate;
 pub mod dex;
 pub mod slot;

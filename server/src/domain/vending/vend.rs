@@ -167,6 +167,10 @@ pub struct VendRecord {
     /// Reconciled against the cashless provider's settlement report.
     #[serde(default)]
     pub capture_in_doubt: bool,
+    /// For a cash vend: the credit when its price was taken from it (the price plus
+    /// the change due), in minor units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cash_tendered: Option<Money>,
     /// When it was selected.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -210,6 +214,7 @@ impl VendRecord {
             failure: None,
             fault: None,
             capture_in_doubt: false,
+            cash_tendered: None,
             created_at: at,
             updated_at: at,
         }
