@@ -39,7 +39,7 @@ use crate::domain::vending::{VendRecord, VendState};
 use crate::store::{Store, StoreError, Tx, from_json, to_json};
 
 const STATE: &[u8] = b"v/c";
-const MOVES: &[u8] = b"v/k/";
+pub(super) const MOVES: &[u8] = b"v/k/";
 pub(super) const FITTED: &[u8] = b"v/f";
 
 /// Who a cash device says it is, for the DEX audit (CA1, BA1).
@@ -227,7 +227,7 @@ pub fn movements(store: &Store) -> Result<Vec<CashMovement>, StoreError> {
 
 pub(super) fn movement(tx: &mut Tx<'_>, kind: CashMove, value: i64, vend: Option<Uuid>) {
     let m = CashMovement {
-        id: Uuid::now_v7(),
+        id: crate::domain::ids::next(),
         kind,
         value,
         vend,

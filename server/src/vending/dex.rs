@@ -44,7 +44,7 @@ pub struct DexIdentity {
     pub location: String,
 }
 
-fn reset_mark(store: &Store) -> Result<Option<Uuid>, StoreError> {
+pub(super) fn reset_mark(store: &Store) -> Result<Option<Uuid>, StoreError> {
     Ok(store
         .journal_get(RESET)?
         .map(|v| from_json::<ResetMark>(&v, "DEX reset mark"))

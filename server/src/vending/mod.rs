@@ -188,6 +188,9 @@ pub struct Vending {
 impl Vending {
     /// A vending service selling through `sales` (its store, currency and taxes).
     pub fn new(sales: Sales, devices: VendDevices, timeouts: VendTimeouts) -> Self {
+        if let Err(e) = raise_id_floor(sales.store()) {
+            tracing::warn!(error = %e, "Cannot read the newest vending ids: ids made before the clock was set back may sort after new ones");
+        }
         Vending {
             sales,
             devices,
@@ -207,4 +210,15 @@ impl Vending {
     pub fn store(&self) -> &Arc<crate::store::Store> {
         self.sales.store()
     }
+}
+
+/// Ids of slot and cash movements, and the DEX reset mark, stay below every id made
+/// from now on, after a restart with the clock set back too (`domain::ids`).
+fn raise_id_floor(store: &crate::store::Store) -> Result<(), crate::store::StoreError> {
+    store.raise_id_floor(slots::MOVEMENT)?;
+    store.raise_id_floor(cash::MOVES)?;
+    if let Some(mark) = dex::reset_mark(store)? {
+        crate::domain::ids::at_least(mark);
+    }
+    Ok(())
 }

@@ -26,7 +26,7 @@ use crate::store::{Store, StoreError, Tx, from_json, to_json};
 
 const SLOT: &[u8] = b"v/s/";
 const HEAD: &[u8] = b"v/h";
-const MOVEMENT: &[u8] = b"v/m/";
+pub(super) const MOVEMENT: &[u8] = b"v/m/";
 
 /// Why a slot's count changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
