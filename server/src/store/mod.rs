@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub(crate) mod crypt;
+mod durable;
 pub mod keys;
 pub(crate) mod migrate;
 pub mod outbox;
@@ -148,6 +149,8 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Sto
 /// The open data dir.
 pub struct Store {
     db: sled::Db,
+    /// sled's files, fsync'd after each flush that acknowledges something ([`durable`]).
+    files: Arc<durable::DurableDb>,
     /// The ciphers of the data key (shared with the writer thread and the catalog).
     at_rest: Arc<crypt::AtRest>,
     meta: sled::Tree,
@@ -262,16 +265,18 @@ impl Store {
         let promotions_tree = db.open_tree("promotions")?;
         let catalog = Catalog::open_current(&db, &meta, &at_rest)?;
         let promos = load_promotions(&promotions_tree, &at_rest)?;
+        let files = Arc::new(durable::DurableDb::open(db.clone(), &dir.join("db"))?);
         let (writer, writer_thread) = Writer::start(
-            db.clone(),
+            files.clone(),
             journal.clone(),
             at_rest.clone(),
             opts.max_group,
             opts.queue,
         )?;
-        db.flush()?;
+        files.flush()?;
         Ok(Arc::new(Store {
             db,
+            files,
             at_rest,
             meta,
             journal,
@@ -439,7 +444,7 @@ impl Store {
                     StoreError::Corrupt("promotions write aborted".into())
                 }
             })?;
-        self.db.flush()?;
+        self.flush_durably()?;
         self.promotions.store(Arc::new(PromotionSet::new(promos)));
         Ok(())
     }
@@ -518,7 +523,7 @@ impl Store {
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.meta
             .insert(key, meta_seal(&self.at_rest, key, value)?)?;
-        self.db.flush()?;
+        self.flush_durably()?;
         Ok(())
     }
 
@@ -545,6 +550,11 @@ impl Store {
         }
         copy.flush()?;
         Ok(())
+    }
+
+    /// Flush sled and make what it wrote durable ([`durable`]).
+    pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
+        self.files.flush()
     }
 
     pub(crate) fn db(&self) -> &sled::Db {
