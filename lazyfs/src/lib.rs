@@ -107,9 +107,6 @@ pub struct LazyFs {
 impl LazyFs {
     /// Mount a passthrough of `backing` at `mountpoint` (both directories that exist).
     pub fn mount(backing: &Path, mountpoint: &Path) -> Result<LazyFs, LazyFsError> {
-        if !Path::new("/dev/fuse").exists() {
-            return Err(LazyFsError::NoFuse);
-        }
         let backing = backing
             .canonicalize()
             .map_err(|source| LazyFsError::Backing {
@@ -120,6 +117,9 @@ impl LazyFs {
             path: backing.clone(),
             source,
         })?;
+        if !Path::new("/dev/fuse").exists() {
+            return Err(LazyFsError::NoFuse);
+        }
         let state = Arc::new(Mutex::new(state));
         let mut config = fuser::Config::default();
         config.mount_options = vec![

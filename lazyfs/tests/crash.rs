@@ -137,3 +137,24 @@ fn a_file_unlinked_with_unsynced_writes_leaves_nothing_behind() {
     assert_eq!(read(&backing.join("new")), b"");
     assert!(!backing.join("gone").exists());
 }
+
+#[test]
+fn a_mount_that_cannot_be_made_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = LazyFs::mount(&dir.path().join("no-backing"), dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("no-backing"),
+        "names the backing directory: {err}"
+    );
+    match LazyFs::mount(dir.path(), &dir.path().join("no-mountpoint")).unwrap_err() {
+        // A machine without FUSE says so.
+        e @ outpost_lazyfs::LazyFsError::NoFuse => assert!(e.to_string().contains("/dev/fuse")),
+        e => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("no-mountpoint") && msg.contains("fusermount3"),
+                "{msg}"
+            );
+        }
+    }
+}

@@ -465,6 +465,9 @@ impl Store {
 
     pub(crate) fn switch_catalog(&self, next: Catalog) -> Result<(), StoreError> {
         catalog::commit_generation(&self.db, &self.meta, &self.at_rest, &next)?;
+        // Its flushes are sled's alone (it also runs in migrations, before the store
+        // has its files): make the switch durable before anyone is told.
+        self.flush_durably()?;
         let old = self.catalog.swap(Arc::new(next));
         // A request that loaded the old generation just before the swap may still be
         // reading it: drop its trees only once nobody holds it.
