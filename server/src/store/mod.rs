@@ -20,6 +20,7 @@
 
 pub mod catalog;
 pub(crate) mod crypt;
+mod durable;
 pub mod keys;
 pub(crate) mod migrate;
 pub mod outbox;
@@ -191,6 +192,8 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Sto
 /// The open data dir.
 pub struct Store {
     db: sled::Db,
+    /// sled's files, fsync'd after each flush that acknowledges something ([`durable`]).
+    files: Arc<durable::DurableDb>,
     /// The ciphers of the data key (shared with the writer thread and the catalog).
     at_rest: Arc<crypt::AtRest>,
     meta: sled::Tree,
@@ -311,17 +314,19 @@ impl Store {
         let catalog = Catalog::open_current(&db, &meta, &at_rest)?;
         let promos = load_promotions(&promotions_tree, &at_rest)?;
         let space = Arc::new(space::Space::new(dir, opts.reserve_bytes));
+        let files = Arc::new(durable::DurableDb::open(db.clone(), &dir.join("db"))?);
         let (writer, writer_thread) = Writer::start(
-            db.clone(),
+            files.clone(),
             journal.clone(),
             at_rest.clone(),
             space.clone(),
             opts.max_group,
             opts.queue,
         )?;
-        db.flush()?;
+        files.flush()?;
         Ok(Arc::new(Store {
             db,
+            files,
             at_rest,
             meta,
             journal,
@@ -490,7 +495,7 @@ impl Store {
                     StoreError::Corrupt("promotions write aborted".into())
                 }
             })?;
-        self.db.flush()?;
+        self.flush_durably()?;
         self.promotions.store(Arc::new(PromotionSet::new(promos)));
         Ok(())
     }
@@ -511,6 +516,9 @@ impl Store {
 
     pub(crate) fn switch_catalog(&self, next: Catalog) -> Result<(), StoreError> {
         catalog::commit_generation(&self.db, &self.meta, &self.at_rest, &next)?;
+        // Its flushes are sled's alone (it also runs in migrations, before the store
+        // has its files): make the switch durable before anyone is told.
+        self.flush_durably()?;
         let old = self.catalog.swap(Arc::new(next));
         // A request that loaded the old generation just before the swap may still be
         // reading it: drop its trees only once nobody holds it.
@@ -569,7 +577,7 @@ impl Store {
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.meta
             .insert(key, meta_seal(&self.at_rest, key, value)?)?;
-        self.db.flush()?;
+        self.flush_durably()?;
         Ok(())
     }
 
@@ -596,6 +604,11 @@ impl Store {
         }
         copy.flush()?;
         Ok(())
+    }
+
+    /// Flush sled and make what it wrote durable ([`durable`]).
+    pub(crate) fn flush_durably(&self) -> Result<(), StoreError> {
+        self.files.flush()
     }
 
     pub(crate) fn db(&self) -> &sled::Db {

@@ -3,7 +3,7 @@
 //! All writes to the journal tree go through one thread. It takes every job that is
 //! waiting (up to a bound), runs each against the tree plus the writes of the jobs
 //! before it in the same group, applies the whole group as one atomic sled `Batch`,
-//! calls `fsync` once, and only then answers each job. So a 2xx is sent only after
+//! calls `fsync` once ([`DurableDb::flush`]), and only then answers each job. So a 2xx is sent only after
 //! its sale is on disk, many concurrent checkouts share one flush, and a crash leaves
 //! either all of a sale's records or none of them.
 //!
@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::crypt::{self, AtRest, Keys};
+use super::durable::DurableDb;
 use super::keys;
 use super::space::{self, Space};
 
@@ -209,7 +210,7 @@ impl WriterThread {
 impl Writer {
     /// Start the writer thread. It stops when every `Writer` clone is dropped.
     pub(crate) fn start(
-        db: sled::Db,
+        db: Arc<DurableDb>,
         tree: sled::Tree,
         at_rest: Arc<AtRest>,
         space: Arc<Space>,
@@ -286,10 +287,10 @@ impl Writer {
     }
 }
 
-/// Where the writer writes: the data dir's database, its journal tree, and the disk's
-/// reserve.
+/// Where the writer writes: the data dir's database (flushed durably), its journal
+/// tree, and the disk's reserve.
 struct Journal {
-    db: sled::Db,
+    db: Arc<DurableDb>,
     tree: sled::Tree,
     space: Arc<Space>,
 }
@@ -423,9 +424,10 @@ fn run(
                     None => batch.remove(k),
                 }
             }
+            // sled's own flush is not durable by itself (`durable`).
             tree.apply_batch(batch)
-                .and_then(|()| db.flush().map(|_| ()))
                 .map_err(StoreError::from)
+                .and_then(|()| db.flush())
         } else {
             Err(StoreError::DeviceLocked)
         };

@@ -227,6 +227,7 @@ impl CatalogImport {
                 drop_generation(self.store.db(), next.generation)?;
             }
             let next = commit_overlay(self.store.db(), &self.store.meta, &live, &entries, version)?;
+            self.store.flush_durably()?;
             self.store.switch_overlay(next);
             return Ok(ImportSummary {
                 imported,
