@@ -122,8 +122,8 @@ fn answer(
         (status = 400, body = super::ErrorBody, description = "no or a bad Idempotency-Key, or a bad slot"),
         (status = 404, body = super::ErrorBody, description = "no such slot"),
         (status = 409, body = super::ErrorBody, description = "the slot cannot sell (`slot_not_sellable`) or another vend is running (`vend_in_progress`)"),
-        (status = 422, body = super::ErrorBody, description = "the key was used for another request (`idempotency_key_reused`); cash: the credit is below the price (`insufficient_credit`), or the tubes cannot pay the change (`no_change`; a note in escrow is returned). Nothing was charged or dropped"),
-        (status = 503, body = super::ErrorBody, description = "no dispenser, no cashless reader (cashless), or no coin changer or bill validator (cash) configured (`device_unavailable`)"),
+        (status = 422, body = super::ErrorBody, description = "the key was used for another request (`idempotency_key_reused`); cash: the machine has no coin changer or bill validator (`method_not_supported`), the credit is below the price (`insufficient_credit`), or the tubes cannot pay the change (`no_change`; a note in escrow is returned). Nothing was charged or dropped"),
+        (status = 503, body = super::ErrorBody, description = "no dispenser, or no cashless reader (cashless) configured (`device_unavailable`)"),
     )
 )]
 #[post("/api/v1/vending/vends")]

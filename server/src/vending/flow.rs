@@ -73,12 +73,16 @@ impl Vending {
                 ));
             }
             PayMethod::Cashless => {}
+            // A machine built without cash takes none: the caller chooses cashless
+            // (a configuration, not an outage to wait out).
             PayMethod::Cash
                 if self.devices.changer.is_none() && self.devices.validator.is_none() =>
             {
-                return Err(VendError::DeviceUnavailable(
-                    "no coin changer or bill validator is configured".into(),
-                ));
+                return Err(VendError::Invalid {
+                    code: "method_not_supported",
+                    message: "this machine takes no cash: no coin changer or bill validator is configured".into(),
+                    field: Some("method".into()),
+                });
             }
             PayMethod::Cash => return self.vend_cash(slot, request).await,
         }

@@ -365,7 +365,16 @@ async fn cash_is_refused_on_a_machine_without_a_changer_or_validator() {
         .vend(slot("A1"), PayMethod::Cash)
         .await
         .unwrap_err();
-    assert!(matches!(e, VendError::DeviceUnavailable(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            VendError::Invalid {
+                code: "method_not_supported",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(open_vends(&s.store).unwrap().is_empty());
 }
 

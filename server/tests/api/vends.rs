@@ -209,12 +209,12 @@ async fn each_bad_vend_request_is_named_and_nothing_moves() {
         (Some("k2"), json!({"slot": "a1; DROP"}), 400, "invalid_slot"),
         (Some("k3"), json!({"slot": "C3"}), 404, "slot_not_found"),
         (Some("k4"), json!({"slot": "A2"}), 409, "slot_not_sellable"),
-        // This machine has no coin changer or bill validator.
+        // This machine has no coin changer or bill validator: it takes no cash.
         (
             Some("k5"),
             json!({"slot": "A1", "method": "cash"}),
-            503,
-            "device_unavailable",
+            422,
+            "method_not_supported",
         ),
     ];
     for (key, body, status, code) in cases {

@@ -89,7 +89,11 @@ pub fn run(common: &Common) -> anyhow::Result<()> {
 }
 
 fn checks(s: &Settings) -> Vec<Finding> {
-    let mut out = vec![data_dir(&s.data_dir), sealer(s), clock()];
+    let mut out = vec![
+        data_dir(&s.data_dir, s.storage.reserve_mib),
+        sealer(s),
+        clock(),
+    ];
     out.push(rest_port(s.listen));
     if let Some(g) = s.sync.grpc_listen {
         out.push(plain_port("grpc", g));
@@ -106,7 +110,7 @@ fn checks(s: &Settings) -> Vec<Finding> {
     out
 }
 
-fn data_dir(dir: &Path) -> Finding {
+fn data_dir(dir: &Path, reserve_mib: u64) -> Finding {
     use std::os::unix::fs::PermissionsExt as _;
     let Ok(meta) = std::fs::metadata(dir) else {
         return warn(
@@ -130,11 +134,13 @@ fn data_dir(dir: &Path) -> Finding {
         Ok(v) => {
             let free = v.f_bavail.saturating_mul(v.f_frsize);
             let mib = free / (1024 * 1024);
-            if mib < 100 {
+            if mib < reserve_mib.saturating_add(36).max(100) {
                 error(
                     "disk",
                     format!("{mib} MiB free for {}", dir.display()),
-                    "free space now: checkouts are refused when the disk is full",
+                    format!(
+                        "free space now: below {reserve_mib} MiB free (storage.reserve_mib) every sale is refused with 507 storage_full"
+                    ),
                 )
             } else if mib < 1024 {
                 warn(
