@@ -58,13 +58,25 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Writes `path` until the file system is full (ENOSPC), syncing as it goes.
-fn fill(path: &Path) -> u64 {
+/// Writes `path` until only `leave` bytes are free on its file system (0: until
+/// ENOSPC), syncing as it goes. Another program filling the disk leaves the server's
+/// reserve alone only by chance; a filler that stops short of it shows the reserve at
+/// work, one that does not shows the engine failing and the restart.
+fn fill(path: &Path, leave: u64) -> u64 {
     let mut f = std::fs::File::create(path).unwrap();
     let chunk = vec![0xa5u8; 256 * 1024];
+    let dir = path.parent().unwrap();
     let mut written = 0u64;
     loop {
-        match f.write(&chunk) {
+        let s = rustix::fs::statvfs(dir).unwrap();
+        let free = s.f_bavail.saturating_mul(s.f_frsize);
+        if free <= leave {
+            break;
+        }
+        let n = chunk
+            .len()
+            .min(usize::try_from(free - leave).unwrap_or(usize::MAX));
+        match f.write(&chunk[..n]) {
             Ok(0) => break,
             Ok(n) => written += n as u64,
             Err(e) if e.raw_os_error() == Some(28) => break,
@@ -265,6 +277,7 @@ async fn sell_while_filling(
     fs: &Tmpfs,
     ledger: &Arc<Mutex<Ledger>>,
     after: Duration,
+    leave: u64,
 ) -> HashMap<(u16, String), u64> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tills: Vec<_> = (0..2)
@@ -279,7 +292,7 @@ async fn sell_while_filling(
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let filler = fs.path().join("filler");
-    let written = tokio::task::spawn_blocking(move || fill(&filler))
+    let written = tokio::task::spawn_blocking(move || fill(&filler, leave))
         .await
         .unwrap();
     assert!(written > 0);
@@ -329,7 +342,17 @@ async fn a_full_disk_refuses_with_507_loses_nothing_and_selling_resumes_by_itsel
     let client = client(&token);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let statuses =
-        sell_while_filling(&client, &server.base, &fs, &ledger, Duration::from_secs(1)).await;
+        // The filler leaves half the 4 MiB reserve: only the server's writes could go
+        // below it, and the reserve keeps them from doing so.
+        sell_while_filling(
+            &client,
+            &server.base,
+            &fs,
+            &ledger,
+            Duration::from_secs(1),
+            2 << 20,
+        )
+        .await;
     for (status, code) in statuses.keys() {
         assert!(
             *status == 201 || (*status == 507 && code == "storage_full"),
@@ -402,8 +425,15 @@ async fn without_a_reserve_a_full_disk_stops_storage_and_the_server_restarts_its
     let pid = server.pid();
     let client = client(&token);
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let statuses =
-        sell_while_filling(&client, &server.base, &fs, &ledger, Duration::from_secs(1)).await;
+    let statuses = sell_while_filling(
+        &client,
+        &server.base,
+        &fs,
+        &ledger,
+        Duration::from_secs(1),
+        0,
+    )
+    .await;
     for (status, code) in statuses.keys() {
         assert!(
             *status == 201 || (*status == 503 && code == "storage_unavailable"),

@@ -24,11 +24,32 @@ const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 /// Sales per phase.
 const PER_PHASE: usize = 150;
 
-/// Sets the store's clock offset (libfaketime's relative format: `+0`, `-3h`, `+5h`)
-/// and waits for the store to read it (the file is read at most once a second).
-async fn set_clock(file: &Path, offset: &str) {
+/// Sets the store's clock offset (libfaketime's relative format: `+0`, `-3h`, `+5h`,
+/// `hours` the same as a number) and waits until the store's clock shows it: the
+/// `Date` header of its answers (libfaketime reads the file at most once a second).
+async fn set_clock(file: &Path, offset: &str, hours: i64, base: &str) {
     std::fs::write(file, offset).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+        let date = r
+            .headers()
+            .get("date")
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| httpdate::parse_http_date(d).ok());
+        if let Some(date) = date {
+            let shown = time::OffsetDateTime::from(date);
+            let want = time::OffsetDateTime::now_utc() + time::Duration::hours(hours);
+            if (shown - want).abs() < time::Duration::minutes(1) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's clock did not move to {offset}"
+        );
+    }
 }
 
 /// Every sale the store lists, in its order (oldest first).
@@ -105,19 +126,19 @@ async fn clock_jumps_back_and_forward_lose_nothing_duplicate_nothing_and_keep_id
 
     // Each phase sells PER_PHASE sales under its clock; `phases` keeps their ids.
     let mut phases: Vec<(String, Vec<String>)> = Vec::new();
-    for (name, offset, restart) in [
-        ("true time", "+0", false),
-        ("3 h back", "-3h", false),
-        ("3 h back, restarted", "-3h", true),
-        ("5 h ahead", "+5h", false),
-        ("true time again", "+0", false),
+    for (name, offset, hours, restart) in [
+        ("true time", "+0", 0, false),
+        ("3 h back", "-3h", -3, false),
+        ("3 h back, restarted", "-3h", -3, true),
+        ("5 h ahead", "+5h", 5, false),
+        ("true time again", "+0", 0, false),
     ] {
-        set_clock(&clock, offset).await;
         if restart {
             drop(store); // SIGKILL, with the clock back
             store = start_store(&config, &data, &env);
             log_in(&store.base, "clock", &password).await;
         }
+        set_clock(&clock, offset, hours, &store.base).await;
         let ids = sell(
             &store.base,
             "CLK-1",
