@@ -38,7 +38,16 @@ async fn purge_evicts_the_anchor_so_a_copy_of_the_disk_never_opens() {
     tpm2_tools_unseal_share(&tpm, &copy.join("sealed-key"))
         .expect("the copy's share opens before the purge");
 
-    let steps = uninstall::uninstall(&Root::staged(&root), true, true, &mut |_| {}).unwrap();
+    let steps = uninstall::uninstall(
+        &Root::staged(&root),
+        uninstall::Removal {
+            purge: true,
+            keep_config: false,
+        },
+        true,
+        &mut |_| {},
+    )
+    .unwrap();
     let erase = steps.iter().find(|s| s.name == "erase").unwrap();
     assert!(erase.changed, "{}", erase.detail);
     assert!(
@@ -83,6 +92,15 @@ async fn purge_evicts_the_anchor_so_a_copy_of_the_disk_never_opens() {
         );
     }
     // A second purge finds nothing left to do.
-    let again = uninstall::uninstall(&Root::staged(&root), true, true, &mut |_| {}).unwrap();
+    let again = uninstall::uninstall(
+        &Root::staged(&root),
+        uninstall::Removal {
+            purge: true,
+            keep_config: false,
+        },
+        true,
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(again.iter().all(|s| !s.changed), "{again:?}");
 }
