@@ -26,6 +26,15 @@ pub(crate) struct Serving {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
+impl Drop for Serving {
+    // A failing assertion must not leave the server running (a server that restarted
+    // itself in place keeps its pid, so this still reaches it).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Serving {
     /// `outpost serve --listen 127.0.0.1:0 --data-dir DATA` plus `extra` arguments;
     /// waits (60 s at most) for it to log the address it serves.
