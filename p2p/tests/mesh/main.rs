@@ -96,6 +96,27 @@ fn libp2p_identity_keypair() -> outpost_p2p::roster::HqKeypair {
     outpost_p2p::roster::HqKeypair::generate()
 }
 
+/// Units on the first of `d`, one per fault (`None`: honest), each holding the
+/// artifact of `offer`: alone, each fetches it from origin itself, so no bad data
+/// reaches the seeds.
+async fn seeds<const N: usize>(
+    d: &[tempfile::TempDir],
+    r: &SignedRoster,
+    offer: &outpost_p2p::Offer,
+    faults: [Option<ServeFault>; N],
+) -> Vec<outpost_p2p::Client> {
+    let mut units = Vec::new();
+    for (i, fault) in faults.into_iter().enumerate() {
+        let mut c = config(d[i].path(), r.clone(), &[]);
+        c.fault = fault;
+        let u = start(c).await.expect("start");
+        u.offer(signed(offer)).await.expect("offer");
+        complete(&u, offer.root, Duration::from_secs(10)).await;
+        units.push(u);
+    }
+    units
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_wrong_size_chunks_are_refused_and_the_peers_banned() {
     // Units 0 (honest), 1 (flips a byte) and 2 (serves chunks one byte short) hold the
@@ -106,23 +127,17 @@ async fn corrupt_and_wrong_size_chunks_are_refused_and_the_peers_banned() {
     let offer = origin.offer();
     let ids = identities(&d);
     let r = roster(&ids);
-    let mut first = Vec::new();
-    for (i, fault) in [
-        None,
-        Some(ServeFault::CorruptChunks),
-        Some(ServeFault::TruncateChunks),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut c = config(d[i].path(), r.clone(), &[]);
-        c.fault = fault;
-        let u = start(c).await.expect("start");
-        // Alone, each fetches from origin itself: no bad data reaches the seeds.
-        u.offer(signed(&offer)).await.expect("offer");
-        complete(&u, offer.root, Duration::from_secs(10)).await;
-        first.push(u);
-    }
+    let first = seeds(
+        &d,
+        &r,
+        &offer,
+        [
+            None,
+            Some(ServeFault::CorruptChunks),
+            Some(ServeFault::TruncateChunks),
+        ],
+    )
+    .await;
     // The late unit first knows only the two bad peers, so both must serve it (and
     // be caught); the honest unit is dialled once both are banned.
     let bad: Vec<_> = first[1..].iter().map(addr).collect();
@@ -188,22 +203,17 @@ async fn a_peer_lying_about_its_chunks_and_one_flooding_announcements_are_banned
     let offer = origin.offer();
     let ids = identities(&d);
     let r = roster(&ids);
-    let mut first = Vec::new();
-    for (i, fault) in [
-        None,
-        Some(ServeFault::DenyChunks),
-        Some(ServeFault::FloodAnnouncements),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut c = config(d[i].path(), r.clone(), &[]);
-        c.fault = fault;
-        let u = start(c).await.expect("start");
-        u.offer(signed(&offer)).await.expect("offer");
-        complete(&u, offer.root, Duration::from_secs(10)).await;
-        first.push(u);
-    }
+    let first = seeds(
+        &d,
+        &r,
+        &offer,
+        [
+            None,
+            Some(ServeFault::DenyChunks),
+            Some(ServeFault::FloodAnnouncements),
+        ],
+    )
+    .await;
     // HQ's origin goes away: the late units can only get the artifact from peers.
     drop(origin);
     for (late_i, bad_i, who) in [(3, 1, "the liar"), (4, 2, "the flooder")] {
