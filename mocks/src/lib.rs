@@ -12,6 +12,8 @@
 //!   printer, [`sim::PaymentSim`] a nexo payment terminal, the scanner, the MT-SICS
 //!   scale, the MDB reader), each started as a [`sim::Handle`] of its model.
 //! - [`compliance`]: the suites every backend of a capability trait must pass.
+//! - [`wallet`] (feature `wallet`): a QR payment provider with a wallet page, the
+//!   other side of the unit's QR payments.
 //! - [`hq`] (feature `hq`): the mock HQ, a tonic `HqService` server with fault
 //!   injection, and HQ's catalog push client; the `outpost-hq` binary wraps it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -23,6 +25,8 @@ pub mod hq;
 pub mod mock;
 pub mod payment;
 pub mod sim;
+#[cfg(feature = "wallet")]
+pub mod wallet;
 
 pub use expect::Expectations;
 

@@ -275,6 +275,9 @@ impl Application {
         let artifacts = mesh.clone().map(|m| {
             crate::hq::artifacts::Artifacts::new(store.clone(), m, settings.currency(), releases)
         });
+        let qr = crate::sales::qr::QrConfig::load(&settings.payment.qr)
+            .map_err(|(field, m)| anyhow::anyhow!("setting {field}: {m}"))?
+            .map(|c| Arc::new(crate::sales::qr::QrPayments::new(store.clone(), c)));
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -299,6 +302,10 @@ impl Application {
             },
         )
         .with_receipts(registry.spooler().queue().clone());
+        let sales = match qr {
+            Some(q) => sales.with_qr(q),
+            None => sales,
+        };
         let grpc = match settings.sync.grpc_listen {
             Some(at) => {
                 let l = tokio::net::TcpListener::bind(at)

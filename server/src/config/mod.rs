@@ -7,6 +7,7 @@
 pub mod devices;
 pub mod events;
 pub mod mesh;
+pub mod qr;
 pub mod security;
 pub mod shopper;
 pub mod tls;
@@ -15,6 +16,7 @@ pub mod updates;
 pub use devices::{DeviceSpec, Driver, SpecError};
 pub use events::EventSettings;
 pub use mesh::{MeshConfigError, P2pSettings};
+pub use qr::QrSettings;
 pub use security::SecuritySettings;
 pub use shopper::ShopperSettings;
 pub use tls::{HttpTls, TlsSettings};
@@ -160,6 +162,8 @@ pub struct PaymentSettings {
     pub timeout_secs: u64,
     /// Seconds between recovery passes over payments in doubt.
     pub recovery_interval_secs: u64,
+    /// `[payment.qr]`: QR payments through a wallet provider (off unless set).
+    pub qr: QrSettings,
 }
 
 impl Default for PaymentSettings {
@@ -168,6 +172,7 @@ impl Default for PaymentSettings {
             terminal: "none".into(),
             timeout_secs: 60,
             recovery_interval_secs: 30,
+            qr: QrSettings::default(),
         }
     }
 }
@@ -610,6 +615,10 @@ impl Settings {
             ));
         }
         self.events.validate().map_err(|m| invalid("events", m))?;
+        self.payment
+            .qr
+            .validate()
+            .map_err(|(field, m)| invalid(field, m))?;
         self.shopper
             .validate()
             .map_err(|(field, m)| invalid(field, m))?;

@@ -29,6 +29,8 @@ pub struct ShopperSettings {
     /// `https://store-12.example:8443`), put in the store QR. Default: the scheme and
     /// host the staff member's request came in on.
     pub public_url: Option<String>,
+    /// Percent of paid shopper baskets the exit check picks for a re-scan (0 to 100).
+    pub audit_percent: u8,
 }
 
 impl Default for ShopperSettings {
@@ -43,6 +45,7 @@ impl Default for ShopperSettings {
             max_lines: 50,
             max_quantity: 99,
             public_url: None,
+            audit_percent: 5,
         }
     }
 }
@@ -84,6 +87,12 @@ impl ShopperSettings {
             if !(lo..=hi).contains(&v) {
                 return Err((field, format!("must be between {lo} and {hi}, not {v}")));
             }
+        }
+        if self.audit_percent > 100 {
+            return Err((
+                "shopper.audit_percent",
+                format!("must be between 0 and 100, not {}", self.audit_percent),
+            ));
         }
         if let Some(url) = &self.public_url {
             let rest = url

@@ -34,6 +34,17 @@ pub enum TenderMethod {
     Cash,
     /// A card through the payment terminal.
     Card,
+    /// A store-presented QR code the customer pays with a wallet app; the payment
+    /// provider confirms it (`sales::qr`).
+    Qr,
+}
+
+impl TenderMethod {
+    /// Whether the tender moves money through a payment device or provider under a
+    /// payment key (and so has a [`PaymentRecord`] and the payment state machine).
+    pub fn is_electronic(self) -> bool {
+        matches!(self, TenderMethod::Card | TenderMethod::Qr)
+    }
 }
 
 /// A tender as a terminal asks for it.
@@ -51,6 +62,32 @@ pub enum TenderRequest {
         #[serde(default)]
         amount: Option<Money>,
     },
+    /// A QR code the customer pays with a wallet app; without `amount` it covers what
+    /// is left after the other tenders.
+    Qr {
+        /// Amount to charge, in minor units.
+        #[serde(default)]
+        amount: Option<Money>,
+    },
+}
+
+impl TenderRequest {
+    /// The method it asks for.
+    pub fn method(&self) -> TenderMethod {
+        match self {
+            TenderRequest::Cash { .. } => TenderMethod::Cash,
+            TenderRequest::Card { .. } => TenderMethod::Card,
+            TenderRequest::Qr { .. } => TenderMethod::Qr,
+        }
+    }
+
+    /// The amount an electronic tender asks for (`None`: what is left, or cash).
+    fn electronic_amount(&self) -> Option<Option<Money>> {
+        match self {
+            TenderRequest::Cash { .. } => None,
+            TenderRequest::Card { amount } | TenderRequest::Qr { amount } => Some(*amount),
+        }
+    }
 }
 
 /// Card details a receipt may show. Never a card number.
@@ -118,8 +155,8 @@ pub enum TenderError {
         /// Index of the tender in the request.
         index: usize,
     },
-    /// At most one card may omit its amount.
-    #[error("only one card tender may leave out its amount")]
+    /// At most one card or QR tender may omit its amount.
+    #[error("only one card or QR tender may leave out its amount")]
     AmbiguousCard,
     /// An amount is zero, negative, or absurdly large.
     #[error("tender {index} has an amount out of range")]
@@ -155,23 +192,24 @@ pub fn allocate_tenders(
     let mut remaining = total.0;
     let mut open_card = None;
     for (i, t) in requested.iter().enumerate() {
-        match t {
-            TenderRequest::Card { amount: Some(a) } => {
+        match (t, t.electronic_amount()) {
+            (_, Some(Some(a))) => {
                 if a.0 <= 0 || a.0 > MAX_AMOUNT {
                     return Err(TenderError::NonPositive { index: i });
                 }
                 amounts[i] = a.0;
                 remaining -= a.0;
             }
-            TenderRequest::Card { amount: None } => {
-                if open_card.replace(i).is_some() {
+            (_, Some(None)) => {
+                if open_card.is_some() {
                     return Err(TenderError::AmbiguousCard);
                 }
+                open_card = Some(i);
             }
-            TenderRequest::Cash { tendered } if tendered.0 < 0 || tendered.0 > MAX_AMOUNT => {
+            (TenderRequest::Cash { tendered }, _) if tendered.0 < 0 || tendered.0 > MAX_AMOUNT => {
                 return Err(TenderError::NonPositive { index: i });
             }
-            TenderRequest::Cash { .. } => {}
+            _ => {}
         }
     }
     if remaining < 0 {
@@ -214,8 +252,8 @@ pub fn allocate_tenders(
                 card: None,
                 refund_of: None,
             },
-            TenderRequest::Card { .. } => Tender {
-                method: TenderMethod::Card,
+            TenderRequest::Card { .. } | TenderRequest::Qr { .. } => Tender {
+                method: t.method(),
                 amount: Money(amount),
                 tendered: None,
                 payment_key: None,
@@ -518,11 +556,7 @@ pub fn plan_refund(
 pub fn refund_tenders(sale: &Sale, previous: &[Refund], total: Money) -> Vec<Tender> {
     let mut left = total.0;
     let mut out = Vec::new();
-    for t in sale
-        .tenders
-        .iter()
-        .filter(|t| t.method == TenderMethod::Card)
-    {
+    for t in sale.tenders.iter().filter(|t| t.method.is_electronic()) {
         if left == 0 {
             break;
         }
@@ -536,7 +570,7 @@ pub fn refund_tenders(sale: &Sale, previous: &[Refund], total: Money) -> Vec<Ten
         let take = room.min(left);
         if take > 0 {
             out.push(Tender {
-                method: TenderMethod::Card,
+                method: t.method,
                 amount: Money(take),
                 tendered: None,
                 // Filled with the refund's own key when the refund is planned.

@@ -53,6 +53,8 @@ fn cap(cfg: &EventSettings, kind: OutboxKind) -> u64 {
         OutboxKind::Telemetry => cfg.max_pending_telemetry,
         OutboxKind::Alert => cfg.max_pending_alerts,
         OutboxKind::AuditHead => MAX_PENDING_AUDIT_HEADS,
+        // Money to give back is never dropped.
+        OutboxKind::PaymentReturn => u64::MAX,
         _ => cfg.max_pending_device_events,
     }
 }

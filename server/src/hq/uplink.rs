@@ -229,6 +229,7 @@ fn envelope(o: Outgoing) -> Envelope {
         OutboxKind::Alert => EnvelopeKind::Alert,
         OutboxKind::Telemetry => EnvelopeKind::Telemetry,
         OutboxKind::AuditHead => EnvelopeKind::AuditHead,
+        OutboxKind::PaymentReturn => EnvelopeKind::PaymentReturn,
     };
     Envelope {
         seq: o.entry.seq,

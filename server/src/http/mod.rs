@@ -30,6 +30,7 @@ pub mod device_inputs;
 pub mod devices;
 pub mod error;
 pub mod exact;
+pub mod exit_checks;
 use exact::Exact;
 pub mod gate;
 pub mod headers;
@@ -39,8 +40,10 @@ pub mod observe;
 pub mod ops;
 pub mod process;
 pub mod pushed;
+pub mod qr_payments;
 pub mod selling;
 pub mod shopper;
+pub mod shopper_pay;
 pub mod updates;
 pub mod vending;
 pub mod vends;
@@ -171,6 +174,13 @@ api!(
     shopper::get_cart,
     shopper::add_line,
     shopper::remove_line,
+    shopper_pay::start_checkout,
+    shopper_pay::get_checkout,
+    shopper_pay::cancel_checkout,
+    exit_checks::get_exit_check,
+    exit_checks::pass_exit_check,
+    qr_payments::notify,
+    qr_payments::code,
     vends::vend,
 );
 

@@ -79,6 +79,52 @@ pub fn touch(state: &AppState, secret: &str) -> Result<Arc<Mutex<Session>>, ApiE
 /// The shopper session of a request (its `outpost_shopper` cookie).
 pub struct Shopper(Arc<Mutex<Session>>);
 
+impl Shopper {
+    /// The session, locked (never across an await).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The address shoppers' phones reach this unit at: `[shopper] public_url`, or the
+/// scheme and host `req` came in on.
+pub fn page_base(req: &HttpRequest, state: &AppState) -> String {
+    match &state.shoppers.settings().public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    }
+}
+
+/// A cart may change unless it is being paid. A checkout that ended (paid, or failed)
+/// is put away: a paid cart was emptied, a failed one is the shopper's again.
+fn editable(state: &AppState, s: &mut Session) -> Result<(), ApiError> {
+    let Some(started) = s.checkout.clone() else {
+        return Ok(());
+    };
+    match crate::shopper::checkout::stage(&state.sales, &started, "")? {
+        crate::shopper::checkout::Stage::Paid(_) => {
+            if s.exit_code.is_none() {
+                // Sold before the phone saw it: the cart was sold.
+                s.lines.clear();
+            }
+        }
+        crate::shopper::checkout::Stage::Failed { .. } => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "checkout_in_progress",
+                "the cart is being paid: finish or cancel the payment first",
+            ));
+        }
+    }
+    s.checkout = None;
+    s.exit_code = None;
+    Ok(())
+}
+
 impl FromRequest for Shopper {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Shopper, ApiError>>;
@@ -149,14 +195,7 @@ pub async fn store_qr(
         expires_at: now + settings.store_token_ttl_secs,
     };
     let store_token = t.seal(&cipher);
-    let base = match &settings.public_url {
-        Some(u) => u.trim_end_matches('/').to_owned(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    };
-    let url = format!("{base}{PAGE_PATH}?t={store_token}");
+    let url = format!("{}{PAGE_PATH}?t={store_token}", page_base(&req, &state));
     let svg = crate::shopper::qr::svg(&url).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -266,6 +305,7 @@ pub async fn get_cart(
     request_body = AddLine,
     responses(
         (status = 200, body = CartView),
+        (status = 409, body = super::ErrorBody, description = "the cart is being paid (`checkout_in_progress`)"),
         (status = 422, body = super::ErrorBody, description = "unknown product, bad quantity, a full cart, or a product a shopper cannot add (e.g. sold by weight)"),
         (status = 429, body = super::ErrorBody),
     )
@@ -276,7 +316,8 @@ pub async fn add_line(
     state: web::Data<AppState>,
     body: JsonBody<AddLine>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut s = shopper.0.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = shopper.lock();
+    editable(&state, &mut s)?;
     let view = cart::add(
         &state.sales,
         state.shoppers.settings(),
@@ -291,7 +332,7 @@ pub async fn add_line(
     tag = "shopper",
     security(("shopper_cookie" = [])),
     params(("line" = u32, Path, minimum = 1, description = "1-based line number")),
-    responses((status = 200, body = CartView), (status = 404, body = super::ErrorBody), (status = 429, body = super::ErrorBody))
+    responses((status = 200, body = CartView), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody, description = "the cart is being paid (`checkout_in_progress`)"), (status = 429, body = super::ErrorBody))
 )]
 #[delete("/api/v1/shopper/cart/lines/{line}")]
 pub async fn remove_line(
@@ -299,7 +340,8 @@ pub async fn remove_line(
     state: web::Data<AppState>,
     line: web::Path<u32>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut s = shopper.0.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = shopper.lock();
+    editable(&state, &mut s)?;
     let view = cart::remove(&state.sales, &mut s.lines, *line as usize)?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -4,6 +4,8 @@
 //! - [`idempotency`]: idempotency records and request fingerprints.
 //! - [`checkout`]: turning a terminal's request into a durable sale.
 //! - [`refund`]: refunds of whole sales or chosen lines.
+//! - [`qr`]: QR payments: the code the customer pays with a wallet app, and the
+//!   provider's confirmations; a payment terminal of its own kind.
 //! - [`terminal`]: asking the payment terminal what happened under a key, shared by
 //!   checkouts, refunds and recovery.
 //! - [`recovery`]: resolving every payment left unfinished (in doubt, or cut short by
@@ -18,6 +20,7 @@
 pub mod checkout;
 pub mod idempotency;
 pub mod journal;
+pub mod qr;
 pub mod recovery;
 pub mod refund;
 pub mod terminal;
@@ -34,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::money::Currency;
 use crate::domain::pricing::{PricingError, TaxConfig};
-use crate::domain::sale::{IllegalTransition, RefundError, TenderError};
+use crate::domain::sale::{IllegalTransition, RefundError, TenderError, TenderMethod};
 use crate::store::{Store, StoreError};
 use idempotency::Failure;
 use journal::Pending;
@@ -171,6 +174,8 @@ impl SellError {
 pub struct Sales {
     pub(crate) store: Arc<Store>,
     pub(crate) terminal: Option<Arc<dyn PaymentTerminal>>,
+    /// The QR payment provider's side in this unit (`qr` tenders), when configured.
+    pub(crate) qr: Option<Arc<qr::QrPayments>>,
     /// Swapped whole when HQ pushes a tax table or store profile: a checkout loads it
     /// once and prices with one consistent version.
     pub(crate) config: Arc<arc_swap::ArcSwap<SalesConfig>>,
@@ -206,6 +211,7 @@ impl Sales {
         Sales {
             store,
             terminal,
+            qr: None,
             config: Arc::new(arc_swap::ArcSwap::from_pointee(config)),
             receipts: None,
             in_flight: Default::default(),
@@ -217,6 +223,35 @@ impl Sales {
     pub fn with_receipts(mut self, queue: Arc<crate::devices::receipts::ReceiptQueue>) -> Self {
         self.receipts = Some(queue);
         self
+    }
+
+    /// Take `qr` tenders through `qr`.
+    pub fn with_qr(mut self, qr: Arc<qr::QrPayments>) -> Self {
+        self.qr = Some(qr);
+        self
+    }
+
+    /// The QR payments of this unit, when configured.
+    pub fn qr(&self) -> Option<&Arc<qr::QrPayments>> {
+        self.qr.as_ref()
+    }
+
+    /// What moves the money of a tender paid by `method`: the payment terminal for
+    /// cards, the QR provider for QR codes; `None` when the unit has none.
+    pub(crate) fn terminal_for(&self, method: TenderMethod) -> Option<Arc<dyn PaymentTerminal>> {
+        match method {
+            TenderMethod::Qr => self.qr.clone().map(|q| q as Arc<dyn PaymentTerminal>),
+            _ => self.terminal.clone(),
+        }
+    }
+
+    /// How long to wait for `method`'s device before its outcome counts as unknown:
+    /// a QR code waits for the customer's wallet as long as it is valid.
+    pub(crate) fn timeout_for(&self, method: TenderMethod) -> Duration {
+        match (method, &self.qr) {
+            (TenderMethod::Qr, Some(q)) => q.wait_limit(),
+            _ => self.config().payment_timeout,
+        }
     }
 
     /// The configuration checkouts use now.

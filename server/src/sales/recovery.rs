@@ -94,7 +94,7 @@ impl Sales {
                 pay.state(),
                 PaymentState::Authorizing | PaymentState::InDoubt
             ) {
-                match self.ask(&PaymentKey(pay.key.clone())).await {
+                match self.ask(pay.method, &PaymentKey(pay.key.clone())).await {
                     Some(Asked::Approved(a)) => {
                         approve(&mut sale.tenders, pay, a, Cause::Status)?;
                     }

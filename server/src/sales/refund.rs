@@ -91,6 +91,7 @@ impl Sales {
             terminal.clone(),
         );
         let has_terminal = self.terminal.is_some();
+        let has_qr = self.qr.is_some();
         let planned = self
             .store
             .write(move |tx| -> Result<Planned, SellError> {
@@ -106,9 +107,7 @@ impl Sales {
                 let previous = journal::refunds_of(tx, sale.id)?;
                 let plan = plan_refund(&sale, &previous, &req.lines, &tax)?;
                 let mut tenders = refund_tenders(&sale, &previous, plan.total);
-                if !has_terminal {
-                    cash_instead_of_cards(&mut tenders);
-                }
+                cash_where_no_device(&mut tenders, has_terminal, has_qr);
                 let mut payments = card_payments(id, &mut tenders, PaymentKind::Refund);
                 let refund = Refund {
                     id,
@@ -185,13 +184,15 @@ impl Sales {
         mut r: RefundPending,
         live: bool,
     ) -> Result<Refund, SellError> {
-        let Some(terminal) = self.terminal.clone() else {
-            return Err(SellError::TerminalUnavailable(
-                "no payment terminal is configured".into(),
-            ));
-        };
         for i in 0..r.payments.len() {
             let key = PaymentKey(r.payments[i].key.clone());
+            let method = r.payments[i].method;
+            let Some(terminal) = self.terminal_for(method) else {
+                return Err(SellError::TerminalUnavailable(format!(
+                    "no {} payments are configured",
+                    super::checkout::card::method_name(method)
+                )));
+            };
             let (outcome, cause) = match r.payments[i].state() {
                 PaymentState::Pending if live => {
                     r.payments[i].transition(PaymentState::Authorizing, Cause::Call)?;
@@ -199,10 +200,12 @@ impl Sales {
                     self.refund_call(&terminal, &mut r, i).await?
                 }
                 PaymentState::Authorizing if live => self.refund_call(&terminal, &mut r, i).await?,
-                PaymentState::Authorizing | PaymentState::InDoubt => match self.ask(&key).await {
-                    Some(a) => (a.into_outcome(), Cause::Status),
-                    None => return Err(SellError::OutcomeUnknown),
-                },
+                PaymentState::Authorizing | PaymentState::InDoubt => {
+                    match self.ask(method, &key).await {
+                        Some(a) => (a.into_outcome(), Cause::Status),
+                        None => return Err(SellError::OutcomeUnknown),
+                    }
+                }
                 // Recovery never starts a refund the customer is no longer there for.
                 PaymentState::Pending => (
                     Outcome::Declined {
@@ -265,7 +268,7 @@ impl Sales {
                 .iter_mut()
                 .find(|t| t.payment_key.as_deref() == Some(pay.key.as_str()))
             {
-                tracing::warn!(refund_id = %refund.id, payment_key = %pay.key, "Card refund not possible; the amount is paid in cash");
+                tracing::warn!(refund_id = %refund.id, payment_key = %pay.key, "Refund to the card or QR payer not possible; the amount is paid in cash");
                 *t = cash(t.amount);
             }
         }
@@ -302,7 +305,7 @@ impl Sales {
             _ => {
                 r.payments[i].transition(PaymentState::InDoubt, Cause::NoAnswer)?;
                 self.persist(Pending::Refund(r.clone())).await?;
-                match self.ask(&req.key).await {
+                match self.ask(r.payments[i].method, &req.key).await {
                     Some(a) => Ok((a.into_outcome(), Cause::Status)),
                     None => Err(SellError::OutcomeUnknown),
                 }
@@ -322,12 +325,14 @@ fn cash(amount: crate::domain::money::Money) -> Tender {
     }
 }
 
-/// Without a terminal, card refunds are paid in cash.
-fn cash_instead_of_cards(tenders: &mut [Tender]) {
-    for t in tenders
-        .iter_mut()
-        .filter(|t| t.method == TenderMethod::Card)
-    {
+/// Without a terminal, card refunds are paid in cash; without QR payments, so are
+/// refunds of QR tenders.
+fn cash_where_no_device(tenders: &mut [Tender], has_terminal: bool, has_qr: bool) {
+    for t in tenders.iter_mut().filter(|t| match t.method {
+        TenderMethod::Card => !has_terminal,
+        TenderMethod::Qr => !has_qr,
+        TenderMethod::Cash => false,
+    }) {
         *t = cash(t.amount);
     }
 }

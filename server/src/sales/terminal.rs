@@ -6,7 +6,9 @@ use outpost_peripherals::payment::{Approval, KeyStatus, Outcome, PaymentError, P
 use outpost_peripherals::{DeviceError, ErrorKind};
 
 use super::Sales;
-use crate::domain::sale::{CardSummary, Cause, IllegalTransition, PaymentRecord, Tender};
+use crate::domain::sale::{
+    CardSummary, Cause, IllegalTransition, PaymentRecord, Tender, TenderMethod,
+};
 
 /// What the terminal says about a key once asked.
 #[derive(Debug, Clone)]
@@ -77,10 +79,14 @@ pub(crate) fn approve(
 
 impl Sales {
     /// Ask the terminal about a key a few times, for the live path. `None`: still unknown.
-    pub(crate) async fn ask_until_known(&self, key: &PaymentKey) -> Option<Asked> {
+    pub(crate) async fn ask_until_known(
+        &self,
+        method: TenderMethod,
+        key: &PaymentKey,
+    ) -> Option<Asked> {
         let mut delay = std::time::Duration::from_millis(100);
         for _ in 0..4 {
-            if let Some(o) = self.ask(key).await {
+            if let Some(o) = self.ask(method, key).await {
                 return Some(o);
             }
             tokio::time::sleep(delay).await;
@@ -89,9 +95,10 @@ impl Sales {
         None
     }
 
-    /// Ask the terminal once what happened under `key`. `None` when it cannot say yet.
-    pub(crate) async fn ask(&self, key: &PaymentKey) -> Option<Asked> {
-        let terminal = self.terminal.as_ref()?;
+    /// Ask the terminal (of a payment by `method`) once what happened under `key`.
+    /// `None` when it cannot say yet.
+    pub(crate) async fn ask(&self, method: TenderMethod, key: &PaymentKey) -> Option<Asked> {
+        let terminal = self.terminal_for(method)?;
         match tokio::time::timeout(self.config().payment_timeout, terminal.status(key)).await {
             Ok(Ok(status)) => asked_from(status),
             Ok(Err(_)) | Err(_) => None,

@@ -9,9 +9,13 @@
 //! - [`token`]: the store token, sealed under a subkey of the data key.
 //! - [`sessions`]: the bounded, expiring, rate-limited session table.
 //! - [`cart`]: adding and removing lines, pricing the cart.
+//! - [`checkout`]: paying the cart with a QR code on the phone.
+//! - [`exit`]: the exit code a paid shopper shows at the door.
 //! - [`qr`]: the store QR as SVG.
 
 pub mod cart;
+pub mod checkout;
+pub mod exit;
 pub mod qr;
 pub mod sessions;
 pub mod token;

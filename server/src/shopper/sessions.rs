@@ -52,6 +52,11 @@ pub struct Session {
     pub number: u64,
     /// The cart's lines as the shopper added them.
     pub lines: Vec<LineRequest>,
+    /// The checkout paying the cart, once started (until the shopper starts a new
+    /// cart after paying, or the payment failed and the cart is edited again).
+    pub checkout: Option<super::checkout::Started>,
+    /// The exit code of the paid checkout, made once.
+    pub exit_code: Option<String>,
     created: Instant,
     last_seen: Instant,
     window: (Instant, u32),
@@ -146,6 +151,8 @@ impl Sessions {
             Arc::new(Mutex::new(Session {
                 number,
                 lines: Vec::new(),
+                checkout: None,
+                exit_code: None,
                 created: now,
                 last_seen: now,
                 window: (now, 0),

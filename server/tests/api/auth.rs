@@ -229,6 +229,27 @@ pub(crate) fn matrix() -> Vec<Row> {
         ),
         row(
             "GET",
+            "/api/v1/exit-checks/{code}",
+            "/api/v1/exit-checks/not-a-code",
+            None,
+            sellers,
+        ),
+        row(
+            "POST",
+            "/api/v1/exit-checks/{code}/pass",
+            "/api/v1/exit-checks/not-a-code/pass",
+            None,
+            sellers,
+        ),
+        row(
+            "GET",
+            "/api/v1/payments/qr/code",
+            "/api/v1/payments/qr/code?checkout_key=k-1",
+            None,
+            sellers,
+        ),
+        row(
+            "GET",
             "/api/v1/devices",
             "/api/v1/devices",
             None,
@@ -405,6 +426,11 @@ async fn every_route_against_every_role_and_no_credentials() {
         ("GET", "/api/v1/shopper/cart"),
         ("POST", "/api/v1/shopper/cart/lines"),
         ("DELETE", "/api/v1/shopper/cart/lines/{line}"),
+        ("POST", "/api/v1/shopper/checkout"),
+        ("GET", "/api/v1/shopper/checkout"),
+        ("DELETE", "/api/v1/shopper/checkout"),
+        // The payment provider's notifications: signed, not a role (shopper_pay.rs).
+        ("POST", "/api/v1/payments/qr/notifications"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

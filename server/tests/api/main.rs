@@ -16,6 +16,7 @@ mod payments;
 mod peers;
 mod refunds;
 mod shopper;
+mod shopper_pay;
 mod tls;
 mod vending;
 mod vends;

@@ -189,6 +189,16 @@ pub enum PaymentKind {
     Refund,
 }
 
+fn card_method() -> TenderMethod {
+    TenderMethod::Card
+}
+
+/// Card records are written as before QR payments existed, so an older version can
+/// still read a data dir this one wrote (an update can be rolled back).
+fn is_card(m: &TenderMethod) -> bool {
+    *m == TenderMethod::Card
+}
+
 /// One payment operation with the terminal and where it stands.
 ///
 /// Stored inside the pending records (`p/`); the JSON has the state as a plain field
@@ -199,6 +209,10 @@ pub struct PaymentRecord {
     pub key: String,
     /// Charge or refund.
     pub kind: PaymentKind,
+    /// What moves the money: the payment terminal (`card`) or the QR provider (`qr`).
+    /// Records written before QR payments existed are card payments.
+    #[serde(default = "card_method", skip_serializing_if = "is_card")]
+    pub method: TenderMethod,
     /// Amount in minor units.
     pub amount: Money,
     /// Where it stands; changed only by [`PaymentRecord::transition`].
@@ -217,6 +231,7 @@ impl PaymentRecord {
         PaymentRecord {
             key,
             kind,
+            method: TenderMethod::Card,
             amount,
             state: PaymentState::Pending,
             card: None,
@@ -281,11 +296,13 @@ pub fn card_payments(id: Uuid, tenders: &mut [Tender], kind: PaymentKind) -> Vec
     for (i, t) in tenders
         .iter_mut()
         .enumerate()
-        .filter(|(_, t)| t.method == TenderMethod::Card)
+        .filter(|(_, t)| t.method.is_electronic())
     {
         let key = format!("{id}-{i}");
         t.payment_key = Some(key.clone());
-        payments.push(PaymentRecord::new(key, kind, t.amount));
+        let mut p = PaymentRecord::new(key, kind, t.amount);
+        p.method = t.method;
+        payments.push(p);
     }
     payments
 }

@@ -4,7 +4,7 @@
 
 use outpost_peripherals::payment::{Outcome, PaymentKey, PaymentRequest};
 
-use crate::domain::sale::{Cause, PaymentState, Sale};
+use crate::domain::sale::{Cause, PaymentState, Sale, TenderMethod};
 use crate::sales::idempotency::IdemOutcome;
 use crate::sales::journal::{Abort, CheckoutPending, Pending};
 use crate::sales::terminal::{Asked, approve, asked_from, not_delivered};
@@ -16,13 +16,16 @@ impl Sales {
         &self,
         mut c: CheckoutPending,
     ) -> Result<Sale, SellError> {
-        let Some(terminal) = self.terminal.clone() else {
-            return Err(SellError::TerminalUnavailable(
-                "no payment terminal is configured".into(),
-            ));
-        };
         let currency = c.sale.cart.currency.code().to_owned();
         for i in 0..c.payments.len() {
+            let method = c.payments[i].method;
+            let Some(terminal) = self.terminal_for(method) else {
+                return Err(SellError::TerminalUnavailable(format!(
+                    "no {} payments are configured",
+                    method_name(method)
+                )));
+            };
+            let wait = self.timeout_for(method);
             if c.payments[i].state() == PaymentState::Pending {
                 c.payments[i].transition(PaymentState::Authorizing, Cause::Call)?;
                 self.persist(Pending::Checkout(c.clone())).await?;
@@ -32,8 +35,7 @@ impl Sales {
                 amount_minor: c.payments[i].amount.0,
                 currency: currency.clone(),
             };
-            let answer =
-                tokio::time::timeout(self.config().payment_timeout, terminal.authorize(&req)).await;
+            let answer = tokio::time::timeout(wait, terminal.authorize(&req)).await;
             // Our own timeout: the terminal may still be waiting for the card.
             let timed_out = answer.is_err();
             let (asked, cause) = match answer {
@@ -65,7 +67,7 @@ impl Sales {
                     };
                     let asked = match aborted {
                         Some(a) => Some(a),
-                        None => self.ask_until_known(&req.key).await,
+                        None => self.ask_until_known(method, &req.key).await,
                     };
                     (asked, Cause::Status)
                 }
@@ -91,5 +93,14 @@ impl Sales {
             }
         }
         self.finish_checkout(c).await
+    }
+}
+
+/// How a payment method is named in messages.
+pub(crate) fn method_name(method: TenderMethod) -> &'static str {
+    match method {
+        TenderMethod::Cash => "cash",
+        TenderMethod::Card => "card",
+        TenderMethod::Qr => "QR",
     }
 }

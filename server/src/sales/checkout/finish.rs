@@ -34,6 +34,7 @@ impl Sales {
                 method: match t.method {
                     TenderMethod::Cash => "cash".into(),
                     TenderMethod::Card => "card".into(),
+                    TenderMethod::Qr => "qr".into(),
                 },
                 amount: t.tendered.unwrap_or(t.amount),
                 card_last4: t.card.as_ref().and_then(|c| c.last4.clone()),
@@ -131,9 +132,6 @@ impl Sales {
     /// recovery, which completes it later (`Err(OutcomeUnknown)` here). `Ok(false)`:
     /// the terminal says a payment did not go through after all (marked declined).
     async fn complete_payments(&self, c: &mut CheckoutPending) -> Result<bool, SellError> {
-        let Some(terminal) = self.terminal.clone() else {
-            return Ok(true);
-        };
         if !c
             .payments
             .iter()
@@ -147,10 +145,14 @@ impl Sales {
                 continue;
             }
             let key = PaymentKey(c.payments[i].key.clone());
+            let method = c.payments[i].method;
+            let Some(terminal) = self.terminal_for(method) else {
+                continue;
+            };
             match tokio::time::timeout(self.config().payment_timeout, terminal.complete(&key)).await
             {
                 Ok(Ok(())) => {}
-                Ok(Err(PaymentError::Illegal(why))) => match self.ask(&key).await {
+                Ok(Err(PaymentError::Illegal(why))) => match self.ask(method, &key).await {
                     // Completed meanwhile, or the refusal was about something else.
                     Some(Asked::Approved(_)) => {}
                     Some(Asked::Declined(reason)) | Some(Asked::NotCharged(reason)) => {
@@ -179,27 +181,26 @@ impl Sales {
         let then = c.abort(then);
         self.persist(Pending::Checkout(c.clone())).await?;
         // Without a terminal nothing can be voided: the record stays for recovery.
-        let mut all_void = self.terminal.is_some()
-            || c.payments
-                .iter()
-                .all(|x| x.state() != PaymentState::Authorized);
-        if let Some(terminal) = self.terminal.clone() {
-            for pay in c
-                .payments
-                .iter_mut()
-                .filter(|x| x.state() == PaymentState::Authorized)
+        let mut all_void = true;
+        for pay in c
+            .payments
+            .iter_mut()
+            .filter(|x| x.state() == PaymentState::Authorized)
+        {
+            let Some(terminal) = self.terminal_for(pay.method) else {
+                all_void = false;
+                continue;
+            };
+            match tokio::time::timeout(
+                self.config().payment_timeout,
+                terminal.void(&PaymentKey(pay.key.clone())),
+            )
+            .await
             {
-                match tokio::time::timeout(
-                    self.config().payment_timeout,
-                    terminal.void(&PaymentKey(pay.key.clone())),
-                )
-                .await
-                {
-                    Ok(Ok(())) => pay.transition(PaymentState::Voided, Cause::Void)?,
-                    other => {
-                        tracing::warn!(sale_id = %c.sale.id, payment_key = %pay.key, result = ?other, "Failed to void a payment; recovery will retry");
-                        all_void = false;
-                    }
+                Ok(Ok(())) => pay.transition(PaymentState::Voided, Cause::Void)?,
+                other => {
+                    tracing::warn!(sale_id = %c.sale.id, payment_key = %pay.key, result = ?other, "Failed to void a payment; recovery will retry");
+                    all_void = false;
                 }
             }
         }

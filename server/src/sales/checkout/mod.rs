@@ -28,7 +28,7 @@ use super::journal::{self, CheckoutPending, Pending};
 use super::{Sales, SellError};
 use crate::devices::receipts::ReceiptQueue;
 use crate::domain::sale::{
-    Cause, IdempotencyKey, PaymentKind, PaymentState, Sale, SaleStatus, TerminalId,
+    Cause, IdempotencyKey, PaymentKind, PaymentState, Sale, SaleStatus, TenderMethod, TerminalId,
     allocate_tenders, card_payments,
 };
 
@@ -131,10 +131,14 @@ impl Sales {
                 Err(rec) => self.answer_existing(&rec, &fingerprint),
             };
         }
-        if self.terminal.is_none() {
-            return Err(SellError::TerminalUnavailable(
-                "no payment terminal is configured".into(),
-            ));
+        if let Some(p) = payments
+            .iter()
+            .find(|p| self.terminal_for(p.method).is_none())
+        {
+            return Err(SellError::TerminalUnavailable(match p.method {
+                TenderMethod::Qr => "QR payments are not configured in this store".into(),
+                _ => "no payment terminal is configured".into(),
+            }));
         }
         payments[0].transition(PaymentState::Authorizing, Cause::Call)?;
         let pending = CheckoutPending::new(sale, fingerprint.clone(), payments);

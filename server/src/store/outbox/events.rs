@@ -79,6 +79,24 @@ pub enum EventBody {
     Telemetry(Telemetry),
     /// The audit chain's head.
     AuditHead(AuditHead),
+    /// Money a QR payment brought that the unit does not keep.
+    PaymentReturn(PaymentReturn),
+}
+
+/// Money to give back to a QR payer (HQ pays it back through the provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReturn {
+    /// The payment's reference (its key): a sale's QR tender, or a refund's.
+    pub reference: String,
+    /// The provider's id of the payment to give back (none for a refund: HQ finds the
+    /// payment from the refund record's `refund_of`).
+    pub provider_ref: Option<String>,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// The audit chain's head as this unit reports it. HQ keeps the last one per unit and
@@ -140,6 +158,7 @@ impl EventBody {
             EventBody::Alert { .. } => OutboxKind::Alert,
             EventBody::Telemetry(_) => OutboxKind::Telemetry,
             EventBody::AuditHead(_) => OutboxKind::AuditHead,
+            EventBody::PaymentReturn(_) => OutboxKind::PaymentReturn,
         }
     }
 }
@@ -150,6 +169,7 @@ fn kind_name(kind: OutboxKind) -> &'static str {
         OutboxKind::Alert => "alert",
         OutboxKind::Telemetry => "telemetry",
         OutboxKind::AuditHead => "audit_head",
+        OutboxKind::PaymentReturn => "payment_return",
         OutboxKind::Sale => "sale",
         OutboxKind::Refund => "refund",
         OutboxKind::InventoryMovement => "inventory_movement",
@@ -180,7 +200,11 @@ fn counter(tx: &Tx<'_>, key: &[u8]) -> Result<u64, StoreError> {
 pub fn is_event(kind: OutboxKind) -> bool {
     matches!(
         kind,
-        OutboxKind::DeviceEvent | OutboxKind::Alert | OutboxKind::Telemetry | OutboxKind::AuditHead
+        OutboxKind::DeviceEvent
+            | OutboxKind::Alert
+            | OutboxKind::Telemetry
+            | OutboxKind::AuditHead
+            | OutboxKind::PaymentReturn
     )
 }
 

@@ -43,6 +43,9 @@ pub enum OutboxKind {
     Telemetry,
     /// The audit chain's head (`e/r/` record): how HQ notices a log cut short.
     AuditHead,
+    /// Money taken by QR that the unit gives back (`e/r/` record): HQ pays it back
+    /// through the provider.
+    PaymentReturn,
 }
 
 /// One entry for HQ. In the journal it sits in an outbox block with a copy of its
@@ -75,6 +78,7 @@ fn kind_code(kind: OutboxKind) -> u8 {
         OutboxKind::Alert => 5,
         OutboxKind::Telemetry => 6,
         OutboxKind::AuditHead => 7,
+        OutboxKind::PaymentReturn => 20,
     }
 }
 
@@ -112,6 +116,7 @@ pub(crate) fn decode_outbox_item(
         5 => OutboxKind::Alert,
         6 => OutboxKind::Telemetry,
         7 => OutboxKind::AuditHead,
+        20 => OutboxKind::PaymentReturn,
         _ => return Err(bad("unknown kind")),
     };
     let id = Uuid::from_slice(&header[1..17]).map_err(|_| bad("id"))?;
@@ -155,6 +160,7 @@ mod tests {
             OutboxKind::Alert,
             OutboxKind::Telemetry,
             OutboxKind::AuditHead,
+            OutboxKind::PaymentReturn,
         ];
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         for kind in kinds {
