@@ -399,7 +399,7 @@ impl WalletProvider {
                             esc(&link.currency)
                         );
                         let page = format!(
-                            r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>DemoPay</title>
+                            r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>DemoPay</title><link rel="icon" href="data:,">
 <style>body{{font:16px system-ui;margin:0;background:#222;color:#fff}}main{{padding:24px;max-width:420px;margin:auto}}button{{font:inherit;width:100%;min-height:48px;margin-top:12px;border:0;border-radius:10px}}#pay{{background:#3b82f6;color:#fff}}</style></head>
 <body><main><h1>DemoPay wallet</h1><p>Pay <strong id="amount">{amount}</strong> to <strong id="merchant">{merchant}</strong></p><p id="reference">Reference {reference}</p>
 <form method="post" action="/pay/confirm">{hidden}<button id="pay" type="submit">Pay {amount}</button></form>

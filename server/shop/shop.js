@@ -1,6 +1,8 @@
 // The shopper page (server/src/shop): opens the shopper session with the store token
 // from the address, then drives /api/v1/shopper/: add by camera or typed barcode,
-// show the priced cart, remove lines. No dependencies, nothing from another origin.
+// show the priced cart, remove lines, pay it with a QR code in the wallet (the page
+// goes to the provider's pay link and comes back with ?paid=1), show the exit code.
+// No dependencies, nothing from another origin.
 "use strict";
 (function () {
   const root = document.getElementById("shop");
@@ -77,13 +79,63 @@
     $("total").textContent = money(priced.total, priced.currency);
   }
 
+  // Paying: the pay button while there is something to pay and no checkout running.
+  const canPay = root.dataset.pay === "1";
+  let paying = false;
+  function payable(cart) {
+    if (canPay) $("pay").hidden = paying || !(cart && cart.priced);
+  }
+
+  // Show where the session's checkout stands; `go`: send the phone to the wallet.
+  function showCheckout(v, go) {
+    paying = v.status === "paying" || v.status === "starting";
+    $("paying").hidden = v.status !== "paying";
+    if (canPay) $("pay").hidden = true;
+    if (v.status === "paying") {
+      $("open-wallet").href = v.pay_url;
+      if (go) {
+        say(t("going"));
+        location.assign(v.pay_url);
+        return;
+      }
+      say(t("paying"));
+    } else if (v.status === "paid") {
+      $("paid").hidden = false;
+      $("paid-total").textContent = money(v.total, v.cart.currency);
+      $("exit-qr").src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(v.exit_svg);
+      $("exit-qr").dataset.code = v.exit_code;
+      // The paid cart was sold: the server emptied it.
+      render({ lines: [], priced: null });
+      say(t("paid"));
+    } else if (v.status === "failed") {
+      $("paid").hidden = true;
+      say(failure(v.error), true);
+    }
+  }
+
+  // After the wallet: ask until the payment is in (or the code ends), bounded.
+  async function follow(deadline) {
+    while (Date.now() < deadline) {
+      const r = await api("GET", "/api/v1/shopper/checkout");
+      if (!r.ok) { say(failure(r.body), true); return; }
+      showCheckout(r.body, false);
+      if (r.body.status === "paid" || r.body.status === "failed") break;
+      await new Promise((ok) => setTimeout(ok, 1000));
+    }
+    const cart = await api("GET", "/api/v1/shopper/cart");
+    if (cart.ok) { render(cart.body); payable(cart.body); }
+  }
+
   async function change(method, path, body) {
     const r = await api(method, path, body);
     if (!r.ok) {
       say(failure(r.body), true);
       return false;
     }
+    // A new cart after paying: the paid one's code is put away.
+    $("paid").hidden = true;
     render(r.body);
+    payable(r.body);
     return true;
   }
 
@@ -102,28 +154,61 @@
   }
 
   async function start() {
-    const token = new URLSearchParams(location.search).get("t");
+    const query = new URLSearchParams(location.search);
+    const token = query.get("t");
+    const back = query.get("paid") === "1";
     // The token has done its work once read: keep it out of the history.
-    if (token) history.replaceState(null, "", location.pathname);
-    if (!root.dataset.session) {
-      if (!token) {
-        say(t("need-qr"), true);
-        return;
-      }
+    if (token || back) history.replaceState(null, "", location.pathname);
+    if (!root.dataset.session && token) {
       const opened = await api("POST", "/api/v1/shopper/sessions", { store_token: token });
       if (!opened.ok) {
         say(failure(opened.body), true);
         return;
       }
     }
+    // Without a token the cookie may still name a session (coming back from the
+    // wallet, whose redirect does not carry a SameSite=Strict cookie to the page).
     const cart = await api("GET", "/api/v1/shopper/cart");
     if (!cart.ok) {
-      say(failure(cart.body), true);
+      say(token || cart.status !== 401 ? failure(cart.body) : t("need-qr"), true);
       return;
     }
     render(cart.body);
     say("");
     root.classList.add("ready");
+    const checkout = canPay ? await api("GET", "/api/v1/shopper/checkout") : null;
+    if (checkout && !checkout.ok) say(failure(checkout.body), true);
+    if (checkout && checkout.ok && checkout.body.status !== "none") {
+      showCheckout(checkout.body, false);
+      if (paying) {
+        await follow(Date.now() + 60000);
+      } else {
+        // Paid or failed: the cart as the server has it now (a paid one is empty).
+        const now = await api("GET", "/api/v1/shopper/cart");
+        if (now.ok) { render(now.body); payable(now.body); }
+      }
+    } else {
+      payable(cart.body);
+    }
+  }
+
+  if (canPay) {
+    $("pay").addEventListener("click", async () => {
+      $("pay").disabled = true;
+      const r = await api("POST", "/api/v1/shopper/checkout");
+      $("pay").disabled = false;
+      if (!r.ok) { say(failure(r.body), true); return; }
+      showCheckout(r.body, true);
+      if (r.body.status === "starting") await follow(Date.now() + 30000);
+    });
+    $("cancel-pay").addEventListener("click", async () => {
+      const r = await api("DELETE", "/api/v1/shopper/checkout");
+      if (!r.ok) { say(failure(r.body), true); return; }
+      showCheckout(r.body, false);
+      if (r.body.status === "failed") say(t("cancelled"));
+      const cart = await api("GET", "/api/v1/shopper/cart");
+      if (cart.ok) { render(cart.body); payable(cart.body); }
+    });
   }
 
   $("add").addEventListener("submit", (e) => {

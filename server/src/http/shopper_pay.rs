@@ -21,9 +21,9 @@ use crate::shopper::{PAGE_PATH, Session, exit};
 /// Where the session's checkout stands.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ShopperCheckout {
-    /// `starting` (the code is being made), `paying` (open `pay_url`), `paid` (show
-    /// `exit_code`), or `failed` (`error` says why; the cart can be changed and paid
-    /// again).
+    /// `none` (no checkout started), `starting` (the code is being made), `paying`
+    /// (open `pay_url`), `paid` (show `exit_code`), or `failed` (`error` says why; the
+    /// cart can be changed and paid again).
     pub status: &'static str,
     /// Minor units to pay (while paying).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,13 +242,13 @@ pub async fn start_checkout(
     Ok(HttpResponse::Accepted().json(v))
 }
 
-/// Where the session's checkout stands (the phone asks after paying in the wallet).
+/// Where the session's checkout stands (the phone asks after paying in the wallet);
+/// `none` before one is started.
 #[utoipa::path(
     tag = "shopper",
     security(("shopper_cookie" = [])),
     responses(
         (status = 200, body = ShopperCheckout),
-        (status = 404, body = super::ErrorBody, description = "no checkout started (`no_checkout`)"),
         (status = 429, body = super::ErrorBody),
     )
 )]
@@ -259,13 +259,8 @@ pub async fn get_checkout(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let back = return_to(&req, &state);
-    match current(&state, &shopper, &back)? {
-        Some(v) => Ok(HttpResponse::Ok().json(v)),
-        None => Err(ApiError::not_found(
-            "no_checkout",
-            "no checkout was started in this session",
-        )),
-    }
+    let v = current(&state, &shopper, &back)?.unwrap_or_else(|| empty("none"));
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Stop paying: the code stops being valid (money paid for it anyway is given back)

@@ -57,7 +57,22 @@ catalogue! {
     ErrTokenInvalid "err-store_token_invalid" => "This QR code is not one of this store.", "Этот QR-код не от этого магазина.";
     ErrFull "err-shopper_sessions_full" => "Too many shoppers right now: try again in a minute.", "Сейчас слишком много покупателей: попробуйте через минуту.";
     ErrOther "err-other" => "That did not work:", "Не получилось:";
-    PayLater "pay-later" => "Paying on the phone is not available yet: take your items to a staffed till.", "Оплата с телефона пока недоступна: оплатите покупки на кассе.";
+    PayLater "pay-later" => "Paying on the phone is not available in this store: take your items to a staffed till.", "В этом магазине нельзя оплатить с телефона: оплатите покупки на кассе.";
+    Pay "pay" => "Pay with your phone", "Оплатить с телефона";
+    Going "going" => "Opening the payment page…", "Открываем страницу оплаты…";
+    Paying "paying" => "Waiting for your payment…", "Ждём оплату…";
+    OpenWallet "open-wallet" => "Open the payment page again", "Снова открыть страницу оплаты";
+    CancelPay "cancel-pay" => "Cancel the payment", "Отменить оплату";
+    Cancelled "cancelled" => "The payment was cancelled: you can change your cart and pay again.", "Оплата отменена: можно изменить корзину и оплатить снова.";
+    Paid "paid" => "Paid. Thank you!", "Оплачено. Спасибо!";
+    PaidTotal "paid-total" => "You paid", "Вы заплатили";
+    ExitCode "exit-code" => "Your exit code", "Ваш код для выхода";
+    ShowAtExit "show-at-exit" => "Show this code at the exit.", "Покажите этот код на выходе.";
+    ErrDeclined "err-payment_declined" => "The payment did not go through: you can pay again.", "Оплата не прошла: можно оплатить снова.";
+    ErrNoPay "err-payment_terminal_unavailable" => "Paying on the phone is not available right now: take your items to a staffed till.", "Оплата с телефона сейчас недоступна: оплатите покупки на кассе.";
+    ErrPaying "err-checkout_in_progress" => "Your cart is being paid: finish or cancel the payment first.", "Корзина оплачивается: сначала завершите или отмените оплату.";
+    ErrAge "err-age_verification_required" => "Your cart has age-restricted products: pay at a staffed till.", "В корзине товары с возрастным ограничением: оплатите их на кассе.";
+    ErrCartEmpty "err-cart_empty" => "Your cart is empty.", "Ваша корзина пуста.";
 }
 
 #[cfg(test)]

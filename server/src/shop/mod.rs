@@ -52,6 +52,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             .touch(c.value(), std::time::Instant::now())
             .is_ok()
     });
+    let can_pay = state.sales.qr().is_some();
     let body = html! {
         (DOCTYPE)
         html lang=(l.tag()) {
@@ -68,9 +69,16 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                     h1 { (Msg::Title.text(l)) }
                     p.store { (state.settings.store.name) }
                 }
-                main #shop data-words=(words) data-session=(if session { "1" } else { "" }) {
+                main #shop data-words=(words) data-session=(if session { "1" } else { "" }) data-pay=(if can_pay { "1" } else { "" }) {
                     p #status role="status" aria-live="polite" { (Msg::Starting.text(l)) }
                     p.intro { (Msg::Intro.text(l)) }
+                    section #paid hidden aria-labelledby="paid-title" {
+                        h2 #paid-title { (Msg::Paid.text(l)) }
+                        p { (Msg::PaidTotal.text(l)) " " strong #paid-total {} }
+                        h3 { (Msg::ExitCode.text(l)) }
+                        img #exit-qr alt=(Msg::ExitCode.text(l)) width="240" height="240";
+                        p.note { (Msg::ShowAtExit.text(l)) }
+                    }
                     section #scanner {
                         button #scan type="button" hidden { (Msg::Scan.text(l)) }
                         video #camera playsinline muted hidden {}
@@ -92,7 +100,18 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                             dt.total { (Msg::Total.text(l)) } dd #total .total {}
                         }
                     }
-                    p.pay { (Msg::PayLater.text(l)) }
+                    section #checkout {
+                        @if can_pay {
+                            button #pay type="button" hidden { (Msg::Pay.text(l)) }
+                        } @else {
+                            p.pay { (Msg::PayLater.text(l)) }
+                        }
+                        div #paying hidden {
+                            p { (Msg::Paying.text(l)) }
+                            a #open-wallet href="#" { (Msg::OpenWallet.text(l)) }
+                            button #cancel-pay type="button" { (Msg::CancelPay.text(l)) }
+                        }
+                    }
                 }
             }
         }

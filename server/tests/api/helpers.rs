@@ -20,7 +20,7 @@ pub const PRODUCTS: &[&str] = &[
     r#"{"sku":"BREAD","barcodes":["96385074"],"name":"Rye Bread 500 g","category":"bakery","price":250,"currency":"EUR","tax_class":"reduced"}"#,
     r#"{"sku":"BEER","barcodes":["036000291452"],"name":"Pilsner Beer 0.5 L","category":"beer_wine","price":199,"currency":"EUR","tax_class":"standard","age_restricted":true}"#,
     r#"{"sku":"APPLES","barcodes":["2100349000001"],"name":"Gala Apples","category":"produce","price":349,"currency":"EUR","tax_class":"reduced","sold_by":"weight"}"#,
-    r#"{"sku":"SOAP","name":"Lavender Soap","category":"household","price":399,"currency":"EUR","tax_class":"standard"}"#,
+    r#"{"sku":"SOAP","barcodes":["4006381333955"],"name":"Lavender Soap","category":"household","price":399,"currency":"EUR","tax_class":"standard"}"#,
     r#"{"sku":"SHAKE","name":"Milk Milkshake Vanilla","category":"dairy","price":179,"currency":"EUR","tax_class":"reduced"}"#,
     r#"{"sku":"OLD","name":"Discontinued Thing","category":"household","price":100,"currency":"EUR","tax_class":"standard","active":false}"#,
 ];
@@ -263,4 +263,31 @@ pub async fn audit_page(app: &TestApp, client: &reqwest::Client) -> (Value, Vec<
         })
         .collect();
     (page, actions)
+}
+
+/// The secret the test unit shares with its wallet provider (`spawn_with_wallet`).
+pub const WALLET_SECRET: &str = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
+
+/// An app with the test catalog whose QR payments go through a wallet provider on
+/// loopback (`[payment.qr]`), every paid basket drawn for the exit audit. The temp
+/// dir holds the data dir and the shared secret.
+pub async fn spawn_with_wallet() -> (
+    TestApp,
+    outpost_mocks::wallet::WalletProvider,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let wallet = outpost_mocks::wallet::WalletProvider::start(WALLET_SECRET, "http://127.0.0.1:9/")
+        .await
+        .unwrap();
+    let key = dir.path().join("qr.key");
+    std::fs::write(&key, WALLET_SECRET).unwrap();
+    let mut s = test_settings(&dir.path().join("data"));
+    s.payment.qr.pay_url = Some(wallet.pay_url());
+    s.payment.qr.merchant = Some("store-1".into());
+    s.payment.qr.secret_file = Some(key);
+    s.shopper.audit_percent = 100;
+    let app = spawn_configured(s, Some(MockTerminal::new()), true).await;
+    wallet.set_notify_url(&app.url("/api/v1/payments/qr/notifications"));
+    (app, wallet, dir)
 }

@@ -9,4 +9,5 @@ mod browser;
 mod client;
 mod http;
 mod shop;
+mod shop_pay;
 mod webdriver;
