@@ -17,6 +17,7 @@ mod push_auth;
 mod push_faults;
 mod pushes;
 mod settings;
+mod shopper;
 mod snapshot_load;
 mod soak;
 mod tls;

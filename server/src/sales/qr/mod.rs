@@ -416,6 +416,7 @@ impl PaymentTerminal for QrPayments {
                             provider_ref: None,
                             reason: "refund".into(),
                         },
+                        returned: Vec::new(),
                     };
                     tx.put(record::key(&r), to_json(&p));
                 }
@@ -453,6 +454,7 @@ impl QrPayments {
             created_at: now,
             expires_at: now + self.config.expiry,
             state: QrState::Awaiting,
+            returned: Vec::new(),
         };
         let r = reference.clone();
         // A key used before keeps its record: its outcome is answered, never a new code.

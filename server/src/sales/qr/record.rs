@@ -47,6 +47,10 @@ pub struct QrPayment {
     pub expires_at: OffsetDateTime,
     /// Where it stands.
     pub state: QrState,
+    /// The provider's ids of further payments of this code already given back, so a
+    /// provider telling one again gives nothing back twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returned: Vec<String>,
 }
 
 /// Where a QR payment stands.
@@ -160,6 +164,19 @@ pub fn apply(
         currency: currency.clone(),
         reason,
     };
+    // A further payment given back already, told again: nothing new.
+    if record.is_some_and(|r| r.returned.contains(&provider_ref)) {
+        return unchanged;
+    }
+    // A further payment of a code that keeps its state: given back, and remembered.
+    let remember = |r: &QrPayment, reason: &str| {
+        let mut kept = r.clone();
+        kept.returned.push(provider_ref.clone());
+        Applied {
+            record: Some(kept),
+            give_back: Some(give_back(reason.to_owned())),
+        }
+    };
     let Some(r) = record else {
         return Applied {
             record: Some(QrPayment {
@@ -173,6 +190,7 @@ pub fn apply(
                     provider_ref: Some(provider_ref.clone()),
                     reason: "paid for a code this unit never issued".into(),
                 },
+                returned: Vec::new(),
             }),
             give_back: Some(give_back("paid for a code this unit never issued".into())),
         };
@@ -216,10 +234,7 @@ pub fn apply(
             provider_ref: Some(known),
             ..
         } if *known == provider_ref => unchanged,
-        QrState::Paid { .. } => Applied {
-            record: None,
-            give_back: Some(give_back("a second payment of a code already paid".into())),
-        },
+        QrState::Paid { .. } => remember(r, "a second payment of a code already paid"),
         QrState::Declined { .. } | QrState::Awaiting => {
             let why = "paid after the code was no longer valid".to_owned();
             Applied {
@@ -233,10 +248,7 @@ pub fn apply(
                 give_back: Some(give_back(why)),
             }
         }
-        QrState::Returned { .. } => Applied {
-            record: None,
-            give_back: Some(give_back("paid after the code was no longer valid".into())),
-        },
+        QrState::Returned { .. } => remember(r, "paid after the code was no longer valid"),
     }
 }
 
@@ -254,6 +266,7 @@ mod tests {
             created_at: now,
             expires_at: now + time::Duration::minutes(5),
             state: QrState::Awaiting,
+            returned: Vec::new(),
         }
     }
 
@@ -300,11 +313,18 @@ mod tests {
             .record
             .unwrap();
         let second = apply("s-0", Some(&once), paid(500, "p2"), now());
-        assert_eq!(second.record, None, "the first payment stands");
+        let kept = second.record.unwrap();
+        assert!(
+            matches!(&kept.state, QrState::Paid { provider_ref, .. } if provider_ref == "p1"),
+            "the first payment stands"
+        );
         assert_eq!(
             second.give_back.unwrap().provider_ref.as_deref(),
             Some("p2")
         );
+        // The second payment told again: given back once only.
+        let again = apply("s-0", Some(&kept), paid(500, "p2"), now());
+        assert_eq!((again.record, again.give_back), (None, None));
     }
 
     #[test]

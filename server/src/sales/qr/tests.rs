@@ -200,7 +200,10 @@ async fn wrong_amounts_second_payments_stray_codes_voids_and_refunds_are_given_b
         Outcome::Approved(_)
     ));
     tell(&q, "s7-0", "paid", 500, "pp-b").await;
+    tell(&q, "s7-0", "paid", 500, "pp-b").await;
     tell(&q, "nobody-0", "paid", 300, "pp-stray").await;
+    tell(&q, "nobody-0", "paid", 300, "pp-stray2").await;
+    tell(&q, "nobody-0", "paid", 300, "pp-stray2").await;
     q.void(&PaymentKey("s7-0".into())).await.unwrap();
     q.void(&PaymentKey("s7-0".into())).await.unwrap();
     assert!(matches!(
@@ -227,6 +230,7 @@ async fn wrong_amounts_second_payments_stray_codes_voids_and_refunds_are_given_b
             ("s6-0".into(), Some("pp-wrong".into()), 499),
             ("s7-0".into(), Some("pp-b".into()), 500),
             ("nobody-0".into(), Some("pp-stray".into()), 300),
+            ("nobody-0".into(), Some("pp-stray2".into()), 300),
             ("s7-0".into(), Some("pp-a".into()), 500),
             ("r1-0".into(), None, 200),
         ],
