@@ -212,11 +212,22 @@ pub async fn demo(common: &Common, products: usize, vending: bool) -> anyhow::Re
         eprintln!("{}", demo_credentials(&security, &s.data_dir)?);
         drop((store, security));
     }
+    let wallet = if vending { None } else { demo_wallet(&mut s).await? };
     let app = Application::build(s, InjectedDevices::default()).await?;
     eprintln!(
         "Outpost demo serving on {}  (try /api/v1/products?q=milk, Ctrl-C to stop)",
         app.base_url()
     );
+    if let Some(w) = &wallet {
+        w.set_notify_url(&format!(
+            "{}/api/v1/payments/qr/notifications",
+            app.base_url()
+        ));
+        eprintln!(
+            "Simulated wallet for QR payments: {}  (shoppers pay there from /shop/)",
+            w.pay_url()
+        );
+    }
     eprintln!(
         "Technician console: {}/console/  (log in as demo-tech with the password above)",
         app.base_url()
@@ -264,6 +275,66 @@ fn restart_to_reopen() -> anyhow::Result<()> {
     }
     let e = again.args(args).exec();
     Err(anyhow::Error::new(e).context("Failed to start this server again to reopen its data dir"))
+}
+
+/// The demo's QR payments, unless the config sets `[payment.qr]`: a simulated wallet
+/// provider on loopback (`mocks::wallet`) sharing a secret the demo keeps in its data
+/// dir (`demo-qr.key`, 0600).
+#[cfg(feature = "demo")]
+async fn demo_wallet(
+    s: &mut Settings,
+) -> anyhow::Result<Option<outpost_mocks::wallet::WalletProvider>> {
+    if s.payment.qr.enabled() {
+        return Ok(None);
+    }
+    let key = s.data_dir.join("demo-qr.key");
+    let secret = match std::fs::read_to_string(&key) {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => {
+            let bytes: [u8; 32] = rand::random();
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&key)
+                .and_then(|mut f| f.write_all(hex.as_bytes()))
+                .with_context(|| format!("Failed to write {}", key.display()))?;
+            hex
+        }
+    };
+    // The unit's address is known once it listens; the provider learns it then.
+    let wallet = outpost_mocks::wallet::WalletProvider::start(&secret, "http://127.0.0.1:9/")
+        .await
+        .context("Failed to start the demo's simulated wallet")?;
+    s.payment.qr.pay_url = Some(wallet.pay_url());
+    s.payment.qr.merchant = Some("demo-store".into());
+    s.payment.qr.secret_file = Some(key);
+    s.payment.qr.brand = "DemoPay".into();
+    Ok(Some(wallet))
+}
+
+/// Without the `demo` feature there is no simulated wallet: QR payments are what the
+/// config says.
+#[cfg(not(feature = "demo"))]
+async fn demo_wallet(s: &mut Settings) -> anyhow::Result<Option<NoWallet>> {
+    let _ = s;
+    Ok(None)
+}
+
+/// What `demo_wallet` gives without the `demo` feature: nothing.
+#[cfg(not(feature = "demo"))]
+struct NoWallet;
+
+#[cfg(not(feature = "demo"))]
+impl NoWallet {
+    fn set_notify_url(&self, _: &str) {}
+    fn pay_url(&self) -> String {
+        String::new()
+    }
 }
 
 /// The demo's simulated devices, with a payment terminal unless `[payment] terminal`
