@@ -40,6 +40,14 @@ pub(crate) struct Cli {
     /// throttles logins per address. Needs a 127.x.x.x `--url`.
     #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=60_000))]
     pub(crate) sources: usize,
+    /// `shopper`: the file with the secret the unit shares with its QR payment provider
+    /// (`[payment.qr] secret_file`): the load plays the provider's notifications.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) qr_secret_file: Option<std::path::PathBuf>,
+    /// `shopper`: milliseconds a shopper thinks between steps (uniformly half to one
+    /// and a half times this).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub(crate) think_ms: u64,
     /// Process id of the server, to report its peak and current resident memory
     /// (`VmHWM`, `VmRSS` from `/proc/PID/status`; Linux, same machine).
     #[arg(long, value_name = "PID")]
@@ -59,6 +67,8 @@ pub(crate) enum Scenario {
     CardCheckout,
     /// `POST /api/v1/auth/login` with a wrong password (no token needed).
     LoginStorm,
+    /// Shoppers on their phones: whole visits, paid by QR (`shopper.rs`).
+    Shopper,
 }
 
 impl Scenario {
@@ -70,6 +80,7 @@ impl Scenario {
             Scenario::Checkout => "checkout",
             Scenario::CardCheckout => "card-checkout",
             Scenario::LoginStorm => "login-storm",
+            Scenario::Shopper => "shopper",
         }
     }
 }

@@ -18,7 +18,10 @@
 //! - `login-storm`: `POST /api/v1/auth/login` with a wrong password, for `--login-user`
 //!   or a fresh unknown username each time (no catalog sample, no token), optionally
 //!   from `--sources` loopback addresses. Every answer is a refusal (401 or 429) by
-//!   design; with `--server-pid` the report adds the server's peak resident memory.
+//!   design; with `--server-pid` the report adds the server's peak resident memory;
+//! - `shopper`: `--connections` shoppers on their phones, whole visits paid by QR
+//!   with the provider's notifications played (`--qr-secret-file`), latency per step
+//!   ([`shopper`]).
 //!
 //! Between the warm-up and the recorded window every connection finishes its request in
 //! flight and waits, so that the `/metrics` reading before the window sees no warm-up
@@ -45,7 +48,8 @@
 //! - [`metrics`]: the storage counters of `/metrics` (fsyncs per checkout);
 //! - [`memory`]: the server's resident memory from `/proc` (`--server-pid`);
 //! - [`report`]: the summary, as readable text and one JSON line;
-//! - [`run`]: the coordinator: sample, warm up, record, report.
+//! - [`run`]: the coordinator: sample, warm up, record, report;
+//! - [`shopper`]: the shopper scenario, its own driver and report.
 
 mod cli;
 mod http;
@@ -54,6 +58,7 @@ mod metrics;
 mod report;
 mod run;
 mod sample;
+mod shopper;
 mod stats;
 mod work;
 mod worker;

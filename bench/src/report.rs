@@ -213,6 +213,8 @@ mod tests {
             login_user: None,
             sources: 1,
             server_pid: None,
+            qr_secret_file: None,
+            think_ms: 500,
         }
     }
 

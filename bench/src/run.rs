@@ -22,6 +22,9 @@ use crate::worker::{GRACE, Shared, Worker};
 /// Runs the whole load test and prints its report.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let target = Target::resolve(&cli.url).await?;
+    if cli.scenario == Scenario::Shopper {
+        return crate::shopper::run(&cli, target).await;
+    }
     let work = if cli.scenario == Scenario::LoginStorm {
         eprintln!(
             "outpost-load: wrong passwords for {} from {} source address(es)",

@@ -85,6 +85,7 @@ impl Work {
                 Ok(Work::Checkout(skus, tail))
             }
             Scenario::LoginStorm => bail!("the login storm is not made of products: Work::login"),
+            Scenario::Shopper => bail!("the shopper scenario has its own driver (shopper.rs)"),
         }
     }
 

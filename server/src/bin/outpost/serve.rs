@@ -212,7 +212,11 @@ pub async fn demo(common: &Common, products: usize, vending: bool) -> anyhow::Re
         eprintln!("{}", demo_credentials(&security, &s.data_dir)?);
         drop((store, security));
     }
-    let wallet = if vending { None } else { demo_wallet(&mut s).await? };
+    let wallet = if vending {
+        None
+    } else {
+        demo_wallet(&mut s).await?
+    };
     let app = Application::build(s, InjectedDevices::default()).await?;
     eprintln!(
         "Outpost demo serving on {}  (try /api/v1/products?q=milk, Ctrl-C to stop)",
