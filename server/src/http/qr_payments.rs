@@ -129,6 +129,7 @@ pub struct QrCode {
     responses(
         (status = 200, body = QrCode),
         (status = 404, body = super::ErrorBody, description = "no code is waiting for that checkout now (`no_qr_code`), or QR payments are off (`qr_payments_off`)"),
+        (status = 422, body = super::ErrorBody, description = "`checkout_key` is not an idempotency key (`invalid_key`)"),
     )
 )]
 #[get("/api/v1/payments/qr/code")]
