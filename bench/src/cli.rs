@@ -46,7 +46,7 @@ pub(crate) struct Cli {
     pub(crate) qr_secret_file: Option<std::path::PathBuf>,
     /// `shopper`: milliseconds a shopper thinks between steps (uniformly half to one
     /// and a half times this).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub(crate) think_ms: u64,
     /// Process id of the server, to report its peak and current resident memory
     /// (`VmHWM`, `VmRSS` from `/proc/PID/status`; Linux, same machine).

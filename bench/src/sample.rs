@@ -22,6 +22,9 @@ pub(crate) struct Product {
     /// Whether it can be sold.
     #[serde(default = "default_active")]
     pub(crate) active: bool,
+    /// Whether the buyer's age must be checked (never on the phone).
+    #[serde(default)]
+    pub(crate) age_restricted: bool,
 }
 
 /// Products without an `active` field are taken as active.

@@ -1,9 +1,12 @@
 //! The `shopper` scenario: `--connections` shoppers on their phones at once, each on
-//! its own keep-alive connection (from its own loopback address with `--sources`),
-//! walking whole visits back to back: open a shopper session with the store token,
-//! look up and add 3 to 6 products by barcode with a think time between steps, pay
-//! the cart (`POST /api/v1/shopper/checkout`), play the wallet provider's signed
-//! notification (the secret from `--qr-secret-file`), and ask until the sale is paid.
+//! its own keep-alive connection (from its own loopback address with `--sources`)
+//! holding one shopper session (opened with the store token, again if it ends), and
+//! filling and paying carts back to back: look up and add 3 to 6 products by barcode
+//! with a think time between steps, pay the cart (`POST /api/v1/shopper/checkout`),
+//! play the wallet provider's signed notification (the secret from
+//! `--qr-secret-file`), and ask until the sale is paid. A session may make
+//! `[shopper] requests_per_minute` requests (120): a think time under about 700 ms
+//! runs into that limit (429s).
 //!
 //! Each step's latency is recorded on its own, for steps started inside the recorded
 //! window: `session`, `lookup`, `add`, `checkout` (the pay link), `notify`, and
@@ -185,14 +188,8 @@ async fn think(setup: &Setup, rng: &mut SmallRng) {
     }
 }
 
-/// One whole visit. `Err`: the visit failed (said why).
-async fn visit(
-    setup: &Setup,
-    phone: &mut Phone,
-    rng: &mut SmallRng,
-    rec: &mut Recorder,
-    n: u64,
-) -> Result<()> {
+/// Open a shopper session: its cookie.
+async fn open_session(setup: &Setup, phone: &mut Phone, rec: &mut Recorder) -> Result<HeaderValue> {
     let started = Instant::now();
     let body = format!(r#"{{"store_token":"{}"}}"#, setup.store_token);
     let (st, b, cookie) = phone
@@ -209,7 +206,22 @@ async fn visit(
     if st != StatusCode::CREATED {
         bail!("session: {st} {}", String::from_utf8_lossy(&b));
     }
-    let cookie = HeaderValue::from_str(&cookie.context("no session cookie")?)?;
+    Ok(HeaderValue::from_str(
+        &cookie.context("no session cookie")?,
+    )?)
+}
+
+/// One cart filled and paid. `Err`: the visit failed (said why).
+async fn visit(
+    setup: &Setup,
+    phone: &mut Phone,
+    cookie: &HeaderValue,
+    rng: &mut SmallRng,
+    rec: &mut Recorder,
+    n: u64,
+) -> Result<()> {
+    let started = Instant::now();
+    let cookie = cookie.clone();
     let items = rng.random_range(3..=6);
     for _ in 0..items {
         think(setup, rng).await;
@@ -306,7 +318,7 @@ async fn visit(
         if v["status"] == "failed" || Instant::now() > deadline {
             bail!("paid: {st} {}", String::from_utf8_lossy(&b));
         }
-        sleep(Duration::from_millis(25)).await;
+        sleep(Duration::from_millis(5)).await;
     }
     if rec.recorded(started) {
         rec.visits += 1;
@@ -326,11 +338,24 @@ async fn shopper(setup: Arc<Setup>, id: usize, window: (Instant, Instant)) -> Re
     ))
     .await;
     let mut n = 0u64;
+    let mut cookie: Option<HeaderValue> = None;
     while Instant::now() < window.1 {
         n += 1;
         let started = Instant::now();
-        if let Err(e) = visit(&setup, &mut phone, &mut rng, &mut rec, n).await {
+        let done = match cookie.clone() {
+            Some(c) => visit(&setup, &mut phone, &c, &mut rng, &mut rec, n).await,
+            None => match open_session(&setup, &mut phone, &mut rec).await {
+                Ok(c) => {
+                    cookie = Some(c.clone());
+                    visit(&setup, &mut phone, &c, &mut rng, &mut rec, n).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = done {
             rec.fail(started, format!("{e:#}"));
+            // A session that ended (or was never opened) is opened again.
+            cookie = None;
             sleep(Duration::from_millis(200)).await;
         }
     }
@@ -351,10 +376,11 @@ pub(crate) async fn run(cli: &Cli, target: Target) -> Result<()> {
             .with_context(|| format!("reading {}", secret_file.display()))?,
     )?;
     let products = fetch_sample(&target, cli.sample).await?;
-    // Products a shopper can add: sold by the piece, active, with a barcode.
+    // Products a shopper can add and pay on the phone: sold by the piece, active, not
+    // age-restricted (those are paid at a staffed till), with a barcode.
     let barcodes: Vec<String> = products
         .iter()
-        .filter(|p| p.active && p.sold_by.as_deref() != Some("weight"))
+        .filter(|p| p.active && !p.age_restricted && p.sold_by.as_deref() != Some("weight"))
         .filter_map(|p| p.barcodes.first().cloned())
         .collect();
     if barcodes.is_empty() {

@@ -161,12 +161,17 @@ async fn settled(
     shopper: &Shopper,
     return_to: &str,
 ) -> Result<Option<ShopperCheckout>, ApiError> {
-    for _ in 0..150 {
+    // The code is usually written within a millisecond or two: look often at first,
+    // then every 20 ms, 3 s at most.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut pause = Duration::from_millis(1);
+    while tokio::time::Instant::now() < deadline {
         let v = current(state, shopper, return_to)?;
         if v.as_ref().is_none_or(|v| v.status != "starting") {
             return Ok(v);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
     current(state, shopper, return_to)
 }
