@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use outpost_peripherals::payment::{
-    Approval, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
+    Approval, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest,
+    PaymentTerminal,
 };
 use outpost_peripherals::{
     Device, DeviceCore, DeviceFault, DeviceInfo, DeviceKind, Health, HealthLevel, HealthReport,
@@ -55,6 +56,10 @@ struct State {
     charge_counts: HashMap<PaymentKey, u32>,
     status_offline: bool,
     next_auth: u32,
+    /// What each money-moving call was allowed to take.
+    instruments: HashMap<PaymentKey, Instrument>,
+    /// The wallet brand a wallet-only payment is made with (`ApplePay` when unset).
+    wallet: Option<String>,
 }
 
 /// A scripted payment terminal. Clones share state.
@@ -138,6 +143,22 @@ impl MockTerminal {
         self.lock().status_offline = offline;
     }
 
+    /// The payment brand wallet-only payments are made with from now on (default
+    /// `ApplePay`).
+    pub fn set_wallet(&self, brand: &str) -> &Self {
+        self.lock().wallet = Some(brand.to_owned());
+        self
+    }
+
+    /// What the money-moving call under `key` was allowed to take; `None` when there
+    /// was no such call.
+    pub fn instrument(&self, key: &str) -> Option<Instrument> {
+        self.lock()
+            .instruments
+            .get(&PaymentKey(key.to_owned()))
+            .copied()
+    }
+
     /// Scripted steps not yet used. A test that scripted a step it expected to be
     /// used asserts this is zero, so an unmet expectation fails the test.
     pub fn pending_steps(&self) -> usize {
@@ -219,11 +240,16 @@ impl MockTerminal {
             let err = PaymentError::Illegal(format!("key {} already used ({existing:?})", req.key));
             return (Err(err), false);
         }
+        st.instruments.insert(req.key.clone(), req.instrument);
         let charge = |st: &mut State| {
             st.next_auth += 1;
+            let brand = match req.instrument {
+                Instrument::Any => "VISA".to_owned(),
+                Instrument::Wallet => st.wallet.clone().unwrap_or_else(|| "ApplePay".into()),
+            };
             let approval = Approval {
                 auth_code: format!("A{:05}", st.next_auth),
-                brand: Some("VISA".into()),
+                brand: Some(brand),
                 last4: Some("4242".into()),
             };
             let record = if refund {
@@ -375,6 +401,7 @@ mod tests {
             key: PaymentKey(key.into()),
             amount_minor: 500,
             currency: "EUR".into(),
+            instrument: Instrument::Any,
         }
     }
 

@@ -35,7 +35,25 @@ pub struct PaymentRequest {
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
+    /// What the customer may pay with on the terminal.
+    pub instrument: Instrument,
 }
+
+/// What the terminal may take for one payment or refund.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Instrument {
+    /// Whatever the terminal accepts: a card, or a wallet on a phone or watch.
+    #[default]
+    Any,
+    /// Only a phone or watch wallet, one of [`WALLET_BRANDS`]: the terminal refuses a
+    /// plastic card. A refund of a wallet payment goes back the same way.
+    Wallet,
+}
+
+/// The payment brands of phone and watch wallets, as terminals name them (nexo
+/// `PaymentBrand`). A wallet payment allows only these.
+pub const WALLET_BRANDS: &[&str] = &["ApplePay", "GooglePay", "SamsungPay"];
 
 /// What the terminal says an approved operation was, with no card data beyond what a
 /// receipt may show.

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use outpost_mocks::compliance::payment::{self as compliance, Fault, PaymentHarness};
-use outpost_mocks::sim::payment::{Mode, PaymentSim, Recorded, SimOptions, serve_control};
+use outpost_mocks::sim::payment::{
+    Mode, PaymentSim, Recorded, SimOptions, control_command, serve_control,
+};
 use outpost_mocks::{MockTerminal, Script};
 use outpost_peripherals::nexo::{NexoConfig, NexoTerminal};
 use outpost_peripherals::payment::{
-    KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
+    Instrument, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
 };
 use outpost_peripherals::{Device, Health, HealthLevel};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -53,6 +55,7 @@ fn req(key: &str) -> PaymentRequest {
         key: PaymentKey(key.into()),
         amount_minor: 1999,
         currency: "EUR".into(),
+        instrument: outpost_peripherals::payment::Instrument::Any,
     }
 }
 
@@ -510,4 +513,53 @@ async fn bench_authorizations_per_second() {
     rates.sort_by(f64::total_cmp);
     println!("median of 3: {:.0} authorizations/s", rates[1]);
     assert_eq!(sim.total_charges(), 3 * N as u64);
+}
+
+#[tokio::test]
+async fn a_wallet_payment_allows_only_wallet_brands_on_the_wire() {
+    let sim = sim().await;
+    let t = ready_terminal(config(sim.local_addr())).await;
+    let wallet = |key: &str| PaymentRequest {
+        instrument: Instrument::Wallet,
+        ..req(key)
+    };
+    let brand = |o: Result<Outcome, PaymentError>| match o {
+        Ok(Outcome::Approved(a)) => a.brand,
+        other => panic!("not approved: {other:?}"),
+    };
+    // A card payment is taken with whatever the customer taps: the simulator's card.
+    assert_eq!(
+        brand(t.authorize(&req("w-card")).await).as_deref(),
+        Some("VISA")
+    );
+    // A wallet payment names the wallet the customer held to the terminal.
+    assert_eq!(
+        brand(t.authorize(&wallet("w-apple")).await).as_deref(),
+        Some("ApplePay")
+    );
+    assert_eq!(
+        control_command(&sim, "wallet GooglePay").await,
+        "ok",
+        "the bench switches the customer's wallet"
+    );
+    assert_eq!(
+        brand(t.authorize(&wallet("w-google")).await).as_deref(),
+        Some("GooglePay")
+    );
+    assert_eq!(sim.brand("w-google").as_deref(), Some("GooglePay"));
+    // A wallet the driver did not allow is refused by the terminal, nothing charged.
+    sim.set_wallet("PayPal");
+    let out = t.authorize(&wallet("w-paypal")).await;
+    assert!(
+        matches!(&out, Ok(Outcome::Declined { reason }) if reason.contains("PayPal")),
+        "{out:?}"
+    );
+    assert_eq!(sim.charge_count("w-paypal"), 0);
+    // The refund of a wallet payment goes back to the wallet.
+    sim.set_wallet("GooglePay");
+    assert_eq!(
+        brand(t.refund(&wallet("w-google-r")).await).as_deref(),
+        Some("GooglePay")
+    );
+    assert_eq!(sim.double_charges(), 0);
 }

@@ -28,8 +28,8 @@ use crate::device::{
 };
 use crate::fault::DeviceFault;
 use crate::payment::{
-    Approval, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest as Charge,
-    PaymentTerminal,
+    Approval, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest as Charge,
+    PaymentTerminal, WALLET_BRANDS,
 };
 use crate::{DeviceError, ErrorKind};
 
@@ -325,6 +325,12 @@ impl NexoTerminal {
                 payment_data: refund.then_some(PaymentData {
                     payment_type: PaymentType::Refund,
                 }),
+                transaction_conditions: match req.instrument {
+                    Instrument::Any => None,
+                    Instrument::Wallet => Some(TransactionConditions {
+                        allowed_payment_brand: WALLET_BRANDS.iter().map(|b| (*b).into()).collect(),
+                    }),
+                },
             }),
         });
         self.core.count("payments", 1);
@@ -658,6 +664,7 @@ mod tests {
             key: PaymentKey(key.into()),
             amount_minor: 100,
             currency: "EUR".into(),
+            instrument: Instrument::Any,
         }
     }
 

@@ -206,9 +206,34 @@ pub struct PaymentRequest {
     /// Normal or refund; a normal payment when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_data: Option<PaymentData>,
+    /// What the terminal may take; anything it accepts when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_conditions: Option<TransactionConditions>,
+}
+
+/// The most payment brands one request may allow.
+pub const MAX_ALLOWED_BRANDS: usize = 16;
+
+/// The longest payment brand name, in bytes.
+pub const MAX_BRAND: usize = 32;
+
+/// Conditions on how a payment may be made (nexo `TransactionConditions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactionConditions {
+    /// The only payment brands the terminal may accept, e.g. `ApplePay`; 1 to
+    /// [`MAX_ALLOWED_BRANDS`] names of 1 to [`MAX_BRAND`] printable ASCII characters.
+    pub allowed_payment_brand: Vec<String>,
 }
 
 impl PaymentRequest {
+    /// The payment brands this request allows, or `None` for any.
+    pub fn allowed_brands(&self) -> Option<&[String]> {
+        self.transaction_conditions
+            .as_ref()
+            .map(|c| c.allowed_payment_brand.as_slice())
+    }
+
     /// Whether this is a refund.
     pub fn is_refund(&self) -> bool {
         matches!(
@@ -533,6 +558,18 @@ fn validate(message: &Message) -> Result<(), MessageError> {
                     p.amounts_req.requested_amount
                 ));
             }
+            if let Some(brands) = p.allowed_brands() {
+                let ok = |b: &String| {
+                    !b.is_empty() && b.len() <= MAX_BRAND && b.bytes().all(|c| c.is_ascii_graphic())
+                };
+                if brands.is_empty() || brands.len() > MAX_ALLOWED_BRANDS || !brands.iter().all(ok)
+                {
+                    return invalid(format!(
+                        "AllowedPaymentBrand must be 1 to {MAX_ALLOWED_BRANDS} names of 1 to \
+                         {MAX_BRAND} printable ASCII characters"
+                    ));
+                }
+            }
         }
         Message::Request(Request {
             body:
@@ -609,8 +646,63 @@ mod tests {
                     requested_amount: 1250,
                 },
                 payment_data: None,
+                transaction_conditions: None,
             }),
         })
+    }
+
+    fn wallet(brands: &[&str]) -> Message {
+        let mut m = payment("w-1");
+        if let Message::Request(Request {
+            body: RequestBody::PaymentRequest(p),
+            ..
+        }) = &mut m
+        {
+            p.transaction_conditions = Some(TransactionConditions {
+                allowed_payment_brand: brands.iter().map(|b| (*b).to_owned()).collect(),
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn a_wallet_payment_carries_its_allowed_brands_and_round_trips() {
+        let m = wallet(&["ApplePay", "GooglePay"]);
+        let bytes = encode_message(&m).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["SaleToPOIRequest"]["PaymentRequest"]["TransactionConditions"],
+            serde_json::json!({"AllowedPaymentBrand": ["ApplePay", "GooglePay"]})
+        );
+        let back = parse_message(&bytes).unwrap();
+        assert_eq!(back, m);
+        let Message::Request(Request {
+            body: RequestBody::PaymentRequest(p),
+            ..
+        }) = back
+        else {
+            panic!("not a payment");
+        };
+        assert_eq!(p.allowed_brands().map(<[String]>::len), Some(2));
+    }
+
+    #[test]
+    fn bad_allowed_brands_are_refused() {
+        let long = "x".repeat(MAX_BRAND + 1);
+        let many: Vec<&str> = std::iter::repeat_n("ApplePay", MAX_ALLOWED_BRANDS + 1).collect();
+        for brands in [
+            vec![],
+            vec![""],
+            vec!["Apple Pay"],
+            vec![long.as_str()],
+            many,
+        ] {
+            let err = parse_message(&encode_message(&wallet(&brands)).unwrap()).unwrap_err();
+            assert!(
+                err.to_string().contains("AllowedPaymentBrand"),
+                "{brands:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -184,6 +184,7 @@ catalogue! {
     SaleRefunded "sale.refunded" => "Refunded", "Возвращена";
     TenderCash "tender.cash" => "Cash", "Наличные";
     TenderCard "tender.card" => "Card", "Карта";
+    TenderWallet "tender.wallet" => "Wallet", "Кошелёк";
     ReceiptPrinted "receipt.printed" => "Printed", "Напечатан";
     ReceiptQueued "receipt.queued" => "Waiting for the printer", "Ждёт принтер";
     ReceiptNotQueued "receipt.not_queued" => "Not queued", "Не в очереди";

@@ -34,6 +34,17 @@ pub enum TenderMethod {
     Cash,
     /// A card through the payment terminal.
     Card,
+    /// A phone or watch wallet (Apple Pay, Google Pay, ...) through the payment
+    /// terminal, which is told to take nothing else.
+    Wallet,
+}
+
+impl TenderMethod {
+    /// Whether the payment terminal moves this tender's money (under a payment key,
+    /// with the payment state machine).
+    pub fn through_terminal(self) -> bool {
+        matches!(self, TenderMethod::Card | TenderMethod::Wallet)
+    }
 }
 
 /// A tender as a terminal asks for it.
@@ -51,6 +62,24 @@ pub enum TenderRequest {
         #[serde(default)]
         amount: Option<Money>,
     },
+    /// A wallet payment on the terminal; the amount works as for a card.
+    Wallet {
+        /// Amount to charge, in minor units.
+        #[serde(default)]
+        amount: Option<Money>,
+    },
+}
+
+impl TenderRequest {
+    /// For a tender the terminal pays (card or wallet): its method and its amount, if
+    /// given.
+    fn through_terminal(&self) -> Option<(TenderMethod, Option<Money>)> {
+        match self {
+            TenderRequest::Card { amount } => Some((TenderMethod::Card, *amount)),
+            TenderRequest::Wallet { amount } => Some((TenderMethod::Wallet, *amount)),
+            TenderRequest::Cash { .. } => None,
+        }
+    }
 }
 
 /// Card details a receipt may show. Never a card number.
@@ -118,8 +147,8 @@ pub enum TenderError {
         /// Index of the tender in the request.
         index: usize,
     },
-    /// At most one card may omit its amount.
-    #[error("only one card tender may leave out its amount")]
+    /// At most one card or wallet tender may omit its amount.
+    #[error("only one card or wallet tender may leave out its amount")]
     AmbiguousCard,
     /// An amount is zero, negative, or absurdly large.
     #[error("tender {index} has an amount out of range")]
@@ -155,23 +184,24 @@ pub fn allocate_tenders(
     let mut remaining = total.0;
     let mut open_card = None;
     for (i, t) in requested.iter().enumerate() {
-        match t {
-            TenderRequest::Card { amount: Some(a) } => {
+        match (t, t.through_terminal()) {
+            (_, Some((_, Some(a)))) => {
                 if a.0 <= 0 || a.0 > MAX_AMOUNT {
                     return Err(TenderError::NonPositive { index: i });
                 }
                 amounts[i] = a.0;
                 remaining -= a.0;
             }
-            TenderRequest::Card { amount: None } => {
-                if open_card.replace(i).is_some() {
+            (_, Some((_, None))) => {
+                if open_card.is_some() {
                     return Err(TenderError::AmbiguousCard);
                 }
+                open_card = Some(i);
             }
-            TenderRequest::Cash { tendered } if tendered.0 < 0 || tendered.0 > MAX_AMOUNT => {
+            (TenderRequest::Cash { tendered }, _) if tendered.0 < 0 || tendered.0 > MAX_AMOUNT => {
                 return Err(TenderError::NonPositive { index: i });
             }
-            TenderRequest::Cash { .. } => {}
+            _ => {}
         }
     }
     if remaining < 0 {
@@ -214,17 +244,23 @@ pub fn allocate_tenders(
                 card: None,
                 refund_of: None,
             },
-            TenderRequest::Card { .. } => Tender {
-                method: TenderMethod::Card,
-                amount: Money(amount),
-                tendered: None,
-                payment_key: None,
-                card: None,
-                refund_of: None,
-            },
+            TenderRequest::Card { .. } => terminal_tender(TenderMethod::Card, amount),
+            TenderRequest::Wallet { .. } => terminal_tender(TenderMethod::Wallet, amount),
         })
         .collect();
     Ok((tenders, Money(change)))
+}
+
+/// A card or wallet tender before the terminal is asked.
+fn terminal_tender(method: TenderMethod, amount: i64) -> Tender {
+    Tender {
+        method,
+        amount: Money(amount),
+        tendered: None,
+        payment_key: None,
+        card: None,
+        refund_of: None,
+    }
 }
 
 /// A completed sale, as the journal keeps it.
@@ -518,11 +554,7 @@ pub fn plan_refund(
 pub fn refund_tenders(sale: &Sale, previous: &[Refund], total: Money) -> Vec<Tender> {
     let mut left = total.0;
     let mut out = Vec::new();
-    for t in sale
-        .tenders
-        .iter()
-        .filter(|t| t.method == TenderMethod::Card)
-    {
+    for t in sale.tenders.iter().filter(|t| t.method.through_terminal()) {
         if left == 0 {
             break;
         }
@@ -536,7 +568,8 @@ pub fn refund_tenders(sale: &Sale, previous: &[Refund], total: Money) -> Vec<Ten
         let take = room.min(left);
         if take > 0 {
             out.push(Tender {
-                method: TenderMethod::Card,
+                // Back the way it was paid: a wallet refund is a wallet payment again.
+                method: t.method,
                 amount: Money(take),
                 tendered: None,
                 // Filled with the refund's own key when the refund is planned.
@@ -636,6 +669,34 @@ mod tests {
         assert_eq!(
             (t[0].amount, t[1].amount, change),
             (Money(300), Money(700), Money(0))
+        );
+    }
+
+    #[test]
+    fn a_wallet_splits_like_a_card_and_keeps_its_method() {
+        let wallet = |a: Option<i64>| TenderRequest::Wallet {
+            amount: a.map(Money),
+        };
+        let (t, change) =
+            allocate_tenders(Money(1000), &[card(Some(300)), wallet(None), cash(500)]).unwrap();
+        assert_eq!(
+            (t[0].amount, t[1].amount, t[2].amount, change),
+            (Money(300), Money(200), Money(500), Money(0))
+        );
+        assert_eq!(t[1].method, TenderMethod::Wallet);
+        assert!(TenderMethod::Wallet.through_terminal() && TenderMethod::Card.through_terminal());
+        assert!(!TenderMethod::Cash.through_terminal());
+        assert_eq!(
+            allocate_tenders(Money(1000), &[card(None), wallet(None)]),
+            Err(TenderError::AmbiguousCard)
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[wallet(Some(0))]),
+            Err(TenderError::NonPositive { index: 0 })
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[wallet(Some(600)), card(Some(600))]),
+            Err(TenderError::Overpaid { excess: 200 })
         );
     }
 

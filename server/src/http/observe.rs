@@ -43,12 +43,13 @@ pub async fn track(
     Ok(res)
 }
 
-/// The tender label of a finished sale or refund: `cash`, `card`, or `split`.
+/// The tender label of a finished sale or refund: `cash`, `card`, `wallet` or `split`.
 pub fn tender_of(tenders: &[Tender]) -> &'static str {
     let mut methods = tenders.iter().map(|t| t.method);
     match (methods.next(), methods.next()) {
         (Some(TenderMethod::Cash), None) => "cash",
         (Some(TenderMethod::Card), None) => "card",
+        (Some(TenderMethod::Wallet), None) => "wallet",
         (Some(_), Some(_)) => "split",
         (None, _) => "none",
     }
@@ -60,6 +61,7 @@ pub fn tender_asked(one: Option<&TenderRequest>, many: Option<&[TenderRequest]>)
     match all.as_slice() {
         [TenderRequest::Cash { .. }] => "cash",
         [TenderRequest::Card { .. }] => "card",
+        [TenderRequest::Wallet { .. }] => "wallet",
         [] => "none",
         _ => "split",
     }

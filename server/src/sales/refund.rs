@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::idempotency::{self, IdemOutcome, IdemRecord, IdemState};
 use super::journal::{self, Pending, RefundPending};
-use super::terminal::{approve, not_delivered};
+use super::terminal::{approve, instrument_of, not_delivered};
 use super::{Sales, SellError};
 use crate::domain::sale::{
     Cause, IdempotencyKey, PaymentKind, PaymentState, Refund, RefundLineRequest, Tender,
@@ -290,6 +290,7 @@ impl Sales {
             key: PaymentKey(r.payments[i].key.clone()),
             amount_minor: r.payments[i].amount.0,
             currency: self.config().currency.code().to_owned(),
+            instrument: instrument_of(&r.refund.tenders, &r.payments[i].key),
         };
         match tokio::time::timeout(self.config().payment_timeout, terminal.refund(&req)).await {
             Ok(Ok(o)) => Ok((o, Cause::Answer)),
@@ -324,10 +325,7 @@ fn cash(amount: crate::domain::money::Money) -> Tender {
 
 /// Without a terminal, card refunds are paid in cash.
 fn cash_instead_of_cards(tenders: &mut [Tender]) {
-    for t in tenders
-        .iter_mut()
-        .filter(|t| t.method == TenderMethod::Card)
-    {
+    for t in tenders.iter_mut().filter(|t| t.method.through_terminal()) {
         *t = cash(t.amount);
     }
 }

@@ -19,3 +19,4 @@ mod shopper;
 mod tls;
 mod vending;
 mod vends;
+mod wallet;

@@ -138,6 +138,10 @@ pub async fn control_command(sim: &PaymentSim, line: &str) -> String {
             }
             Err(e) => format!("err {e}"),
         },
+        "wallet" if !rest.is_empty() && !rest.contains(' ') => {
+            sim.set_wallet(rest);
+            "ok".into()
+        }
         "charges" if !rest.is_empty() => format!("ok {}", sim.charge_count(rest)),
         "doubles" => format!("ok {}", sim.double_charges()),
         "total" => format!("ok {}", sim.total_charges()),

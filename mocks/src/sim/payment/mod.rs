@@ -204,6 +204,7 @@ impl PaymentSim {
                 payments_seen: 0,
                 next_auth: 0,
                 aborts: HashMap::new(),
+                wallet: "ApplePay".into(),
             }),
             options,
             powered: AtomicBool::new(true),
@@ -271,6 +272,23 @@ impl PaymentSim {
     /// What the journal says about `key`; `None` when it never saw it.
     pub fn recorded(&self, key: &str) -> Option<Recorded> {
         self.shared().lock().journal.get(key).map(Entry::recorded)
+    }
+
+    /// The payment brand of the wallet customers hold to the terminal from now on when
+    /// a payment allows only wallets (default `ApplePay`).
+    pub fn set_wallet(&self, brand: &str) -> &Self {
+        brand.clone_into(&mut self.shared().lock().wallet);
+        self
+    }
+
+    /// The payment brand an approved payment or refund under `key` was made with.
+    pub fn brand(&self, key: &str) -> Option<String> {
+        match self.shared().lock().journal.get(key) {
+            Some(Entry::Charged { result } | Entry::Refunded { result }) => {
+                result.payment_brand.clone()
+            }
+            _ => None,
+        }
     }
 
     /// Whether it has power (accepts connections).

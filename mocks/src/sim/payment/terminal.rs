@@ -51,6 +51,9 @@ pub(super) struct State {
     pub(super) next_auth: u64,
     /// Wakes a late payment when it is aborted.
     pub(super) aborts: HashMap<String, Arc<Notify>>,
+    /// The wallet the next customer holds to the terminal when a payment allows only
+    /// wallets (`ApplePay`, ...); without that condition the customer taps a card.
+    pub(super) wallet: String,
 }
 
 /// A request to cut the power for `off_for`; `done` is told once it is off.
@@ -135,15 +138,22 @@ pub(super) fn finish(
             };
         }
     }
-    let entry = match decline {
-        Some(reason) => Entry::Declined {
+    // A payment that allows only some brands is paid with the customer's wallet,
+    // or refused when that wallet is not one of them.
+    let brand = match p.allowed_brands() {
+        None => Ok("VISA".to_owned()),
+        Some(allowed) if allowed.contains(&st.wallet) => Ok(st.wallet.clone()),
+        Some(_) => Err(format!("{} is not an allowed payment brand", st.wallet)),
+    };
+    let entry = match (decline, brand) {
+        (Some(reason), _) | (None, Err(reason)) => Entry::Declined {
             condition: ErrorCondition::Refusal,
             reason,
         },
-        None => {
+        (None, Ok(brand)) => {
             st.next_auth += 1;
             let result = PaymentResult {
-                payment_brand: Some("VISA".into()),
+                payment_brand: Some(brand),
                 masked_pan: Some(shared.options.masked_pan.clone()),
                 approval_code: format!("{:06}", st.next_auth),
                 authorized_amount: p.amounts_req.requested_amount,

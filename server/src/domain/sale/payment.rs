@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{CardSummary, Tender, TenderMethod};
+use super::{CardSummary, Tender};
 use crate::domain::money::Money;
 
 /// The states of one payment operation with the terminal.
@@ -274,14 +274,14 @@ pub struct IllegalTransition {
     pub cause: Cause,
 }
 
-/// Give each card tender its terminal key (`<id>-<tender index>`, unique to this sale
+/// Give each card and wallet tender its terminal key (`<id>-<tender index>`, unique to this sale
 /// or refund) and a `pending` payment record, in tender order.
 pub fn card_payments(id: Uuid, tenders: &mut [Tender], kind: PaymentKind) -> Vec<PaymentRecord> {
     let mut payments = Vec::new();
     for (i, t) in tenders
         .iter_mut()
         .enumerate()
-        .filter(|(_, t)| t.method == TenderMethod::Card)
+        .filter(|(_, t)| t.method.through_terminal())
     {
         let key = format!("{id}-{i}");
         t.payment_key = Some(key.clone());

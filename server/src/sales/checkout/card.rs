@@ -1,4 +1,5 @@
-//! The card payment driver of a live checkout: authorize each card tender in turn,
+//! The card payment driver of a live checkout: authorize each card or wallet tender
+//! in turn,
 //! persisting each payment's state before each call to the terminal, and resolve an
 //! unknown outcome only by asking about the same key.
 
@@ -7,7 +8,7 @@ use outpost_peripherals::payment::{Outcome, PaymentKey, PaymentRequest};
 use crate::domain::sale::{Cause, PaymentState, Sale};
 use crate::sales::idempotency::IdemOutcome;
 use crate::sales::journal::{Abort, CheckoutPending, Pending};
-use crate::sales::terminal::{Asked, approve, asked_from, not_delivered};
+use crate::sales::terminal::{Asked, approve, asked_from, instrument_of, not_delivered};
 use crate::sales::{Sales, SellError};
 
 impl Sales {
@@ -31,6 +32,7 @@ impl Sales {
                 key: PaymentKey(c.payments[i].key.clone()),
                 amount_minor: c.payments[i].amount.0,
                 currency: currency.clone(),
+                instrument: instrument_of(&c.sale.tenders, &c.payments[i].key),
             };
             let answer =
                 tokio::time::timeout(self.config().payment_timeout, terminal.authorize(&req)).await;
