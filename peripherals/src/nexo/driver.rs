@@ -28,8 +28,8 @@ use crate::device::{
 };
 use crate::fault::DeviceFault;
 use crate::payment::{
-    Approval, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest as Charge,
-    PaymentTerminal, WALLET_BRANDS,
+    Approval, Forwarding, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey,
+    PaymentRequest as Charge, PaymentTerminal, WALLET_BRANDS,
 };
 use crate::{DeviceError, ErrorKind};
 
@@ -285,7 +285,7 @@ impl NexoTerminal {
         }
     }
 
-    async fn diagnose(&self) -> Result<GlobalStatus, Exchange> {
+    async fn diagnose(&self) -> Result<DiagnosisResponse, Exchange> {
         let request = Message::Request(Request {
             header: self.header(MessageCategory::Diagnosis, self.message_id()),
             body: RequestBody::DiagnosisRequest(DiagnosisRequest {}),
@@ -294,7 +294,7 @@ impl NexoTerminal {
             .ask(&self.side, request, self.config.status_timeout)
             .await?
         {
-            ResponseBody::DiagnosisResponse(d) => Ok(d.poi_status.global_status),
+            ResponseBody::DiagnosisResponse(d) => Ok(d),
             other => Err(Exchange::Sent(format!("unexpected answer {other:?}"))),
         }
     }
@@ -437,6 +437,14 @@ fn approval(p: &PaymentResult) -> Approval {
         auth_code: p.approval_code.clone(),
         brand: p.payment_brand.clone(),
         last4: p.masked_pan.as_deref().and_then(last4),
+        offline: p.online_flag == Some(false),
+        // A token that is not a short printable id is dropped: the payment then
+        // counts against the "unknown card" of a per-card limit.
+        card_id: p
+            .payment_token
+            .as_ref()
+            .map(|t| t.token_value.clone())
+            .filter(|t| valid_id(t)),
     }
 }
 
@@ -546,13 +554,22 @@ impl Device for NexoTerminal {
     /// Both levels ask the terminal's state; a terminal cannot be exercised without
     /// moving money.
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let report = match self.diagnose().await {
-            Ok(GlobalStatus::Ok) => HealthReport::now(Health::Ok, "terminal ready"),
-            Ok(GlobalStatus::Busy) => HealthReport::now(Health::Ok, "terminal busy with a payment"),
-            Ok(GlobalStatus::Maintenance) => {
+        let report = match self.diagnose().await.map(|d| {
+            let offline = d.host_status.iter().any(|h| !h.is_reachable_flag);
+            (d.poi_status.global_status, offline)
+        }) {
+            Ok((GlobalStatus::Ok, true)) => HealthReport::now(
+                Health::Degraded,
+                "terminal ready, but it cannot reach its acquirer: approving offline",
+            ),
+            Ok((GlobalStatus::Ok, false)) => HealthReport::now(Health::Ok, "terminal ready"),
+            Ok((GlobalStatus::Busy, _)) => {
+                HealthReport::now(Health::Ok, "terminal busy with a payment")
+            }
+            Ok((GlobalStatus::Maintenance, _)) => {
                 HealthReport::now(Health::Failed, "terminal in maintenance")
             }
-            Ok(GlobalStatus::Unreachable) => {
+            Ok((GlobalStatus::Unreachable, _)) => {
                 HealthReport::now(Health::Failed, "terminal cannot reach its acquirer")
             }
             Err(e) => HealthReport::now(
@@ -649,6 +666,27 @@ impl PaymentTerminal for NexoTerminal {
     /// `open`, so recovery after a restart can ask at once.
     async fn status(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
         self.query_status(key).await
+    }
+
+    /// A Diagnosis: the acquirer is reachable when every `HostStatus` says so (or none
+    /// is given); the queue is the `StoredTransactions` extension, and a terminal that
+    /// does not send it cannot say what it forwarded (`Failure`).
+    async fn forwarding(&self) -> Result<Forwarding, PaymentError> {
+        let d = self.diagnose().await.map_err(|e| match e {
+            Exchange::Busy => PaymentError::Busy,
+            Exchange::NotSent(m) => PaymentError::Offline(m),
+            // Asking changes nothing: a lost answer is a failure to ask.
+            Exchange::Sent(m) => PaymentError::Failure(format!("diagnosis: {m}")),
+        })?;
+        let Some(stored) = d.stored_transactions else {
+            return Err(PaymentError::Failure(
+                "the terminal does not report its store-and-forward queue".into(),
+            ));
+        };
+        Ok(Forwarding {
+            host_reachable: d.host_status.iter().all(|h| h.is_reachable_flag),
+            queued: stored.into_iter().map(PaymentKey).collect(),
+        })
     }
 }
 
@@ -799,6 +837,8 @@ mod tests {
                         approval_code: "X".into(),
                         authorized_amount: 100,
                         currency: "EUR".into(),
+                        online_flag: None,
+                        payment_token: None,
                     }),
                 }),
             });
@@ -821,12 +861,7 @@ mod tests {
         let Message::Request(req) = m else { panic!() };
         let body = match req.body {
             RequestBody::DiagnosisRequest(_) => {
-                ResponseBody::DiagnosisResponse(DiagnosisResponse {
-                    response: ResponseResult::success(),
-                    poi_status: PoiStatus {
-                        global_status: GlobalStatus::Ok,
-                    },
-                })
+                ResponseBody::DiagnosisResponse(DiagnosisResponse::status(GlobalStatus::Ok))
             }
             RequestBody::PaymentRequest(p) => ResponseBody::PaymentResponse(PaymentResponse {
                 response: ResponseResult::success(),
@@ -836,6 +871,8 @@ mod tests {
                     approval_code: "OK1".into(),
                     authorized_amount: p.amounts_req.requested_amount,
                     currency: p.amounts_req.currency,
+                    online_flag: None,
+                    payment_token: None,
                 }),
             }),
             other => panic!("unexpected {other:?}"),
@@ -876,6 +913,7 @@ mod tests {
                 auth_code: "OK1".into(),
                 brand: Some("MC".into()),
                 last4: Some("4444".into()),
+                ..Approval::default()
             })
         );
         server.await.unwrap();

@@ -100,6 +100,9 @@ impl MessageHeader {
 }
 
 /// One message on the wire.
+// A response is a few hundred bytes larger than a request; messages live one at a
+// time per exchange, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// From the sale system.
@@ -368,6 +371,23 @@ pub struct PaymentResult {
     pub authorized_amount: i64,
     /// ISO 4217 code.
     pub currency: String,
+    /// Whether the acquirer authorised it (`true`) or the terminal approved it alone
+    /// while the acquirer was unreachable and queued it to forward (`false`); online
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_flag: Option<bool>,
+    /// An identity of the card or wallet without card data, the same for each payment
+    /// with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_token: Option<PaymentToken>,
+}
+
+/// A token standing for the card (nexo `PaymentToken`), never the card number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PaymentToken {
+    /// The token.
+    pub token_value: String,
 }
 
 /// A reference to an earlier payment, by its ServiceID.
@@ -465,6 +485,43 @@ pub struct DiagnosisResponse {
     /// Its state.
     #[serde(rename = "POIStatus")]
     pub poi_status: PoiStatus,
+    /// Whether it reaches each acquirer; absent when it does not say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_status: Vec<HostStatus>,
+    /// **Outpost extension:** the ServiceIDs of the payments and refunds it approved
+    /// offline and has not forwarded yet, at most [`MAX_STORED`]; absent when the
+    /// terminal does not report its store-and-forward queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_transactions: Option<Vec<String>>,
+}
+
+/// The most stored (offline, not yet forwarded) transactions a Diagnosis may list.
+pub const MAX_STORED: usize = 512;
+
+/// The most acquirers a Diagnosis may list.
+pub const MAX_HOSTS: usize = 8;
+
+/// Whether the terminal reaches one acquirer (nexo `HostStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostStatus {
+    /// The acquirer.
+    #[serde(rename = "AcquirerID")]
+    pub acquirer_id: String,
+    /// Whether it is reachable now.
+    pub is_reachable_flag: bool,
+}
+
+impl DiagnosisResponse {
+    /// A healthy answer with no store-and-forward report.
+    pub fn status(global_status: GlobalStatus) -> Self {
+        Self {
+            response: ResponseResult::success(),
+            poi_status: PoiStatus { global_status },
+            host_status: Vec::new(),
+            stored_transactions: None,
+        }
+    }
 }
 
 /// The terminal's state, as Diagnosis reports it.
@@ -590,6 +647,22 @@ fn validate(message: &Message) -> Result<(), MessageError> {
                 ));
             }
             check_id("referenced ServiceID", &r.service_id)?;
+        }
+        Message::Response(Response {
+            body: ResponseBody::DiagnosisResponse(d),
+            ..
+        }) => {
+            if d.host_status.len() > MAX_HOSTS {
+                return invalid(format!("more than {MAX_HOSTS} HostStatus entries"));
+            }
+            if let Some(stored) = &d.stored_transactions {
+                if stored.len() > MAX_STORED {
+                    return invalid(format!("more than {MAX_STORED} StoredTransactions"));
+                }
+                for id in stored {
+                    check_id("StoredTransactions ServiceID", id)?;
+                }
+            }
         }
         _ => {}
     }
@@ -752,6 +825,10 @@ mod tests {
                                 approval_code: "A1".into(),
                                 authorized_amount: 5,
                                 currency: "EUR".into(),
+                                online_flag: Some(false),
+                                payment_token: Some(PaymentToken {
+                                    token_value: "tok-1".into(),
+                                }),
                             }),
                         },
                     ),
@@ -760,6 +837,48 @@ mod tests {
         });
         let bytes = encode_message(&m).unwrap();
         assert_eq!(parse_message(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn a_diagnosis_reports_the_host_and_the_stored_transactions_within_bounds() {
+        let diagnosis = |stored: Vec<String>| {
+            let mut d = DiagnosisResponse::status(GlobalStatus::Ok);
+            d.host_status = vec![HostStatus {
+                acquirer_id: "acq".into(),
+                is_reachable_flag: false,
+            }];
+            d.stored_transactions = Some(stored);
+            Message::Response(Response {
+                header: MessageHeader::new(
+                    MessageCategory::Diagnosis,
+                    MessageType::Response,
+                    "m1",
+                    "s",
+                    "p",
+                ),
+                body: ResponseBody::DiagnosisResponse(d),
+            })
+        };
+        let m = diagnosis(vec!["sale-1-0".into()]);
+        let bytes = encode_message(&m).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["SaleToPOIResponse"]["DiagnosisResponse"]["HostStatus"],
+            serde_json::json!([{"AcquirerID": "acq", "IsReachableFlag": false}])
+        );
+        assert_eq!(
+            v["SaleToPOIResponse"]["DiagnosisResponse"]["StoredTransactions"],
+            serde_json::json!(["sale-1-0"])
+        );
+        assert_eq!(parse_message(&bytes).unwrap(), m);
+        for bad in [
+            vec!["has space".to_owned()],
+            vec![String::new()],
+            vec!["k".to_owned(); MAX_STORED + 1],
+        ] {
+            let err = parse_message(&encode_message(&diagnosis(bad)).unwrap()).unwrap_err();
+            assert!(err.to_string().contains("Stored"), "{err}");
+        }
     }
 
     #[test]
