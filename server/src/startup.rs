@@ -275,6 +275,12 @@ impl Application {
         let artifacts = mesh.clone().map(|m| {
             crate::hq::artifacts::Artifacts::new(store.clone(), m, settings.currency(), releases)
         });
+        let exposure = crate::sales::exposure::Exposure::load(
+            &store,
+            settings.offline_caps().context("Invalid offline caps")?,
+            pushed.profile.as_ref().and_then(|p| p.value.offline_caps),
+        )
+        .context("Failed to read the offline exposure")?;
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -298,7 +304,8 @@ impl Application {
                 variable_measure: settings.store.variable_measure.clone(),
             },
         )
-        .with_receipts(registry.spooler().queue().clone());
+        .with_receipts(registry.spooler().queue().clone())
+        .with_exposure(Arc::new(exposure));
         let grpc = match settings.sync.grpc_listen {
             Some(at) => {
                 let l = tokio::net::TcpListener::bind(at)

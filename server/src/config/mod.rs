@@ -160,6 +160,12 @@ pub struct PaymentSettings {
     pub timeout_secs: u64,
     /// Seconds between recovery passes over payments in doubt.
     pub recovery_interval_secs: u64,
+    /// At most this much card and wallet money (minor units) approved offline by the
+    /// terminal and not yet forwarded, in the store, unless HQ sets another cap
+    /// (`docs/payments.md`, "Offline exposure"). 0 accepts nothing offline.
+    pub offline_store_cap: i64,
+    /// At most this much of it on one card or wallet.
+    pub offline_card_cap: i64,
 }
 
 impl Default for PaymentSettings {
@@ -168,6 +174,8 @@ impl Default for PaymentSettings {
             terminal: "none".into(),
             timeout_secs: 60,
             recovery_interval_secs: 30,
+            offline_store_cap: crate::domain::exposure::ExposureCaps::default().store.0,
+            offline_card_cap: crate::domain::exposure::ExposureCaps::default().per_card.0,
         }
     }
 }
@@ -597,6 +605,9 @@ impl Settings {
                 "timings must be positive and backoff_max_ms at least backoff_min_ms".into(),
             ));
         }
+        if let Err(e) = self.offline_caps() {
+            return Err(invalid("payment", format!("offline caps: {e}")));
+        }
         if self.payment.timeout_secs == 0 || self.payment.recovery_interval_secs == 0 {
             return Err(invalid(
                 "payment",
@@ -840,6 +851,16 @@ impl Settings {
     /// How long to wait for the payment terminal.
     pub fn payment_timeout(&self) -> Duration {
         Duration::from_secs(self.payment.timeout_secs)
+    }
+
+    /// The offline exposure caps of the config file (`[payment]`).
+    pub fn offline_caps(
+        &self,
+    ) -> Result<crate::domain::exposure::ExposureCaps, crate::domain::exposure::CapsError> {
+        crate::domain::exposure::ExposureCaps::parse(
+            self.payment.offline_store_cap,
+            self.payment.offline_card_cap,
+        )
     }
 }
 

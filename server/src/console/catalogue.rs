@@ -130,6 +130,7 @@ catalogue! {
     Artifacts "artifacts" => "Shared files", "Общие файлы";
     Working "working" => "Working", "Работают";
     ReceiptQueue "receipt_queue" => "Receipt queue", "Очередь чеков";
+    OfflineCardPayments "offline_card_payments" => "Offline card payments (store / largest card)", "Офлайн-оплаты картой (магазин / одна карта)";
     LastSale "last_sale" => "Last sale", "Последняя продажа";
     When "when" => "When", "Когда";
     Terminal "terminal" => "Terminal", "Терминал";

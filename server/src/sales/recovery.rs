@@ -96,6 +96,9 @@ impl Sales {
             ) {
                 match self.ask(&PaymentKey(pay.key.clone())).await {
                     Some(Asked::Approved(a)) => {
+                        // Kept in the exposure; recovery finishes the sale whatever
+                        // the caps say (the card is charged and the customer gone).
+                        self.admit_offline(&pay.key, &a, pay.amount).await?;
                         approve(&mut sale.tenders, pay, a, Cause::Status)?;
                     }
                     Some(Asked::Declined(reason)) => pay.decline(reason, Cause::Status)?,

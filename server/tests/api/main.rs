@@ -11,6 +11,7 @@ mod errors;
 mod fuzz;
 mod helpers;
 mod metrics;
+mod offline;
 mod openapi;
 mod payments;
 mod peers;

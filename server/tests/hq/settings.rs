@@ -235,6 +235,7 @@ fn profile(version: u64, name: &str, header: &[&str]) -> hq::StoreConfigPush {
         version,
         store_name: name.into(),
         receipt_header: header.iter().map(|s| s.to_string()).collect(),
+        offline_exposure: None,
     }
 }
 

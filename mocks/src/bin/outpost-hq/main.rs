@@ -683,6 +683,7 @@ async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
                 version: args.version,
                 store_name: args.name,
                 receipt_header: args.header,
+                offline_exposure: None,
             })
             .await,
     )

@@ -75,7 +75,18 @@ impl Sales {
             match asked {
                 None => return Err(SellError::OutcomeUnknown),
                 Some(Asked::Approved(a)) => {
+                    let (key, amount) = (c.payments[i].key.clone(), c.payments[i].amount);
+                    let over = self.admit_offline(&key, &a, amount).await?;
                     approve(&mut c.sale.tenders, &mut c.payments[i], a, cause)?;
+                    if let Some(over) = over {
+                        // Approved offline past a cap: reverse it (the terminal drops
+                        // it from its queue) and release the key.
+                        let message = over.message(&c.sale.cart.currency);
+                        tracing::warn!(key, %message, "Voiding an offline approval over the offline limit");
+                        self.unwind(c, Abort::Release).await?;
+                        self.refresh_exposure().await;
+                        return Err(SellError::OfflineLimit(message));
+                    }
                 }
                 Some(Asked::NotCharged(reason)) => {
                     c.payments[i].decline(reason.clone(), cause)?;

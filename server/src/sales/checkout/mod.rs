@@ -136,6 +136,10 @@ impl Sales {
                 "no payment terminal is configured".into(),
             ));
         }
+        // Nothing is written yet: a refusal here leaves the key unused.
+        let on_terminal: i64 = payments.iter().map(|p| p.amount.0).sum();
+        self.refuse_offline_up_front(crate::domain::money::Money(on_terminal))
+            .await?;
         payments[0].transition(PaymentState::Authorizing, Cause::Call)?;
         let pending = CheckoutPending::new(sale, fingerprint.clone(), payments);
         let (k, fp, p) = (
