@@ -975,6 +975,29 @@ mod tests {
     }
 
     #[test]
+    fn offline_caps_load_from_the_file_and_bad_ones_are_named() {
+        let s = Settings::from_toml("[payment]\noffline_store_cap = 0\noffline_card_cap = 700\n")
+            .unwrap();
+        s.validate().unwrap();
+        let caps = s.offline_caps().unwrap();
+        assert_eq!((caps.store.0, caps.per_card.0), (0, 700));
+        for bad in ["offline_store_cap = -1", "offline_card_cap = 1000000000001"] {
+            let s = Settings::from_toml(&format!("[payment]\n{bad}\n")).unwrap();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("payment") && e.contains("offline caps"),
+                "{bad}: {e}"
+            );
+        }
+        let d = Settings::default().offline_caps().unwrap();
+        assert_eq!(
+            (d.store.0, d.per_card.0),
+            (50_000, 10_000),
+            "docs/configuration.md"
+        );
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let s = Settings::load(None, env(&[]), &Flags::default()).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");

@@ -157,6 +157,8 @@ impl Sales {
                 if let Err(e) = this.recover().await {
                     tracing::error!(error = %e, "Payment recovery pass failed");
                 }
+                // Keeps the offline exposure current while nobody pays by card.
+                this.refresh_exposure().await;
                 tokio::time::sleep(every).await;
             }
         })

@@ -250,3 +250,30 @@ async fn on_the_nexo_wire_offline_approvals_are_capped_per_card_and_fall_when_fo
     assert_eq!(gauge(&app, "outpost_offline_exposure_minor").await, 0);
     assert_eq!(pay.double_charges(), 0);
 }
+
+#[tokio::test]
+async fn what_the_terminal_forwards_leaves_the_exposure_without_another_checkout() {
+    let dir = tempfile::tempdir().unwrap();
+    let terminal = MockTerminal::new();
+    let app = spawn_configured(
+        capped(dir.path(), 10_000, 10_000),
+        Some(terminal.clone()),
+        true,
+    )
+    .await;
+    terminal.set_host_reachable(false);
+    let (s, v, _) = app.checkout("fw-1", &cart("card")).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(gauge(&app, "outpost_offline_exposure_minor").await, 258);
+    terminal.set_host_reachable(true);
+    // The recovery pass (every second here) asks the terminal; bounded wait.
+    let mut left = -1;
+    for _ in 0..50 {
+        left = gauge(&app, "outpost_offline_exposure_minor").await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0);
+}
