@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use outpost_peripherals::payment::{Approval, Forwarding};
 use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{Sales, SellError};
 use crate::domain::exposure::{ExposureCaps, Ledger, OfflineApproval, Over};
@@ -48,7 +47,7 @@ pub struct Exposure {
 }
 
 /// The exposure as the dashboard and the metrics show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ExposureView {
     /// Offline-approved money not yet forwarded, in the store.
     pub used: Money,

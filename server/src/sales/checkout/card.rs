@@ -1,7 +1,7 @@
 //! The card payment driver of a live checkout: authorize each card or wallet tender
-//! in turn,
-//! persisting each payment's state before each call to the terminal, and resolve an
-//! unknown outcome only by asking about the same key.
+//! in turn, persisting each payment's state before each call to the terminal, and
+//! resolve an unknown outcome only by asking about the same key. An offline approval
+//! past the offline exposure caps is voided (`sales::exposure`).
 
 use outpost_peripherals::payment::{Outcome, PaymentKey, PaymentRequest};
 
