@@ -277,3 +277,73 @@ async fn what_the_terminal_forwards_leaves_the_exposure_without_another_checkout
     }
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn an_offline_approval_past_its_cards_cap_found_by_recovery_is_voided() {
+    let dir = tempfile::tempdir().unwrap();
+    let terminal = MockTerminal::new();
+    let app = spawn_configured(
+        capped(dir.path(), 10_000, 300),
+        Some(terminal.clone()),
+        true,
+    )
+    .await;
+    terminal.set_host_reachable(false);
+    let (s, v, _) = app.checkout("rc-1", &cart("card")).await;
+    assert_eq!(s, 201, "{v}");
+    // The same card again, and the server dies while the terminal approves offline.
+    terminal.script([outpost_mocks::Script::ChargeAndHang]);
+    let (client, url) = (app.client.clone(), app.url("/api/v1/checkout"));
+    let hung = tokio::spawn(async move {
+        client
+            .post(url)
+            .header("Idempotency-Key", "rc-2")
+            .json(&cart("card"))
+            .send()
+            .await
+    });
+    for _ in 0..100 {
+        if terminal.standing_charges() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(terminal.standing_charges(), 2);
+    app.stop().await;
+    hung.abort();
+
+    // Recovery finds the approval, keeps it in the exposure, finds the card over its
+    // cap and voids it; the key is released.
+    let app = spawn_configured(
+        capped(dir.path(), 10_000, 300),
+        Some(terminal.clone()),
+        false,
+    )
+    .await;
+    let mut left = 0;
+    for _ in 0..100 {
+        left = terminal.standing_charges();
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 1, "the over-cap approval was reversed");
+    assert_eq!(terminal.net_charged(), 258);
+    terminal.set_card("tok-other");
+    let mut answer = (0, Value::Null);
+    for _ in 0..100 {
+        let (s, v, _) = app.checkout("rc-2", &cart("card")).await;
+        answer = (s, v);
+        if answer.0 != 409 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        answer.0, 201,
+        "the released key sells with another card: {}",
+        answer.1
+    );
+    assert_eq!(terminal.double_charges(), 0);
+}
