@@ -630,6 +630,8 @@ async fn the_simulator_approves_offline_and_forwards_when_the_acquirer_is_back()
         control_command(&sim, "host sideways").await,
         "err host up or host down"
     );
+    // Offline approvals: off-1, off-2 and the one made through the control channel.
+    assert_eq!(t.core().statistics().counters["offline_approvals"], 3);
     // The health check says the terminal works but is approving offline.
     sim.set_host_reachable(false);
     let h = t.check_health(HealthLevel::Internal).await;

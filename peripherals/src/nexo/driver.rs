@@ -345,7 +345,12 @@ impl NexoTerminal {
             Err(e) => Err(e.into_payment()),
         };
         match &result {
-            Ok(Outcome::Approved(_)) => self.core.count("approvals", 1),
+            Ok(Outcome::Approved(a)) => {
+                self.core.count("approvals", 1);
+                if a.offline {
+                    self.core.count("offline_approvals", 1);
+                }
+            }
             Ok(Outcome::Declined { .. }) => self.core.count("declines", 1),
             Err(PaymentError::OutcomeUnknown(why)) => {
                 tracing::warn!(device = %self.config.id, key = %req.key, refund, reason = %why,
