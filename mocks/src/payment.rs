@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use outpost_peripherals::payment::{
-    Approval, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
+    Approval, Forwarding, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest,
+    PaymentTerminal,
 };
 use outpost_peripherals::{
     Device, DeviceCore, DeviceFault, DeviceInfo, DeviceKind, Health, HealthLevel, HealthReport,
@@ -55,6 +56,16 @@ struct State {
     charge_counts: HashMap<PaymentKey, u32>,
     status_offline: bool,
     next_auth: u32,
+    /// What each money-moving call was allowed to take.
+    instruments: HashMap<PaymentKey, Instrument>,
+    /// The wallet brand a wallet-only payment is made with (`ApplePay` when unset).
+    wallet: Option<String>,
+    /// The token of the card customers present (`card-1` when unset).
+    card: Option<String>,
+    /// The acquirer cannot be reached: approvals are offline and queued in `stored`.
+    host_down: bool,
+    /// Offline approvals not yet forwarded, oldest first.
+    stored: Vec<PaymentKey>,
 }
 
 /// A scripted payment terminal. Clones share state.
@@ -138,6 +149,47 @@ impl MockTerminal {
         self.lock().status_offline = offline;
     }
 
+    /// The payment brand wallet-only payments are made with from now on (default
+    /// `ApplePay`).
+    pub fn set_wallet(&self, brand: &str) -> &Self {
+        self.lock().wallet = Some(brand.to_owned());
+        self
+    }
+
+    /// The token of the card (or wallet) customers present from now on (default
+    /// `card-1`).
+    pub fn set_card(&self, token: &str) -> &Self {
+        self.lock().card = Some(token.to_owned());
+        self
+    }
+
+    /// Cut the terminal off its acquirer (`false`): it approves offline and queues
+    /// what it approved; or bring the acquirer back (`true`): the queue is forwarded.
+    /// Returns how many were forwarded.
+    pub fn set_host_reachable(&self, reachable: bool) -> usize {
+        let mut st = self.lock();
+        st.host_down = !reachable;
+        if reachable {
+            std::mem::take(&mut st.stored).len()
+        } else {
+            0
+        }
+    }
+
+    /// The keys approved offline and not yet forwarded, oldest first.
+    pub fn stored(&self) -> Vec<String> {
+        self.lock().stored.iter().map(|k| k.0.clone()).collect()
+    }
+
+    /// What the money-moving call under `key` was allowed to take; `None` when there
+    /// was no such call.
+    pub fn instrument(&self, key: &str) -> Option<Instrument> {
+        self.lock()
+            .instruments
+            .get(&PaymentKey(key.to_owned()))
+            .copied()
+    }
+
     /// Scripted steps not yet used. A test that scripted a step it expected to be
     /// used asserts this is zero, so an unmet expectation fails the test.
     pub fn pending_steps(&self) -> usize {
@@ -219,13 +271,23 @@ impl MockTerminal {
             let err = PaymentError::Illegal(format!("key {} already used ({existing:?})", req.key));
             return (Err(err), false);
         }
+        st.instruments.insert(req.key.clone(), req.instrument);
         let charge = |st: &mut State| {
             st.next_auth += 1;
+            let brand = match req.instrument {
+                Instrument::Any => "VISA".to_owned(),
+                Instrument::Wallet => st.wallet.clone().unwrap_or_else(|| "ApplePay".into()),
+            };
             let approval = Approval {
                 auth_code: format!("A{:05}", st.next_auth),
-                brand: Some("VISA".into()),
+                brand: Some(brand),
                 last4: Some("4242".into()),
+                offline: st.host_down,
+                card_id: Some(st.card.clone().unwrap_or_else(|| "card-1".into())),
             };
+            if st.host_down {
+                st.stored.push(req.key.clone());
+            }
             let record = if refund {
                 Record::Refunded {
                     amount: req.amount_minor,
@@ -333,6 +395,8 @@ impl PaymentTerminal for MockTerminal {
         match st.records.get(key).cloned() {
             Some(Record::Charged { amount, .. } | Record::Completed { amount, .. }) => {
                 st.records.insert(key.clone(), Record::Reversed { amount });
+                // A reversed offline approval is never forwarded.
+                st.stored.retain(|k| k != key);
                 Ok(())
             }
             Some(Record::Reversed { .. }) => Ok(()),
@@ -344,6 +408,17 @@ impl PaymentTerminal for MockTerminal {
 
     async fn refund(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError> {
         self.run(req, true).await
+    }
+
+    async fn forwarding(&self) -> Result<Forwarding, PaymentError> {
+        let st = self.lock();
+        if st.status_offline {
+            return Err(PaymentError::Offline("terminal unreachable".into()));
+        }
+        Ok(Forwarding {
+            host_reachable: !st.host_down,
+            queued: st.stored.clone(),
+        })
     }
 
     async fn status(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
@@ -375,6 +450,7 @@ mod tests {
             key: PaymentKey(key.into()),
             amount_minor: 500,
             currency: "EUR".into(),
+            instrument: Instrument::Any,
         }
     }
 

@@ -35,18 +35,57 @@ pub struct PaymentRequest {
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
+    /// What the customer may pay with on the terminal.
+    pub instrument: Instrument,
 }
+
+/// What the terminal may take for one payment or refund.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Instrument {
+    /// Whatever the terminal accepts: a card, or a wallet on a phone or watch.
+    #[default]
+    Any,
+    /// Only a phone or watch wallet, one of [`WALLET_BRANDS`]: the terminal refuses a
+    /// plastic card. A refund of a wallet payment goes back the same way.
+    Wallet,
+}
+
+/// The payment brands of phone and watch wallets, as terminals name them (nexo
+/// `PaymentBrand`). A wallet payment allows only these.
+pub const WALLET_BRANDS: &[&str] = &["ApplePay", "GooglePay", "SamsungPay"];
 
 /// What the terminal says an approved operation was, with no card data beyond what a
 /// receipt may show.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Approval {
-    /// Authorization code from the acquirer.
+    /// Authorization code from the acquirer (or the terminal, offline).
     pub auth_code: String,
     /// Card brand, e.g. "VISA".
     pub brand: Option<String>,
     /// Last four digits of the card number.
     pub last4: Option<String>,
+    /// Approved by the terminal alone while it could not reach its acquirer: stored
+    /// to be forwarded later (store-and-forward), so the money is not certain until
+    /// then. See [`PaymentTerminal::forwarding`].
+    #[serde(default)]
+    pub offline: bool,
+    /// An identity of the card (or wallet) the terminal gives without card data, the
+    /// same for every payment with it (a payment token): what a per-card limit counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<String>,
+}
+
+/// The terminal's store-and-forward state: whether it reaches its acquirer, and what it
+/// approved offline and has not forwarded yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forwarding {
+    /// Whether the terminal reaches its acquirer now. While it does not, it approves
+    /// offline (`Approval::offline`) and queues what it approved.
+    pub host_reachable: bool,
+    /// The keys of payments and refunds approved offline and still queued. A key that
+    /// left the queue was forwarded to the acquirer (or reversed).
+    pub queued: Vec<PaymentKey>,
 }
 
 /// The definite outcome of a payment operation.
@@ -146,4 +185,12 @@ pub trait PaymentTerminal: Device {
     async fn refund(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError>;
     /// What happened under `key` (nexo TransactionStatus).
     async fn status(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError>;
+    /// Whether the terminal reaches its acquirer and what it approved offline and has
+    /// not forwarded yet (nexo Diagnosis). A terminal that never approves offline need
+    /// not implement it: the default refuses, and its approvals are never offline.
+    async fn forwarding(&self) -> Result<Forwarding, PaymentError> {
+        Err(PaymentError::Illegal(
+            "this terminal does not report store-and-forward".into(),
+        ))
+    }
 }

@@ -278,6 +278,12 @@ impl Application {
         let qr = crate::sales::qr::QrConfig::load(&settings.payment.qr)
             .map_err(|(field, m)| anyhow::anyhow!("setting {field}: {m}"))?
             .map(|c| Arc::new(crate::sales::qr::QrPayments::new(store.clone(), c)));
+        let exposure = crate::sales::exposure::Exposure::load(
+            &store,
+            settings.offline_caps().context("Invalid offline caps")?,
+            pushed.profile.as_ref().and_then(|p| p.value.offline_caps),
+        )
+        .context("Failed to read the offline exposure")?;
         let sales = Sales::new(
             store,
             registry.payment(),
@@ -301,7 +307,8 @@ impl Application {
                 variable_measure: settings.store.variable_measure.clone(),
             },
         )
-        .with_receipts(registry.spooler().queue().clone());
+        .with_receipts(registry.spooler().queue().clone())
+        .with_exposure(Arc::new(exposure));
         let sales = match qr {
             Some(q) => sales.with_qr(q),
             None => sales,

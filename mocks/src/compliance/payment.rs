@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use outpost_peripherals::DeviceError;
 use outpost_peripherals::ErrorKind;
 use outpost_peripherals::payment::{
-    KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
+    Approval, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest,
+    PaymentTerminal, WALLET_BRANDS,
 };
 
 /// A fault a harness can make the backend's next money-moving call suffer.
@@ -49,6 +50,7 @@ fn request(key: &PaymentKey, amount_minor: i64) -> PaymentRequest {
         key: key.clone(),
         amount_minor,
         currency: "EUR".into(),
+        instrument: outpost_peripherals::payment::Instrument::Any,
     }
 }
 
@@ -231,6 +233,45 @@ pub async fn refund(h: &dyn PaymentHarness) {
     assert_eq!(h.charge_count(&k.0), 1);
 }
 
+/// A wallet-only payment and its refund are made with a wallet brand, and the
+/// payment's status repeats that brand.
+pub async fn wallet(h: &dyn PaymentHarness) {
+    let t = h.terminal();
+    let wallet = |k: &PaymentKey, amount| PaymentRequest {
+        instrument: Instrument::Wallet,
+        ..request(k, amount)
+    };
+    let is_wallet = |a: &Approval| {
+        a.brand
+            .as_deref()
+            .is_some_and(|b| WALLET_BRANDS.contains(&b))
+    };
+    let k = key(h, "wallet");
+    h.next(Fault::Approve);
+    let out = t.authorize(&wallet(&k, 1500)).await;
+    let Ok(Outcome::Approved(a)) = out else {
+        panic!("a wallet payment must be approved, not {out:?}");
+    };
+    assert!(
+        is_wallet(&a),
+        "a wallet payment was made with {:?}",
+        a.brand
+    );
+    assert_eq!(h.charge_count(&k.0), 1, "a wallet payment must charge once");
+    let st = t.status(&k).await;
+    assert!(
+        matches!(&st, Ok(KeyStatus::Done(Outcome::Approved(b))) if b.brand == a.brand),
+        "status after a wallet payment must repeat its brand, not {st:?}"
+    );
+    let r = key(h, "wallet-refund");
+    h.next(Fault::Approve);
+    let out = t.refund(&wallet(&r, 500)).await;
+    assert!(
+        matches!(&out, Ok(Outcome::Approved(b)) if is_wallet(b)),
+        "a wallet refund must go back to a wallet, not {out:?}"
+    );
+}
+
 /// Aborting a finished payment changes nothing and reports it; aborting a key never
 /// used leaves it declined or unknown, and nothing is charged under it.
 pub async fn abort(h: &dyn PaymentHarness) {
@@ -291,5 +332,6 @@ pub async fn run_all(h: &dyn PaymentHarness) {
     reused_key_is_refused(h).await;
     void_then_status_reversed(h).await;
     refund(h).await;
+    wallet(h).await;
     abort(h).await;
 }

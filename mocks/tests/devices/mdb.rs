@@ -45,6 +45,7 @@ fn req(key: &str, amount_minor: i64) -> PaymentRequest {
         key: PaymentKey(key.into()),
         amount_minor,
         currency: "EUR".into(),
+        instrument: outpost_peripherals::payment::Instrument::Any,
     }
 }
 
@@ -289,6 +290,7 @@ async fn bad_amounts_and_a_mismatched_reader_are_refused() {
                 key: PaymentKey(format!("bad-{amount}-{currency}")),
                 amount_minor: amount,
                 currency: currency.into(),
+                instrument: outpost_peripherals::payment::Instrument::Any,
             })
             .await;
         assert!(
@@ -296,6 +298,17 @@ async fn bad_amounts_and_a_mismatched_reader_are_refused() {
             "{amount} {currency}: {r:?}"
         );
     }
+    // MDB cannot tell a reader to take only wallets: refused, nothing vended.
+    let r = d
+        .authorize(&PaymentRequest {
+            key: PaymentKey("wallet-only".into()),
+            amount_minor: 100,
+            currency: "EUR".into(),
+            instrument: outpost_peripherals::payment::Instrument::Wallet,
+        })
+        .await;
+    assert!(matches!(r, Err(PaymentError::Illegal(_))), "{r:?}");
+    assert!(sim.ledger().is_empty());
     let mut opts = MdbOptions::default();
     opts.config.decimal_places = 3;
     let other = MdbSim::new(opts);

@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use outpost_mocks::compliance::payment::{self as compliance, Fault, PaymentHarness};
-use outpost_mocks::sim::payment::{Mode, PaymentSim, Recorded, SimOptions, serve_control};
+use outpost_mocks::sim::payment::{
+    Mode, PaymentSim, Recorded, SimOptions, control_command, serve_control,
+};
 use outpost_mocks::{MockTerminal, Script};
 use outpost_peripherals::nexo::{NexoConfig, NexoTerminal};
 use outpost_peripherals::payment::{
-    KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
+    Instrument, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
 };
 use outpost_peripherals::{Device, Health, HealthLevel};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -53,6 +55,7 @@ fn req(key: &str) -> PaymentRequest {
         key: PaymentKey(key.into()),
         amount_minor: 1999,
         currency: "EUR".into(),
+        instrument: outpost_peripherals::payment::Instrument::Any,
     }
 }
 
@@ -510,4 +513,173 @@ async fn bench_authorizations_per_second() {
     rates.sort_by(f64::total_cmp);
     println!("median of 3: {:.0} authorizations/s", rates[1]);
     assert_eq!(sim.total_charges(), 3 * N as u64);
+}
+
+#[tokio::test]
+async fn a_wallet_payment_allows_only_wallet_brands_on_the_wire() {
+    let sim = sim().await;
+    let t = ready_terminal(config(sim.local_addr())).await;
+    let wallet = |key: &str| PaymentRequest {
+        instrument: Instrument::Wallet,
+        ..req(key)
+    };
+    let brand = |o: Result<Outcome, PaymentError>| match o {
+        Ok(Outcome::Approved(a)) => a.brand,
+        other => panic!("not approved: {other:?}"),
+    };
+    // A card payment is taken with whatever the customer taps: the simulator's card.
+    assert_eq!(
+        brand(t.authorize(&req("w-card")).await).as_deref(),
+        Some("VISA")
+    );
+    // A wallet payment names the wallet the customer held to the terminal.
+    assert_eq!(
+        brand(t.authorize(&wallet("w-apple")).await).as_deref(),
+        Some("ApplePay")
+    );
+    assert_eq!(
+        control_command(&sim, "wallet GooglePay").await,
+        "ok",
+        "the bench switches the customer's wallet"
+    );
+    assert_eq!(
+        brand(t.authorize(&wallet("w-google")).await).as_deref(),
+        Some("GooglePay")
+    );
+    assert_eq!(sim.brand("w-google").as_deref(), Some("GooglePay"));
+    // A wallet the driver did not allow is refused by the terminal, nothing charged.
+    sim.set_wallet("PayPal");
+    let out = t.authorize(&wallet("w-paypal")).await;
+    assert!(
+        matches!(&out, Ok(Outcome::Declined { reason }) if reason.contains("PayPal")),
+        "{out:?}"
+    );
+    assert_eq!(sim.charge_count("w-paypal"), 0);
+    // The refund of a wallet payment goes back to the wallet.
+    sim.set_wallet("GooglePay");
+    assert_eq!(
+        brand(t.refund(&wallet("w-google-r")).await).as_deref(),
+        Some("GooglePay")
+    );
+    assert_eq!(sim.double_charges(), 0);
+}
+
+/// Store-and-forward as both backends must show it: offline approvals say so, carry
+/// the card's token and are queued; a reversed one leaves the queue; the queue is
+/// forwarded when the acquirer is back, and approvals are online again.
+async fn store_and_forward(
+    t: &dyn PaymentTerminal,
+    prefix: &str,
+    host: impl Fn(bool) -> usize,
+    card: impl Fn(&str),
+) {
+    let k = |n: &str| pk(&format!("{prefix}-{n}"));
+    let approved = |o: Result<Outcome, PaymentError>| match o {
+        Ok(Outcome::Approved(a)) => a,
+        other => panic!("not approved: {other:?}"),
+    };
+    let f = t.forwarding().await.unwrap();
+    assert!(f.host_reachable && f.queued.is_empty(), "{f:?}");
+    assert!(!approved(t.authorize(&req(&k("online").0)).await).offline);
+
+    host(false);
+    card("tok-a");
+    let a = approved(t.authorize(&req(&k("off-1").0)).await);
+    assert!(a.offline, "{a:?}");
+    assert_eq!(a.card_id.as_deref(), Some("tok-a"));
+    let st = t.status(&k("off-1")).await.unwrap();
+    assert!(
+        matches!(&st, KeyStatus::Done(Outcome::Approved(b)) if b.offline),
+        "status repeats the offline approval: {st:?}"
+    );
+    card("tok-b");
+    let b = approved(t.authorize(&req(&k("off-2").0)).await);
+    assert_eq!((b.offline, b.card_id.as_deref()), (true, Some("tok-b")));
+    let f = t.forwarding().await.unwrap();
+    assert!(!f.host_reachable);
+    assert_eq!(f.queued, [k("off-1"), k("off-2")]);
+    t.void(&k("off-2")).await.unwrap();
+    assert_eq!(t.forwarding().await.unwrap().queued, [k("off-1")]);
+
+    assert_eq!(host(true), 1, "the one queued approval is forwarded");
+    let f = t.forwarding().await.unwrap();
+    assert!(f.host_reachable && f.queued.is_empty(), "{f:?}");
+    assert!(!approved(t.authorize(&req(&k("back").0)).await).offline);
+}
+
+#[tokio::test]
+async fn the_simulator_approves_offline_and_forwards_when_the_acquirer_is_back() {
+    let sim = sim().await;
+    let t = ready_terminal(config(sim.local_addr())).await;
+    let s = sim.clone();
+    let c = sim.clone();
+    store_and_forward(
+        &t,
+        "saf",
+        move |up| s.set_host_reachable(up),
+        move |tok| {
+            c.set_card(tok);
+        },
+    )
+    .await;
+    assert_eq!(control_command(&sim, "host down").await, "ok");
+    t.authorize(&req("saf-ctl")).await.unwrap();
+    assert_eq!(control_command(&sim, "stored").await, "ok 1");
+    assert_eq!(control_command(&sim, "host up").await, "ok 1");
+    assert_eq!(
+        control_command(&sim, "host sideways").await,
+        "err host up or host down"
+    );
+    // Offline approvals: off-1, off-2 and the one made through the control channel.
+    assert_eq!(t.core().statistics().counters["offline_approvals"], 3);
+    // The health check says the terminal works but is approving offline.
+    sim.set_host_reachable(false);
+    let h = t.check_health(HealthLevel::Internal).await;
+    assert_eq!(h.health, Health::Degraded, "{h:?}");
+}
+
+#[tokio::test]
+async fn the_scripted_mock_approves_offline_and_forwards_when_the_acquirer_is_back() {
+    let m = MockTerminal::new();
+    let (h, c) = (m.clone(), m.clone());
+    store_and_forward(
+        &m,
+        "saf",
+        move |up| h.set_host_reachable(up),
+        move |tok| {
+            c.set_card(tok);
+        },
+    )
+    .await;
+    m.set_status_offline(true);
+    assert!(matches!(
+        m.forwarding().await,
+        Err(PaymentError::Offline(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_terminal_that_does_not_report_its_queue_is_a_failure_not_an_empty_queue() {
+    use outpost_peripherals::nexo::codec::{read_message, write_message};
+    use outpost_peripherals::nexo::message::*;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            while let Ok(Some(Message::Request(r))) = read_message(&mut s).await {
+                let answer = Message::Response(Response {
+                    header: r.header.response(),
+                    body: ResponseBody::DiagnosisResponse(DiagnosisResponse::status(
+                        GlobalStatus::Ok,
+                    )),
+                });
+                if write_message(&mut s, &answer).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let t = ready_terminal(config(addr)).await;
+    let err = t.forwarding().await.unwrap_err();
+    assert!(matches!(err, PaymentError::Failure(_)), "{err}");
 }

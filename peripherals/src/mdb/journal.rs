@@ -91,6 +91,7 @@ pub(super) fn approval(item: u16) -> Approval {
         auth_code: format!("MDB{item:05}"),
         brand: None,
         last4: None,
+        ..Approval::default()
     }
 }
 

@@ -71,6 +71,12 @@ impl Shared {
 
     pub(super) async fn authorize(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError> {
         self.core.ensure_ready()?;
+        if req.instrument != crate::payment::Instrument::Any {
+            // MDB has no way to tell the reader which instruments it may take.
+            return Err(PaymentError::Illegal(
+                "a cashless reader cannot be limited to wallets".into(),
+            ));
+        }
         if req.currency != self.config.currency {
             return Err(PaymentError::Illegal(format!(
                 "reader takes {}, not {}",

@@ -28,8 +28,8 @@ use crate::device::{
 };
 use crate::fault::DeviceFault;
 use crate::payment::{
-    Approval, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest as Charge,
-    PaymentTerminal,
+    Approval, Forwarding, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey,
+    PaymentRequest as Charge, PaymentTerminal, WALLET_BRANDS,
 };
 use crate::{DeviceError, ErrorKind};
 
@@ -285,7 +285,7 @@ impl NexoTerminal {
         }
     }
 
-    async fn diagnose(&self) -> Result<GlobalStatus, Exchange> {
+    async fn diagnose(&self) -> Result<DiagnosisResponse, Exchange> {
         let request = Message::Request(Request {
             header: self.header(MessageCategory::Diagnosis, self.message_id()),
             body: RequestBody::DiagnosisRequest(DiagnosisRequest {}),
@@ -294,7 +294,7 @@ impl NexoTerminal {
             .ask(&self.side, request, self.config.status_timeout)
             .await?
         {
-            ResponseBody::DiagnosisResponse(d) => Ok(d.poi_status.global_status),
+            ResponseBody::DiagnosisResponse(d) => Ok(d),
             other => Err(Exchange::Sent(format!("unexpected answer {other:?}"))),
         }
     }
@@ -325,6 +325,12 @@ impl NexoTerminal {
                 payment_data: refund.then_some(PaymentData {
                     payment_type: PaymentType::Refund,
                 }),
+                transaction_conditions: match req.instrument {
+                    Instrument::Any => None,
+                    Instrument::Wallet => Some(TransactionConditions {
+                        allowed_payment_brand: WALLET_BRANDS.iter().map(|b| (*b).into()).collect(),
+                    }),
+                },
             }),
         });
         self.core.count("payments", 1);
@@ -339,7 +345,12 @@ impl NexoTerminal {
             Err(e) => Err(e.into_payment()),
         };
         match &result {
-            Ok(Outcome::Approved(_)) => self.core.count("approvals", 1),
+            Ok(Outcome::Approved(a)) => {
+                self.core.count("approvals", 1);
+                if a.offline {
+                    self.core.count("offline_approvals", 1);
+                }
+            }
             Ok(Outcome::Declined { .. }) => self.core.count("declines", 1),
             Err(PaymentError::OutcomeUnknown(why)) => {
                 tracing::warn!(device = %self.config.id, key = %req.key, refund, reason = %why,
@@ -431,6 +442,14 @@ fn approval(p: &PaymentResult) -> Approval {
         auth_code: p.approval_code.clone(),
         brand: p.payment_brand.clone(),
         last4: p.masked_pan.as_deref().and_then(last4),
+        offline: p.online_flag == Some(false),
+        // A token that is not a short printable id is dropped: the payment then
+        // counts against the "unknown card" of a per-card limit.
+        card_id: p
+            .payment_token
+            .as_ref()
+            .map(|t| t.token_value.clone())
+            .filter(|t| valid_id(t)),
     }
 }
 
@@ -540,13 +559,22 @@ impl Device for NexoTerminal {
     /// Both levels ask the terminal's state; a terminal cannot be exercised without
     /// moving money.
     async fn check_health(&self, _level: HealthLevel) -> HealthReport {
-        let report = match self.diagnose().await {
-            Ok(GlobalStatus::Ok) => HealthReport::now(Health::Ok, "terminal ready"),
-            Ok(GlobalStatus::Busy) => HealthReport::now(Health::Ok, "terminal busy with a payment"),
-            Ok(GlobalStatus::Maintenance) => {
+        let report = match self.diagnose().await.map(|d| {
+            let offline = d.host_status.iter().any(|h| !h.is_reachable_flag);
+            (d.poi_status.global_status, offline)
+        }) {
+            Ok((GlobalStatus::Ok, true)) => HealthReport::now(
+                Health::Degraded,
+                "terminal ready, but it cannot reach its acquirer: approving offline",
+            ),
+            Ok((GlobalStatus::Ok, false)) => HealthReport::now(Health::Ok, "terminal ready"),
+            Ok((GlobalStatus::Busy, _)) => {
+                HealthReport::now(Health::Ok, "terminal busy with a payment")
+            }
+            Ok((GlobalStatus::Maintenance, _)) => {
                 HealthReport::now(Health::Failed, "terminal in maintenance")
             }
-            Ok(GlobalStatus::Unreachable) => {
+            Ok((GlobalStatus::Unreachable, _)) => {
                 HealthReport::now(Health::Failed, "terminal cannot reach its acquirer")
             }
             Err(e) => HealthReport::now(
@@ -644,6 +672,27 @@ impl PaymentTerminal for NexoTerminal {
     async fn status(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
         self.query_status(key).await
     }
+
+    /// A Diagnosis: the acquirer is reachable when every `HostStatus` says so (or none
+    /// is given); the queue is the `StoredTransactions` extension, and a terminal that
+    /// does not send it cannot say what it forwarded (`Failure`).
+    async fn forwarding(&self) -> Result<Forwarding, PaymentError> {
+        let d = self.diagnose().await.map_err(|e| match e {
+            Exchange::Busy => PaymentError::Busy,
+            Exchange::NotSent(m) => PaymentError::Offline(m),
+            // Asking changes nothing: a lost answer is a failure to ask.
+            Exchange::Sent(m) => PaymentError::Failure(format!("diagnosis: {m}")),
+        })?;
+        let Some(stored) = d.stored_transactions else {
+            return Err(PaymentError::Failure(
+                "the terminal does not report its store-and-forward queue".into(),
+            ));
+        };
+        Ok(Forwarding {
+            host_reachable: d.host_status.iter().all(|h| h.is_reachable_flag),
+            queued: stored.into_iter().map(PaymentKey).collect(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -658,6 +707,7 @@ mod tests {
             key: PaymentKey(key.into()),
             amount_minor: 100,
             currency: "EUR".into(),
+            instrument: Instrument::Any,
         }
     }
 
@@ -792,6 +842,8 @@ mod tests {
                         approval_code: "X".into(),
                         authorized_amount: 100,
                         currency: "EUR".into(),
+                        online_flag: None,
+                        payment_token: None,
                     }),
                 }),
             });
@@ -814,12 +866,7 @@ mod tests {
         let Message::Request(req) = m else { panic!() };
         let body = match req.body {
             RequestBody::DiagnosisRequest(_) => {
-                ResponseBody::DiagnosisResponse(DiagnosisResponse {
-                    response: ResponseResult::success(),
-                    poi_status: PoiStatus {
-                        global_status: GlobalStatus::Ok,
-                    },
-                })
+                ResponseBody::DiagnosisResponse(DiagnosisResponse::status(GlobalStatus::Ok))
             }
             RequestBody::PaymentRequest(p) => ResponseBody::PaymentResponse(PaymentResponse {
                 response: ResponseResult::success(),
@@ -829,6 +876,8 @@ mod tests {
                     approval_code: "OK1".into(),
                     authorized_amount: p.amounts_req.requested_amount,
                     currency: p.amounts_req.currency,
+                    online_flag: None,
+                    payment_token: None,
                 }),
             }),
             other => panic!("unexpected {other:?}"),
@@ -869,6 +918,7 @@ mod tests {
                 auth_code: "OK1".into(),
                 brand: Some("MC".into()),
                 last4: Some("4444".into()),
+                ..Approval::default()
             })
         );
         server.await.unwrap();

@@ -100,6 +100,9 @@ impl MessageHeader {
 }
 
 /// One message on the wire.
+// A response is a few hundred bytes larger than a request; messages live one at a
+// time per exchange, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// From the sale system.
@@ -206,9 +209,34 @@ pub struct PaymentRequest {
     /// Normal or refund; a normal payment when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_data: Option<PaymentData>,
+    /// What the terminal may take; anything it accepts when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_conditions: Option<TransactionConditions>,
+}
+
+/// The most payment brands one request may allow.
+pub const MAX_ALLOWED_BRANDS: usize = 16;
+
+/// The longest payment brand name, in bytes.
+pub const MAX_BRAND: usize = 32;
+
+/// Conditions on how a payment may be made (nexo `TransactionConditions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactionConditions {
+    /// The only payment brands the terminal may accept, e.g. `ApplePay`; 1 to
+    /// [`MAX_ALLOWED_BRANDS`] names of 1 to [`MAX_BRAND`] printable ASCII characters.
+    pub allowed_payment_brand: Vec<String>,
 }
 
 impl PaymentRequest {
+    /// The payment brands this request allows, or `None` for any.
+    pub fn allowed_brands(&self) -> Option<&[String]> {
+        self.transaction_conditions
+            .as_ref()
+            .map(|c| c.allowed_payment_brand.as_slice())
+    }
+
     /// Whether this is a refund.
     pub fn is_refund(&self) -> bool {
         matches!(
@@ -343,6 +371,23 @@ pub struct PaymentResult {
     pub authorized_amount: i64,
     /// ISO 4217 code.
     pub currency: String,
+    /// Whether the acquirer authorised it (`true`) or the terminal approved it alone
+    /// while the acquirer was unreachable and queued it to forward (`false`); online
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_flag: Option<bool>,
+    /// An identity of the card or wallet without card data, the same for each payment
+    /// with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_token: Option<PaymentToken>,
+}
+
+/// A token standing for the card (nexo `PaymentToken`), never the card number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PaymentToken {
+    /// The token.
+    pub token_value: String,
 }
 
 /// A reference to an earlier payment, by its ServiceID.
@@ -440,6 +485,43 @@ pub struct DiagnosisResponse {
     /// Its state.
     #[serde(rename = "POIStatus")]
     pub poi_status: PoiStatus,
+    /// Whether it reaches each acquirer; absent when it does not say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_status: Vec<HostStatus>,
+    /// **Outpost extension:** the ServiceIDs of the payments and refunds it approved
+    /// offline and has not forwarded yet, at most [`MAX_STORED`]; absent when the
+    /// terminal does not report its store-and-forward queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_transactions: Option<Vec<String>>,
+}
+
+/// The most stored (offline, not yet forwarded) transactions a Diagnosis may list.
+pub const MAX_STORED: usize = 512;
+
+/// The most acquirers a Diagnosis may list.
+pub const MAX_HOSTS: usize = 8;
+
+/// Whether the terminal reaches one acquirer (nexo `HostStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostStatus {
+    /// The acquirer.
+    #[serde(rename = "AcquirerID")]
+    pub acquirer_id: String,
+    /// Whether it is reachable now.
+    pub is_reachable_flag: bool,
+}
+
+impl DiagnosisResponse {
+    /// A healthy answer with no store-and-forward report.
+    pub fn status(global_status: GlobalStatus) -> Self {
+        Self {
+            response: ResponseResult::success(),
+            poi_status: PoiStatus { global_status },
+            host_status: Vec::new(),
+            stored_transactions: None,
+        }
+    }
 }
 
 /// The terminal's state, as Diagnosis reports it.
@@ -533,6 +615,18 @@ fn validate(message: &Message) -> Result<(), MessageError> {
                     p.amounts_req.requested_amount
                 ));
             }
+            if let Some(brands) = p.allowed_brands() {
+                let ok = |b: &String| {
+                    !b.is_empty() && b.len() <= MAX_BRAND && b.bytes().all(|c| c.is_ascii_graphic())
+                };
+                if brands.is_empty() || brands.len() > MAX_ALLOWED_BRANDS || !brands.iter().all(ok)
+                {
+                    return invalid(format!(
+                        "AllowedPaymentBrand must be 1 to {MAX_ALLOWED_BRANDS} names of 1 to \
+                         {MAX_BRAND} printable ASCII characters"
+                    ));
+                }
+            }
         }
         Message::Request(Request {
             body:
@@ -553,6 +647,22 @@ fn validate(message: &Message) -> Result<(), MessageError> {
                 ));
             }
             check_id("referenced ServiceID", &r.service_id)?;
+        }
+        Message::Response(Response {
+            body: ResponseBody::DiagnosisResponse(d),
+            ..
+        }) => {
+            if d.host_status.len() > MAX_HOSTS {
+                return invalid(format!("more than {MAX_HOSTS} HostStatus entries"));
+            }
+            if let Some(stored) = &d.stored_transactions {
+                if stored.len() > MAX_STORED {
+                    return invalid(format!("more than {MAX_STORED} StoredTransactions"));
+                }
+                for id in stored {
+                    check_id("StoredTransactions ServiceID", id)?;
+                }
+            }
         }
         _ => {}
     }
@@ -609,8 +719,63 @@ mod tests {
                     requested_amount: 1250,
                 },
                 payment_data: None,
+                transaction_conditions: None,
             }),
         })
+    }
+
+    fn wallet(brands: &[&str]) -> Message {
+        let mut m = payment("w-1");
+        if let Message::Request(Request {
+            body: RequestBody::PaymentRequest(p),
+            ..
+        }) = &mut m
+        {
+            p.transaction_conditions = Some(TransactionConditions {
+                allowed_payment_brand: brands.iter().map(|b| (*b).to_owned()).collect(),
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn a_wallet_payment_carries_its_allowed_brands_and_round_trips() {
+        let m = wallet(&["ApplePay", "GooglePay"]);
+        let bytes = encode_message(&m).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["SaleToPOIRequest"]["PaymentRequest"]["TransactionConditions"],
+            serde_json::json!({"AllowedPaymentBrand": ["ApplePay", "GooglePay"]})
+        );
+        let back = parse_message(&bytes).unwrap();
+        assert_eq!(back, m);
+        let Message::Request(Request {
+            body: RequestBody::PaymentRequest(p),
+            ..
+        }) = back
+        else {
+            panic!("not a payment");
+        };
+        assert_eq!(p.allowed_brands().map(<[String]>::len), Some(2));
+    }
+
+    #[test]
+    fn bad_allowed_brands_are_refused() {
+        let long = "x".repeat(MAX_BRAND + 1);
+        let many: Vec<&str> = std::iter::repeat_n("ApplePay", MAX_ALLOWED_BRANDS + 1).collect();
+        for brands in [
+            vec![],
+            vec![""],
+            vec!["Apple Pay"],
+            vec![long.as_str()],
+            many,
+        ] {
+            let err = parse_message(&encode_message(&wallet(&brands)).unwrap()).unwrap_err();
+            assert!(
+                err.to_string().contains("AllowedPaymentBrand"),
+                "{brands:?}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -660,6 +825,10 @@ mod tests {
                                 approval_code: "A1".into(),
                                 authorized_amount: 5,
                                 currency: "EUR".into(),
+                                online_flag: Some(false),
+                                payment_token: Some(PaymentToken {
+                                    token_value: "tok-1".into(),
+                                }),
                             }),
                         },
                     ),
@@ -668,6 +837,48 @@ mod tests {
         });
         let bytes = encode_message(&m).unwrap();
         assert_eq!(parse_message(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn a_diagnosis_reports_the_host_and_the_stored_transactions_within_bounds() {
+        let diagnosis = |stored: Vec<String>| {
+            let mut d = DiagnosisResponse::status(GlobalStatus::Ok);
+            d.host_status = vec![HostStatus {
+                acquirer_id: "acq".into(),
+                is_reachable_flag: false,
+            }];
+            d.stored_transactions = Some(stored);
+            Message::Response(Response {
+                header: MessageHeader::new(
+                    MessageCategory::Diagnosis,
+                    MessageType::Response,
+                    "m1",
+                    "s",
+                    "p",
+                ),
+                body: ResponseBody::DiagnosisResponse(d),
+            })
+        };
+        let m = diagnosis(vec!["sale-1-0".into()]);
+        let bytes = encode_message(&m).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["SaleToPOIResponse"]["DiagnosisResponse"]["HostStatus"],
+            serde_json::json!([{"AcquirerID": "acq", "IsReachableFlag": false}])
+        );
+        assert_eq!(
+            v["SaleToPOIResponse"]["DiagnosisResponse"]["StoredTransactions"],
+            serde_json::json!(["sale-1-0"])
+        );
+        assert_eq!(parse_message(&bytes).unwrap(), m);
+        for bad in [
+            vec!["has space".to_owned()],
+            vec![String::new()],
+            vec!["k".to_owned(); MAX_STORED + 1],
+        ] {
+            let err = parse_message(&encode_message(&diagnosis(bad)).unwrap()).unwrap_err();
+            assert!(err.to_string().contains("Stored"), "{err}");
+        }
     }
 
     #[test]

@@ -164,6 +164,12 @@ pub struct PaymentSettings {
     pub recovery_interval_secs: u64,
     /// `[payment.qr]`: QR payments through a wallet provider (off unless set).
     pub qr: QrSettings,
+    /// At most this much card and wallet money (minor units) approved offline by the
+    /// terminal and not yet forwarded, in the store, unless HQ sets another cap
+    /// (`docs/payments.md`, "Offline exposure"). 0 accepts nothing offline.
+    pub offline_store_cap: i64,
+    /// At most this much of it on one card or wallet.
+    pub offline_card_cap: i64,
 }
 
 impl Default for PaymentSettings {
@@ -173,6 +179,8 @@ impl Default for PaymentSettings {
             timeout_secs: 60,
             recovery_interval_secs: 30,
             qr: QrSettings::default(),
+            offline_store_cap: crate::domain::exposure::ExposureCaps::default().store.0,
+            offline_card_cap: crate::domain::exposure::ExposureCaps::default().per_card.0,
         }
     }
 }
@@ -602,6 +610,9 @@ impl Settings {
                 "timings must be positive and backoff_max_ms at least backoff_min_ms".into(),
             ));
         }
+        if let Err(e) = self.offline_caps() {
+            return Err(invalid("payment", format!("offline caps: {e}")));
+        }
         if self.payment.timeout_secs == 0 || self.payment.recovery_interval_secs == 0 {
             return Err(invalid(
                 "payment",
@@ -850,6 +861,16 @@ impl Settings {
     pub fn payment_timeout(&self) -> Duration {
         Duration::from_secs(self.payment.timeout_secs)
     }
+
+    /// The offline exposure caps of the config file (`[payment]`).
+    pub fn offline_caps(
+        &self,
+    ) -> Result<crate::domain::exposure::ExposureCaps, crate::domain::exposure::CapsError> {
+        crate::domain::exposure::ExposureCaps::parse(
+            self.payment.offline_store_cap,
+            self.payment.offline_card_cap,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -960,6 +981,29 @@ mod tests {
         let mut s = Settings::default();
         s.receipts.backoff_max_ms = 1;
         assert!(s.validate().unwrap_err().to_string().contains("receipts"));
+    }
+
+    #[test]
+    fn offline_caps_load_from_the_file_and_bad_ones_are_named() {
+        let s = Settings::from_toml("[payment]\noffline_store_cap = 0\noffline_card_cap = 700\n")
+            .unwrap();
+        s.validate().unwrap();
+        let caps = s.offline_caps().unwrap();
+        assert_eq!((caps.store.0, caps.per_card.0), (0, 700));
+        for bad in ["offline_store_cap = -1", "offline_card_cap = 1000000000001"] {
+            let s = Settings::from_toml(&format!("[payment]\n{bad}\n")).unwrap();
+            let e = s.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("payment") && e.contains("offline caps"),
+                "{bad}: {e}"
+            );
+        }
+        let d = Settings::default().offline_caps().unwrap();
+        assert_eq!(
+            (d.store.0, d.per_card.0),
+            (50_000, 10_000),
+            "docs/configuration.md"
+        );
     }
 
     #[test]

@@ -130,6 +130,7 @@ catalogue! {
     Artifacts "artifacts" => "Shared files", "Общие файлы";
     Working "working" => "Working", "Работают";
     ReceiptQueue "receipt_queue" => "Receipt queue", "Очередь чеков";
+    OfflineCardPayments "offline_card_payments" => "Offline card payments (store / largest card)", "Офлайн-оплаты картой (магазин / одна карта)";
     LastSale "last_sale" => "Last sale", "Последняя продажа";
     When "when" => "When", "Когда";
     Terminal "terminal" => "Terminal", "Терминал";
@@ -184,6 +185,7 @@ catalogue! {
     SaleRefunded "sale.refunded" => "Refunded", "Возвращена";
     TenderCash "tender.cash" => "Cash", "Наличные";
     TenderCard "tender.card" => "Card", "Карта";
+    TenderWallet "tender.wallet" => "Wallet", "Кошелёк";
     ReceiptPrinted "receipt.printed" => "Printed", "Напечатан";
     ReceiptQueued "receipt.queued" => "Waiting for the printer", "Ждёт принтер";
     ReceiptNotQueued "receipt.not_queued" => "Not queued", "Не в очереди";

@@ -44,6 +44,10 @@ pub struct Facts {
     pub last_sale: Result<Option<Sale>, String>,
     /// Releases and the last update.
     pub update: Result<UpdateStatus, String>,
+    /// Card and wallet money approved offline and not yet forwarded, with its caps.
+    pub exposure: Option<crate::sales::exposure::ExposureView>,
+    /// The store's currency, for the amounts above.
+    pub currency: crate::domain::money::Currency,
 }
 
 /// How long the mesh node may take to answer before the dashboard shows it as not
@@ -60,6 +64,8 @@ impl Facts {
                 Err(_) => Err("the mesh node did not answer in time".to_owned()),
             };
         let spooler = state.devices.spooler();
+        // Bounded by the exposure's own report timeout; keeps the line current.
+        state.sales.refresh_exposure().await;
         Facts {
             version: outpost_updater::stamp::running_version().to_string(),
             uptime_secs: state.started.elapsed().as_secs(),
@@ -75,6 +81,8 @@ impl Facts {
             printer_error: spooler.last_error(),
             last_sale: last_sale(store).map_err(|e| e.to_string()),
             update: update_status(state),
+            exposure: state.sales.exposure().map(|x| x.view()),
+            currency: state.settings.currency(),
         }
     }
 

@@ -21,12 +21,15 @@
 //! - [`tax`]: checking the tax table HQ pushes.
 //! - [`planogram`]: shelf locations per SKU, as HQ pushes them.
 //! - [`store_profile`]: the store's name and receipt header, as HQ pushes them.
+//! - [`exposure`]: the offline exposure: card money approved without the acquirer,
+//!   and its caps.
 //! - [`variable_measure`]: GS1 variable-measure barcodes (weight on in-store scale
 //!   labels).
 //! - [`vending`]: a vending machine's slots and the vend state machine.
 //! - [`demo`]: a deterministic demo store (catalogue, stock, promotions, taxes).
 
 pub mod demo;
+pub mod exposure;
 pub mod gtin;
 pub mod ids;
 pub mod money;

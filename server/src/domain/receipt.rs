@@ -74,7 +74,7 @@ pub struct ReceiptLine {
 /// One payment towards a sale.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReceiptTender {
-    /// `"cash"` or `"card"`.
+    /// `"cash"`, `"card"` or `"wallet"`.
     pub method: String,
     /// Amount tendered (for cash, what the customer handed over).
     pub amount: Money,
@@ -84,6 +84,10 @@ pub struct ReceiptTender {
     /// Authorization code from the card terminal, for disputes.
     #[serde(default)]
     pub auth_code: Option<String>,
+    /// The payment brand the terminal reported (`VISA`, `ApplePay`, ...); a wallet
+    /// tender is printed under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
 }
 
 impl Receipt {
@@ -194,6 +198,7 @@ impl Receipt {
             let mut label = match tender.method.as_str() {
                 "cash" => "Cash".to_owned(),
                 "card" => "Card".to_owned(),
+                "wallet" => tender.brand.clone().unwrap_or_else(|| "Wallet".to_owned()),
                 other => other.to_owned(),
             };
             if let Some(last4) = &tender.card_last4 {
@@ -444,12 +449,14 @@ mod tests {
                     amount: Money(200),
                     card_last4: Some("4242".into()),
                     auth_code: Some("A1B2C3".into()),
+                    brand: Some("VISA".into()),
                 },
                 ReceiptTender {
                     method: "cash".into(),
                     amount: Money(300),
                     card_last4: None,
                     auth_code: None,
+                    brand: None,
                 },
             ],
             Money(47),

@@ -34,16 +34,26 @@ pub enum TenderMethod {
     Cash,
     /// A card through the payment terminal.
     Card,
+    /// A phone or watch wallet (Apple Pay, Google Pay, ...) through the payment
+    /// terminal, which is told to take nothing else.
+    Wallet,
     /// A store-presented QR code the customer pays with a wallet app; the payment
     /// provider confirms it (`sales::qr`).
     Qr,
 }
 
 impl TenderMethod {
+    /// Whether the payment terminal moves this tender's money (under a payment key,
+    /// with the payment state machine).
+    pub fn through_terminal(self) -> bool {
+        matches!(self, TenderMethod::Card | TenderMethod::Wallet)
+    }
+
     /// Whether the tender moves money through a payment device or provider under a
-    /// payment key (and so has a [`PaymentRecord`] and the payment state machine).
+    /// payment key (and so has a [`PaymentRecord`] and the payment state machine):
+    /// the terminal's tenders and QR codes.
     pub fn is_electronic(self) -> bool {
-        matches!(self, TenderMethod::Card | TenderMethod::Qr)
+        self.through_terminal() || self == TenderMethod::Qr
     }
 }
 
@@ -58,6 +68,12 @@ pub enum TenderRequest {
     },
     /// A card payment; without `amount` it covers what is left after the other tenders.
     Card {
+        /// Amount to charge, in minor units.
+        #[serde(default)]
+        amount: Option<Money>,
+    },
+    /// A wallet payment on the terminal; the amount works as for a card.
+    Wallet {
         /// Amount to charge, in minor units.
         #[serde(default)]
         amount: Option<Money>,
@@ -77,15 +93,19 @@ impl TenderRequest {
         match self {
             TenderRequest::Cash { .. } => TenderMethod::Cash,
             TenderRequest::Card { .. } => TenderMethod::Card,
+            TenderRequest::Wallet { .. } => TenderMethod::Wallet,
             TenderRequest::Qr { .. } => TenderMethod::Qr,
         }
     }
 
-    /// The amount an electronic tender asks for (`None`: what is left, or cash).
+    /// The amount an electronic tender asks for (`None`: cash; `Some(None)`: what is
+    /// left after the other tenders).
     fn electronic_amount(&self) -> Option<Option<Money>> {
         match self {
             TenderRequest::Cash { .. } => None,
-            TenderRequest::Card { amount } | TenderRequest::Qr { amount } => Some(*amount),
+            TenderRequest::Card { amount }
+            | TenderRequest::Wallet { amount }
+            | TenderRequest::Qr { amount } => Some(*amount),
         }
     }
 }
@@ -155,8 +175,8 @@ pub enum TenderError {
         /// Index of the tender in the request.
         index: usize,
     },
-    /// At most one card or QR tender may omit its amount.
-    #[error("only one card or QR tender may leave out its amount")]
+    /// At most one card, wallet or QR tender may omit its amount.
+    #[error("only one card, wallet or QR tender may leave out its amount")]
     AmbiguousCard,
     /// An amount is zero, negative, or absurdly large.
     #[error("tender {index} has an amount out of range")]
@@ -252,17 +272,24 @@ pub fn allocate_tenders(
                 card: None,
                 refund_of: None,
             },
-            TenderRequest::Card { .. } | TenderRequest::Qr { .. } => Tender {
-                method: t.method(),
-                amount: Money(amount),
-                tendered: None,
-                payment_key: None,
-                card: None,
-                refund_of: None,
-            },
+            TenderRequest::Card { .. }
+            | TenderRequest::Wallet { .. }
+            | TenderRequest::Qr { .. } => terminal_tender(t.method(), amount),
         })
         .collect();
     Ok((tenders, Money(change)))
+}
+
+/// A card or wallet tender before the terminal is asked.
+fn terminal_tender(method: TenderMethod, amount: i64) -> Tender {
+    Tender {
+        method,
+        amount: Money(amount),
+        tendered: None,
+        payment_key: None,
+        card: None,
+        refund_of: None,
+    }
 }
 
 /// A completed sale, as the journal keeps it.
@@ -570,6 +597,7 @@ pub fn refund_tenders(sale: &Sale, previous: &[Refund], total: Money) -> Vec<Ten
         let take = room.min(left);
         if take > 0 {
             out.push(Tender {
+                // Back the way it was paid: a wallet refund is a wallet payment again.
                 method: t.method,
                 amount: Money(take),
                 tendered: None,
@@ -670,6 +698,34 @@ mod tests {
         assert_eq!(
             (t[0].amount, t[1].amount, change),
             (Money(300), Money(700), Money(0))
+        );
+    }
+
+    #[test]
+    fn a_wallet_splits_like_a_card_and_keeps_its_method() {
+        let wallet = |a: Option<i64>| TenderRequest::Wallet {
+            amount: a.map(Money),
+        };
+        let (t, change) =
+            allocate_tenders(Money(1000), &[card(Some(300)), wallet(None), cash(500)]).unwrap();
+        assert_eq!(
+            (t[0].amount, t[1].amount, t[2].amount, change),
+            (Money(300), Money(200), Money(500), Money(0))
+        );
+        assert_eq!(t[1].method, TenderMethod::Wallet);
+        assert!(TenderMethod::Wallet.through_terminal() && TenderMethod::Card.through_terminal());
+        assert!(!TenderMethod::Cash.through_terminal());
+        assert_eq!(
+            allocate_tenders(Money(1000), &[card(None), wallet(None)]),
+            Err(TenderError::AmbiguousCard)
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[wallet(Some(0))]),
+            Err(TenderError::NonPositive { index: 0 })
+        );
+        assert_eq!(
+            allocate_tenders(Money(1000), &[wallet(Some(600)), card(Some(600))]),
+            Err(TenderError::Overpaid { excess: 200 })
         );
     }
 

@@ -1,4 +1,5 @@
-//! What HQ owns of the store's description: its name and the receipt header.
+//! What HQ owns of the store's description: its name, the receipt header and the
+//! offline exposure caps.
 //!
 //! Everything else about the store (its id, currency, addresses, security, the HQ link
 //! itself and the receipt paper width, which belongs to the printer) stays in the
@@ -21,6 +22,9 @@ pub struct StoreProfile {
     pub name: String,
     /// Lines printed under the name (address, VAT number, phone).
     pub receipt_header: Vec<String>,
+    /// The offline exposure caps HQ set; the config file's when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_caps: Option<super::exposure::ExposureCaps>,
 }
 
 /// Why a store profile is refused.
@@ -81,6 +85,7 @@ impl StoreProfile {
         Ok(StoreProfile {
             name,
             receipt_header,
+            offline_caps: None,
         })
     }
 }

@@ -10,6 +10,7 @@
 use outpost_proto::hq;
 use tonic::Status;
 
+use crate::domain::exposure::ExposureCaps;
 use crate::domain::planogram::{self, PlanogramError, RawLocation};
 use crate::domain::pricing::TaxConfig;
 use crate::domain::store_profile::StoreProfile;
@@ -84,14 +85,19 @@ fn log_classes(tax: &TaxConfig) {
     );
 }
 
-/// `PushStoreConfig`: the store name and receipt header.
+/// `PushStoreConfig`: the store name, receipt header and offline exposure caps.
 pub async fn store_config(
     sales: &Sales,
     apply: &ApplyLock,
     push: hq::StoreConfigPush,
 ) -> Result<hq::PushReply, Status> {
-    let profile = StoreProfile::parse(push.store_name, push.receipt_header)
+    let mut profile = StoreProfile::parse(push.store_name, push.receipt_header)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    profile.offline_caps = push
+        .offline_exposure
+        .map(|c| ExposureCaps::parse(c.store, c.per_card))
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("offline_exposure.{e}")))?;
     let _applying = apply.lock().await;
     settings::put(
         sales.store(),

@@ -198,6 +198,9 @@ impl From<SellError> for ApiError {
             SellError::Declined(_) => {
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, "payment_declined", msg)
             }
+            SellError::OfflineLimit(_) => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "offline_limit_reached", msg)
+            }
             SellError::OutcomeUnknown => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "payment_outcome_unknown",

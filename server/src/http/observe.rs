@@ -43,13 +43,15 @@ pub async fn track(
     Ok(res)
 }
 
-/// The tender label of a finished sale or refund: `cash`, `card`, `qr`, or `split`.
+/// The tender label of a finished sale or refund: `cash`, `card`, `wallet`, `qr` or
+/// `split`.
 pub fn tender_of(tenders: &[Tender]) -> &'static str {
     let mut methods = tenders.iter().map(|t| t.method);
     match (methods.next(), methods.next()) {
         (Some(TenderMethod::Cash), None) => "cash",
         (Some(TenderMethod::Card), None) => "card",
         (Some(TenderMethod::Qr), None) => "qr",
+        (Some(TenderMethod::Wallet), None) => "wallet",
         (Some(_), Some(_)) => "split",
         (None, _) => "none",
     }
@@ -62,6 +64,7 @@ pub fn tender_asked(one: Option<&TenderRequest>, many: Option<&[TenderRequest]>)
         [TenderRequest::Cash { .. }] => "cash",
         [TenderRequest::Card { .. }] => "card",
         [TenderRequest::Qr { .. }] => "qr",
+        [TenderRequest::Wallet { .. }] => "wallet",
         [] => "none",
         _ => "split",
     }

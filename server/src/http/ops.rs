@@ -179,6 +179,38 @@ pub async fn metrics(
         "Checkouts and refunds waiting on the payment terminal.",
         pending as u64,
     );
+    if let Some(x) = state.sales.exposure().map(|x| x.view()) {
+        let minor = |m: crate::domain::money::Money| u64::try_from(m.0).unwrap_or(0);
+        for (name, help, value) in [
+            (
+                "outpost_offline_exposure_minor",
+                "Card and wallet money the terminal approved offline and has not forwarded yet, in minor units.",
+                minor(x.used),
+            ),
+            (
+                "outpost_offline_exposure_cap_minor",
+                "The store's offline exposure cap, in minor units.",
+                minor(x.store_cap),
+            ),
+            (
+                "outpost_offline_exposure_largest_card_minor",
+                "The most offline-approved money not yet forwarded on one card, in minor units.",
+                minor(x.largest_card),
+            ),
+            (
+                "outpost_offline_exposure_card_cap_minor",
+                "The per-card offline exposure cap, in minor units.",
+                minor(x.per_card_cap),
+            ),
+            (
+                "outpost_offline_approvals",
+                "Payments the terminal approved offline and has not forwarded yet.",
+                x.approvals as u64,
+            ),
+        ] {
+            metric(name, "gauge", help, value);
+        }
+    }
     metric(
         "outpost_catalog_products",
         "gauge",

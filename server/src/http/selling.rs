@@ -149,7 +149,7 @@ pub fn sale_view(state: &AppState, sale: Sale) -> Result<SaleView, ApiError> {
     responses(
         (status = 201, body = SaleView),
         (status = 400, body = super::ErrorBody),
-        (status = 402, body = super::ErrorBody, description = "card declined"),
+        (status = 402, body = super::ErrorBody, description = "card or wallet declined (`payment_declined`), or the terminal cannot reach its acquirer and the store's or the card's offline limit is reached (`offline_limit_reached`: nothing stays charged, cash still works)"),
         (status = 409, body = super::ErrorBody, description = "a request with this key is in progress, or a line's scale is unstable (`scale_unstable`) or over capacity (`scale_overload`)"),
         (status = 422, body = super::ErrorBody),
         (status = 503, body = super::ErrorBody, description = "payment outcome not known yet, no terminal, or a line's scale cannot be reached (`device_unavailable`)"),

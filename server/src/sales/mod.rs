@@ -4,8 +4,8 @@
 //! - [`idempotency`]: idempotency records and request fingerprints.
 //! - [`checkout`]: turning a terminal's request into a durable sale.
 //! - [`refund`]: refunds of whole sales or chosen lines.
-//! - [`qr`]: QR payments: the code the customer pays with a wallet app, and the
-//!   provider's confirmations; a payment terminal of its own kind.
+//! - [`exposure`]: the offline exposure kept against the terminal's store-and-forward
+//!   queue, and the caps that refuse or void card and wallet tenders.
 //! - [`terminal`]: asking the payment terminal what happened under a key, shared by
 //!   checkouts, refunds and recovery.
 //! - [`recovery`]: resolving every payment left unfinished (in doubt, or cut short by
@@ -18,6 +18,7 @@
 //! terminal for the status of the same key, never by charging again.
 
 pub mod checkout;
+pub mod exposure;
 pub mod idempotency;
 pub mod journal;
 pub mod qr;
@@ -108,6 +109,11 @@ pub enum SellError {
     /// The card was declined (final for this key).
     #[error("payment declined: {0}")]
     Declined(String),
+    /// A card or wallet tender refused, or its offline approval voided, because the
+    /// terminal cannot reach its acquirer and the offline exposure cap is reached.
+    /// Nothing stays charged; cash still works.
+    #[error("{0}")]
+    OfflineLimit(String),
     /// The terminal's answer was lost and it could not be asked yet. The payment stays
     /// in doubt until the terminal answers; retry with the same key.
     #[error("the payment outcome is not known yet; retry with the same Idempotency-Key")]
@@ -184,6 +190,8 @@ pub struct Sales {
     /// Keys (and sale ids, for refunds) being processed by this process right now.
     /// A std mutex: held for a set insert or remove, never across an await.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// The offline exposure and its caps (none: no caps, for tests of other parts).
+    pub(crate) exposure: Option<Arc<exposure::Exposure>>,
 }
 
 /// Removes a key from the in-flight set when the request is done, however it ends.
@@ -215,6 +223,7 @@ impl Sales {
             config: Arc::new(arc_swap::ArcSwap::from_pointee(config)),
             receipts: None,
             in_flight: Default::default(),
+            exposure: None,
         }
     }
 
@@ -268,7 +277,8 @@ impl Sales {
         });
     }
 
-    /// Replace the store name and receipt header printed on the next receipts.
+    /// Replace the store name and receipt header printed on the next receipts, and
+    /// the offline exposure caps the next checkouts use.
     pub fn set_profile(&self, profile: &crate::domain::store_profile::StoreProfile) {
         self.config.rcu(|c| {
             let mut next = SalesConfig::clone(c);
@@ -276,6 +286,9 @@ impl Sales {
             next.receipt_header = profile.receipt_header.clone();
             next
         });
+        if let Some(x) = &self.exposure {
+            x.set_pushed(profile.offline_caps);
+        }
     }
 
     /// The store underneath.

@@ -88,6 +88,7 @@ impl Sales {
 
     async fn recover_checkout(&self, mut c: CheckoutPending) -> Result<Resolved, SellError> {
         let mut unknown = false;
+        let mut over_cap = false;
         let CheckoutPending { sale, payments, .. } = &mut c;
         for pay in payments.iter_mut() {
             if matches!(
@@ -96,6 +97,11 @@ impl Sales {
             ) {
                 match self.ask(pay.method, &PaymentKey(pay.key.clone())).await {
                     Some(Asked::Approved(a)) => {
+                        // An offline approval past a cap is voided, as it is live.
+                        if let Some(over) = self.admit_offline(&pay.key, &a, pay.amount).await? {
+                            tracing::warn!(key = %pay.key, ?over, "Recovery voids an offline approval over the offline limit");
+                            over_cap = true;
+                        }
                         approve(&mut sale.tenders, pay, a, Cause::Status)?;
                     }
                     Some(Asked::Declined(reason)) => pay.decline(reason, Cause::Status)?,
@@ -129,6 +135,8 @@ impl Sales {
             (None, Some(reason), _) => Some(Abort::Answer {
                 outcome: IdemOutcome::payment_declined(&reason),
             }),
+            // Voided for the offline limit: a retry asks again (and likely hears 402).
+            (None, None, _) if over_cap => Some(Abort::Release),
             // Cut short between two cards: never charge the rest without the customer.
             (None, None, true) => Some(Abort::Release),
             (None, None, false) => None,
@@ -154,6 +162,8 @@ impl Sales {
                 if let Err(e) = this.recover().await {
                     tracing::error!(error = %e, "Payment recovery pass failed");
                 }
+                // Keeps the offline exposure current while nobody pays by card.
+                this.refresh_exposure().await;
                 tokio::time::sleep(every).await;
             }
         })

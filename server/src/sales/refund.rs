@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::idempotency::{self, IdemOutcome, IdemRecord, IdemState};
 use super::journal::{self, Pending, RefundPending};
-use super::terminal::{approve, not_delivered};
+use super::terminal::{approve, instrument_of, not_delivered};
 use super::{Sales, SellError};
 use crate::domain::sale::{
     Cause, IdempotencyKey, PaymentKind, PaymentState, Refund, RefundLineRequest, Tender,
@@ -293,6 +293,7 @@ impl Sales {
             key: PaymentKey(r.payments[i].key.clone()),
             amount_minor: r.payments[i].amount.0,
             currency: self.config().currency.code().to_owned(),
+            instrument: instrument_of(&r.refund.tenders, &r.payments[i].key),
         };
         match tokio::time::timeout(self.config().payment_timeout, terminal.refund(&req)).await {
             Ok(Ok(o)) => Ok((o, Cause::Answer)),
@@ -325,11 +326,11 @@ fn cash(amount: crate::domain::money::Money) -> Tender {
     }
 }
 
-/// Without a terminal, card refunds are paid in cash; without QR payments, so are
-/// refunds of QR tenders.
+/// Without a terminal, card and wallet refunds are paid in cash; without QR payments,
+/// so are refunds of QR tenders.
 fn cash_where_no_device(tenders: &mut [Tender], has_terminal: bool, has_qr: bool) {
     for t in tenders.iter_mut().filter(|t| match t.method {
-        TenderMethod::Card => !has_terminal,
+        TenderMethod::Card | TenderMethod::Wallet => !has_terminal,
         TenderMethod::Qr => !has_qr,
         TenderMethod::Cash => false,
     }) {

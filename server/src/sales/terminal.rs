@@ -2,7 +2,9 @@
 //! for a payment. Shared by live checkouts, refunds and recovery: an unknown outcome
 //! is only ever resolved here, by asking about the same key, never by calling again.
 
-use outpost_peripherals::payment::{Approval, KeyStatus, Outcome, PaymentError, PaymentKey};
+use outpost_peripherals::payment::{
+    Approval, Instrument, KeyStatus, Outcome, PaymentError, PaymentKey,
+};
 use outpost_peripherals::{DeviceError, ErrorKind};
 
 use super::Sales;
@@ -52,6 +54,19 @@ pub(crate) fn not_delivered(e: &PaymentError) -> bool {
         e.kind(),
         ErrorKind::Offline | ErrorKind::Busy | ErrorKind::NoHardware
     )
+}
+
+/// What the terminal may take for the payment under `key`: only a wallet for a
+/// wallet tender (a refund to a wallet included), anything it accepts otherwise.
+pub(crate) fn instrument_of(tenders: &[Tender], key: &str) -> Instrument {
+    match tenders
+        .iter()
+        .find(|t| t.payment_key.as_deref() == Some(key))
+        .map(|t| t.method)
+    {
+        Some(TenderMethod::Wallet) => Instrument::Wallet,
+        _ => Instrument::Any,
+    }
 }
 
 /// Move `pay` to `authorized` with the card the terminal approved, and show that card

@@ -10,6 +10,7 @@
 //! | `r/` | refund id | refund |
 //! | `x/` | sale id + refund id | empty: refunds of a sale |
 //! | `p/` | sale or refund id | a checkout or refund waiting on the payment terminal |
+//! | `sf/` | payment key | an offline approval not yet forwarded (`sales::exposure`) |
 //! | `k/` | SKU | stock level, i64 big-endian |
 //! | `m/` | movement id | inventory movement |
 //! | `n/` | SKU, 0, movement id | empty: movements of a SKU |

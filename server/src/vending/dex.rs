@@ -100,7 +100,9 @@ fn audit_upto(store: &Store, who: &DexIdentity, upto: Option<Uuid>) -> Result<Au
             add(&mut a.paid, sale.id, total);
             match sale.tenders.first().map(|t| t.method) {
                 Some(TenderMethod::Cash) => add(&mut a.cash, sale.id, total),
-                Some(TenderMethod::Card | TenderMethod::Qr) => add(&mut a.cashless, sale.id, total),
+                Some(TenderMethod::Card | TenderMethod::Wallet | TenderMethod::Qr) => {
+                    add(&mut a.cashless, sale.id, total)
+                }
                 None => {}
             }
             for line in &sale.cart.lines {

@@ -262,6 +262,7 @@ impl Vending {
             key: PaymentKey(r.key.clone()),
             amount_minor: r.price.minor(),
             currency: r.cart.currency.code().to_owned(),
+            instrument: outpost_peripherals::payment::Instrument::Any,
         };
         match tokio::time::timeout(self.timeouts.authorize, terminal.authorize(&req)).await {
             Ok(Ok(Outcome::Approved(a))) => Some(Asked::Approved(a)),

@@ -71,13 +71,17 @@ impl Serving {
             let (logs, tx) = (logs.clone(), tx.clone());
             readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    // Kept before the address is announced, so a test that reads the
+                    // logs once `spawn` returns finds the listening line in them.
+                    {
+                        let mut l = logs.lock().unwrap();
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
                     if i == 0 && line.contains("Outpost is listening") {
                         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
                         let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
                     }
-                    let mut l = logs.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
                 }
             }));
         }

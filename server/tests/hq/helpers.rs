@@ -165,12 +165,17 @@ pub async fn spawn_at(dir: &std::path::Path, hq_url: Option<String>) -> HqTestAp
 }
 
 pub async fn spawn_with(s: Settings) -> HqTestApp {
+    spawn_with_terminal(s, MockTerminal::new()).await
+}
+
+/// As [`spawn_with`], with `terminal` as the payment terminal.
+pub async fn spawn_with_terminal(s: Settings, terminal: MockTerminal) -> HqTestApp {
     let dir = s.data_dir.clone();
     let grpc_scheme = if s.hq_mtls() { "https" } else { "http" };
     let app = Application::build(
         s,
         InjectedDevices {
-            terminal: Some(Arc::new(MockTerminal::new())),
+            terminal: Some(Arc::new(terminal)),
         },
     )
     .await

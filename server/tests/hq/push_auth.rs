@@ -145,6 +145,7 @@ async fn every_change_without_credentials_is_refused_and_changes_nothing() {
                 version: 1,
                 store_name: "Not Your Store".into(),
                 receipt_header: vec![],
+                offline_exposure: None,
             })
             .await
             .unwrap_err(),

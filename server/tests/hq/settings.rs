@@ -235,6 +235,7 @@ fn profile(version: u64, name: &str, header: &[&str]) -> hq::StoreConfigPush {
         version,
         store_name: name.into(),
         receipt_header: header.iter().map(|s| s.to_string()).collect(),
+        offline_exposure: None,
     }
 }
 
@@ -308,6 +309,78 @@ async fn a_store_profile_heads_the_next_receipt_and_bad_ones_change_nothing() {
             .contains("Corner Shop Nord")
     );
     assert_eq!(status(&app).await.store_config_version, 1);
+    app.stop().await;
+}
+
+async fn sell_by(app: &HqTestApp, key: &str, method: &str) -> (u16, serde_json::Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/v1/checkout", app.base))
+        .header("Idempotency-Key", key)
+        .json(&serde_json::json!({"lines":[{"sku":"P0000001","quantity":1}],"payment":{"method":method}}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn offline_caps_from_hq_apply_at_once_and_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let terminal = outpost_mocks::MockTerminal::new();
+    let app = spawn_with_terminal(settings(tmp.path(), None), terminal.clone()).await;
+    snapshot(&app, 1, 3).await;
+    terminal.set_host_reachable(false);
+    // The config file's caps (500.00 / 100.00) take one product offline.
+    let (s, v) = sell_by(&app, "o1", "card").await;
+    assert_eq!(s, 201, "{v}");
+    let mut c = app.client().await;
+    let capped = |version, store, per_card| hq::StoreConfigPush {
+        offline_exposure: Some(hq::OfflineExposureCaps { store, per_card }),
+        ..profile(version, "Corner Shop", &[])
+    };
+    for (push, says) in [
+        (capped(1, -1, 5), "offline_exposure.store"),
+        (capped(1, 5, 1_000_000_000_001), "offline_exposure.per_card"),
+    ] {
+        let e = c.push_store_config(push).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(says), "{says}: {}", e.message());
+    }
+    c.push_store_config(capped(1, 150, 10_000)).await.unwrap();
+    let (s, v) = sell_by(&app, "o2", "wallet").await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (402, Some("offline_limit_reached")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("limit 1.50 EUR"),
+        "{v}"
+    );
+    let r = app
+        .http
+        .post(format!("{}/api/v1/checkout", app.base))
+        .header("Idempotency-Key", "o2-cash")
+        .json(&serde_json::json!({"lines":[{"sku":"P0000001","quantity":1}],"payment":{"method":"cash","tendered":100000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "cash sells above the cap");
+    app.stop().await;
+
+    // HQ's caps and the exposure are both still there after a restart.
+    let app = spawn_with_terminal(settings(tmp.path(), None), terminal.clone()).await;
+    let (s, v) = sell_by(&app, "o3", "card").await;
+    assert_eq!(s, 402, "{v}");
+    // A profile without caps goes back to the config file's.
+    let mut c = app.client().await;
+    c.push_store_config(profile(2, "Corner Shop", &[]))
+        .await
+        .unwrap();
+    let (s, v) = sell_by(&app, "o3", "card").await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(terminal.stored().len(), 2);
     app.stop().await;
 }
 

@@ -232,6 +232,18 @@ struct PushStoreConfigArgs {
     /// A receipt header line (repeat for each, at most 6).
     #[arg(long = "header")]
     header: Vec<String>,
+    /// The offline exposure caps, store and per card, in minor units
+    /// (`--offline-caps 50000,10000`); absent: the unit's config file's.
+    #[arg(long, value_name = "STORE,PER_CARD", value_parser = parse_caps)]
+    offline_caps: Option<(i64, i64)>,
+}
+
+fn parse_caps(s: &str) -> Result<(i64, i64), String> {
+    let (store, card) = s
+        .split_once(',')
+        .ok_or("give STORE,PER_CARD in minor units")?;
+    let n = |x: &str| x.trim().parse::<i64>().map_err(|e| format!("{x:?}: {e}"));
+    Ok((n(store)?, n(card)?))
 }
 
 #[derive(Debug, Args)]
@@ -683,6 +695,9 @@ async fn push_store_config(args: PushStoreConfigArgs) -> anyhow::Result<()> {
                 version: args.version,
                 store_name: args.name,
                 receipt_header: args.header,
+                offline_exposure: args.offline_caps.map(|(store, per_card)| {
+                    outpost_proto::hq::OfflineExposureCaps { store, per_card }
+                }),
             })
             .await,
     )
@@ -812,4 +827,18 @@ async fn send_lease(args: SendLeaseArgs) -> anyhow::Result<()> {
         serde_json::json!({"command_id": command_id, "result": reply.result})
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_caps;
+
+    #[test]
+    fn offline_caps_parse_as_store_comma_per_card() {
+        assert_eq!(parse_caps("50000,10000"), Ok((50_000, 10_000)));
+        assert_eq!(parse_caps(" 0 , 5 "), Ok((0, 5)));
+        for bad in ["", "5", "a,5", "5,", "1.5,2"] {
+            assert!(parse_caps(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -138,6 +138,23 @@ pub async fn control_command(sim: &PaymentSim, line: &str) -> String {
             }
             Err(e) => format!("err {e}"),
         },
+        "wallet" if !rest.is_empty() && !rest.contains(' ') => {
+            sim.set_wallet(rest);
+            "ok".into()
+        }
+        "card" if !rest.is_empty() && !rest.contains(' ') => {
+            sim.set_card(rest);
+            "ok".into()
+        }
+        "host" => match rest {
+            "down" => {
+                sim.set_host_reachable(false);
+                "ok".into()
+            }
+            "up" => format!("ok {}", sim.set_host_reachable(true)),
+            _ => "err host up or host down".into(),
+        },
+        "stored" => format!("ok {}", sim.stored().len()),
         "charges" if !rest.is_empty() => format!("ok {}", sim.charge_count(rest)),
         "doubles" => format!("ok {}", sim.double_charges()),
         "total" => format!("ok {}", sim.total_charges()),

@@ -148,6 +148,9 @@ pub struct SimOptions {
     /// At most this many keys in the journal. A full journal refuses new payments
     /// (`Failure` / `UnavailableService`) rather than forget what it did.
     pub journal_capacity: usize,
+    /// At most this many offline approvals wait to be forwarded (at most
+    /// `nexo::message::MAX_STORED`); a full store declines while the acquirer is away.
+    pub store_capacity: usize,
     /// What the terminal reports as the card number (`MaskedPAN`). A real terminal
     /// masks all but the last four digits; a misbehaving one may send the whole number,
     /// which is how tests prove Outpost keeps only the last four.
@@ -168,6 +171,7 @@ impl Default for SimOptions {
             power_off_for: Duration::from_secs(5),
             max_connections: 64,
             journal_capacity: 1_000_000,
+            store_capacity: 256,
             masked_pan: "************4242".into(),
         }
     }
@@ -204,6 +208,10 @@ impl PaymentSim {
                 payments_seen: 0,
                 next_auth: 0,
                 aborts: HashMap::new(),
+                wallet: "ApplePay".into(),
+                card: "card-1".into(),
+                host_reachable: true,
+                stored: VecDeque::new(),
             }),
             options,
             powered: AtomicBool::new(true),
@@ -271,6 +279,50 @@ impl PaymentSim {
     /// What the journal says about `key`; `None` when it never saw it.
     pub fn recorded(&self, key: &str) -> Option<Recorded> {
         self.shared().lock().journal.get(key).map(Entry::recorded)
+    }
+
+    /// The payment brand of the wallet customers hold to the terminal from now on when
+    /// a payment allows only wallets (default `ApplePay`).
+    pub fn set_wallet(&self, brand: &str) -> &Self {
+        brand.clone_into(&mut self.shared().lock().wallet);
+        self
+    }
+
+    /// The payment brand an approved payment or refund under `key` was made with.
+    pub fn brand(&self, key: &str) -> Option<String> {
+        match self.shared().lock().journal.get(key) {
+            Some(Entry::Charged { result } | Entry::Refunded { result }) => {
+                result.payment_brand.clone()
+            }
+            _ => None,
+        }
+    }
+
+    /// The token (`PaymentToken`) of the card or wallet customers present from now on
+    /// (default `card-1`): what a per-card limit counts.
+    pub fn set_card(&self, token: &str) -> &Self {
+        token.clone_into(&mut self.shared().lock().card);
+        self
+    }
+
+    /// Cut the terminal off its acquirer (`false`): it then approves offline and
+    /// queues what it approved; or bring the acquirer back (`true`): the queue is
+    /// forwarded at once. Returns how many transactions were forwarded.
+    pub fn set_host_reachable(&self, reachable: bool) -> usize {
+        let mut st = self.shared().lock();
+        st.host_reachable = reachable;
+        if reachable {
+            let n = st.stored.len();
+            st.stored.clear();
+            n
+        } else {
+            0
+        }
+    }
+
+    /// The offline approvals not yet forwarded, oldest first.
+    pub fn stored(&self) -> Vec<String> {
+        self.shared().lock().stored.iter().cloned().collect()
     }
 
     /// Whether it has power (accepts connections).

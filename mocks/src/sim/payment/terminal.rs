@@ -51,6 +51,16 @@ pub(super) struct State {
     pub(super) next_auth: u64,
     /// Wakes a late payment when it is aborted.
     pub(super) aborts: HashMap<String, Arc<Notify>>,
+    /// The wallet the next customer holds to the terminal when a payment allows only
+    /// wallets (`ApplePay`, ...); without that condition the customer taps a card.
+    pub(super) wallet: String,
+    /// The token of the card (or wallet) the next customer presents.
+    pub(super) card: String,
+    /// Whether the acquirer is reachable. While it is not, approvals are made offline
+    /// and queued in `stored`; when it comes back the queue is forwarded (emptied).
+    pub(super) host_reachable: bool,
+    /// Offline approvals not yet forwarded, by ServiceID, oldest first.
+    pub(super) stored: VecDeque<String>,
 }
 
 /// A request to cut the power for `off_for`; `done` is told once it is off.
@@ -135,20 +145,42 @@ pub(super) fn finish(
             };
         }
     }
-    let entry = match decline {
-        Some(reason) => Entry::Declined {
+    // A payment that allows only some brands is paid with the customer's wallet,
+    // or refused when that wallet is not one of them.
+    let brand = match p.allowed_brands() {
+        None => Ok("VISA".to_owned()),
+        Some(allowed) if allowed.contains(&st.wallet) => Ok(st.wallet.clone()),
+        Some(_) => Err(format!("{} is not an allowed payment brand", st.wallet)),
+    };
+    // Without the acquirer the terminal approves alone, while its queue has room.
+    let offline = !st.host_reachable;
+    let brand = match brand {
+        Ok(_) if offline && st.stored.len() >= shared.options.store_capacity => {
+            Err("offline store full; the acquirer cannot be reached".to_owned())
+        }
+        other => other,
+    };
+    let entry = match (decline, brand) {
+        (Some(reason), _) | (None, Err(reason)) => Entry::Declined {
             condition: ErrorCondition::Refusal,
             reason,
         },
-        None => {
+        (None, Ok(brand)) => {
             st.next_auth += 1;
             let result = PaymentResult {
-                payment_brand: Some("VISA".into()),
+                payment_brand: Some(brand),
                 masked_pan: Some(shared.options.masked_pan.clone()),
                 approval_code: format!("{:06}", st.next_auth),
                 authorized_amount: p.amounts_req.requested_amount,
                 currency: p.amounts_req.currency.clone(),
+                online_flag: Some(!offline),
+                payment_token: Some(PaymentToken {
+                    token_value: st.card.clone(),
+                }),
             };
+            if offline {
+                st.stored.push_back(key.to_owned());
+            }
             *st.charge_counts.entry(key.to_owned()).or_default() += 1;
             if p.is_refund() {
                 Entry::Refunded { result }

@@ -143,6 +143,8 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> After {
             let mut st = shared.lock();
             let result = match st.journal.get(&key) {
                 Some(Entry::Charged { .. }) => {
+                    // A reversed offline approval is never forwarded.
+                    st.stored.retain(|k| *k != key);
                     st.journal.insert(key, Entry::Reversed);
                     ResponseResult::success()
                 }
@@ -230,23 +232,20 @@ async fn handle(shared: &Arc<Shared>, request: Request) -> After {
             After::Nothing
         }
         RequestBody::DiagnosisRequest(_) => {
-            let busy = shared
-                .lock()
-                .journal
-                .values()
-                .any(|e| matches!(e, Entry::InProgress));
-            let global_status = if busy {
+            let st = shared.lock();
+            let busy = st.journal.values().any(|e| matches!(e, Entry::InProgress));
+            let mut d = DiagnosisResponse::status(if busy {
                 GlobalStatus::Busy
             } else {
                 GlobalStatus::Ok
-            };
-            respond(
-                &header,
-                ResponseBody::DiagnosisResponse(DiagnosisResponse {
-                    response: ResponseResult::success(),
-                    poi_status: PoiStatus { global_status },
-                }),
-            )
+            });
+            d.host_status = vec![HostStatus {
+                acquirer_id: "sim-acquirer".into(),
+                is_reachable_flag: st.host_reachable,
+            }];
+            d.stored_transactions = Some(st.stored.iter().cloned().collect());
+            drop(st);
+            respond(&header, ResponseBody::DiagnosisResponse(d))
         }
         // A request kind this simulator does not know: refuse it in form.
         _ => After::Close,

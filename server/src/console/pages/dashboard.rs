@@ -122,6 +122,13 @@ fn panel(l: Lang, f: &Facts, list: &[Alert]) -> Markup {
                 dl {
                     dt { (l.t(Msg::Working)) } dd { (l.number(f.devices.iter().filter(|d| d.usable).count() as i64)) " / " (l.number(f.devices.len() as i64)) }
                     dt { (l.t(Msg::ReceiptQueue)) } dd { (l.number(f.receipt_queue as i64)) }
+                    @if let Some(x) = &f.exposure {
+                        dt { (l.t(Msg::OfflineCardPayments)) }
+                        dd #offline-exposure .bad[x.used > x.store_cap || x.largest_card > x.per_card_cap] {
+                            (l.money(x.used, &f.currency)) " / " (l.money(x.store_cap, &f.currency))
+                            " · " (l.money(x.largest_card, &f.currency)) " / " (l.money(x.per_card_cap, &f.currency))
+                        }
+                    }
                 }
             }
             section.card aria-labelledby="h-sale" {

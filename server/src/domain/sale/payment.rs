@@ -289,7 +289,7 @@ pub struct IllegalTransition {
     pub cause: Cause,
 }
 
-/// Give each card tender its terminal key (`<id>-<tender index>`, unique to this sale
+/// Give each card and wallet tender its terminal key (`<id>-<tender index>`, unique to this sale
 /// or refund) and a `pending` payment record, in tender order.
 pub fn card_payments(id: Uuid, tenders: &mut [Tender], kind: PaymentKind) -> Vec<PaymentRecord> {
     let mut payments = Vec::new();

@@ -1,13 +1,14 @@
-//! The card payment driver of a live checkout: authorize each card tender in turn,
-//! persisting each payment's state before each call to the terminal, and resolve an
-//! unknown outcome only by asking about the same key.
+//! The card payment driver of a live checkout: authorize each card or wallet tender
+//! in turn, persisting each payment's state before each call to the terminal, and
+//! resolve an unknown outcome only by asking about the same key. An offline approval
+//! past the offline exposure caps is voided (`sales::exposure`).
 
 use outpost_peripherals::payment::{Outcome, PaymentKey, PaymentRequest};
 
 use crate::domain::sale::{Cause, PaymentState, Sale, TenderMethod};
 use crate::sales::idempotency::IdemOutcome;
 use crate::sales::journal::{Abort, CheckoutPending, Pending};
-use crate::sales::terminal::{Asked, approve, asked_from, not_delivered};
+use crate::sales::terminal::{Asked, approve, asked_from, instrument_of, not_delivered};
 use crate::sales::{Sales, SellError};
 
 impl Sales {
@@ -34,6 +35,7 @@ impl Sales {
                 key: PaymentKey(c.payments[i].key.clone()),
                 amount_minor: c.payments[i].amount.0,
                 currency: currency.clone(),
+                instrument: instrument_of(&c.sale.tenders, &c.payments[i].key),
             };
             let answer = tokio::time::timeout(wait, terminal.authorize(&req)).await;
             // Our own timeout: the terminal may still be waiting for the card.
@@ -75,7 +77,18 @@ impl Sales {
             match asked {
                 None => return Err(SellError::OutcomeUnknown),
                 Some(Asked::Approved(a)) => {
+                    let (key, amount) = (c.payments[i].key.clone(), c.payments[i].amount);
+                    let over = self.admit_offline(&key, &a, amount).await?;
                     approve(&mut c.sale.tenders, &mut c.payments[i], a, cause)?;
+                    if let Some(over) = over {
+                        // Approved offline past a cap: reverse it (the terminal drops
+                        // it from its queue) and release the key.
+                        let message = over.message(&c.sale.cart.currency);
+                        tracing::warn!(key, %message, "Voiding an offline approval over the offline limit");
+                        self.unwind(c, Abort::Release).await?;
+                        self.refresh_exposure().await;
+                        return Err(SellError::OfflineLimit(message));
+                    }
                 }
                 Some(Asked::NotCharged(reason)) => {
                     c.payments[i].decline(reason.clone(), cause)?;
@@ -101,6 +114,7 @@ pub(crate) fn method_name(method: TenderMethod) -> &'static str {
     match method {
         TenderMethod::Cash => "cash",
         TenderMethod::Card => "card",
+        TenderMethod::Wallet => "wallet",
         TenderMethod::Qr => "QR",
     }
 }

@@ -34,11 +34,13 @@ impl Sales {
                 method: match t.method {
                     TenderMethod::Cash => "cash".into(),
                     TenderMethod::Card => "card".into(),
+                    TenderMethod::Wallet => "wallet".into(),
                     TenderMethod::Qr => "qr".into(),
                 },
                 amount: t.tendered.unwrap_or(t.amount),
                 card_last4: t.card.as_ref().and_then(|c| c.last4.clone()),
                 auth_code: t.card.as_ref().map(|c| c.auth_code.clone()),
+                brand: t.card.as_ref().and_then(|c| c.brand.clone()),
             })
             .collect();
         let config = self.config();

@@ -140,6 +140,15 @@ impl Sales {
                 _ => "no payment terminal is configured".into(),
             }));
         }
+        // Nothing is written yet: a refusal here leaves the key unused.
+        // QR codes are paid through the provider, never offline: not counted.
+        let on_terminal: i64 = payments
+            .iter()
+            .filter(|p| p.method.through_terminal())
+            .map(|p| p.amount.0)
+            .sum();
+        self.refuse_offline_up_front(crate::domain::money::Money(on_terminal))
+            .await?;
         payments[0].transition(PaymentState::Authorizing, Cause::Call)?;
         let pending = CheckoutPending::new(sale, fingerprint.clone(), payments);
         let (k, fp, p) = (

@@ -244,6 +244,7 @@ impl QrPayments {
                 auth_code: provider_ref.chars().take(32).collect(),
                 brand: Some(wallet.clone().unwrap_or_else(|| self.config.brand.clone())),
                 last4: None,
+                ..Approval::default()
             }),
             _ => None,
         }
@@ -429,6 +430,7 @@ impl PaymentTerminal for QrPayments {
             auth_code: "RETURN".into(),
             brand: Some(self.config.brand.clone()),
             last4: None,
+            ..Approval::default()
         }))
     }
 
