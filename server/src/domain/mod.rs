@@ -19,6 +19,8 @@
 //!   [`PricedCart`].
 //! - [`receipt`]: [`Receipt`] and its plain-text rendering for receipt printers.
 //! - [`tax`]: checking the tax table HQ pushes.
+//! - [`loyalty`]: customers, points accrual, vouchers and the offline redemption
+//!   limit.
 //! - [`planogram`]: shelf locations per SKU, as HQ pushes them.
 //! - [`store_profile`]: the store's name and receipt header, as HQ pushes them.
 //! - [`variable_measure`]: GS1 variable-measure barcodes (weight on in-store scale
@@ -29,6 +31,7 @@
 pub mod demo;
 pub mod gtin;
 pub mod ids;
+pub mod loyalty;
 pub mod money;
 pub mod planogram;
 pub mod pricing;

@@ -50,6 +50,9 @@ pub struct Receipt {
     pub tenders: Vec<ReceiptTender>,
     /// Cash handed back.
     pub change: Money,
+    /// Points earned and redeemed, vouchers used, and the balances as the unit knew them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty: Option<super::loyalty::SaleLoyalty>,
 }
 
 /// One item on a receipt.
@@ -125,6 +128,7 @@ impl Receipt {
             prices_include_tax: cart.prices_include_tax,
             tenders,
             change,
+            loyalty: None,
         }
     }
 
@@ -194,6 +198,8 @@ impl Receipt {
             let mut label = match tender.method.as_str() {
                 "cash" => "Cash".to_owned(),
                 "card" => "Card".to_owned(),
+                "points" => "Points".to_owned(),
+                "voucher" => "Voucher".to_owned(),
                 other => other.to_owned(),
             };
             if let Some(last4) = &tender.card_last4 {
@@ -209,11 +215,33 @@ impl Receipt {
             out.columns(0, "Change", &money(self.change));
         }
         out.rule();
+        if let Some(l) = &self.loyalty {
+            loyalty_lines(&mut out, l, &money);
+        }
 
         out.text(&format!("Sale {}", self.sale_id));
         out.text(&format_time(self.at));
         out.finish()
     }
+}
+
+/// Points earned and redeemed and the balances after the sale, as the unit knew them.
+fn loyalty_lines(
+    out: &mut Lines,
+    l: &super::loyalty::SaleLoyalty,
+    money: &dyn Fn(Money) -> String,
+) {
+    if let Some(balance) = l.points_balance {
+        out.columns(0, "Points earned", &l.points_earned.to_string());
+        if l.points_redeemed != 0 {
+            out.columns(0, "Points redeemed", &l.points_redeemed.to_string());
+        }
+        out.columns(0, "Points balance", &balance.to_string());
+    }
+    for v in &l.vouchers {
+        out.columns(0, "Voucher balance", &money(Money(v.balance)));
+    }
+    out.rule();
 }
 
 /// `VAT reduced 7.00%`.

@@ -34,6 +34,10 @@ pub enum TenderMethod {
     Cash,
     /// A card through the payment terminal.
     Card,
+    /// Loyalty points of the sale's customer (`domain::loyalty`).
+    Points,
+    /// A gift card or voucher (`domain::loyalty`).
+    Voucher,
 }
 
 /// A tender as a terminal asks for it.
@@ -50,6 +54,19 @@ pub enum TenderRequest {
         /// Amount to charge, in minor units.
         #[serde(default)]
         amount: Option<Money>,
+    },
+    /// Loyalty points of the checkout's customer, worth `amount` minor units (a
+    /// multiple of the value of a point).
+    Points {
+        /// The part of the total the points pay, in minor units.
+        amount: Money,
+    },
+    /// A gift card or voucher, by the code printed on it.
+    Voucher {
+        /// The voucher's code.
+        code: String,
+        /// The part of the total it pays, in minor units.
+        amount: Money,
     },
 }
 
@@ -163,6 +180,14 @@ pub fn allocate_tenders(
                 amounts[i] = a.0;
                 remaining -= a.0;
             }
+            // Points and vouchers pay a fixed amount, like a card that names one.
+            TenderRequest::Points { amount } | TenderRequest::Voucher { amount, .. } => {
+                if amount.0 <= 0 || amount.0 > MAX_AMOUNT {
+                    return Err(TenderError::NonPositive { index: i });
+                }
+                amounts[i] = amount.0;
+                remaining -= amount.0;
+            }
             TenderRequest::Card { amount: None } => {
                 if open_card.replace(i).is_some() {
                     return Err(TenderError::AmbiguousCard);
@@ -214,8 +239,14 @@ pub fn allocate_tenders(
                 card: None,
                 refund_of: None,
             },
-            TenderRequest::Card { .. } => Tender {
-                method: TenderMethod::Card,
+            TenderRequest::Card { .. }
+            | TenderRequest::Points { .. }
+            | TenderRequest::Voucher { .. } => Tender {
+                method: match t {
+                    TenderRequest::Points { .. } => TenderMethod::Points,
+                    TenderRequest::Voucher { .. } => TenderMethod::Voucher,
+                    _ => TenderMethod::Card,
+                },
                 amount: Money(amount),
                 tendered: None,
                 payment_key: None,
@@ -254,6 +285,12 @@ pub struct Sale {
     pub change: Money,
     /// The receipt.
     pub receipt: Receipt,
+    /// HQ's id of the customer the checkout named (`domain::loyalty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Points earned and redeemed, vouchers used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty: Option<super::loyalty::SaleLoyalty>,
 }
 
 /// State of a journaled sale.
@@ -723,6 +760,8 @@ mod tests {
             change: Money(0),
             cart,
             receipt,
+            customer_id: None,
+            loyalty: None,
         }
     }
 

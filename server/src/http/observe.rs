@@ -49,6 +49,8 @@ pub fn tender_of(tenders: &[Tender]) -> &'static str {
     match (methods.next(), methods.next()) {
         (Some(TenderMethod::Cash), None) => "cash",
         (Some(TenderMethod::Card), None) => "card",
+        (Some(TenderMethod::Points), None) => "points",
+        (Some(TenderMethod::Voucher), None) => "voucher",
         (Some(_), Some(_)) => "split",
         (None, _) => "none",
     }
@@ -60,6 +62,8 @@ pub fn tender_asked(one: Option<&TenderRequest>, many: Option<&[TenderRequest]>)
     match all.as_slice() {
         [TenderRequest::Cash { .. }] => "cash",
         [TenderRequest::Card { .. }] => "card",
+        [TenderRequest::Points { .. }] => "points",
+        [TenderRequest::Voucher { .. }] => "voucher",
         [] => "none",
         _ => "split",
     }

@@ -101,6 +101,8 @@ fn audit_upto(store: &Store, who: &DexIdentity, upto: Option<Uuid>) -> Result<Au
             match sale.tenders.first().map(|t| t.method) {
                 Some(TenderMethod::Cash) => add(&mut a.cash, sale.id, total),
                 Some(TenderMethod::Card) => add(&mut a.cashless, sale.id, total),
+                // A vending machine takes neither points nor vouchers.
+                Some(TenderMethod::Points | TenderMethod::Voucher) => {}
                 None => {}
             }
             for line in &sale.cart.lines {

@@ -478,6 +478,8 @@ impl Vending {
             tenders,
             change,
             receipt,
+            customer_id: None,
+            loyalty: None,
         })
     }
 }

@@ -34,6 +34,8 @@ impl Sales {
                 method: match t.method {
                     TenderMethod::Cash => "cash".into(),
                     TenderMethod::Card => "card".into(),
+                    TenderMethod::Points => "points".into(),
+                    TenderMethod::Voucher => "voucher".into(),
                 },
                 amount: t.tendered.unwrap_or(t.amount),
                 card_last4: t.card.as_ref().and_then(|c| c.last4.clone()),
