@@ -35,7 +35,7 @@ fn lookup_error(e: LoyaltyError) -> ApiError {
 /// The loyalty customer a card (or HQ id) names, with the points as this unit knows
 /// them: HQ's last balance, plus what this unit earned and minus what it redeemed
 /// since, and what a redemption may take now (the offline limit).
-#[utoipa::path(tag = "customers", params(CustomerQuery), responses((status = 200, body = CustomerView), (status = 404, body = super::ErrorBody)))]
+#[utoipa::path(tag = "customers", params(CustomerQuery), responses((status = 200, body = CustomerView), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
 #[get("/api/v1/customers")]
 pub async fn get_customer(
     caller: Caller,
@@ -54,8 +54,9 @@ pub async fn get_customer(
             id: Some(id),
         } => loyalty::customer_by_id(store, &id),
         _ => {
+            // Each parameter alone is well formed: the pair is what is refused.
             return Err(
-                ApiError::bad_request("invalid_query", "give card or id, exactly one")
+                ApiError::unprocessable("invalid_query", "give card or id, exactly one")
                     .field("card"),
             );
         }
