@@ -501,6 +501,39 @@ mod tests {
     }
 
     #[test]
+    fn loyalty_prints_points_and_balances_within_the_width() {
+        let mut r = receipt(true);
+        assert!(!r.render_text(32).contains("Points"));
+        r.loyalty = Some(crate::domain::loyalty::SaleLoyalty {
+            tier: Some("gold".into()),
+            points_earned: 12,
+            points_redeemed: 100,
+            points_balance: Some(912),
+            vouchers: vec![crate::domain::loyalty::VoucherUse {
+                voucher_id: "v-1".into(),
+                amount: Money(150),
+                balance: 1_850,
+            }],
+        });
+        let text = r.render_text(MIN_WIDTH);
+        for want in [
+            "Points earned",
+            "Points redeemed",
+            "Points balance",
+            "912",
+            "18.50",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        assert!(
+            text.lines().all(|l| l.chars().count() <= MIN_WIDTH),
+            "{text}"
+        );
+        // Balances only: no voucher id or code on paper.
+        assert!(!text.contains("v-1"));
+    }
+
+    #[test]
     fn no_line_is_wider_than_the_clamped_width() {
         for (asked, clamped) in [
             (0, 24),

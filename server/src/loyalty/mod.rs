@@ -270,3 +270,6 @@ pub(crate) fn invalid(e: crate::domain::loyalty::LoyaltyRecordError) -> LoyaltyE
         reason: e.reason,
     }
 }
+
+#[cfg(test)]
+mod tests;

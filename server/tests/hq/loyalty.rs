@@ -387,3 +387,45 @@ async fn two_units_offline_stay_within_the_limit_and_converge_on_hq_balance() {
     b.stop().await;
     hq.shutdown().await.unwrap();
 }
+
+/// Ten checkouts redeeming the same card at once on one unit: the writer orders them,
+/// each checks what the ones before it recorded, and exactly the allowance is redeemed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redemptions_on_one_unit_stop_at_the_allowance() {
+    let app = spawn(None).await;
+    let u = "unit-1";
+    snapshot(&app, 1, 4).await;
+    let mut ledger = LoyaltyLedger::new();
+    ledger.add_customer("c-1", &[CARD], "", 1_000, 300);
+    app.client()
+        .await
+        .push_loyalty_rules(rules(1))
+        .await
+        .unwrap();
+    push_accounts(&app, ledger.snapshot_for(u, &[u], 1))
+        .await
+        .unwrap();
+    let body = json!({
+        "lines": [{"sku": "P0000001", "quantity": 1}],
+        "customer": {"card": CARD},
+        "payments": [{"method": "points", "amount": 100}, {"method": "cash", "tendered": 1}]
+    });
+    let shared = &app;
+    let answers = futures::future::join_all((0..10).map(|i| {
+        let body = body.clone();
+        async move { checkout(shared, &format!("race-{i}"), body).await }
+    }))
+    .await;
+    let ok = answers.iter().filter(|(s, _)| *s == 201).count();
+    let limited = answers
+        .iter()
+        .filter(|(s, v)| *s == 422 && v["code"] == "offline_limit_reached")
+        .count();
+    assert_eq!((ok, limited), (3, 7), "{answers:?}");
+    let p = points(&app, CARD).await;
+    assert_eq!(
+        (p["unseen_redeemed"].as_i64(), p["redeemable"].as_i64()),
+        (Some(300), Some(0))
+    );
+    app.stop().await;
+}

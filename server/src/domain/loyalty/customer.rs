@@ -159,6 +159,23 @@ pub fn check_voucher(v: &Voucher) -> Result<(), LoyaltyRecordError> {
 }
 
 impl CustomerRef {
+    /// The customer with loyalty card (or barcode) `card`: what the shopper page and a
+    /// scanner give.
+    pub fn card(card: impl Into<String>) -> CustomerRef {
+        CustomerRef {
+            id: None,
+            card: Some(card.into()),
+        }
+    }
+
+    /// The customer with HQ's id `id`.
+    pub fn id(id: impl Into<String>) -> CustomerRef {
+        CustomerRef {
+            id: Some(id.into()),
+            card: None,
+        }
+    }
+
     /// Exactly one of `id` and `card`, well formed.
     pub fn check(&self) -> Result<(), LoyaltyRecordError> {
         match (&self.id, &self.card) {
