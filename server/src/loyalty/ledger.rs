@@ -2,9 +2,15 @@
 //! offline limit inside it ([`redeem`]), and recorded with the sale ([`record`], from
 //! `sales::journal::record_sale`), so a redemption is never recorded without its sale
 //! nor a sale without its redemption.
+//!
+//! A checkout that also pays by card records its sale only once the terminal approved,
+//! so its redemptions are checked and held ([`reserve`]) in the job that writes its
+//! pending record, turned into redemptions by [`record`], and given back by
+//! [`release`] in the job that ends an unwound checkout. A hold counts as redeemed
+//! meanwhile (`LocalTotals::reserved`), so no other checkout can spend it.
 
 use crate::domain::loyalty::{
-    AccountView, CustomerRef, SaleLoyalty, VoucherUse, accrue, check_token,
+    AccountView, CustomerRef, LocalTotals, SaleLoyalty, VoucherUse, accrue, check_token,
 };
 use crate::domain::pricing::PricedCart;
 use crate::domain::sale::{Sale, TenderMethod, TenderRequest};
@@ -27,22 +33,6 @@ pub fn plan(
     cart: &PricedCart,
     requested: &[TenderRequest],
 ) -> Result<Planned, LoyaltyError> {
-    let redeems = requested.iter().any(|t| {
-        matches!(
-            t,
-            TenderRequest::Points { .. } | TenderRequest::Voucher { .. }
-        )
-    });
-    if redeems
-        && requested
-            .iter()
-            .any(|t| matches!(t, TenderRequest::Card { .. }))
-    {
-        return Err(LoyaltyError::Invalid {
-            field: "payments".into(),
-            reason: "points and vouchers cannot be combined with a card tender on this unit yet: pay the rest in cash, or by card without them".into(),
-        });
-    }
     let customer = match customer {
         None => None,
         Some(r) => {
@@ -158,26 +148,74 @@ pub fn redeem(tx: &Tx<'_>, sale: &mut Sale) -> Result<(), LoyaltyError> {
     Ok(())
 }
 
-/// Add `sale`'s points and voucher amounts to this unit's all-time totals, in the job
-/// that records the sale. A sale without loyalty writes nothing.
-pub fn record(tx: &mut Tx<'_>, sale: &Sale) -> Result<(), StoreError> {
+/// How a job changes this unit's totals for a sale's loyalty.
+#[derive(Clone, Copy)]
+enum Change {
+    /// Record the sale: earned and redeemed grow; `held`: the redemptions were held.
+    Record { held: bool },
+    /// Hold the redemptions of a checkout waiting on the terminal.
+    Hold,
+    /// Give back what a checkout held.
+    Release,
+}
+
+fn apply(t: &mut LocalTotals, how: Change, earned: i64, redeemed: i64) {
+    match how {
+        Change::Record { held } => {
+            t.earned = t.earned.saturating_add(earned);
+            t.redeemed = t.redeemed.saturating_add(redeemed);
+            if held {
+                t.reserved = t.reserved.saturating_sub(redeemed).max(0);
+            }
+        }
+        Change::Hold => t.reserved = t.reserved.saturating_add(redeemed),
+        Change::Release => t.reserved = t.reserved.saturating_sub(redeemed).max(0),
+    }
+}
+
+fn change(tx: &mut Tx<'_>, sale: &Sale, how: Change) -> Result<(), StoreError> {
     let Some(loyalty) = &sale.loyalty else {
         return Ok(());
     };
     if let Some(id) = &sale.customer_id {
         let key = customer_totals_key(id);
         let mut t = totals_in(tx, &key)?;
-        t.earned = t.earned.saturating_add(loyalty.points_earned);
-        t.redeemed = t.redeemed.saturating_add(loyalty.points_redeemed);
+        apply(&mut t, how, loyalty.points_earned, loyalty.points_redeemed);
         put(tx, key, &Stored::Totals(t));
     }
     for u in &loyalty.vouchers {
         let key = voucher_totals_key(&u.voucher_id);
         let mut t = totals_in(tx, &key)?;
-        t.redeemed = t.redeemed.saturating_add(u.amount.0);
+        apply(&mut t, how, 0, u.amount.0);
         put(tx, key, &Stored::Totals(t));
     }
     Ok(())
+}
+
+/// Add `sale`'s points and voucher amounts to this unit's all-time totals, in the job
+/// that records the sale (before its pending record is removed). A sale that waited on
+/// the terminal had its redemptions held: the hold becomes the redemption. A sale
+/// without loyalty writes nothing.
+pub fn record(tx: &mut Tx<'_>, sale: &Sale) -> Result<(), StoreError> {
+    if sale.loyalty.is_none() {
+        return Ok(());
+    }
+    let held = tx.get(&crate::store::keys::pending(sale.id))?.is_some();
+    change(tx, sale, Change::Record { held })
+}
+
+/// In the job that writes a card checkout's pending record: check its redemptions as
+/// [`redeem`] does, and hold them.
+pub fn reserve(tx: &mut Tx<'_>, sale: &Sale) -> Result<(), LoyaltyError> {
+    let mut checked = sale.clone();
+    redeem(tx, &mut checked)?;
+    Ok(change(tx, sale, Change::Hold)?)
+}
+
+/// In the job that ends an unwound card checkout without a sale (before its pending
+/// record is removed): give back what [`reserve`] held.
+pub fn release(tx: &mut Tx<'_>, sale: &Sale) -> Result<(), StoreError> {
+    change(tx, sale, Change::Release)
 }
 
 /// Whether a sale was paid in part with points or a voucher (a refund of it would

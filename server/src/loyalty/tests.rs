@@ -104,6 +104,7 @@ async fn deltas_move_cards_only_when_their_owner_lets_go_and_snapshots_keep_tota
                 &Stored::Totals(LocalTotals {
                     redeemed: 7,
                     earned: 2,
+                    reserved: 0,
                 }),
             );
             Ok::<(), ()>(())

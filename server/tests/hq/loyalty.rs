@@ -157,7 +157,7 @@ async fn a_customer_earns_redeems_and_hq_balance_wins() {
             "invalid_customer",
         ),
         (
-            json!({"lines": line, "customer": {"card": CARD}, "payments": [{"method": "points", "amount": 50}, {"method": "card"}]}),
+            json!({"lines": line, "payments": [{"method": "voucher", "code": "GIFT-0001", "amount": 50}, {"method": "voucher", "code": "GIFT-0001", "amount": 51}]}),
             "invalid_payment",
         ),
         (

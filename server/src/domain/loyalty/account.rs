@@ -40,6 +40,10 @@ pub struct LocalTotals {
     pub redeemed: i64,
     /// Earned here.
     pub earned: i64,
+    /// Held by checkouts waiting on the payment terminal: redeemed if their sale is
+    /// recorded, given back if it is unwound. Counted as redeemed until then.
+    #[serde(default)]
+    pub reserved: i64,
 }
 
 /// An account as this unit knows it.
@@ -47,7 +51,7 @@ pub struct LocalTotals {
 pub struct AccountView {
     /// HQ's balance plus what this unit earned and minus what it redeemed since.
     pub balance: i64,
-    /// Redeemed here that HQ has not counted yet.
+    /// Redeemed (or held by a checkout in progress) here that HQ has not counted yet.
     pub unseen_redeemed: i64,
     /// What a redemption may take now: the lesser of the balance and what is left of
     /// the allowance (never below 0).
@@ -86,7 +90,11 @@ impl AccountView {
     pub fn of(hq: HqBalance, local: LocalTotals) -> AccountView {
         // HQ cannot count more than this unit did (a unit restored from an old backup
         // could): what it counts beyond is taken as seen.
-        let unseen_redeemed = local.redeemed.saturating_sub(hq.counted_redeemed).max(0);
+        let unseen_redeemed = local
+            .redeemed
+            .saturating_sub(hq.counted_redeemed)
+            .max(0)
+            .saturating_add(local.reserved.max(0));
         let unseen_earned = local.earned.saturating_sub(hq.counted_earned).max(0);
         let balance = hq
             .balance
@@ -145,9 +153,20 @@ mod tests {
             LocalTotals {
                 redeemed: 200,
                 earned: 0,
+                reserved: 0,
             },
         );
         assert_eq!(v.balance, 800);
+        // A checkout holding 100 counts as redeemed until it ends.
+        let held = AccountView::of(
+            h,
+            LocalTotals {
+                redeemed: 100,
+                earned: 0,
+                reserved: 100,
+            },
+        );
+        assert_eq!(held, v);
         assert_eq!(
             v.check(h, 200),
             Err(RedeemError::OverLimit {
@@ -167,6 +186,7 @@ mod tests {
             LocalTotals {
                 redeemed: 200,
                 earned: 0,
+                reserved: 0,
             },
         );
         assert_eq!((v.balance, v.redeemable), (800, 300));
@@ -180,6 +200,7 @@ mod tests {
             LocalTotals {
                 redeemed: 0,
                 earned: 50,
+                reserved: 0,
             },
         );
         assert_eq!(v.balance, 60);
@@ -200,7 +221,8 @@ mod tests {
                 h2,
                 LocalTotals {
                     redeemed: 0,
-                    earned: 50
+                    earned: 50,
+                    reserved: 0
                 }
             )
             .balance,

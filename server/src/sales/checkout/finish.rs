@@ -98,6 +98,7 @@ impl Sales {
             &sale.tenders,
             sale.change,
         );
+        sale.receipt.loyalty = sale.loyalty.clone();
         let place = self.reserve_receipt(sale.id);
         let place2 = place.clone();
         let recorded = self
@@ -213,10 +214,12 @@ impl Sales {
             return self.persist(Pending::Checkout(c)).await;
         }
         let id = c.sale.id;
-        let key = c.sale.idempotency_key;
+        let key = c.sale.idempotency_key.clone();
         let fingerprint = c.fingerprint;
+        let sale = c.sale;
         self.store
             .write(move |tx| {
+                crate::loyalty::ledger::release(tx, &sale)?;
                 match then {
                     Abort::Answer { outcome } => journal::idem_put(
                         tx,

@@ -158,11 +158,18 @@ impl Sales {
             fingerprint.clone(),
             Pending::Checkout(pending.clone()),
         );
+        let held = pending.sale.clone();
         let begun = self
             .store
             .write(move |tx| {
                 if let Some(rec) = journal::idem_get(tx, SCOPE, &k)? {
-                    return Ok(Err(rec));
+                    return Ok(Err(Refused::Key(rec)));
+                }
+                // Points and vouchers are held until the cards are approved.
+                match crate::loyalty::ledger::reserve(tx, &held) {
+                    Ok(()) => {}
+                    Err(crate::loyalty::LoyaltyError::Store(e)) => return Err(e),
+                    Err(e) => return Ok(Err(Refused::Loyalty(e))),
                 }
                 journal::idem_put(
                     tx,
@@ -177,8 +184,10 @@ impl Sales {
                 Ok(Ok(()))
             })
             .await?;
-        if let Err(rec) = begun.map_err(SellError::Store)? {
-            return self.answer_existing(&rec, &fingerprint);
+        match begun.map_err(SellError::Store)? {
+            Ok(()) => {}
+            Err(Refused::Key(rec)) => return self.answer_existing(&rec, &fingerprint),
+            Err(Refused::Loyalty(e)) => return Err(e.into()),
         }
         // Drive the terminal in its own task: if the HTTP request is dropped, the state
         // machine still runs to a recorded state.
