@@ -158,7 +158,8 @@ impl Sales {
             fingerprint.clone(),
             Pending::Checkout(pending.clone()),
         );
-        let held = pending.sale.clone();
+        // Only a sale with loyalty has anything to hold.
+        let held = pending.sale.loyalty.is_some().then(|| pending.sale.clone());
         let begun = self
             .store
             .write(move |tx| {
@@ -166,10 +167,12 @@ impl Sales {
                     return Ok(Err(Refused::Key(rec)));
                 }
                 // Points and vouchers are held until the cards are approved.
-                match crate::loyalty::ledger::reserve(tx, &held) {
-                    Ok(()) => {}
-                    Err(crate::loyalty::LoyaltyError::Store(e)) => return Err(e),
-                    Err(e) => return Ok(Err(Refused::Loyalty(e))),
+                if let Some(held) = &held {
+                    match crate::loyalty::ledger::reserve(tx, held) {
+                        Ok(()) => {}
+                        Err(crate::loyalty::LoyaltyError::Store(e)) => return Err(e),
+                        Err(e) => return Ok(Err(Refused::Loyalty(e))),
+                    }
                 }
                 journal::idem_put(
                     tx,
