@@ -143,3 +143,71 @@ async fn a_card_sale_with_a_customer_prints_the_points_it_earned() {
     let (_, c) = app.get("/api/v1/customers?id=c-1").await;
     assert_eq!(c["points"]["balance"], 1_000 + earned);
 }
+
+/// Polls the metrics until no payment is pending (recovery runs every second in
+/// tests): at most 30 s.
+async fn no_pending_payments(app: &TestApp) -> bool {
+    for _ in 0..300 {
+        let m = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains("outpost_payments_pending 0") {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A card that never reached the terminal gives the points back with the key; a card
+/// whose answer was lost keeps them held until recovery records the sale, which then
+/// redeems them once.
+#[tokio::test]
+async fn held_points_follow_the_payment_through_a_timeout_and_a_recovery() {
+    let app = with_customer().await;
+    app.terminal.script([Script::Timeout]);
+    let (s, v, _) = app.checkout("hold-1", &points_and_card(100)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("payment_terminal_unavailable")),
+        "{v}"
+    );
+    assert_eq!(unseen(&app).await, 0, "nothing charged, nothing held");
+    let (s, v, _) = app.checkout("hold-1", &points_and_card(100)).await;
+    assert_eq!(s, 201, "the retry pays: {v}");
+    assert_eq!(unseen(&app).await, 100);
+
+    app.terminal.script([Script::LostResponse]);
+    app.terminal.set_status_offline(true);
+    let (s, v, _) = app.checkout("hold-2", &points_and_card(100)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (503, Some("payment_outcome_unknown")),
+        "{v}"
+    );
+    // Held while the payment is in doubt: no other checkout may spend it.
+    assert_eq!(unseen(&app).await, 200);
+    let (s, v, _) = app.checkout("hold-3", &points_and_card(101)).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (422, Some("offline_limit_reached")),
+        "{v}"
+    );
+    app.terminal.set_status_offline(false);
+    assert!(
+        no_pending_payments(&app).await,
+        "recovery resolved the payment"
+    );
+    let (s, v, _) = app.checkout("hold-2", &points_and_card(100)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["loyalty"]["points_redeemed"], 100);
+    // Redeemed once: the hold became the redemption.
+    assert_eq!(unseen(&app).await, 200);
+    assert_eq!(app.terminal.double_charges(), 0);
+}
