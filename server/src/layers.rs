@@ -17,6 +17,8 @@ const LAYERS: &[&str] = &[
     "config",
     // sled: trees, the writer, catalog generations, the outbox.
     "store",
+    // Customers, points and vouchers HQ pushed, and this unit's totals against them.
+    "loyalty",
     // Services, in the order they build on each other.
     "import",
     "seed",

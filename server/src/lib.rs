@@ -10,6 +10,8 @@
 //! - [`config`]: settings from file, environment and flags, checked.
 //! - [`store`]: sled trees, the single writer with group commit, catalog generations,
 //!   and the outbox (what this unit owes HQ).
+//! - [`loyalty`]: customers, points and vouchers HQ pushed, this unit's totals, the
+//!   offline redemption limit.
 //! - [`import`], [`seed`]: the catalog importer and the demo store.
 //! - [`devices`]: the device registry and supervisor, the receipt queue and spooler.
 //! - [`sales`]: checkout, refunds, idempotency and payment recovery.
@@ -39,6 +41,7 @@ pub mod http;
 pub mod import;
 #[cfg(test)]
 mod layers;
+pub mod loyalty;
 pub mod mesh;
 pub mod sales;
 pub mod sdnotify;

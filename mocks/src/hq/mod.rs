@@ -13,6 +13,8 @@
 //!   CA that certifies the units' keys, the signed bundle in the answer.
 //! - [`audit`]: the last audit head per unit, and alerts for a chain that went
 //!   backwards.
+//! - [`loyalty`]: [`LoyaltyLedger`]: customers' points and vouchers across units, from
+//!   the sales they upload, and the balances and offline allowances HQ pushes back.
 //! - [`product`]: JSON-lines products (the REST product's fields) to `hq.Product`, with
 //!   line numbers on every error.
 //! - [`push`]: [`push_catalog`] (checked, chunked, resumable through `GetPushState`),
@@ -31,6 +33,7 @@ pub mod audit;
 pub mod auth;
 pub mod enrol;
 pub mod escrow;
+pub mod loyalty;
 pub mod offer;
 pub mod product;
 pub mod push;
@@ -40,6 +43,7 @@ pub mod storage;
 
 pub use audit::{AuditHead, ChainAlert};
 pub use auth::{Credentials, HqKey, StoreClient, load_hq_key};
+pub use loyalty::{AccountId, LoyaltyLedger};
 pub use offer::{OfferSignError, offer_artifact, read_roster_key, sign_offer};
 pub use product::{LineError, parse_product_line};
 pub use push::{CatalogSource, PushError, PushKind, PushOptions, push_catalog, store_status};

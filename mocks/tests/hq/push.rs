@@ -156,6 +156,18 @@ impl StoreService for RecordingStore {
     ) -> Result<Response<PushReply>, Status> {
         unimplemented()
     }
+    async fn push_loyalty_rules(
+        &self,
+        _: Request<outpost_proto::hq::LoyaltyRulesPush>,
+    ) -> Result<Response<PushReply>, Status> {
+        unimplemented()
+    }
+    async fn push_loyalty_accounts(
+        &self,
+        _: Request<outpost_proto::hq::LoyaltyAccountsPush>,
+    ) -> Result<Response<PushReply>, Status> {
+        unimplemented()
+    }
     async fn push_planogram(
         &self,
         _: Request<PlanogramPush>,

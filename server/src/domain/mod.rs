@@ -19,6 +19,8 @@
 //!   [`PricedCart`].
 //! - [`receipt`]: [`Receipt`] and its plain-text rendering for receipt printers.
 //! - [`tax`]: checking the tax table HQ pushes.
+//! - [`loyalty`]: customers, points accrual, vouchers and the offline redemption
+//!   limit.
 //! - [`planogram`]: shelf locations per SKU, as HQ pushes them.
 //! - [`store_profile`]: the store's name and receipt header, as HQ pushes them.
 //! - [`exposure`]: the offline exposure: card money approved without the acquirer,
@@ -32,6 +34,7 @@ pub mod demo;
 pub mod exposure;
 pub mod gtin;
 pub mod ids;
+pub mod loyalty;
 pub mod money;
 pub mod planogram;
 pub mod pricing;

@@ -50,6 +50,9 @@ pub struct Receipt {
     pub tenders: Vec<ReceiptTender>,
     /// Cash handed back.
     pub change: Money,
+    /// Points earned and redeemed, vouchers used, and the balances as the unit knew them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty: Option<super::loyalty::SaleLoyalty>,
 }
 
 /// One item on a receipt.
@@ -129,6 +132,7 @@ impl Receipt {
             prices_include_tax: cart.prices_include_tax,
             tenders,
             change,
+            loyalty: None,
         }
     }
 
@@ -199,6 +203,8 @@ impl Receipt {
                 "cash" => "Cash".to_owned(),
                 "card" => "Card".to_owned(),
                 "wallet" => tender.brand.clone().unwrap_or_else(|| "Wallet".to_owned()),
+                "points" => "Points".to_owned(),
+                "voucher" => "Voucher".to_owned(),
                 other => other.to_owned(),
             };
             if let Some(last4) = &tender.card_last4 {
@@ -214,11 +220,33 @@ impl Receipt {
             out.columns(0, "Change", &money(self.change));
         }
         out.rule();
+        if let Some(l) = &self.loyalty {
+            loyalty_lines(&mut out, l, &money);
+        }
 
         out.text(&format!("Sale {}", self.sale_id));
         out.text(&format_time(self.at));
         out.finish()
     }
+}
+
+/// Points earned and redeemed and the balances after the sale, as the unit knew them.
+fn loyalty_lines(
+    out: &mut Lines,
+    l: &super::loyalty::SaleLoyalty,
+    money: &dyn Fn(Money) -> String,
+) {
+    if let Some(balance) = l.points_balance {
+        out.columns(0, "Points earned", &l.points_earned.to_string());
+        if l.points_redeemed != 0 {
+            out.columns(0, "Points redeemed", &l.points_redeemed.to_string());
+        }
+        out.columns(0, "Points balance", &balance.to_string());
+    }
+    for v in &l.vouchers {
+        out.columns(0, "Voucher balance", &money(Money(v.balance)));
+    }
+    out.rule();
 }
 
 /// `VAT reduced 7.00%`.
@@ -477,6 +505,39 @@ mod tests {
         assert_eq!(json["at"], "2025-06-01T12:34:56Z");
         assert_eq!(json["currency"], "EUR");
         assert_eq!(serde_json::from_value::<Receipt>(json).unwrap(), r);
+    }
+
+    #[test]
+    fn loyalty_prints_points_and_balances_within_the_width() {
+        let mut r = receipt(true);
+        assert!(!r.render_text(32).contains("Points"));
+        r.loyalty = Some(crate::domain::loyalty::SaleLoyalty {
+            tier: Some("gold".into()),
+            points_earned: 12,
+            points_redeemed: 100,
+            points_balance: Some(912),
+            vouchers: vec![crate::domain::loyalty::VoucherUse {
+                voucher_id: "v-1".into(),
+                amount: Money(150),
+                balance: 1_850,
+            }],
+        });
+        let text = r.render_text(MIN_WIDTH);
+        for want in [
+            "Points earned",
+            "Points redeemed",
+            "Points balance",
+            "912",
+            "18.50",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        assert!(
+            text.lines().all(|l| l.chars().count() <= MIN_WIDTH),
+            "{text}"
+        );
+        // Balances only: no voucher id or code on paper.
+        assert!(!text.contains("v-1"));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum TenderMethod {
     /// A store-presented QR code the customer pays with a wallet app; the payment
     /// provider confirms it (`sales::qr`).
     Qr,
+    /// Loyalty points of the sale's customer (`domain::loyalty`).
+    Points,
+    /// A gift card or voucher (`domain::loyalty`).
+    Voucher,
 }
 
 impl TenderMethod {
@@ -85,6 +89,19 @@ pub enum TenderRequest {
         #[serde(default)]
         amount: Option<Money>,
     },
+    /// Loyalty points of the checkout's customer, worth `amount` minor units (a
+    /// multiple of the value of a point).
+    Points {
+        /// The part of the total the points pay, in minor units.
+        amount: Money,
+    },
+    /// A gift card or voucher, by the code printed on it.
+    Voucher {
+        /// The voucher's code.
+        code: String,
+        /// The part of the total it pays, in minor units.
+        amount: Money,
+    },
 }
 
 impl TenderRequest {
@@ -95,14 +112,18 @@ impl TenderRequest {
             TenderRequest::Card { .. } => TenderMethod::Card,
             TenderRequest::Wallet { .. } => TenderMethod::Wallet,
             TenderRequest::Qr { .. } => TenderMethod::Qr,
+            TenderRequest::Points { .. } => TenderMethod::Points,
+            TenderRequest::Voucher { .. } => TenderMethod::Voucher,
         }
     }
 
-    /// The amount an electronic tender asks for (`None`: cash; `Some(None)`: what is
-    /// left after the other tenders).
+    /// The amount an electronic tender asks for (`None`: cash, points or a voucher;
+    /// `Some(None)`: what is left after the other tenders).
     fn electronic_amount(&self) -> Option<Option<Money>> {
         match self {
-            TenderRequest::Cash { .. } => None,
+            TenderRequest::Cash { .. }
+            | TenderRequest::Points { .. }
+            | TenderRequest::Voucher { .. } => None,
             TenderRequest::Card { amount }
             | TenderRequest::Wallet { amount }
             | TenderRequest::Qr { amount } => Some(*amount),
@@ -220,6 +241,14 @@ pub fn allocate_tenders(
                 amounts[i] = a.0;
                 remaining -= a.0;
             }
+            // Points and vouchers pay a fixed amount, like a card that names one.
+            (TenderRequest::Points { amount } | TenderRequest::Voucher { amount, .. }, _) => {
+                if amount.0 <= 0 || amount.0 > MAX_AMOUNT {
+                    return Err(TenderError::NonPositive { index: i });
+                }
+                amounts[i] = amount.0;
+                remaining -= amount.0;
+            }
             (_, Some(None)) => {
                 if open_card.is_some() {
                     return Err(TenderError::AmbiguousCard);
@@ -274,7 +303,9 @@ pub fn allocate_tenders(
             },
             TenderRequest::Card { .. }
             | TenderRequest::Wallet { .. }
-            | TenderRequest::Qr { .. } => terminal_tender(t.method(), amount),
+            | TenderRequest::Qr { .. }
+            | TenderRequest::Points { .. }
+            | TenderRequest::Voucher { .. } => terminal_tender(t.method(), amount),
         })
         .collect();
     Ok((tenders, Money(change)))
@@ -319,6 +350,12 @@ pub struct Sale {
     pub change: Money,
     /// The receipt.
     pub receipt: Receipt,
+    /// HQ's id of the customer the checkout named (`domain::loyalty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Points earned and redeemed, vouchers used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty: Option<super::loyalty::SaleLoyalty>,
 }
 
 /// State of a journaled sale.
@@ -813,6 +850,8 @@ mod tests {
             change: Money(0),
             cart,
             receipt,
+            customer_id: None,
+            loyalty: None,
         }
     }
 

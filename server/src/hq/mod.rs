@@ -11,6 +11,7 @@
 //! - [`record_push`]: tax rates, store profile, planogram and device set pushes,
 //!   stored by [`records`] (versioned records in the journal).
 //! - [`convert`]: HQ's messages into domain types.
+//! - [`loyalty_push`]: loyalty rules, customers and vouchers (`docs/loyalty.md`).
 //! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
 //! - [`status`]: the sync status (backlog, link, pushed versions).
 //! - [`events`]: the watcher that writes device events, alerts and telemetry for HQ.
@@ -33,6 +34,7 @@ pub mod convert;
 pub mod enrol;
 pub mod escrow;
 pub mod events;
+pub mod loyalty_push;
 pub mod metrics;
 pub mod record_push;
 pub mod records;

@@ -180,6 +180,24 @@ impl StoreService for StoreGrpc {
             .map(Response::new)
     }
 
+    async fn push_loyalty_rules(
+        &self,
+        request: Request<hq::LoyaltyRulesPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        super::loyalty_push::rules(&self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn push_loyalty_accounts(
+        &self,
+        request: Request<hq::LoyaltyAccountsPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        super::loyalty_push::accounts(&self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn push_planogram(
         &self,
         request: Request<hq::PlanogramPush>,

@@ -8,6 +8,7 @@
 //! - [`pushed`]: the tax table and the planogram HQ pushed.
 //! - [`inventory`]: stock levels, counts and adjustments.
 //! - [`selling`]: cart pricing, checkout, sales and refunds.
+//! - [`customers`]: loyalty customers by card or id.
 //! - [`devices`]: the device list, health checks, receipt reprints and the queue.
 //! - [`device_inputs`]: a scale's weight, a scanner's scans.
 //! - [`ops`]: health, metrics and the OpenAPI document; [`observe`]: the request and
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod catalog;
+pub mod customers;
 pub mod device_inputs;
 pub mod devices;
 pub mod error;
@@ -147,6 +149,7 @@ api!(
     selling::get_sale,
     selling::list_sales,
     selling::post_refund,
+    customers::get_customer,
     devices::list_devices,
     devices::health_check,
     devices::reprint,

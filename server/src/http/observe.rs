@@ -52,6 +52,8 @@ pub fn tender_of(tenders: &[Tender]) -> &'static str {
         (Some(TenderMethod::Card), None) => "card",
         (Some(TenderMethod::Qr), None) => "qr",
         (Some(TenderMethod::Wallet), None) => "wallet",
+        (Some(TenderMethod::Points), None) => "points",
+        (Some(TenderMethod::Voucher), None) => "voucher",
         (Some(_), Some(_)) => "split",
         (None, _) => "none",
     }
@@ -65,6 +67,8 @@ pub fn tender_asked(one: Option<&TenderRequest>, many: Option<&[TenderRequest]>)
         [TenderRequest::Card { .. }] => "card",
         [TenderRequest::Qr { .. }] => "qr",
         [TenderRequest::Wallet { .. }] => "wallet",
+        [TenderRequest::Points { .. }] => "points",
+        [TenderRequest::Voucher { .. }] => "voucher",
         [] => "none",
         _ => "split",
     }

@@ -86,6 +86,12 @@ pub struct SaleView {
     /// Checkout only: why a device did not do its part.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub device_errors: Vec<String>,
+    /// The loyalty customer the checkout named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Points earned and redeemed, vouchers used (`docs/loyalty.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loyalty: Option<crate::domain::loyalty::SaleLoyalty>,
 }
 
 impl SaleView {
@@ -127,6 +133,8 @@ impl SaleView {
             drawer_status: None,
             display_status: None,
             device_errors: Vec::new(),
+            customer_id: sale.customer_id,
+            loyalty: sale.loyalty,
         }
     }
 }

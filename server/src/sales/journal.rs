@@ -199,6 +199,7 @@ pub fn record_sale(tx: &mut Tx<'_>, sale: &Sale, fingerprint: &str) -> Result<()
         )?;
     }
     let _ = put_outbox(tx, OutboxKind::Sale, sale.id, sale.completed_at, &record);
+    crate::loyalty::ledger::record(tx, sale)?;
     idem_put(
         tx,
         "checkout",

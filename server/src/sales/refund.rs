@@ -80,6 +80,13 @@ impl Sales {
             .store
             .sale(sale_id)?
             .ok_or_else(|| SellError::SaleNotFound(sale_id.to_string()))?;
+        if crate::loyalty::ledger::redeemed_in(&sale) {
+            return Err(SellError::invalid(
+                "refund_not_supported",
+                "the sale was paid in part with points or a voucher, which this unit cannot pay back yet: HQ refunds it",
+                None,
+            ));
+        }
         let fingerprint = idempotency::fingerprint(terminal.as_str(), &req);
         let scope = scope(sale_id);
         let id = crate::domain::ids::next();
@@ -332,7 +339,8 @@ fn cash_where_no_device(tenders: &mut [Tender], has_terminal: bool, has_qr: bool
     for t in tenders.iter_mut().filter(|t| match t.method {
         TenderMethod::Card | TenderMethod::Wallet => !has_terminal,
         TenderMethod::Qr => !has_qr,
-        TenderMethod::Cash => false,
+        // Sales paid with points or vouchers are not refunded (loyalty.md).
+        TenderMethod::Cash | TenderMethod::Points | TenderMethod::Voucher => false,
     }) {
         *t = cash(t.amount);
     }

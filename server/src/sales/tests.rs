@@ -76,6 +76,8 @@ fn card_checkout(key: &str) -> CheckoutPending {
         cart,
         tenders,
         change,
+        customer_id: None,
+        loyalty: None,
     };
     CheckoutPending::new(sale, "fp".into(), payments)
 }

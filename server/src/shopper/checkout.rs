@@ -77,6 +77,7 @@ pub fn prepare(
         payment: Some(TenderRequest::Qr { amount: None }),
         payments: None,
         age_verified: false,
+        customer: None,
     };
     Ok((
         Started {

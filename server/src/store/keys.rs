@@ -18,14 +18,16 @@
 //! | `o/` | outbox sequence, u64 big-endian | outbox entry naming its record (schema ≤ 3 only; moved into blocks at open by `migrate`) |
 //! | `q/` | enqueue id (UUIDv7) | receipt waiting for the printer (`devices::receipts`) |
 //! | `t/` | sale id | receipt printed: copies and time (`devices::receipts`) |
+//! | `l/` | keyed BLAKE3 hash of the rest (32 bytes) | customers, cards, vouchers and loyalty totals (`loyalty`) |
 //! | `meta/outbox_next` | | next outbox sequence |
 //! | `meta/outbox_bytes` | | bytes of the records waiting for HQ |
 //! | `meta/outbox_acked` | | highest sequence HQ acknowledged and the store deleted |
 //!
 //! Every value is sealed (`super::crypt`) with the tree and the physical key as
 //! associated data. Callers build keys with the functions below; [`physical`] (applied
-//! by the store and `Tx`) replaces the client-chosen part of an `i/` key with its keyed
-//! hash, so the idempotency keys terminals send never reach the disk.
+//! by the store and `Tx`) replaces the client-chosen part of an `i/` or `l/` key with its
+//! keyed hash, so the idempotency keys terminals send, and loyalty card numbers and
+//! voucher codes, never reach the disk.
 
 use uuid::Uuid;
 
@@ -58,13 +60,23 @@ pub const OUTBOX_BLOCKS: &[u8] = b"ob/";
 /// Movements by SKU.
 pub const SKU_MOVEMENTS: &[u8] = b"n/";
 
-/// The key stored in sled for `key`: an `i/` key's client-chosen rest becomes its
-/// keyed hash (32 bytes); every other key is stored as it is.
+/// Customers, cards, vouchers and loyalty totals (`crate::loyalty`), hashed like `i/`.
+pub const LOYALTY: &[u8] = b"l/";
+
+/// The key stored in sled for `key`: an `i/` or `l/` key's client-chosen rest becomes
+/// its keyed hash (32 bytes); every other key is stored as it is.
 pub(crate) fn physical(keys: &super::crypt::Keys, key: &[u8]) -> Vec<u8> {
-    match key.strip_prefix(IDEM) {
-        Some(rest) => join(IDEM, &keys.hash_key(rest)),
-        None => key.to_vec(),
+    if let Some(rest) = key.strip_prefix(IDEM) {
+        return join(IDEM, &keys.hash_key(rest));
     }
+    if let Some(rest) = key.strip_prefix(LOYALTY) {
+        // The same keyed hash, told apart from an `i/` key by a domain byte.
+        let mut tagged = Vec::with_capacity(rest.len() + 1);
+        tagged.push(b'l');
+        tagged.extend_from_slice(rest);
+        return join(LOYALTY, &keys.hash_key(&tagged));
+    }
+    key.to_vec()
 }
 
 fn join(prefix: &[u8], rest: &[u8]) -> Vec<u8> {

@@ -103,6 +103,8 @@ fn audit_upto(store: &Store, who: &DexIdentity, upto: Option<Uuid>) -> Result<Au
                 Some(TenderMethod::Card | TenderMethod::Wallet | TenderMethod::Qr) => {
                     add(&mut a.cashless, sale.id, total)
                 }
+                // A vending machine takes neither points nor vouchers.
+                Some(TenderMethod::Points | TenderMethod::Voucher) => {}
                 None => {}
             }
             for line in &sale.cart.lines {

@@ -479,6 +479,8 @@ impl Vending {
             tenders,
             change,
             receipt,
+            customer_id: None,
+            loyalty: None,
         })
     }
 }

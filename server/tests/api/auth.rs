@@ -207,6 +207,13 @@ pub(crate) fn matrix() -> Vec<Row> {
         ),
         row("GET", "/api/v1/sales", "/api/v1/sales", None, sellers),
         row(
+            "GET",
+            "/api/v1/customers",
+            "/api/v1/customers?card=K-0",
+            None,
+            sellers,
+        ),
+        row(
             "POST",
             "/api/v1/sales/{id}/refunds",
             &format!("/api/v1/sales/{ZERO}/refunds"),

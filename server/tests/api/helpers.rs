@@ -34,6 +34,9 @@ pub struct TestApp {
     pub security: Arc<Access>,
     /// The app's device registry (its simulators and mocks).
     pub devices: Arc<outpost_server::devices::Registry>,
+    /// The app's store (to put what HQ would push).
+    #[allow(dead_code)]
+    pub store: Arc<outpost_server::store::Store>,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -148,6 +151,7 @@ pub async fn spawn_configured(
         vec![Role::Supervisor, Role::Technician, Role::Admin],
     );
     let devices = app.devices().clone();
+    let store = app.sales().store().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -158,6 +162,7 @@ pub async fn spawn_configured(
         terminal,
         security,
         devices,
+        store,
         _dir: None,
         stop: Some(stop),
         task: Some(task),

@@ -10,6 +10,7 @@ mod devices;
 mod errors;
 mod fuzz;
 mod helpers;
+mod loyalty;
 mod metrics;
 mod offline;
 mod openapi;

@@ -12,6 +12,7 @@ mod clock;
 mod events;
 mod helpers;
 mod lease;
+mod loyalty;
 mod pki;
 mod push_auth;
 mod push_faults;

@@ -116,5 +116,7 @@ pub(crate) fn method_name(method: TenderMethod) -> &'static str {
         TenderMethod::Card => "card",
         TenderMethod::Wallet => "wallet",
         TenderMethod::Qr => "QR",
+        TenderMethod::Points => "points",
+        TenderMethod::Voucher => "voucher",
     }
 }

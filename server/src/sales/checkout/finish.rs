@@ -36,6 +36,8 @@ impl Sales {
                     TenderMethod::Card => "card".into(),
                     TenderMethod::Wallet => "wallet".into(),
                     TenderMethod::Qr => "qr".into(),
+                    TenderMethod::Points => "points".into(),
+                    TenderMethod::Voucher => "voucher".into(),
                 },
                 amount: t.tendered.unwrap_or(t.amount),
                 card_last4: t.card.as_ref().and_then(|c| c.last4.clone()),
@@ -99,6 +101,7 @@ impl Sales {
             &sale.tenders,
             sale.change,
         );
+        sale.receipt.loyalty = sale.loyalty.clone();
         let place = self.reserve_receipt(sale.id);
         let place2 = place.clone();
         let recorded = self
@@ -214,10 +217,12 @@ impl Sales {
             return self.persist(Pending::Checkout(c)).await;
         }
         let id = c.sale.id;
-        let key = c.sale.idempotency_key;
+        let key = c.sale.idempotency_key.clone();
         let fingerprint = c.fingerprint;
+        let sale = c.sale;
         self.store
             .write(move |tx| {
+                crate::loyalty::ledger::release(tx, &sale)?;
                 match then {
                     Abort::Answer { outcome } => journal::idem_put(
                         tx,

@@ -13,10 +13,12 @@
 //! - [`cart`]: pricing the cart (products, quantities, weighed lines).
 //! - [`card`]: the card payment driver.
 //! - [`finish`]: completing the payments and recording the sale, or unwinding.
+//! - `loyalty`: the customer, points and vouchers (`crate::loyalty`), and their errors.
 
 pub mod card;
 pub mod cart;
 pub mod finish;
+mod loyalty;
 pub mod request;
 
 pub use request::{CartRequest, CheckoutRequest, CheckoutResult, LineRequest, MAX_LINES, Weigher};
@@ -31,6 +33,7 @@ use crate::domain::sale::{
     Cause, IdempotencyKey, PaymentKind, PaymentState, Sale, SaleStatus, TenderMethod, TerminalId,
     allocate_tenders, card_payments,
 };
+use loyalty::Refused;
 
 /// The idempotency scope of checkouts: one for all terminals.
 pub(crate) const SCOPE: &str = "checkout";
@@ -84,10 +87,12 @@ impl Sales {
             ));
         }
         let (mut tenders, change) = allocate_tenders(cart.total, &tenders_req)?;
+        let (customer_id, loyalty) =
+            crate::loyalty::ledger::plan(&self.store, req.customer.as_ref(), &cart, &tenders_req)?;
         let id = crate::domain::ids::next();
         let now = OffsetDateTime::now_utc();
         let mut payments = card_payments(id, &mut tenders, PaymentKind::Charge);
-        let sale = Sale {
+        let mut sale = Sale {
             id,
             idempotency_key: key.clone(),
             terminal_id: terminal.clone(),
@@ -98,7 +103,10 @@ impl Sales {
             cart,
             tenders,
             change,
+            customer_id,
+            loyalty,
         };
+        sale.receipt.loyalty = sale.loyalty.clone();
         if payments.is_empty() {
             let fp = fingerprint.clone();
             let k = key.clone();
@@ -108,7 +116,13 @@ impl Sales {
                 .store
                 .write(move |tx| {
                     if let Some(rec) = journal::idem_get(tx, SCOPE, &k)? {
-                        return Ok(Err(rec));
+                        return Ok(Err(Refused::Key(rec)));
+                    }
+                    let mut sale = sale;
+                    match crate::loyalty::ledger::redeem(tx, &mut sale) {
+                        Ok(()) => {}
+                        Err(crate::loyalty::LoyaltyError::Store(e)) => return Err(e),
+                        Err(e) => return Ok(Err(Refused::Loyalty(e))),
                     }
                     journal::record_sale(tx, &sale, &fp)?;
                     if let Some(r) = &place2 {
@@ -128,7 +142,8 @@ impl Sales {
                 }),
                 // Another process wrote the key between our check and our write (the
                 // in-flight set only covers this process): answer as a retry would.
-                Err(rec) => self.answer_existing(&rec, &fingerprint),
+                Err(Refused::Key(rec)) => self.answer_existing(&rec, &fingerprint),
+                Err(Refused::Loyalty(e)) => Err(e.into()),
             };
         }
         if let Some(p) = payments
@@ -156,11 +171,21 @@ impl Sales {
             fingerprint.clone(),
             Pending::Checkout(pending.clone()),
         );
+        // Only a sale with loyalty has anything to hold.
+        let held = pending.sale.loyalty.is_some().then(|| pending.sale.clone());
         let begun = self
             .store
             .write(move |tx| {
                 if let Some(rec) = journal::idem_get(tx, SCOPE, &k)? {
-                    return Ok(Err(rec));
+                    return Ok(Err(Refused::Key(rec)));
+                }
+                // Points and vouchers are held until the cards are approved.
+                if let Some(held) = &held {
+                    match crate::loyalty::ledger::reserve(tx, held) {
+                        Ok(()) => {}
+                        Err(crate::loyalty::LoyaltyError::Store(e)) => return Err(e),
+                        Err(e) => return Ok(Err(Refused::Loyalty(e))),
+                    }
                 }
                 journal::idem_put(
                     tx,
@@ -175,8 +200,10 @@ impl Sales {
                 Ok(Ok(()))
             })
             .await?;
-        if let Err(rec) = begun.map_err(SellError::Store)? {
-            return self.answer_existing(&rec, &fingerprint);
+        match begun.map_err(SellError::Store)? {
+            Ok(()) => {}
+            Err(Refused::Key(rec)) => return self.answer_existing(&rec, &fingerprint),
+            Err(Refused::Loyalty(e)) => return Err(e.into()),
         }
         // Drive the terminal in its own task: if the HTTP request is dropped, the state
         // machine still runs to a recorded state.

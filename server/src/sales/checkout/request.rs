@@ -73,6 +73,9 @@ pub struct CheckoutRequest {
     /// The cashier checked the customer's age (required when a line is age-restricted).
     #[serde(default)]
     pub age_verified: bool,
+    /// The loyalty customer, by id or card: the sale earns points and may redeem them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<crate::domain::loyalty::CustomerRef>,
 }
 
 /// A finished checkout.

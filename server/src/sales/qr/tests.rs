@@ -32,6 +32,7 @@ fn req(key: &str, amount: i64) -> PaymentRequest {
         key: PaymentKey(key.into()),
         amount_minor: amount,
         currency: "EUR".into(),
+        instrument: Default::default(),
     }
 }
 
