@@ -104,6 +104,9 @@
       $("paid-total").textContent = money(v.total, v.cart.currency);
       $("exit-qr").src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(v.exit_svg);
       $("exit-qr").dataset.code = v.exit_code;
+      const earned = typeof v.points_earned === "number";
+      $("paid-points").hidden = !earned;
+      if (earned) $("paid-points").textContent = t("points-earned") + " " + v.points_earned;
       // The paid cart was sold: the server emptied it.
       render({ lines: [], priced: null });
       say(t("paid"));
@@ -191,6 +194,21 @@
       payable(cart.body);
     }
   }
+
+  // A loyalty card: the carts paid from now on are sold to its customer.
+  $("loyalty").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const card = $("card").value.trim();
+    if (!card) return;
+    const r = await api("PUT", "/api/v1/shopper/customer", { card });
+    if (!r.ok) {
+      $("card-status").textContent = "";
+      say(failure(r.body), true);
+      return;
+    }
+    $("card-status").textContent = t("card-added") + " " + r.body.points;
+    say("");
+  });
 
   if (canPay) {
     $("pay").addEventListener("click", async () => {

@@ -177,6 +177,8 @@ api!(
     shopper::get_cart,
     shopper::add_line,
     shopper::remove_line,
+    shopper::put_customer,
+    shopper::delete_customer,
     shopper_pay::start_checkout,
     shopper_pay::get_checkout,
     shopper_pay::cancel_checkout,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, put, web};
 use outpost_security::auth::roles::Permission;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -344,4 +344,77 @@ pub async fn remove_line(
     editable(&state, &mut s)?;
     let view = cart::remove(&state.sales, &mut s.lines, *line as usize)?;
     Ok(HttpResponse::Ok().json(view))
+}
+
+/// The loyalty card a shopper gives.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoyaltyCard {
+    /// The card's number, typed or scanned from its barcode.
+    #[schema(min_length = 1, max_length = 64)]
+    pub card: String,
+}
+
+/// The loyalty customer a shopper's carts are sold to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShopperCustomer {
+    /// The customer's tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The points as this unit knows them.
+    pub points: i64,
+}
+
+/// Sell the session's carts to the loyalty customer of `card` (their points accrue on
+/// each sale, offline); answers the customer's tier and points.
+#[utoipa::path(
+    tag = "shopper",
+    security(("shopper_cookie" = [])),
+    request_body = LoyaltyCard,
+    responses(
+        (status = 200, body = ShopperCustomer),
+        (status = 404, body = super::ErrorBody, description = "no loyalty card with that number here (`unknown_customer`)"),
+        (status = 422, body = super::ErrorBody, description = "not a card number (`invalid_card`)"),
+        (status = 429, body = super::ErrorBody),
+    )
+)]
+#[put("/api/v1/shopper/customer")]
+pub async fn put_customer(
+    shopper: Shopper,
+    state: web::Data<AppState>,
+    body: JsonBody<LoyaltyCard>,
+) -> Result<HttpResponse, ApiError> {
+    let card = body.0.card.trim().to_owned();
+    if card.is_empty() || card.len() > 64 || !card.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::unprocessable(
+            "invalid_card",
+            "a loyalty card number is 1 to 64 letters, digits or signs",
+        )
+        .field("card"));
+    }
+    let found =
+        crate::loyalty::customer_by_card(state.sales.store(), &card).map_err(|e| match e {
+            crate::loyalty::LoyaltyError::Store(e) => ApiError::from(e),
+            other => ApiError::unprocessable("invalid_card", other.to_string()).field("card"),
+        })?;
+    let Some(c) = found else {
+        return Err(ApiError::not_found(
+            "unknown_customer",
+            "no loyalty card with that number in this store",
+        ));
+    };
+    let view = ShopperCustomer {
+        tier: c.tier.clone(),
+        points: c.points.balance,
+    };
+    shopper.lock().customer = Some(c.id);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Stop selling the session's carts to a loyalty customer.
+#[utoipa::path(tag = "shopper", security(("shopper_cookie" = [])), responses((status = 204), (status = 429, body = super::ErrorBody)))]
+#[delete("/api/v1/shopper/customer")]
+pub async fn delete_customer(shopper: Shopper) -> Result<HttpResponse, ApiError> {
+    shopper.lock().customer = None;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -46,6 +46,9 @@ pub struct ShopperCheckout {
     /// What was paid (once paid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<Money>,
+    /// Loyalty points the sale earned (once paid, when the shopper gave their card).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_earned: Option<i64>,
     /// The code to show at the exit (once paid).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<String>,
@@ -66,6 +69,7 @@ fn empty(status: &'static str) -> ShopperCheckout {
         sale_id: None,
         cart: None,
         total: None,
+        points_earned: None,
         exit_code: None,
         exit_svg: None,
         error: None,
@@ -124,6 +128,7 @@ fn view(
             ShopperCheckout {
                 sale_id: Some(sale.id),
                 total: Some(sale.cart.total),
+                points_earned: sale.loyalty.as_ref().map(|l| l.points_earned),
                 cart: Some(sale.cart.clone()),
                 exit_code: Some(code),
                 exit_svg: Some(svg),
@@ -216,7 +221,8 @@ pub async fn start_checkout(
             s.exit_code = None;
         }
         let lines = s.lines.clone();
-        let (started, terminal, request) = checkout::prepare(&state.sales, lines)?;
+        let (started, terminal, request) =
+            checkout::prepare(&state.sales, lines, s.customer.clone())?;
         let (sales, key, refused) = (
             state.sales.clone(),
             started.key.clone(),

@@ -73,6 +73,12 @@ catalogue! {
     ErrPaying "err-checkout_in_progress" => "Your cart is being paid: finish or cancel the payment first.", "Корзина оплачивается: сначала завершите или отмените оплату.";
     ErrAge "err-age_verification_required" => "Your cart has age-restricted products: pay at a staffed till.", "В корзине товары с возрастным ограничением: оплатите их на кассе.";
     ErrCartEmpty "err-cart_empty" => "Your cart is empty.", "Ваша корзина пуста.";
+    LoyaltyCard "loyalty-card" => "Loyalty card (optional)", "Карта лояльности (необязательно)";
+    UseCard "use-card" => "Use", "Применить";
+    CardAdded "card-added" => "Loyalty card added. Your points:", "Карта лояльности добавлена. Ваши баллы:";
+    PointsEarned "points-earned" => "Points earned:", "Начислено баллов:";
+    ErrUnknownCustomer "err-unknown_customer" => "No loyalty card with this number.", "Карты лояльности с таким номером нет.";
+    ErrInvalidCard "err-invalid_card" => "That is not a loyalty card number.", "Это не номер карты лояльности.";
 }
 
 #[cfg(test)]

@@ -75,6 +75,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                     section #paid hidden aria-labelledby="paid-title" {
                         h2 #paid-title { (Msg::Paid.text(l)) }
                         p { (Msg::PaidTotal.text(l)) " " strong #paid-total {} }
+                        p #paid-points hidden {}
                         h3 { (Msg::ExitCode.text(l)) }
                         img #exit-qr alt=(Msg::ExitCode.text(l)) width="240" height="240";
                         p.note { (Msg::ShowAtExit.text(l)) }
@@ -89,6 +90,14 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                             input #barcode name="barcode" inputmode="numeric" autocomplete="off" required maxlength="64";
                             button type="submit" { (Msg::Add.text(l)) }
                         }
+                    }
+                    form #loyalty {
+                        label for="card" { (Msg::LoyaltyCard.text(l)) }
+                        div.row {
+                            input #card name="card" autocomplete="off" maxlength="64" required;
+                            button type="submit" { (Msg::UseCard.text(l)) }
+                        }
+                        p #card-status {}
                     }
                     section #cart aria-labelledby="cart-title" {
                         h2 #cart-title { (Msg::Cart.text(l)) }

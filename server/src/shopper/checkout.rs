@@ -53,12 +53,14 @@ pub enum Stage {
     },
 }
 
-/// A checkout of `lines` paid with one QR code, ready for its task to run
+/// A checkout of `lines` (sold to loyalty `customer`, HQ's id) paid with one QR code,
+/// ready for its task to run
 /// (`Sales::checkout` with [`Started::key`], [`SHOPPER_TERMINAL`] and the request); the
 /// task records how it failed in [`Started::refused`].
 pub fn prepare(
     sales: &Sales,
     lines: Vec<LineRequest>,
+    customer: Option<String>,
 ) -> Result<(Started, TerminalId, CheckoutRequest), SellError> {
     if sales.qr().is_none() {
         return Err(SellError::TerminalUnavailable(
@@ -77,7 +79,10 @@ pub fn prepare(
         payment: Some(TenderRequest::Qr { amount: None }),
         payments: None,
         age_verified: false,
-        customer: None,
+        customer: customer.map(|id| crate::domain::loyalty::CustomerRef {
+            id: Some(id),
+            card: None,
+        }),
     };
     Ok((
         Started {

@@ -57,6 +57,9 @@ pub struct Session {
     pub checkout: Option<super::checkout::Started>,
     /// The exit code of the paid checkout, made once.
     pub exit_code: Option<String>,
+    /// The loyalty customer the shopper named by their card (HQ's id): the carts they
+    /// pay are sold to them.
+    pub customer: Option<String>,
     created: Instant,
     last_seen: Instant,
     window: (Instant, u32),
@@ -153,6 +156,7 @@ impl Sessions {
                 lines: Vec::new(),
                 checkout: None,
                 exit_code: None,
+                customer: None,
                 created: now,
                 last_seen: now,
                 window: (now, 0),

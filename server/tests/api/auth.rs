@@ -436,6 +436,8 @@ async fn every_route_against_every_role_and_no_credentials() {
         ("POST", "/api/v1/shopper/checkout"),
         ("GET", "/api/v1/shopper/checkout"),
         ("DELETE", "/api/v1/shopper/checkout"),
+        ("PUT", "/api/v1/shopper/customer"),
+        ("DELETE", "/api/v1/shopper/customer"),
         // The payment provider's notifications: signed, not a role (shopper_pay.rs).
         ("POST", "/api/v1/payments/qr/notifications"),
     ]

@@ -296,3 +296,33 @@ pub async fn spawn_with_wallet() -> (
     wallet.set_notify_url(&app.url("/api/v1/payments/qr/notifications"));
     (app, wallet, dir)
 }
+
+/// Loyalty as HQ would push it to the test store: 1 point per euro, a point worth one
+/// cent, and customer `c-1` with loyalty card `K-1` holding 1,000 points (300 of them
+/// redeemable offline here).
+pub async fn seed_loyalty(store: &std::sync::Arc<outpost_server::store::Store>) {
+    use outpost_server::domain::loyalty::{Customer, HqBalance, LoyaltyRules};
+    use outpost_server::loyalty::push::{self, AccountsPush};
+    let rules = LoyaltyRules::parse(1, &[], &[], 1).unwrap();
+    push::rules(store, 1, rules).await.unwrap();
+    push::accounts(
+        store,
+        AccountsPush {
+            version: 1,
+            snapshot: true,
+            customers: vec![Customer {
+                id: "c-1".into(),
+                cards: vec!["K-1".into()],
+                tier: None,
+                points: HqBalance {
+                    balance: 1_000,
+                    allowance: 300,
+                    ..HqBalance::default()
+                },
+            }],
+            ..AccountsPush::default()
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -210,6 +210,65 @@ async fn a_shopper_pays_the_cart_in_the_wallet_and_leaves_with_an_exit_code() {
 }
 
 #[tokio::test]
+async fn a_shopper_with_a_loyalty_card_buys_as_that_customer_and_earns_points() {
+    let (app, wallet, _dir) = app_with_wallet().await;
+    crate::helpers::seed_loyalty(&app.store).await;
+    let c = shopper(&app).await;
+    for (card, status, code) in [
+        ("NOPE-9", 404, Some("unknown_customer")),
+        ("   ", 422, Some("invalid_card")),
+        ("K 1", 422, Some("invalid_card")),
+    ] {
+        let (s, v) = call(
+            &app,
+            &c,
+            "PUT",
+            "/api/v1/shopper/customer",
+            Some(json!({ "card": card })),
+        )
+        .await;
+        assert_eq!((s, v["code"].as_str()), (status, code), "{card}: {v}");
+    }
+    let (s, v) = call(
+        &app,
+        &c,
+        "PUT",
+        "/api/v1/shopper/customer",
+        Some(json!({"card": "K-1"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["points"], 1000);
+    add(&app, &c, "96385074", 3).await;
+    let (_, paying) = call(&app, &c, "POST", "/api/v1/shopper/checkout", None).await;
+    let url = paying["pay_url"].as_str().unwrap().to_owned();
+    assert_eq!(wallet.pay(&url).await.unwrap().status, 204);
+    let mut paid = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = call(&app, &c, "GET", "/api/v1/shopper/checkout", None).await;
+        if v["status"] == "paid" {
+            paid = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // 3 breads for the price of 2: 5.00, 1 point per euro.
+    assert_eq!(paid["points_earned"], 5, "{paid}");
+    let (_, sale) = app
+        .get(&format!(
+            "/api/v1/sales/{}",
+            paid["sale_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(sale["customer_id"], "c-1", "{sale}");
+    let (_, who) = app.get("/api/v1/customers?card=K-1").await;
+    assert_eq!(who["points"]["balance"], 1005, "{who}");
+    // Forgotten: the next cart is nobody's.
+    let (s, _) = call(&app, &c, "DELETE", "/api/v1/shopper/customer", None).await;
+    assert_eq!(s, 204);
+}
+
+#[tokio::test]
 async fn a_cancelled_code_ends_the_checkout_and_money_paid_for_it_anyway_is_not_sold() {
     let (app, wallet, _dir) = app_with_wallet().await;
     let c = shopper(&app).await;

@@ -1,6 +1,7 @@
 //! Paying on the phone, in a real headless Chromium at a phone's viewport: from the
-//! store QR to three products with a promotion, the wallet's pay page (the provider
-//! on loopback), back to the shop with the exit code, and the exit check of that
+//! store QR and a loyalty card to three products with a promotion, the wallet's pay
+//! page (the provider on loopback), back to the shop with the exit code and the
+//! points earned, the sale sold to the card's customer, and the exit check of that
 //! code. Screenshots land in `$CARGO_TARGET_TMPDIR/shop-screenshots/`.
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ async fn a_phone_pays_its_cart_in_the_wallet_and_gets_the_exit_code() {
         return;
     }
     let (app, wallet, _dir) = spawn_with_wallet().await;
+    crate::helpers::seed_loyalty(&app.store).await;
     let shots = screenshots();
     let (s, qr) = app.get("/api/v1/shopper/store-qr").await;
     assert_eq!(s, 200, "{qr}");
@@ -55,6 +57,19 @@ async fn a_phone_pays_its_cart_in_the_wallet_and_gets_the_exit_code() {
         b.script("return document.getElementById('pay').hidden;")
             .await,
         true
+    );
+    // The shopper's loyalty card.
+    let card = b.find("#card").await;
+    b.type_into(&card, "K-1").await;
+    b.click(&b.find("#loyalty button[type=submit]").await).await;
+    assert!(
+        b.wait_for(
+            "document.getElementById('card-status').textContent.includes('1000')",
+            10
+        )
+        .await,
+        "{}",
+        b.text("#status").await
     );
     // Three products by barcode: milk, soap, and bread three times ("Bread 3 for 2").
     scan(&b, "4006381333931", 1).await;
@@ -97,6 +112,8 @@ async fn a_phone_pays_its_cart_in_the_wallet_and_gets_the_exit_code() {
     );
     assert_eq!(b.url().await, app.url("/shop/"));
     assert_eq!(b.text("#paid-total").await, "€9.88");
+    // 9.88 € at 1 point per euro.
+    assert_eq!(b.text("#paid-points").await, "Points earned: 9");
     assert!(
         b.wait_for(
             "document.getElementById('exit-qr').complete && document.getElementById('exit-qr').naturalWidth > 0",
@@ -121,6 +138,13 @@ async fn a_phone_pays_its_cart_in_the_wallet_and_gets_the_exit_code() {
     let items = sales["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{sales}");
     assert_eq!(items[0]["terminal_id"], "shopper");
+    let (_, sale) = app
+        .get(&format!(
+            "/api/v1/sales/{}",
+            items[0]["sale_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(sale["customer_id"], "c-1", "{sale}");
 
     // A reload keeps showing the code.
     b.goto(&app.url("/shop/")).await;

@@ -1,5 +1,6 @@
-//! A shopper's sale and the money QR payments give back reach HQ exactly once, across
-//! an HQ outage: the sale paid on the phone, a second payment of the same code and a
+//! A shopper's sale (with the customer of their loyalty card) and the money QR
+//! payments give back reach HQ exactly once, across an HQ outage: the sale paid on the
+//! phone, a second payment of the same code and a
 //! payment of a cancelled code (both to be paid back through HQ), and the provider's
 //! redeliveries, which change nothing.
 
@@ -40,6 +41,30 @@ async fn a_shopper_sale_and_qr_money_given_back_reach_hq_once_across_an_outage()
     let app = spawn_with(s).await;
     wallet.set_notify_url(&format!("{}/api/v1/payments/qr/notifications", app.base));
     snapshot(&app, 1, 3).await;
+    // HQ's loyalty: 1 point per euro; customer c-1 with card K-1.
+    {
+        use outpost_server::domain::loyalty::{Customer, HqBalance, LoyaltyRules};
+        use outpost_server::loyalty::push::{self, AccountsPush};
+        push::rules(&app.store, 1, LoyaltyRules::parse(1, &[], &[], 1).unwrap())
+            .await
+            .unwrap();
+        let customer = Customer {
+            id: "c-1".into(),
+            cards: vec!["K-1".into()],
+            tier: None,
+            points: HqBalance {
+                balance: 50,
+                ..HqBalance::default()
+            },
+        };
+        let accounts = AccountsPush {
+            version: 1,
+            snapshot: true,
+            customers: vec![customer],
+            ..AccountsPush::default()
+        };
+        push::accounts(&app.store, accounts).await.unwrap();
+    }
     // HQ goes away: the store sells on.
     hq.stop().await;
 
@@ -60,6 +85,14 @@ async fn a_shopper_sale_and_qr_money_given_back_reach_hq_once_across_an_outage()
         .build()
         .unwrap();
     let url = |p: &str| format!("{}{p}", app.base);
+    let (st, v) = call(
+        &phone,
+        "PUT",
+        url("/api/v1/shopper/customer"),
+        Some(json!({"card": "K-1"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
     let barcode = |i| product(i, 1).barcodes[0].clone();
     let (st, v) = call(
         &phone,
@@ -109,6 +142,8 @@ async fn a_shopper_sale_and_qr_money_given_back_reach_hq_once_across_an_outage()
     assert_eq!(sale["id"], sale_id);
     assert_eq!(sale["terminal_id"], "shopper");
     assert_eq!(sale["tenders"][0]["method"], "qr");
+    assert_eq!(sale["customer_id"], "c-1", "{sale}");
+    assert_eq!(sale["loyalty"]["points_earned"], 2, "{sale}");
     let returns: Vec<Value> = hq
         .received_kind("unit-1", EnvelopeKind::PaymentReturn)
         .iter()
