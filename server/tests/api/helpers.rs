@@ -298,10 +298,10 @@ pub async fn spawn_with_wallet() -> (
 }
 
 /// Loyalty as HQ would push it to the test store: 1 point per euro, a point worth one
-/// cent, and customer `c-1` with loyalty card `K-1` holding 1,000 points (300 of them
-/// redeemable offline here).
+/// cent, customer `c-1` with loyalty card `K-1` holding 1,000 points (300 of them
+/// redeemable offline here), and voucher `GIFT-1` worth 5.00 €.
 pub async fn seed_loyalty(store: &std::sync::Arc<outpost_server::store::Store>) {
-    use outpost_server::domain::loyalty::{Customer, HqBalance, LoyaltyRules};
+    use outpost_server::domain::loyalty::{Customer, HqBalance, LoyaltyRules, Voucher};
     use outpost_server::loyalty::push::{self, AccountsPush};
     let rules = LoyaltyRules::parse(1, &[], &[], 1).unwrap();
     push::rules(store, 1, rules).await.unwrap();
@@ -317,6 +317,15 @@ pub async fn seed_loyalty(store: &std::sync::Arc<outpost_server::store::Store>) 
                 points: HqBalance {
                     balance: 1_000,
                     allowance: 300,
+                    ..HqBalance::default()
+                },
+            }],
+            vouchers: vec![Voucher {
+                id: "v-1".into(),
+                code: "GIFT-1".into(),
+                balance: HqBalance {
+                    balance: 500,
+                    allowance: 500,
                     ..HqBalance::default()
                 },
             }],

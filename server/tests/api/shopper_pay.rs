@@ -467,3 +467,77 @@ async fn without_qr_payments_the_phone_is_told_to_pay_at_a_till() {
     let (s, v) = call(&app, &c2, "POST", "/api/v1/shopper/checkout", None).await;
     assert_eq!(s, 503, "{v}");
 }
+
+#[tokio::test]
+async fn one_sale_is_split_across_every_way_to_pay() {
+    let (app, wallet, _dir) = app_with_wallet().await;
+    crate::helpers::seed_loyalty(&app.store).await;
+    let client = app.client.clone();
+    let url = app.url("/api/v1/checkout");
+    // 4 soaps at 3.59 (10 % off) = 14.36: points 1.00, voucher 2.00, cash 3.00, card
+    // 3.00, wallet 3.00, and the QR code the rest, 2.36.
+    let till = tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .header("Idempotency-Key", "split-all-1")
+            .json(&json!({
+                "lines": [{"sku": "SOAP", "quantity": 4}],
+                "customer": {"card": "K-1"},
+                "payments": [
+                    {"method": "points", "amount": 100},
+                    {"method": "voucher", "code": "GIFT-1", "amount": 200},
+                    {"method": "cash", "tendered": 300},
+                    {"method": "card", "amount": 300},
+                    {"method": "wallet", "amount": 300},
+                    {"method": "qr"}
+                ]
+            }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    });
+    let mut code = Value::Null;
+    for _ in 0..200 {
+        let (s, v) = app
+            .get("/api/v1/payments/qr/code?checkout_key=split-all-1")
+            .await;
+        if s == 200 {
+            code = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(code["amount"], 236, "{}", code["url"]);
+    wallet.pay(code["url"].as_str().unwrap()).await.unwrap();
+    let (s, sale) = till.await.unwrap();
+    assert_eq!(s, 201, "{sale}");
+    let tenders: Vec<(String, i64)> = sale["tenders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["method"].as_str().unwrap().to_owned(),
+                t["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64)> = [
+        ("points", 100),
+        ("voucher", 200),
+        ("cash", 300),
+        ("card", 300),
+        ("wallet", 300),
+        ("qr", 236),
+    ]
+    .iter()
+    .map(|(m, a)| (m.to_string(), *a))
+    .collect();
+    assert_eq!(tenders, want);
+    assert_eq!(sale["customer_id"], "c-1");
+    // Each charged once: the terminal saw the card and the wallet, the provider the code.
+    assert_eq!(app.terminal.net_charged(), 600);
+    assert_eq!(app.terminal.double_charges(), 0);
+    assert_eq!(wallet.sent().len(), 1);
+}
