@@ -30,7 +30,7 @@ async fn open(app: &TestApp, store_token: &str) -> (u16, Value, Option<String>) 
 }
 
 /// A client holding a new shopper session.
-async fn shopper(app: &TestApp) -> reqwest::Client {
+pub(crate) async fn shopper(app: &TestApp) -> reqwest::Client {
     let t = store_token(app).await;
     let (s, v, cookie) = open(app, &t).await;
     assert_eq!(s, 201, "{v}");
@@ -39,7 +39,7 @@ async fn shopper(app: &TestApp) -> reqwest::Client {
     client_with("cookie", pair)
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     c: &reqwest::Client,
     method: &str,

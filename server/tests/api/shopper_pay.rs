@@ -4,7 +4,8 @@
 use outpost_mocks::wallet::WalletProvider;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, client_with, spawn_app};
+use crate::helpers::{TestApp, spawn_app};
+use crate::shopper::{call, shopper};
 
 const SECRET: &str = crate::helpers::WALLET_SECRET;
 
@@ -12,35 +13,35 @@ async fn app_with_wallet() -> (TestApp, WalletProvider, tempfile::TempDir) {
     crate::helpers::spawn_with_wallet().await
 }
 
-/// A client holding a new shopper session.
-async fn shopper(app: &TestApp) -> reqwest::Client {
-    let (s, qr) = app.get("/api/v1/shopper/store-qr").await;
-    assert_eq!(s, 200, "{qr}");
-    let r = reqwest::Client::new()
-        .post(app.url("/api/v1/shopper/sessions"))
-        .json(&json!({ "store_token": qr["store_token"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    client_with("cookie", cookie.split(';').next().unwrap())
+/// The QR code a till's checkout under `key` waits on, once it is shown (404
+/// `no_qr_code` until then).
+async fn till_code(app: &TestApp, key: &str) -> Value {
+    for _ in 0..200 {
+        let (s, v) = app
+            .get(&format!("/api/v1/payments/qr/code?checkout_key={key}"))
+            .await;
+        if s == 200 {
+            return v;
+        }
+        assert_eq!((s, v["code"].as_str()), (404, Some("no_qr_code")), "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no code shown for {key}");
 }
 
-async fn call(
-    app: &TestApp,
-    c: &reqwest::Client,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = c.request(method.parse().unwrap(), app.url(path));
-    if let Some(b) = body {
-        req = req.json(&b);
+/// The session's checkout once its status is `status` (or as it stands after 5 s).
+async fn settled(app: &TestApp, c: &reqwest::Client, status: &str) -> Value {
+    let mut v = Value::Null;
+    for _ in 0..100 {
+        let (s, now) = call(app, c, "GET", "/api/v1/shopper/checkout", None).await;
+        assert_eq!(s, 200, "{now}");
+        v = now;
+        if v["status"] == status {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    v
 }
 
 async fn add(app: &TestApp, c: &reqwest::Client, barcode: &str, quantity: u32) {
@@ -118,16 +119,7 @@ async fn a_shopper_pays_the_cart_in_the_wallet_and_leaves_with_an_exit_code() {
 
     let sent = wallet.pay(&url).await.unwrap();
     assert_eq!(sent.status, 204, "{sent:?}");
-    let mut paid = Value::Null;
-    for _ in 0..100 {
-        let (s, v) = call(&app, &c, "GET", "/api/v1/shopper/checkout", None).await;
-        assert_eq!(s, 200, "{v}");
-        if v["status"] == "paid" {
-            paid = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let paid = settled(&app, &c, "paid").await;
     assert_eq!(paid["status"], "paid", "{paid}");
     assert_eq!(paid["total"], 629);
     let code = paid["exit_code"].as_str().unwrap().to_owned();
@@ -243,15 +235,7 @@ async fn a_shopper_with_a_loyalty_card_buys_as_that_customer_and_earns_points() 
     let (_, paying) = call(&app, &c, "POST", "/api/v1/shopper/checkout", None).await;
     let url = paying["pay_url"].as_str().unwrap().to_owned();
     assert_eq!(wallet.pay(&url).await.unwrap().status, 204);
-    let mut paid = Value::Null;
-    for _ in 0..100 {
-        let (_, v) = call(&app, &c, "GET", "/api/v1/shopper/checkout", None).await;
-        if v["status"] == "paid" {
-            paid = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let paid = settled(&app, &c, "paid").await;
     // 3 breads for the price of 2: 5.00, 1 point per euro.
     assert_eq!(paid["points_earned"], 5, "{paid}");
     let (_, sale) = app
@@ -291,16 +275,7 @@ async fn a_cancelled_code_ends_the_checkout_and_money_paid_for_it_anyway_is_not_
     let url2 = p2["pay_url"].as_str().unwrap().to_owned();
     assert_ne!(url2, url);
     assert_eq!(wallet.cancel(&url2).await.unwrap().status, 204);
-    let mut v = Value::Null;
-    for _ in 0..100 {
-        v = call(&app, &c, "GET", "/api/v1/shopper/checkout", None)
-            .await
-            .1;
-        if v["status"] == "failed" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let v = settled(&app, &c, "failed").await;
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "payment_declined", "{v}");
     assert_eq!(app.stock("MILK").await, 0);
@@ -321,18 +296,7 @@ async fn a_till_sells_with_a_qr_tender_shown_on_its_display() {
             .unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     });
-    let mut code = Value::Null;
-    for _ in 0..100 {
-        let (s, v) = app
-            .get("/api/v1/payments/qr/code?checkout_key=till-qr-1")
-            .await;
-        if s == 200 {
-            code = v;
-            break;
-        }
-        assert_eq!((s, v["code"].as_str()), (404, Some("no_qr_code")), "{v}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let code = till_code(&app, "till-qr-1").await;
     // Soap is 10 % off.
     assert_eq!(code["amount"], 359, "{}", code["url"]);
     assert!(code["svg"].as_str().unwrap().starts_with("<svg "));
@@ -361,17 +325,7 @@ async fn a_till_sells_with_a_qr_tender_shown_on_its_display() {
             .unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     });
-    let mut code = Value::Null;
-    for _ in 0..100 {
-        let (s, v) = app
-            .get("/api/v1/payments/qr/code?checkout_key=till-qr-2")
-            .await;
-        if s == 200 {
-            code = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let code = till_code(&app, "till-qr-2").await;
     assert_eq!(code["amount"], 259, "{}", code["url"]);
     wallet.pay(code["url"].as_str().unwrap()).await.unwrap();
     let (s, sale) = till.await.unwrap();
@@ -497,17 +451,7 @@ async fn one_sale_is_split_across_every_way_to_pay() {
             .unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
     });
-    let mut code = Value::Null;
-    for _ in 0..200 {
-        let (s, v) = app
-            .get("/api/v1/payments/qr/code?checkout_key=split-all-1")
-            .await;
-        if s == 200 {
-            code = v;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let code = till_code(&app, "split-all-1").await;
     assert_eq!(code["amount"], 236, "{}", code["url"]);
     wallet.pay(code["url"].as_str().unwrap()).await.unwrap();
     let (s, sale) = till.await.unwrap();

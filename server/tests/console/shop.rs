@@ -66,8 +66,12 @@ async fn the_page_is_served_in_the_shoppers_language_with_strict_headers() {
     assert_eq!(r.status().as_u16(), 404);
 }
 
-/// Adds `code` through the page's barcode field and waits for the line count.
-async fn type_barcode(b: &Browser, code: &str, lines: usize) {
+/// Adds `code` through the page's barcode field and waits for the line count and the
+/// status line that says the scan was taken.
+pub(crate) async fn type_barcode(b: &Browser, code: &str, lines: usize) {
+    // The status line is what says this scan was taken: clear the last one's.
+    b.script("document.getElementById('status').textContent = ''; return null;")
+        .await;
     let input = b.find("#barcode").await;
     b.type_into(&input, code).await;
     b.click(&b.find("#add button[type=submit]").await).await;

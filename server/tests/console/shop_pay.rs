@@ -7,28 +7,11 @@
 use std::path::PathBuf;
 
 use crate::helpers::spawn_with_wallet;
+use crate::shop::type_barcode as scan;
 use crate::webdriver::{Browser, available};
 
 fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shop-screenshots")
-}
-
-async fn scan(b: &Browser, code: &str, lines: usize) {
-    // The status line is what says this scan was taken: clear the last one's.
-    b.script("document.getElementById('status').textContent = ''; return null;")
-        .await;
-    let input = b.find("#barcode").await;
-    b.type_into(&input, code).await;
-    b.click(&b.find("#add button[type=submit]").await).await;
-    assert!(
-        b.wait_for(
-            &format!("document.querySelectorAll('#lines li').length === {lines} && document.getElementById('status').textContent.startsWith('Added')"),
-            10
-        )
-        .await,
-        "{code}: {}",
-        b.text("#status").await
-    );
 }
 
 #[tokio::test]

@@ -195,13 +195,24 @@ pub fn apply(
             give_back: Some(give_back("paid for a code this unit never issued".into())),
         };
     };
+    // This payment given back, and the code ended with it.
+    let returned = |why: String| Applied {
+        record: Some(QrPayment {
+            state: QrState::Returned {
+                provider_ref: Some(provider_ref.clone()),
+                reason: why.clone(),
+            },
+            ..r.clone()
+        }),
+        give_back: Some(give_back(why)),
+    };
     match &r.state {
         QrState::Awaiting if r.kind == PaymentKind::Charge => {
             if amount == r.amount && currency == r.currency {
                 Applied {
                     record: Some(QrPayment {
                         state: QrState::Paid {
-                            provider_ref,
+                            provider_ref: provider_ref.clone(),
                             wallet,
                         },
                         ..r.clone()
@@ -209,20 +220,10 @@ pub fn apply(
                     give_back: None,
                 }
             } else {
-                let why = format!(
+                returned(format!(
                     "paid {amount} {currency} for a code of {} {}",
                     r.amount, r.currency
-                );
-                Applied {
-                    record: Some(QrPayment {
-                        state: QrState::Returned {
-                            provider_ref: Some(provider_ref.clone()),
-                            reason: why.clone(),
-                        },
-                        ..r.clone()
-                    }),
-                    give_back: Some(give_back(why)),
-                }
+                ))
             }
         }
         // The same payment told again: nothing new.
@@ -236,17 +237,7 @@ pub fn apply(
         } if *known == provider_ref => unchanged,
         QrState::Paid { .. } => remember(r, "a second payment of a code already paid"),
         QrState::Declined { .. } | QrState::Awaiting => {
-            let why = "paid after the code was no longer valid".to_owned();
-            Applied {
-                record: Some(QrPayment {
-                    state: QrState::Returned {
-                        provider_ref: Some(provider_ref.clone()),
-                        reason: why.clone(),
-                    },
-                    ..r.clone()
-                }),
-                give_back: Some(give_back(why)),
-            }
+            returned("paid after the code was no longer valid".to_owned())
         }
         QrState::Returned { .. } => remember(r, "paid after the code was no longer valid"),
     }
