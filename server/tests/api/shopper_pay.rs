@@ -13,6 +13,26 @@ async fn app_with_wallet() -> (TestApp, WalletProvider, tempfile::TempDir) {
     crate::helpers::spawn_with_wallet().await
 }
 
+/// A till's checkout of `body` under `key`, sent in its own task (it waits while the
+/// customer pays a QR tender): the status and body it ends with.
+fn till_checkout(app: &TestApp, key: &str, body: Value) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (client, url, key) = (
+        app.client.clone(),
+        app.url("/api/v1/checkout"),
+        key.to_owned(),
+    );
+    tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    })
+}
+
 /// The QR code a till's checkout under `key` waits on, once it is shown (404
 /// `no_qr_code` until then).
 async fn till_code(app: &TestApp, key: &str) -> Value {
@@ -284,18 +304,11 @@ async fn a_cancelled_code_ends_the_checkout_and_money_paid_for_it_anyway_is_not_
 #[tokio::test]
 async fn a_till_sells_with_a_qr_tender_shown_on_its_display() {
     let (app, wallet, _dir) = app_with_wallet().await;
-    let client = app.client.clone();
-    let url = app.url("/api/v1/checkout");
-    let till = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .header("Idempotency-Key", "till-qr-1")
-            .json(&json!({"lines":[{"sku":"SOAP"}],"payment":{"method":"qr"}}))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    });
+    let till = till_checkout(
+        &app,
+        "till-qr-1",
+        json!({"lines":[{"sku":"SOAP"}],"payment":{"method":"qr"}}),
+    );
     let code = till_code(&app, "till-qr-1").await;
     // Soap is 10 % off.
     assert_eq!(code["amount"], 359, "{}", code["url"]);
@@ -313,18 +326,11 @@ async fn a_till_sells_with_a_qr_tender_shown_on_its_display() {
     assert_eq!(sale["tenders"][0]["method"], "qr");
     assert_eq!(sale["tenders"][0]["amount"], 359);
     // Split: cash and QR in one sale.
-    let client = app.client.clone();
-    let url = app.url("/api/v1/checkout");
-    let till = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .header("Idempotency-Key", "till-qr-2")
-            .json(&json!({"lines":[{"sku":"SOAP"}],"payments":[{"method":"cash","tendered":100},{"method":"qr"}]}))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    });
+    let till = till_checkout(
+        &app,
+        "till-qr-2",
+        json!({"lines":[{"sku":"SOAP"}],"payments":[{"method":"cash","tendered":100},{"method":"qr"}]}),
+    );
     let code = till_code(&app, "till-qr-2").await;
     assert_eq!(code["amount"], 259, "{}", code["url"]);
     wallet.pay(code["url"].as_str().unwrap()).await.unwrap();
@@ -426,31 +432,24 @@ async fn without_qr_payments_the_phone_is_told_to_pay_at_a_till() {
 async fn one_sale_is_split_across_every_way_to_pay() {
     let (app, wallet, _dir) = app_with_wallet().await;
     crate::helpers::seed_loyalty(&app.store).await;
-    let client = app.client.clone();
-    let url = app.url("/api/v1/checkout");
     // 4 soaps at 3.59 (10 % off) = 14.36: points 1.00, voucher 2.00, cash 3.00, card
     // 3.00, wallet 3.00, and the QR code the rest, 2.36.
-    let till = tokio::spawn(async move {
-        let r = client
-            .post(url)
-            .header("Idempotency-Key", "split-all-1")
-            .json(&json!({
-                "lines": [{"sku": "SOAP", "quantity": 4}],
-                "customer": {"card": "K-1"},
-                "payments": [
-                    {"method": "points", "amount": 100},
-                    {"method": "voucher", "code": "GIFT-1", "amount": 200},
-                    {"method": "cash", "tendered": 300},
-                    {"method": "card", "amount": 300},
-                    {"method": "wallet", "amount": 300},
-                    {"method": "qr"}
-                ]
-            }))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    });
+    let till = till_checkout(
+        &app,
+        "split-all-1",
+        json!({
+            "lines": [{"sku": "SOAP", "quantity": 4}],
+            "customer": {"card": "K-1"},
+            "payments": [
+                {"method": "points", "amount": 100},
+                {"method": "voucher", "code": "GIFT-1", "amount": 200},
+                {"method": "cash", "tendered": 300},
+                {"method": "card", "amount": 300},
+                {"method": "wallet", "amount": 300},
+                {"method": "qr"}
+            ]
+        }),
+    );
     let code = till_code(&app, "split-all-1").await;
     assert_eq!(code["amount"], 236, "{}", code["url"]);
     wallet.pay(code["url"].as_str().unwrap()).await.unwrap();
