@@ -110,6 +110,37 @@ impl Bus {
         e
     }
 
+    /// Send `cmd` (as `block`) to a device that must ACK it or answer with data: the
+    /// data, if any. Any other reply is a failure naming `device` and the command.
+    pub(crate) async fn command(
+        &self,
+        core: &DeviceCore,
+        device: &str,
+        cmd: &impl std::fmt::Debug,
+        block: &[u8],
+    ) -> Result<Option<Vec<u8>>, DeviceFault> {
+        match self.exchange(core, block).await.map_err(|e| e.fault())? {
+            BridgeReply::Ack => Ok(None),
+            BridgeReply::Data(d) => Ok(Some(d)),
+            other => Err(DeviceFault::failure(format!(
+                "{device} did not take {cmd:?}: {other:?}"
+            ))),
+        }
+    }
+
+    /// [`command`](Self::command) for a command that must be answered with data.
+    pub(crate) async fn data(
+        &self,
+        core: &DeviceCore,
+        device: &str,
+        cmd: &impl std::fmt::Debug,
+        block: &[u8],
+    ) -> Result<Vec<u8>, DeviceFault> {
+        self.command(core, device, cmd, block)
+            .await?
+            .ok_or_else(|| DeviceFault::failure(format!("{device} sent no data to {cmd:?}")))
+    }
+
     /// Send `block` (address and command, then data) and read the bridge's one
     /// reply line. A dirty link (a reply that never came, or came late) is drained
     /// first. Cancel-safe in that a cancelled exchange leaves the link dirty.

@@ -285,19 +285,15 @@ impl Shared {
 
     /// Send a command that must be ACKed (or answered with data).
     async fn command(&self, cmd: ChangerCommand) -> Result<Option<Vec<u8>>, DeviceFault> {
-        match self.send(cmd).await.map_err(|e| e.fault())? {
-            BridgeReply::Ack => Ok(None),
-            BridgeReply::Data(d) => Ok(Some(d)),
-            other => Err(DeviceFault::failure(format!(
-                "changer did not take {cmd:?}: {other:?}"
-            ))),
-        }
+        self.bus
+            .command(&self.core, "changer", &cmd, &cmd.bytes())
+            .await
     }
 
     async fn data(&self, cmd: ChangerCommand) -> Result<Vec<u8>, DeviceFault> {
-        self.command(cmd)
-            .await?
-            .ok_or_else(|| DeviceFault::failure(format!("changer sent no data to {cmd:?}")))
+        self.bus
+            .data(&self.core, "changer", &cmd, &cmd.bytes())
+            .await
     }
 
     /// One POLL, its activities as events, noted against payouts in doubt.

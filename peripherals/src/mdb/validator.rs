@@ -243,20 +243,17 @@ impl Shared {
         self.bus.exchange(&self.core, &cmd.bytes()).await
     }
 
+    /// Send a command that must be ACKed (or answered with data).
     async fn command(&self, cmd: ValidatorCommand) -> Result<Option<Vec<u8>>, DeviceFault> {
-        match self.send(cmd).await.map_err(|e| e.fault())? {
-            BridgeReply::Ack => Ok(None),
-            BridgeReply::Data(d) => Ok(Some(d)),
-            other => Err(DeviceFault::failure(format!(
-                "validator did not take {cmd:?}: {other:?}"
-            ))),
-        }
+        self.bus
+            .command(&self.core, "validator", &cmd, &cmd.bytes())
+            .await
     }
 
     async fn data(&self, cmd: ValidatorCommand) -> Result<Vec<u8>, DeviceFault> {
-        self.command(cmd)
-            .await?
-            .ok_or_else(|| DeviceFault::failure(format!("validator sent no data to {cmd:?}")))
+        self.bus
+            .data(&self.core, "validator", &cmd, &cmd.bytes())
+            .await
     }
 
     /// One POLL, its activities as events; a note's routing that answers the
