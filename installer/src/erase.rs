@@ -35,15 +35,19 @@ pub const SEALED_KEY: &str = "sealed-key";
 
 /// Files in the data dir that hold key material, destroyed after the TPM: the
 /// software sealer's key, the software anchor's state, the identity secret sealed to
-/// the TPM, and the device key (sealed, or a provisioned one in PEM). Their names are
-/// those the server writes (`outpost_server::access`, `outpost_security::tls`); the
-/// server's TPM test purges a real enrolled data dir.
-pub const KEY_FILES: [&str; 5] = [
+/// the TPM, the device key (sealed, or a provisioned one in PEM), the key a token
+/// enrolment kept for the HQ link, and the mesh identity an enrolment wrote before the
+/// first start sealed it. Their names are those the server writes
+/// (`outpost_server::access`, `outpost_security::tls`, `outpost_server::hq::enrol`,
+/// `outpost_server::mesh`); the server's TPM test purges a real enrolled data dir.
+pub const KEY_FILES: [&str; 7] = [
     "software-kek",
     "software-anchor",
     "identity-key",
     "device-key.sealed",
     "device-key.pem",
+    "hq-link/device-key.pem",
+    "p2p/identity.key",
 ];
 
 /// The default TCTI the server uses when `[security] tcti` is not set.

@@ -29,6 +29,8 @@
 //!   push to a store's gRPC port that has no mutual TLS.
 //! - [`tls`]: the device identity (certificate generated at first start or provisioned)
 //!   and the rustls configurations: TLS 1.3 server, mutual TLS to HQ with its CA pinned.
+//! - [`tls_pin`]: a unit's first contact with HQ over the WAN, before it holds HQ's CA:
+//!   the CA is trusted by the SHA-256 pin printed with the enrolment token.
 //! - [`auth`]: argon2id passwords, terminal bearer tokens, roles and permissions, the
 //!   login rate limiter, the hash-chained audit log and the demo credentials file.
 //! - [`enroll`]: the enrolment bundle HQ signs (store, unit, HQ key, escrow keys,
@@ -57,6 +59,7 @@ pub mod stream;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod tls;
+pub mod tls_pin;
 #[cfg(feature = "tpm")]
 mod tpm;
 pub mod trust;

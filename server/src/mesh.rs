@@ -9,8 +9,13 @@
 //! `<data-dir>/p2p/identity.sealed`, encrypted under the data key (purpose
 //! [`IDENTITY_PURPOSE`]), so a copy of the disk does not carry it away; the file is
 //! written 0600 and refused if group or others may read it. A plaintext
-//! `p2p/identity.key` left by an older unit is moved into it (the peer id stays the
-//! same, so the roster still holds) and then destroyed.
+//! `p2p/identity.key` left by an older unit, or written by the enrolment (which runs
+//! before the data key can be opened), is moved into it at the next start (the peer id
+//! stays the same, so the roster still holds) and then destroyed.
+//!
+//! The roster HQ gave the unit (in its enrolment answer, then by `PushRoster`) is kept
+//! in `<data-dir>/p2p/roster.json`: signed by HQ, so its integrity needs no sealing; it
+//! is read at start beside `[p2p] roster_file` and the newer version wins.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +28,8 @@ use zeroize::Zeroizing;
 
 use crate::access::{Access, AccessError};
 use crate::config::P2pSettings;
+use crate::config::mesh::MeshTrust;
+use outpost_p2p::roster::SignedRoster;
 
 /// The data-key purpose of the sealed mesh identity.
 pub const IDENTITY_PURPOSE: &str = "file:mesh-identity";
@@ -35,6 +42,10 @@ const PLAIN_FILE: &str = "identity.key";
 const SEALED_AD: &[u8] = b"outpost p2p/identity.sealed v1";
 /// Larger than any sealed identity (32 bytes plus the AEAD's overhead).
 const SEALED_MAX: u64 = 1024;
+/// The roster HQ gave this unit, in [`mesh_dir`].
+pub const ROSTER_FILE: &str = "roster.json";
+/// Larger than any roster a store has (a peer id is ~53 bytes).
+const ROSTER_MAX: u64 = 1024 * 1024;
 
 /// Why the mesh identity could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +144,78 @@ fn open_sealed(path: &Path, cipher: &Cipher, bytes: &[u8]) -> Result<Keypair, Id
     outpost_p2p::keyfile::from_secret(&mut secret).map_err(|e| bad(e.to_string()))
 }
 
+/// The plaintext identity file (`p2p/identity.key`) the enrolment writes.
+pub fn plain_identity_file(data_dir: &Path) -> PathBuf {
+    mesh_dir(data_dir).join(PLAIN_FILE)
+}
+
+/// The roster HQ gave this unit, if any.
+pub fn kept_roster(data_dir: &Path) -> Result<Option<SignedRoster>, RosterFileError> {
+    let path = mesh_dir(data_dir).join(ROSTER_FILE);
+    let Some(bytes) = fsutil::read_private(&path, ROSTER_MAX)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes).map_err(|_| RosterFileError::Unreadable {
+        path: path.clone(),
+        reason: "not UTF-8".into(),
+    })?;
+    SignedRoster::from_json(&text)
+        .map(Some)
+        .map_err(|e| RosterFileError::Unreadable {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// Keeps `roster` as the one HQ gave this unit (atomically, 0600; verified by the
+/// caller).
+pub fn keep_roster(data_dir: &Path, roster: &SignedRoster) -> Result<(), RosterFileError> {
+    let dir = mesh_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| FsError::Io {
+        op: "create",
+        path: dir.clone(),
+        source,
+    })?;
+    let json = serde_json::to_vec(roster).map_err(|e| RosterFileError::Unreadable {
+        path: dir.join(ROSTER_FILE),
+        reason: e.to_string(),
+    })?;
+    fsutil::write_private(&dir.join(ROSTER_FILE), &json)?;
+    Ok(())
+}
+
+/// Why the kept roster could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RosterFileError {
+    /// The file could not be read or written, or its mode is unsafe.
+    #[error("mesh roster: {0}")]
+    File(#[from] FsError),
+    /// The file is not a roster.
+    #[error(
+        "the mesh roster {path} is unreadable ({reason}): remove it; HQ pushes the store's roster again"
+    )]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the unit holds for the mesh: the HQ key of its enrolment and the kept roster.
+pub fn trust(data_dir: &Path, access: &Access) -> anyhow::Result<MeshTrust> {
+    let enrolled_key = access
+        .hq_verifying_key()
+        .map(|k| outpost_p2p::identity::ed25519::PublicKey::try_from_bytes(k.as_bytes()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the enrolled HQ key is not an Ed25519 key: {e}"))?;
+    Ok(MeshTrust {
+        enrolled_key,
+        kept_roster: kept_roster(data_dir)?,
+    })
+}
+
 /// This unit's identity, with the data key `access` holds.
 pub fn unit_identity(data_dir: &Path, access: &Access) -> Result<Keypair, IdentityError> {
     identity(data_dir, &access.cipher(IDENTITY_PURPOSE)?)
@@ -152,11 +235,15 @@ pub async fn start(
     data_dir: &Path,
     access: &Access,
 ) -> anyhow::Result<Option<Client>> {
+    // The enrolment's plaintext identity is sealed at the first start, mesh on or off.
+    if plain_identity_file(data_dir).exists() {
+        unit_identity(data_dir, access)?;
+    }
     if !settings.enabled {
         return Ok(None);
     }
     let keypair = unit_identity(data_dir, access)?;
-    let cfg = settings.node_config(&mesh_dir(data_dir), keypair)?;
+    let cfg = settings.node_config(&mesh_dir(data_dir), keypair, trust(data_dir, access)?)?;
     let client = outpost_p2p::start(cfg).await?;
     tracing::info!(peer_id = %client.peer_id(), listen = ?client.listen_addrs(), "Joined the store mesh");
     Ok(Some(client))

@@ -129,6 +129,13 @@ impl Application {
             )
         };
         std::fs::create_dir_all(&settings.data_dir).with_context(open_err)?;
+        if let Some(aside) = &settings.sync.awaiting_enrolment {
+            tracing::warn!(
+                hq_url = ?aside.hq_url,
+                grpc_listen = ?aside.grpc_listen,
+                "The HQ link is off until this unit is enrolled: it needs mutual TLS with the certificate and HQ's CA the enrolment brings (outpost enroll --hq URL --token T, then restart)"
+            );
+        }
         let key_path = settings.data_dir.join(crate::access::legacy::KEY_FILE);
         let escrow_for = |tls: &crate::access::transport::TlsSetup| {
             settings.sync.hq_url.clone().map(|url| {
@@ -206,8 +213,8 @@ impl Application {
         }
         if settings.p2p.enabled
             && let Some(enrolled) = security.hq_verifying_key()
+            && let Some(named) = settings.p2p.hq_public_key.as_deref()
         {
-            let named = settings.p2p.hq_public_key.as_deref().unwrap_or_default();
             let hex = outpost_security::enroll::to_hex(enrolled.as_bytes());
             if !named.trim().eq_ignore_ascii_case(&hex) {
                 anyhow::bail!(

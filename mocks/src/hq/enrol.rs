@@ -13,6 +13,9 @@
 //! first use. It signs a unit's certificate for the public key of the unit's
 //! certificate request, after checking the request's signature (the unit holds the
 //! key), with the request's DNS and IP names, for client and server authentication.
+//!
+//! **The roster**: a request with a mesh peer id puts that peer on its store's roster
+//! ([`super::roster`]), and the answer carries the new roster, signed with HQ's key.
 
 use std::path::Path;
 
@@ -24,6 +27,7 @@ use time::OffsetDateTime;
 use tonic::Status;
 
 use super::escrow::HqKeys;
+use super::roster::Rosters;
 
 /// The sled tree of tokens.
 pub const TOKENS_TREE: &str = "enroll-tokens";
@@ -331,6 +335,11 @@ impl HqCa {
         &self.pem
     }
 
+    /// The SHA-256 pin of the CA certificate, as units are given it with a token.
+    pub fn pin(&self) -> Result<outpost_security::tls_pin::CaPin, outpost_security::tls::TlsError> {
+        outpost_security::tls_pin::CaPin::of_pem("HQ's CA", self.pem().as_bytes())
+    }
+
     /// A certificate for `names` with a fresh key (HQ's own server certificate, or a
     /// test's client): `(certificate PEM, key PEM)`.
     pub fn issue(&self, names: &[&str]) -> Result<(String, String), EnrolError> {
@@ -375,6 +384,7 @@ pub fn enroll(
     tokens: &Tokens,
     ca: &HqCa,
     keys: &HqKeys,
+    rosters: &Rosters,
     request: &EnrollRequest,
 ) -> Result<EnrollReply, Status> {
     let unit = request.unit_id.trim();
@@ -390,6 +400,12 @@ pub fn enroll(
     // Checked before the token is spent: a bad request leaves the token usable.
     parse_request(&request.csr_pem)
         .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+    let peer = match request.mesh_peer_id.trim() {
+        "" => None,
+        p => Some(p.parse::<outpost_p2p::PeerId>().map_err(|_| {
+            Status::invalid_argument(format!("mesh_peer_id {p:?} is not a peer id"))
+        })?),
+    };
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let store = match tokens.redeem(&request.token, unit, now) {
         Ok(Ok(store)) => store,
@@ -407,12 +423,23 @@ pub fn enroll(
             LeasePolicy::default(),
         )
         .map_err(|e| Status::internal(format!("signing the bundle: {e}")))?;
+    let roster_json = match peer {
+        Some(peer) => {
+            let roster = rosters
+                .add(&store, peer, &keys.roster_keypair())
+                .map_err(|e| Status::internal(e.to_string()))?;
+            tracing::info!(store = %store, unit = %unit, %peer, version = roster.version, "Put the unit on its store's roster");
+            serde_json::to_string(&roster).map_err(|e| Status::internal(e.to_string()))?
+        }
+        None => String::new(),
+    };
     tracing::info!(store = %store, unit = %unit, "Enrolled a unit with a one-time token");
     Ok(EnrollReply {
         store_id: store,
         bundle_json: bundle,
         certificate_pem: certificate,
         hq_ca_pem: ca.pem().to_owned(),
+        roster_json,
     })
 }
 

@@ -110,6 +110,15 @@ impl HqKeys {
         self.signer_secret
     }
 
+    /// The signing key as the store mesh's roster key (the same Ed25519 key: an
+    /// enrolled unit trusts rosters and offers signed by the key its bundle names).
+    pub fn roster_keypair(&self) -> outpost_p2p::roster::HqKeypair {
+        let mut secret = zeroize::Zeroizing::new(self.signer_secret);
+        let secret = outpost_p2p::identity::ed25519::SecretKey::try_from_bytes(&mut secret[..])
+            .unwrap_or_else(|_| unreachable!("any 32 bytes are an Ed25519 secret key"));
+        outpost_p2p::roster::HqKeypair::from(secret)
+    }
+
     /// HQ's public keys as a unit pins them.
     pub fn publics(&self) -> (String, EscrowPublic, EscrowPublic) {
         (

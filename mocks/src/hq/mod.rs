@@ -11,6 +11,8 @@
 //!   of the blinded escrow exchange of enrolled units (share and recovery).
 //! - [`enrol`]: enrolment with a one-time token (`Enroll`): the tokens in sled, HQ's
 //!   CA that certifies the units' keys, the signed bundle in the answer.
+//! - [`enrol_endpoint`]: `Enroll` over TLS without a client certificate on its own
+//!   port, its chain ending in HQ's CA (what a unit pins to enrol over the WAN).
 //! - [`audit`]: the last audit head per unit, and alerts for a chain that went
 //!   backwards.
 //! - [`loyalty`]: [`LoyaltyLedger`]: customers' points and vouchers across units, from
@@ -23,6 +25,8 @@
 //!   an admin session), HQ's key file.
 //! - [`offer`]: artifact offers for the store mesh, signed with HQ's roster key
 //!   ([`sign_offer`]) and sent with [`offer_artifact`].
+//! - [`roster`]: the store rosters: a unit that enrols with its mesh peer id is put on
+//!   its store's roster, signed with HQ's key, which HQ then pushes to the store.
 //! - [`release`]: release rollouts: the cohort, the part a store is sent, the origin,
 //!   canary first.
 //!
@@ -32,12 +36,14 @@
 pub mod audit;
 pub mod auth;
 pub mod enrol;
+pub mod enrol_endpoint;
 pub mod escrow;
 pub mod loyalty;
 pub mod offer;
 pub mod product;
 pub mod push;
 pub mod release;
+pub mod roster;
 pub mod server;
 pub mod storage;
 

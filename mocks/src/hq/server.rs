@@ -105,6 +105,9 @@ pub enum HqError {
     /// `start` on a server already serving.
     #[error("the mock HQ is already serving on {0}")]
     AlreadyServing(SocketAddr),
+    /// The enrolment endpoint's certificate could not be made.
+    #[error("the enrolment endpoint's TLS: {0}")]
+    EnrolmentTls(String),
 }
 
 /// Counters since the mock HQ started (not persisted).
@@ -137,7 +140,7 @@ struct Counters {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     storage: Storage,
     /// A std lock: copied out in a moment, never held across `.await`.
     faults: Mutex<Faults>,
@@ -148,6 +151,8 @@ struct Shared {
     escrow: Arc<Escrow>,
     /// The one-time enrolment tokens (in `storage`'s database).
     tokens: Tokens,
+    /// The store rosters (in `storage`'s database).
+    rosters: super::roster::Rosters,
     /// HQ's CA, which signs the units' certificates at enrolment.
     ca: HqCa,
 }
@@ -155,6 +160,30 @@ struct Shared {
 impl Shared {
     fn faults(&self) -> Faults {
         *self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers one Enroll ([`super::enrol::enroll`]) off the async workers (sled and
+    /// the signatures block).
+    pub(super) async fn enroll(
+        self: &Arc<Self>,
+        request: EnrollRequest,
+    ) -> Result<Response<EnrollReply>, Status> {
+        if self.faults().fail {
+            return Err(Status::unavailable("the mock HQ is set to fail"));
+        }
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            super::enrol::enroll(
+                &shared.tokens,
+                &shared.ca,
+                shared.escrow.keys(),
+                &shared.rosters,
+                &request,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(format!("enrolment task failed: {e}")))?
+        .map(Response::new)
     }
 
     fn bump(counter: &AtomicU64, by: u64) {
@@ -189,18 +218,7 @@ impl HqService for HqSvc {
         &self,
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollReply>, Status> {
-        if self.shared.faults().fail {
-            return Err(Status::unavailable("the mock HQ is set to fail"));
-        }
-        let shared = Arc::clone(&self.shared);
-        let request = request.into_inner();
-        // sled and the signatures block: off the async workers.
-        tokio::task::spawn_blocking(move || {
-            super::enrol::enroll(&shared.tokens, &shared.ca, shared.escrow.keys(), &request)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("enrolment task failed: {e}")))?
-        .map(Response::new)
+        self.shared.enroll(request.into_inner()).await
     }
 
     async fn upload(
@@ -491,6 +509,7 @@ impl MockHq {
         let keys = HqKeys::load_or_create(data_dir)
             .map_err(|e| HqError::Storage(StorageError::Corrupt(e.to_string())))?;
         let tokens = storage.enroll_tokens()?;
+        let rosters = storage.rosters()?;
         let ca = HqCa::load_or_create(data_dir)
             .map_err(|e| HqError::Storage(StorageError::Corrupt(e.to_string())))?;
         let (serving, _) = watch::channel(false);
@@ -501,6 +520,7 @@ impl MockHq {
             serving,
             escrow: Arc::new(Escrow::new(keys)),
             tokens,
+            rosters,
             ca,
         });
         let handle = MockHqHandle {
@@ -590,6 +610,19 @@ impl MockHqHandle {
         ttl_secs: u64,
     ) -> Result<String, super::enrol::EnrolError> {
         self.shared.tokens.issue(store_id, ttl_secs)
+    }
+
+    /// The current roster of `store_id` (what `PushRoster` sends the store's units).
+    pub fn roster(
+        &self,
+        store_id: &str,
+    ) -> Result<Option<outpost_p2p::roster::SignedRoster>, super::roster::RosterStoreError> {
+        self.shared.rosters.get(store_id)
+    }
+
+    /// What the enrolment endpoint serves ([`super::enrol_endpoint`]).
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
     }
 
     /// HQ's CA: its certificate, and certificates it issues (HQ's own server

@@ -180,6 +180,13 @@ impl Storage {
         ))
     }
 
+    /// The store rosters, in this database ([`super::roster::Rosters`]).
+    pub fn rosters(&self) -> Result<super::roster::Rosters, StorageError> {
+        Ok(super::roster::Rosters::new(
+            self.db.open_tree(super::roster::ROSTERS_TREE)?,
+        ))
+    }
+
     fn audit(&self) -> MutexGuard<'_, AuditWatch> {
         // Updated in one call that leaves it consistent; a panic cannot half-apply it.
         self.audit.lock().unwrap_or_else(|p| p.into_inner())

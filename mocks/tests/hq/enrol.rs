@@ -26,20 +26,88 @@ fn unit_key() -> (rcgen::KeyPair, String) {
 }
 
 async fn enroll(url: &str, token: &str, csr: &str) -> Result<EnrollReply, tonic::Status> {
+    enroll_as(url, token, "unit-1", csr, "").await
+}
+
+/// An Enroll as `unit` with the mesh peer id `peer` (empty: none).
+async fn enroll_as(
+    url: &str,
+    token: &str,
+    unit: &str,
+    csr: &str,
+    peer: &str,
+) -> Result<EnrollReply, tonic::Status> {
     let mut client = HqServiceClient::connect(url.to_owned()).await.unwrap();
     client
         .enroll(EnrollRequest {
             token: token.into(),
-            unit_id: "unit-1".into(),
+            unit_id: unit.into(),
             csr_pem: csr.into(),
             tpm: Some(TpmFacts {
                 sealer: "tpm".into(),
                 pcrs: vec![7],
                 reachable: true,
             }),
+            mesh_peer_id: peer.into(),
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn units_enrolling_with_a_peer_id_are_put_on_their_stores_roster_signed_with_hqs_key() {
+    let (hq, _dir) = start_hq(Faults::none()).await;
+    let (_, csr) = unit_key();
+    let peer = || {
+        outpost_p2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+    };
+    let (a, b) = (peer(), peer());
+    let token = hq.issue_enroll_token("store-7", 600).unwrap();
+    // A peer id that does not parse: refused before the token is spent.
+    let err = enroll_as(&hq.url(), &token, "unit-a", &csr, "not-a-peer")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("mesh_peer_id"), "{}", err.message());
+    let first = enroll_as(&hq.url(), &token, "unit-a", &csr, &a.to_base58())
+        .await
+        .unwrap();
+    let bundle = Enrollment::verify(first.bundle_json.as_bytes()).unwrap();
+    let key = outpost_p2p::identity::ed25519::PublicKey::try_from_bytes(
+        bundle.hq_key().unwrap().as_bytes(),
+    )
+    .unwrap();
+    let roster = outpost_p2p::roster::SignedRoster::from_json(&first.roster_json)
+        .unwrap()
+        .verify(&key)
+        .expect("signed with the key the bundle names");
+    assert_eq!((roster.store_id.as_str(), roster.version), ("store-7", 1));
+    assert!(roster.contains(&a));
+
+    let token = hq.issue_enroll_token("store-7", 600).unwrap();
+    let second = enroll_as(&hq.url(), &token, "unit-b", &csr, &b.to_base58())
+        .await
+        .unwrap();
+    let roster = outpost_p2p::roster::SignedRoster::from_json(&second.roster_json)
+        .unwrap()
+        .verify(&key)
+        .unwrap();
+    assert_eq!(roster.version, 2);
+    assert!(roster.contains(&a) && roster.contains(&b));
+    assert_eq!(
+        hq.roster("store-7").unwrap().unwrap().version,
+        2,
+        "what HQ pushes to the store"
+    );
+    // Without a peer id: no roster in the answer, the store's roster unchanged.
+    let token = hq.issue_enroll_token("store-7", 600).unwrap();
+    let third = enroll_as(&hq.url(), &token, "unit-c", &csr, "")
+        .await
+        .unwrap();
+    assert!(third.roster_json.is_empty());
+    assert_eq!(hq.roster("store-7").unwrap().unwrap().version, 2);
 }
 
 #[tokio::test]
@@ -145,6 +213,7 @@ async fn a_tpm_unit_whose_tpm_did_not_answer_is_not_enrolled() {
                 pcrs: vec![7],
                 reachable: false,
             }),
+            mesh_peer_id: String::new(),
         })
         .await
         .unwrap_err();

@@ -168,6 +168,12 @@ impl StoreService for RecordingStore {
     ) -> Result<Response<PushReply>, Status> {
         unimplemented()
     }
+    async fn push_roster(
+        &self,
+        _: Request<outpost_proto::hq::RosterPush>,
+    ) -> Result<Response<PushReply>, Status> {
+        unimplemented()
+    }
     async fn push_planogram(
         &self,
         _: Request<PlanogramPush>,

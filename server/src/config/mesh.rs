@@ -87,73 +87,124 @@ fn hq_key(hex: &str) -> Result<outpost_p2p::identity::ed25519::PublicKey, MeshCo
         .map_err(|e| bad(field, format!("not an Ed25519 public key: {e}")))
 }
 
+/// What the unit itself holds for the mesh, besides its settings: the HQ key it is
+/// enrolled with and the newest roster HQ gave it (at enrolment or by `PushRoster`,
+/// kept in the data dir: [`crate::mesh`]).
+#[derive(Debug, Clone, Default)]
+pub struct MeshTrust {
+    /// The HQ key of the unit's enrolment.
+    pub enrolled_key: Option<outpost_p2p::identity::ed25519::PublicKey>,
+    /// The roster kept in the data dir.
+    pub kept_roster: Option<SignedRoster>,
+}
+
 impl P2pSettings {
-    /// Check what the types cannot; with `enabled`, also read and verify the roster.
+    /// Check what the types cannot; with `enabled`, also read the roster file and, when
+    /// the HQ key is configured, verify it.
     pub fn validate(&self) -> Result<(), MeshConfigError> {
         if !self.enabled {
             return Ok(());
         }
-        self.checked()?;
+        self.parsed()?;
+        if let (Some(hex), Some(path)) = (&self.hq_public_key, &self.roster_file) {
+            verified_file(path, &hq_key(hex)?)?;
+        }
         Ok(())
     }
 
     /// The node's configuration: its content store under `data_dir`, its identity
-    /// `keypair` (the caller keeps it; the server seals it, `crate::mesh`).
+    /// `keypair` (the caller keeps it; the server seals it, `crate::mesh`), the HQ key
+    /// (configured, else the enrolled one) and the newest of the configured roster file
+    /// and the roster kept in the data dir.
     pub fn node_config(
         &self,
         data_dir: &Path,
         keypair: outpost_p2p::identity::Keypair,
+        trust: MeshTrust,
     ) -> Result<P2pConfig, MeshConfigError> {
-        let c = self.checked()?;
-        let mut cfg = P2pConfig::new(data_dir.to_owned(), keypair, c.roster, c.hq_key);
-        cfg.listen = c.listen;
-        cfg.static_peers = c.static_peers;
+        let (listen, static_peers) = self.parsed()?;
+        let key = match (&self.hq_public_key, trust.enrolled_key) {
+            (Some(hex), _) => hq_key(hex)?,
+            (None, Some(k)) => k,
+            (None, None) => {
+                return Err(bad(
+                    "p2p.hq_public_key",
+                    "is needed when p2p is enabled on a unit not enrolled with HQ (an enrolled unit uses the HQ key of its enrolment)",
+                ));
+            }
+        };
+        let from_file = self
+            .roster_file
+            .as_deref()
+            .map(|path| verified_file(path, &key))
+            .transpose()?;
+        let kept = trust
+            .kept_roster
+            .map(|r| {
+                r.verify(&key).map(|_| r).map_err(|e| {
+                    bad(
+                        "p2p",
+                        format!(
+                            "the roster HQ gave this unit (in the data dir) does not verify under the HQ key: {e}"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let roster = match (from_file, kept) {
+            (Some(a), Some(b)) => {
+                if b.version > a.version {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(r), None) | (None, Some(r)) => r,
+            (None, None) => {
+                return Err(bad(
+                    "p2p.roster_file",
+                    "is needed: HQ has given this unit no roster yet (enrol it with `outpost enroll --hq URL --token T`, or have HQ push the store's roster), and none is configured",
+                ));
+            }
+        };
+        let mut cfg = P2pConfig::new(data_dir.to_owned(), keypair, roster, key);
+        cfg.listen = listen;
+        cfg.static_peers = static_peers;
         cfg.mdns = self.mdns;
         Ok(cfg)
     }
 
-    /// Every setting parsed, and the roster read and verified.
-    fn checked(&self) -> Result<Checked, MeshConfigError> {
+    /// The addresses parsed and the HQ key's form checked.
+    fn parsed(&self) -> Result<(Vec<Multiaddr>, Vec<Multiaddr>), MeshConfigError> {
         let listen = addrs("p2p.listen", &self.listen)?;
         if listen.is_empty() {
             return Err(bad("p2p.listen", "needs at least one address"));
         }
         let static_peers = addrs("p2p.static_peers", &self.static_peers)?;
-        let key = hq_key(
-            self.hq_public_key
-                .as_deref()
-                .ok_or_else(|| bad("p2p.hq_public_key", "is needed when p2p is enabled"))?,
-        )?;
-        let path = self
-            .roster_file
-            .as_deref()
-            .ok_or_else(|| bad("p2p.roster_file", "is needed when p2p is enabled"))?;
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            bad(
-                "p2p.roster_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        let roster = SignedRoster::from_json(&text)
-            .map_err(|e| bad("p2p.roster_file", format!("{}: {e}", path.display())))?;
-        roster
-            .verify(&key)
-            .map_err(|e| bad("p2p.roster_file", format!("{}: {e}", path.display())))?;
-        Ok(Checked {
-            listen,
-            static_peers,
-            hq_key: key,
-            roster,
-        })
+        if let Some(hex) = &self.hq_public_key {
+            hq_key(hex)?;
+        }
+        Ok((listen, static_peers))
     }
 }
 
-/// `[p2p]` parsed.
-struct Checked {
-    listen: Vec<Multiaddr>,
-    static_peers: Vec<Multiaddr>,
-    hq_key: outpost_p2p::identity::ed25519::PublicKey,
-    roster: SignedRoster,
+/// The roster file read and verified under `key`.
+fn verified_file(
+    path: &Path,
+    key: &outpost_p2p::identity::ed25519::PublicKey,
+) -> Result<SignedRoster, MeshConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(
+            "p2p.roster_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let roster = SignedRoster::from_json(&text)
+        .map_err(|e| bad("p2p.roster_file", format!("{}: {e}", path.display())))?;
+    roster
+        .verify(key)
+        .map_err(|e| bad("p2p.roster_file", format!("{}: {e}", path.display())))?;
+    Ok(roster)
 }
 
 #[cfg(test)]
@@ -200,9 +251,31 @@ mod tests {
         let mut s = enabled(dir.path());
         s.hq_public_key = Some("abcd".into());
         assert_eq!(field(s), "p2p.hq_public_key");
+        // Without a key, a unit not enrolled cannot start its node; with the enrolled
+        // key it can.
         let mut s = enabled(dir.path());
         s.hq_public_key = None;
-        assert_eq!(field(s), "p2p.hq_public_key");
+        assert!(
+            s.validate().is_ok(),
+            "an enrolled unit needs no configured key"
+        );
+        let node = |s: &P2pSettings, trust: MeshTrust| {
+            s.node_config(
+                dir.path(),
+                outpost_p2p::identity::Keypair::generate_ed25519(),
+                trust,
+            )
+        };
+        assert_eq!(
+            node(&s, MeshTrust::default()).err().unwrap().field,
+            "p2p.hq_public_key"
+        );
+        let demo = outpost_p2p::roster::demo_hq_keypair().public();
+        let trust = MeshTrust {
+            enrolled_key: Some(demo.clone()),
+            kept_roster: None,
+        };
+        assert!(node(&s, trust).is_ok());
         let mut s = enabled(dir.path());
         s.roster_file = Some(dir.path().join("missing.json"));
         assert_eq!(field(s), "p2p.roster_file");
@@ -217,5 +290,56 @@ mod tests {
         let s = enabled(dir.path());
         std::fs::write(s.roster_file.as_ref().unwrap(), "{not json").unwrap();
         assert_eq!(field(s), "p2p.roster_file");
+    }
+
+    #[test]
+    fn the_newest_of_the_file_and_the_kept_roster_wins_and_a_forged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enabled(dir.path());
+        let kp = outpost_p2p::roster::demo_hq_keypair();
+        let peer = outpost_p2p::PeerId::random();
+        let node = |s: &P2pSettings, kept: Option<SignedRoster>| {
+            s.node_config(
+                dir.path(),
+                outpost_p2p::identity::Keypair::generate_ed25519(),
+                MeshTrust {
+                    enrolled_key: None,
+                    kept_roster: kept,
+                },
+            )
+        };
+        let newer = SignedRoster::sign(&kp, "store-1", 2, [peer]);
+        let cfg = node(&s, Some(newer)).unwrap();
+        assert_eq!(
+            cfg.roster.version, 2,
+            "the kept version 2 beats the file's 1"
+        );
+        let older = SignedRoster::sign(&kp, "store-1", 0, [peer]);
+        assert_eq!(node(&s, Some(older)).unwrap().roster.version, 1);
+        // Without a file, the kept roster alone.
+        let mut only_kept = s.clone();
+        only_kept.roster_file = None;
+        let kept = SignedRoster::sign(&kp, "store-1", 1, [peer]);
+        assert_eq!(
+            node(&only_kept, Some(kept)).unwrap().roster.peers,
+            [peer.to_base58()]
+        );
+        assert_eq!(
+            node(&only_kept, None).err().unwrap().field,
+            "p2p.roster_file"
+        );
+        let forged = SignedRoster::sign(
+            &outpost_p2p::roster::HqKeypair::generate(),
+            "store-1",
+            9,
+            [peer],
+        );
+        assert!(
+            node(&s, Some(forged))
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("does not verify")
+        );
     }
 }

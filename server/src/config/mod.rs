@@ -351,6 +351,20 @@ pub struct SyncSettings {
     /// unanswered before the connection is closed: a peer that vanished (a cut cable,
     /// a half-open connection) lets go of its streams in at most twice this.
     pub grpc_keepalive_secs: u64,
+    /// The HQ link a unit not enrolled yet cannot run (it needs mutual TLS, and the
+    /// certificate and HQ's CA come with the enrolment): set aside at load, so the unit
+    /// sells with the link off until `outpost enroll` ([`Settings::load`]).
+    #[serde(skip)]
+    pub awaiting_enrolment: Option<HqLinkAside>,
+}
+
+/// `sync.hq_url` and `sync.grpc_listen` as configured, set aside until enrolment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HqLinkAside {
+    /// The configured `sync.hq_url`.
+    pub hq_url: Option<String>,
+    /// The configured `sync.grpc_listen`.
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 impl Default for SyncSettings {
@@ -360,6 +374,7 @@ impl Default for SyncSettings {
             hq_url: None,
             hq_ca: None,
             hq_client_names: vec!["hq".into()],
+            awaiting_enrolment: None,
             unit_id: "unit-1".into(),
             batch_max: 500,
             window: 8,
@@ -551,6 +566,7 @@ impl Settings {
         if let Some(u) = &flags.hq_url {
             s.sync.hq_url = Some(u.clone());
         }
+        s.adopt_enrolment();
         s.validate()?;
         Ok(s)
     }
@@ -1025,10 +1041,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.sync.hq_url.as_deref(), Some("http://localhost:50052"));
+        // A link that needs mutual TLS, on a data dir not enrolled yet: set aside (the
+        // port stays closed), not served in plaintext.
+        for (name, value) in [
+            ("OUTPOST_GRPC_LISTEN", "0.0.0.0:50051"),
+            ("OUTPOST_HQ_URL", "https://127.0.0.1:1"),
+        ] {
+            let s = Settings::load(None, env(&[(name, value)]), &Flags::default()).unwrap();
+            assert!(s.sync.awaiting_enrolment.is_some(), "{value}");
+            assert_eq!(
+                (s.sync.grpc_listen, s.sync.hq_url.as_deref()),
+                (None, None),
+                "{value}"
+            );
+            let mut back = s.clone();
+            let aside = back.sync.awaiting_enrolment.take().unwrap();
+            (back.sync.grpc_listen, back.sync.hq_url) = (aside.grpc_listen, aside.hq_url);
+            let err = back.validate().unwrap_err().to_string();
+            assert!(err.contains("hq_ca"), "{value}: {err}");
+        }
         for (name, value, field) in [
-            ("OUTPOST_GRPC_LISTEN", "0.0.0.0:50051", "sync.grpc_listen"),
             ("OUTPOST_HQ_URL", "http://10.0.0.1:50051", "sync.hq_url"),
-            ("OUTPOST_HQ_URL", "https://127.0.0.1:1", "sync.hq_url"),
             ("OUTPOST_HQ_URL", "http://:1", "sync.hq_url"),
             ("OUTPOST_HQ_URL", "ftp://127.0.0.1:1", "sync.hq_url"),
             ("OUTPOST_HQ_URL", "http://bad host:1", "sync.hq_url"),
@@ -1211,5 +1244,53 @@ mod tests {
             err.contains("sync.hq_url") && err.contains("hq_ca"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_unit_not_enrolled_sets_its_hq_link_aside_and_an_enrolled_one_finds_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = dir.path().join("outpost.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\n[sync]\nhq_url = \"https://hq.example.com:443\"\ngrpc_listen = \"0.0.0.0:50051\"\n"
+            ),
+        )
+        .unwrap();
+        let load = || Settings::load(Some(&config), env(&[]), &Flags::default());
+        // Not enrolled: the unit loads with the link off, kept aside for later.
+        let s = load().unwrap();
+        assert_eq!((s.sync.hq_url.as_deref(), s.sync.grpc_listen), (None, None));
+        let aside = s.sync.awaiting_enrolment.unwrap();
+        assert_eq!(aside.hq_url.as_deref(), Some("https://hq.example.com:443"));
+        assert_eq!(aside.grpc_listen, Some("0.0.0.0:50051".parse().unwrap()));
+        // Enrolled (a trust record) but without the link's files: a config error, as
+        // before: an enrolled unit must not run with its link silently off.
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join(outpost_security::trust::TRUST_FILE), b"x").unwrap();
+        let err = load().unwrap_err().to_string();
+        assert!(err.contains("hq_ca"), "{err}");
+        // With the files the token enrolment keeps: adopted, the link on.
+        let link = data.join(tls::HQ_LINK_DIR);
+        std::fs::create_dir_all(&link).unwrap();
+        for f in tls::HQ_LINK_FILES {
+            std::fs::write(link.join(f), b"pem").unwrap();
+        }
+        let s = load().unwrap();
+        assert!(s.sync.awaiting_enrolment.is_none());
+        assert_eq!(s.sync.hq_ca, Some(link.join("hq-ca.pem")));
+        assert_eq!(s.tls.cert, Some(link.join("device-cert.pem")));
+        assert_eq!(s.tls.key, Some(link.join("device-key.pem")));
+        assert_eq!(s.sync.hq_url.as_deref(), Some("https://hq.example.com:443"));
+        // A config that names its own paths keeps them.
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\n[tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n[sync]\nhq_ca = \"/ca.pem\"\nhq_url = \"https://hq.example.com:443\"\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(load().unwrap().sync.hq_ca, Some("/ca.pem".into()));
     }
 }

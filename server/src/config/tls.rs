@@ -1,6 +1,6 @@
 //! `[tls]`: TLS on the REST / console port and the device certificate.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -87,4 +87,52 @@ impl Settings {
     pub fn hq_mtls(&self) -> bool {
         self.sync.hq_ca.is_some()
     }
+
+    /// When the config names none of `tls.cert`, `tls.key` and `sync.hq_ca`: the
+    /// certificate, key and HQ's CA a token enrolment kept in the data dir
+    /// ([`enrolled_files`]) are used. Without them, a data dir not enrolled yet whose
+    /// HQ link needs mutual TLS (an `https://` HQ, a gRPC port off loopback) has the
+    /// link set aside ([`super::SyncSettings::awaiting_enrolment`]): the unit starts
+    /// and sells, and the link starts with the first start after `outpost enroll`.
+    pub fn adopt_enrolment(&mut self) {
+        if self.tls.cert.is_some() || self.tls.key.is_some() || self.sync.hq_ca.is_some() {
+            return;
+        }
+        if let Some([cert, key, ca]) = enrolled_files(&self.data_dir) {
+            self.tls.cert = Some(cert);
+            self.tls.key = Some(key);
+            self.sync.hq_ca = Some(ca);
+            return;
+        }
+        let https = self
+            .sync
+            .hq_url
+            .as_deref()
+            .is_some_and(|u| matches!(super::url_scheme_and_loopback(u), Ok((true, _))));
+        let open_port = self.sync.grpc_listen.is_some_and(|a| !a.ip().is_loopback());
+        let enrolled = self
+            .data_dir
+            .join(outpost_security::trust::TRUST_FILE)
+            .exists();
+        if (https || open_port) && !enrolled {
+            self.sync.awaiting_enrolment = Some(super::HqLinkAside {
+                hq_url: self.sync.hq_url.take(),
+                grpc_listen: self.sync.grpc_listen.take(),
+            });
+        }
+    }
+}
+
+/// Where a token enrolment keeps the certificate, its key and HQ's CA when the config
+/// names no place for them: this directory in the data dir.
+pub const HQ_LINK_DIR: &str = "hq-link";
+/// The files in [`HQ_LINK_DIR`]: the certificate, its key, HQ's CA.
+pub const HQ_LINK_FILES: [&str; 3] = ["device-cert.pem", "device-key.pem", "hq-ca.pem"];
+
+/// The certificate, key and CA a token enrolment put in `data_dir`, when all three
+/// are there.
+pub fn enrolled_files(data_dir: &Path) -> Option<[PathBuf; 3]> {
+    let dir = data_dir.join(HQ_LINK_DIR);
+    let files = HQ_LINK_FILES.map(|f| dir.join(f));
+    files.iter().all(|f| f.is_file()).then_some(files)
 }

@@ -4,7 +4,18 @@
 //! applied exactly as `outpost enroll --bundle` applies a file
 //! ([`crate::access::enroll_data_dir`]: TPM provisioning, the envelope, the trust
 //! record). The certificate, its key and HQ's CA go where `[tls] cert`, `[tls] key` and
-//! `sync.hq_ca` name them.
+//! `sync.hq_ca` name them, or, when the config names none, into the data dir's
+//! [`HQ_LINK_DIR`], where the server finds them ([`crate::config::Settings::load`]).
+//!
+//! The unit also makes its store-mesh identity and sends its peer id: HQ puts it on the
+//! store's roster and answers the roster, which is checked under the bundle's HQ key
+//! and kept (`p2p/roster.json`); the identity is written as `p2p/identity.key` and
+//! sealed under the data key at the first start ([`crate::mesh`]).
+//!
+//! Over loopback (an SSH tunnel) HQ is reached in plaintext; over the WAN, `https://`
+//! with the SHA-256 pin of HQ's CA given with the token
+//! ([`outpost_security::tls_pin`]): the token is sent only to the HQ whose CA hashes to
+//! it, and HQ's answer must carry that same CA.
 //!
 //! Nothing is half-done: everything that can be checked without HQ is checked first
 //! (not enrolled yet, the three paths set and free, the TPM answering and not enrolled
@@ -13,14 +24,17 @@
 //! the certificate for this key, the CA) before anything is written; the files are
 //! staged beside their places and renamed in only once the data dir is enrolled.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use outpost_p2p::roster::SignedRoster;
 use outpost_proto::hq::hq_service_client::HqServiceClient;
 use outpost_proto::hq::{EnrollRequest, TpmFacts};
 use outpost_security::enroll::Enrollment;
 use outpost_security::fsutil;
 use outpost_security::tls::DeviceIdentity;
+use outpost_security::tls_pin::CaPin;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::access::AccessError;
@@ -29,6 +43,7 @@ use crate::store::StoreOptions;
 
 /// How long the call to HQ may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::config::tls::{HQ_LINK_DIR, HQ_LINK_FILES, enrolled_files};
 
 /// Why an enrolment with a token stopped. Each says whether the token was spent.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +75,16 @@ pub enum TokenEnrolError {
         "applying HQ's bundle failed: {0}. The certificate was not installed; the token is spent: ask HQ for a new one"
     )]
     Apply(#[source] AccessError),
+    /// HQ's enrolment endpoint did not show the pinned CA; the token was not sent.
+    #[error(
+        "HQ at {url} is not the HQ whose CA was pinned ({reason}). Nothing was sent or changed: check the pin printed with the token and the URL"
+    )]
+    NotPinned {
+        /// `--hq`.
+        url: String,
+        /// The TLS verifier's reason.
+        reason: String,
+    },
     /// Writing the certificate, key or CA failed.
     #[error("cannot write {path}: {reason}")]
     Write {
@@ -79,22 +104,35 @@ pub struct TokenEnrolment {
     pub unit_id: String,
     /// Where the certificate, key and HQ's CA went.
     pub files: [PathBuf; 3],
+    /// The unit's store-mesh peer id.
+    pub peer_id: String,
+    /// The version of the store roster HQ put the unit on (none: HQ sent no roster).
+    pub roster_version: Option<u64>,
 }
 
 fn not_ready(s: impl Into<String>) -> TokenEnrolError {
     TokenEnrolError::NotReady(s.into())
 }
 
-/// The three destinations: `[tls] cert`, `[tls] key`, `sync.hq_ca`, each free.
+/// The three destinations: `[tls] cert`, `[tls] key`, `sync.hq_ca` when the config
+/// names all three, the data dir's [`HQ_LINK_DIR`] when it names none; each free.
 fn destinations(settings: &Settings) -> Result<[PathBuf; 3], TokenEnrolError> {
-    let (Some(cert), Some(key), Some(ca)) = (
+    let named = (
         settings.tls.cert.clone(),
         settings.tls.key.clone(),
         settings.sync.hq_ca.clone(),
-    ) else {
-        return Err(not_ready(
-            "set [tls] cert and key and [sync] hq_ca in the config: the enrolment writes the certificate HQ issues, its key and HQ's CA there",
-        ));
+    );
+    let [cert, key, ca] = match named {
+        (Some(cert), Some(key), Some(ca)) => [cert, key, ca],
+        (None, None, None) => {
+            let dir = settings.data_dir.join(HQ_LINK_DIR);
+            HQ_LINK_FILES.map(|f| dir.join(f))
+        }
+        _ => {
+            return Err(not_ready(
+                "set all of [tls] cert and key and [sync] hq_ca in the config, or none of them (the enrolment then keeps the certificate HQ issues, its key and HQ's CA in the data dir)",
+            ));
+        }
     };
     for p in [&cert, &key] {
         if p.exists() {
@@ -158,11 +196,53 @@ fn stage(path: &Path, bytes: &[u8], private: bool) -> Result<PathBuf, TokenEnrol
     Ok(staged)
 }
 
-/// Enrols the stopped server's data dir with HQ at `url` and the one-time `token`.
+/// How to reach HQ: plaintext on loopback, or TLS under the pinned CA.
+async fn connect(
+    url: &str,
+    pin: Option<CaPin>,
+) -> Result<tonic::transport::Channel, TokenEnrolError> {
+    let unreachable = |reason: String| TokenEnrolError::Unreachable {
+        url: url.to_owned(),
+        reason,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT);
+    match pin {
+        None => endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string())),
+        Some(pin) => {
+            let config = outpost_security::tls_pin::pinned_client_config(pin)
+                .map_err(|e| not_ready(format!("the TLS configuration: {e}")))?;
+            let connector = outpost_proto::grpc_tls::TlsConnector::new(&config);
+            let channel = endpoint.connect_with_connector(connector.clone()).await;
+            channel.map_err(|e| {
+                let reason = connector
+                    .take_error()
+                    .unwrap_or_else(|| outpost_proto::grpc_tls::error_chain(&e));
+                if reason.contains("invalid peer certificate") {
+                    TokenEnrolError::NotPinned {
+                        url: url.to_owned(),
+                        reason,
+                    }
+                } else {
+                    unreachable(reason)
+                }
+            })
+        }
+    }
+}
+
+/// Enrols the stopped server's data dir with HQ at `url` and the one-time `token`;
+/// `pin` (HQ's CA's SHA-256, given with the token) is needed for an `https://` URL.
 pub async fn enroll_with_token(
     settings: &Settings,
     url: &str,
     token: &SecretString,
+    pin: Option<CaPin>,
 ) -> Result<TokenEnrolment, TokenEnrolError> {
     let key_path = settings.data_dir.join(crate::access::legacy::KEY_FILE);
     if crate::access::anchor::is_enrolled(&key_path).map_err(|e| not_ready(e.to_string()))? {
@@ -172,14 +252,32 @@ pub async fn enroll_with_token(
         )));
     }
     let files = destinations(settings)?;
-    match crate::config::url_scheme_and_loopback(url) {
-        Ok((false, true)) => {}
-        Ok(_) => {
+    match (crate::config::url_scheme_and_loopback(url), pin) {
+        (Ok((false, true)), None) | (Ok((true, _)), Some(_)) => {}
+        (Ok((true, _)), None) => {
             return Err(not_ready(format!(
-                "--hq {url}: before its first enrolment the unit has no pin for HQ's certificate, so this build enrols over loopback only (http://127.0.0.1:PORT, e.g. through an SSH tunnel to HQ)"
+                "--hq {url}: the unit has no HQ CA yet, so it needs the pin HQ printed with the token: add --hq-ca-pin sha256:..."
             )));
         }
-        Err(m) => return Err(not_ready(format!("--hq: {m}"))),
+        (Ok((false, _)), Some(_)) => {
+            return Err(not_ready(format!(
+                "--hq {url}: a pin goes with an https:// URL (HQ's enrolment endpoint)"
+            )));
+        }
+        (Ok((false, false)), None) => {
+            return Err(not_ready(format!(
+                "--hq {url}: plaintext only reaches HQ on loopback (http://127.0.0.1:PORT, e.g. through an SSH tunnel); over the network use https:// with --hq-ca-pin"
+            )));
+        }
+        (Err(m), _) => return Err(not_ready(format!("--hq: {m}"))),
+    }
+    let mesh_plain = crate::mesh::plain_identity_file(&settings.data_dir);
+    let mesh_dir = crate::mesh::mesh_dir(&settings.data_dir);
+    if mesh_dir.join("identity.sealed").exists() || mesh_plain.exists() {
+        return Err(not_ready(format!(
+            "{} holds a mesh identity already: the enrolment makes the unit's identity for HQ's roster (remove it on a unit that was never on a roster)",
+            mesh_dir.display()
+        )));
     }
     let tpm = {
         let s = settings.clone();
@@ -194,29 +292,26 @@ pub async fn enroll_with_token(
         .and_then(|r| r.pem())
         .map_err(|e| not_ready(format!("the certificate request: {e}")))?;
 
-    let unreachable = |reason: String| TokenEnrolError::Unreachable {
-        url: url.to_owned(),
-        reason,
-    };
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(TIMEOUT)
-        .timeout(TIMEOUT)
-        .connect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let identity = outpost_p2p::identity::Keypair::generate_ed25519();
+    let peer = identity.public().to_peer_id();
+
+    let channel = connect(url, pin).await?;
     let reply = HqServiceClient::new(channel)
         .enroll(EnrollRequest {
             token: token.expose_secret().to_owned(),
             unit_id: unit.clone(),
             csr_pem: csr,
             tpm: Some(tpm),
+            mesh_peer_id: peer.to_base58(),
         })
         .await;
     let reply = match reply {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == tonic::Code::Unavailable => {
-            return Err(unreachable(s.message().to_owned()));
+            return Err(TokenEnrolError::Unreachable {
+                url: url.to_owned(),
+                reason: s.message().to_owned(),
+            });
         }
         Err(s) => return Err(TokenEnrolError::Refused(s.message().to_owned())),
     };
@@ -243,19 +338,79 @@ pub async fn enroll_with_token(
         .map_err(|e| bad(format!("the certificate is not for this unit's key: {e}")))?;
     outpost_security::tls::parse_certs("HQ's CA", reply.hq_ca_pem.as_bytes())
         .map_err(|e| bad(e.to_string()))?;
+    if let Some(pin) = pin {
+        let answered =
+            CaPin::of_pem("HQ's CA", reply.hq_ca_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        if answered != pin {
+            return Err(bad(format!(
+                "the CA in the answer ({answered}) is not the pinned one ({pin})"
+            )));
+        }
+    }
+    let roster = roster_for(&bundle, &reply.roster_json, &peer).map_err(bad)?;
 
-    let staged = [
-        stage(&files[0], reply.certificate_pem.as_bytes(), false)?,
-        stage(&files[1], key_pem.as_bytes(), true)?,
-        stage(&files[2], reply.hq_ca_pem.as_bytes(), false)?,
-    ];
     // A bare data dir is made here, and taken away again if the bundle does not apply.
     let made_dir = !settings.data_dir.exists();
-    if made_dir {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|e| TokenEnrolError::Write {
-            path: settings.data_dir.clone(),
-            reason: e.to_string(),
-        })?;
+    let made: Vec<PathBuf> = [
+        settings.data_dir.clone(),
+        settings.data_dir.join(HQ_LINK_DIR),
+        mesh_dir.clone(),
+    ]
+    .into_iter()
+    .filter(|d| !d.exists())
+    .collect();
+    let undo_dirs = |made: &[PathBuf]| {
+        for d in made.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    };
+    let needed: Vec<&Path> = files
+        .iter()
+        .filter_map(|f| f.parent())
+        .chain([mesh_dir.as_path()])
+        .collect();
+    for dir in needed {
+        let created = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+        if let Err(e) = created {
+            undo_dirs(&made);
+            return Err(TokenEnrolError::Write {
+                path: dir.to_owned(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    let mut staged: Vec<PathBuf> = Vec::new();
+    let staging = (|| -> Result<(), TokenEnrolError> {
+        staged.push(stage(&files[0], reply.certificate_pem.as_bytes(), false)?);
+        staged.push(stage(&files[1], key_pem.as_bytes(), true)?);
+        staged.push(stage(&files[2], reply.hq_ca_pem.as_bytes(), false)?);
+        // The 64-byte key pair, as `outpost_p2p::keyfile` reads it.
+        let pair = identity
+            .clone()
+            .try_into_ed25519()
+            .map_err(|_| not_ready("the mesh identity is not an Ed25519 key"))?;
+        let bytes = zeroize::Zeroizing::new(pair.to_bytes());
+        staged.push(stage(&mesh_plain, &bytes[..], true)?);
+        if let Some(roster) = &roster {
+            let json = serde_json::to_vec(roster)
+                .map_err(|e| TokenEnrolError::BadAnswer(e.to_string()))?;
+            staged.push(stage(
+                &mesh_dir.join(crate::mesh::ROSTER_FILE),
+                &json,
+                true,
+            )?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = staging {
+        for f in &staged {
+            let _ = std::fs::remove_file(f);
+        }
+        undo_dirs(&made);
+        return Err(e);
     }
     let applied = {
         let s = settings.clone();
@@ -272,10 +427,17 @@ pub async fn enroll_with_token(
         }
         if made_dir {
             let _ = std::fs::remove_dir_all(&settings.data_dir);
+        } else {
+            undo_dirs(&made);
         }
         return Err(TokenEnrolError::Apply(e));
     }
-    for (from, to) in staged.iter().zip(&files) {
+    let mut places: Vec<PathBuf> = files.to_vec();
+    places.push(mesh_plain.clone());
+    if roster.is_some() {
+        places.push(mesh_dir.join(crate::mesh::ROSTER_FILE));
+    }
+    for (from, to) in staged.iter().zip(&places) {
         std::fs::rename(from, to).map_err(|e| TokenEnrolError::Write {
             path: to.clone(),
             reason: e.to_string(),
@@ -285,5 +447,33 @@ pub async fn enroll_with_token(
         store_id: reply.store_id,
         unit_id: unit,
         files,
+        peer_id: peer.to_base58(),
+        roster_version: roster.map(|r| r.version),
     })
+}
+
+/// HQ's roster from the answer: none when HQ sent none; else signed by the bundle's HQ
+/// key, for the bundle's store, naming this unit.
+fn roster_for(
+    bundle: &Enrollment,
+    json: &str,
+    me: &outpost_p2p::PeerId,
+) -> Result<Option<SignedRoster>, String> {
+    if json.is_empty() {
+        return Ok(None);
+    }
+    let key = bundle.hq_key().map_err(|e| e.to_string())?;
+    let key = outpost_p2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
+        .map_err(|e| format!("the HQ key: {e}"))?;
+    let signed = SignedRoster::from_json(json).map_err(|e| format!("the roster: {e}"))?;
+    let roster = signed
+        .verify(&key)
+        .map_err(|e| format!("the roster: {e}"))?;
+    if roster.store_id != bundle.store_id || !roster.contains(me) {
+        return Err(format!(
+            "the roster is for store {:?} and does not name this unit ({me})",
+            roster.store_id
+        ));
+    }
+    Ok(Some(signed))
 }

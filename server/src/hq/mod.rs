@@ -12,6 +12,8 @@
 //!   stored by [`records`] (versioned records in the journal).
 //! - [`convert`]: HQ's messages into domain types.
 //! - [`loyalty_push`]: loyalty rules, customers and vouchers (`docs/loyalty.md`).
+//! - [`roster_push`]: the store mesh's roster HQ pushes (kept in the data dir, applied
+//!   to the running mesh).
 //! - [`uplink`]: the task that delivers the outbox to HQ's `HqService` exactly once.
 //! - [`status`]: the sync status (backlog, link, pushed versions).
 //! - [`events`]: the watcher that writes device events, alerts and telemetry for HQ.
@@ -38,6 +40,7 @@ pub mod loyalty_push;
 pub mod metrics;
 pub mod record_push;
 pub mod records;
+pub mod roster_push;
 pub mod service;
 pub mod status;
 pub mod uplink;

@@ -229,6 +229,20 @@ impl StoreService for StoreGrpc {
         .map(Response::new)
     }
 
+    async fn push_roster(
+        &self,
+        request: Request<hq::RosterPush>,
+    ) -> Result<Response<hq::PushReply>, Status> {
+        super::roster_push::apply(
+            &self.settings,
+            self.security()?,
+            self.artifacts.as_ref().map(|a| a.mesh()),
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
+    }
+
     async fn push_stock_counts(
         &self,
         request: Request<hq::StockCountsPush>,

@@ -120,3 +120,32 @@ fn a_fitting_machine_has_no_error_and_each_fault_is_named_with_its_fix() {
     assert!(out.starts_with("error    config"), "{out}");
     assert!(out.contains("listen"), "{out}");
 }
+
+/// A unit installed from the template but not enrolled yet: its HQ link (mutual TLS)
+/// waits for the enrolment, and doctor says how to enrol, without an error (the unit
+/// sells meanwhile).
+#[test]
+fn a_unit_waiting_for_enrolment_is_told_how_to_enrol() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("outpost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{}\"\ndata_dir = {data:?}\n\
+             [security]\nallow_software = true\n\
+             [sync]\nhq_url = \"https://hq.example.com:443\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let (passed, out) = doctor(&config);
+    assert!(passed, "{out}");
+    assert!(
+        out.contains(
+            "warning  hq         the HQ link (https://hq.example.com:443) waits for enrolment"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("outpost enroll --hq https://"), "{out}");
+}

@@ -60,7 +60,7 @@ async fn a_bare_data_dir_becomes_an_enrolled_unit_whose_sale_reaches_hq() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = enroll_with_token(&s, &format!("http://127.0.0.1:{dead}"), &token(&good))
+    let err = enroll_with_token(&s, &format!("http://127.0.0.1:{dead}"), &token(&good), None)
         .await
         .unwrap_err();
     assert!(matches!(err, TokenEnrolError::Unreachable { .. }), "{err}");
@@ -68,7 +68,7 @@ async fn a_bare_data_dir_becomes_an_enrolled_unit_whose_sale_reaches_hq() {
     nothing("an unreachable HQ");
     let mut no_tpm = s.clone();
     no_tpm.security.tcti = format!("swtpm:host=127.0.0.1,port={dead}");
-    let err = enroll_with_token(&no_tpm, &hq.url(), &token(&good))
+    let err = enroll_with_token(&no_tpm, &hq.url(), &token(&good), None)
         .await
         .unwrap_err();
     assert!(
@@ -77,18 +77,26 @@ async fn a_bare_data_dir_becomes_an_enrolled_unit_whose_sale_reaches_hq() {
         "{err}"
     );
     nothing("a missing TPM");
-    for url in ["http://127.0.0.1.example.com:80", "https://hq.example.com"] {
-        let err = enroll_with_token(&s, url, &token(&good)).await.unwrap_err();
-        assert!(err.to_string().contains("loopback only"), "{err}");
+    for (url, says) in [
+        (
+            "http://127.0.0.1.example.com:80",
+            "only reaches HQ on loopback",
+        ),
+        ("https://hq.example.com", "--hq-ca-pin"),
+    ] {
+        let err = enroll_with_token(&s, url, &token(&good), None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
         nothing("a URL off loopback");
     }
-    let err = enroll_with_token(&s, &hq.url(), &token("OPET-0000"))
+    let err = enroll_with_token(&s, &hq.url(), &token("OPET-0000"), None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not one HQ issued"), "{err}");
     nothing("a wrong token");
 
-    let done = enroll_with_token(&s, &hq.url(), &token(&good))
+    let done = enroll_with_token(&s, &hq.url(), &token(&good), None)
         .await
         .unwrap();
     assert_eq!(
@@ -122,6 +130,7 @@ async fn a_bare_data_dir_becomes_an_enrolled_unit_whose_sale_reaches_hq() {
         &unit_settings(&other, &other_etc, &tpm2),
         &hq.url(),
         &token(&good),
+        None,
     )
     .await
     .unwrap_err();
@@ -130,7 +139,7 @@ async fn a_bare_data_dir_becomes_an_enrolled_unit_whose_sale_reaches_hq() {
     assert!(snapshot(&other_etc).is_empty());
     // Enrolling the enrolled unit again is refused before HQ is asked.
     let again = hq.issue_enroll_token("store-1", 600).unwrap();
-    let err = enroll_with_token(&s, &hq.url(), &token(&again))
+    let err = enroll_with_token(&s, &hq.url(), &token(&again), None)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("enrolled already"), "{err}");

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 mod bench;
+mod enrol_mesh;
 mod enrol_token;
 #[path = "../cli/login_storm.rs"]
 mod login_storm;

@@ -21,7 +21,8 @@ pub struct EnrollTokenArgs {
     ttl_secs: u64,
 }
 
-/// Issues the token and prints it.
+/// Issues the token and prints it, then (on standard error) HQ's CA pin and the
+/// command a technician runs on the unit over the WAN.
 pub fn enroll_token(args: EnrollTokenArgs) -> anyhow::Result<()> {
     let storage = Storage::open(&args.data_dir).with_context(|| {
         format!(
@@ -33,6 +34,12 @@ pub fn enroll_token(args: EnrollTokenArgs) -> anyhow::Result<()> {
         .enroll_tokens()?
         .issue(&args.store_id, args.ttl_secs)
         .context("Failed to issue the token")?;
+    let ca = outpost_mocks::hq::enrol::HqCa::load_or_create(&args.data_dir)
+        .context("Failed to read HQ's CA")?;
     println!("{token}");
+    eprintln!(
+        "HQ's CA pin: {pin}\nOn the unit: outpost enroll --hq https://HQ-ENROLMENT-HOST:PORT --token {token} --hq-ca-pin {pin}",
+        pin = ca.pin().context("HQ's CA certificate")?
+    );
     Ok(())
 }

@@ -372,6 +372,14 @@ struct ServeArgs {
     summary_secs: u64,
     #[command(flatten)]
     tls: ServerTlsArgs,
+    /// Also serve the enrolment endpoint here: Enroll only, TLS without a client
+    /// certificate, its chain ending in HQ's CA (units pin it by the SHA-256 that
+    /// `enroll-token` prints).
+    #[arg(long, value_name = "ADDR")]
+    enrol_listen: Option<SocketAddr>,
+    /// A host name or IP units dial the enrolment endpoint by (repeat for more).
+    #[arg(long = "enrol-name", value_name = "NAME", requires = "enrol_listen")]
+    enrol_names: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -490,6 +498,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("Failed to start the mock HQ")?;
     tracing::info!(url = %hq.url(), data_dir = %args.data_dir.display(), ?faults, "Mock HQ started");
+    let _enrolment = match args.enrol_listen {
+        Some(addr) => {
+            anyhow::ensure!(
+                !args.enrol_names.is_empty(),
+                "--enrol-listen needs at least one --enrol-name (the host name or IP units dial)"
+            );
+            let names: Vec<&str> = args.enrol_names.iter().map(String::as_str).collect();
+            let endpoint = hq
+                .serve_enrolment(addr, &names)
+                .await
+                .context("Failed to start the enrolment endpoint")?;
+            tracing::info!(url = %endpoint.url(), ca_pin = %hq.ca().pin().context("HQ's CA certificate")?, "Enrolment endpoint started");
+            Some(endpoint)
+        }
+        None => None,
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(args.summary_secs.max(1)));
     tick.tick().await;
     loop {

@@ -66,8 +66,10 @@ pub enum Command {
     /// names. Nothing of the data is re-encrypted.
     ///
     /// With `--hq URL --token T` instead of `--bundle`: ask HQ for the bundle with its
-    /// one-time token; the device key is made here, and the certificate HQ issues for
-    /// it, its key and HQ's CA go where `[tls] cert`, `[tls] key` and `sync.hq_ca` say.
+    /// one-time token; the device key and the mesh identity are made here, and the
+    /// certificate HQ issues for the key, the key and HQ's CA go where `[tls] cert`,
+    /// `[tls] key` and `sync.hq_ca` say (or into the data dir when the config names
+    /// none); HQ puts the unit on its store's mesh roster.
     Enroll {
         /// The bundle (JSON) HQ signed for this unit.
         #[arg(
@@ -77,9 +79,15 @@ pub enum Command {
             conflicts_with = "hq"
         )]
         bundle: Option<PathBuf>,
-        /// HQ's gRPC URL for the enrolment (loopback in this build, e.g. an SSH tunnel).
+        /// HQ's enrolment endpoint: `https://HOST:PORT` with --hq-ca-pin, or
+        /// `http://127.0.0.1:PORT` on loopback (an SSH tunnel to HQ).
         #[arg(long, value_name = "URL", requires = "token")]
         hq: Option<String>,
+        /// The SHA-256 of HQ's CA certificate, as HQ printed it with the token
+        /// (`sha256:` and 64 hex digits): the unit trusts the https:// endpoint only
+        /// under that CA.
+        #[arg(long, value_name = "PIN", requires = "hq")]
+        hq_ca_pin: Option<String>,
         /// The one-time enrolment token HQ issued for this store.
         #[arg(long, value_name = "TOKEN", requires = "hq")]
         token: Option<String>,

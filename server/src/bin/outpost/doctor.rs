@@ -98,7 +98,17 @@ fn checks(s: &Settings) -> Vec<Finding> {
     if let Some(g) = s.sync.grpc_listen {
         out.push(plain_port("grpc", g));
     }
-    out.push(hq(s.sync.hq_url.as_deref()));
+    match &s.sync.awaiting_enrolment {
+        Some(aside) => out.push(warn(
+            "hq",
+            format!(
+                "the HQ link ({}) waits for enrolment: it needs the certificate and HQ's CA the enrolment brings; sales stay in the outbox",
+                aside.hq_url.as_deref().unwrap_or("gRPC port only")
+            ),
+            "run `outpost enroll --hq https://HQ-ENROLMENT-HOST:PORT --token TOKEN --hq-ca-pin PIN` with the token and pin HQ issued, then `systemctl restart outpost`",
+        )),
+        None => out.push(hq(s.sync.hq_url.as_deref())),
+    }
     if s.p2p.enabled {
         for peer in &s.p2p.static_peers {
             out.push(mesh_peer(peer));

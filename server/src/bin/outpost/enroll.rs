@@ -46,11 +46,20 @@ pub fn run(bundle: &Path, pin_stdin: bool, common: &Common) -> anyhow::Result<()
 }
 
 /// Enrols the stopped server's data dir with HQ's one-time token, over gRPC.
-pub async fn run_token(url: &str, token: &str, common: &Common) -> anyhow::Result<()> {
+pub async fn run_token(
+    url: &str,
+    token: &str,
+    pin: Option<&str>,
+    common: &Common,
+) -> anyhow::Result<()> {
     let s = common.settings()?;
     outpost_server::telemetry::init("warn");
+    let pin = pin
+        .map(outpost_security::tls_pin::CaPin::parse)
+        .transpose()
+        .context("--hq-ca-pin")?;
     let token = SecretString::from(token.trim().to_owned());
-    let done = outpost_server::hq::enrol::enroll_with_token(&s, url, &token)
+    let done = outpost_server::hq::enrol::enroll_with_token(&s, url, &token, pin)
         .await
         .with_context(|| {
             format!(
@@ -67,5 +76,18 @@ pub async fn run_token(url: &str, token: &str, common: &Common) -> anyhow::Resul
         done.files[1].display(),
         done.files[2].display()
     );
+    match done.roster_version {
+        Some(v) => println!(
+            "On the store mesh as {} (roster version {v}); HQ pushes the new roster to the store's other units",
+            done.peer_id
+        ),
+        None => println!(
+            "HQ sent no mesh roster: this unit ({}) is not on its store's mesh yet",
+            done.peer_id
+        ),
+    }
+    if s.sync.awaiting_enrolment.is_some() {
+        println!("Restart the service to start the HQ link: systemctl restart outpost");
+    }
     Ok(())
 }

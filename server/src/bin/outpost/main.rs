@@ -72,11 +72,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bundle,
             hq,
             token,
+            hq_ca_pin,
             pin_stdin,
             common,
         } => match (bundle, hq, token) {
             (Some(bundle), _, _) => enroll::run(&bundle, pin_stdin, &common),
-            (None, Some(hq), Some(token)) => enroll::run_token(&hq, &token, &common).await,
+            (None, Some(hq), Some(token)) => {
+                enroll::run_token(&hq, &token, hq_ca_pin.as_deref(), &common).await
+            }
             _ => anyhow::bail!("give --bundle FILE, or --hq URL and --token TOKEN"),
         },
         Command::Terminals { what } => terminals::run(what),

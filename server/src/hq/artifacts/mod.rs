@@ -315,6 +315,11 @@ impl Artifacts {
             .map_err(|()| StoreError::Corrupt("artifact record removal refused".into()))
     }
 
+    /// The mesh node the artifacts travel through.
+    pub fn mesh(&self) -> &Client {
+        &self.mesh
+    }
+
     /// What this unit knows of `root_hex`: its record and the mesh's byte counts
     /// (from origin, from peers).
     pub async fn state(
