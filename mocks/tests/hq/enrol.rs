@@ -56,7 +56,7 @@ async fn enroll_as(
 
 #[tokio::test]
 async fn units_enrolling_with_a_peer_id_are_put_on_their_stores_roster_signed_with_hqs_key() {
-    let (hq, _dir) = start_hq(Faults::none()).await;
+    let (hq, dir) = start_hq(Faults::none()).await;
     let (_, csr) = unit_key();
     let peer = || {
         outpost_p2p::identity::Keypair::generate_ed25519()
@@ -108,6 +108,28 @@ async fn units_enrolling_with_a_peer_id_are_put_on_their_stores_roster_signed_wi
         .unwrap();
     assert!(third.roster_json.is_empty());
     assert_eq!(hq.roster("store-7").unwrap().unwrap().version, 2);
+
+    // `outpost-hq roster` prints the same roster from the stopped HQ's storage.
+    hq.shutdown().await.unwrap();
+    let roster_cli = |store: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_outpost-hq"))
+            .args(["roster", "--store-id", store, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = roster_cli("store-7");
+    assert!(out.status.success(), "{out:?}");
+    let printed =
+        outpost_p2p::roster::SignedRoster::from_json(&String::from_utf8_lossy(&out.stdout))
+            .unwrap();
+    assert_eq!(printed.version, 2);
+    let out = roster_cli("store-8");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No unit of store"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! `outpost-hq enroll-token`: a one-time enrolment token for a store, kept in the
-//! HQ's sled storage (`outpost_mocks::hq::enrol`). The storage is one process's at a
-//! time: run it while `serve` on the same data dir is stopped.
+//! HQ's sled storage (`outpost_mocks::hq::enrol`); `outpost-hq roster` prints the
+//! store's mesh roster the enrolments made, and `push-roster` sends it to a unit. The
+//! storage is one process's at a time: run them while `serve` on the same data dir is
+//! stopped.
 
 use std::path::PathBuf;
 
@@ -42,4 +44,60 @@ pub fn enroll_token(args: EnrollTokenArgs) -> anyhow::Result<()> {
         pin = ca.pin().context("HQ's CA certificate")?
     );
     Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct RosterArgs {
+    /// The mock HQ's data dir (the one `serve --data-dir` uses).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The store whose roster to print.
+    #[arg(long)]
+    store_id: String,
+}
+
+/// Prints a store's roster (signed JSON), as units enrolling onto it got it.
+pub fn roster(args: RosterArgs) -> anyhow::Result<()> {
+    let storage = Storage::open(&args.data_dir).with_context(|| {
+        format!(
+            "Failed to open the mock HQ's storage in {} (stop `serve` on it first)",
+            args.data_dir.display()
+        )
+    })?;
+    let roster = storage
+        .rosters()?
+        .get(&args.store_id)?
+        .with_context(|| format!("No unit of store {:?} is on a roster", args.store_id))?;
+    println!("{}", serde_json::to_string(&roster)?);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct PushRosterArgs {
+    /// The unit's gRPC URL (https:// with --ca).
+    #[arg(long)]
+    store: String,
+    #[command(flatten)]
+    tls: super::ClientTlsArgs,
+    #[command(flatten)]
+    auth: super::CredentialArgs,
+    /// The roster file (`outpost-hq roster` prints it).
+    file: PathBuf,
+}
+
+/// Pushes a roster to one unit (`StoreService.PushRoster`).
+pub async fn push_roster(args: PushRosterArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("Failed to read {}", args.file.display()))?;
+    let mut client = outpost_mocks::hq::push::connect(
+        &args.store,
+        args.tls.config()?.as_ref(),
+        &args.auth.credentials()?,
+    )
+    .await?;
+    super::print_reply(
+        client
+            .push_roster(outpost_proto::hq::RosterPush { roster_json: text })
+            .await,
+    )
 }

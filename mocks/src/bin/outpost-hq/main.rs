@@ -55,6 +55,11 @@ enum Command {
     /// Issue a one-time enrolment token for a store (`outpost enroll --hq URL --token
     /// T` on the unit spends it); run it while `serve` on the data dir is stopped.
     EnrollToken(enrol::EnrollTokenArgs),
+    /// Print a store's mesh roster (signed JSON): the units that enrolled with their
+    /// peer ids; run it while `serve` on the data dir is stopped.
+    Roster(enrol::RosterArgs),
+    /// Push a roster (`roster` prints it) to a unit of the store (`PushRoster`).
+    PushRoster(enrol::PushRosterArgs),
     /// Send a store a presence lease signed with HQ's key (a unit that trusts an HQ key
     /// does not transact without one).
     SendLease(SendLeaseArgs),
@@ -463,6 +468,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::PushPlanogram(args) => push_planogram(args).await,
         Command::Enroll(args) => enroll(args),
         Command::EnrollToken(args) => enrol::enroll_token(args),
+        Command::Roster(args) => enrol::roster(args),
+        Command::PushRoster(args) => enrol::push_roster(args).await,
         Command::SendLease(args) => send_lease(args).await,
         Command::Keygen { out } => {
             let key = auth::write_hq_key(&out)
