@@ -49,6 +49,16 @@ impl std::fmt::Display for CaPin {
 pub struct PinError(String);
 
 impl CaPin {
+    /// The 32 bytes of the hash.
+    pub fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
+
+    /// A pin from the 32 bytes of a hash.
+    pub fn from_bytes(bytes: [u8; 32]) -> CaPin {
+        CaPin(bytes)
+    }
+
     /// The pin of a certificate (DER).
     pub fn of(der: &[u8]) -> CaPin {
         CaPin(Sha256::digest(der).into())

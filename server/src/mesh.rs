@@ -9,9 +9,10 @@
 //! `<data-dir>/p2p/identity.sealed`, encrypted under the data key (purpose
 //! [`IDENTITY_PURPOSE`]), so a copy of the disk does not carry it away; the file is
 //! written 0600 and refused if group or others may read it. A plaintext
-//! `p2p/identity.key` left by an older unit, or written by the enrolment (which runs
-//! before the data key can be opened), is moved into it at the next start (the peer id
-//! stays the same, so the roster still holds) and then destroyed.
+//! `p2p/identity.key` left by an older unit is moved into it at the next start (the
+//! peer id stays the same, so the roster still holds) and then destroyed. A token
+//! enrolment makes the identity and seals it under the new data key itself
+//! ([`seal_identity`]).
 //!
 //! The roster HQ gave the unit (in its enrolment answer, then by `PushRoster`) is kept
 //! in `<data-dir>/p2p/roster.json`: signed by HQ, so its integrity needs no sealing; it
@@ -114,11 +115,7 @@ pub fn identity(data_dir: &Path, cipher: &Cipher) -> Result<Keypair, IdentityErr
         Some(kp) => (kp, true),
         None => (Keypair::generate_ed25519(), false),
     };
-    let secret = outpost_p2p::keyfile::secret_of(&kp).ok_or_else(|| IdentityError::Sealed {
-        path: plain.clone(),
-        reason: "not an Ed25519 key".into(),
-    })?;
-    fsutil::write_private(&sealed, &cipher.seal(SEALED_AD, &secret[..]))?;
+    write_sealed(&sealed, cipher, &kp)?;
     if moved {
         fsutil::destroy(&plain)?;
         tracing::info!(sealed = %sealed.display(), destroyed = %plain.display(), peer_id = %kp.public().to_peer_id(), "Moved the mesh identity under the data key");
@@ -126,6 +123,35 @@ pub fn identity(data_dir: &Path, cipher: &Cipher) -> Result<Keypair, IdentityErr
         tracing::info!(peer_id = %kp.public().to_peer_id(), "Created the mesh identity");
     }
     Ok(kp)
+}
+
+fn write_sealed(sealed: &Path, cipher: &Cipher, kp: &Keypair) -> Result<(), IdentityError> {
+    let secret = outpost_p2p::keyfile::secret_of(kp).ok_or_else(|| IdentityError::Sealed {
+        path: sealed.to_owned(),
+        reason: "not an Ed25519 key".into(),
+    })?;
+    fsutil::write_private(sealed, &cipher.seal(SEALED_AD, &secret[..]))?;
+    Ok(())
+}
+
+/// Keeps `kp` as this unit's identity, sealed with `cipher` (for [`IDENTITY_PURPOSE`]):
+/// the enrolment's, made before the data key existed. Refused over an identity already
+/// there.
+pub fn seal_identity(data_dir: &Path, cipher: &Cipher, kp: &Keypair) -> Result<(), IdentityError> {
+    let dir = mesh_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(|source| FsError::Io {
+        op: "create",
+        path: dir.clone(),
+        source,
+    })?;
+    let sealed = dir.join(SEALED_FILE);
+    if sealed.exists() {
+        return Err(IdentityError::Conflict {
+            plain: sealed.clone(),
+            sealed,
+        });
+    }
+    write_sealed(&sealed, cipher, kp)
 }
 
 fn open_sealed(path: &Path, cipher: &Cipher, bytes: &[u8]) -> Result<Keypair, IdentityError> {
@@ -235,7 +261,7 @@ pub async fn start(
     data_dir: &Path,
     access: &Access,
 ) -> anyhow::Result<Option<Client>> {
-    // The enrolment's plaintext identity is sealed at the first start, mesh on or off.
+    // A plaintext identity an older unit left is sealed at start, mesh on or off.
     if plain_identity_file(data_dir).exists() {
         unit_identity(data_dir, access)?;
     }

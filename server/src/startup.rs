@@ -222,6 +222,19 @@ impl Application {
                 );
             }
         }
+        let mut settings = settings;
+        match crate::access::hq_pin::check(&settings, &security) {
+            Ok(_) => {}
+            // Locked, or waiting for HQ's share: the link is what brings the key back.
+            Err(crate::access::hq_pin::PinError::Access(e)) => {
+                tracing::warn!(error = %e, "HQ's CA pin is checked once the data key is open");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "The HQ link is off");
+                settings.sync.hq_url = None;
+                settings.sync.grpc_listen = None;
+            }
+        }
         if !settings.security.tamper_sensors.is_empty() && security.hq_verifying_key().is_none() {
             anyhow::bail!(
                 "setting security.tamper_sensors: needs a unit enrolled with HQ ([security] enrollment): a tamper lock is lifted only by HQ's signed unlock"

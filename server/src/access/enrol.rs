@@ -128,6 +128,31 @@ pub fn enroll_data_dir(
     Ok(enroll(settings, opts, json, pin)?.is_some())
 }
 
+/// [`enroll_data_dir`] that also hands back the new data key's ciphers for
+/// `purposes`, so secrets made with the enrolment (the mesh identity, HQ's CA pin) are
+/// sealed under it before the data dir is ever opened. `None`: the data dir was
+/// enrolled with this bundle already.
+pub fn enroll_data_dir_with_ciphers(
+    settings: &Settings,
+    opts: &StoreOptions,
+    json: &[u8],
+    purposes: &[&str],
+) -> Result<Option<Vec<outpost_security::vault::Cipher>>, AccessError> {
+    let Some(enrolled) = enroll(settings, opts, json, None)? else {
+        return Ok(None);
+    };
+    purposes
+        .iter()
+        .map(|p| {
+            enrolled
+                .vault
+                .cipher(p)
+                .map_err(|e| AccessError::Crypto(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// [`enroll_data_dir`], keeping what it opened.
 pub(super) fn enroll(
     settings: &Settings,

@@ -28,6 +28,7 @@
 //! - `enrolled`: the anchor, envelope, trust record and trusted clock of an open
 //!   enrolled unit.
 //! - [`escrow_link`]: the exchange with HQ, as a trait the `hq` layer implements.
+//! - [`hq_pin`]: HQ's CA pinned in the unit's protected state, checked at start.
 //! - [`lockdown`]: the presence lease, signed commands, tamper, wiping and restoring
 //!   the key.
 //! - [`staff`]: terminal tokens, staff accounts, logins and sessions.
@@ -41,6 +42,7 @@ pub mod audit;
 pub mod enrol;
 mod enrolled;
 pub mod escrow_link;
+pub mod hq_pin;
 pub mod legacy;
 pub mod lockdown;
 pub mod open;
@@ -50,7 +52,7 @@ pub mod tamper;
 pub mod transport;
 pub mod unseal;
 
-pub use enrol::enroll_data_dir;
+pub use enrol::{enroll_data_dir, enroll_data_dir_with_ciphers};
 pub use legacy::ForeignTpm;
 pub use lockdown::{GuardError, LeaseStatus};
 pub use open::{open_data_dir, unseal_data_dir};

@@ -9,8 +9,9 @@
 //!
 //! The unit also makes its store-mesh identity and sends its peer id: HQ puts it on the
 //! store's roster and answers the roster, which is checked under the bundle's HQ key
-//! and kept (`p2p/roster.json`); the identity is written as `p2p/identity.key` and
-//! sealed under the data key at the first start ([`crate::mesh`]).
+//! and kept (`p2p/roster.json`). The identity and the pin of HQ's CA are sealed under
+//! the new data key as soon as the bundle is applied ([`crate::mesh::seal_identity`],
+//! [`crate::access::hq_pin`]): the CA the unit trusts is fixed in its protected state.
 //!
 //! Over loopback (an SSH tunnel) HQ is reached in plaintext; over the WAN, `https://`
 //! with the SHA-256 pin of HQ's CA given with the token
@@ -273,6 +274,13 @@ pub async fn enroll_with_token(
     }
     let mesh_plain = crate::mesh::plain_identity_file(&settings.data_dir);
     let mesh_dir = crate::mesh::mesh_dir(&settings.data_dir);
+    let pinned = settings.data_dir.join(crate::access::hq_pin::PIN_FILE);
+    if pinned.exists() {
+        return Err(not_ready(format!(
+            "{} exists: this data dir was enrolled before (remove what is left of the old enrolment first)",
+            pinned.display()
+        )));
+    }
     if mesh_dir.join("identity.sealed").exists() || mesh_plain.exists() {
         return Err(not_ready(format!(
             "{} holds a mesh identity already: the enrolment makes the unit's identity for HQ's roster (remove it on a unit that was never on a roster)",
@@ -387,13 +395,6 @@ pub async fn enroll_with_token(
         staged.push(stage(&files[0], reply.certificate_pem.as_bytes(), false)?);
         staged.push(stage(&files[1], key_pem.as_bytes(), true)?);
         staged.push(stage(&files[2], reply.hq_ca_pem.as_bytes(), false)?);
-        // The 64-byte key pair, as `outpost_p2p::keyfile` reads it.
-        let pair = identity
-            .clone()
-            .try_into_ed25519()
-            .map_err(|_| not_ready("the mesh identity is not an Ed25519 key"))?;
-        let bytes = zeroize::Zeroizing::new(pair.to_bytes());
-        staged.push(stage(&mesh_plain, &bytes[..], true)?);
         if let Some(roster) = &roster {
             let json = serde_json::to_vec(roster)
                 .map_err(|e| TokenEnrolError::BadAnswer(e.to_string()))?;
@@ -412,11 +413,21 @@ pub async fn enroll_with_token(
         undo_dirs(&made);
         return Err(e);
     }
+    let ca_pin = CaPin::of_pem("HQ's CA", reply.hq_ca_pem.as_bytes())
+        .map_err(|e| TokenEnrolError::BadAnswer(e.to_string()))?;
     let applied = {
         let s = settings.clone();
         let json = reply.bundle_json.clone().into_bytes();
         tokio::task::spawn_blocking(move || {
-            crate::access::enroll_data_dir(&s, &StoreOptions::default(), &json, None)
+            crate::access::enroll_data_dir_with_ciphers(
+                &s,
+                &StoreOptions::default(),
+                &json,
+                &[
+                    crate::mesh::IDENTITY_PURPOSE,
+                    crate::access::hq_pin::PIN_PURPOSE,
+                ],
+            )
         })
         .await
         .map_err(|e| TokenEnrolError::BadAnswer(format!("the enrolment task failed: {e}")))?
@@ -432,8 +443,25 @@ pub async fn enroll_with_token(
         }
         return Err(TokenEnrolError::Apply(e));
     }
+    // The data dir is enrolled: the mesh identity and HQ's CA pin are sealed under its
+    // new key before anything else opens it.
+    if let Ok(Some(ciphers)) = &applied {
+        let sealed = crate::mesh::seal_identity(&settings.data_dir, &ciphers[0], &identity)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::access::hq_pin::seal(&settings.data_dir, &ciphers[1], ca_pin)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(reason) = sealed {
+            return Err(TokenEnrolError::Write {
+                path: settings.data_dir.clone(),
+                reason: format!(
+                    "the unit is enrolled, but its mesh identity or HQ's CA pin could not be sealed ({reason}): the first start makes a new identity (off HQ's roster) and pins the CA then"
+                ),
+            });
+        }
+    }
     let mut places: Vec<PathBuf> = files.to_vec();
-    places.push(mesh_plain.clone());
     if roster.is_some() {
         places.push(mesh_dir.join(crate::mesh::ROSTER_FILE));
     }

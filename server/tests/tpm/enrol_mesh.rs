@@ -115,7 +115,11 @@ async fn units_enrolled_with_tokens_over_the_wan_and_loopback_form_their_stores_
     for f in ["device-cert.pem", "device-key.pem", "hq-ca.pem"] {
         assert!(dir_a.join(HQ_LINK_DIR).join(f).is_file(), "{f}");
     }
-    assert!(dir_a.join("p2p/identity.key").is_file());
+    // The identity and HQ's CA pin are sealed under the new data key; nothing of the
+    // identity is in the clear.
+    assert!(dir_a.join("p2p/identity.sealed").is_file());
+    assert!(!dir_a.join("p2p/identity.key").exists());
+    assert!(dir_a.join("hq-ca.pin").is_file());
     assert!(dir_a.join("p2p/roster.json").is_file());
     // The endpoint serves Enroll only.
     {
@@ -140,10 +144,6 @@ async fn units_enrolled_with_tokens_over_the_wan_and_loopback_form_their_stores_
         Some(dir_a.join(HQ_LINK_DIR).join("hq-ca.pem").as_path())
     );
     let app_a = Running::start(a.clone(), false).await;
-    assert!(
-        !dir_a.join("p2p/identity.key").exists(),
-        "the first start seals the enrolment's plaintext identity"
-    );
     let (_, view_a) = app_a.get("/api/v1/peers").await;
     assert_eq!(view_a["peer_id"], done_a.peer_id.as_str());
     let a_addr = view_a["listen"][0].as_str().unwrap().to_owned();
@@ -212,8 +212,33 @@ async fn units_enrolled_with_tokens_over_the_wan_and_loopback_form_their_stores_
     }
     app_a.stop().await;
     app_b.stop().await;
-    // After a restart A keeps roster 2 (the data dir's copy beats nothing configured).
+    // A keeps roster 2 in its data dir.
     let kept = outpost_server::mesh::kept_roster(&dir_a).unwrap().unwrap();
     assert_eq!(kept.version, 2);
+
+    // HQ's CA is fixed in A's protected state: a CA swapped on the disk keeps the HQ
+    // link (here the gRPC port) off, and the unit still starts; the enrolled CA back,
+    // the link is on again.
+    let mut linked = a.clone();
+    linked.adopt_enrolment();
+    let ca_file = dir_a.join(HQ_LINK_DIR).join("hq-ca.pem");
+    let enrolled_ca = std::fs::read(&ca_file).unwrap();
+    std::fs::create_dir_all(tmp.path().join("other-hq")).unwrap();
+    let other =
+        outpost_mocks::hq::enrol::HqCa::load_or_create(&tmp.path().join("other-hq")).unwrap();
+    std::fs::write(&ca_file, other.pem()).unwrap();
+    let swapped = Running::start(linked.clone(), false).await;
+    assert!(
+        swapped.grpc.is_none(),
+        "the HQ link must stay off under a swapped CA"
+    );
+    swapped.stop().await;
+    std::fs::write(&ca_file, &enrolled_ca).unwrap();
+    let restored = Running::start(linked, false).await;
+    assert!(
+        restored.grpc.is_some(),
+        "the enrolled CA opens the link again"
+    );
+    restored.stop().await;
     hq.shutdown().await.unwrap();
 }
