@@ -55,6 +55,8 @@ fn cap(cfg: &EventSettings, kind: OutboxKind) -> u64 {
         OutboxKind::AuditHead => MAX_PENDING_AUDIT_HEADS,
         // Money to give back is never dropped.
         OutboxKind::PaymentReturn => u64::MAX,
+        // Stock facts, like movements, are never dropped.
+        OutboxKind::SlotCount => u64::MAX,
         _ => cfg.max_pending_device_events,
     }
 }

@@ -230,6 +230,7 @@ fn envelope(o: Outgoing) -> Envelope {
         OutboxKind::Telemetry => EnvelopeKind::Telemetry,
         OutboxKind::AuditHead => EnvelopeKind::AuditHead,
         OutboxKind::PaymentReturn => EnvelopeKind::PaymentReturn,
+        OutboxKind::SlotCount => EnvelopeKind::SlotCount,
     };
     Envelope {
         seq: o.entry.seq,

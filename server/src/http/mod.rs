@@ -16,6 +16,7 @@
 //! - [`auth`]: login, logout and the audit log; [`admin`]: staff accounts and
 //!   terminal tokens.
 //! - [`vending`]: a vending site's slots (list, edit, refill, count) and its DEX audit.
+//! - [`vending_drift`]: the planogram drift report (the slots' counts over time).
 //! - [`shopper`]: the store QR, shopper sessions and their carts.
 //! - [`vends`]: selling one vend.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
@@ -48,6 +49,7 @@ pub mod shopper;
 pub mod shopper_pay;
 pub mod updates;
 pub mod vending;
+pub mod vending_drift;
 pub mod vends;
 
 use std::sync::Arc;
@@ -171,6 +173,7 @@ api!(
     vending::reset_dex,
     vending::list_alerts,
     vending::clear_temperature,
+    vending_drift::get_drift,
     shopper::store_qr,
     shopper::open_session,
     shopper::products,

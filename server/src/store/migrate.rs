@@ -239,7 +239,8 @@ pub(crate) fn outbox_to_blocks(db: &sled::Db, at_rest: &Arc<AtRest>) -> Result<(
                 | OutboxKind::Alert
                 | OutboxKind::Telemetry
                 | OutboxKind::AuditHead
-                | OutboxKind::PaymentReturn => crate::store::outbox::events::record_key(entry.id),
+                | OutboxKind::PaymentReturn
+                | OutboxKind::SlotCount => crate::store::outbox::events::record_key(entry.id),
             };
             let record = match journal.get(&record_key)? {
                 Some(r) => open(&record_key, &r)?,

@@ -20,6 +20,7 @@
 //! - [`demo`]: the vending demo's catalog of snacks and drinks and its filled 6x8
 //!   machine.
 //! - [`dex`]: the DEX/EVA-DTS audit file from the journal, and its reset.
+//! - [`drift`]: every count of a slot against the model, for HQ and the drift report.
 //! - [`upkeep`]: the running machine's background tasks: recovery of open vends, and
 //!   the sensors' readings into the alerts.
 //! - `records` (private): the vend records in the journal tree and the final writes
@@ -32,6 +33,7 @@ mod cash_poll;
 mod cash_vend;
 pub mod demo;
 pub mod dex;
+pub mod drift;
 pub mod flow;
 mod records;
 pub mod recovery;

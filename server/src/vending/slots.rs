@@ -311,6 +311,8 @@ pub fn movement_get(tx: &Tx<'_>, id: Uuid) -> Result<Option<SlotMovement>, Store
 /// Set a slot's count after a technician counted it. The difference is journaled as a
 /// count movement with the reason, and the product's store stock is corrected by the
 /// same difference (what left the slot unseen left the store). Clears `needs_count`.
+/// The count (matched or not) is recorded for the drift report and sent to HQ
+/// ([`super::drift`]) in the same write.
 pub async fn count(
     store: &Store,
     id: SlotId,
@@ -329,8 +331,10 @@ pub async fn count(
             }
             let delta = i64::from(counted) - i64::from(slot.count);
             let now = OffsetDateTime::now_utc();
+            let before = slot.clone();
+            let reason_for_hq = reason.clone();
             slot.needs_count = false;
-            if delta != 0 {
+            let movement = if delta != 0 {
                 let m = move_slot(
                     tx,
                     &mut slot,
@@ -349,10 +353,13 @@ pub async fn count(
                     Some(m.id),
                     now,
                 )?;
+                Some(m.id)
             } else {
                 put(tx, &slot);
                 super::alerts::slot_levels(tx, &slot)?;
-            }
+                None
+            };
+            super::drift::record(tx, &before, counted, reason_for_hq, movement, now)?;
             Ok(slot)
         })
         .await?

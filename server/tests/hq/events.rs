@@ -320,3 +320,134 @@ async fn vending_alerts_reach_hq_once_each_across_an_outage() {
     app.stop().await;
     hq.shutdown().await.unwrap();
 }
+
+/// A technician's counts of a slot (the planogram drift) reach HQ once each across an
+/// outage, in the count's order, matched counts too; the drift report adds them up
+/// per slot; a bad query is refused.
+#[tokio::test]
+async fn slot_counts_reach_hq_once_each_and_the_drift_report_adds_them_up() {
+    let hq_dir = tempfile::tempdir().unwrap();
+    let hq = mock_hq(hq_dir.path()).await;
+    let url = hq.url();
+    hq.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path(), Some(url));
+    quick_events(&mut s);
+    let app = spawn_with(s).await;
+    snapshot(&app, 1, 3).await;
+    let http = &app.http;
+    let put = http
+        .put(format!("{}/api/v1/vending/slots/C2", app.base))
+        .json(&serde_json::json!({"sku": "P0000001", "price": 150, "capacity": 12, "par": 6}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let refill = http
+        .post(format!("{}/api/v1/vending/slots/C2/refill", app.base))
+        .header("Idempotency-Key", "r1")
+        .json(&serde_json::json!({ "units": 10 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refill.status().as_u16(), 201);
+    // 10 in the model: counted 8 (2 missing), then 8 again (exact), then 11 (3 more).
+    for (count, reason) in [
+        (8, Some("two gone")),
+        (8, None),
+        (11, Some("unrecorded refill")),
+    ] {
+        let mut body = serde_json::json!({ "count": count });
+        if let Some(r) = reason {
+            body["reason"] = r.into();
+        }
+        let r = http
+            .put(format!("{}/api/v1/vending/slots/C2/count", app.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let report: serde_json::Value = http
+        .get(format!("{}/api/v1/vending/drift", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&report["counts"], &report["missing"], &report["surplus"]),
+        (&3.into(), &2.into(), &3.into()),
+        "{report}"
+    );
+    let c2 = &report["slots"][0];
+    assert_eq!(
+        (&c2["slot"], &c2["counts"], &c2["exact"], &c2["net"]),
+        (&"C2".into(), &3.into(), &1.into(), &1.into()),
+        "{report}"
+    );
+    assert_eq!(c2["history"][0]["expected"], 10);
+    assert_eq!(c2["history"][0]["reason"], "two gone");
+    // Another slot, a later window: nothing.
+    for q in ["slot=A1", "since=2999-01-01T00:00:00Z"] {
+        let r: serde_json::Value = http
+            .get(format!("{}/api/v1/vending/drift?{q}", app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (&r["counts"], r["slots"].as_array().unwrap().len()),
+            (&0.into(), 0),
+            "{q}"
+        );
+    }
+    for (q, code) in [
+        ("slot=Z", "invalid_slot"),
+        ("since=yesterday", "invalid_time"),
+        ("other=1", ""),
+    ] {
+        let r = http
+            .get(format!("{}/api/v1/vending/drift?{q}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{q}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        if !code.is_empty() {
+            assert_eq!(body["code"], code, "{q}: {body}");
+        }
+    }
+
+    hq.start().await.unwrap();
+    let base = app.base.clone();
+    eventually(20, "the outbox to drain", || {
+        let base = base.clone();
+        async move { outbox_pending(&base).await == 0 }
+    })
+    .await;
+    assert_contiguous_once(&hq.received("unit-1"));
+    let counts = records(&hq.received_kind("unit-1", EnvelopeKind::SlotCount));
+    let seen: Vec<(i64, i64, i64)> = counts
+        .iter()
+        .map(|r| {
+            (
+                r["expected"].as_i64().unwrap(),
+                r["counted"].as_i64().unwrap(),
+                r["difference"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [(10, 8, -2), (8, 8, 0), (8, 11, 3)]);
+    assert!(
+        counts
+            .iter()
+            .all(|r| r["type"] == "slot_count" && r["slot"] == "C2")
+    );
+    app.stop().await;
+    hq.shutdown().await.unwrap();
+}

@@ -81,6 +81,28 @@ pub enum EventBody {
     AuditHead(AuditHead),
     /// Money a QR payment brought that the unit does not keep.
     PaymentReturn(PaymentReturn),
+    /// A technician counted a vending slot: the model's count against the real one.
+    SlotCount(SlotCount),
+}
+
+/// A vending slot counted by a technician: the planogram drift of one slot at one time
+/// (`docs/vending.md`, "Drift").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotCount {
+    /// The slot (`A1`).
+    pub slot: String,
+    /// The product in it.
+    pub sku: String,
+    /// What the model said was there.
+    pub expected: u32,
+    /// What the technician counted.
+    pub counted: u32,
+    /// `counted - expected`.
+    pub difference: i64,
+    /// The technician's reason, when given.
+    pub reason: Option<String>,
+    /// The slot movement that journaled the difference (none when it was 0).
+    pub movement: Option<Uuid>,
 }
 
 /// Money to give back to a QR payer (HQ pays it back through the provider).
@@ -159,6 +181,7 @@ impl EventBody {
             EventBody::Telemetry(_) => OutboxKind::Telemetry,
             EventBody::AuditHead(_) => OutboxKind::AuditHead,
             EventBody::PaymentReturn(_) => OutboxKind::PaymentReturn,
+            EventBody::SlotCount(_) => OutboxKind::SlotCount,
         }
     }
 }
@@ -170,6 +193,7 @@ fn kind_name(kind: OutboxKind) -> &'static str {
         OutboxKind::Telemetry => "telemetry",
         OutboxKind::AuditHead => "audit_head",
         OutboxKind::PaymentReturn => "payment_return",
+        OutboxKind::SlotCount => "slot_count",
         OutboxKind::Sale => "sale",
         OutboxKind::Refund => "refund",
         OutboxKind::InventoryMovement => "inventory_movement",
@@ -205,6 +229,7 @@ pub fn is_event(kind: OutboxKind) -> bool {
             | OutboxKind::Telemetry
             | OutboxKind::AuditHead
             | OutboxKind::PaymentReturn
+            | OutboxKind::SlotCount
     )
 }
 

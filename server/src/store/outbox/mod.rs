@@ -46,6 +46,9 @@ pub enum OutboxKind {
     /// Money taken by QR that the unit gives back (`e/r/` record): HQ pays it back
     /// through the provider.
     PaymentReturn,
+    /// A technician's count of a vending slot against the model (`e/r/` record): the
+    /// planogram drift HQ reports on.
+    SlotCount,
 }
 
 /// One entry for HQ. In the journal it sits in an outbox block with a copy of its
@@ -79,6 +82,7 @@ fn kind_code(kind: OutboxKind) -> u8 {
         OutboxKind::Telemetry => 6,
         OutboxKind::AuditHead => 7,
         OutboxKind::PaymentReturn => 20,
+        OutboxKind::SlotCount => 21,
     }
 }
 
@@ -117,6 +121,7 @@ pub(crate) fn decode_outbox_item(
         6 => OutboxKind::Telemetry,
         7 => OutboxKind::AuditHead,
         20 => OutboxKind::PaymentReturn,
+        21 => OutboxKind::SlotCount,
         _ => return Err(bad("unknown kind")),
     };
     let id = Uuid::from_slice(&header[1..17]).map_err(|_| bad("id"))?;
@@ -161,6 +166,7 @@ mod tests {
             OutboxKind::Telemetry,
             OutboxKind::AuditHead,
             OutboxKind::PaymentReturn,
+            OutboxKind::SlotCount,
         ];
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         for kind in kinds {
