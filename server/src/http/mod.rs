@@ -17,6 +17,8 @@
 //!   terminal tokens.
 //! - [`vending`]: a vending site's slots (list, edit, refill, count) and its DEX audit.
 //! - [`vending_drift`]: the planogram drift report (the slots' counts over time).
+//! - [`vending_credit`]: the customer's cash credit for the machine's screen, and the
+//!   coin return button.
 //! - [`shopper`]: the store QR, shopper sessions and their carts.
 //! - [`vends`]: selling one vend.
 //! - [`gate`]: what a locked enrolled unit serves until a factor opens its data key.
@@ -49,6 +51,7 @@ pub mod shopper;
 pub mod shopper_pay;
 pub mod updates;
 pub mod vending;
+pub mod vending_credit;
 pub mod vending_drift;
 pub mod vends;
 
@@ -174,6 +177,8 @@ api!(
     vending::list_alerts,
     vending::clear_temperature,
     vending_drift::get_drift,
+    vending_credit::get_credit,
+    vending_credit::return_credit,
     shopper::store_qr,
     shopper::open_session,
     shopper::products,

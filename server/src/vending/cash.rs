@@ -317,6 +317,11 @@ impl Vending {
         self.devices.validator.as_ref()
     }
 
+    /// Whether the machine takes cash (a coin changer or a bill validator is fitted).
+    pub fn takes_cash(&self) -> bool {
+        self.devices.changer.is_some() || self.devices.validator.is_some()
+    }
+
     /// The machine's cash now.
     pub fn cash(&self) -> Result<CashState, VendError> {
         Ok(state(self.store())?)

@@ -454,3 +454,85 @@ async fn a_cash_vend_over_http_takes_coins_and_a_note_and_pays_the_change() {
     let dex = r.text().await.unwrap();
     assert!(dex.contains("\r\nCA2*360*2*360*2\r\n"), "{dex}");
 }
+
+/// The machine's screen: the credit as coins and a note come in, and the coin return
+/// button, which hands the note back and pays the coins out; pressed again it returns
+/// nothing. A machine without cash refuses the button.
+#[tokio::test]
+async fn the_screen_shows_the_credit_and_the_return_button_gives_it_back() {
+    let (app, coins, notes, _board, _dir) = cash_machine().await;
+    let credit = |app: &TestApp| {
+        let r = app.client.get(app.url("/api/v1/vending/credit")).send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let v = credit(&app).await;
+    assert_eq!(
+        (&v["credit"], &v["accepts_cash"]),
+        (&0.into(), &true.into()),
+        "{v}"
+    );
+    eventually("the changer takes coins", || {
+        coins.insert_coin(3) == CoinRoute::Tube
+    })
+    .await;
+    eventually("the validator takes notes", || {
+        notes.insert_bill(0) == BillRoute::Escrowed
+    })
+    .await;
+    let mut v = credit(&app).await;
+    for _ in 0..100 {
+        if v["credit"] == 50 && v["in_escrow"] == 500 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        v = credit(&app).await;
+    }
+    assert_eq!(
+        (&v["credit"], &v["in_escrow"]),
+        (&50.into(), &500.into()),
+        "{v}"
+    );
+    let (s, back, _) = app
+        .post("/api/v1/vending/credit/return", None, &json!({}))
+        .await;
+    assert_eq!(s, 200, "{back}");
+    assert_eq!(
+        (&back["coins"], &back["note"], &back["credit"]),
+        (&50.into(), &500.into(), &0.into()),
+        "{back}"
+    );
+    assert_eq!(coins.paid_out_minor(), 50);
+    assert_eq!(
+        notes.stacked_minor(),
+        0,
+        "the note went back, not into the box"
+    );
+    let v = credit(&app).await;
+    assert_eq!(
+        (&v["credit"], &v["in_escrow"]),
+        (&0.into(), &Value::Null),
+        "{v}"
+    );
+    // Pressed again: nothing more.
+    let (s, again, _) = app
+        .post("/api/v1/vending/credit/return", None, &json!({}))
+        .await;
+    assert_eq!((s, &again["coins"]), (200, &0.into()), "{again}");
+    assert_eq!(coins.paid_out_minor(), 50);
+
+    // A machine without cash devices.
+    let (plain, _reader, _board2) = {
+        let m = machine().await;
+        (m.app, m.reader, m.board)
+    };
+    let (s, e, _) = plain
+        .post("/api/v1/vending/credit/return", None, &json!({}))
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("method_not_supported")),
+        "{e}"
+    );
+    let v = credit(&plain).await;
+    assert_eq!(v["accepts_cash"], false, "{v}");
+}
