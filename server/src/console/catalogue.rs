@@ -241,9 +241,16 @@ catalogue! {
     RefundReason "refund_reason" => "Reason for the refund", "Причина возврата";
     RefundAll "refund_all" => "Refund everything left", "Вернуть всё оставшееся";
     RefundFailed "refund_failed" => "The refund was refused.", "Возврат отклонён.";
+    RefundExceeds "refund_exceeds" => "That is more than is left to refund of a line: nothing was refunded. The column “Left to refund” shows what is left.", "Это больше, чем осталось вернуть по позиции: ничего не возвращено. Сколько осталось, показано в столбце «Осталось вернуть».";
+    LeftToRefund "left_to_refund" => "Left to refund", "Осталось вернуть";
+    RefundNow "refund_now" => "Refund now", "Вернуть сейчас";
+    RefundLinesHelp "refund_lines.help" => "Enter how many of each line to refund (grams for goods sold by weight), then refund the chosen quantities.", "Укажите, сколько вернуть по каждой позиции (для весового товара — в граммах), затем оформите возврат выбранного.";
+    RefundChosen "refund_chosen" => "Refund the chosen quantities", "Вернуть выбранное";
+    NoLinesChosen "refund_lines.none" => "Choose a quantity to refund on at least one line.", "Укажите количество для возврата хотя бы по одной позиции.";
+    BadRefundQuantity "bad.refund_quantity" => "A quantity to refund is not a whole number.", "Количество для возврата не является целым числом.";
     Reprint "reprint" => "Print the receipt again", "Напечатать чек повторно";
 
-    StockReadOnly "stock.read_only" => "HQ owns products, prices and promotions. Stock counts are entered through the store API; adjustments here or there.", "Товары, цены и акции ведёт центральный офис. Инвентаризация вносится через программный интерфейс магазина, корректировки — здесь или там.";
+    StockReadOnly "stock.read_only" => "HQ owns products, prices and promotions. Stock counts and adjustments are entered here or through the store API.", "Товары, цены и акции ведёт центральный офис. Инвентаризация и корректировки вносятся здесь или через программный интерфейс магазина.";
     AdjustStock "adjust" => "Adjust stock", "Корректировка остатка";
     Delta "delta" => "Change (negative to take off)", "Изменение (отрицательное — списание)";
     IsDelivery "delivery" => "A delivery (goods received)", "Поставка (приёмка товара)";
@@ -251,6 +258,14 @@ catalogue! {
     BadDelta "bad.delta" => "The change is not a whole number.", "Изменение не является целым числом.";
     AdjustFailed "adjust.failed" => "The adjustment was refused.", "Корректировка отклонена.";
     DoneAdjusted "done.adjusted" => "Stock adjusted:", "Остаток скорректирован:";
+    CountStock "count" => "Count stock", "Пересчёт остатка";
+    CountHelp "count.help" => "Enter what you counted on the shelf: the difference from the stock is recorded as a count with your reason.", "Введите, сколько насчитано на полке: разница с остатком будет записана как инвентаризация с вашей причиной.";
+    Counted "counted" => "Counted", "Насчитано";
+    RecordCount "count.record" => "Record the count", "Записать пересчёт";
+    BadCount "bad.count" => "The count is not a whole number.", "Пересчёт не является целым числом.";
+    CountFailed "count.failed" => "The count was refused.", "Пересчёт отклонён.";
+    DoneCounted "done.counted" => "Stock counted:", "Остаток пересчитан:";
+    DoneCountSame "done.count_same" => "The count matches the stock, nothing to record:", "Пересчёт совпадает с остатком, записывать нечего:";
     SearchProducts "search_products" => "Name, item code or word", "Название, артикул или слово";
     QueryTooLong "query_too_long" => "The search is too long (at most 200 characters).", "Слишком длинный запрос (не более 200 символов).";
     Products "products" => "Products", "Товары";

@@ -47,6 +47,7 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         .service(pages::sales::reprint)
         .service(pages::stock::stock)
         .service(pages::stock::adjust)
+        .service(pages::stock::count)
         .service(pages::sync::sync)
         .service(pages::updates::updates)
         .service(pages::updates::apply)

@@ -7,6 +7,7 @@ mod helpers;
 
 mod browser;
 mod client;
+mod forms;
 mod http;
 mod shop;
 mod shop_pay;
