@@ -52,6 +52,8 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         .service(pages::updates::updates)
         .service(pages::updates::apply)
         .service(pages::updates::rollback)
+        .service(pages::vending::vending)
+        .service(pages::vending::clear_temperature)
         .service(pages::logs::logs)
         .service(pages::logs::stream)
         .service(pages::logs::download)

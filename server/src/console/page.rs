@@ -12,7 +12,8 @@ pub use super::error::{ConsoleError, api_failed};
 use super::i18n::Lang;
 use super::session::Staff;
 
-/// The console's pages, in navigation order, with the permission each needs.
+/// The console's pages, in navigation order, with the permission each needs. The
+/// vending page is shown only on a unit that runs a vending machine.
 pub const PAGES: &[(&str, Msg, Option<Permission>)] = &[
     ("/console/", Msg::NavDashboard, None),
     (
@@ -24,6 +25,11 @@ pub const PAGES: &[(&str, Msg, Option<Permission>)] = &[
     (
         "/console/stock",
         Msg::NavStock,
+        Some(Permission::ReadCatalog),
+    ),
+    (
+        super::pages::vending::PATH,
+        Msg::NavVending,
         Some(Permission::ReadCatalog),
     ),
     ("/console/sync", Msg::NavSync, Some(Permission::ReadLogs)),
@@ -50,7 +56,7 @@ pub fn shell(staff: &Staff, active: &str, title: Msg, main: Markup) -> HttpRespo
                     nav aria-label=(l.t(Msg::NavLabel)) {
                         ul {
                             @for (href, msg, perm) in PAGES {
-                                @if perm.is_none_or(|p| staff.may(p)) {
+                                @if perm.is_none_or(|p| staff.may(p)) && (*href != super::pages::vending::PATH || staff.vending) {
                                     li { a href=(href) aria-current=[(*href == active).then_some("page")] { (l.t(*msg)) } }
                                 }
                             }

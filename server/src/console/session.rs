@@ -66,6 +66,8 @@ pub struct Staff {
     session: String,
     /// The language of this request.
     pub lang: Lang,
+    /// This unit runs a vending machine (the navigation shows its page).
+    pub vending: bool,
 }
 
 impl Staff {
@@ -132,6 +134,7 @@ fn authenticate(req: &HttpRequest) -> Result<Staff, ConsoleError> {
         principal,
         session: session.value().to_owned(),
         lang,
+        vending: super::pages::vending::is_vending_site(&state),
     })
 }
 

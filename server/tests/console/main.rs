@@ -11,4 +11,5 @@ mod forms;
 mod http;
 mod shop;
 mod shop_pay;
+mod vending;
 mod webdriver;
