@@ -17,7 +17,7 @@ use crate::webdriver::{Browser, available};
 
 const PASSWORD: &str = "console test password";
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
 }
 
@@ -69,7 +69,7 @@ fn pages(sale: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Opens `path`, waits for it to load, fails on any console error or failed request.
-async fn visit(b: &Browser, app: &TestApp, path: &str) {
+pub(crate) async fn visit(b: &Browser, app: &TestApp, path: &str) {
     b.goto(&app.url(path)).await;
     assert!(
         b.wait_for("document.readyState === 'complete'", 10).await,
@@ -80,7 +80,7 @@ async fn visit(b: &Browser, app: &TestApp, path: &str) {
     assert_no_errors(b, path).await;
 }
 
-async fn assert_no_errors(b: &Browser, path: &str) {
+pub(crate) async fn assert_no_errors(b: &Browser, path: &str) {
     let errors: Vec<String> = b
         .console_log()
         .await
@@ -90,7 +90,7 @@ async fn assert_no_errors(b: &Browser, path: &str) {
     assert!(errors.is_empty(), "{path}: {errors:?}");
 }
 
-async fn log_in(b: &Browser, app: &TestApp) {
+pub(crate) async fn log_in(b: &Browser, app: &TestApp) {
     b.goto(&app.url("/console/login")).await;
     let user = b.find("#username").await;
     b.type_into(&user, "boss").await;
@@ -109,7 +109,7 @@ async fn log_in(b: &Browser, app: &TestApp) {
 }
 
 /// The visible text of the page outside `translate="no"` (data: names, ids, logs).
-const VISIBLE_TEXT: &str = r#"
+pub(crate) const VISIBLE_TEXT: &str = r#"
 const out = [];
 const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
 while (w.nextNode()) {
@@ -127,7 +127,7 @@ return out;
 
 /// Latin words left in `texts`, with the text they are in; `UTC` is the time zone's
 /// name in both languages.
-fn english_left(texts: &[String]) -> Vec<String> {
+pub(crate) fn english_left(texts: &[String]) -> Vec<String> {
     texts
         .iter()
         .filter(|t| {

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod browser;
+mod browser_update;
 mod client;
 mod forms;
 mod http;
