@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_configured, test_settings};
 use crate::webdriver::{Browser, available};
 
-const PASSWORD: &str = "console test password";
+pub(crate) const PASSWORD: &str = "console test password";
 
 pub(crate) fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
@@ -251,6 +251,56 @@ async fn the_console_in_chromium() {
     assert_eq!(v["refunds"].as_array().unwrap().len(), 1, "{v}");
     b.screenshot(&shots.join("en-sale-refunded.png")).await;
 
+    // A refund of a chosen quantity of a line, clicked twice, is one refund of it.
+    visit(&b, &app, &format!("/console/sales/{}", sales[0])).await;
+    b.type_into(&b.find("#line-1").await, "1").await;
+    b.script(
+        "const x = document.getElementById('refund-lines-button'); x.click(); x.click(); return 1;",
+    )
+    .await;
+    assert!(
+        b.wait_for("location.search.includes('done=refund')", 10)
+            .await
+    );
+    assert_no_errors(&b, "refund of a line").await;
+    assert_eq!(b.count("[data-refund]").await, 1);
+    assert_eq!(b.text("#sale-status").await, "Partly refunded");
+    assert_eq!(b.count("tr[data-line='1'] td[data-left='1']").await, 1);
+    assert_eq!(b.count("tr[data-line='2'] td[data-left='1']").await, 1);
+    let (_, v) = app.get(&format!("/api/v1/sales/{}", sales[0])).await;
+    assert_eq!(v["refunds"].as_array().unwrap().len(), 1, "{v}");
+    b.script("document.getElementById('lines-form').scrollIntoView(); return 1;")
+        .await;
+    b.screenshot(&shots.join("en-sale-lines-refunded.png"))
+        .await;
+
+    // A stock count from the stock page, clicked twice, is one count movement.
+    visit(&b, &app, "/console/stock?q=MILK").await;
+    b.type_into(&b.find("#count-stock").await, "40").await;
+    b.type_into(&b.find("#count-reason").await, "shelf count")
+        .await;
+    b.script("const x = document.getElementById('count-button'); x.click(); x.click(); return 1;")
+        .await;
+    assert!(
+        b.wait_for("location.search.includes('done=counted')", 10)
+            .await
+    );
+    assert_no_errors(&b, "stock count").await;
+    assert!(b.text("p.notice").await.contains("Stock counted"));
+    assert_eq!(app.stock("MILK").await, 40);
+    let (_, v) = app.get("/api/v1/inventory/MILK").await;
+    let counts: Vec<&Value> = v["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "count")
+        .collect();
+    assert_eq!(counts.len(), 1, "{v}");
+    assert_eq!(counts[0]["reason"], "shelf count");
+    b.script("document.getElementById('count').scrollIntoView(); return 1;")
+        .await;
+    b.screenshot(&shots.join("en-stock-count.png")).await;
+
     // A form whose CSRF token was taken out is refused, and changes nothing.
     visit(&b, &app, "/console/devices").await;
     let kicks = sim.counters().kicks;
@@ -321,6 +371,43 @@ async fn the_console_in_chromium() {
         );
         b.screenshot(&shots.join(format!("ru-{name}.png"))).await;
     }
+    // The new forms in Russian: the count form, and a refund of more than is left of
+    // a line (past the field's own limit) refused in Russian words.
+    visit(&b, &app, "/console/stock?q=MILK").await;
+    b.script("document.getElementById('count').scrollIntoView(); return 1;")
+        .await;
+    b.screenshot(&shots.join("ru-stock-count.png")).await;
+    visit(&b, &app, &format!("/console/sales/{}", sales[0])).await;
+    b.script(
+        "const i = document.getElementById('line-1'); i.removeAttribute('max'); i.value = '5'; \
+         document.getElementById('lines-form').submit(); return 1;",
+    )
+    .await;
+    assert!(
+        b.wait_for("document.querySelector('p.notice.bad') !== null", 10)
+            .await
+    );
+    assert!(
+        b.text("p.notice.bad")
+            .await
+            .contains("Это больше, чем осталось вернуть"),
+        "{}",
+        b.text("p.notice.bad").await
+    );
+    let texts: Vec<String> = match b.script(VISIBLE_TEXT).await {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        other => panic!("{other}"),
+    };
+    let left = english_left(&texts);
+    assert!(left.is_empty(), "the refusal shows English: {left:?}");
+    b.screenshot(&shots.join("ru-refund-too-much.png")).await;
+    let _ = b.console_log().await; // the refused POST's 422, expected
+    let (_, v) = app.get(&format!("/api/v1/sales/{}", sales[0])).await;
+    assert_eq!(v["refunds"].as_array().unwrap().len(), 1, "{v}");
+
     // The switch sticks: the language survives a new page load and a log-in page.
     visit(&b, &app, "/console/devices").await;
     assert_eq!(b.text("main h1").await, "Устройства");

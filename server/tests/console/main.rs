@@ -7,6 +7,7 @@ mod helpers;
 
 mod browser;
 mod browser_update;
+mod browser_vending;
 mod client;
 mod forms;
 mod http;

@@ -159,23 +159,24 @@ pub async fn vending(
 
 fn alert_item(l: Lang, a: &ActiveAlert, may_clear: bool, csrf: &str) -> Markup {
     html! {
-        li data-alert=(a.alert) {
+        li.warn[matches!(a.alert.as_str(), "slot_low" | "exact_change")] data-alert=(a.alert) {
             @match alert_words(&a.alert) {
                 Some((what, todo)) => {
-                    strong { (l.t(what)) }
-                    // Slot alerts name their slot; the others' subjects (`chilled`,
-                    // `door`, `changer`) are what the words already say.
-                    @if crate::domain::vending::SlotId::parse(&a.subject).is_ok() {
-                        " " span.raw translate="no" { (a.subject) }
+                    strong {
+                        (l.t(what))
+                        // Slot alerts name their slot; the others' subjects (`chilled`,
+                        // `door`, `changer`) are what the words already say.
+                        @if crate::domain::vending::SlotId::parse(&a.subject).is_ok() {
+                            " " span.raw translate="no" { (a.subject) }
+                        }
                     }
-                    " · " span.muted { (l.t(Msg::Since)) " " (l.datetime(a.raised_at)) }
-                    br;
                     (l.t(todo))
+                    " · " span.muted { (l.t(Msg::Since)) " " (l.datetime(a.raised_at)) }
                 }
                 None => {
                     strong translate="no" { (a.alert) " " (a.subject) }
-                    br;
                     span translate="no" { (a.message) }
+                    " · " span.muted { (l.t(Msg::Since)) " " (l.datetime(a.raised_at)) }
                 }
             }
             @if a.alert == "temperature" && may_clear {
@@ -222,12 +223,12 @@ async fn cash_panel(
         section.card.mt aria-labelledby="h-cash" {
             h2 #h-cash { (l.t(Msg::Cash)) }
             div.grid {
-                dl {
+                div { dl {
                     dt { (l.t(Msg::Credit)) } dd #credit { (money(cash.credit)) }
                     dt { (l.t(Msg::NoteInEscrow)) } dd { @match cash.escrow { Some(n) => { (money(n.value)) } None => { (l.t(Msg::None)) } } }
                     dt { (l.t(Msg::HeldForVend)) } dd { @match cash.reserved { Some(r) => { (money(r.amount)) } None => { (l.t(Msg::None)) } } }
                     dt { (l.t(Msg::ChangeDue)) } dd { @if cash.pay_due.is_some() || cash.payout.is_some() { (l.t(Msg::Yes)) } @else { (l.t(Msg::No)) } }
-                }
+                } }
                 @if let Some(t) = &tubes {
                     div #tubes {
                         h3 { (l.t(Msg::CoinTubes)) }
