@@ -101,6 +101,12 @@ impl Staff {
     }
 }
 
+/// Whether this unit runs a vending machine: a vend dispenser is configured (what
+/// makes a unit a vending site, `docs/vending.md`).
+pub fn is_vending_site(state: &AppState) -> bool {
+    state.devices.dispenser().is_some()
+}
+
 /// The app state of a request.
 pub fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, ConsoleError> {
     req.app_data::<web::Data<AppState>>()
@@ -134,7 +140,7 @@ fn authenticate(req: &HttpRequest) -> Result<Staff, ConsoleError> {
         principal,
         session: session.value().to_owned(),
         lang,
-        vending: super::pages::vending::is_vending_site(&state),
+        vending: is_vending_site(&state),
     })
 }
 

@@ -13,26 +13,19 @@ use serde::Deserialize;
 
 use super::super::catalogue::Msg;
 use super::super::i18n::Lang;
-use super::super::page::{ConsoleError, api_failed, csrf_field, notice, shell};
-use super::super::session::{ConsoleForm, Posted, Staff};
+use super::super::page::{
+    ConsoleError, VENDING_PATH as PATH, api_failed, csrf_field, notice, shell,
+};
+use super::super::session::{ConsoleForm, Posted, Staff, is_vending_site};
 use super::super::{label, snake};
 use crate::domain::money::{Currency, Money};
 use crate::domain::vending::{Climate, Slot};
 use crate::http::AppState;
 use crate::vending::alerts::ActiveAlert;
 
-/// The page's path; the navigation shows it only on a unit that runs a machine.
-pub const PATH: &str = "/console/vending";
-
 /// Bound on asking the changer for its tubes and the validator for its stacker: the
 /// page shows what it could not read rather than wait for a device.
 const DEVICE_WAIT: Duration = Duration::from_secs(2);
-
-/// Whether this unit runs a vending machine: a vend dispenser is configured (what
-/// makes a unit a vending site, `docs/vending.md`).
-pub fn is_vending_site(state: &AppState) -> bool {
-    state.devices.dispenser().is_some()
-}
 
 #[derive(Deserialize)]
 struct Done {
