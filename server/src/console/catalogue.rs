@@ -100,6 +100,9 @@ catalogue! {
     AlertUpdateFailed "alert.update" => "The last update was rolled back.", "Последнее обновление было откачено.";
     TodoUpdateFailed "todo.update" => "The previous release runs. Send the reason on the Updates page to HQ.", "Работает предыдущая версия. Передайте причину со страницы «Обновления» в центральный офис.";
 
+    AlertVending "alert.vending" => "The vending machine raised alerts.", "Торговый автомат выдал предупреждения.";
+    TodoVending "todo.vending" => "Open the Vending machine page: each alert there says what to do.", "Откройте страницу «Торговый автомат»: там у каждого предупреждения сказано, что делать.";
+
     ThisUnit "unit" => "This unit", "Это устройство";
     Version "version" => "Version", "Версия";
     Uptime "uptime" => "Running for", "Работает";

@@ -85,6 +85,10 @@ async fn the_vending_page_shows_the_machine_and_clears_the_temperature_alert() {
     assert!(alerts.contains("Refill it"), "{alerts}");
     let a1 = &page[page.find("data-slot=\"A1\"").unwrap()..];
     assert!(a1[..a1.find("</tr>").unwrap()].contains("Empty"));
+    // The dashboard names it among its alerts and sends to the page.
+    let (_, page) = tech.get("/console/").await;
+    assert!(page.contains("The vending machine raised alerts"), "{page}");
+    assert!(page.contains("slot_empty A1"), "{page}");
 
     // Too warm: the alert with what to do and its clear button; chilled slots stop.
     too_warm(&app).await;
