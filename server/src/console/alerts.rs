@@ -134,6 +134,30 @@ pub fn alerts(f: &Facts) -> Vec<Alert> {
             Some(format!("{}: {}", last.version, last.reason)),
         ));
     }
+    if let Ok(v) = &f.vending_alerts
+        && !v.is_empty()
+    {
+        // Stock levels and exact change can wait for the next visit; the rest stops
+        // some or all selling.
+        let level = if v
+            .iter()
+            .all(|a| matches!(a.alert.as_str(), "slot_low" | "exact_change"))
+        {
+            Warning
+        } else {
+            Critical
+        };
+        let names: Vec<String> = v
+            .iter()
+            .map(|a| format!("{} {}", a.alert, a.subject))
+            .collect();
+        out.push(alert(
+            level,
+            Msg::AlertVending,
+            Msg::TodoVending,
+            Some(names.join(", ")),
+        ));
+    }
     out.sort_by_key(|a| a.level);
     out
 }

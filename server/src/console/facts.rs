@@ -48,6 +48,8 @@ pub struct Facts {
     pub exposure: Option<crate::sales::exposure::ExposureView>,
     /// The store's currency, for the amounts above.
     pub currency: crate::domain::money::Currency,
+    /// The vending machine's raised alerts (none where the unit runs no machine).
+    pub vending_alerts: Result<Vec<crate::vending::alerts::ActiveAlert>, String>,
 }
 
 /// How long the mesh node may take to answer before the dashboard shows it as not
@@ -83,6 +85,11 @@ impl Facts {
             update: update_status(state),
             exposure: state.sales.exposure().map(|x| x.view()),
             currency: state.settings.currency(),
+            vending_alerts: if super::session::is_vending_site(state) {
+                crate::vending::alerts::active(store).map_err(|e| e.to_string())
+            } else {
+                Ok(Vec::new())
+            },
         }
     }
 

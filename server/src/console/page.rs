@@ -12,7 +12,11 @@ pub use super::error::{ConsoleError, api_failed};
 use super::i18n::Lang;
 use super::session::Staff;
 
-/// The console's pages, in navigation order, with the permission each needs.
+/// The vending machine's page; the navigation shows it only on a unit that runs one.
+pub const VENDING_PATH: &str = "/console/vending";
+
+/// The console's pages, in navigation order, with the permission each needs. The
+/// vending page is shown only on a unit that runs a vending machine.
 pub const PAGES: &[(&str, Msg, Option<Permission>)] = &[
     ("/console/", Msg::NavDashboard, None),
     (
@@ -26,6 +30,7 @@ pub const PAGES: &[(&str, Msg, Option<Permission>)] = &[
         Msg::NavStock,
         Some(Permission::ReadCatalog),
     ),
+    (VENDING_PATH, Msg::NavVending, Some(Permission::ReadCatalog)),
     ("/console/sync", Msg::NavSync, Some(Permission::ReadLogs)),
     (
         "/console/updates",
@@ -50,7 +55,7 @@ pub fn shell(staff: &Staff, active: &str, title: Msg, main: Markup) -> HttpRespo
                     nav aria-label=(l.t(Msg::NavLabel)) {
                         ul {
                             @for (href, msg, perm) in PAGES {
-                                @if perm.is_none_or(|p| staff.may(p)) {
+                                @if perm.is_none_or(|p| staff.may(p)) && (*href != VENDING_PATH || staff.vending) {
                                     li { a href=(href) aria-current=[(*href == active).then_some("page")] { (l.t(*msg)) } }
                                 }
                             }

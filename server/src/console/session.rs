@@ -66,6 +66,8 @@ pub struct Staff {
     session: String,
     /// The language of this request.
     pub lang: Lang,
+    /// This unit runs a vending machine (the navigation shows its page).
+    pub vending: bool,
 }
 
 impl Staff {
@@ -97,6 +99,12 @@ impl Staff {
     pub fn session_id(&self) -> &str {
         &self.session
     }
+}
+
+/// Whether this unit runs a vending machine: a vend dispenser is configured (what
+/// makes a unit a vending site, `docs/vending.md`).
+pub fn is_vending_site(state: &AppState) -> bool {
+    state.devices.dispenser().is_some()
 }
 
 /// The app state of a request.
@@ -132,6 +140,7 @@ fn authenticate(req: &HttpRequest) -> Result<Staff, ConsoleError> {
         principal,
         session: session.value().to_owned(),
         lang,
+        vending: is_vending_site(&state),
     })
 }
 

@@ -31,6 +31,11 @@ pub struct StockView {
 pub struct StockCount {
     /// The counted stock (units, or grams for weight items), 0 to 1,000,000,000.
     pub stock: i64,
+    /// Why the count differs (found, stolen, miscounted): 1 to 200 characters, kept on
+    /// the movement.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: Option<String>,
 }
 
 /// A correction of stock.
@@ -80,59 +85,117 @@ fn stock_view(state: &AppState, sku: String) -> Result<HttpResponse, ApiError> {
     }))
 }
 
-/// Set stock after a count. Setting the same count again records no movement.
+/// Set stock after a count. Setting the same count again records no movement. An
+/// optional `Idempotency-Key` makes a retry replay the first count's answer.
 #[utoipa::path(
     tag = "inventory",
-    params(("sku" = String, Path)),
+    params(("sku" = String, Path), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "optional: 1 to 255 visible ASCII characters, unique per count, reused on retry")),
     request_body = StockCount,
     responses((status = 200, body = StockView), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody))
 )]
 #[put("/api/v1/inventory/{sku}")]
 pub async fn put_inventory(
     caller: Caller,
+    req: HttpRequest,
     state: web::Data<AppState>,
     sku: web::Path<String>,
     body: JsonBody<StockCount>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::Configure)?;
-    let count = body.0.stock;
-    if !(0..=MAX_STOCK).contains(&count) {
+    let key = req
+        .headers()
+        .contains_key("idempotency-key")
+        .then(|| idempotency_key(&req))
+        .transpose()?;
+    count(&state, caller.name(), key, sku.clone(), body.0).await?;
+    stock_view(&state, sku.into_inner())
+}
+
+/// Sets the stock of `sku` to a count as `actor`: the movement of the difference
+/// (`None` when the stock already had that value: nothing is written, the key
+/// included), and whether it is the replay of an earlier count with the same `key`.
+/// The API's handler and the technician console both count through it.
+pub async fn count(
+    state: &AppState,
+    actor: &str,
+    key: Option<crate::domain::sale::IdempotencyKey>,
+    sku: String,
+    count: StockCount,
+) -> Result<(Option<Movement>, bool), ApiError> {
+    let stock = count.stock;
+    if !(0..=MAX_STOCK).contains(&stock) {
         return Err(ApiError::unprocessable(
             "invalid_stock",
             format!("stock must be between 0 and {MAX_STOCK}"),
         )
         .field("stock"));
     }
-    known(&state, &sku)?;
+    let reason = count.reason.as_deref().map(str::trim).map(str::to_owned);
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.is_empty() || r.chars().count() > 200)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_reason",
+            "reason must be 1 to 200 characters",
+        )
+        .field("reason"));
+    }
+    known(state, &sku)?;
     state.security.audit(
-        caller.name(),
+        actor,
         "inventory.count",
-        &format!("sku {} stock {count}", *sku),
+        &format!("sku {sku} stock {stock}"),
     );
-    let s = sku.clone();
-    state
+    let fp = fingerprint(&sku, &count);
+    let scope = "count";
+    let s = sku;
+    let written = state
         .sales
         .store()
-        .write(move |tx| {
+        .write(move |tx| -> Result<(Option<Movement>, bool), SellError> {
+            if let Some(key) = &key
+                && let Some(rec) = journal::idem_get(tx, scope, key)?
+            {
+                let id = journal::idem_existing(&rec, &fp)?;
+                let raw = tx
+                    .get(&crate::store::keys::movement(id))?
+                    .ok_or(SellError::InProgress)?;
+                return Ok((Some(crate::store::from_json(&raw, "movement")?), true));
+            }
             let current = match tx.get(&crate::store::keys::stock(&s))? {
                 Some(v) => crate::store::keys::decode_i64(&v)?,
                 None => 0,
             };
-            if current != count {
-                journal::move_stock(
-                    tx,
-                    &s,
-                    count - current,
-                    MovementKind::Count,
-                    None,
-                    None,
-                    OffsetDateTime::now_utc(),
-                )?;
+            if current == stock {
+                return Ok((None, false));
             }
-            Ok::<(), crate::store::StoreError>(())
+            let m = journal::move_stock(
+                tx,
+                &s,
+                stock - current,
+                MovementKind::Count,
+                reason,
+                None,
+                OffsetDateTime::now_utc(),
+            )?;
+            if let Some(key) = &key {
+                journal::idem_put(
+                    tx,
+                    scope,
+                    key,
+                    &IdemRecord {
+                        fingerprint: fp,
+                        state: IdemState::Done {
+                            outcome: IdemOutcome::Movement { id: m.id },
+                        },
+                    },
+                );
+            }
+            Ok((Some(m), false))
         })
         .await??;
-    stock_view(&state, sku.into_inner())
+    Ok(written)
 }
 
 /// Adjust stock by a delta with a reason. Needs an `Idempotency-Key`.

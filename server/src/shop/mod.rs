@@ -142,21 +142,10 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
 /// An embedded asset by name.
 #[get("/shop/assets/{name}")]
 pub async fn asset(name: web::Path<String>) -> HttpResponse {
-    let path = format!("/shop/assets/{name}");
-    let (body, kind) = if path == CSS_PATH {
-        (CSS, "text/css; charset=utf-8")
-    } else if path == JS_PATH {
-        (JS, "text/javascript; charset=utf-8")
-    } else {
-        return HttpResponse::NotFound()
-            .content_type("text/plain; charset=utf-8")
-            .body("no such asset");
-    };
-    HttpResponse::Ok()
-        .content_type(kind)
-        .insert_header(("cache-control", "public, max-age=31536000, immutable"))
-        .insert_header(("x-content-type-options", "nosniff"))
-        .body(body)
+    crate::console::assets::serve(
+        &format!("/shop/assets/{name}"),
+        &[(CSS_PATH, CSS), (JS_PATH, JS)],
+    )
 }
 
 #[cfg(test)]

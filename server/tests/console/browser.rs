@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_configured, test_settings};
 use crate::webdriver::{Browser, available};
 
-const PASSWORD: &str = "console test password";
+pub(crate) const PASSWORD: &str = "console test password";
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
 }
 
@@ -69,7 +69,7 @@ fn pages(sale: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Opens `path`, waits for it to load, fails on any console error or failed request.
-async fn visit(b: &Browser, app: &TestApp, path: &str) {
+pub(crate) async fn visit(b: &Browser, app: &TestApp, path: &str) {
     b.goto(&app.url(path)).await;
     assert!(
         b.wait_for("document.readyState === 'complete'", 10).await,
@@ -80,7 +80,7 @@ async fn visit(b: &Browser, app: &TestApp, path: &str) {
     assert_no_errors(b, path).await;
 }
 
-async fn assert_no_errors(b: &Browser, path: &str) {
+pub(crate) async fn assert_no_errors(b: &Browser, path: &str) {
     let errors: Vec<String> = b
         .console_log()
         .await
@@ -90,7 +90,7 @@ async fn assert_no_errors(b: &Browser, path: &str) {
     assert!(errors.is_empty(), "{path}: {errors:?}");
 }
 
-async fn log_in(b: &Browser, app: &TestApp) {
+pub(crate) async fn log_in(b: &Browser, app: &TestApp) {
     b.goto(&app.url("/console/login")).await;
     let user = b.find("#username").await;
     b.type_into(&user, "boss").await;
@@ -109,7 +109,7 @@ async fn log_in(b: &Browser, app: &TestApp) {
 }
 
 /// The visible text of the page outside `translate="no"` (data: names, ids, logs).
-const VISIBLE_TEXT: &str = r#"
+pub(crate) const VISIBLE_TEXT: &str = r#"
 const out = [];
 const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
 while (w.nextNode()) {
@@ -127,7 +127,7 @@ return out;
 
 /// Latin words left in `texts`, with the text they are in; `UTC` is the time zone's
 /// name in both languages.
-fn english_left(texts: &[String]) -> Vec<String> {
+pub(crate) fn english_left(texts: &[String]) -> Vec<String> {
     texts
         .iter()
         .filter(|t| {
@@ -251,6 +251,56 @@ async fn the_console_in_chromium() {
     assert_eq!(v["refunds"].as_array().unwrap().len(), 1, "{v}");
     b.screenshot(&shots.join("en-sale-refunded.png")).await;
 
+    // A refund of a chosen quantity of a line, clicked twice, is one refund of it.
+    visit(&b, &app, &format!("/console/sales/{}", sales[0])).await;
+    b.type_into(&b.find("#line-1").await, "1").await;
+    b.script(
+        "const x = document.getElementById('refund-lines-button'); x.click(); x.click(); return 1;",
+    )
+    .await;
+    assert!(
+        b.wait_for("location.search.includes('done=refund')", 10)
+            .await
+    );
+    assert_no_errors(&b, "refund of a line").await;
+    assert_eq!(b.count("[data-refund]").await, 1);
+    assert_eq!(b.text("#sale-status").await, "Partly refunded");
+    assert_eq!(b.count("tr[data-line='1'] td[data-left='1']").await, 1);
+    assert_eq!(b.count("tr[data-line='2'] td[data-left='1']").await, 1);
+    let (_, v) = app.get(&format!("/api/v1/sales/{}", sales[0])).await;
+    assert_eq!(v["refunds"].as_array().unwrap().len(), 1, "{v}");
+    b.script("document.getElementById('lines-form').scrollIntoView(); return 1;")
+        .await;
+    b.screenshot(&shots.join("en-sale-lines-refunded.png"))
+        .await;
+
+    // A stock count from the stock page, clicked twice, is one count movement.
+    visit(&b, &app, "/console/stock?q=MILK").await;
+    b.type_into(&b.find("#count-stock").await, "40").await;
+    b.type_into(&b.find("#count-reason").await, "shelf count")
+        .await;
+    b.script("const x = document.getElementById('count-button'); x.click(); x.click(); return 1;")
+        .await;
+    assert!(
+        b.wait_for("location.search.includes('done=counted')", 10)
+            .await
+    );
+    assert_no_errors(&b, "stock count").await;
+    assert!(b.text("p.notice").await.contains("Stock counted"));
+    assert_eq!(app.stock("MILK").await, 40);
+    let (_, v) = app.get("/api/v1/inventory/MILK").await;
+    let counts: Vec<&Value> = v["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "count")
+        .collect();
+    assert_eq!(counts.len(), 1, "{v}");
+    assert_eq!(counts[0]["reason"], "shelf count");
+    b.script("document.getElementById('count').scrollIntoView(); return 1;")
+        .await;
+    b.screenshot(&shots.join("en-stock-count.png")).await;
+
     // A form whose CSRF token was taken out is refused, and changes nothing.
     visit(&b, &app, "/console/devices").await;
     let kicks = sim.counters().kicks;
@@ -321,6 +371,43 @@ async fn the_console_in_chromium() {
         );
         b.screenshot(&shots.join(format!("ru-{name}.png"))).await;
     }
+    // The new forms in Russian: the count form, and a refund of more than is left of
+    // a line (past the field's own limit) refused in Russian words.
+    visit(&b, &app, "/console/stock?q=MILK").await;
+    b.script("document.getElementById('count').scrollIntoView(); return 1;")
+        .await;
+    b.screenshot(&shots.join("ru-stock-count.png")).await;
+    visit(&b, &app, &format!("/console/sales/{}", sales[0])).await;
+    b.script(
+        "const i = document.getElementById('line-1'); i.removeAttribute('max'); i.value = '5'; \
+         document.getElementById('lines-form').submit(); return 1;",
+    )
+    .await;
+    assert!(
+        b.wait_for("document.querySelector('p.notice.bad') !== null", 10)
+            .await
+    );
+    assert!(
+        b.text("p.notice.bad")
+            .await
+            .contains("Это больше, чем осталось вернуть"),
+        "{}",
+        b.text("p.notice.bad").await
+    );
+    let texts: Vec<String> = match b.script(VISIBLE_TEXT).await {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        other => panic!("{other}"),
+    };
+    let left = english_left(&texts);
+    assert!(left.is_empty(), "the refusal shows English: {left:?}");
+    b.screenshot(&shots.join("ru-refund-too-much.png")).await;
+    let _ = b.console_log().await; // the refused POST's 422, expected
+    let (_, v) = app.get(&format!("/api/v1/sales/{}", sales[0])).await;
+    assert_eq!(v["refunds"].as_array().unwrap().len(), 1, "{v}");
+
     // The switch sticks: the language survives a new page load and a log-in page.
     visit(&b, &app, "/console/devices").await;
     assert_eq!(b.text("main h1").await, "Устройства");

@@ -6,8 +6,12 @@
 mod helpers;
 
 mod browser;
+mod browser_update;
+mod browser_vending;
 mod client;
+mod forms;
 mod http;
 mod shop;
 mod shop_pay;
+mod vending;
 mod webdriver;

@@ -10,3 +10,4 @@ pub mod security;
 pub mod stock;
 pub mod sync;
 pub mod updates;
+pub mod vending;

@@ -16,7 +16,7 @@ use super::super::page::{ConsoleError, api_failed, csrf_field, notice, shell};
 use super::super::session::{ConsoleForm, Posted, Staff};
 use super::super::{label, snake};
 use crate::domain::product::Quantity;
-use crate::domain::sale::{IdempotencyKey, Sale};
+use crate::domain::sale::{IdempotencyKey, RefundLineRequest, Sale};
 use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::observe;
@@ -306,8 +306,15 @@ pub async fn sale(
                 .lang(l)
         })?;
     let currency = sale.cart.currency;
+    let refunds = state.sales.store().refunds_of(sale_id).map_err(|e| {
+        ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, Msg::Unavailable)
+            .detail(e.to_string())
+            .lang(l)
+    })?;
+    let left = left_per_line(&sale, &refunds);
     let v =
         crate::http::selling::sale_view(&state, sale).map_err(api_failed(Msg::Unavailable, l))?;
+    let may_refund = staff.may(Permission::Refund) && v.status != "refunded";
     let csrf = staff.csrf();
     // A fresh key per rendered form: the same form posted twice is one refund.
     let key = format!("console-{}", Uuid::now_v7());
@@ -342,19 +349,53 @@ pub async fn sale(
         }
         section.card.mt aria-labelledby="h-lines" {
             h2 #h-lines { (l.t(Msg::Items)) }
-            table {
-                thead { tr { th scope="col" { (l.t(Msg::Sku)) } th scope="col" { (l.t(Msg::Product)) } th.num scope="col" { (l.t(Msg::Quantity)) } th.num scope="col" { (l.t(Msg::Price)) } th.num scope="col" { (l.t(Msg::Discounts)) } } }
-                tbody {
-                    @for line in &v.lines {
-                        tr {
-                            td translate="no" { (line.sku) }
-                            td translate="no" { (line.name) }
-                            td.num { (quantity(l, &line.quantity)) }
-                            td.num { (l.money(line.gross, &currency)) }
-                            td.num { (l.money(line.discount, &currency)) }
+            @let table = html! {
+                table {
+                    thead { tr {
+                        th scope="col" { (l.t(Msg::Sku)) } th scope="col" { (l.t(Msg::Product)) } th.num scope="col" { (l.t(Msg::Quantity)) } th.num scope="col" { (l.t(Msg::Price)) } th.num scope="col" { (l.t(Msg::Discounts)) }
+                        th.num scope="col" { (l.t(Msg::LeftToRefund)) }
+                        @if may_refund { th.num scope="col" { (l.t(Msg::RefundNow)) } }
+                    } }
+                    tbody {
+                        @for (i, line) in v.lines.iter().enumerate() {
+                            @let n = i + 1;
+                            @let left = left.get(i).copied().unwrap_or(0);
+                            tr data-line=(n) {
+                                td translate="no" { (line.sku) }
+                                td translate="no" { (line.name) }
+                                td.num { (quantity(l, &line.quantity)) }
+                                td.num { (l.money(line.gross, &currency)) }
+                                td.num { (l.money(line.discount, &currency)) }
+                                td.num data-left=(left) { (quantity(l, &with_value(&line.quantity, left))) }
+                                @if may_refund {
+                                    td.num {
+                                        @if left > 0 {
+                                            label.vh for=(format!("line-{n}")) { (l.t(Msg::RefundNow)) " " span translate="no" { (line.sku) } }
+                                            input id=(format!("line-{n}")) name=(format!("line-{n}")) type="number" min="0" max=(left) step="1" inputmode="numeric" size="6";
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
+            };
+            @if may_refund {
+                form #lines-form method="post" action=(format!("/console/sales/{}/refund", v.sale_id)) data-once {
+                    (csrf_field(&csrf))
+                    input type="hidden" name="key" value=(key);
+                    input type="hidden" name="part" value="lines";
+                    (table)
+                    p.muted { (l.t(Msg::RefundLinesHelp)) }
+                    div.actions {
+                        label for="lines-reason" { (l.t(Msg::RefundReason)) }
+                        input #lines-reason name="reason" maxlength="500" size="30";
+                        " "
+                        button.danger #refund-lines-button type="submit" { (l.t(Msg::RefundChosen)) }
+                    }
+                }
+            } @else {
+                (table)
             }
         }
         section.card.mt aria-labelledby="h-refunds" {
@@ -368,7 +409,7 @@ pub async fn sale(
                 }
             }
             div.actions {
-                @if staff.may(Permission::Refund) && v.status != "refunded" {
+                @if may_refund {
                     form #refund-form method="post" action=(format!("/console/sales/{}/refund", v.sale_id)) data-once {
                         (csrf_field(&csrf))
                         input type="hidden" name="key" value=(key);
@@ -388,15 +429,87 @@ pub async fn sale(
     Ok(shell(&staff, "/console/sales", Msg::NavSales, body))
 }
 
+/// What is left to refund of each line of `sale` (units or grams), given its refunds.
+fn left_per_line(sold: &Sale, refunds: &[crate::domain::sale::Refund]) -> Vec<u32> {
+    let mut left: Vec<u32> = sold
+        .cart
+        .lines
+        .iter()
+        .map(|l| quantity_value(&l.quantity))
+        .collect();
+    for r in refunds {
+        for line in &r.lines {
+            if let Some(v) = line.line.checked_sub(1).and_then(|i| left.get_mut(i)) {
+                *v = v.saturating_sub(quantity_value(&line.quantity));
+            }
+        }
+    }
+    left
+}
+
+fn quantity_value(q: &Quantity) -> u32 {
+    match q {
+        Quantity::Units(n) | Quantity::Grams(n) => *n,
+    }
+}
+
+/// `n` in the unit of `q`.
+fn with_value(q: &Quantity, n: u32) -> Quantity {
+    match q {
+        Quantity::Units(_) => Quantity::Units(n),
+        Quantity::Grams(_) => Quantity::Grams(n),
+    }
+}
+
 #[derive(Deserialize)]
 struct RefundForm {
     key: String,
     reason: Option<String>,
+    /// `lines`: the form of chosen lines (`line-N` = quantity); else everything left.
+    part: Option<String>,
+    #[serde(flatten)]
+    fields: std::collections::BTreeMap<String, String>,
 }
 impl ConsoleForm for RefundForm {}
 
-/// Refund what is left of a sale (supervisor). The form's key is the refund's
-/// idempotency key: posted twice, it is one refund.
+/// The lines a refund form chose, as the API's refund takes them: `line-N` fields
+/// with a quantity (units, or grams for a weight line); empty and `0` fields choose
+/// nothing. `Err` names the field that is not a line and a whole number.
+fn chosen_lines(
+    sold: &Sale,
+    fields: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<RefundLineRequest>, String> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        let Some(n) = name.strip_prefix("line-") else {
+            return Err(name.clone());
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        let line: usize = n.parse().map_err(|_| name.clone())?;
+        let q: u32 = value.parse().map_err(|_| format!("{name}={value}"))?;
+        if q == 0 {
+            continue;
+        }
+        let weight = sold
+            .cart
+            .lines
+            .get(line.wrapping_sub(1))
+            .is_some_and(|l| matches!(l.quantity, Quantity::Grams(_)));
+        out.push(RefundLineRequest {
+            line,
+            quantity: (!weight).then_some(q),
+            weight_grams: weight.then_some(q),
+        });
+    }
+    Ok(out)
+}
+
+/// Refund a sale (supervisor): what is left of it, or the lines and quantities the
+/// form chose, through the API's refund. The form's key is the refund's idempotency
+/// key: posted twice, it is one refund.
 #[post("/console/sales/{id}/refund")]
 pub async fn refund(
     req: HttpRequest,
@@ -420,11 +533,32 @@ pub async fn refund(
     };
     let terminal =
         crate::http::terminal_id(&req, &caller).map_err(api_failed(Msg::RefundFailed, l))?;
-    let reason = posted.form.reason.filter(|r| !r.trim().is_empty());
-    let request = RefundRequest {
-        lines: Vec::new(),
-        reason,
+    let form = posted.form;
+    let lines = if form.part.as_deref() == Some("lines") {
+        let sold = state
+            .sales
+            .store()
+            .sale(sale_id)
+            .map_err(|e| {
+                ConsoleError::new(StatusCode::SERVICE_UNAVAILABLE, Msg::Unavailable)
+                    .detail(e.to_string())
+                    .lang(l)
+            })?
+            .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, Msg::ErrNoSale).lang(l))?;
+        let lines = chosen_lines(&sold, &form.fields).map_err(|field| {
+            ConsoleError::new(StatusCode::BAD_REQUEST, Msg::BadRefundQuantity)
+                .detail(field)
+                .lang(l)
+        })?;
+        if lines.is_empty() {
+            return Err(ConsoleError::new(StatusCode::BAD_REQUEST, Msg::NoLinesChosen).lang(l));
+        }
+        lines
+    } else {
+        Vec::new()
     };
+    let reason = form.reason.filter(|r| !r.trim().is_empty());
+    let request = RefundRequest { lines, reason };
     // The same form posted twice at once (a double click without the script): the
     // second finds the key in progress; it waits for the first and replays its answer.
     let mut tries = 0;
@@ -447,7 +581,11 @@ pub async fn refund(
                     continue;
                 }
                 observe::record_outcome("refund", &e.code, "unknown");
-                return Err(api_failed(Msg::RefundFailed, l)(e));
+                let msg = match e.code.as_ref() {
+                    "refund_exceeds_sale" => Msg::RefundExceeds,
+                    _ => Msg::RefundFailed,
+                };
+                return Err(api_failed(msg, l)(e));
             }
         }
     };

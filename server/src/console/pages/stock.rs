@@ -1,7 +1,6 @@
 //! Inventory and catalog: products with their stock, the promotions in force, the
-//! latest stock movements with their reasons, and stock adjustments (the API's, same
-//! permission and idempotency). HQ owns the catalog and promotions; counts go through
-//! the API.
+//! latest stock movements with their reasons, stock adjustments and stock counts (the
+//! API's, same permission and idempotency). HQ owns the catalog and promotions.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
@@ -70,7 +69,12 @@ pub async fn stock(
             div { button type="submit" { (l.t(Msg::Search)) } }
         }
         @if too_long { (notice(false, l.t(Msg::QueryTooLong), None)) }
-        @if query.done.as_deref() == Some("adjusted") { (notice(true, l.t(Msg::DoneAdjusted), query.sku.as_deref())) }
+        @match query.done.as_deref() {
+            Some("adjusted") => { (notice(true, l.t(Msg::DoneAdjusted), query.sku.as_deref())) }
+            Some("counted") => { (notice(true, l.t(Msg::DoneCounted), query.sku.as_deref())) }
+            Some("count_same") => { (notice(true, l.t(Msg::DoneCountSame), query.sku.as_deref())) }
+            _ => {}
+        }
         section.card aria-labelledby="h-products" {
             h2 #h-products { (l.t(Msg::Products)) " (" (l.number(store.catalog().len as i64)) ")" }
             @if products.is_empty() { p { (l.t(Msg::NoProductsFound)) } }
@@ -112,6 +116,18 @@ pub async fn stock(
                     div { label for="adj-reason" { (l.t(Msg::Why)) } input #adj-reason name="reason" required maxlength="200" size="24"; }
                     div { label for="adj-receipt" { input #adj-receipt type="checkbox" name="receipt" value="1"; " " (l.t(Msg::IsDelivery)) } }
                     div { button type="submit" { (l.t(Msg::Record)) } }
+                }
+            }
+            section.card.mt aria-labelledby="h-count" {
+                h2 #h-count { (l.t(Msg::CountStock)) }
+                p.muted { (l.t(Msg::CountHelp)) }
+                form #count.filters method="post" action="/console/stock/count" data-once {
+                    (csrf_field(&staff.csrf()))
+                    input type="hidden" name="key" value=(format!("console-{}", uuid::Uuid::now_v7()));
+                    div { label for="count-sku" { (l.t(Msg::Sku)) } input #count-sku name="sku" required size="14" value=(q.unwrap_or_default()); }
+                    div { label for="count-stock" { (l.t(Msg::Counted)) } input #count-stock name="stock" required inputmode="numeric" size="8"; }
+                    div { label for="count-reason" { (l.t(Msg::Why)) } input #count-reason name="reason" required maxlength="200" size="24"; }
+                    div { button #count-button type="submit" { (l.t(Msg::RecordCount)) } }
                 }
             }
         }
@@ -207,6 +223,69 @@ pub async fn adjust(
                 serde_urlencoded::to_string([
                     ("q", sku.as_str()),
                     ("done", "adjusted"),
+                    ("sku", sku.as_str())
+                ])
+                .unwrap_or_default()
+            ),
+        ))
+        .finish())
+}
+
+#[derive(Deserialize)]
+struct CountForm {
+    key: String,
+    sku: String,
+    stock: String,
+    reason: String,
+}
+impl ConsoleForm for CountForm {}
+
+/// Record a stock count: the API's count (permission `configure`), the difference
+/// journaled as a `count` movement with the reason, under the form's idempotency key:
+/// posted twice, it is one movement.
+#[post("/console/stock/count")]
+pub async fn count(
+    state: web::Data<AppState>,
+    posted: Posted<CountForm>,
+) -> Result<HttpResponse, ConsoleError> {
+    let staff = posted.staff;
+    staff.require(Permission::Configure)?;
+    let l = staff.lang;
+    let f = posted.form;
+    let bad = |msg: Msg, field: &str| {
+        ConsoleError::new(StatusCode::BAD_REQUEST, msg)
+            .detail(field.to_owned())
+            .lang(l)
+    };
+    let counted_stock: i64 = f
+        .stock
+        .trim()
+        .parse()
+        .map_err(|_| bad(Msg::BadCount, &f.stock))?;
+    let key = crate::domain::sale::IdempotencyKey::parse(&f.key)
+        .map_err(|_| bad(Msg::ErrBadForm, "key"))?;
+    let sku = f.sku.trim().to_owned();
+    let counted = crate::http::inventory::StockCount {
+        stock: counted_stock,
+        reason: Some(f.reason),
+    };
+    let (movement, _) =
+        crate::http::inventory::count(&state, staff.name(), Some(key), sku.clone(), counted)
+            .await
+            .map_err(api_failed(Msg::CountFailed, l))?;
+    let done = if movement.is_some() {
+        "counted"
+    } else {
+        "count_same"
+    };
+    Ok(HttpResponse::SeeOther()
+        .insert_header((
+            "location",
+            format!(
+                "/console/stock?{}",
+                serde_urlencoded::to_string([
+                    ("q", sku.as_str()),
+                    ("done", done),
                     ("sku", sku.as_str())
                 ])
                 .unwrap_or_default()
