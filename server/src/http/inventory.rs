@@ -112,8 +112,9 @@ pub async fn put_inventory(
 }
 
 /// Sets the stock of `sku` to a count as `actor`: the movement of the difference
-/// (`None` when the stock already had that value: nothing is written, the key
-/// included), and whether it is the replay of an earlier count with the same `key`.
+/// (`None` when the stock already had that value: nothing moves, and the key keeps
+/// that answer, so the same count sent again after a sale stays this count), and
+/// whether it is the replay of an earlier count with the same `key`.
 /// The API's handler and the technician console both count through it.
 pub async fn count(
     state: &AppState,
@@ -157,6 +158,9 @@ pub async fn count(
             if let Some(key) = &key
                 && let Some(rec) = journal::idem_get(tx, scope, key)?
             {
+                if journal::idem_unchanged(&rec, &fp) {
+                    return Ok((None, true));
+                }
                 let id = journal::idem_existing(&rec, &fp)?;
                 let raw = tx
                     .get(&crate::store::keys::movement(id))?
@@ -168,6 +172,20 @@ pub async fn count(
                 None => 0,
             };
             if current == stock {
+                // Kept with its key: sent again after a sale, it stays this count.
+                if let Some(key) = &key {
+                    journal::idem_put(
+                        tx,
+                        scope,
+                        key,
+                        &IdemRecord {
+                            fingerprint: fp,
+                            state: IdemState::Done {
+                                outcome: IdemOutcome::Unchanged,
+                            },
+                        },
+                    );
+                }
                 return Ok((None, false));
             }
             let m = journal::move_stock(

@@ -55,6 +55,9 @@ pub enum IdemOutcome {
         /// Its id.
         id: Uuid,
     },
+    /// A stock count found the stock as recorded: nothing moved. Kept, so the same
+    /// count sent again after a sale does not count the sale as a difference.
+    Unchanged,
     /// The request failed for good (e.g. the card was declined).
     Failed {
         /// What failed.
@@ -111,6 +114,7 @@ enum StoredOutcome {
     Movement {
         id: Uuid,
     },
+    Unchanged,
     Failed {
         #[serde(default = "legacy_status")]
         status: u16,
@@ -131,6 +135,7 @@ impl From<StoredOutcome> for IdemOutcome {
             StoredOutcome::Sale { id } => IdemOutcome::Sale { id },
             StoredOutcome::Refund { id } => IdemOutcome::Refund { id },
             StoredOutcome::Movement { id } => IdemOutcome::Movement { id },
+            StoredOutcome::Unchanged => IdemOutcome::Unchanged,
             StoredOutcome::Failed { code, message, .. } => IdemOutcome::Failed {
                 failure: code,
                 message,
@@ -145,6 +150,7 @@ impl From<IdemOutcome> for StoredOutcome {
             IdemOutcome::Sale { id } => StoredOutcome::Sale { id },
             IdemOutcome::Refund { id } => StoredOutcome::Refund { id },
             IdemOutcome::Movement { id } => StoredOutcome::Movement { id },
+            IdemOutcome::Unchanged => StoredOutcome::Unchanged,
             IdemOutcome::Failed { failure, message } => StoredOutcome::Failed {
                 status: legacy_status(),
                 code: failure,

@@ -119,7 +119,9 @@ pub fn idem_remove(tx: &mut Tx<'_>, scope: &str, key: &IdempotencyKey) {
 /// What an already-used key means for a request with `fingerprint`: the id of the
 /// record it made (the caller serves that record as a replay), or the error to answer:
 /// `KeyReused` for another request, `InProgress` when unfinished, or the stored
-/// failure, replayed.
+/// failure, replayed. A count that moved nothing ([`IdemOutcome::Unchanged`]) made no
+/// record: its caller checks [`idem_unchanged`] first; anyone else is told the key was
+/// used for another request.
 pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellError> {
     if rec.fingerprint != fingerprint {
         return Err(SellError::KeyReused);
@@ -136,7 +138,21 @@ pub fn idem_existing(rec: &IdemRecord, fingerprint: &str) -> Result<Uuid, SellEr
             outcome:
                 IdemOutcome::Sale { id } | IdemOutcome::Refund { id } | IdemOutcome::Movement { id },
         } => Ok(*id),
+        IdemState::Done {
+            outcome: IdemOutcome::Unchanged,
+        } => Err(SellError::KeyReused),
     }
+}
+
+/// Whether `rec` is this request's count that found the stock as recorded.
+pub fn idem_unchanged(rec: &IdemRecord, fingerprint: &str) -> bool {
+    rec.fingerprint == fingerprint
+        && matches!(
+            rec.state,
+            IdemState::Done {
+                outcome: IdemOutcome::Unchanged
+            }
+        )
 }
 
 /// Change stock and journal the movement (with its outbox entry).

@@ -301,3 +301,41 @@ async fn every_sale_writes_an_outbox_entry_for_hq() {
     // One sale and three stock movements.
     assert!(r.contains("outpost_outbox_pending 4"), "{r}");
 }
+
+/// A count that found the stock right, sent again with its key after a sale (a
+/// double-pressed button, a retry), stays the first count: the sale is not counted
+/// away as a difference.
+#[tokio::test]
+async fn a_count_that_moved_nothing_replayed_after_a_sale_moves_nothing() {
+    let app = spawn_app().await;
+    let put = |key: &'static str, stock: i64| {
+        app.client
+            .put(app.url("/api/v1/inventory/SOAP"))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "stock": stock }))
+            .send()
+    };
+    assert_eq!(put("count-1", 5).await.unwrap().status(), 200);
+    assert_eq!(
+        put("count-2", 5).await.unwrap().status(),
+        200,
+        "matches: nothing moves"
+    );
+    let (s, v, _) = app
+        .checkout(
+            "after-count",
+            &json!({"lines":[{"sku":"SOAP","quantity":1}],"payment":{"method":"cash","tendered":1000}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(app.stock("SOAP").await, 4);
+    assert_eq!(put("count-2", 5).await.unwrap().status(), 200);
+    assert_eq!(
+        app.stock("SOAP").await,
+        4,
+        "the replay must not count the sale away"
+    );
+    // The same key for another count is refused.
+    assert_eq!(put("count-2", 7).await.unwrap().status(), 422);
+    assert_eq!(app.stock("SOAP").await, 4);
+}
