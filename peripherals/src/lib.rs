@@ -27,8 +27,9 @@
 //!   (feature `scale-serial`), Mettler-Toledo MT-SICS scales; `mdb` (feature `mdb`),
 //!   MDB cashless readers through a serial MDB bridge; `spiral` (feature `spiral`),
 //!   spiral-motor vending boards speaking OSB/1 (described in the module and in
-//!   `docs/vending.md`). `docs/devices-serial.md` describes the scanner, scale and
-//!   MDB protocols.
+//!   `docs/vending.md`); `sensor_sysfs` (feature `sensor-sysfs`), temperature probes
+//!   and door switches the kernel drives (1-Wire, hwmon, GPIO). `docs/devices-serial.md`
+//!   describes the scanner, scale and MDB protocols.
 //! - `transport` (any driver feature): TCP, serial and in-memory byte streams, and
 //!   the bounded line framer the line-based protocols share.
 //! - `link` (any driver feature, private): the one connection a request-then-reply
@@ -62,6 +63,8 @@ pub mod scanner;
 #[cfg(feature = "scanner-serial")]
 pub mod scanner_serial;
 pub mod sensor;
+#[cfg(feature = "sensor-sysfs")]
+pub mod sensor_sysfs;
 #[cfg(feature = "scale-serial")]
 pub mod sics;
 #[cfg(feature = "spiral")]

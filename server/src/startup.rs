@@ -360,7 +360,12 @@ impl Application {
                 validator: registry.validator(),
             },
             Default::default(),
-        );
+        )
+        .with_temp_policy(crate::domain::vending::climate::TempPolicy {
+            limit_milli_c: settings.vending.limit_milli_c(),
+            hysteresis_milli_c: settings.vending.hysteresis_milli_c(),
+            hold: time::Duration::minutes(settings.vending.chilled_hold_mins as i64),
+        });
         let state = web::Data::new(AppState {
             vending: vending.clone(),
             sales: sales.clone(),
@@ -487,6 +492,7 @@ impl Application {
             vend_sensors,
             crate::vending::upkeep::UpkeepConfig {
                 recovery_every: every,
+                sensor_every: Duration::from_secs(self.settings.vending.sensor_interval_secs),
                 ..Default::default()
             },
         );

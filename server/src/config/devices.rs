@@ -48,6 +48,16 @@ pub enum Driver {
     MdbChanger(Transport),
     /// MDB bill validator through a serial MDB bridge (a cash acceptor).
     MdbValidator(Transport),
+    /// An environment sensor the kernel drives, read from sysfs files
+    /// (`outpost_peripherals::sensor_sysfs`).
+    Sysfs {
+        /// The temperature file.
+        temperature: Option<std::path::PathBuf>,
+        /// The door switch's GPIO value file.
+        door: Option<std::path::PathBuf>,
+        /// What the door file reads when open.
+        door_open_value: u8,
+    },
     /// The real driver (ESC/POS, nexo, scanner or MT-SICS) talking to an in-process wire simulator on a
     /// loopback port. For demos and tests; needs the `demo` feature.
     Sim,
@@ -80,6 +90,7 @@ impl Driver {
             Driver::Osb(_) => "osb",
             Driver::MdbChanger(_) => "mdb-changer",
             Driver::MdbValidator(_) => "mdb-validator",
+            Driver::Sysfs { .. } => "sysfs",
             Driver::Sim => "sim",
             Driver::MdbSim => "mdb-sim",
             Driver::MdbChangerSim => "mdb-changer-sim",
@@ -152,9 +163,7 @@ const DRIVERS: &[(DeviceKind, &[&str])] = &[
             "mock",
         ],
     ),
-    // No real driver exists yet for sensors: only the trait mock, for demos and
-    // tests.
-    (DeviceKind::EnvironmentSensor, &["mock"]),
+    (DeviceKind::EnvironmentSensor, &["sysfs", "mock"]),
 ];
 
 /// Kinds checkout uses "the" one of: a unit has at most one of each.
@@ -365,6 +374,51 @@ impl DeviceSpec {
                     _ => Driver::MtSics(transport),
                 }
             }
+            "sysfs" => {
+                unused("address", d.address.is_some())?;
+                unused("port", d.port.is_some())?;
+                unused("baud", d.baud.is_some())?;
+                let file = |key: &str,
+                            v: &Option<String>|
+                 -> Result<Option<std::path::PathBuf>, SpecError> {
+                    match v {
+                        None => Ok(None),
+                        Some(p) if p.starts_with('/') && !p.contains("..") => Ok(Some(p.into())),
+                        Some(p) => Err(err(
+                            key,
+                            format!(
+                                "{p:?} must be an absolute path (e.g. /sys/bus/w1/devices/28-…/w1_slave)"
+                            ),
+                        )),
+                    }
+                };
+                let temperature = file("temperature_file", &d.temperature_file)?;
+                let door = file("door_file", &d.door_file)?;
+                if temperature.is_none() && door.is_none() {
+                    return Err(err(
+                        "temperature_file",
+                        "driver sysfs needs temperature_file, door_file or both".into(),
+                    ));
+                }
+                let door_open_value = match d.door_open_value {
+                    None => 1,
+                    Some(v @ (0 | 1)) => v,
+                    Some(v) => {
+                        return Err(err(
+                            "door_open_value",
+                            format!("{v} is not a GPIO value: 0 or 1"),
+                        ));
+                    }
+                };
+                if door.is_none() && d.door_open_value.is_some() {
+                    return Err(err("door_open_value", "goes with door_file".into()));
+                }
+                Driver::Sysfs {
+                    temperature,
+                    door,
+                    door_open_value,
+                }
+            }
             "escpos-kick" => {
                 unused("address", d.address.is_some())?;
                 unused("port", d.port.is_some())?;
@@ -396,6 +450,11 @@ impl DeviceSpec {
         };
         if !matches!(driver, Driver::EscPosKick { .. }) {
             unused("printer", d.printer.is_some())?;
+        }
+        if !matches!(driver, Driver::Sysfs { .. }) {
+            unused("temperature_file", d.temperature_file.is_some())?;
+            unused("door_file", d.door_file.is_some())?;
+            unused("door_open_value", d.door_open_value.is_some())?;
         }
         if kind != DeviceKind::PaymentTerminal {
             unused("request_timeout_secs", d.request_timeout_secs.is_some())?;
@@ -660,7 +719,51 @@ mod tests {
                 ".driver",
                 "use mt-sics, sim, mock",
             ),
-            (vec![dev("x", "sensor", "sim")], ".driver", "use mock"),
+            (
+                vec![dev("x", "sensor", "sim")],
+                ".driver",
+                "use sysfs, mock",
+            ),
+            (
+                vec![dev("x", "sensor", "sysfs")],
+                ".temperature_file",
+                "needs temperature_file, door_file or both",
+            ),
+            (
+                vec![DeviceSettings {
+                    temperature_file: Some("w1_slave".into()),
+                    ..dev("x", "sensor", "sysfs")
+                }],
+                ".temperature_file",
+                "must be an absolute path",
+            ),
+            (
+                vec![DeviceSettings {
+                    door_file: Some("/sys/class/gpio/gpio17/value".into()),
+                    door_open_value: Some(2),
+                    ..dev("x", "sensor", "sysfs")
+                }],
+                ".door_open_value",
+                "0 or 1",
+            ),
+            (
+                vec![DeviceSettings {
+                    temperature_file: Some("/sys/bus/w1/devices/28-1/w1_slave".into()),
+                    door_open_value: Some(0),
+                    ..dev("x", "sensor", "sysfs")
+                }],
+                ".door_open_value",
+                "goes with door_file",
+            ),
+            (
+                vec![DeviceSettings {
+                    door_file: Some("/sys/class/gpio/gpio17/value".into()),
+                    address: Some("10.0.0.5:9100".into()),
+                    ..dev("x", "printer", "escpos-tcp")
+                }],
+                ".door_file",
+                "not used by driver",
+            ),
             (
                 vec![dev("x", "cash_acceptor", "sim")],
                 ".driver",

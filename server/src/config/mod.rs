@@ -12,6 +12,7 @@ pub mod security;
 pub mod shopper;
 pub mod tls;
 pub mod updates;
+pub mod vending;
 
 pub use devices::{DeviceSpec, Driver, SpecError};
 pub use events::EventSettings;
@@ -21,6 +22,7 @@ pub use security::SecuritySettings;
 pub use shopper::ShopperSettings;
 pub use tls::{HttpTls, TlsSettings};
 pub use updates::UpdateSettings;
+pub use vending::VendingSettings;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +72,8 @@ pub struct Settings {
     pub updates: UpdateSettings,
     /// Self-checkout on the shopper's phone (`[shopper]`).
     pub shopper: ShopperSettings,
+    /// `[vending]`: the chilled compartment watch and the sensor readings.
+    pub vending: VendingSettings,
     /// Prometheus's access to `/metrics` (`[metrics]`).
     pub metrics: MetricsSettings,
 }
@@ -93,6 +97,7 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             updates: UpdateSettings::default(),
             shopper: ShopperSettings::default(),
+            vending: VendingSettings::default(),
             metrics: MetricsSettings::default(),
         }
     }
@@ -222,6 +227,13 @@ pub struct DeviceSettings {
     /// Scale: how long a checkout waits for the weight to settle, in ms (default 0:
     /// one reading, the weight at that moment).
     pub stable_wait_ms: Option<u64>,
+    /// Sensor (`sysfs`): the temperature file, a 1-Wire probe's `w1_slave` or an
+    /// hwmon `temp*_input` (millidegrees).
+    pub temperature_file: Option<String>,
+    /// Sensor (`sysfs`): the door switch's GPIO value file (`0` or `1`).
+    pub door_file: Option<String>,
+    /// Sensor (`sysfs`): what the door file reads when the door is open (default 1).
+    pub door_open_value: Option<u8>,
 }
 
 /// The receipt reprint queue and the device supervisor's timings.
@@ -647,6 +659,9 @@ impl Settings {
             .validate()
             .map_err(|(field, m)| invalid(field, m))?;
         self.shopper
+            .validate()
+            .map_err(|(field, m)| invalid(field, m))?;
+        self.vending
             .validate()
             .map_err(|(field, m)| invalid(field, m))?;
         if self.storage.max_group == 0 {

@@ -18,6 +18,7 @@ use outpost_peripherals::scale::Scale;
 use outpost_peripherals::scanner::BarcodeScanner;
 use outpost_peripherals::scanner_serial::{ScannerConfig, SerialScanner};
 use outpost_peripherals::sensor::EnvironmentSensor;
+use outpost_peripherals::sensor_sysfs::{SysfsSensor, SysfsSensorConfig};
 use outpost_peripherals::sics::{SicsConfig, SicsScale};
 use outpost_peripherals::spiral::{SpiralBoard, SpiralConfig};
 use outpost_peripherals::validator::BillValidator;
@@ -58,8 +59,22 @@ impl Registry {
                 (DeviceKind::BarcodeScanner, _) => scanner(s, &mut sims).await?,
                 (DeviceKind::VendDispenser, _) => dispenser(s, &mut sims).await?,
                 (DeviceKind::CashAcceptor, _) => cash(s, &mut sims, &cfg.currency).await?,
-                // Customer displays, cash acceptors and sensors have no real driver
-                // yet: only the mocks above.
+                (
+                    DeviceKind::EnvironmentSensor,
+                    Driver::Sysfs {
+                        temperature,
+                        door,
+                        door_open_value,
+                    },
+                ) => Built::Sensor(Arc::new(SysfsSensor::new(
+                    &s.id,
+                    SysfsSensorConfig {
+                        temperature: temperature.clone(),
+                        door: door.clone(),
+                        door_open_value: *door_open_value,
+                    },
+                ))),
+                // Customer displays have no real driver yet: only the mocks above.
                 _ => return Err(unsupported(s)),
             };
             parts.add(s, built);

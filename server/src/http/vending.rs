@@ -502,7 +502,7 @@ pub async fn clear_temperature(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Permission::Configure)?;
-    crate::vending::alerts::clear_temperature(state.sales.store(), Default::default()).await?;
+    state.vending.clear_temperature().await?;
     state.security.audit(
         caller.name(),
         "vending.temperature_cleared",

@@ -536,3 +536,51 @@ async fn the_screen_shows_the_credit_and_the_return_button_gives_it_back() {
     let v = credit(&plain).await;
     assert_eq!(v["accepts_cash"], false, "{v}");
 }
+
+/// A real sensor driver: the kernel's files (a 1-Wire probe's `w1_slave`, a GPIO
+/// door switch) read by the `sysfs` driver feed the machine's alerts; a probe whose
+/// CRC fails gives no reading (the device fails, the alerts keep their state).
+#[tokio::test]
+async fn the_sysfs_sensor_driver_reads_a_probe_and_a_door_switch_into_the_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("w1_slave");
+    let door = dir.path().join("value");
+    let w1 = |t: &str, crc: &str| {
+        format!("72 01 4b 46 7f ff 0e 10 57 : crc=57 {crc}\n72 01 4b 46 7f ff 0e 10 57 t={t}\n")
+    };
+    std::fs::write(&probe, w1("4125", "YES")).unwrap();
+    std::fs::write(&door, "0\n").unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.vending.sensor_interval_secs = 1;
+    settings.devices = vec![
+        DeviceSettings {
+            id: "board".into(),
+            kind: "vend_dispenser".into(),
+            driver: "mock".into(),
+            ..DeviceSettings::default()
+        },
+        DeviceSettings {
+            id: "fridge".into(),
+            kind: "sensor".into(),
+            driver: "sysfs".into(),
+            temperature_file: Some(probe.display().to_string()),
+            door_file: Some(door.display().to_string()),
+            ..DeviceSettings::default()
+        },
+    ];
+    let app = spawn_configured(settings, None, true).await;
+    let (s, devices) = app.get("/api/v1/devices").await;
+    assert_eq!(s, 200, "{devices}");
+    assert!(devices.to_string().contains("sysfs"), "{devices}");
+    std::fs::write(&door, "1\n").unwrap();
+    let a = until_alerts(&app, |a| a.iter().any(|x| x == "door_open")).await;
+    assert_eq!(a, ["door_open"]);
+    // A failing probe: no reading, and the door alert stays as it was.
+    std::fs::write(&probe, w1("4125", "NO")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(alerts(&app).await, ["door_open"]);
+    std::fs::write(&probe, w1("4125", "YES")).unwrap();
+    std::fs::write(&door, "0\n").unwrap();
+    let a = until_alerts(&app, |a| a.is_empty()).await;
+    assert!(a.is_empty(), "{a:?}");
+}
