@@ -88,16 +88,22 @@ pub fn mesh_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("p2p")
 }
 
-/// This unit's mesh identity, sealed under the data key in `data_dir` (with `cipher`
-/// for [`IDENTITY_PURPOSE`]): read, or moved from an older unit's plaintext
-/// `identity.key`, or made on first use.
-pub fn identity(data_dir: &Path, cipher: &Cipher) -> Result<Keypair, IdentityError> {
+/// [`mesh_dir`], made when missing.
+fn made_mesh_dir(data_dir: &Path) -> Result<PathBuf, FsError> {
     let dir = mesh_dir(data_dir);
     std::fs::create_dir_all(&dir).map_err(|source| FsError::Io {
         op: "create",
         path: dir.clone(),
         source,
     })?;
+    Ok(dir)
+}
+
+/// This unit's mesh identity, sealed under the data key in `data_dir` (with `cipher`
+/// for [`IDENTITY_PURPOSE`]): read, or moved from an older unit's plaintext
+/// `identity.key`, or made on first use.
+pub fn identity(data_dir: &Path, cipher: &Cipher) -> Result<Keypair, IdentityError> {
+    let dir = made_mesh_dir(data_dir)?;
     let (sealed, plain) = (dir.join(SEALED_FILE), dir.join(PLAIN_FILE));
     if let Some(bytes) = fsutil::read_private(&sealed, SEALED_MAX)? {
         let kp = open_sealed(&sealed, cipher, &bytes)?;
@@ -138,12 +144,7 @@ fn write_sealed(sealed: &Path, cipher: &Cipher, kp: &Keypair) -> Result<(), Iden
 /// the enrolment's, made before the data key existed. Refused over an identity already
 /// there.
 pub fn seal_identity(data_dir: &Path, cipher: &Cipher, kp: &Keypair) -> Result<(), IdentityError> {
-    let dir = mesh_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(|source| FsError::Io {
-        op: "create",
-        path: dir.clone(),
-        source,
-    })?;
+    let dir = made_mesh_dir(data_dir)?;
     let sealed = dir.join(SEALED_FILE);
     if sealed.exists() {
         return Err(IdentityError::Conflict {
@@ -196,12 +197,7 @@ pub fn kept_roster(data_dir: &Path) -> Result<Option<SignedRoster>, RosterFileEr
 /// Keeps `roster` as the one HQ gave this unit (atomically, 0600; verified by the
 /// caller).
 pub fn keep_roster(data_dir: &Path, roster: &SignedRoster) -> Result<(), RosterFileError> {
-    let dir = mesh_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(|source| FsError::Io {
-        op: "create",
-        path: dir.clone(),
-        source,
-    })?;
+    let dir = made_mesh_dir(data_dir)?;
     let json = serde_json::to_vec(roster).map_err(|e| RosterFileError::Unreadable {
         path: dir.join(ROSTER_FILE),
         reason: e.to_string(),

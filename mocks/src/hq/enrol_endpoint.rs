@@ -12,7 +12,6 @@ use outpost_proto::hq::{
     EnrollReply, EnrollRequest, EscrowReply, EscrowRequest, UploadAck, UploadMessage,
 };
 use outpost_security::tls::DeviceIdentity;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -95,16 +94,7 @@ impl MockHqHandle {
             .map_err(|e| tls_err(e.to_string()))?;
         let config =
             outpost_security::tls::server_config(&identity).map_err(|e| tls_err(e.to_string()))?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| HqError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| HqError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let (listener, addr) = super::server::bind(listen).await?;
         let (incoming, _stats) = outpost_proto::grpc_tls::incoming(listener, &config);
         let (shutdown, rx) = oneshot::channel::<()>();
         let svc = HqServiceServer::new(EnrolOnly {

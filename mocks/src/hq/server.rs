@@ -557,22 +557,24 @@ pub struct MockHqHandle {
     handshakes: Mutex<Vec<Arc<outpost_proto::grpc_tls::HandshakeStats>>>,
 }
 
+/// A listener on `listen`, and the address it got.
+pub(super) async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), HqError> {
+    let err = |source| HqError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
+}
+
 impl MockHqHandle {
     async fn serve(&self, listen: SocketAddr) -> Result<(), HqError> {
         let mut running = self.running.lock().await;
         if running.is_some() {
             return Err(HqError::AlreadyServing(self.addr()));
         }
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| HqError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let bound = listener.local_addr().map_err(|source| HqError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let (listener, bound) = bind(listen).await?;
         *self.addr.lock().unwrap_or_else(|p| p.into_inner()) = bound;
         self.shared.serving.send_replace(true);
         let svc = HqServiceServer::new(HqSvc {

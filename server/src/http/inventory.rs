@@ -167,25 +167,21 @@ pub async fn count(
                     .ok_or(SellError::InProgress)?;
                 return Ok((Some(crate::store::from_json(&raw, "movement")?), true));
             }
+            // The key keeps the count's outcome, a count that moved nothing too: sent
+            // again after a sale, it stays this count.
+            let remember = |tx: &mut crate::store::Tx<'_>, outcome: IdemOutcome| {
+                if let Some(key) = &key {
+                    let state = IdemState::Done { outcome };
+                    let fingerprint = fp.clone();
+                    journal::idem_put(tx, scope, key, &IdemRecord { fingerprint, state });
+                }
+            };
             let current = match tx.get(&crate::store::keys::stock(&s))? {
                 Some(v) => crate::store::keys::decode_i64(&v)?,
                 None => 0,
             };
             if current == stock {
-                // Kept with its key: sent again after a sale, it stays this count.
-                if let Some(key) = &key {
-                    journal::idem_put(
-                        tx,
-                        scope,
-                        key,
-                        &IdemRecord {
-                            fingerprint: fp,
-                            state: IdemState::Done {
-                                outcome: IdemOutcome::Unchanged,
-                            },
-                        },
-                    );
-                }
+                remember(tx, IdemOutcome::Unchanged);
                 return Ok((None, false));
             }
             let m = journal::move_stock(
@@ -197,19 +193,7 @@ pub async fn count(
                 None,
                 OffsetDateTime::now_utc(),
             )?;
-            if let Some(key) = &key {
-                journal::idem_put(
-                    tx,
-                    scope,
-                    key,
-                    &IdemRecord {
-                        fingerprint: fp,
-                        state: IdemState::Done {
-                            outcome: IdemOutcome::Movement { id: m.id },
-                        },
-                    },
-                );
-            }
+            remember(tx, IdemOutcome::Movement { id: m.id });
             Ok((Some(m), false))
         })
         .await??;

@@ -216,20 +216,19 @@ async fn an_outage_queues_at_most_the_cap_of_telemetry_and_the_rest_is_counted()
     hq.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vending_alerts_reach_hq_once_each_across_an_outage() {
-    use outpost_server::domain::vending::climate::TempPolicy;
-    use outpost_server::vending::alerts;
-    let hq_dir = tempfile::tempdir().unwrap();
-    let hq = mock_hq(hq_dir.path()).await;
+/// A vending site whose HQ is down (stopped after its first start, so its URL is
+/// known), with slot `C2` set up (P0000001 at 1.50, capacity 12, par 6) and empty.
+async fn vending_site_with_hq_down(
+    hq_dir: &std::path::Path,
+    dir: &std::path::Path,
+) -> (outpost_mocks::hq::MockHqHandle, HqTestApp) {
+    let hq = mock_hq(hq_dir).await;
     let url = hq.url();
     hq.stop().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = settings(dir.path(), Some(url));
+    let mut s = settings(dir, Some(url));
     quick_events(&mut s);
     let app = spawn_with(s).await;
     snapshot(&app, 1, 3).await;
-    // Stock: a new slot is empty; a refill below par makes it low; one to par clears.
     let put = app
         .http
         .put(format!("{}/api/v1/vending/slots/C2", app.base))
@@ -238,6 +237,17 @@ async fn vending_alerts_reach_hq_once_each_across_an_outage() {
         .await
         .unwrap();
     assert_eq!(put.status().as_u16(), 200);
+    (hq, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vending_alerts_reach_hq_once_each_across_an_outage() {
+    use outpost_server::domain::vending::climate::TempPolicy;
+    use outpost_server::vending::alerts;
+    let hq_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Stock: a new slot is empty; a refill below par makes it low; one to par clears.
+    let (hq, app) = vending_site_with_hq_down(hq_dir.path(), dir.path()).await;
     for (key, units) in [("r1", 3), ("r2", 5)] {
         let r = app
             .http
@@ -327,22 +337,9 @@ async fn vending_alerts_reach_hq_once_each_across_an_outage() {
 #[tokio::test]
 async fn slot_counts_reach_hq_once_each_and_the_drift_report_adds_them_up() {
     let hq_dir = tempfile::tempdir().unwrap();
-    let hq = mock_hq(hq_dir.path()).await;
-    let url = hq.url();
-    hq.stop().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut s = settings(dir.path(), Some(url));
-    quick_events(&mut s);
-    let app = spawn_with(s).await;
-    snapshot(&app, 1, 3).await;
+    let (hq, app) = vending_site_with_hq_down(hq_dir.path(), dir.path()).await;
     let http = &app.http;
-    let put = http
-        .put(format!("{}/api/v1/vending/slots/C2", app.base))
-        .json(&serde_json::json!({"sku": "P0000001", "price": 150, "capacity": 12, "par": 6}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status().as_u16(), 200);
     let refill = http
         .post(format!("{}/api/v1/vending/slots/C2/refill", app.base))
         .header("Idempotency-Key", "r1")
