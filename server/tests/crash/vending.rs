@@ -206,7 +206,8 @@ async fn a_vend_cut_by_sigkill_is_finished_at_the_next_start_without_a_charge_wi
     let s = site().await;
 
     // 1. Killed while the reader waits for the customer's card (authorizing): the
-    //    restarted controller resets the reader, which holds nothing; the vend fails.
+    //    reader holds nothing (the restarted controller withdraws the request on the
+    //    session it kept, then resets it); the vend fails.
     s.reader.present_card(None);
     let server = s.serve();
     let pending = s.vend_async(&server, "cut-waiting-for-card");
@@ -224,8 +225,9 @@ async fn a_vend_cut_by_sigkill_is_finished_at_the_next_start_without_a_charge_wi
 
     // 2. Killed after the motor ran, while the board's answer is lost (dispensing):
     //    the restarted controller asks the board about the key (DROP) and never runs
-    //    the motor again; the reset reader released the approval, so the vend ends
-    //    unpaid: one product out, no charge, the slot one unit down.
+    //    the motor again; the reader kept its session (only the controller died), so
+    //    VEND SUCCESS on it takes the charge before the reader is reset: sold, one
+    //    product out, one charge, the slot one unit down.
     s.board.fault_next([SpiralFault::LoseReply]);
     let server = s.serve();
     let pending = s.vend_async(&server, "cut-while-dispensing");
@@ -238,11 +240,11 @@ async fn a_vend_cut_by_sigkill_is_finished_at_the_next_start_without_a_charge_wi
     pending.await.unwrap();
     let server = s.serve();
     let v = s.ended(&server, "cut-while-dispensing").await;
-    assert_eq!(v["state"], "unpaid", "{v}");
+    assert_eq!(v["state"], "completed", "{v}");
     assert_eq!(v["capture_in_doubt"], false, "{v}");
     assert_eq!(s.board.dispensed_total(), 1);
-    assert_eq!(s.charges(Charge::Settled) + s.charges(Charge::Held), 0);
-    assert_eq!(s.charges(Charge::Released), 1);
+    assert_eq!(s.charges(Charge::Settled), 1);
+    assert_eq!(s.charges(Charge::Held) + s.charges(Charge::Released), 0);
     assert_eq!(s.count(&server).await, 9);
 
     // 3. The machine sells again after recovery: one charge, one product. (Recovery
@@ -270,7 +272,7 @@ async fn a_vend_cut_by_sigkill_is_finished_at_the_next_start_without_a_charge_wi
         (201, Some("completed")),
         "{v}"
     );
-    assert_eq!(s.charges(Charge::Settled), 1);
+    assert_eq!(s.charges(Charge::Settled), 2);
     assert_eq!(s.board.dispensed_total(), 2);
     assert_eq!(s.count(&server).await, 8);
     // Charges equal completed vends; products out equal completed plus unpaid vends.
