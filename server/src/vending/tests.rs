@@ -50,7 +50,7 @@ fn mdb_config() -> MdbConfig {
     }
 }
 
-async fn reader(sim: &MdbSim) -> Arc<MdbCashless> {
+pub(super) async fn reader(sim: &MdbSim) -> Arc<MdbCashless> {
     let d = MdbCashless::with_connector("reader", Arc::new(sim.connector("mdb")), mdb_config());
     d.open().await.expect("reader opens");
     d.core().claim().expect("claim");
@@ -172,14 +172,14 @@ pub(super) async fn site() -> Site {
     }
 }
 
-fn settled(sim: &MdbSim) -> usize {
+pub(super) fn settled(sim: &MdbSim) -> usize {
     sim.ledger()
         .iter()
         .filter(|e| e.charge == Charge::Settled)
         .count()
 }
 
-fn held(sim: &MdbSim) -> usize {
+pub(super) fn held(sim: &MdbSim) -> usize {
     sim.ledger()
         .iter()
         .filter(|e| e.charge == Charge::Held)
@@ -782,46 +782,4 @@ async fn a_whole_machine_power_cut_after_the_drop_leaves_the_vend_unpaid_and_in_
     assert_eq!(t.settled, t.completed + 1);
 }
 
-/// Random cuts at random steps over `vends` vends, seeded.
-async fn random_cuts(vends: usize, seed: u64) {
-    let mut x: u64 = seed;
-    let t = vends_with_cuts(vends, |_| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (!x.is_multiple_of(3)).then_some(CutAt {
-            at: (x >> 8) as usize % CALLS,
-            after: (x >> 16).is_multiple_of(2),
-            machine: false,
-        })
-    })
-    .await;
-    assert_eq!(t.completed + t.unpaid + t.failed, vends);
-    // The controller restarts, the reader keeps its power: exact.
-    assert_eq!(t.settled, t.completed);
-    assert_eq!(t.unpaid, 0);
-    assert!(t.completed > 0 && t.failed > 0);
-    println!(
-        "{vends} vends: {} completed, {} failed, {} unpaid, {} charges",
-        t.completed, t.failed, t.unpaid, t.settled
-    );
-}
-
-/// The bounded run of the crash harness, in the default test run.
-#[tokio::test]
-async fn random_power_cuts_over_many_vends_keep_money_and_stock_exact() {
-    random_cuts(60, 0x9E37_79B9_7F4A_7C15).await;
-}
-
-/// The long run: `OUTPOST_VEND_CRASH_VENDS` vends (default 10,000), about two thirds
-/// of them cut. `cargo test -p outpost-server --lib vending -- --ignored`; the result
-/// is in RELIABILITY.md.
-#[tokio::test]
-#[ignore = "long: 10,000 vends with power cuts; run with --ignored"]
-async fn ten_thousand_vends_with_random_power_cuts() {
-    let vends = std::env::var("OUTPOST_VEND_CRASH_VENDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    random_cuts(vends, 0x2545_F491_4F6C_DD1D).await;
-}
+// The random cuts over many vends, cashless and cash mixed: `mixed_crash_tests.rs`.
