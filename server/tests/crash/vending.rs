@@ -159,16 +159,40 @@ impl Site {
         start_with(&self.data, Some(&self.config))
     }
 
-    /// POST the vend with `key` in the background.
+    /// POST the vend with `key` in the background, again while the server answers
+    /// `409 vend_in_progress` (its recovery round at start holds the machine; a 409
+    /// binds nothing). The last answer never comes: the server is killed first.
     fn vend_async(&self, server: &Server, key: &str) -> tokio::task::JoinHandle<()> {
-        let req = self
-            .till
-            .post(format!("{}/api/v1/vending/vends", server.base))
-            .header("Idempotency-Key", key)
-            .json(&json!({"slot": "A1"}));
-        // The answer never comes: the server is killed first.
+        self.post_until_taken(server, key, json!({"slot": "A1"}), 409)
+    }
+
+    fn post_until_taken(
+        &self,
+        server: &Server,
+        key: &str,
+        body: Value,
+        again: u16,
+    ) -> tokio::task::JoinHandle<()> {
+        let (till, url, key) = (
+            self.till.clone(),
+            format!("{}/api/v1/vending/vends", server.base),
+            key.to_owned(),
+        );
         tokio::spawn(async move {
-            let _ = req.send().await;
+            for _ in 0..200 {
+                let r = till
+                    .post(&url)
+                    .header("Idempotency-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if [409, again].contains(&r.status().as_u16()) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => return,
+                }
+            }
         })
     }
 
@@ -246,30 +270,9 @@ impl Site {
     }
 
     /// POST the cash vend `key` in the background until the server takes it (a 422
-    /// while the credit is not seen yet binds nothing); the last answer never comes
-    /// when the server is killed first.
+    /// while the credit is not seen yet binds nothing, as does a 409).
     fn cash_vend_async(&self, server: &Server, key: &str) -> tokio::task::JoinHandle<()> {
-        let (till, url, key) = (
-            self.till.clone(),
-            format!("{}/api/v1/vending/vends", server.base),
-            key.to_owned(),
-        );
-        tokio::spawn(async move {
-            for _ in 0..200 {
-                let r = till
-                    .post(&url)
-                    .header("Idempotency-Key", &key)
-                    .json(&json!({"slot": "A1", "method": "cash"}))
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().as_u16() == 422 => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    _ => return,
-                }
-            }
-        })
+        self.post_until_taken(server, key, json!({"slot": "A1", "method": "cash"}), 422)
     }
 
     /// POST the cash vend `key` until it has ended, bounded: the vend the restart
