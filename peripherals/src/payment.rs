@@ -185,6 +185,15 @@ pub trait PaymentTerminal: Device {
     async fn refund(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError>;
     /// What happened under `key` (nexo TransactionStatus).
     async fn status(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError>;
+    /// After the caller restarted: take up the payment a previous process of the
+    /// caller left open under `key`, before asking about it or finishing it with
+    /// `complete`, `void` or `abort`; returns its status. A terminal that keeps its
+    /// own journal of keys already knows the key (the default asks `status`). One
+    /// whose keys lived in the lost process (an MDB reader: MDB carries no key) binds
+    /// the key to the session the device kept, if it kept one.
+    async fn resume(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
+        self.status(key).await
+    }
     /// Whether the terminal reaches its acquirer and what it approved offline and has
     /// not forwarded yet (nexo Diagnosis). A terminal that never approves offline need
     /// not implement it: the default refuses, and its approvals are never offline.

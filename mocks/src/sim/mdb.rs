@@ -8,7 +8,14 @@
 //!   price is within the funds (or as scripted with [`MdbSim::decide_next`]) and
 //!   answered at once; VEND SUCCESS settles the charge, VEND FAILURE refunds it; SESSION
 //!   COMPLETE ends the session (END SESSION).
-//! - A command out of its state is answered COMMAND OUT OF SEQUENCE.
+//! - A command out of its state is answered COMMAND OUT OF SEQUENCE: VEND SUCCESS
+//!   or VEND FAILURE outside a vend (none approved, or already settled), SESSION
+//!   COMPLETE during one, VEND REQUEST outside a session.
+//! - The reader is a device of its own: it keeps its session when the controller
+//!   restarts (a new link, a new driver), and reports JUST RESET only after its own
+//!   power-up or a RESET ([`MdbSim::power_cut`] is the machine losing power).
+//! - Taking the card away ([`MdbSim::remove_card`], [`Decision::CardRemoved`]) makes
+//!   the reader ask for the session's end (SESSION CANCEL REQUEST).
 //! - A data reply the bridge did not pass on (a lost reply) is repeated at the next
 //!   POLL, as MDB peripherals repeat data the master never ACKed.
 //! - RESET releases an approval that never got VEND SUCCESS.
@@ -51,6 +58,9 @@ pub enum Decision {
     Approve,
     /// Deny it.
     Deny,
+    /// The customer takes the card away before the reader approves: the reader
+    /// denies the vend and asks to end the session (SESSION CANCEL REQUEST).
+    CardRemoved,
 }
 
 /// Where a charge stands.
@@ -132,7 +142,8 @@ impl Reader {
         Self {
             opts,
             phase: Phase::Inactive,
-            outbox: VecDeque::new(),
+            // Powered up: the first POLL hears JUST RESET.
+            outbox: VecDeque::from([Response::JustReset]),
             unacked: None,
             decisions: VecDeque::new(),
             faults: VecDeque::new(),
@@ -225,6 +236,10 @@ impl Reader {
                         Some(vec![R::VendApproved { amount: price }])
                     }
                     Decision::Deny => Some(vec![R::VendDenied]),
+                    Decision::CardRemoved => {
+                        self.opts.card_funds = None;
+                        Some(vec![R::SessionCancelRequest, R::VendDenied])
+                    }
                 }
             }
             // Approval is immediate here, so there is never a request to withdraw.
@@ -367,6 +382,29 @@ impl MdbSim {
     /// away (no new session starts).
     pub fn present_card(&self, funds: Option<u16>) {
         self.r().opts.card_funds = funds;
+    }
+
+    /// The customer takes the card away now: no new session starts, and a session
+    /// open (approved vend or not) is asked to end with SESSION CANCEL REQUEST at
+    /// the next POLL; a vend approved still waits for VEND SUCCESS or FAILURE.
+    pub fn remove_card(&self) {
+        let mut r = self.r();
+        r.opts.card_funds = None;
+        if matches!(r.phase, Phase::Session { .. } | Phase::Approved { .. }) {
+            r.outbox.push_back(Response::SessionCancelRequest);
+        }
+    }
+
+    /// The whole machine loses its power (the reader too): an approval that never
+    /// got VEND SUCCESS is released, and the reader comes back up inactive,
+    /// reporting JUST RESET. (A restart of the controller alone changes nothing
+    /// here: the reader keeps its power and its session.)
+    pub fn power_cut(&self) {
+        let mut r = self.r();
+        r.release_held(Charge::Released);
+        r.phase = Phase::Inactive;
+        r.outbox = VecDeque::from([Response::JustReset]);
+        r.unacked = None;
     }
 
     /// Script the decisions on the next VEND REQUESTs, in order.

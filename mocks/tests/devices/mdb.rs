@@ -9,7 +9,7 @@ use outpost_mocks::compliance::payment::{self, Fault, PaymentHarness};
 use outpost_mocks::sim::mdb::{Charge, Decision, MdbFault, MdbOptions, MdbSim};
 use outpost_peripherals::mdb::{MdbCashless, MdbConfig};
 use outpost_peripherals::payment::{
-    KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
+    Approval, KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest, PaymentTerminal,
 };
 use outpost_peripherals::{Device, DeviceError, ErrorKind};
 use tokio::time::timeout;
@@ -208,6 +208,8 @@ async fn garbage_and_no_answer_mid_vend_are_outcome_unknown_and_resolve() {
 
 #[tokio::test]
 async fn a_reset_at_reopen_releases_an_approval_never_completed() {
+    // The machine lost its power, the reader too: it comes back reporting JUST
+    // RESET, the driver resets it, and the approval is gone.
     let sim = MdbSim::new(MdbOptions::default());
     let d = ready(&sim).await;
     assert!(matches!(
@@ -216,6 +218,7 @@ async fn a_reset_at_reopen_releases_an_approval_never_completed() {
     ));
     assert_eq!(charges(&sim, &d, "r1"), 1);
     d.close().await;
+    sim.power_cut();
     d.open().await.unwrap();
     assert_eq!(
         d.status(&PaymentKey("r1".into())).await,
@@ -227,6 +230,141 @@ async fn a_reset_at_reopen_releases_an_approval_never_completed() {
         "the held money went back"
     );
     assert_eq!(charges(&sim, &d, "r1"), 1, "one approval, never repeated");
+}
+
+/// A second driver on the same reader, as after a restart of the controller: the
+/// reader kept its power and its session.
+async fn restarted(sim: &MdbSim) -> MdbCashless {
+    ready(sim).await
+}
+
+#[tokio::test]
+async fn a_session_kept_through_a_controller_restart_is_finished_under_the_resumed_key() {
+    let key = PaymentKey("k1".into());
+    // Approved, then the controller restarts before VEND SUCCESS.
+    let sim = MdbSim::new(MdbOptions::default());
+    let first = ready(&sim).await;
+    assert!(matches!(
+        first.authorize(&req("k1", 300)).await,
+        Ok(Outcome::Approved(_))
+    ));
+    drop(first);
+    let d = restarted(&sim).await;
+    assert_eq!(sim.ledger()[0].charge, Charge::Held, "open did not reset");
+    assert_eq!(d.resume(&key).await, Ok(KeyStatus::InProgress));
+    d.complete(&key).await.unwrap();
+    assert_eq!(sim.ledger()[0].charge, Charge::Settled);
+    assert_eq!(
+        d.status(&key).await,
+        Ok(KeyStatus::Done(Outcome::Approved(Approval {
+            auth_code: "MDB65535".into(),
+            ..Approval::default()
+        })))
+    );
+    // The reader was reset after the session ended, and sells again.
+    assert!(matches!(
+        d.authorize(&req("k2", 100)).await,
+        Ok(Outcome::Approved(_))
+    ));
+    d.complete(&PaymentKey("k2".into())).await.unwrap();
+    assert_eq!(sim.ledger().len(), 2);
+    assert!(sim.ledger().iter().all(|e| e.charge == Charge::Settled));
+
+    // VEND SUCCESS reached the reader, the controller restarted before hearing
+    // the rest: VEND SUCCESS again is out of sequence, the charge already taken.
+    let sim = MdbSim::new(MdbOptions::default());
+    let first = ready(&sim).await;
+    first.authorize(&req("k1", 300)).await.unwrap();
+    first.complete(&key).await.unwrap();
+    drop(first);
+    let d = restarted(&sim).await;
+    d.resume(&key).await.unwrap();
+    d.complete(&key).await.unwrap();
+    assert_eq!(sim.ledger().len(), 1);
+    assert_eq!(sim.ledger()[0].charge, Charge::Settled, "charged once");
+
+    // Nothing dropped: VEND FAILURE on the kept session gives the money back.
+    let sim = MdbSim::new(MdbOptions::default());
+    let first = ready(&sim).await;
+    first.authorize(&req("k1", 300)).await.unwrap();
+    drop(first);
+    let d = restarted(&sim).await;
+    d.resume(&key).await.unwrap();
+    d.void(&key).await.unwrap();
+    assert_eq!(sim.ledger()[0].charge, Charge::Refunded);
+    assert_eq!(d.status(&key).await, Ok(KeyStatus::Reversed));
+
+    // Cut while waiting for the card (no VEND REQUEST sent, or its approval not
+    // heard): abort withdraws it; nothing is held either way.
+    for approved in [false, true] {
+        let sim = MdbSim::new(MdbOptions::default());
+        let first = ready(&sim).await;
+        if approved {
+            first.authorize(&req("k1", 300)).await.unwrap();
+        }
+        drop(first);
+        let d = restarted(&sim).await;
+        assert_eq!(d.resume(&key).await, Ok(KeyStatus::InProgress));
+        let st = d.abort(&key).await.unwrap();
+        let want = if approved {
+            KeyStatus::Reversed
+        } else {
+            KeyStatus::Unknown
+        };
+        assert_eq!(st, want, "approved: {approved}");
+        assert!(sim.ledger().iter().all(|e| e.charge != Charge::Held));
+    }
+
+    // The whole machine lost its power: the reader reports JUST RESET, the
+    // approval is released, and the key is unknown to the new driver.
+    let sim = MdbSim::new(MdbOptions::default());
+    let first = ready(&sim).await;
+    first.authorize(&req("k1", 300)).await.unwrap();
+    drop(first);
+    sim.power_cut();
+    let d = restarted(&sim).await;
+    assert_eq!(d.resume(&key).await, Ok(KeyStatus::Unknown));
+    assert_eq!(sim.ledger()[0].charge, Charge::Released);
+    assert!(matches!(
+        d.complete(&key).await,
+        Err(PaymentError::Illegal(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_kept_session_nobody_resumes_is_reset_before_the_next_vend() {
+    let sim = MdbSim::new(MdbOptions::default());
+    let first = ready(&sim).await;
+    first.authorize(&req("k1", 300)).await.unwrap();
+    drop(first);
+    let d = restarted(&sim).await;
+    assert!(matches!(
+        d.authorize(&req("k2", 100)).await,
+        Ok(Outcome::Approved(_))
+    ));
+    let ledger = sim.ledger();
+    assert_eq!(ledger[0].charge, Charge::Released);
+    assert_eq!(ledger[1].charge, Charge::Held);
+    // Too late to bind a key: the reader was reset.
+    assert_eq!(
+        d.resume(&PaymentKey("k1".into())).await,
+        Ok(KeyStatus::Unknown)
+    );
+}
+
+#[tokio::test]
+async fn a_card_taken_away_before_the_approval_declines_with_nothing_held() {
+    let sim = MdbSim::new(MdbOptions::default());
+    let d = ready(&sim).await;
+    sim.decide_next([Decision::CardRemoved]);
+    let out = d.authorize(&req("c1", 300)).await.unwrap();
+    let Outcome::Declined { reason } = out else {
+        panic!("{out:?}")
+    };
+    assert!(reason.contains("card was taken away"), "{reason}");
+    assert!(sim.ledger().is_empty());
+    // The denial that came with the cancel request is no reader fault.
+    assert_eq!(d.core().state(), outpost_peripherals::DeviceState::Idle);
 }
 
 #[tokio::test]

@@ -82,6 +82,11 @@ pub(super) struct Reader {
     /// Funds of the open session, if a card is presented.
     pub(super) funds: Option<u16>,
     pub(super) out_of_sequence: bool,
+    /// Open found the reader running (no JUST RESET at its first POLL): a session
+    /// a previous process left may be open on it, for `resume` to bind to a key.
+    pub(super) inherited: bool,
+    /// Open put off the RESET (see `inherited`): the next vend resets first.
+    pub(super) needs_reset: bool,
 }
 
 /// What the clones of one [`MdbCashless`](super::MdbCashless) share.
@@ -194,6 +199,7 @@ impl Shared {
             }
             Response::VendApproved { .. } | Response::VendDenied => {}
         }
+        let inheriting = reader.inherited || reader.needs_reset;
         let scale = reader
             .config
             .map_or(1, |c| i64::from(c.scale_factor.max(1)));
@@ -203,7 +209,7 @@ impl Shared {
         let requested = current
             .as_ref()
             .and_then(|k| book.entries.get(k))
-            .is_some_and(|e| matches!(e.state, State::Requested { .. }));
+            .is_some_and(|e| matches!(e.state, State::Requested { .. } | State::Inherited));
         match (r, current) {
             (Response::VendApproved { amount }, Some(k)) if requested => {
                 book.set(
@@ -216,6 +222,24 @@ impl Shared {
             (Response::VendDenied, Some(k)) if requested => {
                 book.set(&k, State::Declined("reader denied the vend".into()));
             }
+            // The customer took the card away while the vend waited for approval.
+            (Response::SessionCancelRequest, Some(k)) if requested => {
+                book.set(
+                    &k,
+                    State::Declined(
+                        "the card was taken away: the reader cancelled the session".into(),
+                    ),
+                );
+            }
+            // The denial that goes with a session the reader cancelled.
+            (Response::VendDenied, Some(k))
+                if book
+                    .entries
+                    .get(&k)
+                    .is_some_and(|e| matches!(e.state, State::Declined(_))) => {}
+            // A repeat of an answer the previous process never heard, read by the
+            // first POLL of open: the session it belongs to is resumed by key.
+            (Response::VendApproved { .. } | Response::VendDenied, _) if inheriting => {}
             (Response::VendApproved { .. } | Response::VendDenied, _) => {
                 drop(book);
                 self.core.raise_error(&DeviceFault::failure(format!(

@@ -19,8 +19,21 @@
 //!
 //! MDB carries no key, so the journal maps keys to the item number field of VEND
 //! REQUEST, which carries the driver's vend sequence number (1 to 65534, wrapping)
-//! for the reader's audit trail. The journal lives in memory: a restart loses it, and
-//! the RESET at the next open releases every approval that never got VEND SUCCESS.
+//! for the reader's audit trail. The journal lives in memory: a restart loses it.
+//!
+//! # A restart of the controller
+//!
+//! Open polls the reader before anything else. A reader that lost its power (or
+//! was never set up) answers JUST RESET, and open sets it up: RESET, which releases
+//! every approval that never got VEND SUCCESS. One that answers anything else kept
+//! its power while the controller restarted, and may still hold the session of a
+//! vend a previous process left open: open leaves it as it is. `resume` binds that
+//! vend's key to the kept session (the item number is not known any more: VEND
+//! SUCCESS carries `FFFF`, "not given"); `complete`, `void` or `abort` under the key
+//! finish it on the wire (an answer of COMMAND OUT OF SEQUENCE to VEND SUCCESS
+//! means the reader is not in a vend: the VEND SUCCESS sent before the restart took
+//! the charge), then SESSION COMPLETE and the RESET open put off. A kept session
+//! nobody resumes is reset before the next `authorize`.
 //!
 //! # Concurrency
 //!
@@ -141,8 +154,50 @@ impl MdbCashless {
         lock(&self.shared.reader).config
     }
 
-    async fn setup(&self) -> Result<(), DeviceFault> {
+    /// POLL the reader before anything else. A reader that lost its power (or was
+    /// never set up) answers JUST RESET: set it up (RESET included). One that
+    /// answers anything else kept its power while the controller restarted, and may
+    /// hold the session of a vend a previous process left open: leave it as it is
+    /// for recovery ([`PaymentTerminal::resume`]), and reset it after.
+    async fn probe_then_setup(&self) -> Result<(), DeviceFault> {
         let s = &self.shared;
+        {
+            let mut r = lock(&s.reader);
+            *r = Reader::default();
+            r.needs_reset = true;
+        }
+        let mut kept = false;
+        for _ in 0..10 {
+            match s.exchange(Command::Poll).await.map_err(|e| e.fault())? {
+                _ if lock(&s.reader).just_reset => break,
+                Answer::Ack => {
+                    kept = true;
+                    break;
+                }
+                // Data: the reader still had something to say; poll until quiet.
+                Answer::Data(_) => kept = true,
+                Answer::Nak | Answer::NoResponse => {
+                    kept = false;
+                    break;
+                }
+            }
+        }
+        if kept && !lock(&s.reader).just_reset {
+            let mut r = lock(&s.reader);
+            r.inherited = true;
+            r.needs_reset = true;
+            tracing::info!(device = %s.core.id(),
+                "MDB reader kept its power through the restart; its session is left for recovery.");
+            return Ok(());
+        }
+        s.setup().await
+    }
+}
+
+impl Shared {
+    /// RESET, then SETUP config data, SETUP prices and READER ENABLE.
+    pub(super) async fn setup(&self) -> Result<(), DeviceFault> {
+        let s = self;
         let fail = |e: LinkError| e.fault();
         {
             let mut r = lock(&s.reader);
@@ -165,6 +220,7 @@ impl MdbCashless {
                     Some(State::WaitingCard) => Some(State::Declined("reader was reset".into())),
                     Some(State::Requested { .. }) => Some(State::NeverCharged),
                     Some(State::Approved { .. }) => Some(State::Reversed),
+                    Some(State::Inherited) => Some(State::NeverCharged),
                     _ => None,
                 };
                 if let Some(n) = next {
@@ -238,8 +294,9 @@ impl Device for MdbCashless {
         &self.shared.core
     }
 
-    /// Connects, then RESET, SETUP config data, SETUP prices and READER ENABLE. An
-    /// open reader is not reset again. Cancel-safe, though a cancelled open leaves the
+    /// Connects and polls; then RESET, SETUP config data, SETUP prices and READER
+    /// ENABLE, unless the reader kept a session through a restart (see the module
+    /// docs: then after that session ends). An open reader is not reset again. Cancel-safe, though a cancelled open leaves the
     /// device closed and needs another open.
     async fn open(&self) -> Result<(), DeviceFault> {
         {
@@ -249,7 +306,7 @@ impl Device for MdbCashless {
             }
             link.connect().await?;
         }
-        if let Err(f) = self.setup().await {
+        if let Err(f) = self.probe_then_setup().await {
             self.shared.link.lock().await.disconnect();
             return Err(f);
         }
@@ -307,6 +364,14 @@ impl PaymentTerminal for MdbCashless {
     }
 
     async fn abort(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
+        if matches!(
+            self.shared.state_of(key).map(|e| e.state),
+            Some(State::Inherited)
+        ) {
+            let r = self.shared.abort_inherited(key).await;
+            record(&self.shared.core, &r);
+            return r;
+        }
         let r = async {
             let mut book = lock(&self.shared.book);
             match book.entries.get(key).map(|e| (e.state.clone(), e.item)) {
@@ -343,5 +408,13 @@ impl PaymentTerminal for MdbCashless {
         let r = self.shared.status(key).await;
         record(&self.shared.core, &r);
         r
+    }
+
+    /// Binds a key this process never saw to the session the reader kept through
+    /// the restart (see [`MdbCashless`]'s open), so `complete`, `void` and `abort`
+    /// under it finish that session on the wire. A reader that was reset holds
+    /// nothing: the key is unknown.
+    async fn resume(&self, key: &PaymentKey) -> Result<KeyStatus, PaymentError> {
+        Ok(self.shared.resume(key))
     }
 }

@@ -21,14 +21,18 @@ pub(super) enum State {
     Approved {
         amount_minor: i64,
     },
-    Settled {
-        amount_minor: i64,
-    },
+    /// VEND SUCCESS taken: the charge stands.
+    Settled,
     Declined(String),
     Reversed,
     /// Resolved after a lost answer: the reader never had the request, or released
     /// it; nothing was charged.
     NeverCharged,
+    /// Bound by `resume` to the session the reader kept through a restart of the
+    /// controller: a previous process sent VEND REQUEST under the key, and where the
+    /// vend stands is known only to the reader until VEND SUCCESS or VEND FAILURE
+    /// asks it.
+    Inherited,
 }
 
 #[derive(Debug, Clone)]
@@ -98,8 +102,8 @@ pub(super) fn approval(item: u16) -> Approval {
 /// What the terminal says about a key in this state.
 pub(super) fn status_of(state: &State, item: u16) -> KeyStatus {
     match state {
-        State::WaitingCard | State::Requested { .. } => KeyStatus::InProgress,
-        State::Approved { .. } | State::Settled { .. } => {
+        State::WaitingCard | State::Requested { .. } | State::Inherited => KeyStatus::InProgress,
+        State::Approved { .. } | State::Settled => {
             KeyStatus::Done(Outcome::Approved(approval(item)))
         }
         State::Declined(reason) => KeyStatus::Done(Outcome::Declined {

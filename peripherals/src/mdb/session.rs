@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::bridge::{Answer, LinkError, Shared, lock};
 use super::journal::{Entry, State, approval, status_of};
-use super::protocol::Command;
+use super::protocol::{Command, NO_ITEM};
 use crate::payment::{KeyStatus, Outcome, PaymentError, PaymentKey, PaymentRequest};
 
 impl Shared {
@@ -71,6 +71,14 @@ impl Shared {
 
     pub(super) async fn authorize(&self, req: &PaymentRequest) -> Result<Outcome, PaymentError> {
         self.core.ensure_ready()?;
+        if lock(&self.reader).needs_reset {
+            // A session kept through a restart that nobody resumed: reset first.
+            // Nothing was sent for this request yet, so a failed reset is offline.
+            if lock(&self.book).current.is_some() {
+                return Err(PaymentError::Busy);
+            }
+            self.setup().await?;
+        }
         if req.instrument != crate::payment::Instrument::Any {
             // MDB has no way to tell the reader which instruments it may take.
             return Err(PaymentError::Illegal(
@@ -222,9 +230,10 @@ impl Shared {
             return Err(PaymentError::Illegal(format!("no payment under key {key}")));
         };
         match (&entry.state, success) {
-            (State::Settled { .. }, true) | (State::Reversed, false) => return Ok(()),
+            (State::Settled, true) | (State::Reversed, false) => return Ok(()),
+            (State::Inherited, _) => return self.settle_inherited(key, success).await,
             (State::Approved { .. }, _) => {}
-            (State::Settled { .. }, false) => {
+            (State::Settled, false) => {
                 return Err(PaymentError::Illegal(
                     "MDB level 1 cannot reverse a completed vend".into(),
                 ));
@@ -236,9 +245,6 @@ impl Shared {
                 )));
             }
         }
-        let State::Approved { amount_minor } = entry.state else {
-            return Err(PaymentError::Illegal("not approved".into()));
-        };
         let cmd = if success {
             Command::VendSuccess { item: entry.item }
         } else {
@@ -266,7 +272,7 @@ impl Shared {
         }
         let state = if success {
             self.core.count("vends_settled", 1);
-            State::Settled { amount_minor }
+            State::Settled
         } else {
             self.core.count("vends_reversed", 1);
             State::Reversed
@@ -311,5 +317,129 @@ impl Shared {
             }
         }
         Ok(entry.map_or(KeyStatus::Unknown, |e| status_of(&e.state, e.item)))
+    }
+}
+
+/// A session the reader kept through a restart of the controller (the process was
+/// killed, the reader kept its power): the new driver's open found it (no JUST
+/// RESET at its first POLL) and left it alone, and `resume` bound the key of the
+/// vend a previous process left open to it. VEND SUCCESS or VEND FAILURE finishes
+/// it, then SESSION COMPLETE and the RESET that open put off. MDB readers answer a
+/// command that does not fit their state with COMMAND OUT OF SEQUENCE: to VEND
+/// SUCCESS, that the reader is not in a vend, so the VEND SUCCESS a previous
+/// process sent already took the charge (nothing else ends an approved vend while
+/// the reader keeps its power: VEND FAILURE is never sent for a vend being
+/// captured); to VEND FAILURE, that the reader holds nothing for the vend.
+impl Shared {
+    /// Bind `key`, unknown to this process, to the session found open at open, if
+    /// there is one. Returns the key's status.
+    pub(super) fn resume(&self, key: &PaymentKey) -> KeyStatus {
+        if let Some(e) = self.state_of(key) {
+            return status_of(&e.state, e.item);
+        }
+        if !std::mem::take(&mut lock(&self.reader).inherited) {
+            // The reader was reset since (JUST RESET at open, or the RESET after a
+            // kept session ended): whatever it held under the key is released.
+            return KeyStatus::Unknown;
+        }
+        let mut book = lock(&self.book);
+        book.insert(
+            key.clone(),
+            Entry {
+                state: State::Inherited,
+                item: NO_ITEM,
+                success_sent: true,
+            },
+        );
+        book.current = Some(key.clone());
+        KeyStatus::InProgress
+    }
+
+    /// VEND SUCCESS (`success`) or VEND FAILURE on the kept session under `key`,
+    /// then SESSION COMPLETE and the reset.
+    pub(super) async fn settle_inherited(
+        &self,
+        key: &PaymentKey,
+        success: bool,
+    ) -> Result<(), PaymentError> {
+        let cmd = if success {
+            Command::VendSuccess { item: NO_ITEM }
+        } else {
+            Command::VendFailure
+        };
+        self.take_out_of_sequence();
+        let answer = self.exchange(cmd).await.map_err(|e| e.after_send())?;
+        let held = match answer {
+            Answer::Nak | Answer::NoResponse => {
+                return Err(PaymentError::OutcomeUnknown(format!(
+                    "reader did not take {cmd:?} on the session it kept; try again"
+                )));
+            }
+            Answer::Ack | Answer::Data(_) => !self.take_out_of_sequence(),
+        };
+        let state = match (success, held) {
+            (true, true) => {
+                self.core.count("vends_settled", 1);
+                State::Settled
+            }
+            // Not in a vend: the VEND SUCCESS sent before the restart took it.
+            (true, false) => State::Settled,
+            (false, true) => {
+                self.core.count("vends_reversed", 1);
+                State::Reversed
+            }
+            (false, false) => State::NeverCharged,
+        };
+        tracing::info!(device = %self.core.id(), key = %key, ?cmd, held,
+            "Finished the MDB session the reader kept through a restart.");
+        self.finish(key, state);
+        self.end_session().await;
+        self.reset_inherited().await;
+        Ok(())
+    }
+
+    /// Withdraw the vend under the kept `key` (it may still wait for the reader's
+    /// answer, or hold an approval nobody heard): VEND CANCEL, which a reader with
+    /// the request pending answers VEND DENIED, else VEND FAILURE.
+    pub(super) async fn abort_inherited(
+        &self,
+        key: &PaymentKey,
+    ) -> Result<KeyStatus, PaymentError> {
+        self.take_out_of_sequence();
+        self.exchange(Command::VendCancel)
+            .await
+            .map_err(|e| e.after_send())?;
+        if !self.take_out_of_sequence() && !self.is_declined(key) {
+            // Acknowledged: the denial comes on the next poll.
+            self.exchange(Command::Poll)
+                .await
+                .map_err(|e| e.after_send())?;
+        }
+        if self.is_declined(key) {
+            self.end_session().await;
+            self.reset_inherited().await;
+        } else {
+            self.settle_inherited(key, false).await?;
+        }
+        Ok(self
+            .state_of(key)
+            .map_or(KeyStatus::Unknown, |e| status_of(&e.state, e.item)))
+    }
+
+    fn is_declined(&self, key: &PaymentKey) -> bool {
+        matches!(
+            self.state_of(key).map(|e| e.state),
+            Some(State::Declined(_))
+        )
+    }
+
+    /// RESET and set the reader up, as open would have: after a kept session
+    /// ended, or before the first new vend if recovery never asked about it.
+    pub(super) async fn reset_inherited(&self) {
+        if let Err(f) = self.setup().await {
+            tracing::warn!(device = %self.core.id(), error = %f,
+                "MDB reader reset after a kept session failed; the next vend resets it.");
+            lock(&self.reader).needs_reset = true;
+        }
     }
 }

@@ -354,6 +354,12 @@ pub(super) enum Step {
     Motor,
     /// DISPENSE (the change).
     Payout,
+    /// The reader's VEND REQUEST (`authorize`).
+    Authorize,
+    /// The reader's VEND SUCCESS (`complete`).
+    Capture,
+    /// The reader's VEND FAILURE (`void`).
+    Void,
 }
 
 /// The cut: at `step`, before the device sees it or after it acted.
@@ -364,7 +370,11 @@ pub(super) struct Cut {
 }
 
 impl Cut {
-    async fn through<T>(&self, step: Step, call: impl std::future::Future<Output = T>) -> T {
+    pub(super) async fn through<T>(
+        &self,
+        step: Step,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
         let at = *self.at.lock().unwrap();
         match at {
             Some((s, false)) if s == step => {

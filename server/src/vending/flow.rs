@@ -340,9 +340,11 @@ impl Vending {
     }
 
     /// VEND SUCCESS under the key, then the sale. A reader that no longer holds the
-    /// charge (it was reset) leaves the vend unpaid: the product is out. `resumed`:
-    /// a process before this one may have sent VEND SUCCESS already (recovery of a
-    /// vend left in `capturing`), so an unpaid end is in doubt.
+    /// charge (it lost its power and was reset) leaves the vend unpaid: the product
+    /// is out. `resumed`: a process before this one may have sent VEND SUCCESS
+    /// already (recovery of a vend left in `capturing`), so an unpaid end is in
+    /// doubt. (A reader that kept its power through the restart still has the
+    /// session, resumed under the key: VEND SUCCESS finishes it.)
     pub(crate) async fn capture(
         &self,
         r: VendRecord,

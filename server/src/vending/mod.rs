@@ -49,6 +49,8 @@ mod cash_tests;
 #[cfg(test)]
 mod dex_tests;
 #[cfg(test)]
+mod mixed_crash_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

@@ -6,11 +6,11 @@
 //! | state left | asks | then |
 //! |---|---|---|
 //! | `selected` | nothing (no device was called) | `failed` |
-//! | `authorizing` | the reader, about the key | approved: `voiding`; else `failed` |
+//! | `authorizing` | the reader, about the key (withdrawn if still open) | approved: `voiding`; else `failed` |
 //! | `authorized` | nothing (the motor never ran) | `voiding` |
 //! | `dispensing` | the dispenser, about the key | dropped: `capturing`; not: `voiding` |
 //! | `dispensed` | nothing | `capturing` |
-//! | `capturing` | the reader, about the key | held: VEND SUCCESS, `completed`; not held: `unpaid`, in doubt |
+//! | `capturing` | nothing: VEND SUCCESS again | taken: `completed`; the reader was reset: `unpaid`, in doubt |
 //! | `voiding` | the reader, about the key | held: VEND FAILURE; then `failed` |
 //!
 //! A cash vend holds no reader: `authorized` and `voiding` give its price back to
@@ -18,15 +18,24 @@
 //! cut left in flight are finished ([`super::cash`]) and the change due is paid.
 //!
 //! An answer not known yet leaves the vend open for the next round.
+//!
+//! Before anything else about a cashless vend, the reader is told the key again
+//! ([`PaymentTerminal::resume`]): an MDB reader that kept its power while the
+//! controller restarted still has the vend's session open, and the driver binds the
+//! key to it, so VEND SUCCESS or VEND FAILURE finishes it on the wire before the
+//! reader is reset. Only a reader that lost its power too (the whole machine cut)
+//! has released the vend: a `capturing` vend then ends `unpaid`, in doubt.
+//!
+//! [`PaymentTerminal::resume`]: outpost_peripherals::payment::PaymentTerminal::resume
 
-use outpost_peripherals::payment::PaymentKey;
+use outpost_peripherals::payment::{KeyStatus, PaymentKey};
 
 use super::flow::Dropped;
 use super::records::open_vends;
 use super::{VendError, Vending};
 use crate::domain::vending::vend::VendFault;
-use crate::domain::vending::{VendRecord, VendState};
-use crate::sales::terminal::Asked;
+use crate::domain::vending::{PayMethod, VendRecord, VendState};
+use crate::sales::terminal::{Asked, asked_from};
 
 /// What one recovery round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +73,36 @@ impl Vending {
         Ok(out)
     }
 
+    /// Tell the reader about a cashless vend a device call may have been made for,
+    /// and what it says about the key (`None`: nothing yet).
+    async fn resume_payment(&self, r: &VendRecord) -> Option<KeyStatus> {
+        if r.method != PayMethod::Cashless || r.state() == VendState::Selected {
+            return None;
+        }
+        let terminal = self.devices.cashless.as_ref()?;
+        let key = PaymentKey(r.key.clone());
+        match tokio::time::timeout(self.timeouts.call, terminal.resume(&key)).await {
+            Ok(Ok(status)) => Some(status),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
     async fn resume(&self, mut r: VendRecord) -> Result<VendRecord, VendError> {
         let now = time::OffsetDateTime::now_utc;
+        let resumed = self.resume_payment(&r).await;
         match r.state() {
             VendState::Selected => {
                 r.fail("the machine restarted before payment", None);
                 self.end(r, VendState::Failed).await
             }
             VendState::Authorizing => {
-                let mut asked = self.ask_payment(&r.key).await;
+                // Still open on the reader (a session kept through a restart, or a
+                // request still waiting): nobody waits for it any more, withdraw it.
+                let mut asked = match resumed {
+                    Some(KeyStatus::InProgress) => None,
+                    Some(status) => asked_from(status),
+                    None => self.ask_payment(&r.key).await,
+                };
                 if asked.is_none()
                     && let Some(t) = &self.devices.cashless
                 {

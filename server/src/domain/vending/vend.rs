@@ -46,9 +46,9 @@ pub enum VendState {
     /// Nothing sold, nothing charged. Final.
     Failed,
     /// The product left the machine and no charge could be recorded for it: the
-    /// reader released the held price (its reset after a power cut between the drop
-    /// and VEND SUCCESS), or a cut right after VEND SUCCESS leaves it in doubt
-    /// (`capture_in_doubt`). Counted as a free vend. Final.
+    /// reader released the held price (it lost its power with the whole machine
+    /// between the drop and VEND SUCCESS), or such a cut in `capturing` leaves it in
+    /// doubt (`capture_in_doubt`). Counted as a free vend. Final.
     Unpaid,
 }
 
@@ -162,8 +162,9 @@ pub struct VendRecord {
     /// Which device misbehaved on this vend (for alerts).
     #[serde(default)]
     pub fault: Option<VendFault>,
-    /// For an unpaid vend: VEND SUCCESS may have reached the reader before a restart
-    /// cut the capture short, and a level 1 reader cannot be asked after its reset.
+    /// For an unpaid vend: VEND SUCCESS may have reached the reader before the whole
+    /// machine's power cut stopped the capture, and a level 1 reader cannot be asked
+    /// after its reset.
     /// Reconciled against the cashless provider's settlement report.
     #[serde(default)]
     pub capture_in_doubt: bool,
