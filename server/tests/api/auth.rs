@@ -376,6 +376,28 @@ pub(crate) fn matrix() -> Vec<Row> {
             None,
             tech_admin,
         ),
+        row(
+            "GET",
+            "/api/v1/vending/drift",
+            "/api/v1/vending/drift",
+            None,
+            everyone,
+        ),
+        row(
+            "GET",
+            "/api/v1/vending/credit",
+            "/api/v1/vending/credit",
+            None,
+            sellers,
+        ),
+        row(
+            "POST",
+            "/api/v1/vending/credit/return",
+            "/api/v1/vending/credit/return",
+            // Refused after the permission check: this machine takes no cash (422).
+            None,
+            sellers,
+        ),
     ]
 }
 
