@@ -11,8 +11,9 @@ use outpost_mocks::sim::validator::ValidatorOptions;
 use outpost_mocks::sim::{ChangerSim, SpiralSim, ValidatorSim};
 use outpost_peripherals::changer::CoinRoute;
 
-use super::cash::CashMove;
-use super::cash_tests::{Cut, CutChanger, CutMotor, CutValidator, Step, changer, moved, validator};
+use super::cash_tests::{
+    Cut, CutChanger, CutMotor, CutValidator, Step, assert_cash_books, changer, validator, wait,
+};
 use super::slots;
 use super::tests::{board, reopen, sales, slot, stocked_store, timeouts};
 use super::{VendDevices, Vending, finished};
@@ -59,14 +60,6 @@ async fn service(store: &Arc<Store>, w: &World, cut: Option<Arc<Cut>>) -> Vendin
 
 /// Every invariant, after vend `i`.
 fn check(store: &Store, w: &World, i: usize) {
-    let st = super::cash::state(store).unwrap();
-    assert!(
-        st.reserved.is_none()
-            && st.stacking.is_none()
-            && st.payout.is_none()
-            && st.pay_due.is_none(),
-        "vend {i}: cash left in flight: {st:?}"
-    );
     assert!(
         super::open_vends(store).unwrap().is_empty(),
         "vend {i}: open"
@@ -77,21 +70,14 @@ fn check(store: &Store, w: &World, i: usize) {
         .filter(|r| r.state() == VendState::Completed)
         .collect();
     let sold: i64 = completed.iter().map(|r| r.price.minor()).sum();
-    let coins_in = moved(store, CashMove::CoinToTube) + moved(store, CashMove::CoinToCashBox);
-    let notes_in = moved(store, CashMove::NoteStacked);
-    let paid = moved(store, CashMove::PaidOut);
-    assert_eq!(
-        coins_in, w.coins_taken,
-        "vend {i}: every coin taken is credit"
+    assert_cash_books(
+        store,
+        &w.coins,
+        &w.notes,
+        w.coins_taken,
+        sold,
+        &format!("vend {i}"),
     );
-    assert_eq!(notes_in, w.notes.stacked_minor(), "vend {i}: notes");
-    assert_eq!(paid, w.coins.paid_out_minor(), "vend {i}: coins paid");
-    assert_eq!(
-        coins_in + notes_in,
-        sold + paid + st.credit,
-        "vend {i}: cash in = sales + paid out + credit"
-    );
-    assert!(st.credit >= 0);
     // One product per sale, none free (a cash vend is never unpaid).
     let dropped = SPIRAL - w.disp.stock("A1");
     assert_eq!(dropped as usize, completed.len(), "vend {i}: drops");
@@ -209,13 +195,6 @@ async fn random_cash_cuts(vends: usize, seed: u64) -> (usize, usize) {
         check(&store, &w, i);
     }
     (cuts_hit, sold)
-}
-
-/// Wait for a task to finish without taking it.
-async fn wait<T>(task: &tokio::task::JoinHandle<T>) {
-    while !task.is_finished() {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// The bounded run, in the default test run.

@@ -122,6 +122,49 @@ fn credit(v: &Vending) -> i64 {
     v.cash().unwrap().credit
 }
 
+/// The cash books after the vends settled, as the crash harnesses check them after
+/// each vend: nothing in flight; every coin the changer took (`coins_taken`) and
+/// every note it stacked is credit in the journal; the journal's payouts are the
+/// coins the changer paid; cash in equals cash out plus `cash_sold` plus the credit,
+/// which is never negative.
+pub(super) fn assert_cash_books(
+    store: &Store,
+    coins: &ChangerSim,
+    notes: &ValidatorSim,
+    coins_taken: i64,
+    cash_sold: i64,
+    ctx: &str,
+) -> super::cash::CashState {
+    let st = super::cash::state(store).unwrap();
+    assert!(
+        st.reserved.is_none()
+            && st.stacking.is_none()
+            && st.payout.is_none()
+            && st.pay_due.is_none(),
+        "{ctx}: cash left in flight: {st:?}"
+    );
+    let coins_in = moved(store, CashMove::CoinToTube) + moved(store, CashMove::CoinToCashBox);
+    let notes_in = moved(store, CashMove::NoteStacked);
+    let paid = moved(store, CashMove::PaidOut);
+    assert_eq!(coins_in, coins_taken, "{ctx}: every coin taken is credit");
+    assert_eq!(notes_in, notes.stacked_minor(), "{ctx}: notes stacked");
+    assert_eq!(paid, coins.paid_out_minor(), "{ctx}: coins paid out");
+    assert!(st.credit >= 0, "{ctx}: credit {}", st.credit);
+    assert_eq!(
+        coins_in + notes_in,
+        paid + cash_sold + st.credit,
+        "{ctx}: cash in = cash out + cash sales + credit"
+    );
+    st
+}
+
+/// Wait for a task to finish without taking it.
+pub(super) async fn wait<T>(task: &tokio::task::JoinHandle<T>) {
+    while !task.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 pub(super) fn moved(store: &Store, kind: CashMove) -> i64 {
     movements(store)
         .unwrap()

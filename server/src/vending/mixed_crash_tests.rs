@@ -28,8 +28,9 @@ use outpost_peripherals::payment::{
 use outpost_peripherals::spiral::SpiralBoard;
 use outpost_peripherals::{Device, DeviceCore, DeviceFault, HealthLevel, HealthReport};
 
-use super::cash::CashMove;
-use super::cash_tests::{Cut, CutChanger, CutMotor, CutValidator, Step, changer, moved, validator};
+use super::cash_tests::{
+    Cut, CutChanger, CutMotor, CutValidator, Step, assert_cash_books, changer, validator, wait,
+};
 use super::tests::{board, held, reader, reopen, sales, settled, slot, stocked_store, timeouts};
 use super::{VendDevices, Vending, finished, open_vends, slots};
 use crate::domain::money::Money;
@@ -160,14 +161,6 @@ struct Totals {
 /// - the slot's count is the sum of its movements, and the fills less the drops.
 fn check(store: &Store, m: &Machine, i: usize) -> Totals {
     let ctx = format!("after vend {i}");
-    let st = super::cash::state(store).unwrap();
-    assert!(
-        st.reserved.is_none()
-            && st.stacking.is_none()
-            && st.payout.is_none()
-            && st.pay_due.is_none(),
-        "{ctx}: cash left in flight: {st:?}"
-    );
     assert!(open_vends(store).unwrap().is_empty(), "{ctx}: a vend open");
     let done = finished(store).unwrap();
     let completed = |method| {
@@ -182,18 +175,7 @@ fn check(store: &Store, m: &Machine, i: usize) -> Totals {
         cashless,
         "{ctx}: charges vs sold cashless vends"
     );
-    let coins_in = moved(store, CashMove::CoinToTube) + moved(store, CashMove::CoinToCashBox);
-    let notes_in = moved(store, CashMove::NoteStacked);
-    let paid = moved(store, CashMove::PaidOut);
-    assert_eq!(coins_in, m.coins_taken, "{ctx}: every coin taken is credit");
-    assert_eq!(notes_in, m.notes.stacked_minor(), "{ctx}: notes stacked");
-    assert_eq!(paid, m.coins.paid_out_minor(), "{ctx}: coins paid out");
-    assert!(st.credit >= 0, "{ctx}: credit {}", st.credit);
-    assert_eq!(
-        coins_in + notes_in,
-        paid + cash_sold + st.credit,
-        "{ctx}: cash in = cash out + cash sales + credit"
-    );
+    assert_cash_books(store, &m.coins, &m.notes, m.coins_taken, cash_sold, &ctx);
     let sold = done
         .iter()
         .filter(|r| r.state() == VendState::Completed)
@@ -390,13 +372,6 @@ async fn mixed_vends_with_cuts(vends: usize, seed: u64) -> Totals {
         }
     }
     t
-}
-
-/// Wait for a task to finish without taking it.
-async fn wait<T>(task: &tokio::task::JoinHandle<T>) {
-    while !task.is_finished() {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn report(vends: usize, t: &Totals) {
