@@ -89,6 +89,29 @@ fn headers(name: reqwest::header::HeaderName, value: String) -> reqwest::header:
     h
 }
 
+/// A client of `server` logged in as `username` (sessions do not survive a restart).
+pub async fn login(server: &Server, username: &str, password: &str) -> reqwest::Client {
+    let login = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .default_headers(headers(reqwest::header::COOKIE, cookie))
+        .build()
+        .unwrap()
+}
+
 /// A data dir with the `CRASH-nn` catalog, a till and a technician, made through the
 /// real CLI; the opening stock is set through the first server ([`Shop::open`]).
 pub struct Shop {
@@ -147,37 +170,14 @@ impl Shop {
         }
     }
 
-    /// A client of `server` logged in as `username` (sessions do not survive a restart).
-    async fn login(server: &Server, username: &str, password: &str) -> reqwest::Client {
-        let login = reqwest::Client::new()
-            .post(format!("{}/api/v1/auth/login", server.base))
-            .json(&json!({"username": username, "password": password}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(login.status(), 200);
-        let cookie = login.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .default_headers(headers(reqwest::header::COOKIE, cookie))
-            .build()
-            .unwrap()
-    }
-
     /// The supervisor, logged in to `server`, who refunds.
     pub async fn supervisor(&self, server: &Server) -> reqwest::Client {
-        Self::login(server, "crash-super", &self.supervisor_password).await
+        login(server, "crash-super", &self.supervisor_password).await
     }
 
     /// The technician sets the opening stock of every item on `server`.
     pub async fn open(&self, server: &Server) {
-        let tech = Self::login(server, "crash-tech", &self.password).await;
+        let tech = login(server, "crash-tech", &self.password).await;
         for i in 0..SKUS {
             let r = tech
                 .put(format!("{}/api/v1/inventory/CRASH-{i:02}", server.base))

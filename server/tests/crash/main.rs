@@ -20,7 +20,7 @@ mod powerloss;
 mod vending;
 
 use helpers::{Ledger, Shop, audit, spawn_load, start};
-pub(crate) use helpers::{Server, start_with};
+pub(crate) use helpers::{Server, login, start_with};
 
 const CLIENTS: usize = 16;
 

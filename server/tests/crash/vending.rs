@@ -19,7 +19,7 @@ use outpost_peripherals::changer::CoinRoute;
 use outpost_peripherals::validator::BillRoute;
 use serde_json::{Value, json};
 
-use super::{Server, start_with};
+use super::{Server, login, start_with};
 
 struct Site {
     data: std::path::PathBuf,
@@ -108,24 +108,9 @@ async fn site() -> Site {
         &["users", "add", "route-tech", "--role", "technician"],
     );
     let server = start_with(&data, Some(&config));
-    let login = reqwest::Client::new()
-        .post(format!("{}/api/v1/auth/login", server.base))
-        .json(&json!({"username": "route-tech", "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let tech = reqwest::Client::new();
+    let tech = login(&server, "route-tech", &password).await;
     let r = tech
         .put(format!("{}/api/v1/vending/slots/A1", server.base))
-        .header("cookie", &cookie)
         .json(&json!({"sku": "COLA", "price": 250, "capacity": 20, "par": 5}))
         .send()
         .await
@@ -133,7 +118,6 @@ async fn site() -> Site {
     assert_eq!(r.status(), 200);
     let r = tech
         .post(format!("{}/api/v1/vending/slots/A1/refill", server.base))
-        .header("cookie", &cookie)
         .header("Idempotency-Key", "fill")
         .json(&json!({"units": 10}))
         .send()
@@ -245,23 +229,9 @@ impl Site {
 impl Site {
     /// The DEX audit file, read as the technician.
     async fn dex(&self, server: &Server) -> String {
-        let login = reqwest::Client::new()
-            .post(format!("{}/api/v1/auth/login", server.base))
-            .json(&json!({"username": "route-tech", "password": self.tech}))
-            .send()
+        let r = login(server, "route-tech", &self.tech)
             .await
-            .unwrap();
-        assert_eq!(login.status(), 200);
-        let cookie = login.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        let r = reqwest::Client::new()
             .get(format!("{}/api/v1/vending/dex", server.base))
-            .header("cookie", cookie)
             .send()
             .await
             .unwrap();
