@@ -172,6 +172,15 @@ pub async fn stock(
     Ok(shell(&staff, "/console/stock", Msg::NavStock, body))
 }
 
+/// Back to the stock page on `sku`, saying what was `done`.
+fn back_to_stock(sku: &str, done: &str) -> HttpResponse {
+    let query =
+        serde_urlencoded::to_string([("q", sku), ("done", done), ("sku", sku)]).unwrap_or_default();
+    HttpResponse::SeeOther()
+        .insert_header(("location", format!("/console/stock?{query}")))
+        .finish()
+}
+
 #[derive(Deserialize)]
 struct AdjustForm {
     key: String,
@@ -215,20 +224,7 @@ pub async fn adjust(
     crate::http::inventory::adjust(&state, staff.name(), key, sku.clone(), adjustment)
         .await
         .map_err(api_failed(Msg::AdjustFailed, l))?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((
-            "location",
-            format!(
-                "/console/stock?{}",
-                serde_urlencoded::to_string([
-                    ("q", sku.as_str()),
-                    ("done", "adjusted"),
-                    ("sku", sku.as_str())
-                ])
-                .unwrap_or_default()
-            ),
-        ))
-        .finish())
+    Ok(back_to_stock(&sku, "adjusted"))
 }
 
 #[derive(Deserialize)]
@@ -278,18 +274,5 @@ pub async fn count(
     } else {
         "count_same"
     };
-    Ok(HttpResponse::SeeOther()
-        .insert_header((
-            "location",
-            format!(
-                "/console/stock?{}",
-                serde_urlencoded::to_string([
-                    ("q", sku.as_str()),
-                    ("done", done),
-                    ("sku", sku.as_str())
-                ])
-                .unwrap_or_default()
-            ),
-        ))
-        .finish())
+    Ok(back_to_stock(&sku, done))
 }
